@@ -1,0 +1,167 @@
+//! Per-port counters and the reasons a frame is dropped.
+//!
+//! The driver (real or simulated) counts every frame in and out and every
+//! drop the element reports, so no element keeps its own rx/tx bookkeeping.
+
+use crate::{Outbox, PortId};
+use serde_json::{json, Map, Value};
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $name:ident = $text:literal,)*) => {
+        /// Why an element dropped a frame. Each is counted per port and shown
+        /// by `d11 status` under its name.
+        #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+        pub enum DropReason { $($(#[doc = $doc])* $name,)* }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// The counter name.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$name => $text,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than the headers it claims to carry.
+    Truncated = "truncated",
+    /// A header field is impossible (version, lengths, flags).
+    Malformed = "malformed",
+    /// The IPv4 header checksum is wrong.
+    BadChecksum = "bad_checksum",
+    /// Larger than the port's MTU allows.
+    Oversize = "oversize",
+    /// Unicast to a MAC address that is not ours.
+    NotForUs = "not_for_us",
+    /// A group MAC address as the source [IEEE 802.1Q § 8.6.2].
+    SrcMacMulticast = "src_mac_multicast",
+    /// An EtherType this element does not handle (IPv6, VLAN, …).
+    UnsupportedEtherType = "unsupported_ethertype",
+    /// Addressed to the element with a protocol or message it does not answer.
+    UnsupportedProtocol = "unsupported_protocol",
+    /// A source address that must never appear on a wire [RFC 1812 § 5.3.7].
+    Martian = "martian_source",
+    /// TTL reached zero; a time exceeded was sent when allowed.
+    TtlExpired = "ttl_expired",
+    /// No route to the destination; a net unreachable was sent when allowed.
+    NoRoute = "no_route",
+    /// The next hop did not answer ARP; a host unreachable was sent when allowed.
+    ArpTimeout = "arp_timeout",
+    /// Too many packets already wait for this next hop's ARP answer.
+    ArpQueueFull = "arp_queue_full",
+    /// DF set and too big for the next wire; fragmentation needed was sent.
+    NeedsFragmentation = "needs_fragmentation",
+    /// A switch received a frame for the port it came from.
+    SameSegment = "same_segment",
+    /// A port that does not exist (a configuration or driver error).
+    NoSuchPort = "no_such_port",
+}
+
+/// What happened on one port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames the driver could not hand to the wire (socket full, device gone).
+    pub tx_errors: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl PortCounters {
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+    pub fn to_json(&self) -> Value {
+        let drops: Map<String, Value> = DropReason::ALL
+            .iter()
+            .filter(|r| self.drops[**r as usize] > 0)
+            .map(|r| (r.name().to_string(), json!(self.drops[*r as usize])))
+            .collect();
+        json!({
+            "rx_frames": self.rx_frames, "rx_bytes": self.rx_bytes,
+            "tx_frames": self.tx_frames, "tx_bytes": self.tx_bytes,
+            "tx_errors": self.tx_errors, "drops": drops,
+        })
+    }
+}
+
+/// Counters for every port of one element.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub ports: Vec<PortCounters>,
+}
+
+impl Counters {
+    pub fn new(ports: usize) -> Counters {
+        Counters {
+            ports: vec![PortCounters::default(); ports],
+        }
+    }
+    pub fn rx(&mut self, port: PortId, len: usize) {
+        if let Some(c) = self.ports.get_mut(port.index()) {
+            c.rx_frames += 1;
+            c.rx_bytes += len as u64;
+        }
+    }
+    pub fn tx(&mut self, port: PortId, len: usize) {
+        if let Some(c) = self.ports.get_mut(port.index()) {
+            c.tx_frames += 1;
+            c.tx_bytes += len as u64;
+        }
+    }
+    pub fn tx_error(&mut self, port: PortId) {
+        if let Some(c) = self.ports.get_mut(port.index()) {
+            c.tx_errors += 1;
+        }
+    }
+    /// Counts the drops an element reported in `out`.
+    pub fn record_drops(&mut self, out: &Outbox) {
+        for (p, r) in out.drops() {
+            if let Some(c) = self.ports.get_mut(p.index()) {
+                c.drops[*r as usize] += 1;
+            }
+        }
+    }
+    /// `{"port name": {...}}` in port order.
+    pub fn to_json(&self, names: &[String]) -> Value {
+        let m: Map<String, Value> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    names.get(i).cloned().unwrap_or_else(|| format!("port{i}")),
+                    c.to_json(),
+                )
+            })
+            .collect();
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_counted_per_port_and_named_in_json() {
+        let mut c = Counters::new(2);
+        let mut o = Outbox::new();
+        o.drop_frame(PortId(1), DropReason::Truncated);
+        o.drop_frame(PortId(1), DropReason::Truncated);
+        o.drop_frame(PortId(7), DropReason::Truncated); // unknown port: ignored, no panic
+        c.record_drops(&o);
+        c.rx(PortId(0), 60);
+        assert_eq!(c.ports[1].drop_count(DropReason::Truncated), 2);
+        let j = c.to_json(&["a".into(), "b".into()]);
+        assert_eq!(j["b"]["drops"]["truncated"], 2);
+        assert_eq!(j["a"]["rx_bytes"], 60);
+    }
+}

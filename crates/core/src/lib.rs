@@ -1,0 +1,52 @@
+//! The sans-IO contract every double11 element follows.
+//!
+//! An [`Element`] is a pure state machine: frames and time go in, frames to
+//! send and drops with their reasons come out in an [`Outbox`]. It never reads
+//! a clock, a socket, a file or the environment. The same element therefore
+//! runs under the real driver (`d11-io`, AF_PACKET and TAP), in the in-memory
+//! simulator (`d11-sim`) and in unit tests with byte fixtures.
+
+pub mod arp;
+pub mod counters;
+pub mod fib;
+pub mod outbox;
+pub mod time;
+
+pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
+pub use counters::{Counters, DropReason, PortCounters};
+pub use fib::Fib;
+pub use outbox::Outbox;
+pub use time::Instant;
+
+use std::fmt;
+
+/// A port of an element, numbered in the order of its configuration.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize)]
+pub struct PortId(pub u16);
+
+impl PortId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port{}", self.0)
+    }
+}
+
+/// A network element: frames and time in, frames and drops out.
+pub trait Element {
+    /// A frame arrived on `port`. Push what to send (and what was dropped) into `out`.
+    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox);
+    /// A deadline from [`Element::poll_at`] passed.
+    fn on_timer(&mut self, now: Instant, out: &mut Outbox);
+    /// The next time the element wants [`Element::on_timer`], if any.
+    fn poll_at(&self) -> Option<Instant>;
+    /// The element's own tables (ARP cache, FIB, MAC table…) as JSON, for
+    /// `d11 status` and the control socket.
+    fn report(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
