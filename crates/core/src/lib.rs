@@ -10,6 +10,7 @@ pub mod arp;
 pub mod counters;
 pub mod fib;
 pub mod outbox;
+pub mod pcapng;
 pub mod time;
 
 pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
