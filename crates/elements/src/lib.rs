@@ -1,1 +1,10 @@
-//! placeholder
+//! The network elements of the double11 lab: one file per role.
+//!
+//! Each is a sans-IO [`d11_core::Element`]: frames and time in, frames and
+//! drops out. Forwarding elements follow Open vSwitch's shape: extract a key
+//! from the frame, look it up, apply actions.
+#![forbid(unsafe_code)]
+
+pub mod null;
+pub mod router;
+pub mod switch;

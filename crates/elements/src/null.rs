@@ -1,0 +1,1 @@
+//! `null`: passes frames across. (Being written.)
