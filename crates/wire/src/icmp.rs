@@ -70,11 +70,12 @@ pub fn may_send_error_about<T: AsRef<[u8]>>(pkt: &Ipv4Packet<T>) -> bool {
         || d.is_multicast())
 }
 
-/// Appends an IPv4 packet from `src` carrying the ICMP error `err` about
+/// Appends an IPv4 packet from `src` (IP identification `ident`) carrying the ICMP error `err` about
 /// `original` (its header and as much of its payload as fits in 576 bytes).
 pub fn emit_error<T: AsRef<[u8]>>(
     buf: &mut Vec<u8>,
     src: Ipv4Addr,
+    ident: u16,
     err: IcmpError,
     original: &Ipv4Packet<T>,
 ) {
@@ -93,7 +94,7 @@ pub fn emit_error<T: AsRef<[u8]>>(
         dst: original.src(),
         protocol: protocol::ICMP,
         ttl: 64,
-        ident: 0,
+        ident,
         dont_frag: false,
         payload_len: 8 + quoted.len(),
     }
@@ -103,7 +104,13 @@ pub fn emit_error<T: AsRef<[u8]>>(
 
 /// Appends the echo reply to an echo request `request` (an ICMP message,
 /// header included), sent from `src` to `dst` [RFC 792 p. 14].
-pub fn emit_echo_reply(buf: &mut Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr, request: &[u8]) {
+pub fn emit_echo_reply(
+    buf: &mut Vec<u8>,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    request: &[u8],
+) {
     let (rest, data) = match (request.get(4..8), request.get(8..)) {
         (Some(r), Some(d)) => ([r[0], r[1], r[2], r[3]], d),
         _ => ([0; 4], &[][..]),
@@ -113,7 +120,7 @@ pub fn emit_echo_reply(buf: &mut Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr, request:
         dst,
         protocol: protocol::ICMP,
         ttl: 64,
-        ident: 0,
+        ident,
         dont_frag: false,
         payload_len: 8 + data.len(),
     }
@@ -171,6 +178,7 @@ mod tests {
         emit_error(
             &mut b,
             Ipv4Addr::new(192, 0, 2, 1),
+            0,
             IcmpError::TtlExceeded,
             &orig,
         );
@@ -187,7 +195,7 @@ mod tests {
         let p = Ipv4Packet::new_checked(&ping[..]).unwrap();
         let req = as_echo_request(&p).unwrap();
         let mut b = vec![];
-        emit_echo_reply(&mut b, p.dst(), p.src(), req);
+        emit_echo_reply(&mut b, p.dst(), p.src(), 9, req);
         let r = Ipv4Packet::new_checked(&b[..]).unwrap();
         assert!(r.verify_checksum());
         assert_eq!(&r.payload()[4..], &req[4..]);
@@ -214,6 +222,7 @@ mod tests {
         emit_error(
             &mut b,
             Ipv4Addr::new(192, 0, 2, 1),
+            0,
             IcmpError::FragmentationNeeded { mtu: 1400 },
             &orig,
         );
