@@ -11,12 +11,14 @@ pub mod counters;
 pub mod fib;
 pub mod outbox;
 pub mod pcapng;
+pub mod rng;
 pub mod time;
 
 pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
 pub use counters::{Counters, DropReason, PortCounters};
 pub use fib::Fib;
 pub use outbox::Outbox;
+pub use rng::Rng;
 pub use time::Instant;
 
 use std::fmt;
