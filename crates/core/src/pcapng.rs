@@ -36,6 +36,9 @@ impl<W: Write> PcapngWriter<W> {
             .push(InterfaceDescriptionOption::IfName(Cow::Owned(
                 name.to_string(),
             )));
+        // pcap-file writes packet timestamps in nanoseconds; without
+        // if_tsresol = 9 readers assume microseconds and land 1000× too late.
+        idb.options.push(InterfaceDescriptionOption::IfTsResol(9));
         self.inner.write_pcapng_block(idb)?;
         self.interfaces += 1;
         Ok(self.interfaces - 1)

@@ -1,0 +1,623 @@
+//! `SimHost`: a minimal IPv4 host for scenarios, standing where the lab has a
+//! kernel stack (the phone, a VM, the `server`).
+//!
+//! It does what RFC 1122 asks of a host on one Ethernet port and no more:
+//! ARP [RFC 826] through [`ArpCache`] (requests, replies, the packets waiting
+//! for an answer), echo replies [RFC 792], a default gateway for off-link
+//! destinations [RFC 1122 § 3.3.1]. Everything it receives that a test may
+//! want to assert on (echo replies, time exceeded, destination unreachable,
+//! UDP) is recorded as a [`Received`].
+//!
+//! A test asks it to send with [`SimHost::ping`] or [`SimHost::udp`] between
+//! runs; the packet leaves on the host's next timer, which the simulator runs
+//! at once.
+
+use d11_core::{
+    ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Instant, Outbox, PortId,
+};
+use d11_wire::arp::{ArpOp, ArpRepr};
+use d11_wire::checksum;
+use d11_wire::ethernet::{self, EtherType, EthernetFrame};
+use d11_wire::icmp;
+use d11_wire::ipv4::{protocol, Ipv4Error, Ipv4Packet, Ipv4Repr};
+use d11_wire::{Ipv4Cidr, MacAddr};
+use serde_json::json;
+use std::net::Ipv4Addr;
+
+/// The host's only port.
+const PORT: PortId = PortId(0);
+
+/// Length of a UDP header [RFC 768].
+const UDP_HEADER_LEN: usize = 8;
+
+/// The data of every echo request, 56 bytes as `ping` sends by default.
+const PING_DATA: [u8; 56] = {
+    let mut d = [0u8; 56];
+    let mut i = 0;
+    while i < d.len() {
+        d[i] = i as u8;
+        i += 1;
+    }
+    d
+};
+
+/// The start of the packet an ICMP error quotes [RFC 792: "Internet Header +
+/// 64 bits of Original Data Datagram"].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// The TTL when the reporting router saw it.
+    pub ttl: u8,
+    pub ident: u16,
+    /// Up to the first 8 bytes of its payload (ports, or ICMP type/id/seq).
+    pub head: Vec<u8>,
+}
+
+impl Quoted {
+    /// `(id, seq)` if the quoted packet is an echo request.
+    pub fn echo(&self) -> Option<(u16, u16)> {
+        match self.head[..] {
+            [icmp::ECHO_REQUEST, 0, _, _, a, b, c, d] if self.protocol == protocol::ICMP => {
+                Some((u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])))
+            }
+            _ => None,
+        }
+    }
+
+    /// `(source port, destination port)` if the quoted packet is UDP.
+    pub fn udp_ports(&self) -> Option<(u16, u16)> {
+        match self.head[..] {
+            [a, b, c, d, ..] if self.protocol == protocol::UDP => {
+                Some((u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])))
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads a quoted packet: a whole IPv4 header, then whatever follows.
+    fn parse(b: &[u8]) -> Option<Quoted> {
+        let ver_ihl = *b.first()?;
+        let hl = usize::from(ver_ihl & 0x0f) * 4;
+        if ver_ihl >> 4 != 4 || hl < 20 || b.len() < hl {
+            return None;
+        }
+        let ip = |i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
+        Some(Quoted {
+            src: ip(12),
+            dst: ip(16),
+            protocol: b[9],
+            ttl: b[8],
+            ident: u16::from_be_bytes([b[4], b[5]]),
+            head: b[hl..].iter().take(8).copied().collect(),
+        })
+    }
+}
+
+/// What a received packet said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// An answer to [`SimHost::ping`].
+    EchoReply { id: u16, seq: u16, data: Vec<u8> },
+    /// Type 11: a router's TTL reached zero (code 0) [RFC 792].
+    TimeExceeded { code: u8, quoted: Quoted },
+    /// Type 3 with its code; `mtu` is the next-hop MTU of code 4
+    /// (fragmentation needed) [RFC 1191 § 4], 0 for the other codes.
+    DestUnreachable { code: u8, mtu: u16, quoted: Quoted },
+    /// A UDP datagram (the host listens on every port).
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: Vec<u8>,
+    },
+}
+
+/// A packet the host received, with when, from whom and at what TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub at: Instant,
+    pub src: Ipv4Addr,
+    pub ttl: u8,
+    pub msg: Message,
+}
+
+/// A one-port IPv4 host.
+#[derive(Debug)]
+pub struct SimHost {
+    mac: MacAddr,
+    address: Ipv4Cidr,
+    gateway: Option<Ipv4Addr>,
+    arp: ArpCache,
+    /// Packets asked for since the last timer (IPv4, no Ethernet header).
+    outgoing: Vec<Vec<u8>>,
+    ident: u16,
+    received: Vec<Received>,
+    /// Latest time seen, for the ARP entries in the report.
+    last_now: Instant,
+}
+
+impl SimHost {
+    /// A host at `address` (its subnet is on-link) that sends everything
+    /// else to `gateway`.
+    pub fn new(mac: MacAddr, address: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> SimHost {
+        SimHost {
+            mac,
+            address,
+            gateway,
+            arp: ArpCache::new(ArpConfig::default()),
+            outgoing: Vec::new(),
+            ident: 0,
+            received: Vec::new(),
+            last_now: Instant::ZERO,
+        }
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    pub fn address(&self) -> Ipv4Cidr {
+        self.address
+    }
+
+    /// Sends an echo request (DF set, 56 bytes of data) [RFC 792].
+    pub fn ping(&mut self, dst: Ipv4Addr, ttl: u8, id: u16, seq: u16) {
+        let [i0, i1] = id.to_be_bytes();
+        let [s0, s1] = seq.to_be_bytes();
+        let mut pkt = Vec::with_capacity(20 + 8 + PING_DATA.len());
+        self.ip_header(dst, protocol::ICMP, ttl, 8 + PING_DATA.len())
+            .emit(&mut pkt);
+        icmp::emit_icmp(
+            &mut pkt,
+            icmp::ECHO_REQUEST,
+            0,
+            [i0, i1, s0, s1],
+            &PING_DATA,
+        );
+        self.outgoing.push(pkt);
+    }
+
+    /// Sends a UDP datagram with its checksum filled [RFC 768], DF set (as a
+    /// host doing path MTU discovery sends it [RFC 1191 § 3]). Nothing is
+    /// fragmented here: a payload too big for a wire is the point of a test.
+    pub fn udp(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8], ttl: u8) {
+        let len = UDP_HEADER_LEN + payload.len();
+        let mut pkt = Vec::with_capacity(20 + len);
+        self.ip_header(dst, protocol::UDP, ttl, len).emit(&mut pkt);
+        let start = pkt.len();
+        pkt.extend_from_slice(&sport.to_be_bytes());
+        pkt.extend_from_slice(&dport.to_be_bytes());
+        pkt.extend_from_slice(&(len as u16).to_be_bytes());
+        pkt.extend_from_slice(&[0, 0]);
+        pkt.extend_from_slice(payload);
+        let sum = checksum::pseudo_header_sum(self.address.addr(), dst, protocol::UDP, len as u16)
+            + checksum::sum(&pkt[start..]);
+        // A computed zero is sent as all ones; zero means "no checksum".
+        let c = match !checksum::fold(sum) {
+            0 => 0xffff,
+            c => c,
+        };
+        pkt[start + 6..start + 8].copy_from_slice(&c.to_be_bytes());
+        self.outgoing.push(pkt);
+    }
+
+    /// Everything received so far, in order.
+    pub fn received(&self) -> &[Received] {
+        &self.received
+    }
+
+    /// Everything received so far, forgetting it.
+    pub fn take_received(&mut self) -> Vec<Received> {
+        std::mem::take(&mut self.received)
+    }
+
+    /// The MAC `ip` resolved to, if the ARP entry is still valid.
+    pub fn arp_lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.arp.lookup(self.last_now, ip)
+    }
+
+    fn ip_header(&mut self, dst: Ipv4Addr, protocol: u8, ttl: u8, payload_len: usize) -> Ipv4Repr {
+        Ipv4Repr {
+            src: self.address.addr(),
+            dst,
+            protocol,
+            ttl,
+            ident: self.next_ident(),
+            dont_frag: true,
+            payload_len,
+        }
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+
+    /// Sends `pkt` to its next hop: on-link destinations directly, the rest
+    /// to the gateway [RFC 1122 § 3.3.1.1], after ARP if needed.
+    fn send_ip(&mut self, now: Instant, pkt: &[u8], out: &mut Outbox) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            return;
+        };
+        let dst = ip.dst();
+        let next = if self.address.contains(dst) {
+            dst
+        } else if let Some(gw) = self.gateway {
+            gw
+        } else {
+            return out.drop_frame(PORT, DropReason::NoRoute);
+        };
+        match self.arp.lookup(now, next) {
+            Some(mac) => self.transmit_ip(mac, pkt, out),
+            None => match self.arp.enqueue(now, PORT, next, pkt) {
+                Enqueued::SendRequest => self.send_arp_request(next, out),
+                Enqueued::Queued => {}
+                Enqueued::Full => out.drop_frame(PORT, DropReason::ArpQueueFull),
+            },
+        }
+    }
+
+    fn transmit_ip(&self, dst: MacAddr, pkt: &[u8], out: &mut Outbox) {
+        out.build(PORT, |b| {
+            ethernet::emit_header(b, dst, self.mac, EtherType::Ipv4);
+            b.extend_from_slice(pkt);
+        });
+    }
+
+    fn send_arp_request(&self, target: Ipv4Addr, out: &mut Outbox) {
+        let req = ArpRepr::request(self.mac, self.address.addr(), target);
+        out.build(PORT, |b| req.emit_frame(b));
+    }
+
+    /// RFC 826 "Packet reception": merge the sender, add it if we are the
+    /// target, answer a request for our address.
+    fn handle_arp(&mut self, now: Instant, payload: &[u8], out: &mut Outbox) {
+        let Ok(arp) = ArpRepr::parse(payload) else {
+            return out.drop_frame(PORT, DropReason::Malformed);
+        };
+        let for_us = arp.target_ip == self.address.addr();
+        let flushed = if for_us {
+            self.arp.insert(now, arp.sender_ip, arp.sender_mac)
+        } else {
+            self.arp.refresh(now, arp.sender_ip, arp.sender_mac)
+        };
+        if let Some((_, queue)) = flushed {
+            for pkt in queue {
+                self.transmit_ip(arp.sender_mac, &pkt, out);
+            }
+        }
+        if for_us && arp.op == ArpOp::Request {
+            let reply = arp.reply_from(self.mac);
+            out.build(PORT, |b| reply.emit_frame(b));
+        }
+    }
+
+    fn handle_ipv4(&mut self, now: Instant, payload: &[u8], out: &mut Outbox) {
+        let ip = match Ipv4Packet::new_checked(payload) {
+            Ok(ip) => ip,
+            Err(Ipv4Error::Truncated) => return out.drop_frame(PORT, DropReason::Truncated),
+            Err(_) => return out.drop_frame(PORT, DropReason::Malformed),
+        };
+        if !ip.verify_checksum() {
+            return out.drop_frame(PORT, DropReason::BadChecksum);
+        }
+        if ip.dst() != self.address.addr() {
+            return out.drop_frame(PORT, DropReason::NotForUs);
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            // No reassembly here; scenarios send DF.
+            return out.drop_frame(PORT, DropReason::UnsupportedProtocol);
+        }
+        if let Some(req) = icmp::as_echo_request(&ip) {
+            let mut reply = Vec::with_capacity(ip.total_len());
+            let ident = self.next_ident();
+            icmp::emit_echo_reply(&mut reply, ip.dst(), ip.src(), ident, req);
+            return self.send_ip(now, &reply, out);
+        }
+        let msg = match ip.protocol() {
+            protocol::ICMP => parse_icmp(ip.payload()),
+            protocol::UDP => parse_udp(&ip),
+            _ => Err(DropReason::UnsupportedProtocol),
+        };
+        match msg {
+            Ok(msg) => self.received.push(Received {
+                at: now,
+                src: ip.src(),
+                ttl: ip.ttl(),
+                msg,
+            }),
+            Err(reason) => out.drop_frame(PORT, reason),
+        }
+    }
+}
+
+/// An ICMP message other than an echo request [RFC 792].
+fn parse_icmp(m: &[u8]) -> Result<Message, DropReason> {
+    if m.len() < 8 {
+        return Err(DropReason::Truncated);
+    }
+    if checksum::fold(checksum::sum(m)) != 0xffff {
+        return Err(DropReason::BadChecksum);
+    }
+    let (ty, code) = (m[0], m[1]);
+    let quoted = || Quoted::parse(&m[8..]).ok_or(DropReason::Malformed);
+    Ok(match ty {
+        icmp::ECHO_REPLY => Message::EchoReply {
+            id: u16::from_be_bytes([m[4], m[5]]),
+            seq: u16::from_be_bytes([m[6], m[7]]),
+            data: m[8..].to_vec(),
+        },
+        icmp::TIME_EXCEEDED => Message::TimeExceeded {
+            code,
+            quoted: quoted()?,
+        },
+        icmp::DEST_UNREACHABLE => Message::DestUnreachable {
+            code,
+            mtu: if code == 4 {
+                u16::from_be_bytes([m[6], m[7]])
+            } else {
+                0
+            },
+            quoted: quoted()?,
+        },
+        _ => return Err(DropReason::UnsupportedProtocol),
+    })
+}
+
+/// A UDP datagram, its checksum verified unless it is zero [RFC 768].
+fn parse_udp(ip: &Ipv4Packet<&[u8]>) -> Result<Message, DropReason> {
+    let u = ip.payload();
+    if u.len() < UDP_HEADER_LEN {
+        return Err(DropReason::Truncated);
+    }
+    let len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    if len < UDP_HEADER_LEN || len > u.len() {
+        return Err(DropReason::Malformed);
+    }
+    let u = &u[..len];
+    if u[6..8] != [0, 0] {
+        let sum = checksum::pseudo_header_sum(ip.src(), ip.dst(), protocol::UDP, len as u16)
+            + checksum::sum(u);
+        if checksum::fold(sum) != 0xffff {
+            return Err(DropReason::BadChecksum);
+        }
+    }
+    Ok(Message::Udp {
+        sport: u16::from_be_bytes([u[0], u[1]]),
+        dport: u16::from_be_bytes([u[2], u[3]]),
+        payload: u[UDP_HEADER_LEN..].to_vec(),
+    })
+}
+
+impl Element for SimHost {
+    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+        self.last_now = now;
+        if port != PORT {
+            return out.drop_frame(port, DropReason::NoSuchPort);
+        }
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return out.drop_frame(PORT, DropReason::Truncated);
+        };
+        // A NIC takes its own address and broadcast; it joined no multicast group.
+        if eth.dst() != self.mac && !eth.dst().is_broadcast() {
+            return out.drop_frame(PORT, DropReason::NotForUs);
+        }
+        match eth.ethertype() {
+            EtherType::Arp => self.handle_arp(now, eth.payload(), out),
+            EtherType::Ipv4 => self.handle_ipv4(now, eth.payload(), out),
+            _ => out.drop_frame(PORT, DropReason::UnsupportedEtherType),
+        }
+    }
+
+    /// Sends what the test asked for, then ARP retries and failures.
+    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
+        self.last_now = now;
+        for pkt in std::mem::take(&mut self.outgoing) {
+            self.send_ip(now, &pkt, out);
+        }
+        let mut events = Vec::new();
+        self.arp.on_timer(now, |e| events.push(e));
+        for e in events {
+            match e {
+                ArpEvent::Retry { ip, .. } => self.send_arp_request(ip, out),
+                ArpEvent::Failed { ip, queued, .. } => {
+                    tracing::info!(%ip, "neighbour did not answer ARP");
+                    for _ in queued {
+                        out.drop_frame(PORT, DropReason::ArpTimeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Due at once while the test's packets wait (the simulator clamps a
+    /// past deadline to its clock), else when ARP next needs attention.
+    fn poll_at(&self) -> Option<Instant> {
+        if self.outgoing.is_empty() {
+            self.arp.poll_at()
+        } else {
+            Some(Instant::ZERO)
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let mut arp: Vec<_> = self.arp.entries(self.last_now).collect();
+        arp.sort();
+        json!({
+            "mac": self.mac,
+            "address": self.address,
+            "gateway": self.gateway.map(|g| g.to_string()),
+            "arp": arp.iter().map(|(ip, mac)| json!({"ip": ip.to_string(), "mac": mac})).collect::<Vec<_>>(),
+            "received": self.received.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(
+    //   Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02")/
+    //   IP(src="10.0.0.2", dst="10.0.0.1", ttl=64, id=7)/
+    //   UDP(sport=5353, dport=9)/b"hello").hex())'
+    const UDP_TO_H1: &str = "02000000000102000000000208004500002100070000401166c3\
+                             0a0000020a00000114e90009000d930d68656c6c6f";
+    // The same with IP(..., flags="DF"), as SimHost sends it.
+    const UDP_TO_H1_DF: &str = "02000000000102000000000208004500002100074000401126c3\
+                                0a0000020a00000114e90009000d930d68656c6c6f";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn h1() -> SimHost {
+        SimHost::new(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            "10.0.0.1/24".parse().unwrap(),
+            Some(Ipv4Addr::new(10, 0, 0, 254)),
+        )
+    }
+
+    fn run_timer(h: &mut SimHost) -> Vec<Vec<u8>> {
+        let mut out = Outbox::new();
+        h.on_timer(Instant::ZERO, &mut out);
+        out.frames().map(|(_, f)| f.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_udp_datagram_from_scapy_is_recorded_with_its_payload() {
+        let mut h = h1();
+        let mut out = Outbox::new();
+        h.on_frame(Instant::from_millis(5), PORT, &hex(UDP_TO_H1), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(
+            h.received(),
+            [Received {
+                at: Instant::from_millis(5),
+                src: Ipv4Addr::new(10, 0, 0, 2),
+                ttl: 64,
+                msg: Message::Udp {
+                    sport: 5353,
+                    dport: 9,
+                    payload: b"hello".to_vec()
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn udp_is_built_with_the_checksum_scapy_computes() {
+        // The same datagram the other way round, once ARP is known.
+        let mut h = SimHost::new(
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            "10.0.0.2/24".parse().unwrap(),
+            None,
+        );
+        h.arp.insert(
+            Instant::ZERO,
+            Ipv4Addr::new(10, 0, 0, 1),
+            MacAddr([2, 0, 0, 0, 0, 1]),
+        );
+        h.ident = 6; // the next packet gets id 7, as in the fixture
+        h.udp(Ipv4Addr::new(10, 0, 0, 1), 5353, 9, b"hello", 64);
+        assert_eq!(run_timer(&mut h), [hex(UDP_TO_H1_DF)]);
+    }
+
+    #[test]
+    fn a_ping_off_link_asks_arp_for_the_gateway_then_leaves_when_it_answers() {
+        let mut h = h1();
+        h.ping(Ipv4Addr::new(192, 0, 2, 9), 3, 0x77, 1);
+        assert_eq!(h.poll_at(), Some(Instant::ZERO));
+        let f = run_timer(&mut h);
+        assert_eq!(f.len(), 1);
+        let arp = ArpRepr::parse(&f[0][14..]).unwrap();
+        assert_eq!(arp.target_ip, Ipv4Addr::new(10, 0, 0, 254));
+        let gw = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let mut reply = vec![];
+        arp.reply_from(gw).emit_frame(&mut reply);
+        let mut out = Outbox::new();
+        h.on_frame(Instant::from_millis(1), PORT, &reply, &mut out);
+        let sent: Vec<_> = out.frames().map(|(_, f)| f.to_vec()).collect();
+        assert_eq!(sent.len(), 1);
+        let eth = EthernetFrame::new_checked(&sent[0][..]).unwrap();
+        assert_eq!(eth.dst(), gw);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum() && ip.dont_frag());
+        assert_eq!(
+            (ip.dst(), ip.ttl(), ip.payload().len()),
+            (Ipv4Addr::new(192, 0, 2, 9), 3, 64)
+        );
+        assert_eq!(&ip.payload()[4..8], &[0, 0x77, 0, 1]);
+    }
+
+    #[test]
+    fn an_unanswered_arp_is_retried_then_its_packets_dropped() {
+        let mut h = h1();
+        h.ping(Ipv4Addr::new(10, 0, 0, 9), 64, 1, 1);
+        run_timer(&mut h);
+        let mut out = Outbox::new();
+        for s in 1..=3 {
+            h.on_timer(Instant::from_millis(s * 1000), &mut out);
+        }
+        assert_eq!(out.frames().count(), 2, "two retries");
+        assert_eq!(out.drops(), [(PORT, DropReason::ArpTimeout)]);
+        assert_eq!(h.poll_at(), None);
+    }
+
+    #[test]
+    fn time_exceeded_is_recorded_with_the_probe_it_quotes() {
+        // icmp.rs's golden time exceeded, from 192.0.2.1 about a ping
+        // 10.45.0.2 > 192.0.2.9 id 0x77 seq 1, delivered to 10.45.0.2.
+        let mut h = SimHost::new(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            "10.45.0.2/16".parse().unwrap(),
+            None,
+        );
+        let mut frame = vec![];
+        ethernet::emit_header(
+            &mut frame,
+            h.mac(),
+            MacAddr([2, 0, 0, 0, 0, 9]),
+            EtherType::Ipv4,
+        );
+        frame.extend(hex("4500003c000000004001ae91c00002010a2d00020b00f4ff0000000045000020000100000101eda40a2d0002c0000209080032c10077000161626364"));
+        let mut out = Outbox::new();
+        h.on_frame(Instant::ZERO, PORT, &frame, &mut out);
+        assert!(out.is_empty());
+        let r = &h.received()[0];
+        assert_eq!(r.src, Ipv4Addr::new(192, 0, 2, 1));
+        let Message::TimeExceeded { code: 0, quoted } = &r.msg else {
+            panic!("{r:?}")
+        };
+        assert_eq!(quoted.echo(), Some((0x77, 1)));
+        assert_eq!((quoted.dst, quoted.ttl), (Ipv4Addr::new(192, 0, 2, 9), 1));
+        assert_eq!(quoted.udp_ports(), None);
+    }
+
+    #[test]
+    fn frames_for_another_mac_and_corrupt_packets_are_counted_drops() {
+        let mut h = h1();
+        let mut out = Outbox::new();
+        let mut other = hex(UDP_TO_H1);
+        other[5] = 0x99;
+        h.on_frame(Instant::ZERO, PORT, &other, &mut out);
+        let mut bad = hex(UDP_TO_H1);
+        bad[14 + 28] ^= 0xff; // a payload byte: the UDP checksum no longer matches
+        h.on_frame(Instant::ZERO, PORT, &bad, &mut out);
+        h.on_frame(Instant::ZERO, PORT, &bad[..20], &mut out);
+        assert_eq!(
+            out.drops(),
+            [
+                (PORT, DropReason::NotForUs),
+                (PORT, DropReason::BadChecksum),
+                (PORT, DropReason::Truncated)
+            ]
+        );
+        assert!(h.received().is_empty());
+    }
+}
