@@ -1,1 +1,34 @@
-//! placeholder
+//! The I/O of the double11 lab, and the only crate with `unsafe`.
+//!
+//! An element is a pure state machine (`d11_core::Element`); this crate gives
+//! it real wires and runs it:
+//!
+//! * [`netns`]: enter a named network namespace for the current thread and come back;
+//! * [`tap`]: hold a host's TAP device that lives in another namespace;
+//! * [`packet`]: an AF_PACKET socket on a veth end, checksums completed;
+//! * [`port`]: either of the two behind one [`Port`], opened from a [`PortAttach`];
+//! * [`driver`]: the epoll loop calling the element, with counters and clean shutdown;
+//! * [`control`]: the per-process control socket (`status`, `ping`) and its client;
+//! * [`capture`]: every wire into one pcapng, one named interface per wire.
+//!
+//! Everything is synchronous, on one thread, with non-blocking fds and epoll.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod capture;
+pub mod control;
+pub mod driver;
+mod error;
+pub mod netns;
+pub mod packet;
+pub mod port;
+mod sys;
+pub mod tap;
+
+pub use capture::{stop_on_signals, Capture, CapturePoint, CaptureStats};
+pub use control::{query, ControlServer};
+pub use driver::run;
+pub use error::IoError;
+pub use netns::{with_netns, NetnsGuard};
+pub use packet::{PacketSocket, RecvMeta};
+pub use port::{Port, PortAttach};
+pub use tap::Tap;
