@@ -5,14 +5,17 @@
 //! the same per-port [`Counters`] (`rx` before `on_frame`, `tx` per frame
 //! sent, the drops an element reports), and honours [`Element::poll_at`]. What
 //! a driver would read from a clock and sockets comes from an event queue
-//! ordered by (virtual time, insertion order), and loss from one seeded
-//! [`Rng`], so a run is a pure function of its seed: the same seed replays
+//! ordered by (virtual time, insertion order), and loss from a seeded [`Rng`]
+//! per link direction (seeded in turn from the simulator's seed, so traffic
+//! on one link never shifts the losses of another): the same seed replays
 //! every frame and every drop.
 //!
 //! Each link can be captured into one pcapng with one interface per link,
 //! named `node:port` after the link's first end and showing what `tcpdump`
 //! on that end would see: frames it sends (even if the wire then loses them)
 //! and frames it receives.
+
+#![forbid(unsafe_code)]
 
 mod host;
 
@@ -22,7 +25,7 @@ use d11_core::pcapng::PcapngWriter;
 use d11_core::{Counters, Element, Instant, Outbox, PortId, Rng};
 use std::any::{type_name, Any};
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::path::Path;
 use std::time::Duration;
 
@@ -101,6 +104,8 @@ struct Node {
 struct Link {
     ends: [(NodeId, PortId); 2],
     params: LinkParams,
+    /// Loss draws for frames sent from each end.
+    rng: [Rng; 2],
     stats: LinkStats,
     /// The capture's interface for this link.
     pcap_if: Option<u32>,
@@ -142,6 +147,7 @@ impl Ord for Event {
 /// A simulated lab: nodes, links, a virtual clock and a seeded RNG.
 pub struct Sim {
     now: Instant,
+    /// Seeds each link's own generators.
     rng: Rng,
     nodes: Vec<Node>,
     links: Vec<Link>,
@@ -209,9 +215,11 @@ impl Sim {
             *wire = Some((id, end));
         }
         let pcap_if = self.add_pcap_interface(a);
+        let rng = [(); 2].map(|_| Rng::new(self.rng.next_u64()));
         self.links.push(Link {
             ends: [a, b],
             params,
+            rng,
             stats: LinkStats::default(),
             pcap_if,
         });
@@ -334,30 +342,29 @@ impl Sim {
         }
         let mut steps = 0;
         loop {
-            match (self.events.peek(), deadline) {
-                (None, None) => return Stop::Idle,
-                (None, Some(d)) => {
-                    self.now = self.now.max(d);
-                    return Stop::Deadline;
-                }
-                (Some(Reverse(e)), Some(d)) if e.at > d => {
-                    self.now = self.now.max(d);
-                    return Stop::Deadline;
-                }
-                _ => {}
+            let Some(top) = self.events.peek_mut() else {
+                break;
+            };
+            if deadline.is_some_and(|d| top.0.at > d) {
+                break;
             }
             if steps >= self.step_cap {
                 return Stop::StepCap;
             }
-            let Some(Reverse(ev)) = self.events.pop() else {
-                continue;
-            };
+            let Reverse(ev) = PeekMut::pop(top);
             steps += 1;
             self.now = ev.at;
             match ev.what {
                 What::Deliver { link, to, frame } => self.deliver(link, to, &frame),
                 What::Timer(id) => self.fire(id, ev.seq),
             }
+        }
+        match deadline {
+            Some(d) => {
+                self.now = self.now.max(d);
+                Stop::Deadline
+            }
+            None => Stop::Idle,
         }
     }
 
@@ -385,8 +392,7 @@ impl Sim {
             return; // superseded
         }
         self.nodes[id.0].timer = None;
-        let n = &mut self.nodes[id.0];
-        n.element.on_timer(self.now, &mut self.out);
+        self.nodes[id.0].element.on_timer(self.now, &mut self.out);
         self.dispatch(id);
     }
 
@@ -415,12 +421,13 @@ impl Sim {
             n.counters.tx(port, frame.len());
             let l = &mut self.links[link.0];
             l.stats.sent[from] += 1;
-            let (pcap_if, params) = (l.pcap_if, l.params);
+            let (params, pcap_if) = (l.params, l.pcap_if);
+            let lost = params.loss > 0.0 && l.rng[from].chance(params.loss);
+            l.stats.lost[from] += u64::from(lost);
             if from == 0 {
                 self.record(pcap_if, frame);
             }
-            if params.loss > 0.0 && self.rng.chance(params.loss) {
-                self.links[link.0].stats.lost[from] += 1;
+            if lost {
                 tracing::trace!(link = link.0, from, len = frame.len(), "lost");
                 continue;
             }
@@ -583,6 +590,31 @@ mod tests {
         assert_eq!(run(7), (first.clone(), stats));
         assert_ne!(run(8).0, first);
         assert!(stats.lost[0] > 0 && stats.lost[1] > 0, "{stats:?}");
+    }
+
+    #[test]
+    fn traffic_on_one_link_does_not_shift_the_losses_of_another() {
+        let run = |busy_neighbour: bool| {
+            let (mut sim, a, _, l) = pair(3, 0.3);
+            let c = sim.add_node("c", host(3), &["eth0"]);
+            let d = sim.add_node("d", host(4), &["eth0"]);
+            let params = LinkParams {
+                delay: Duration::ZERO,
+                loss: 0.3,
+            };
+            sim.link((c, PortId(0)), (d, PortId(0)), params);
+            for seq in 0..30 {
+                sim.node_mut::<SimHost>(a)
+                    .ping(Ipv4Addr::new(10, 0, 0, 2), 64, 1, seq);
+                if busy_neighbour {
+                    sim.node_mut::<SimHost>(c)
+                        .ping(Ipv4Addr::new(10, 0, 0, 4), 64, 1, seq);
+                }
+                sim.run_for(Duration::from_secs(4));
+            }
+            sim.link_stats(l)
+        };
+        assert_eq!(run(false), run(true));
     }
 
     #[test]
