@@ -7,7 +7,7 @@
 
 use crate::{Instant, PortId};
 use d11_wire::MacAddr;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -77,7 +77,8 @@ pub enum ArpEvent {
 pub struct ArpCache {
     cfg: ArpConfig,
     entries: HashMap<Ipv4Addr, (MacAddr, Instant)>,
-    pending: HashMap<Ipv4Addr, Pending>,
+    /// Ordered, so retries due at one instant go out in the same order every run.
+    pending: BTreeMap<Ipv4Addr, Pending>,
 }
 
 impl ArpCache {
@@ -85,7 +86,7 @@ impl ArpCache {
         ArpCache {
             cfg,
             entries: HashMap::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 
