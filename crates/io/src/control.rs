@@ -39,6 +39,57 @@ struct Client {
     deadline: Instant,
 }
 
+/// Where a client's command stands after reading what is there.
+enum Command {
+    Pending,
+    Closed,
+    TooLong,
+    Line(String),
+}
+
+impl Client {
+    fn read_command(&mut self) -> Command {
+        let mut buf = [0u8; 256];
+        let eof = loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => self.line.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Command::Closed,
+            }
+            if self.line.contains(&b'\n') || self.line.len() > MAX_LINE {
+                break false;
+            }
+        };
+        // A last line without its newline still counts when the client closes.
+        let end = match self.line.iter().position(|&b| b == b'\n') {
+            Some(end) => end,
+            None if self.line.len() > MAX_LINE => return Command::TooLong,
+            None if eof && !self.line.is_empty() => self.line.len(),
+            None if eof => return Command::Closed,
+            None => return Command::Pending,
+        };
+        Command::Line(
+            String::from_utf8_lossy(&self.line[..end])
+                .trim()
+                .to_string(),
+        )
+    }
+    /// Writes what the socket takes; true once the whole answer is out.
+    fn write_answer(&mut self) -> io::Result<bool> {
+        while self.sent < self.answer.len() {
+            match self.stream.write(&self.answer[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// A listening control socket; the socket file is removed when it is dropped.
 pub struct ControlServer {
     listener: UnixListener,
@@ -154,77 +205,48 @@ impl ControlServer {
             return;
         };
         if c.answer.is_empty() {
-            let mut buf = [0u8; 256];
-            let eof = loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => break true,
-                    Ok(n) => c.line.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return self.close(epoll, slot),
+            let answer = match c.read_command() {
+                Command::Pending => return,
+                Command::Closed => return self.close(epoll, slot),
+                Command::TooLong => {
+                    json!({"error": format!("command longer than {MAX_LINE} bytes")})
                 }
-                if c.line.contains(&b'\n') || c.line.len() > MAX_LINE {
-                    break false;
-                }
+                Command::Line(cmd) => self.answer(&cmd, status),
             };
-            let has_line = c.line.contains(&b'\n');
-            let too_long = !has_line && c.line.len() > MAX_LINE;
-            if !(has_line || too_long || (eof && !c.line.is_empty())) {
-                if eof {
-                    self.close(epoll, slot);
-                }
+            let Some(Some(c)) = self.clients.get_mut(slot) else {
                 return;
-            }
-            let answer = if too_long {
-                json!({"error": format!("command longer than {MAX_LINE} bytes")})
-            } else {
-                let end = c
-                    .line
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .unwrap_or(c.line.len());
-                let cmd = String::from_utf8_lossy(&c.line[..end]);
-                match cmd.trim() {
-                    "status" => {
-                        let (ports, report) = status();
-                        json!({
-                            "node": self.node, "role": self.role,
-                            "pid": std::process::id(),
-                            "uptime_ms": self.started.elapsed().as_millis() as u64,
-                            "ports": ports, "report": report,
-                        })
-                    }
-                    "ping" => json!({"ok": true}),
-                    other => {
-                        json!({"error": format!("unknown command {other:?} (try status, ping)")})
-                    }
-                }
             };
             c.answer = answer.to_string().into_bytes();
             c.answer.push(b'\n');
             c.deadline = Instant::now() + CLIENT_TIMEOUT;
         }
-        loop {
-            match c.stream.write(&c.answer[c.sent..]) {
-                Ok(n) => {
-                    c.sent += n;
-                    if c.sent == c.answer.len() {
-                        return self.close(epoll, slot);
-                    }
+        let Some(Some(c)) = self.clients.get_mut(slot) else {
+            return;
+        };
+        match c.write_answer() {
+            Ok(false) => {
+                let (fd, token) = (c.stream.as_raw_fd(), CLIENT_TOKENS + slot as u64);
+                if epoll.modify(fd, token, libc::EPOLLOUT).is_err() {
+                    self.close(epoll, slot);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let fd = c.stream.as_raw_fd();
-                    if epoll
-                        .modify(fd, CLIENT_TOKENS + slot as u64, libc::EPOLLOUT)
-                        .is_err()
-                    {
-                        self.close(epoll, slot);
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.close(epoll, slot),
             }
+            Ok(true) | Err(_) => self.close(epoll, slot),
+        }
+    }
+
+    fn answer(&self, cmd: &str, status: impl FnOnce() -> (Value, Value)) -> Value {
+        match cmd {
+            "status" => {
+                let (ports, report) = status();
+                json!({
+                    "node": self.node, "role": self.role,
+                    "pid": std::process::id(),
+                    "uptime_ms": self.started.elapsed().as_millis() as u64,
+                    "ports": ports, "report": report,
+                })
+            }
+            "ping" => json!({"ok": true}),
+            other => json!({"error": format!("unknown command {other:?} (try status, ping)")}),
         }
     }
 

@@ -401,6 +401,15 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_interface_is_named_in_the_error() {
+        let e = PacketSocket::open("d11nosuch0").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "AF_PACKET socket on d11nosuch0: find the interface: No such device (os error 19)"
+        );
+    }
+
+    #[test]
     fn vlan_tag_goes_back_after_the_mac_addresses() {
         let mut buf = [0u8; 64];
         buf[..UDP_FRAME.len()].copy_from_slice(&UDP_FRAME);
