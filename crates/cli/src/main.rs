@@ -1,1 +1,139 @@
-fn main() {}
+//! `d11`: the one binary of the double11 lab.
+//!
+//! User commands (`up`, `down`, `status`, `exec`, `capture`, `bench`) and the
+//! two the lab runs itself (`supervise`, `run`). This crate holds no
+//! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
+//! elements', I/O is `d11-io`'s.
+
+mod bench;
+mod capture;
+mod lifecycle;
+mod run;
+mod status;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// double11: a real network lab replaying one Singles' Day order with genuine frames.
+#[derive(Parser)]
+#[command(name = "d11", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// `--name LAB`, shared by every command that works on one lab.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LabArg {
+    /// The lab's name: namespaces are LAB-NODE, state is in /run/d11/LAB/.
+    #[arg(long = "name", short = 'n', default_value = "d11", value_name = "LAB")]
+    pub name: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the namespaces and wires of a topology, start every element, wait until ready.
+    Up {
+        /// The topology file.
+        #[arg(short = 't', long = "topology", default_value = "netns/double11.toml", value_name = "FILE")]
+        topology: PathBuf,
+        #[command(flatten)]
+        lab: LabArg,
+    },
+    /// Stop the elements and remove every namespace, wire and process of a lab (safe to repeat).
+    Down {
+        #[command(flatten)]
+        lab: LabArg,
+        /// Take down every lab on this machine.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// Nodes, roles, pids, restarts and per-port counters of a lab.
+    Status {
+        #[command(flatten)]
+        lab: LabArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node's namespace (like `ip netns exec`).
+    Exec {
+        #[command(flatten)]
+        lab: LabArg,
+        /// The node, e.g. `phone`.
+        node: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Capture every wire of a lab into one pcapng, one interface per wire named `node:port`.
+    Capture {
+        #[command(flatten)]
+        lab: LabArg,
+        /// The pcapng file to write.
+        #[arg(short = 'w', value_name = "FILE.pcapng")]
+        file: PathBuf,
+        /// Stop after this many seconds (default: when CMD ends, or on Ctrl-C).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Run this command while capturing and stop when it ends.
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Benchmarks, each against baselines measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Keep a lab's element processes running (started by `d11 up`).
+    #[command(hide = true)]
+    Supervise {
+        #[command(flatten)]
+        lab: LabArg,
+    },
+    /// Run one element of a lab in its namespace (started by the supervisor).
+    #[command(hide = true)]
+    Run {
+        #[command(flatten)]
+        lab: LabArg,
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// iperf3 TCP and 64-byte UDP through four routers vs. kernel forwarding and null elements.
+    Forward(bench::ForwardArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res: Result<ExitCode> = match cli.cmd {
+        Cmd::Up { topology, lab } => lifecycle::up(&topology, &lab.name).map(|_| ExitCode::SUCCESS),
+        Cmd::Down { lab, all } => lifecycle::down(&lab.name, all).map(|_| ExitCode::SUCCESS),
+        Cmd::Status { lab, json } => status::status(&lab.name, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Exec { lab, node, cmd } => lifecycle::exec(&lab.name, &node, &cmd),
+        Cmd::Capture { lab, file, seconds, cmd } => capture::capture(&lab.name, &file, seconds, &cmd),
+        Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
+        Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            eprintln!("d11: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Refuses to go on without root, in one line.
+pub fn need_root(what: &str) -> Result<()> {
+    if !d11_io::is_root() {
+        anyhow::bail!("{what} creates network namespaces and must run as root (try sudo)");
+    }
+    Ok(())
+}

@@ -441,7 +441,7 @@ fn copied_options_header(header: &[u8]) -> Vec<u8> {
             }
         }
     }
-    while h.len() % 4 != 0 {
+    while !h.len().is_multiple_of(4) {
         h.push(0);
     }
     h[0] = 0x40 | (h.len() / 4) as u8;

@@ -32,3 +32,9 @@ pub use netns::{with_netns, NetnsGuard};
 pub use packet::{PacketSocket, RecvMeta};
 pub use port::{Port, PortAttach};
 pub use tap::Tap;
+
+/// True when this process runs as root (what building a lab needs).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

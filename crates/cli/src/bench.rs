@@ -1,0 +1,248 @@
+//! `d11 bench forward`: what a userspace router costs.
+//!
+//! Three labs of the same shape — phone, four forwarders, server — are built
+//! one after the other in this run, so the machine's noise hits them alike:
+//! the kernel forwarding (`netns/bench-kernel.toml`), four `null` elements
+//! that only pass frames across (`bench-null.toml`, the driver's own cost),
+//! and four routers (`bench-router.toml`). Each gets an iperf3 TCP run and a
+//! 64-byte UDP packet-rate run; the report gives every figure and the ratios
+//! the issue asks for (router per-frame cost against a null element, against
+//! the kernel), peak RSS per element and `d11 up` wall time of the carrier lab.
+//!
+//! It drives the lab through this same binary's commands (`up`, `exec`,
+//! `down`) as a user would, so nothing here knows about namespaces.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of `d11 bench forward`.
+#[derive(Debug, clap::Args)]
+pub struct ForwardArgs {
+    /// Seconds of each iperf3 run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// How many times to bring the carrier lab up to time `d11 up` (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub up_runs: u32,
+    /// Directory holding the bench topologies and carrier.toml.
+    #[arg(long, default_value = "netns")]
+    pub topologies: PathBuf,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+struct Variant {
+    name: &'static str,
+    file: &'static str,
+    /// Processes that forward (their peak RSS is reported).
+    elements: bool,
+}
+
+const VARIANTS: [Variant; 3] = [
+    Variant { name: "kernel", file: "bench-kernel.toml", elements: false },
+    Variant { name: "null", file: "bench-null.toml", elements: true },
+    Variant { name: "router", file: "bench-router.toml", elements: true },
+];
+
+pub fn forward(args: &ForwardArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the d11 binary")?;
+    let mut results = serde_json::Map::new();
+    for v in &VARIANTS {
+        let file = args.topologies.join(v.file);
+        eprintln!("bench: {} ({})", v.name, file.display());
+        let r = run_variant(&exe, v, &file, args.seconds).with_context(|| format!("variant {}", v.name))?;
+        results.insert(v.name.to_string(), r);
+    }
+    let up = time_up(&exe, &args.topologies.join("carrier.toml"), args.up_runs)?;
+    let report = summarise(results, up);
+    print_report(&report);
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// A lab that goes down when dropped, whatever happened in between.
+struct LabGuard<'a> {
+    exe: &'a Path,
+    name: String,
+}
+
+impl<'a> LabGuard<'a> {
+    fn up(exe: &'a Path, topology: &Path, name: &str) -> Result<(LabGuard<'a>, Duration)> {
+        let _ = d11(exe, &["down", "--name", name]).output();
+        let t0 = Instant::now();
+        let out = d11(exe, &["up", "-t", &topology.to_string_lossy(), "--name", name])
+            .stdout(Stdio::null())
+            .output()
+            .context("running d11 up")?;
+        let took = t0.elapsed();
+        let guard = LabGuard { exe, name: name.to_string() };
+        if !out.status.success() {
+            bail!("d11 up failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok((guard, took))
+    }
+
+    fn exec(&self, node: &str, cmd: &[&str]) -> Command {
+        let mut args = vec!["exec", "--name", &self.name, node, "--"];
+        args.extend_from_slice(cmd);
+        d11(self.exe, &args)
+    }
+}
+
+impl Drop for LabGuard<'_> {
+    fn drop(&mut self) {
+        let _ = d11(self.exe, &["down", "--name", &self.name]).output();
+    }
+}
+
+fn d11(exe: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(exe);
+    c.args(args);
+    c
+}
+
+fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result<Value> {
+    let text = std::fs::read_to_string(topology).with_context(|| format!("reading {}", topology.display()))?;
+    let server_ip = server_address(&text).context("the bench topology has no server address")?;
+    let (lab, _) = LabGuard::up(exe, topology, &format!("bench-{}", v.name))?;
+    let secs = seconds.to_string();
+    let tcp = iperf(&lab, &server_ip, &["-t", &secs])?;
+    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 TCP gave no bits_per_second")?;
+    // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
+    let udp = iperf(&lab, &server_ip, &["-u", "-b", "0", "-l", "18", "-t", &secs])?;
+    let sum = &udp["end"]["sum"];
+    let (packets, lost, secs_f) = (
+        sum["packets"].as_f64().unwrap_or(0.0),
+        sum["lost_packets"].as_f64().unwrap_or(0.0),
+        sum["seconds"].as_f64().unwrap_or(f64::from(seconds)).max(0.001),
+    );
+    let pps = (packets - lost).max(0.0) / secs_f;
+    let rss = if v.elements { peak_rss(&lab.name)? } else { json!({}) };
+    Ok(json!({
+        "tcp_mbit_s": bps / 1e6,
+        "udp64_sent_pps": packets / secs_f,
+        "udp64_received_pps": pps,
+        "udp64_loss": if packets > 0.0 { lost / packets } else { 0.0 },
+        "peak_rss_kib": rss,
+    }))
+}
+
+/// Runs an iperf3 client in `phone` against a one-off server in `server`.
+fn iperf(lab: &LabGuard, server_ip: &str, extra: &[&str]) -> Result<Value> {
+    let mut server: Child = lab
+        .exec("server", &["iperf3", "-s", "-1", "-B", server_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 -s (is iperf3 installed?)")?;
+    let mut last_err = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut args = vec!["iperf3", "-J", "-c", server_ip];
+        args.extend_from_slice(extra);
+        let out = lab.exec("phone", &args).output().context("running iperf3 -c")?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        match v["error"].as_str() {
+            None if out.status.success() => {
+                let _ = server.wait();
+                return Ok(v);
+            }
+            Some(e) if e.contains("refused") || e.contains("unable to connect") => last_err = e.to_string(),
+            e => {
+                let _ = server.kill();
+                bail!("iperf3 failed: {}", e.unwrap_or("no JSON output"));
+            }
+        }
+    }
+    let _ = server.kill();
+    bail!("iperf3 server never answered: {last_err}")
+}
+
+fn server_address(topology: &str) -> Option<String> {
+    let v: toml::Value = toml::from_str(topology).ok()?;
+    let nodes = v.get("nodes")?.as_array()?;
+    let server = nodes.iter().find(|n| n.get("name").and_then(|n| n.as_str()) == Some("server"))?;
+    let addr = server.get("ports")?.as_array()?.first()?.get("address")?.as_str()?;
+    Some(addr.split('/').next()?.to_string())
+}
+
+/// Peak resident memory (VmHWM) of every element process of the lab.
+fn peak_rss(lab: &str) -> Result<Value> {
+    let state = d11_lab::SupervisorState::load(&d11_lab::RunDir::new(lab))?;
+    let mut out = serde_json::Map::new();
+    for (node, s) in state.nodes {
+        if let Some(pid) = s.pid {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+            out.insert(node, json!(kib));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Median wall time of `d11 up` for the carrier lab.
+fn time_up(exe: &Path, carrier: &Path, runs: u32) -> Result<Value> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let (lab, took) = LabGuard::up(exe, carrier, "bench-up")?;
+        drop(lab);
+        times.push(took.as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(json!({ "runs_s": times, "median_s": times[times.len() / 2] }))
+}
+
+fn summarise(results: serde_json::Map<String, Value>, up: Value) -> Value {
+    let get = |v: &str, k: &str| results.get(v).and_then(|r| r[k].as_f64()).unwrap_or(0.0);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    // Cost per frame is the inverse of the rate: router cost / null cost = null pps / router pps.
+    json!({
+        "variants": results,
+        "ratios": {
+            "router_vs_null_cost_per_frame_udp64": ratio(get("null", "udp64_received_pps"), get("router", "udp64_received_pps")),
+            "router_vs_null_cost_tcp": ratio(get("null", "tcp_mbit_s"), get("router", "tcp_mbit_s")),
+            "router_vs_kernel_cost_per_frame_udp64": ratio(get("kernel", "udp64_received_pps"), get("router", "udp64_received_pps")),
+            "router_vs_kernel_cost_tcp": ratio(get("kernel", "tcp_mbit_s"), get("router", "tcp_mbit_s")),
+        },
+        "goals": { "router_vs_null_cost_per_frame": 1.2, "peak_rss_mib_per_element": 20, "up_carrier_s": 2.0 },
+        "up_carrier": up,
+    })
+}
+
+fn print_report(r: &Value) {
+    println!("\n{:<8} {:>12} {:>14} {:>14} {:>8}", "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss");
+    for name in ["kernel", "null", "router"] {
+        let v = &r["variants"][name];
+        println!(
+            "{:<8} {:>12.0} {:>14.0} {:>14.0} {:>7.1}%",
+            name,
+            v["tcp_mbit_s"].as_f64().unwrap_or(0.0),
+            v["udp64_sent_pps"].as_f64().unwrap_or(0.0),
+            v["udp64_received_pps"].as_f64().unwrap_or(0.0),
+            100.0 * v["udp64_loss"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let q = &r["ratios"];
+    let f = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
+    println!("\ncost per frame, router / null element (UDP 64 B): {:.2}x  (goal <= 1.2x)", f("router_vs_null_cost_per_frame_udp64"));
+    println!("cost, router / null element (TCP):                {:.2}x", f("router_vs_null_cost_tcp"));
+    println!("cost per frame, router / kernel (UDP 64 B):       {:.2}x", f("router_vs_kernel_cost_per_frame_udp64"));
+    println!("cost, router / kernel (TCP):                      {:.2}x", f("router_vs_kernel_cost_tcp"));
+    for name in ["null", "router"] {
+        if let Some(m) = r["variants"][name]["peak_rss_kib"].as_object() {
+            let list: Vec<String> =
+                m.iter().map(|(n, k)| format!("{n} {:.1} MiB", k.as_f64().unwrap_or(0.0) / 1024.0)).collect();
+            println!("peak RSS, {name} elements: {}  (goal <= 20 MiB)", list.join(", "));
+        }
+    }
+    println!("d11 up, carrier lab: median {:.2} s over {:?}  (goal <= 2 s)", r["up_carrier"]["median_s"].as_f64().unwrap_or(0.0), r["up_carrier"]["runs_s"]);
+}

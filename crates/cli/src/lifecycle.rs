@@ -1,0 +1,132 @@
+//! `d11 up`, `d11 down`, `d11 exec` and the supervisor process they share.
+
+use crate::need_root;
+use anyhow::{bail, Context, Result};
+use d11_lab::{netns_name, ChildSpec, RunDir, Supervisor, SupervisorState, Topology};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `d11 up` waits for every element to answer on its control socket.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn up(topology: &Path, lab: &str) -> Result<()> {
+    d11_lab::check_lab_name(lab)?;
+    let topo = Topology::load(topology)?;
+    need_root("d11 up")?;
+    let t0 = Instant::now();
+    d11_lab::build(lab, &topo)?;
+    // The namespaces and wires exist: from here on a failure takes them down again.
+    if let Err(e) = start(lab, &topo) {
+        let _ = d11_lab::teardown(lab);
+        return Err(e);
+    }
+    let took = t0.elapsed();
+    let elements = topo.elements().len();
+    println!(
+        "lab {lab} is up in {:.2} s: {} nodes ({} elements), {} wires, from {}",
+        took.as_secs_f64(),
+        topo.nodes.len(),
+        elements,
+        topo.wires.len(),
+        topology.display()
+    );
+    println!("  d11 status --name {lab}    d11 exec --name {lab} NODE -- CMD    d11 down --name {lab}");
+    Ok(())
+}
+
+/// Starts the supervisor, detached in its own process group, and waits until
+/// every element answers.
+fn start(lab: &str, topo: &Topology) -> Result<()> {
+    let dir = RunDir::new(lab);
+    std::fs::create_dir_all(dir.logs_dir()).context("creating the logs directory")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.log_file("supervisor"))
+        .context("opening the supervisor's log")?;
+    let exe = std::env::current_exe().context("finding the d11 binary")?;
+    Command::new(exe)
+        .args(["supervise", "--name", lab])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the supervisor")?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for e in topo.elements() {
+        let sock = dir.socket(&e.name);
+        loop {
+            if d11_io::query(&sock, "ping", Duration::from_millis(300)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let tail = last_line(&dir.log_file(&e.name));
+                bail!("element {} did not become ready within {}s (last log line: {tail})", e.name, READY_TIMEOUT.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+fn last_line(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_else(|| "none".into())
+}
+
+pub fn down(lab: &str, all: bool) -> Result<()> {
+    need_root("d11 down")?;
+    let labs = if all { d11_lab::list_labs()? } else { vec![lab.to_string()] };
+    for l in labs {
+        d11_lab::check_lab_name(&l)?;
+        let report = d11_lab::teardown(&l).with_context(|| format!("taking lab {l} down"))?;
+        println!("lab {l} is down ({report})");
+    }
+    Ok(())
+}
+
+/// Replaces this process with `ip netns exec LAB-NODE CMD…`, which also
+/// applies `/etc/netns/LAB-NODE/` (hosts, resolv.conf) as users expect.
+pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
+    d11_lab::check_lab_name(lab)?;
+    let dir = RunDir::new(lab);
+    if !dir.exists() {
+        bail!("there is no lab named {lab} (start it with: d11 up --name {lab})");
+    }
+    let topo = dir.topology().context("reading the lab's topology")?;
+    if topo.node(node).is_none() {
+        let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
+        bail!("lab {lab} has no node {node:?} (nodes: {})", names.join(", "));
+    }
+    let err = Command::new("ip").args(["netns", "exec", &netns_name(lab, node)]).args(cmd).exec();
+    Err(err).context("running ip netns exec (is iproute2 installed?)")
+}
+
+/// The supervisor process: one `d11 run` per element, restarted when it dies.
+pub fn supervise(lab: &str) -> Result<()> {
+    let dir = RunDir::new(lab);
+    let topo = dir.topology().context("reading the lab's topology")?;
+    let exe: OsString = std::env::current_exe().context("finding the d11 binary")?.into();
+    let children = topo
+        .elements()
+        .into_iter()
+        .map(|e| ChildSpec {
+            argv: vec![exe.clone(), "run".into(), "--name".into(), lab.into(), "--node".into(), e.name.clone().into()],
+            log: dir.log_file(&e.name),
+            node: e.name,
+        })
+        .collect();
+    Supervisor::new(dir, children).run()?;
+    Ok(())
+}
+
+/// The supervisor's view of one node, if it has one.
+pub fn supervisor_state(lab: &str) -> Option<SupervisorState> {
+    SupervisorState::load(&RunDir::new(lab)).ok()
+}

@@ -1,0 +1,31 @@
+# Shared by the scripts: install what the lab needs, build d11 once.
+# Sourced, not run.
+
+# Debian packages the lab and its tests use (only when root; nothing else is touched).
+D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps)
+
+d11_install_packages() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "note: not root, so no packages are installed and the root end-to-end tests will skip" >&2
+    return 0
+  fi
+  local missing=()
+  for p in "${D11_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture; answer no without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# Builds the one binary, in release mode (the lab forwards frames; speed matters).
+d11_build() {
+  cargo build --release --locked -p d11-cli >&2
+  D11="$(pwd)/target/release/d11"
+  export D11
+}

@@ -1,0 +1,170 @@
+//! Shared by the root end-to-end tests: a lab that always goes down, the `d11`
+//! binary, and small helpers around `ip`, `tshark` and the topology.
+//!
+//! Every test takes [`serial`] first: end-to-end tests run one at a time (two
+//! cores; iperf3 and tshark are heavy), each with its own lab name.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises the end-to-end tests of this binary; a panicked test does not
+/// poison the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True when the test may build labs; prints why not otherwise.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped {test}: needs root (network namespaces)");
+    }
+    root
+}
+
+pub fn d11_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_d11"))
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn topology(name: &str) -> PathBuf {
+    repo().join("netns").join(name)
+}
+
+/// Runs `d11 ARGS…` and returns its output (never panics on failure).
+pub fn d11(args: &[&str]) -> Output {
+    Command::new(d11_bin()).args(args).output().expect("the d11 binary runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A lab for one test, named after it, that is always taken down — also
+/// when the test panics (the guard's `Drop` runs during unwinding).
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    pub fn up(topology_file: &str, tag: &str) -> Lab {
+        let name = format!("t-{tag}-{}", std::process::id() % 100_000);
+        let _ = d11(&["down", "--name", &name]);
+        let lab = Lab { name };
+        let out = d11(&["up", "-t", &topology(topology_file).to_string_lossy(), "--name", &lab.name]);
+        assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
+        lab
+    }
+
+    /// Runs a command inside `node`; returns its output.
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", "--name", &self.name, node, "--"];
+        args.extend_from_slice(cmd);
+        d11(&args)
+    }
+
+    /// `exec` that must succeed; returns stdout.
+    pub fn sh(&self, node: &str, cmd: &[&str]) -> String {
+        let o = self.exec(node, cmd);
+        assert!(o.status.success(), "{node}: {cmd:?} failed:\n{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let o = d11(&["status", "--name", &self.name, "--json"]);
+        assert!(o.status.success(), "d11 status failed:\n{}", text(&o));
+        serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+    }
+
+    pub fn netns(&self, node: &str) -> String {
+        format!("{}-{node}", self.name)
+    }
+
+    /// Captures every wire into `file` while `cmd` runs inside `node`.
+    pub fn capture(&self, file: &Path, node: &str, cmd: &[&str]) -> Output {
+        let f = file.to_string_lossy();
+        let d = d11_bin();
+        let mut args = vec!["capture", "--name", &self.name, "-w", &f, "--", d.to_str().unwrap(), "exec", "--name", &self.name, node, "--"];
+        args.extend_from_slice(cmd);
+        d11(&args)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let o = d11(&["down", "--name", &self.name]);
+        if !o.status.success() {
+            eprintln!("d11 down --name {} failed:\n{}", self.name, text(&o));
+        }
+    }
+}
+
+/// Namespaces whose name starts with `prefix`.
+pub fn namespaces(prefix: &str) -> Vec<String> {
+    let o = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `d11 run` processes of lab `name` still alive.
+pub fn lab_processes(name: &str) -> Vec<String> {
+    let o = Command::new("pgrep").args(["-a", "-f", &format!("--name {name} ")]).output().expect("pgrep runs");
+    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("d11")).map(str::to_string).collect()
+}
+
+/// Asserts lab `name` left nothing: no namespace, no run dir, no process.
+pub fn assert_gone(name: &str) {
+    assert_eq!(namespaces(&format!("{name}-")), Vec::<String>::new(), "namespaces left behind");
+    assert!(!Path::new("/run/d11").join(name).exists(), "run dir left behind");
+    assert_eq!(lab_processes(name), Vec::<String>::new(), "processes left behind");
+}
+
+/// tshark's field output for a capture file, one Vec per frame.
+pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut args = vec!["-r".to_string(), file.to_string_lossy().into_owned(), "-T".into(), "fields".into(), "-E".into(), "separator=|".into()];
+    if !filter.is_empty() {
+        args.push("-Y".into());
+        args.push(filter.into());
+    }
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let o = Command::new("tshark").args(&args).output().expect("tshark runs (apt install tshark)");
+    assert!(o.status.success(), "tshark failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+}
+
+/// A fresh scratch directory for a test's files, removed with the guard.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("d11-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Scratch(p)
+    }
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
