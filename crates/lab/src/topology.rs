@@ -1,0 +1,835 @@
+//! The topology model: what a lab is made of, as pure data.
+//!
+//! A topology file names **nodes** (a `host` is a namespace with the kernel's
+//! TCP/IP stack; an `element` is a namespace whose ports a userspace process
+//! owns) and **wires** between their ports. Building namespaces from it is a
+//! separate step ([`crate::build`]), as Mininet keeps `Topo` apart from
+//! `Mininet`. The schema, every key and every rule: `docs/topology.md`.
+//!
+//! [`Topology::parse`] and [`Topology::load`] always validate, so every view
+//! derived here ([`Topology::elements`], [`Topology::capture_points`]) may
+//! rely on the rules of `validate.rs`; on a topology changed by hand after
+//! loading, call [`Topology::validate`] again.
+
+use crate::names::netns_name;
+use d11_wire::{Ipv4Cidr, MacAddr};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+use toml::de::{DeTable, DeValue};
+
+/// The MTU of a port that does not say.
+pub const DEFAULT_MTU: u16 = 1500;
+
+fn default_mtu() -> u16 {
+    DEFAULT_MTU
+}
+
+/// A whole lab: nodes and the wires between their ports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// One line for `d11 status` and the docs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub wires: Vec<Wire>,
+    /// Where the text came from, to put file and line into errors.
+    #[serde(skip)]
+    origin: Origin,
+}
+
+/// What runs in a node's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// The kernel's TCP/IP stack: real programs (`curl`, `iperf3`, our apps) run here.
+    Host,
+    /// A userspace process forwarding frames on ports the kernel never uses.
+    Element,
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeKind::Host => "host",
+            NodeKind::Element => "element",
+        })
+    }
+}
+
+/// The role an element process plays (`d11 run` picks its code by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// IPv4 router with static routes: every port has an address.
+    Router,
+    /// L2 learning switch: ports have no address.
+    Switch,
+    /// Passes every frame to the other port untouched (the driver's cost alone).
+    Null,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Switch => "switch",
+            Role::Null => "null",
+        }
+    }
+
+    /// True if the role's ports carry IPv4 addresses (and it may have routes).
+    pub fn is_addressed(self) -> bool {
+        match self {
+            Role::Router => true,
+            Role::Switch | Role::Null => false,
+        }
+    }
+
+    /// True if the role joins its ports into one L2 segment (frames pass
+    /// through unchanged), so the addresses on either side share a subnet.
+    pub fn bridges(self) -> bool {
+        match self {
+            Role::Router => false,
+            Role::Switch | Role::Null => true,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One node: a network namespace `LAB-NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    /// Elements only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Hosts only: the kernel's `net.ipv4.ip_forward` (default off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<bool>,
+    /// In order: an element's port `i` is its `PortId(i)`.
+    pub ports: Vec<Port>,
+    /// Static routes (hosts and addressed roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+impl Node {
+    pub fn port(&self, name: &str) -> Option<&Port> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// The kernel's `ip_forward` for this node: the host's flag, off for elements.
+    pub fn ip_forward(&self) -> bool {
+        self.kind == NodeKind::Host && self.forwarding.unwrap_or(false)
+    }
+}
+
+/// A port: a network interface of a host, or a port an element owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// The interface name (≤ 15 bytes).
+    pub name: String,
+    /// Interface address and subnet, like `192.0.2.1/30`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Cidr>,
+    /// Default: [`default_mac`] of `node:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+impl Port {
+    /// The port's MAC: the configured one or the default for `node:port`.
+    pub fn mac(&self, node: &str) -> MacAddr {
+        self.mac.unwrap_or_else(|| default_mac(node, &self.name))
+    }
+}
+
+/// A static route: packets to `to` go to the neighbour `via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub to: Ipv4Cidr,
+    pub via: Ipv4Addr,
+}
+
+/// A cable between two ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wire {
+    pub a: WireEnd,
+    pub b: WireEnd,
+}
+
+/// One end of a wire, written `node:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WireEnd {
+    pub node: String,
+    pub port: String,
+}
+
+impl fmt::Display for WireEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.node, self.port)
+    }
+}
+
+/// A wire end that is not `node:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not NODE:PORT (like \"phone:eth0\")")]
+pub struct WireEndError(pub String);
+
+impl FromStr for WireEnd {
+    type Err = WireEndError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some((node, port)) if !node.is_empty() && !port.is_empty() => Ok(WireEnd {
+                node: node.to_string(),
+                port: port.to_string(),
+            }),
+            _ => Err(WireEndError(s.to_string())),
+        }
+    }
+}
+
+impl Serialize for WireEnd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireEnd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a wire is made of, derived from the kinds of the nodes it joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireKind {
+    /// Host ↔ element: a persistent TAP device in the host's namespace, named
+    /// as the host's port; the element process holds its file descriptor.
+    Tap,
+    /// Element ↔ element, host ↔ host: a veth pair, each end in its node's
+    /// namespace and named as its port.
+    Veth,
+}
+
+/// How an element reaches the wire on one of its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortAttach {
+    /// A veth end named `ifname` in the element's own namespace (AF_PACKET).
+    Veth { ifname: String },
+    /// The TAP device `ifname` in the namespace of `host_node`: open it there
+    /// (`/dev/net/tun`, `TUNSETIFF`, `IFF_TAP | IFF_NO_PI`) and keep the fd.
+    Tap { host_node: String, ifname: String },
+}
+
+/// One port of an element, resolved: everything the element process needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementPort {
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u16,
+    pub address: Option<Ipv4Cidr>,
+    pub attach: PortAttach,
+}
+
+/// An element node, resolved for `d11 run --node NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementSpec {
+    pub name: String,
+    pub role: Role,
+    /// In configuration order: `ports[i]` is `PortId(i)`.
+    pub ports: Vec<ElementPort>,
+    pub routes: Vec<Route>,
+}
+
+/// Where `d11 capture` listens for one wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturePoint {
+    /// The pcapng interface name: `node:port` of the end captured.
+    pub label: String,
+    pub netns: String,
+    pub ifname: String,
+}
+
+/// A topology that cannot be used: one line naming the file, the line where
+/// known, and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the topology: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, a wrong type or a broken rule.
+    #[error("{file}{}: {}{message}", fmt_line(.line), fmt_key(.key))]
+    Invalid {
+        file: String,
+        line: Option<usize>,
+        /// Like `nodes[2] ("a2").ports[1].address`; empty for a syntax error
+        /// outside any key.
+        key: String,
+        message: String,
+    },
+}
+
+fn fmt_line(line: &Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
+}
+
+fn fmt_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+impl TopologyError {
+    /// The key named by the error (empty if none).
+    pub fn key(&self) -> &str {
+        match self {
+            TopologyError::Read { .. } => "",
+            TopologyError::Invalid { key, .. } => key,
+        }
+    }
+
+    /// The 1-based line of the file, where known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            TopologyError::Read { .. } => None,
+            TopologyError::Invalid { line, .. } => *line,
+        }
+    }
+}
+
+/// The file name and the line of every key path in the text.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: String,
+    /// `nodes[2].ports[1].address` → its line.
+    lines: HashMap<String, usize>,
+}
+
+impl Default for Origin {
+    fn default() -> Origin {
+        Origin {
+            file: "topology".to_string(),
+            lines: HashMap::new(),
+        }
+    }
+}
+
+/// Every key path of a parsed document with its span (the key's where it has
+/// one, the value's for array elements), and the `name` of each node.
+#[derive(Default)]
+struct SpanIndex {
+    spans: Vec<(String, Range<usize>)>,
+    node_names: HashMap<usize, String>,
+}
+
+impl SpanIndex {
+    fn build(text: &str) -> Result<SpanIndex, toml::de::Error> {
+        let doc = DeTable::parse(text)?;
+        let mut idx = SpanIndex::default();
+        for (k, v) in doc.get_ref().iter() {
+            idx.walk(k.get_ref(), k.span(), v.get_ref(), v.span());
+        }
+        Ok(idx)
+    }
+
+    fn walk(&mut self, path: &str, key_span: Range<usize>, v: &DeValue<'_>, span: Range<usize>) {
+        self.spans.push((path.to_string(), key_span));
+        if span.end > span.start {
+            self.spans.push((path.to_string(), span));
+        }
+        match v {
+            DeValue::Table(t) => {
+                for (k, v) in t.iter() {
+                    let p = format!("{path}.{}", k.get_ref());
+                    self.walk(&p, k.span(), v.get_ref(), v.span());
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    self.walk(&p, item.span(), item.get_ref(), item.span());
+                }
+            }
+            DeValue::String(s) => {
+                if let Some(i) = node_index(path) {
+                    if path == format!("nodes[{i}].name") {
+                        self.node_names.insert(i, s.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The deepest key path whose span holds `at`.
+    fn key_at(&self, at: &Range<usize>) -> Option<&str> {
+        self.spans
+            .iter()
+            .filter(|(_, s)| s.start <= at.start && (at.start < s.end || s.start == at.start))
+            .min_by_key(|(p, s)| (s.end - s.start, usize::MAX - p.len()))
+            .map(|(p, _)| p.as_str())
+    }
+
+    fn lines(&self, text: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        // The first span of a path is its key's (or the element's own).
+        for (p, s) in &self.spans {
+            out.entry(p.clone())
+                .or_insert_with(|| line_of(text, s.start));
+        }
+        out
+    }
+}
+
+/// `nodes[7]…` → 7.
+fn node_index(path: &str) -> Option<usize> {
+    path.strip_prefix("nodes[")?.split(']').next()?.parse().ok()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// `nodes[2].ports[1]` → `nodes[2] ("a2").ports[1]`, naming the node.
+fn pretty_key(raw: &str, name_of: impl Fn(usize) -> Option<String>) -> String {
+    match node_index(raw).and_then(|i| Some((i, name_of(i)?))) {
+        Some((i, name)) => {
+            let head = format!("nodes[{i}]");
+            format!("{head} ({name:?}){}", &raw[head.len()..])
+        }
+        None => raw.to_string(),
+    }
+}
+
+/// One line: toml's messages are one line, a user's value might not be.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Origin {
+    /// The line of `raw`, or of its nearest ancestor the file has (a missing
+    /// key is reported on the line of the table that lacks it).
+    fn line(&self, raw: &str) -> Option<usize> {
+        let mut p = raw;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return Some(*l);
+            }
+            p = &p[..p.rfind(['.', '['])?];
+        }
+    }
+}
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Topology::parse(&text, &file)
+    }
+
+    /// Parses and validates topology text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Topology, TopologyError> {
+        let invalid = |line, key: String, message: &str| TopologyError::Invalid {
+            file: file.to_string(),
+            line,
+            key,
+            message: one_line(message),
+        };
+        let idx = SpanIndex::build(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            invalid(line, String::new(), e.message())
+        })?;
+        let mut topo: Topology = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let line = e.span().map(|s| line_of(text, s.start));
+            let mut key = idx.key_at(&span).unwrap_or("").to_string();
+            let mut message = e.message().to_string();
+            // "missing field `name`" at a table: name the missing key itself.
+            if let Some(field) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                key = if key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+                message = "missing (this key is required)".to_string();
+            }
+            let key = pretty_key(&key, |i| idx.node_names.get(&i).cloned());
+            invalid(line, key, &message)
+        })?;
+        topo.origin = Origin {
+            file: file.to_string(),
+            lines: idx.lines(text),
+        };
+        topo.validate()?;
+        Ok(topo)
+    }
+
+    /// The topology as TOML (what [`crate::build`] saves in the run directory).
+    pub fn to_toml(&self) -> String {
+        // Plain structs of strings, numbers and sequences always serialize.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// An error at `raw_key` (like `nodes[2].ports[1].address`) naming the
+    /// file, the key's line and the node.
+    pub(crate) fn error_at(&self, raw_key: &str, message: impl Into<String>) -> TopologyError {
+        TopologyError::Invalid {
+            file: self.origin.file.clone(),
+            line: self.origin.line(raw_key),
+            key: pretty_key(raw_key, |i| self.nodes.get(i).map(|n| n.name.clone())),
+            message: one_line(&message.into()),
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The other end of the wire on `end`.
+    pub fn peer(&self, end: &WireEnd) -> Option<&WireEnd> {
+        self.wires.iter().find_map(|w| {
+            if w.a == *end {
+                Some(&w.b)
+            } else if w.b == *end {
+                Some(&w.a)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// What `w` is made of; `None` if an end names no node.
+    pub fn wire_kind(&self, w: &Wire) -> Option<WireKind> {
+        let a = self.node(&w.a.node)?.kind;
+        let b = self.node(&w.b.node)?.kind;
+        Some(if a == b {
+            WireKind::Veth
+        } else {
+            WireKind::Tap
+        })
+    }
+
+    /// The host end of a TAP wire (where the device lives).
+    fn tap_host_end<'a>(&self, w: &'a Wire) -> &'a WireEnd {
+        match self.node(&w.a.node) {
+            Some(n) if n.kind == NodeKind::Host => &w.a,
+            _ => &w.b,
+        }
+    }
+
+    /// Every element node, resolved, in file order.
+    pub fn elements(&self) -> Vec<ElementSpec> {
+        self.nodes
+            .iter()
+            .filter_map(|n| self.element(&n.name))
+            .collect()
+    }
+
+    /// The element node `name`, resolved; `None` for hosts and unknown names.
+    pub fn element(&self, name: &str) -> Option<ElementSpec> {
+        let node = self.node(name)?;
+        let role = node.role.filter(|_| node.kind == NodeKind::Element)?;
+        let ports = node
+            .ports
+            .iter()
+            .map(|p| {
+                let me = WireEnd {
+                    node: node.name.clone(),
+                    port: p.name.clone(),
+                };
+                let peer = self.peer(&me);
+                let attach = match peer.and_then(|e| self.node(&e.node)) {
+                    Some(h) if h.kind == NodeKind::Host => PortAttach::Tap {
+                        host_node: h.name.clone(),
+                        ifname: peer.map(|e| e.port.clone()).unwrap_or_default(),
+                    },
+                    _ => PortAttach::Veth {
+                        ifname: p.name.clone(),
+                    },
+                };
+                ElementPort {
+                    name: p.name.clone(),
+                    mac: p.mac(&node.name),
+                    mtu: p.mtu,
+                    address: p.address,
+                    attach,
+                }
+            })
+            .collect();
+        Some(ElementSpec {
+            name: node.name.clone(),
+            role,
+            ports,
+            routes: node.routes.clone(),
+        })
+    }
+
+    /// One capture point per wire, in file order: for a TAP wire the TAP
+    /// device in the host's namespace, for a veth wire its `a` end.
+    pub fn capture_points(&self, lab: &str) -> Vec<CapturePoint> {
+        self.wires
+            .iter()
+            .map(|w| {
+                let end = match self.wire_kind(w) {
+                    Some(WireKind::Tap) => self.tap_host_end(w),
+                    _ => &w.a,
+                };
+                CapturePoint {
+                    label: end.to_string(),
+                    netns: netns_name(lab, &end.node),
+                    ifname: end.port.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The default MAC of `node:port`: locally administered unicast (`02:…`),
+/// the other five bytes from a 64-bit FNV-1a hash of the text, so it is the
+/// same on every machine and in every release.
+pub fn default_mac(node: &str, port: &str) -> MacAddr {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([b':']).chain(port.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    MacAddr([0x02, b[0], b[1], b[2], b[3], b[4]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAIR: &str = r#"
+description = "two hosts and a router"
+
+[[nodes]]
+name = "left"
+kind = "host"
+ports = [ { name = "eth0", address = "10.1.0.2/24" } ]
+routes = [ { to = "0.0.0.0/0", via = "10.1.0.1" } ]
+
+[[nodes]]
+name = "r"
+kind = "element"
+role = "router"
+ports = [
+  { name = "l", address = "10.1.0.1/24" },
+  { name = "r2", address = "10.2.0.1/24", mac = "02:00:00:00:00:99" },
+]
+
+[[nodes]]
+name = "mid"
+kind = "element"
+role = "router"
+ports = [ { name = "r", address = "10.2.0.2/24" }, { name = "h", address = "10.3.0.1/24" } ]
+routes = [ { to = "10.1.0.0/24", via = "10.2.0.1" } ]
+
+[[nodes]]
+name = "right"
+kind = "host"
+ports = [ { name = "eth0", address = "10.3.0.2/24", mtu = 9000 } ]
+routes = [ { to = "0.0.0.0/0", via = "10.3.0.1" } ]
+
+[[wires]]
+a = "left:eth0"
+b = "r:l"
+
+[[wires]]
+a = "r:r2"
+b = "mid:r"
+
+[[wires]]
+a = "right:eth0"
+b = "mid:h"
+"#;
+
+    fn pair() -> Topology {
+        // MTUs must match across a wire: give mid:h 9000 too.
+        let text = PAIR.replace(
+            "{ name = \"h\", address = \"10.3.0.1/24\" }",
+            "{ name = \"h\", address = \"10.3.0.1/24\", mtu = 9000 }",
+        );
+        Topology::parse(&text, "pair.toml").unwrap()
+    }
+
+    #[test]
+    fn a_valid_topology_parses_with_defaults() {
+        let t = pair();
+        assert_eq!(t.description, "two hosts and a router");
+        let r = t.node("r").unwrap();
+        assert_eq!(r.role, Some(Role::Router));
+        assert_eq!(r.ports[0].mtu, DEFAULT_MTU);
+        assert_eq!(r.ports[1].mac(&r.name).to_string(), "02:00:00:00:00:99");
+        assert!(!t.node("left").unwrap().ip_forward());
+    }
+
+    #[test]
+    fn default_macs_are_local_unicast_and_stable() {
+        let m = default_mac("a2", "radio");
+        assert_eq!(m.0[0], 0x02);
+        assert!(m.is_unicast());
+        assert_eq!(m, default_mac("a2", "radio"));
+        assert_ne!(m, default_mac("a2", "radi"));
+        // "a2:radio" must not hash like "a2r:adio": the colon is part of the text.
+        assert_ne!(default_mac("a2", "radio"), default_mac("a2r", "adio"));
+        // Pinned (python3: FNV-1a 64 of b"phone:eth0", first five bytes): a
+        // change here changes every lab's MACs.
+        assert_eq!(
+            default_mac("phone", "eth0").to_string(),
+            "02:e4:e7:02:89:c1"
+        );
+    }
+
+    #[test]
+    fn element_ports_say_how_to_attach() {
+        let t = pair();
+        let r = t.element("r").unwrap();
+        assert_eq!(r.role, Role::Router);
+        assert_eq!(
+            r.ports[0].attach,
+            PortAttach::Tap {
+                host_node: "left".into(),
+                ifname: "eth0".into()
+            }
+        );
+        assert_eq!(
+            r.ports[1].attach,
+            PortAttach::Veth {
+                ifname: "r2".into()
+            }
+        );
+        assert_eq!(r.ports[0].mac, default_mac("r", "l"));
+        assert!(t.element("left").is_none());
+        let names: Vec<_> = t.elements().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["r", "mid"]);
+    }
+
+    #[test]
+    fn capture_points_take_the_tap_on_the_host_side() {
+        let t = pair();
+        let c = t.capture_points("lab");
+        let got: Vec<_> = c
+            .iter()
+            .map(|c| (c.label.as_str(), c.netns.as_str(), c.ifname.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("left:eth0", "lab-left", "eth0"),
+                ("r:r2", "lab-r", "r2"),
+                ("right:eth0", "lab-right", "eth0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_saved_copy_parses_back_to_the_same_lab() {
+        let t = pair();
+        let back = Topology::parse(&t.to_toml(), "copy.toml").unwrap();
+        assert_eq!(back.nodes, t.nodes);
+        assert_eq!(back.wires, t.wires);
+        assert_eq!(back.description, t.description);
+    }
+
+    #[test]
+    fn errors_point_at_file_line_and_key() {
+        let text = PAIR.replace("10.2.0.1/24\", mac", "10.2.0.300/24\", mac");
+        let e = Topology::parse(&text, "netns/x.toml").unwrap_err();
+        let line = PAIR
+            .lines()
+            .position(|l| l.contains("10.2.0.1/24\", mac"))
+            .unwrap()
+            + 1;
+        assert_eq!(e.key(), "nodes[1] (\"r\").ports[1].address");
+        assert_eq!(e.line(), Some(line));
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "netns/x.toml:{line}: nodes[1] (\"r\").ports[1].address: "
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("10.2.0.300/24"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let e = Topology::parse("[[nodes]]\nname = \"a\nports = []\n", "x.toml").unwrap_err();
+        assert_eq!(e.line(), Some(2));
+        assert!(e.to_string().starts_with("x.toml:2: "), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_node() {
+        let text = PAIR.replace("name = \"r\"\nkind", "name = \"r\"\ncolour = \"red\"\nkind");
+        let e = Topology::parse(&text, "x.toml").unwrap_err();
+        assert_eq!(e.key(), "nodes[1] (\"r\").colour");
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_is_named_on_its_table_line() {
+        let e = Topology::parse("[[nodes]]\nname = \"a\"\nports = []\n", "x.toml").unwrap_err();
+        assert_eq!(e.key(), "nodes[0] (\"a\").kind");
+        assert_eq!(e.line(), Some(1));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let text = PAIR.replace("mtu = 9000", "mtu = \"big\"");
+        let e = Topology::parse(&text, "x.toml").unwrap_err();
+        assert_eq!(e.key(), "nodes[3] (\"right\").ports[0].mtu");
+        assert!(e.to_string().contains("expected u16"), "{e}");
+    }
+
+    #[test]
+    fn a_wire_end_without_a_colon_is_refused() {
+        let text = PAIR.replace("a = \"left:eth0\"", "a = \"left\"");
+        let e = Topology::parse(&text, "x.toml").unwrap_err();
+        assert_eq!(e.key(), "wires[0].a");
+        assert!(e.to_string().contains("NODE:PORT"), "{e}");
+    }
+}
