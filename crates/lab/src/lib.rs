@@ -3,19 +3,33 @@
 //! the supervisor that keeps one process per element running.
 //!
 //! ```text
-//! Topology::load ─► validate ─► build(lab) ─► Supervisor (d11 supervise) ─► teardown(lab)
+//! Topology::load ─► build(lab) ─► d11 supervise: Supervisor::run ─► teardown(lab)
+//!   (validates)      namespaces,     one `d11 run` per element,        stop, kill,
+//!                    wires, routes   restarted with backoff            delete, rm
 //! ```
 //!
 //! Namespaces are `LAB-NODE` ([`netns_name`]); runtime state lives in
-//! [`RunDir`] (`/run/d11/LAB/`).
+//! [`RunDir`] (`/run/d11/LAB/`). The schema: `docs/topology.md`.
 
+mod build;
+mod cmd;
 mod names;
+mod procfs;
+mod supervisor;
+mod sys;
+mod teardown;
 mod topology;
 mod validate;
 
+pub use build::{build, BuildError};
 pub use names::{
     check_lab_name, netns_name, LabNameError, RunDir, MAX_LAB_NAME, MAX_NODE_NAME, RUN_ROOT,
 };
+pub use supervisor::{
+    stop_supervisor, supervisor_pid, ChildSpec, ChildState, ChildStatus, Supervisor,
+    SupervisorError, SupervisorState,
+};
+pub use teardown::{list_labs, teardown, teardown_all, TeardownError, TeardownReport};
 pub use topology::{
     default_mac, CapturePoint, ElementPort, ElementSpec, Node, NodeKind, Port, PortAttach, Role,
     Route, Topology, TopologyError, Wire, WireEnd, WireEndError, WireKind, DEFAULT_MTU,

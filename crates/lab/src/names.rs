@@ -18,6 +18,31 @@ pub fn netns_name(lab: &str, node: &str) -> String {
     format!("{lab}-{node}")
 }
 
+/// Where `ip netns` keeps its named namespaces.
+pub(crate) const NETNS_DIR: &str = "/run/netns";
+
+/// The alias [`crate::build`] gives `lo` in each namespace of `lab`: it
+/// proves a namespace belongs to the lab even when the run directory is gone.
+pub(crate) fn netns_marker(lab: &str) -> String {
+    format!("d11-lab:{lab}")
+}
+
+/// The lab a marker alias names (the inverse of [`netns_marker`]).
+pub(crate) fn marker_lab(alias: &str) -> Option<&str> {
+    alias.strip_prefix("d11-lab:")
+}
+
+/// The names of every namespace `ip netns` knows (`/run/netns/*`).
+pub(crate) fn existing_namespaces() -> std::io::Result<std::collections::BTreeSet<String>> {
+    match std::fs::read_dir(NETNS_DIR) {
+        Ok(dir) => dir
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(e),
+    }
+}
+
 /// True for `[a-z][a-z0-9-]*` of at most `max` bytes: the shape of lab and
 /// node names, safe in a file name, a namespace name and a shell word.
 pub(crate) fn is_simple_name(name: &str, max: usize) -> bool {

@@ -102,6 +102,15 @@ impl Role {
     }
 }
 
+impl fmt::Display for WireKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WireKind::Tap => "tap",
+            WireKind::Veth => "veth",
+        })
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -537,15 +546,14 @@ impl Topology {
         })
     }
 
-    /// What `w` is made of; `None` if an end names no node.
-    pub fn wire_kind(&self, w: &Wire) -> Option<WireKind> {
-        let a = self.node(&w.a.node)?.kind;
-        let b = self.node(&w.b.node)?.kind;
-        Some(if a == b {
-            WireKind::Veth
-        } else {
+    /// What `w` is made of: a TAP when exactly one end is a host.
+    pub fn wire_kind(&self, w: &Wire) -> WireKind {
+        let is_host = |e: &WireEnd| self.node(&e.node).is_some_and(|n| n.kind == NodeKind::Host);
+        if is_host(&w.a) != is_host(&w.b) {
             WireKind::Tap
-        })
+        } else {
+            WireKind::Veth
+        }
     }
 
     /// The host end of a TAP wire (where the device lives).
@@ -610,8 +618,8 @@ impl Topology {
             .iter()
             .map(|w| {
                 let end = match self.wire_kind(w) {
-                    Some(WireKind::Tap) => self.tap_host_end(w),
-                    _ => &w.a,
+                    WireKind::Tap => self.tap_host_end(w),
+                    WireKind::Veth => &w.a,
                 };
                 CapturePoint {
                     label: end.to_string(),
