@@ -263,7 +263,7 @@ fn spawn(spec: &ChildSpec) -> io::Result<i32> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    sys::die_with_parent(&mut cmd);
+    sys::prepare_child(&mut cmd);
     // The std Child is dropped without waiting: the loop reaps by pid.
     Ok(cmd.spawn()?.id() as i32)
 }

@@ -55,17 +55,26 @@ pub(crate) fn wait(pid: i32) -> io::Result<i32> {
     }
 }
 
-/// Makes the command's process receive SIGKILL when the thread that spawned
-/// it dies, and start its own process group. If the parent is already gone
-/// when the child gets there, the child fails to start instead of lingering.
-pub(crate) fn die_with_parent(cmd: &mut Command) {
+/// Prepares a supervised child: its own process group, every signal
+/// unblocked (the mask survives exec, and the supervisor blocks the signals it
+/// reads from its signalfd), and SIGKILL when the thread that spawned it dies.
+/// If the parent is already gone when the child gets there, the child fails to
+/// start instead of lingering.
+pub(crate) fn prepare_child(cmd: &mut Command) {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     cmd.process_group(0);
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // prctl and getppid, which are async-signal-safe, and allocates nothing.
+    // sigemptyset, pthread_sigmask (sigprocmask), prctl and getppid, which are
+    // async-signal-safe; it allocates nothing and touches only its own stack.
     unsafe {
         cmd.pre_exec(move || {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            let r = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(r));
+            }
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
             if libc::getppid() != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
@@ -83,7 +92,7 @@ pub(crate) struct SignalFd {
 
 impl SignalFd {
     /// Blocks `signals` in the calling thread and opens a signalfd for them.
-    /// Children started later get an empty mask again (std resets it).
+    /// The mask is inherited by children: [`prepare_child`] clears it.
     pub(crate) fn new(signals: &[libc::c_int]) -> io::Result<SignalFd> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
