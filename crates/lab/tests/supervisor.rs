@@ -132,7 +132,7 @@ fn restarts_with_backoff_counted_and_sigterm_stops_all() {
     let mut seen: Vec<(u32, Instant)> = Vec::new();
     while t0.elapsed() < Duration::from_millis(2500) {
         if let Some(c) = state(&rd).map(|s| s.nodes["crasher"].clone()) {
-            if seen.last().map_or(true, |(r, _)| *r != c.restarts) {
+            if seen.last().map(|(r, _)| *r) != Some(c.restarts) {
                 seen.push((c.restarts, Instant::now()));
             }
         }
