@@ -132,7 +132,11 @@ fn populate(
     topo: &Topology,
     namespaces: &[String],
 ) -> Result<(), StepFailed> {
-    write_file(&rd.topology_file(), &topo.to_toml())?;
+    let saved = toml::to_string(topo).map_err(|e| StepFailed {
+        step: "saving the topology".to_string(),
+        detail: e.to_string(),
+    })?;
+    write_file(&rd.topology_file(), &saved)?;
     std::fs::create_dir_all(rd.logs_dir()).map_err(|e| io_step(&rd.logs_dir(), "creating", e))?;
     // Written before any namespace exists, so teardown finds them all.
     write_file(&rd.namespaces_file(), &(namespaces.join("\n") + "\n"))?;

@@ -512,12 +512,6 @@ impl Topology {
         Ok(topo)
     }
 
-    /// The topology as TOML (what [`crate::build`] saves in the run directory).
-    pub fn to_toml(&self) -> String {
-        // Plain structs of strings, numbers and sequences always serialize.
-        toml::to_string(self).unwrap_or_default()
-    }
-
     /// An error at `raw_key` (like `nodes[2].ports[1].address`) naming the
     /// file, the key's line and the node.
     pub(crate) fn error_at(&self, raw_key: &str, message: impl Into<String>) -> TopologyError {
@@ -774,7 +768,7 @@ b = "mid:h"
     #[test]
     fn the_saved_copy_parses_back_to_the_same_lab() {
         let t = pair();
-        let back = Topology::parse(&t.to_toml(), "copy.toml").unwrap();
+        let back = Topology::parse(&toml::to_string(&t).unwrap(), "copy.toml").unwrap();
         assert_eq!(back.nodes, t.nodes);
         assert_eq!(back.wires, t.wires);
         assert_eq!(back.description, t.description);
