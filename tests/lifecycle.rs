@@ -18,7 +18,15 @@ fn down_leaves_nothing_and_is_safe_to_repeat() {
     let _ = lab.exec("server", &["sh", "-c", "sleep 300 >/dev/null 2>&1 &"]);
     assert_eq!(namespaces(&format!("{name}-")).len(), 7);
     let st = lab.status();
-    assert!(st["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] == "element").all(|n| n["state"] == "running"), "{st}");
+    assert!(
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "element")
+            .all(|n| n["state"] == "running"),
+        "{st}"
+    );
     drop(lab);
     assert_gone(&name);
     let again = d11(&["down", "--name", &name]);
@@ -55,18 +63,32 @@ fn down_all_removes_every_lab() {
     for n in names {
         let o = Command::new(d11_bin())
             .env("D11_RUN_DIR", &root)
-            .args(["up", "-t", &topology("carrier.toml").to_string_lossy(), "--name", n])
+            .args([
+                "up",
+                "-t",
+                &topology("carrier.toml").to_string_lossy(),
+                "--name",
+                n,
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
     }
-    let o = Command::new(d11_bin()).env("D11_RUN_DIR", &root).args(["down", "--all"]).output().unwrap();
+    let o = Command::new(d11_bin())
+        .env("D11_RUN_DIR", &root)
+        .args(["down", "--all"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     for n in names {
         assert_eq!(namespaces(&format!("{n}-")), Vec::<String>::new());
         assert!(lab_processes(n).is_empty());
     }
-    assert_eq!(std::fs::read_dir(&root).map(|d| d.count()).unwrap_or(0), 0, "state root emptied");
+    assert_eq!(
+        std::fs::read_dir(&root).map(|d| d.count()).unwrap_or(0),
+        0,
+        "state root emptied"
+    );
 }
 
 #[test]
@@ -78,10 +100,22 @@ fn a_broken_topology_gets_one_line_naming_the_key_and_leaves_nothing() {
     let dir = Scratch::new("broken");
     let good = std::fs::read_to_string(topology("carrier.toml")).unwrap();
     let cases = [
-        (good.replacen("192.0.2.1/30", "192.0.2.300/30", 1), "address"),
-        (good.replacen("role = \"router\"", "role = \"teleporter\"", 1), "role"),
-        (format!("{good}\n[[wires]]\na = \"phone:eth0\"\nb = \"nowhere:eth9\"\n"), "wires"),
-        (good.replacen("kind = \"host\"", "kind = \"host\"\ncolour = \"red\"", 1), "colour"),
+        (
+            good.replacen("192.0.2.1/30", "192.0.2.300/30", 1),
+            "address",
+        ),
+        (
+            good.replacen("role = \"router\"", "role = \"teleporter\"", 1),
+            "role",
+        ),
+        (
+            format!("{good}\n[[wires]]\na = \"phone:eth0\"\nb = \"nowhere:eth9\"\n"),
+            "wires",
+        ),
+        (
+            good.replacen("kind = \"host\"", "kind = \"host\"\ncolour = \"red\"", 1),
+            "colour",
+        ),
     ];
     for (i, (text_, key)) in cases.iter().enumerate() {
         let f = dir.path(&format!("broken{i}.toml"));
@@ -106,12 +140,36 @@ fn a_build_that_fails_removes_what_it_made_and_spares_others() {
     // Someone else's namespace with the name the lab wants for c2: the build
     // must stop there, undo its own work and leave the stranger alone.
     let stranger = format!("{name}-c2");
-    assert!(Command::new("ip").args(["netns", "add", &stranger]).status().unwrap().success());
-    let o = d11(&["up", "-t", &topology("carrier.toml").to_string_lossy(), "--name", &name]);
+    assert!(Command::new("ip")
+        .args(["netns", "add", &stranger])
+        .status()
+        .unwrap()
+        .success());
+    let o = d11(&[
+        "up",
+        "-t",
+        &topology("carrier.toml").to_string_lossy(),
+        "--name",
+        &name,
+    ]);
     let left = namespaces(&format!("{name}-"));
-    let _ = Command::new("ip").args(["netns", "del", &stranger]).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", &stranger])
+        .status();
     assert!(!o.status.success(), "{}", text(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stderr).trim_end().lines().count(), 1, "{}", text(&o));
-    assert_eq!(left, vec![stranger], "only the stranger's namespace remains");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1,
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        left,
+        vec![stranger],
+        "only the stranger's namespace remains"
+    );
     assert_gone(&name);
 }

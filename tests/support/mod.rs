@@ -42,11 +42,18 @@ pub fn topology(name: &str) -> PathBuf {
 
 /// Runs `d11 ARGS…` and returns its output (never panics on failure).
 pub fn d11(args: &[&str]) -> Output {
-    Command::new(d11_bin()).args(args).output().expect("the d11 binary runs")
+    Command::new(d11_bin())
+        .args(args)
+        .output()
+        .expect("the d11 binary runs")
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A lab for one test, named after it, that is always taken down — also
@@ -60,7 +67,13 @@ impl Lab {
         let name = format!("t-{tag}-{}", std::process::id() % 100_000);
         let _ = d11(&["down", "--name", &name]);
         let lab = Lab { name };
-        let out = d11(&["up", "-t", &topology(topology_file).to_string_lossy(), "--name", &lab.name]);
+        let out = d11(&[
+            "up",
+            "-t",
+            &topology(topology_file).to_string_lossy(),
+            "--name",
+            &lab.name,
+        ]);
         assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
         lab
     }
@@ -93,7 +106,20 @@ impl Lab {
     pub fn capture(&self, file: &Path, node: &str, cmd: &[&str]) -> Output {
         let f = file.to_string_lossy();
         let d = d11_bin();
-        let mut args = vec!["capture", "--name", &self.name, "-w", &f, "--", d.to_str().unwrap(), "exec", "--name", &self.name, node, "--"];
+        let mut args = vec![
+            "capture",
+            "--name",
+            &self.name,
+            "-w",
+            &f,
+            "--",
+            d.to_str().unwrap(),
+            "exec",
+            "--name",
+            &self.name,
+            node,
+            "--",
+        ];
         args.extend_from_slice(cmd);
         d11(&args)
     }
@@ -110,7 +136,10 @@ impl Drop for Lab {
 
 /// Namespaces whose name starts with `prefix`.
 pub fn namespaces(prefix: &str) -> Vec<String> {
-    let o = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
+    let o = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip runs");
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -121,20 +150,46 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
 
 /// `d11 run` processes of lab `name` still alive.
 pub fn lab_processes(name: &str) -> Vec<String> {
-    let o = Command::new("pgrep").args(["-a", "-f", &format!("--name {name} ")]).output().expect("pgrep runs");
-    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("d11")).map(str::to_string).collect()
+    let o = Command::new("pgrep")
+        .args(["-a", "-f", &format!("--name {name} ")])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("d11"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Asserts lab `name` left nothing: no namespace, no run dir, no process.
 pub fn assert_gone(name: &str) {
-    assert_eq!(namespaces(&format!("{name}-")), Vec::<String>::new(), "namespaces left behind");
-    assert!(!Path::new("/run/d11").join(name).exists(), "run dir left behind");
-    assert_eq!(lab_processes(name), Vec::<String>::new(), "processes left behind");
+    assert_eq!(
+        namespaces(&format!("{name}-")),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    assert!(
+        !Path::new("/run/d11").join(name).exists(),
+        "run dir left behind"
+    );
+    assert_eq!(
+        lab_processes(name),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
 }
 
 /// tshark's field output for a capture file, one Vec per frame.
 pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut args = vec!["-r".to_string(), file.to_string_lossy().into_owned(), "-T".into(), "fields".into(), "-E".into(), "separator=|".into()];
+    // iperf3's payload is arbitrary bytes that Thrift's heuristic dissector
+    // sometimes claims and then calls malformed: not a frame of ours.
+    let mut args = vec![
+        "-r".to_string(),
+        file.to_string_lossy().into_owned(),
+        "--disable-protocol".into(),
+        "thrift".into(),
+    ];
+    args.extend(["-T", "fields", "-E", "separator=|"].map(String::from));
     if !filter.is_empty() {
         args.push("-Y".into());
         args.push(filter.into());
@@ -143,9 +198,19 @@ pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<Stri
         args.push("-e".into());
         args.push((*f).into());
     }
-    let o = Command::new("tshark").args(&args).output().expect("tshark runs (apt install tshark)");
-    assert!(o.status.success(), "tshark failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+    let o = Command::new("tshark")
+        .args(&args)
+        .output()
+        .expect("tshark runs (apt install tshark)");
+    assert!(
+        o.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
 }
 
 /// A fresh scratch directory for a test's files, removed with the guard.

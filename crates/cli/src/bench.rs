@@ -43,9 +43,21 @@ struct Variant {
 }
 
 const VARIANTS: [Variant; 3] = [
-    Variant { name: "kernel", file: "bench-kernel.toml", elements: false },
-    Variant { name: "null", file: "bench-null.toml", elements: true },
-    Variant { name: "router", file: "bench-router.toml", elements: true },
+    Variant {
+        name: "kernel",
+        file: "bench-kernel.toml",
+        elements: false,
+    },
+    Variant {
+        name: "null",
+        file: "bench-null.toml",
+        elements: true,
+    },
+    Variant {
+        name: "router",
+        file: "bench-router.toml",
+        elements: true,
+    },
 ];
 
 pub fn forward(args: &ForwardArgs) -> Result<()> {
@@ -54,14 +66,16 @@ pub fn forward(args: &ForwardArgs) -> Result<()> {
     for v in &VARIANTS {
         let file = args.topologies.join(v.file);
         eprintln!("bench: {} ({})", v.name, file.display());
-        let r = run_variant(&exe, v, &file, args.seconds).with_context(|| format!("variant {}", v.name))?;
+        let r = run_variant(&exe, v, &file, args.seconds)
+            .with_context(|| format!("variant {}", v.name))?;
         results.insert(v.name.to_string(), r);
     }
     let up = time_up(&exe, &args.topologies.join("carrier.toml"), args.up_runs)?;
     let report = summarise(results, up);
     print_report(&report);
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
@@ -76,14 +90,23 @@ impl<'a> LabGuard<'a> {
     fn up(exe: &'a Path, topology: &Path, name: &str) -> Result<(LabGuard<'a>, Duration)> {
         let _ = d11(exe, &["down", "--name", name]).output();
         let t0 = Instant::now();
-        let out = d11(exe, &["up", "-t", &topology.to_string_lossy(), "--name", name])
-            .stdout(Stdio::null())
-            .output()
-            .context("running d11 up")?;
+        let out = d11(
+            exe,
+            &["up", "-t", &topology.to_string_lossy(), "--name", name],
+        )
+        .stdout(Stdio::null())
+        .output()
+        .context("running d11 up")?;
         let took = t0.elapsed();
-        let guard = LabGuard { exe, name: name.to_string() };
+        let guard = LabGuard {
+            exe,
+            name: name.to_string(),
+        };
         if !out.status.success() {
-            bail!("d11 up failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "d11 up failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok((guard, took))
     }
@@ -108,22 +131,36 @@ fn d11(exe: &Path, args: &[&str]) -> Command {
 }
 
 fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result<Value> {
-    let text = std::fs::read_to_string(topology).with_context(|| format!("reading {}", topology.display()))?;
+    let text = std::fs::read_to_string(topology)
+        .with_context(|| format!("reading {}", topology.display()))?;
     let server_ip = server_address(&text).context("the bench topology has no server address")?;
     let (lab, _) = LabGuard::up(exe, topology, &format!("bench-{}", v.name))?;
     let secs = seconds.to_string();
     let tcp = iperf(&lab, &server_ip, &["-t", &secs])?;
-    let bps = tcp["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 TCP gave no bits_per_second")?;
+    let bps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 TCP gave no bits_per_second")?;
     // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
-    let udp = iperf(&lab, &server_ip, &["-u", "-b", "0", "-l", "18", "-t", &secs])?;
+    let udp = iperf(
+        &lab,
+        &server_ip,
+        &["-u", "-b", "0", "-l", "18", "-t", &secs],
+    )?;
     let sum = &udp["end"]["sum"];
     let (packets, lost, secs_f) = (
         sum["packets"].as_f64().unwrap_or(0.0),
         sum["lost_packets"].as_f64().unwrap_or(0.0),
-        sum["seconds"].as_f64().unwrap_or(f64::from(seconds)).max(0.001),
+        sum["seconds"]
+            .as_f64()
+            .unwrap_or(f64::from(seconds))
+            .max(0.001),
     );
     let pps = (packets - lost).max(0.0) / secs_f;
-    let rss = if v.elements { peak_rss(&lab.name)? } else { json!({}) };
+    let rss = if v.elements {
+        peak_rss(&lab.name)?
+    } else {
+        json!({})
+    };
     Ok(json!({
         "tcp_mbit_s": bps / 1e6,
         "udp64_sent_pps": packets / secs_f,
@@ -146,14 +183,19 @@ fn iperf(lab: &LabGuard, server_ip: &str, extra: &[&str]) -> Result<Value> {
         std::thread::sleep(Duration::from_millis(100));
         let mut args = vec!["iperf3", "-J", "-c", server_ip];
         args.extend_from_slice(extra);
-        let out = lab.exec("phone", &args).output().context("running iperf3 -c")?;
+        let out = lab
+            .exec("phone", &args)
+            .output()
+            .context("running iperf3 -c")?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         match v["error"].as_str() {
             None if out.status.success() => {
                 let _ = server.wait();
                 return Ok(v);
             }
-            Some(e) if e.contains("refused") || e.contains("unable to connect") => last_err = e.to_string(),
+            Some(e) if e.contains("refused") || e.contains("unable to connect") => {
+                last_err = e.to_string()
+            }
             e => {
                 let _ = server.kill();
                 bail!("iperf3 failed: {}", e.unwrap_or("no JSON output"));
@@ -167,8 +209,15 @@ fn iperf(lab: &LabGuard, server_ip: &str, extra: &[&str]) -> Result<Value> {
 fn server_address(topology: &str) -> Option<String> {
     let v: toml::Value = toml::from_str(topology).ok()?;
     let nodes = v.get("nodes")?.as_array()?;
-    let server = nodes.iter().find(|n| n.get("name").and_then(|n| n.as_str()) == Some("server"))?;
-    let addr = server.get("ports")?.as_array()?.first()?.get("address")?.as_str()?;
+    let server = nodes
+        .iter()
+        .find(|n| n.get("name").and_then(|n| n.as_str()) == Some("server"))?;
+    let addr = server
+        .get("ports")?
+        .as_array()?
+        .first()?
+        .get("address")?
+        .as_str()?;
     Some(addr.split('/').next()?.to_string())
 }
 
@@ -219,7 +268,10 @@ fn summarise(results: serde_json::Map<String, Value>, up: Value) -> Value {
 }
 
 fn print_report(r: &Value) {
-    println!("\n{:<8} {:>12} {:>14} {:>14} {:>8}", "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss");
+    println!(
+        "\n{:<8} {:>12} {:>14} {:>14} {:>8}",
+        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
+    );
     for name in ["kernel", "null", "router"] {
         let v = &r["variants"][name];
         println!(
@@ -233,16 +285,37 @@ fn print_report(r: &Value) {
     }
     let q = &r["ratios"];
     let f = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
-    println!("\ncost per frame, router / null element (UDP 64 B): {:.2}x  (goal <= 1.2x)", f("router_vs_null_cost_per_frame_udp64"));
-    println!("cost, router / null element (TCP):                {:.2}x", f("router_vs_null_cost_tcp"));
-    println!("cost per frame, router / kernel (UDP 64 B):       {:.2}x", f("router_vs_kernel_cost_per_frame_udp64"));
-    println!("cost, router / kernel (TCP):                      {:.2}x", f("router_vs_kernel_cost_tcp"));
+    println!(
+        "\ncost per frame, router / null element (UDP 64 B): {:.2}x  (goal <= 1.2x)",
+        f("router_vs_null_cost_per_frame_udp64")
+    );
+    println!(
+        "cost, router / null element (TCP):                {:.2}x",
+        f("router_vs_null_cost_tcp")
+    );
+    println!(
+        "cost per frame, router / kernel (UDP 64 B):       {:.2}x",
+        f("router_vs_kernel_cost_per_frame_udp64")
+    );
+    println!(
+        "cost, router / kernel (TCP):                      {:.2}x",
+        f("router_vs_kernel_cost_tcp")
+    );
     for name in ["null", "router"] {
         if let Some(m) = r["variants"][name]["peak_rss_kib"].as_object() {
-            let list: Vec<String> =
-                m.iter().map(|(n, k)| format!("{n} {:.1} MiB", k.as_f64().unwrap_or(0.0) / 1024.0)).collect();
-            println!("peak RSS, {name} elements: {}  (goal <= 20 MiB)", list.join(", "));
+            let list: Vec<String> = m
+                .iter()
+                .map(|(n, k)| format!("{n} {:.1} MiB", k.as_f64().unwrap_or(0.0) / 1024.0))
+                .collect();
+            println!(
+                "peak RSS, {name} elements: {}  (goal <= 20 MiB)",
+                list.join(", ")
+            );
         }
     }
-    println!("d11 up, carrier lab: median {:.2} s over {:?}  (goal <= 2 s)", r["up_carrier"]["median_s"].as_f64().unwrap_or(0.0), r["up_carrier"]["runs_s"]);
+    println!(
+        "d11 up, carrier lab: median {:.2} s over {:?}  (goal <= 2 s)",
+        r["up_carrier"]["median_s"].as_f64().unwrap_or(0.0),
+        r["up_carrier"]["runs_s"]
+    );
 }

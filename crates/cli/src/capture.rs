@@ -24,20 +24,34 @@ pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> 
     let points: Vec<d11_io::CapturePoint> = topo
         .capture_points(lab)
         .into_iter()
-        .map(|p| d11_io::CapturePoint { label: p.label, netns: p.netns, ifname: p.ifname })
+        .map(|p| d11_io::CapturePoint {
+            label: p.label,
+            netns: p.netns,
+            ifname: p.ifname,
+        })
         .collect();
     // Sockets first, so nothing CMD sends is missed.
     let mut cap = d11_io::Capture::open(&points)?;
-    let out = std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+    let out =
+        std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
     let mut w = PcapngWriter::new(BufWriter::new(out)).context("writing the pcapng header")?;
     let stop = d11_io::stop_on_signals()?;
     let mut child = match cmd.split_first() {
-        Some((prog, args)) => Some(Command::new(prog).args(args).spawn().with_context(|| format!("starting {prog}"))?),
+        Some((prog, args)) => Some(
+            Command::new(prog)
+                .args(args)
+                .spawn()
+                .with_context(|| format!("starting {prog}"))?,
+        ),
         None => None,
     };
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     if child.is_none() && deadline.is_none() {
-        eprintln!("capturing {} wires of lab {lab} into {}; Ctrl-C to stop", points.len(), file.display());
+        eprintln!(
+            "capturing {} wires of lab {lab} into {}; Ctrl-C to stop",
+            points.len(),
+            file.display()
+        );
     }
     let mut status = None;
     let mut ended_at: Option<Instant> = None;
@@ -69,7 +83,11 @@ pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> 
         stats.frames,
         points.len(),
         file.display(),
-        if stats.dropped_by_kernel > 0 { format!(" ({} dropped by the kernel)", stats.dropped_by_kernel) } else { String::new() }
+        if stats.dropped_by_kernel > 0 {
+            format!(" ({} dropped by the kernel)", stats.dropped_by_kernel)
+        } else {
+            String::new()
+        }
     );
     Ok(match status {
         Some(s) if !s.success() => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),

@@ -33,7 +33,9 @@ pub fn up(topology: &Path, lab: &str) -> Result<()> {
         topo.wires.len(),
         topology.display()
     );
-    println!("  d11 status --name {lab}    d11 exec --name {lab} NODE -- CMD    d11 down --name {lab}");
+    println!(
+        "  d11 status --name {lab}    d11 exec --name {lab} NODE -- CMD    d11 down --name {lab}"
+    );
     Ok(())
 }
 
@@ -65,7 +67,11 @@ fn start(lab: &str, topo: &Topology) -> Result<()> {
             }
             if Instant::now() > deadline {
                 let tail = last_line(&dir.log_file(&e.name));
-                bail!("element {} did not become ready within {}s (last log line: {tail})", e.name, READY_TIMEOUT.as_secs());
+                bail!(
+                    "element {} did not become ready within {}s (last log line: {tail})",
+                    e.name,
+                    READY_TIMEOUT.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -76,17 +82,25 @@ fn start(lab: &str, topo: &Topology) -> Result<()> {
 fn last_line(p: &Path) -> String {
     std::fs::read_to_string(p)
         .ok()
-        .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "none".into())
 }
 
 pub fn down(lab: &str, all: bool) -> Result<()> {
     need_root("d11 down")?;
-    let labs = if all { d11_lab::list_labs()? } else { vec![lab.to_string()] };
-    for l in labs {
-        d11_lab::check_lab_name(&l)?;
-        let report = d11_lab::teardown(&l).with_context(|| format!("taking lab {l} down"))?;
-        println!("lab {l} is down ({report})");
+    let reports = if all {
+        d11_lab::teardown_all().context("taking every lab down")?
+    } else {
+        d11_lab::check_lab_name(lab)?;
+        vec![d11_lab::teardown(lab).with_context(|| format!("taking lab {lab} down"))?]
+    };
+    for r in reports {
+        println!("lab {} is down ({r})", r.lab);
     }
     Ok(())
 }
@@ -102,9 +116,15 @@ pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
     let topo = dir.topology().context("reading the lab's topology")?;
     if topo.node(node).is_none() {
         let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
-        bail!("lab {lab} has no node {node:?} (nodes: {})", names.join(", "));
+        bail!(
+            "lab {lab} has no node {node:?} (nodes: {})",
+            names.join(", ")
+        );
     }
-    let err = Command::new("ip").args(["netns", "exec", &netns_name(lab, node)]).args(cmd).exec();
+    let err = Command::new("ip")
+        .args(["netns", "exec", &netns_name(lab, node)])
+        .args(cmd)
+        .exec();
     Err(err).context("running ip netns exec (is iproute2 installed?)")
 }
 
@@ -112,12 +132,21 @@ pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
 pub fn supervise(lab: &str) -> Result<()> {
     let dir = RunDir::new(lab);
     let topo = dir.topology().context("reading the lab's topology")?;
-    let exe: OsString = std::env::current_exe().context("finding the d11 binary")?.into();
+    let exe: OsString = std::env::current_exe()
+        .context("finding the d11 binary")?
+        .into();
     let children = topo
         .elements()
         .into_iter()
         .map(|e| ChildSpec {
-            argv: vec![exe.clone(), "run".into(), "--name".into(), lab.into(), "--node".into(), e.name.clone().into()],
+            argv: vec![
+                exe.clone(),
+                "run".into(),
+                "--name".into(),
+                lab.into(),
+                "--node".into(),
+                e.name.clone().into(),
+            ],
             log: dir.log_file(&e.name),
             node: e.name,
         })

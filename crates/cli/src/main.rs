@@ -37,7 +37,12 @@ enum Cmd {
     /// Build the namespaces and wires of a topology, start every element, wait until ready.
     Up {
         /// The topology file.
-        #[arg(short = 't', long = "topology", default_value = "netns/double11.toml", value_name = "FILE")]
+        #[arg(
+            short = 't',
+            long = "topology",
+            default_value = "netns/double11.toml",
+            value_name = "FILE"
+        )]
         topology: PathBuf,
         #[command(flatten)]
         lab: LabArg,
@@ -114,7 +119,12 @@ fn main() -> ExitCode {
         Cmd::Down { lab, all } => lifecycle::down(&lab.name, all).map(|_| ExitCode::SUCCESS),
         Cmd::Status { lab, json } => status::status(&lab.name, json).map(|_| ExitCode::SUCCESS),
         Cmd::Exec { lab, node, cmd } => lifecycle::exec(&lab.name, &node, &cmd),
-        Cmd::Capture { lab, file, seconds, cmd } => capture::capture(&lab.name, &file, seconds, &cmd),
+        Cmd::Capture {
+            lab,
+            file,
+            seconds,
+            cmd,
+        } => capture::capture(&lab.name, &file, seconds, &cmd),
         Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
@@ -123,7 +133,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes, outermost first.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let msg = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("d11: {msg}");
             ExitCode::FAILURE
         }

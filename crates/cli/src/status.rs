@@ -21,7 +21,10 @@ pub fn status(lab: &str, as_json: bool) -> Result<()> {
 fn collect(lab: &str) -> Result<Value> {
     let dir = RunDir::new(lab);
     if !dir.exists() {
-        bail!("there is no lab named {lab} (labs: {})", d11_lab::list_labs().unwrap_or_default().join(", "));
+        bail!(
+            "there is no lab named {lab} (labs: {})",
+            d11_lab::list_labs().unwrap_or_default().join(", ")
+        );
     }
     let topo = dir.topology().context("reading the lab's topology")?;
     let sup = crate::lifecycle::supervisor_state(lab);
@@ -38,7 +41,10 @@ fn collect(lab: &str) -> Result<Value> {
             .ports
             .iter()
             .map(|p| {
-                let end = d11_lab::WireEnd { node: n.name.clone(), port: p.name.clone() };
+                let end = d11_lab::WireEnd {
+                    node: n.name.clone(),
+                    port: p.name.clone(),
+                };
                 json!({
                     "name": p.name,
                     "mac": p.mac(&n.name).to_string(),
@@ -78,8 +84,15 @@ fn collect(lab: &str) -> Result<Value> {
 }
 
 fn print_table(v: &Value) {
-    println!("lab {}: {}", v["lab"].as_str().unwrap_or(""), v["description"].as_str().unwrap_or(""));
-    println!("{:<10} {:<8} {:<8} {:>8} {:<9} {:>8}  ports (rx/tx frames, drops)", "node", "kind", "role", "pid", "state", "restarts");
+    println!(
+        "lab {}: {}",
+        v["lab"].as_str().unwrap_or(""),
+        v["description"].as_str().unwrap_or("")
+    );
+    println!(
+        "{:<10} {:<8} {:<8} {:>8} {:<9} {:>8}  ports (rx/tx frames, drops)",
+        "node", "kind", "role", "pid", "state", "restarts"
+    );
     for n in v["nodes"].as_array().into_iter().flatten() {
         let ports: Vec<String> = n["ports"]
             .as_array()
@@ -89,17 +102,27 @@ fn print_table(v: &Value) {
                 let c = &p["counters"];
                 if c.is_object() {
                     let drops = c["drops"].as_object().map(|d| {
-                        d.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                        d.iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
                     });
                     format!(
                         "{} {}/{}{}",
                         p["name"].as_str().unwrap_or(""),
                         c["rx_frames"],
                         c["tx_frames"],
-                        drops.filter(|d| !d.is_empty()).map(|d| format!(" [{d}]")).unwrap_or_default()
+                        drops
+                            .filter(|d| !d.is_empty())
+                            .map(|d| format!(" [{d}]"))
+                            .unwrap_or_default()
                     )
                 } else {
-                    format!("{} {}", p["name"].as_str().unwrap_or(""), p["address"].as_str().unwrap_or(""))
+                    format!(
+                        "{} {}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["address"].as_str().unwrap_or("")
+                    )
                 }
             })
             .collect();
@@ -108,7 +131,10 @@ fn print_table(v: &Value) {
             n["name"].as_str().unwrap_or(""),
             n["kind"].as_str().unwrap_or(""),
             n["role"].as_str().unwrap_or("-"),
-            n["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            n["pid"]
+                .as_u64()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
             n["state"].as_str().unwrap_or(""),
             n["restarts"],
             ports.join("  ")

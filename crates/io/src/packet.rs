@@ -36,6 +36,9 @@ use std::time::Duration;
 /// Receive buffer asked for (root may exceed `net.core.rmem_max`), so a
 /// burst is not dropped while the element works.
 const RCVBUF: libc::c_int = 4 << 20;
+/// A capture socket sees every frame of a wire at full rate while the
+/// capturer also writes the file: it gets a deeper queue.
+const CAPTURE_RCVBUF: libc::c_int = 64 << 20;
 
 /// What came with a received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +105,9 @@ impl PacketSocket {
         }
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &one)
             .map_err(err("PACKET_AUXDATA"))?;
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_err() {
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF)
+        let rcvbuf = if capture { CAPTURE_RCVBUF } else { RCVBUF };
+        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
+            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)
                 .map_err(err("SO_RCVBUF"))?;
         }
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.

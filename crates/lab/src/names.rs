@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 /// Where every lab keeps its runtime state: `/run/d11/LAB/`.
 pub const RUN_ROOT: &str = "/run/d11";
 
+/// The state root in force: [`RUN_ROOT`], or `$D11_RUN_DIR` when set. A
+/// private root keeps labs apart: `d11 down --all` under one root never
+/// reaches the labs of another (the test suite uses its own).
+pub fn run_root() -> PathBuf {
+    std::env::var_os("D11_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(RUN_ROOT))
+}
+
 /// Longest lab name: with a node name (≤ 20) the namespace name stays short.
 pub const MAX_LAB_NAME: usize = 24;
 
@@ -24,12 +33,14 @@ pub(crate) const NETNS_DIR: &str = "/run/netns";
 /// The alias [`crate::build`] gives `lo` in each namespace of `lab`: it
 /// proves a namespace belongs to the lab even when the run directory is gone.
 pub(crate) fn netns_marker(lab: &str) -> String {
-    format!("d11-lab:{lab}")
+    format!("d11-lab:{lab}@{}", run_root().display())
 }
 
-/// The lab a marker alias names (the inverse of [`netns_marker`]).
+/// The lab a marker alias names if it belongs to the state root in force
+/// (the inverse of [`netns_marker`]).
 pub(crate) fn marker_lab(alias: &str) -> Option<&str> {
-    alias.strip_prefix("d11-lab:")
+    let (lab, root) = alias.strip_prefix("d11-lab:")?.split_once('@')?;
+    (Path::new(root) == run_root()).then_some(lab)
 }
 
 /// The names of every namespace `ip netns` knows (`/run/netns/*`).
@@ -83,9 +94,9 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// `/run/d11/LAB/`.
+    /// `/run/d11/LAB/` (under [`run_root`]).
     pub fn new(lab: &str) -> RunDir {
-        RunDir::under(Path::new(RUN_ROOT), lab)
+        RunDir::under(&run_root(), lab)
     }
 
     /// `ROOT/LAB/`: the same layout somewhere else (tests of the supervisor,

@@ -10,8 +10,8 @@
 
 use crate::cmd::{self, IpBatch, StepFailed};
 use crate::names::{
-    check_lab_name, existing_namespaces, marker_lab, netns_marker, netns_name, LabNameError,
-    RunDir, NETNS_DIR, RUN_ROOT,
+    check_lab_name, existing_namespaces, marker_lab, netns_marker, netns_name, run_root,
+    LabNameError, RunDir, NETNS_DIR,
 };
 use crate::procfs;
 use crate::supervisor::{stop_supervisor, SupervisorError};
@@ -238,7 +238,8 @@ pub fn teardown(lab: &str) -> Result<TeardownReport, TeardownError> {
 
 /// The labs with a run directory (`/run/d11/*`), sorted.
 pub fn list_labs() -> Result<Vec<String>, TeardownError> {
-    let root = Path::new(RUN_ROOT);
+    let root = run_root();
+    let root = root.as_path();
     let dir = match std::fs::read_dir(root) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
