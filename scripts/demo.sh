@@ -34,7 +34,7 @@ run "$D11" exec --name "$LAB" phone -- tracepath -n 203.0.113.10
 say "Only the MACs change hop by hop, never the IP addresses: one ping captured on every wire"
 run "$D11" capture --name "$LAB" -w "/run/d11/$LAB/demo.pcapng" -- "$D11" exec --name "$LAB" phone -- ping -c 1 203.0.113.10
 run tshark -r "/run/d11/$LAB/demo.pcapng" -Y icmp.type==8 -T fields -E header=y \
-  -e frame.interface_name -e eth.src -e eth.dst -e ip.src -e ip.dst -e ip.ttl
+  -e frame.interface_name -e eth.src -e eth.dst -e ip.src -e ip.dst -e ip.ttl 2>/dev/null
 
 say "What each element did: frames in and out per port, drops by reason, restarts"
 run "$D11" status --name "$LAB"

@@ -60,6 +60,9 @@ const VARIANTS: [Variant; 3] = [
     },
 ];
 
+/// iperf3's `-b` for the fixed-load run: 20,000 datagrams/s of 18 bytes.
+const FIXED_RATE_BITS: &str = "2880K";
+
 pub fn forward(args: &ForwardArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the d11 binary")?;
     let mut results = serde_json::Map::new();
@@ -71,7 +74,8 @@ pub fn forward(args: &ForwardArgs) -> Result<()> {
         results.insert(v.name.to_string(), r);
     }
     let up = time_up(&exe, &args.topologies.join("carrier.toml"), args.up_runs)?;
-    let report = summarise(results, up);
+    let mut report = summarise(results, up);
+    report["element_core"] = element_core();
     print_report(&report);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
@@ -146,6 +150,24 @@ fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result
         &server_ip,
         &["-u", "-b", "0", "-l", "18", "-t", &secs],
     )?;
+    // CPU per frame at one fixed offered load that every variant carries
+    // without loss, so batching per wakeup is the same for null and router.
+    let before = if v.elements {
+        element_work(&lab.name)?
+    } else {
+        Vec::new()
+    };
+    iperf(
+        &lab,
+        &server_ip,
+        &["-u", "-b", FIXED_RATE_BITS, "-l", "18", "-t", &secs],
+    )?;
+    let after = if v.elements {
+        element_work(&lab.name)?
+    } else {
+        Vec::new()
+    };
+    let ns_per_frame = cpu_per_frame(&before, &after);
     let sum = &udp["end"]["sum"];
     let (packets, lost, secs_f) = (
         sum["packets"].as_f64().unwrap_or(0.0),
@@ -166,6 +188,7 @@ fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result
         "udp64_sent_pps": packets / secs_f,
         "udp64_received_pps": pps,
         "udp64_loss": if packets > 0.0 { lost / packets } else { 0.0 },
+        "cpu_ns_per_frame": ns_per_frame,
         "peak_rss_kib": rss,
     }))
 }
@@ -221,6 +244,115 @@ fn server_address(topology: &str) -> Option<String> {
     Some(addr.split('/').next()?.to_string())
 }
 
+/// The element alone, no driver and no syscalls: nanoseconds per frame
+/// through `Router::on_frame` (ARP resolved, default route) and through a
+/// `Null`, on the same 74-byte ICMP echo frame.
+fn element_core() -> Value {
+    use d11_core::{Element, Outbox, PortId};
+    use d11_elements::router::{Router, RouterConfig, RouterPort, StaticRoute};
+    use d11_wire::{arp::ArpRepr, ethernet, icmp, ipv4::Ipv4Repr, MacAddr};
+    let (radio, up, c1) = (
+        MacAddr([2, 0, 0, 0, 1, 0]),
+        MacAddr([2, 0, 0, 0, 1, 1]),
+        MacAddr([2, 0, 0, 0, 2, 0]),
+    );
+    let port = |name: &str, mac, address: &str| RouterPort {
+        name: name.into(),
+        mac,
+        address: address.parse().expect("literal"),
+        mtu: 1500,
+    };
+    let mut router = Router::new(RouterConfig {
+        ports: vec![
+            port("radio", radio, "10.45.0.1/16"),
+            port("a2c1", up, "192.0.2.1/30"),
+        ],
+        routes: vec![StaticRoute {
+            to: "0.0.0.0/0".parse().expect("literal"),
+            via: "192.0.2.2".parse().expect("literal"),
+        }],
+    });
+    let mut out = Outbox::new();
+    let mut arp = vec![];
+    ArpRepr::request(
+        c1,
+        "192.0.2.2".parse().expect("literal"),
+        "192.0.2.1".parse().expect("literal"),
+    )
+    .emit_frame(&mut arp);
+    router.on_frame(d11_core::Instant::ZERO, PortId(1), &arp, &mut out);
+    let mut frame = vec![];
+    ethernet::emit_header(
+        &mut frame,
+        radio,
+        MacAddr([2, 0, 0, 0, 0, 2]),
+        ethernet::EtherType::Ipv4,
+    );
+    let src = "10.45.0.2".parse().expect("literal");
+    let dst = "203.0.113.10".parse().expect("literal");
+    Ipv4Repr {
+        src,
+        dst,
+        protocol: 1,
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        payload_len: 40,
+    }
+    .emit(&mut frame);
+    icmp::emit_icmp(&mut frame, icmp::ECHO_REQUEST, 0, [0, 1, 0, 1], &[b'x'; 32]);
+    let time = |e: &mut dyn Element, out: &mut Outbox| {
+        const N: u64 = 2_000_000;
+        let t0 = Instant::now();
+        for i in 0..N {
+            out.clear();
+            e.on_frame(
+                d11_core::Instant::from_micros(1_000 + i / 16),
+                PortId(0),
+                &frame,
+                out,
+            );
+        }
+        assert_eq!(out.frames().count(), 1, "the frame was forwarded");
+        t0.elapsed().as_nanos() as f64 / N as f64
+    };
+    let r = time(&mut router, &mut out);
+    let n = time(&mut d11_elements::null::Null::new(2), &mut out);
+    json!({ "router_ns_per_frame": r, "null_ns_per_frame": n })
+}
+
+/// Per element: CPU time used so far (ns, from /proc/PID/schedstat) and
+/// frames received (from its control socket).
+fn element_work(lab: &str) -> Result<Vec<(String, u64, u64)>> {
+    let dir = d11_lab::RunDir::new(lab);
+    let state = d11_lab::SupervisorState::load(&dir)?;
+    let mut out = Vec::new();
+    for (node, s) in state.nodes {
+        let Some(pid) = s.pid else { continue };
+        let cpu_ns = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("reading /proc/{pid}/schedstat of {node}"))?;
+        let st = d11_io::query(&dir.socket(&node), "status", Duration::from_secs(1))?;
+        let frames = st["ports"].as_object().map_or(0, |p| {
+            p.values().filter_map(|c| c["rx_frames"].as_u64()).sum()
+        });
+        out.push((node, cpu_ns, frames));
+    }
+    Ok(out)
+}
+
+/// CPU nanoseconds per received frame, over all elements, between two readings.
+fn cpu_per_frame(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> Option<f64> {
+    let (mut cpu, mut frames) = (0u64, 0u64);
+    for (node, c1, f1) in after {
+        let (_, c0, f0) = before.iter().find(|(n, _, _)| n == node)?;
+        cpu += c1.saturating_sub(*c0);
+        frames += f1.saturating_sub(*f0);
+    }
+    (frames > 0).then(|| cpu as f64 / frames as f64)
+}
+
 /// Peak resident memory (VmHWM) of every element process of the lab.
 fn peak_rss(lab: &str) -> Result<Value> {
     let state = d11_lab::SupervisorState::load(&d11_lab::RunDir::new(lab))?;
@@ -257,65 +389,84 @@ fn summarise(results: serde_json::Map<String, Value>, up: Value) -> Value {
     json!({
         "variants": results,
         "ratios": {
+            "router_vs_null_cpu_per_frame": ratio(get("router", "cpu_ns_per_frame"), get("null", "cpu_ns_per_frame")),
             "router_vs_null_cost_per_frame_udp64": ratio(get("null", "udp64_received_pps"), get("router", "udp64_received_pps")),
             "router_vs_null_cost_tcp": ratio(get("null", "tcp_mbit_s"), get("router", "tcp_mbit_s")),
             "router_vs_kernel_cost_per_frame_udp64": ratio(get("kernel", "udp64_received_pps"), get("router", "udp64_received_pps")),
             "router_vs_kernel_cost_tcp": ratio(get("kernel", "tcp_mbit_s"), get("router", "tcp_mbit_s")),
         },
-        "goals": { "router_vs_null_cost_per_frame": 1.2, "peak_rss_mib_per_element": 20, "up_carrier_s": 2.0 },
+        "goals": { "router_vs_null_cpu_per_frame": 1.2, "peak_rss_mib_per_element": 20, "up_carrier_s": 2.0 },
         "up_carrier": up,
     })
 }
 
 fn print_report(r: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!(
-        "\n{:<8} {:>12} {:>14} {:>14} {:>8}",
-        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
+        "\n{:<8} {:>12} {:>14} {:>14} {:>7} {:>14}",
+        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss", "CPU ns/frame"
     );
     for name in ["kernel", "null", "router"] {
         let v = &r["variants"][name];
         println!(
-            "{:<8} {:>12.0} {:>14.0} {:>14.0} {:>7.1}%",
+            "{:<8} {:>12.0} {:>14.0} {:>14.0} {:>6.1}% {:>14}",
             name,
-            v["tcp_mbit_s"].as_f64().unwrap_or(0.0),
-            v["udp64_sent_pps"].as_f64().unwrap_or(0.0),
-            v["udp64_received_pps"].as_f64().unwrap_or(0.0),
-            100.0 * v["udp64_loss"].as_f64().unwrap_or(0.0),
+            num(&v["tcp_mbit_s"]),
+            num(&v["udp64_sent_pps"]),
+            num(&v["udp64_received_pps"]),
+            100.0 * num(&v["udp64_loss"]),
+            v["cpu_ns_per_frame"]
+                .as_f64()
+                .map_or("-".to_string(), |c| format!("{c:.0}")),
         );
     }
     let q = &r["ratios"];
-    let f = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "\ncost per frame, router / null element (UDP 64 B): {:.2}x  (goal <= 1.2x)",
-        f("router_vs_null_cost_per_frame_udp64")
-    );
-    println!(
-        "cost, router / null element (TCP):                {:.2}x",
-        f("router_vs_null_cost_tcp")
-    );
-    println!(
-        "cost per frame, router / kernel (UDP 64 B):       {:.2}x",
-        f("router_vs_kernel_cost_per_frame_udp64")
-    );
-    println!(
-        "cost, router / kernel (TCP):                      {:.2}x",
-        f("router_vs_kernel_cost_tcp")
-    );
+    println!();
+    for (key, what) in [
+        (
+            "router_vs_null_cpu_per_frame",
+            "element CPU per frame at 20k frames/s, router / null  (goal <= 1.2x)",
+        ),
+        (
+            "router_vs_null_cost_per_frame_udp64",
+            "UDP 64 B frame cost, router / null    (from received rates)",
+        ),
+        ("router_vs_null_cost_tcp", "TCP cost, router / null"),
+        (
+            "router_vs_kernel_cost_per_frame_udp64",
+            "UDP 64 B frame cost, router / kernel",
+        ),
+        ("router_vs_kernel_cost_tcp", "TCP cost, router / kernel"),
+    ] {
+        println!("{:>6.2}x  {what}", num(&q[key]));
+    }
     for name in ["null", "router"] {
         if let Some(m) = r["variants"][name]["peak_rss_kib"].as_object() {
             let list: Vec<String> = m
                 .iter()
-                .map(|(n, k)| format!("{n} {:.1} MiB", k.as_f64().unwrap_or(0.0) / 1024.0))
+                .map(|(n, k)| format!("{n} {:.1}", num(k) / 1024.0))
                 .collect();
             println!(
-                "peak RSS, {name} elements: {}  (goal <= 20 MiB)",
+                "peak RSS of {name} elements, MiB: {}  (goal <= 20)",
                 list.join(", ")
             );
         }
     }
+    let core = &r["element_core"];
     println!(
-        "d11 up, carrier lab: median {:.2} s over {:?}  (goal <= 2 s)",
-        r["up_carrier"]["median_s"].as_f64().unwrap_or(0.0),
-        r["up_carrier"]["runs_s"]
+        "element core alone (no I/O): router {:.0} ns/frame, null {:.0} ns/frame",
+        num(&core["router_ns_per_frame"]),
+        num(&core["null_ns_per_frame"])
+    );
+    let runs: Vec<String> = r["up_carrier"]["runs_s"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| format!("{:.3}", num(t)))
+        .collect();
+    println!(
+        "d11 up, carrier lab: median {:.3} s, runs [{}] s  (goal <= 2 s)",
+        num(&r["up_carrier"]["median_s"]),
+        runs.join(", ")
     );
 }

@@ -5,9 +5,10 @@
 //! Sans-IO: the cache says what to do (send a request, flush packets, report a
 //! failure) and the element builds the frames.
 
+use crate::hash::FastMap;
 use crate::{Instant, PortId};
 use d11_wire::MacAddr;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -76,7 +77,7 @@ pub enum ArpEvent {
 #[derive(Debug)]
 pub struct ArpCache {
     cfg: ArpConfig,
-    entries: HashMap<Ipv4Addr, (MacAddr, Instant)>,
+    entries: FastMap<Ipv4Addr, (MacAddr, Instant)>,
     /// Ordered, so retries due at one instant go out in the same order every run.
     pending: BTreeMap<Ipv4Addr, Pending>,
 }
@@ -85,7 +86,7 @@ impl ArpCache {
     pub fn new(cfg: ArpConfig) -> ArpCache {
         ArpCache {
             cfg,
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             pending: BTreeMap::new(),
         }
     }

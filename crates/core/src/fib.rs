@@ -4,16 +4,16 @@
 //! length down; a lookup costs one probe per distinct length present (three or
 //! four in the lab's tables), independent of the number of routes.
 
+use crate::hash::FastMap;
 use d11_wire::addr::prefix_mask;
 use d11_wire::Ipv4Cidr;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Longest-prefix-match table from prefixes to `T` (a next hop, an action…).
 #[derive(Debug, Clone)]
 pub struct Fib<T> {
     /// (prefix length, network address → value), longest length first.
-    tables: Vec<(u8, HashMap<u32, T>)>,
+    tables: Vec<(u8, FastMap<u32, T>)>,
 }
 
 impl<T> Default for Fib<T> {
@@ -34,11 +34,11 @@ impl<T> Fib<T> {
         let i = match self.tables.iter().position(|(l, _)| *l <= len) {
             Some(i) if self.tables[i].0 == len => i,
             Some(i) => {
-                self.tables.insert(i, (len, HashMap::new()));
+                self.tables.insert(i, (len, FastMap::default()));
                 i
             }
             None => {
-                self.tables.push((len, HashMap::new()));
+                self.tables.push((len, FastMap::default()));
                 self.tables.len() - 1
             }
         };

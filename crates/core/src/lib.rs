@@ -9,6 +9,7 @@
 pub mod arp;
 pub mod counters;
 pub mod fib;
+pub mod hash;
 pub mod outbox;
 pub mod pcapng;
 pub mod rng;

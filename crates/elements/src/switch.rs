@@ -13,12 +13,13 @@
 //! Ageing is driven by [`Element::poll_at`]: a min-heap holds one deadline per
 //! entry, so a frame costs a hash lookup, never a scan of the table.
 
+use d11_core::hash::FastMap;
 use d11_core::{DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::EthernetFrame;
 use d11_wire::MacAddr;
 use serde_json::json;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
 /// What a switch is built from.
@@ -88,7 +89,7 @@ pub struct Switch {
     ports: Vec<String>,
     aging: Duration,
     max_macs: usize,
-    table: HashMap<MacAddr, Entry>,
+    table: FastMap<MacAddr, Entry>,
     /// Exactly one deadline per entry, earliest first. A deadline that comes
     /// due for an entry seen since is pushed again at its real expiry.
     deadlines: BinaryHeap<Reverse<(Instant, MacAddr)>>,
@@ -103,7 +104,7 @@ impl Switch {
             ports: cfg.ports,
             aging: cfg.aging,
             max_macs: cfg.max_macs,
-            table: HashMap::new(),
+            table: FastMap::default(),
             deadlines: BinaryHeap::new(),
             last_now: Instant::ZERO,
             stats: TableStats::default(),
