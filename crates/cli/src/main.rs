@@ -132,12 +132,17 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            // One line: the error and its causes, outermost first.
-            let msg = e
-                .chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
+            // One line: the error and its causes, outermost first; a cause
+            // the message above already quotes is not repeated.
+            let mut msg = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !msg.contains(&cause) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&cause);
+                }
+            }
             eprintln!("d11: {msg}");
             ExitCode::FAILURE
         }

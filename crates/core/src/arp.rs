@@ -7,6 +7,7 @@
 
 use crate::hash::FastMap;
 use crate::{Instant, PortId};
+use d11_wire::arp::ArpRepr;
 use d11_wire::MacAddr;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -129,6 +130,22 @@ impl ArpCache {
             self.insert(now, ip, mac)
         } else {
             None
+        }
+    }
+
+    /// RFC 826 "Packet reception" for a host or router owning `our_ip`:
+    /// merge the sender if it is known or awaited, add it if we are the
+    /// target. Returns the packets that waited for the sender, with their port.
+    pub fn on_arp(
+        &mut self,
+        now: Instant,
+        arp: &ArpRepr,
+        our_ip: Ipv4Addr,
+    ) -> Option<(PortId, VecDeque<Vec<u8>>)> {
+        if arp.target_ip == our_ip {
+            self.insert(now, arp.sender_ip, arp.sender_mac)
+        } else {
+            self.refresh(now, arp.sender_ip, arp.sender_mac)
         }
     }
 

@@ -144,12 +144,7 @@ impl Router {
             return;
         };
         let for_us = arp.target_ip == me.address.addr();
-        // RFC 826: merge the sender if known; add it if we are the target.
-        let flushed = if for_us {
-            self.arp.insert(now, arp.sender_ip, arp.sender_mac)
-        } else {
-            self.arp.refresh(now, arp.sender_ip, arp.sender_mac)
-        };
+        let flushed = self.arp.on_arp(now, &arp, me.address.addr());
         if let Some((egress, queue)) = flushed {
             for pkt in queue {
                 self.transmit_ip(egress, arp.sender_mac, &pkt, out);

@@ -277,11 +277,7 @@ impl SimHost {
             return out.drop_frame(PORT, DropReason::Malformed);
         };
         let for_us = arp.target_ip == self.address.addr();
-        let flushed = if for_us {
-            self.arp.insert(now, arp.sender_ip, arp.sender_mac)
-        } else {
-            self.arp.refresh(now, arp.sender_ip, arp.sender_mac)
-        };
+        let flushed = self.arp.on_arp(now, &arp, self.address.addr());
         if let Some((_, queue)) = flushed {
             for pkt in queue {
                 self.transmit_ip(arp.sender_mac, &pkt, out);

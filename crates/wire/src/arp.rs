@@ -186,4 +186,16 @@ mod tests {
         assert_eq!(r.sender_ip, Ipv4Addr::new(10, 45, 0, 1));
         assert_eq!(r.target_mac, MacAddr([2, 0, 0, 0, 0, 1]));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn emit_then_parse_round_trips(op in 0u16..4, sm in proptest::prelude::any::<[u8; 6]>(), si in proptest::prelude::any::<u32>(),
+                                       tm in proptest::prelude::any::<[u8; 6]>(), ti in proptest::prelude::any::<u32>()) {
+            let r = ArpRepr { op: ArpOp::from(op), sender_mac: MacAddr(sm), sender_ip: si.into(), target_mac: MacAddr(tm), target_ip: ti.into() };
+            let mut b = vec![];
+            r.emit(&mut b);
+            proptest::prop_assert_eq!(b.len(), r.buffer_len());
+            proptest::prop_assert_eq!(ArpRepr::parse(&b), Ok(r));
+        }
+    }
 }

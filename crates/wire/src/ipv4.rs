@@ -308,4 +308,29 @@ mod tests {
             4
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn repr_emits_a_header_the_view_reads_back(src in proptest::prelude::any::<u32>(), dst in proptest::prelude::any::<u32>(),
+                                                   protocol in proptest::prelude::any::<u8>(), ttl in proptest::prelude::any::<u8>(),
+                                                   ident in proptest::prelude::any::<u16>(), dont_frag in proptest::prelude::any::<bool>(),
+                                                   payload_len in 0usize..1500) {
+            let r = Ipv4Repr { src: src.into(), dst: dst.into(), protocol, ttl, ident, dont_frag, payload_len };
+            let mut b = vec![];
+            r.emit(&mut b);
+            b.resize(b.len() + payload_len, 0);
+            let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+            proptest::prop_assert!(p.verify_checksum());
+            let back = Ipv4Repr { src: p.src(), dst: p.dst(), protocol: p.protocol(), ttl: p.ttl(), ident: p.ident(),
+                                  dont_frag: p.dont_frag(), payload_len: p.payload().len() };
+            proptest::prop_assert_eq!(back, r);
+        }
+
+        #[test]
+        fn new_checked_never_panics_and_accessors_stay_in_bounds(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            if let Ok(p) = Ipv4Packet::new_checked(&b[..]) {
+                let _ = (p.payload(), p.header(), p.packet(), p.verify_checksum(), p.frag_offset(), p.to_string());
+            }
+        }
+    }
 }
