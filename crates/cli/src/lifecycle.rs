@@ -15,6 +15,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn up(topology: &Path, lab: &str) -> Result<()> {
     d11_lab::check_lab_name(lab)?;
     let topo = Topology::load(topology)?;
+    crate::roles::check(&topo)?;
     need_root("d11 up")?;
     let t0 = Instant::now();
     d11_lab::build(lab, &topo)?;

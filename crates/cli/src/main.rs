@@ -8,6 +8,7 @@
 mod bench;
 mod capture;
 mod lifecycle;
+mod roles;
 mod run;
 mod status;
 

@@ -6,9 +6,7 @@
 //! driver until SIGTERM.
 
 use anyhow::{Context, Result};
-use d11_core::Element;
-use d11_elements::{null::Null, router, switch};
-use d11_lab::{ElementSpec, PortAttach as LabAttach, Role, RunDir};
+use d11_lab::{PortAttach as LabAttach, RunDir};
 
 pub fn run(lab: &str, node: &str) -> Result<()> {
     let dir = RunDir::new(lab);
@@ -39,64 +37,12 @@ pub fn run(lab: &str, node: &str) -> Result<()> {
     }
     let names: Vec<String> = spec.ports.iter().map(|p| p.name.clone()).collect();
     let control = d11_io::ControlServer::bind(&dir.socket(node), node, spec.role.as_str())?;
+    let mut element = crate::roles::build(&spec)
+        .map_err(|e| anyhow::anyhow!("{node}.{}: {}", e.key, e.message))?;
     tracing::info!(ports = ?names, "element up");
-    match spec.role {
-        Role::Router => drive(
-            &mut router::Router::new(router_config(&spec)?),
-            ports,
-            names,
-            control,
-        ),
-        Role::Switch => drive(
-            &mut switch::Switch::new(switch::SwitchConfig::new(names.clone())),
-            ports,
-            names,
-            control,
-        ),
-        Role::Null => drive(
-            &mut Null::new(spec.ports.len() as u16),
-            ports,
-            names,
-            control,
-        ),
-    }
-}
-
-fn drive<E: Element>(
-    e: &mut E,
-    ports: Vec<d11_io::Port>,
-    names: Vec<String>,
-    control: d11_io::ControlServer,
-) -> Result<()> {
-    d11_io::run(e, ports, names, Some(control))?;
+    d11_io::run(&mut element, ports, names, Some(control))?;
     tracing::info!("element stopped");
     Ok(())
-}
-
-fn router_config(spec: &ElementSpec) -> Result<router::RouterConfig> {
-    let ports = spec
-        .ports
-        .iter()
-        .map(|p| {
-            Ok(router::RouterPort {
-                name: p.name.clone(),
-                mac: p.mac,
-                address: p
-                    .address
-                    .with_context(|| format!("router port {} has no address", p.name))?,
-                mtu: p.mtu,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let routes = spec
-        .routes
-        .iter()
-        .map(|r| router::StaticRoute {
-            to: r.to,
-            via: r.via,
-        })
-        .collect();
-    Ok(router::RouterConfig { ports, routes })
 }
 
 /// Logs to stderr (the supervisor appends it to logs/NODE.log); `RUST_LOG`

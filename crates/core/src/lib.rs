@@ -54,3 +54,20 @@ pub trait Element {
         serde_json::Value::Null
     }
 }
+
+/// A boxed element is an element, so the driver can run whichever role a
+/// topology names.
+impl<E: Element + ?Sized> Element for Box<E> {
+    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+        (**self).on_frame(now, port, frame, out)
+    }
+    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
+        (**self).on_timer(now, out)
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        (**self).poll_at()
+    }
+    fn report(&self) -> serde_json::Value {
+        (**self).report()
+    }
+}

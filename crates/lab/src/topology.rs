@@ -118,7 +118,7 @@ impl fmt::Display for Role {
 }
 
 /// One node: a network namespace `LAB-NAME`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
@@ -134,6 +134,11 @@ pub struct Node {
     /// Static routes (hosts and addressed roles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// Elements only: the role's own settings (bearers, tenants, …), a
+    /// table each role parses with its typed configuration; `d11 up`
+    /// checks it before building anything.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub config: toml::Table,
 }
 
 impl Node {
@@ -262,13 +267,15 @@ pub struct ElementPort {
 }
 
 /// An element node, resolved for `d11 run --node NAME`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ElementSpec {
     pub name: String,
     pub role: Role,
     /// In configuration order: `ports[i]` is `PortId(i)`.
     pub ports: Vec<ElementPort>,
     pub routes: Vec<Route>,
+    /// The role's own settings, as written under the node's `config`.
+    pub config: toml::Table,
 }
 
 /// Where `d11 capture` listens for one wire.
@@ -512,9 +519,9 @@ impl Topology {
         Ok(topo)
     }
 
-    /// An error at `raw_key` (like `nodes[2].ports[1].address`) naming the
-    /// file, the key's line and the node.
-    pub(crate) fn error_at(&self, raw_key: &str, message: impl Into<String>) -> TopologyError {
+    /// An error about `raw_key` (like `nodes[2].config.bearers[0].teid`), with
+    /// the file, the line where known and the key spelled with node names.
+    pub fn error_at(&self, raw_key: &str, message: impl Into<String>) -> TopologyError {
         TopologyError::Invalid {
             file: self.origin.file.clone(),
             line: self.origin.line(raw_key),
@@ -602,6 +609,7 @@ impl Topology {
             role,
             ports,
             routes: node.routes.clone(),
+            config: node.config.clone(),
         })
     }
 

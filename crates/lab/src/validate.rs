@@ -132,6 +132,12 @@ impl Topology {
                 }
                 _ => {}
             }
+            if n.kind == NodeKind::Host && !n.config.is_empty() {
+                return Err(self.error_at(
+                    &format!("nodes[{i}].config"),
+                    "a host has no config: it is an ordinary Linux namespace",
+                ));
+            }
             if n.kind == NodeKind::Element && n.forwarding.is_some() {
                 return Err(self.error_at(
                     &format!("nodes[{i}].forwarding"),
@@ -591,6 +597,15 @@ b = "server:eth0"
         let e = broken("b = \"server:eth0\"", "b = \"tor:p1\"");
         assert_eq!(e.key(), "wires[2].b");
         assert!(e.to_string().contains("wired to itself"), "{e}");
+    }
+
+    #[test]
+    fn hosts_have_no_config() {
+        let e = broken(
+            "name = \"server\"\nkind = \"host\"",
+            "name = \"server\"\nkind = \"host\"\nconfig = { x = 1 }",
+        );
+        assert_eq!(e.key(), "nodes[3] (\"server\").config");
     }
 
     #[test]
