@@ -10,6 +10,7 @@ mod capture;
 mod lifecycle;
 mod roles;
 mod run;
+mod show;
 mod status;
 
 use anyhow::Result;
@@ -61,6 +62,18 @@ enum Cmd {
         #[command(flatten)]
         lab: LabArg,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An element's own tables: FIB and ARP cache, MAC table, bearers, NAT entries…
+    Show {
+        #[command(flatten)]
+        lab: LabArg,
+        /// The element, e.g. `c1`.
+        node: String,
+        /// One table of its report (e.g. `fib`, `arp`, `macs`); all of them if omitted.
+        table: Option<String>,
+        /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
     },
@@ -119,6 +132,12 @@ fn main() -> ExitCode {
         Cmd::Up { topology, lab } => lifecycle::up(&topology, &lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Down { lab, all } => lifecycle::down(&lab.name, all).map(|_| ExitCode::SUCCESS),
         Cmd::Status { lab, json } => status::status(&lab.name, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Show {
+            lab,
+            node,
+            table,
+            json,
+        } => show::show(&lab.name, &node, table.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Exec { lab, node, cmd } => lifecycle::exec(&lab.name, &node, &cmd),
         Cmd::Capture {
             lab,

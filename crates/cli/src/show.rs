@@ -1,0 +1,104 @@
+//! `d11 show NODE [TABLE] [--json]`: an element's own tables (FIB, ARP
+//! cache, MAC table, bearers, NAT entries…), as its control socket reports
+//! them. Each element decides what its report holds; this only prints it.
+
+use anyhow::{bail, Context, Result};
+use d11_lab::RunDir;
+use serde_json::Value;
+use std::time::Duration;
+
+pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result<()> {
+    d11_lab::check_lab_name(lab)?;
+    let dir = RunDir::new(lab);
+    if !dir.exists() {
+        bail!("there is no lab named {lab}");
+    }
+    let topo = dir.topology().context("reading the lab's topology")?;
+    if topo.element(node).is_none() {
+        let elements: Vec<String> = topo.elements().into_iter().map(|e| e.name).collect();
+        bail!(
+            "{node:?} is not an element of lab {lab} (elements: {})",
+            elements.join(", ")
+        );
+    }
+    let status = d11_io::query(&dir.socket(node), "status", Duration::from_secs(1))
+        .with_context(|| format!("asking {node} (is the lab up? see d11 status --name {lab})"))?;
+    let report = &status["report"];
+    let v = match table {
+        None => report.clone(),
+        Some(t) => match report.get(t) {
+            Some(v) => v.clone(),
+            None => {
+                let keys: Vec<&str> = report
+                    .as_object()
+                    .map(|o| o.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                bail!("{node} has no table {t:?} (tables: {})", keys.join(", "));
+            }
+        },
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match (&v, table) {
+        (Value::Object(o), None) => {
+            for (k, t) in o {
+                println!("{k}:");
+                print_value(t, "  ");
+            }
+        }
+        _ => print_value(&v, ""),
+    }
+    Ok(())
+}
+
+/// Arrays of objects as aligned tables (like `conntrack -L` or `ip neigh`),
+/// anything else as indented JSON.
+fn print_value(v: &Value, indent: &str) {
+    let rows = v
+        .as_array()
+        .filter(|a| !a.is_empty() && a.iter().all(Value::is_object));
+    let Some(rows) = rows else {
+        let text = serde_json::to_string_pretty(v).unwrap_or_default();
+        for l in text.lines() {
+            println!("{indent}{l}");
+        }
+        return;
+    };
+    let mut cols: Vec<String> = Vec::new();
+    for r in rows {
+        for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    let cell = |r: &Value, c: &str| match &r[c] {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = cols
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).len())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{indent}{}", parts.join("  ").trim_end());
+    };
+    line(cols.clone());
+    for r in rows {
+        line(cols.iter().map(|c| cell(r, c)).collect());
+    }
+}
