@@ -269,7 +269,8 @@ impl Sim {
     /// If it is not a `T`.
     pub fn node<T: SimNode>(&self, id: NodeId) -> &T {
         let n = &self.nodes[id.0];
-        n.element
+        // Through the box: `Box<dyn SimNode>` is a SimNode itself.
+        (*n.element)
             .as_any()
             .downcast_ref()
             .unwrap_or_else(|| panic!("node {} is not a {}", n.name, type_name::<T>()))
@@ -284,7 +285,7 @@ impl Sim {
         self.touched.push(id);
         let n = &mut self.nodes[id.0];
         let name = &n.name;
-        n.element
+        (*n.element)
             .as_any_mut()
             .downcast_mut()
             .unwrap_or_else(|| panic!("node {name} is not a {}", type_name::<T>()))
