@@ -20,8 +20,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// True when the test may build labs; prints why not otherwise.
 pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = d11_io::is_root();
     if !root {
         eprintln!("skipped {test}: needs root (network namespaces)");
     }
