@@ -57,6 +57,14 @@ drop_reasons! {
     SameSegment = "same_segment",
     /// A port that does not exist (a configuration or driver error).
     NoSuchPort = "no_such_port",
+    /// Arrived at a NAT from outside with no entry and no DNAT rule [RFC 4787 § 5, REQ-8].
+    NatUnsolicited = "nat_unsolicited",
+    /// A new NAT flow found every port of its public address in use.
+    NatPortsExhausted = "nat_ports_exhausted",
+    /// A new NAT flow found the conntrack table at its bound.
+    NatTableFull = "nat_table_full",
+    /// A protocol, ICMP message or fragment the NAT cannot translate.
+    NatUntranslatable = "nat_untranslatable",
 }
 
 /// What happened on one port.

@@ -10,6 +10,7 @@ pub mod arp;
 pub mod counters;
 pub mod fib;
 pub mod hash;
+pub mod nat;
 pub mod outbox;
 pub mod pcapng;
 pub mod rng;
