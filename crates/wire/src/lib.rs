@@ -13,6 +13,7 @@ pub mod addr;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod gtpu;
 pub mod icmp;
 pub mod ipv4;
 
