@@ -65,6 +65,16 @@ drop_reasons! {
     NatTableFull = "nat_table_full",
     /// A protocol, ICMP message or fragment the NAT cannot translate.
     NatUntranslatable = "nat_untranslatable",
+    /// GTP-U that fails the header checks of 3GPP TS 29.281 § 5.1 (lengths, version, extension chain).
+    GtpuMalformed = "gtpu_malformed",
+    /// A GTP-U message type or a must-comprehend extension header this endpoint does not handle [TS 29.281 § 5.2.1].
+    GtpuUnsupported = "gtpu_unsupported",
+    /// A G-PDU for a TEID with no bearer; an Error Indication was sent [TS 29.281 § 7.3.1].
+    GtpuUnknownTeid = "gtpu_unknown_teid",
+    /// A T-PDU that is not an IPv4 packet (the lab's bearers are IPv4).
+    TpduNotIpv4 = "tpdu_not_ipv4",
+    /// A packet for a UE address, or from a UE, with no bearer.
+    NoBearer = "no_bearer",
 }
 
 /// What happened on one port.

@@ -5,6 +5,11 @@
 //! from the frame, look it up, apply actions.
 #![forbid(unsafe_code)]
 
+pub mod bearer;
+pub mod enb;
 pub mod null;
+pub mod pgw;
 pub mod router;
+pub mod sgw;
 pub mod switch;
+pub mod tunnel;

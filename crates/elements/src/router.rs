@@ -312,8 +312,11 @@ impl Router {
         self.ident
     }
 
-    /// Routes a packet the router originated (an ICMP answer).
-    fn route_local(&mut self, now: Instant, ingress: PortId, pkt: &[u8], out: &mut Outbox) {
+    /// Routes a packet the router originated (an ICMP answer, or a GTP-U
+    /// packet of the mobile elements that embed a router for their own
+    /// addresses): FIB lookup, then ARP or the queue behind it. `ingress`
+    /// is the port drops are counted on.
+    pub fn route_local(&mut self, now: Instant, ingress: PortId, pkt: &[u8], out: &mut Outbox) {
         let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
             return;
         };

@@ -73,6 +73,12 @@ pub enum Role {
     Switch,
     /// Passes every frame to the other port untouched (the driver's cost alone).
     Null,
+    /// eNodeB: the UE's radio (TAP) and the S1-U tunnel; ports `radio`, `s1u`.
+    Enb,
+    /// Serving gateway: switches S1-U and S5 tunnels per bearer; ports `s1u`, `s5`.
+    Sgw,
+    /// Packet gateway: ends S5, owns the UE pool, NATs to SGi; ports `s5`, `sgi`.
+    Pgw,
 }
 
 impl Role {
@@ -81,13 +87,16 @@ impl Role {
             Role::Router => "router",
             Role::Switch => "switch",
             Role::Null => "null",
+            Role::Enb => "enb",
+            Role::Sgw => "sgw",
+            Role::Pgw => "pgw",
         }
     }
 
     /// True if the role's ports carry IPv4 addresses (and it may have routes).
     pub fn is_addressed(self) -> bool {
         match self {
-            Role::Router => true,
+            Role::Router | Role::Enb | Role::Sgw | Role::Pgw => true,
             Role::Switch | Role::Null => false,
         }
     }
@@ -96,7 +105,7 @@ impl Role {
     /// through unchanged), so the addresses on either side share a subnet.
     pub fn bridges(self) -> bool {
         match self {
-            Role::Router => false,
+            Role::Router | Role::Enb | Role::Sgw | Role::Pgw => false,
             Role::Switch | Role::Null => true,
         }
     }

@@ -127,7 +127,7 @@ impl Topology {
                 (NodeKind::Element, None) => {
                     return Err(self.error_at(
                         &format!("nodes[{i}].role"),
-                        "an element needs a role: \"router\", \"switch\" or \"null\"",
+                        "an element needs a role: \"router\", \"switch\", \"null\", \"enb\", \"sgw\" or \"pgw\"",
                     ))
                 }
                 _ => {}
