@@ -75,6 +75,12 @@ drop_reasons! {
     TpduNotIpv4 = "tpdu_not_ipv4",
     /// A packet for a UE address, or from a UE, with no bearer.
     NoBearer = "no_bearer",
+    /// UDP to port 4789 shorter than the VXLAN header, or with the I flag clear [RFC 7348 § 5].
+    VxlanMalformed = "vxlan_malformed",
+    /// VXLAN with a VNI this VTEP has no port in [RFC 7348 § 4.1].
+    VxlanUnknownVni = "vxlan_unknown_vni",
+    /// VXLAN whose inner frame is shorter than an Ethernet header.
+    VxlanInnerTruncated = "vxlan_inner_truncated",
 }
 
 /// What happened on one port.

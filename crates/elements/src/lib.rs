@@ -13,3 +13,4 @@ pub mod router;
 pub mod sgw;
 pub mod switch;
 pub mod tunnel;
+pub mod vswitch;
