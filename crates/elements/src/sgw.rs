@@ -132,3 +132,215 @@ impl Element for Sgw {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::RouterPort;
+    use d11_wire::arp::ArpRepr;
+    use d11_wire::ethernet::{self, EtherType};
+    use d11_wire::gtpu::{GtpuPacket, MessageType};
+    use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
+
+    const ENB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
+    const PGW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 4, 1]);
+    const S1U_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 1]);
+    const S5_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 2]);
+    const ENB: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
+    const PGW: Ipv4Addr = Ipv4Addr::new(172, 16, 2, 2);
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // scapy (/usr/bin/python3, scapy.contrib.gtp), the inner packet being
+    // IP(src="10.45.0.2", dst="192.0.2.100", id=1)/ICMP(id=7, seq=1):
+    // G_PDU:        GTP_U_Header(teid=0x200, gtp_type=255)/inner
+    // ECHO_REQUEST: GTP_U_Header(teid=0, gtp_type=1, S=1, seq=0x1234)
+    // ECHO_RESPONSE: GTP_U_Header(teid=0, gtp_type=2, S=1, seq=0x1234)/IE_Recovery(restart_counter=0)
+    // TRUNC_EXT:    GTP_U_Header(teid=0x200, gtp_type=255, E=1, next_ex=0x85)
+    //                 /GTPPDUSessionContainer(type=0, QFI=9), then its length octet set to 2
+    const G_PDU: &str = "30ff001c000002004500001c000100004001ae4d0a2d0002c00002640800f7f700070001";
+    const ECHO_REQUEST: &str = "320100040000000012340000";
+    const ECHO_RESPONSE: &str = "3202000600000000123400000e00";
+    const TRUNC_EXT: &str = "34ff0008000002000000008502000900";
+
+    fn sgw() -> Sgw {
+        let mut s = Sgw::new(SgwConfig {
+            router: RouterConfig {
+                ports: vec![
+                    RouterPort {
+                        name: "s1u".into(),
+                        mac: S1U_MAC,
+                        address: "172.16.1.2/24".parse().unwrap(),
+                        mtu: 1500,
+                    },
+                    RouterPort {
+                        name: "s5".into(),
+                        mac: S5_MAC,
+                        address: "172.16.2.1/24".parse().unwrap(),
+                        mtu: 1500,
+                    },
+                ],
+                routes: vec![],
+            },
+            enb: ENB,
+            pgw: PGW,
+            bearers: vec![crate::bearer::tests::phone()],
+        })
+        .unwrap();
+        // The peers ask for our MACs first, so we know theirs (RFC 826 merge).
+        let mut o = Outbox::new();
+        let mut b = Vec::new();
+        ArpRepr::request(ENB_MAC, ENB, "172.16.1.2".parse().unwrap()).emit_frame(&mut b);
+        s.on_frame(Instant::ZERO, S1U, &b, &mut o);
+        b.clear();
+        ArpRepr::request(PGW_MAC, PGW, "172.16.2.1".parse().unwrap()).emit_frame(&mut b);
+        s.on_frame(Instant::ZERO, S5, &b, &mut o);
+        s
+    }
+
+    /// Ethernet + IPv4 + UDP 2152 → 2152 around `gtpu`, sent to `mac`/`dst` from `src`.
+    fn udp_frame(mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, gtpu: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        ethernet::emit_header(&mut f, mac, MacAddr([2, 0, 0, 0, 9, 9]), EtherType::Ipv4);
+        Ipv4Repr {
+            src,
+            dst,
+            protocol: protocol::UDP,
+            ttl: 64,
+            ident: 1,
+            dont_frag: false,
+            payload_len: 8 + gtpu.len(),
+        }
+        .emit(&mut f);
+        f.extend_from_slice(&[0x08, 0x68, 0x08, 0x68]);
+        f.extend_from_slice(&((8 + gtpu.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(gtpu);
+        f
+    }
+
+    fn from_enb(gtpu: &[u8]) -> Vec<u8> {
+        udp_frame(S1U_MAC, ENB, "172.16.1.2".parse().unwrap(), gtpu)
+    }
+
+    /// The one frame sent, as (port, outer dst MAC, outer src IP, outer dst IP, GTP-U bytes).
+    fn sent(o: &Outbox) -> (PortId, MacAddr, Ipv4Addr, Ipv4Addr, Vec<u8>) {
+        let frames: Vec<_> = o.frames().collect();
+        assert_eq!(frames.len(), 1, "{:?}", o.drops());
+        let (p, f) = frames[0];
+        let ip = Ipv4Packet::new_checked(&f[ethernet::HEADER_LEN..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(&ip.payload()[..4], &[0x08, 0x68, 0x08, 0x68]);
+        let dst_mac = MacAddr::from_slice(&f[..6]).unwrap();
+        (p, dst_mac, ip.src(), ip.dst(), ip.payload()[8..].to_vec())
+    }
+
+    #[test]
+    fn g_pdu_from_enb_is_retunneled_with_pgw_teid() {
+        let mut s = sgw();
+        let mut o = Outbox::new();
+        let g = hex(G_PDU);
+        s.on_frame(Instant::ZERO, S1U, &from_enb(&g), &mut o);
+        let (port, mac, src, dst, gtpu) = sent(&o);
+        assert_eq!(
+            (port, mac, src, dst),
+            (S5, PGW_MAC, "172.16.2.1".parse().unwrap(), PGW)
+        );
+        let p = GtpuPacket::new_checked(&gtpu[..]).unwrap();
+        assert_eq!(
+            (p.message_type(), p.teid()),
+            (MessageType::GPdu, Teid(0x400))
+        );
+        assert_eq!(p.payload(), &g[8..], "the inner packet is untouched");
+    }
+
+    #[test]
+    fn g_pdu_from_pgw_goes_to_the_enb_with_its_teid() {
+        let mut s = sgw();
+        let mut o = Outbox::new();
+        let mut g = hex(G_PDU);
+        g[4..8].copy_from_slice(&0x300u32.to_be_bytes());
+        s.on_frame(
+            Instant::ZERO,
+            S5,
+            &udp_frame(S5_MAC, PGW, "172.16.2.1".parse().unwrap(), &g),
+            &mut o,
+        );
+        let (port, mac, _, dst, gtpu) = sent(&o);
+        assert_eq!((port, mac, dst), (S1U, ENB_MAC, ENB));
+        assert_eq!(
+            GtpuPacket::new_checked(&gtpu[..]).unwrap().teid(),
+            Teid(0x100)
+        );
+    }
+
+    #[test]
+    fn echo_request_is_answered_as_scapy_builds_the_response() {
+        let mut s = sgw();
+        let mut o = Outbox::new();
+        s.on_frame(Instant::ZERO, S1U, &from_enb(&hex(ECHO_REQUEST)), &mut o);
+        let (port, _, _, dst, gtpu) = sent(&o);
+        assert_eq!((port, dst, gtpu), (S1U, ENB, hex(ECHO_RESPONSE)));
+    }
+
+    #[test]
+    fn unknown_teid_gets_an_error_indication_naming_it() {
+        let mut s = sgw();
+        let mut o = Outbox::new();
+        let mut g = hex(G_PDU);
+        g[4..8].copy_from_slice(&0xdeadu32.to_be_bytes());
+        s.on_frame(Instant::ZERO, S1U, &from_enb(&g), &mut o);
+        let (port, _, _, dst, gtpu) = sent(&o);
+        assert_eq!((port, dst), (S1U, ENB));
+        let p = GtpuPacket::new_checked(&gtpu[..]).unwrap();
+        assert_eq!(p.message_type(), MessageType::ErrorIndication);
+        assert_eq!(
+            d11_wire::gtpu::ie::error_indication_teid(p.payload()),
+            Some(Teid(0xdead))
+        );
+        assert_eq!(o.drops(), &[(S1U, DropReason::GtpuUnknownTeid)]);
+        // The S5 TEID is not valid on S1-U either.
+        let mut o = Outbox::new();
+        g[4..8].copy_from_slice(&0x300u32.to_be_bytes());
+        s.on_frame(Instant::ZERO, S1U, &from_enb(&g), &mut o);
+        assert_eq!(o.drops(), &[(S1U, DropReason::GtpuUnknownTeid)]);
+    }
+
+    #[test]
+    fn bad_gtpu_is_a_counted_drop_and_nothing_is_sent() {
+        let g = hex(G_PDU);
+        let mut long = g.clone();
+        long[3] += 1; // the GTP-U length claims one octet more than the datagram holds
+        let mut unknown_type = g.clone();
+        unknown_type[1] = 100;
+        let mut not_ipv4 = g.clone();
+        not_ipv4[8] = 0x60; // an IPv6 version nibble
+        for (bytes, reason) in [
+            (long, DropReason::GtpuMalformed),
+            (hex(TRUNC_EXT), DropReason::GtpuMalformed),
+            (unknown_type, DropReason::GtpuUnsupported),
+            (not_ipv4, DropReason::TpduNotIpv4),
+        ] {
+            let mut s = sgw();
+            let mut o = Outbox::new();
+            s.on_frame(Instant::ZERO, S1U, &from_enb(&bytes), &mut o);
+            assert_eq!(o.frames().count(), 0, "{reason:?}");
+            assert_eq!(o.drops(), &[(S1U, reason)]);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mutated_g_pdus_never_panic(i in 42usize..78, v in proptest::prelude::any::<u8>()) {
+            let mut f = from_enb(&hex(G_PDU));
+            f[i] = v;
+            let mut s = sgw();
+            s.on_frame(Instant::ZERO, S1U, &f, &mut Outbox::new());
+        }
+    }
+}
