@@ -103,7 +103,14 @@ struct PgwSettings {
     /// The most NAT entries (default 65536).
     #[serde(default = "default_nat_max_entries")]
     nat_max_entries: usize,
+    /// The MTU the UE's link was given (default 1400).
+    #[serde(default = "default_ue_mtu")]
+    ue_mtu: u16,
     bearers: Vec<Bearer>,
+}
+
+fn default_ue_mtu() -> u16 {
+    1400
 }
 
 fn default_nat_ports() -> [u16; 2] {
@@ -183,6 +190,7 @@ fn pgw_config(spec: &ElementSpec) -> Result<pgw::PgwConfig, ConfigError> {
         sgw: c.sgw,
         gateway,
         nat_pool: net,
+        ue_mtu: c.ue_mtu,
         nat: NatConfig {
             snat: Some(SnatPool {
                 addrs,

@@ -39,6 +39,9 @@ pub struct PgwConfig {
     pub gateway: Ipv4Addr,
     /// The public prefix the NAT maps UE flows into.
     pub nat_pool: Ipv4Cidr,
+    /// The MTU the UE's link was given (the "IPv4 Link MTU" a PGW signals
+    /// [TS 24.008 § 10.5.6.3]): larger downlink packets are refused.
+    pub ue_mtu: u16,
     pub nat: NatConfig,
     pub bearers: Vec<Bearer>,
 }
@@ -53,6 +56,7 @@ pub struct Pgw {
     sgw: Ipv4Addr,
     gateway: Ipv4Addr,
     nat_pool: Ipv4Cidr,
+    ue_mtu: u16,
     ports: [(MacAddr, Ipv4Addr); 2],
     /// The packet being translated, reused.
     scratch: Vec<u8>,
@@ -76,6 +80,7 @@ impl Pgw {
             sgw: cfg.sgw,
             gateway: cfg.gateway,
             nat_pool: cfg.nat_pool,
+            ue_mtu: cfg.ue_mtu,
             scratch: Vec::new(),
             ident: 0,
             last_now: Instant::ZERO,
@@ -180,7 +185,29 @@ impl Pgw {
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         pkt.extend_from_slice(ip.packet());
-        self.downlink(now, &mut pkt, out);
+        if ip.total_len() > usize::from(self.ue_mtu) {
+            // Too big for the UE's link: after the NAT check (no error about
+            // unsolicited packets), answer as a router does [RFC 1191 § 4]
+            // with an error quoting the packet as its sender wrote it.
+            match self.nat.translate(now, Side::Outside, &mut pkt) {
+                Err(e) => out.drop_frame(SGI, e.drop_reason()),
+                Ok(()) if ip.dont_frag() && icmp::may_send_error_about(&ip) => {
+                    let mtu = self.ue_mtu;
+                    let from = self.ports[SGI.index()].1;
+                    self.ident = self.ident.wrapping_add(1);
+                    let mut err = Vec::with_capacity(icmp::MAX_ERROR_LEN);
+                    let e = IcmpError::FragmentationNeeded { mtu };
+                    icmp::emit_error(&mut err, from, self.ident, e, &ip);
+                    self.router.route_local(now, SGI, &err, out);
+                    out.drop_frame(SGI, DropReason::NeedsFragmentation);
+                }
+                // The PGW does not fragment T-PDUs; a too-big packet without
+                // DF is a counted drop, never a corrupted one.
+                Ok(()) => out.drop_frame(SGI, DropReason::Oversize),
+            }
+        } else {
+            self.downlink(now, &mut pkt, out);
+        }
         self.scratch = pkt;
     }
 

@@ -117,6 +117,7 @@ fn lab() -> Lab {
         sgw: "172.16.2.1".parse().unwrap(),
         gateway: GATEWAY,
         nat_pool: pool,
+        ue_mtu: 1400,
         nat: NatConfig {
             snat: Some(SnatPool {
                 addrs: (128..=255)
@@ -322,4 +323,35 @@ fn unsolicited_inbound_to_the_pool_is_dropped_and_counted() {
         lab.sim.node::<Pgw>(lab.pgw).report()["nat_stats"]["unsolicited"],
         1
     );
+}
+
+#[test]
+fn a_downlink_packet_too_big_for_the_ue_link_gets_fragmentation_needed_from_the_pgw() {
+    let mut lab = lab();
+    lab.ue().udp(SERVER_IP, 40000, 5001, b"hello", 64);
+    lab.sim.run_for(Duration::from_secs(1));
+    let r = lab.server().take_received().remove(0);
+    let Message::Udp { sport, .. } = r.msg else {
+        panic!("{r:?}")
+    };
+    // 1401 bytes with DF: one more than the UE's link takes.
+    lab.server().udp(r.src, 5001, sport, &[0x11; 1401 - 28], 64);
+    lab.sim.run_for(Duration::from_secs(1));
+    let got = lab.server().take_received();
+    let [e] = &got[..] else { panic!("{got:?}") };
+    let Message::DestUnreachable { code, mtu, quoted } = &e.msg else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (e.src, *code, *mtu),
+        ("198.51.100.1".parse().unwrap(), 4, 1400)
+    );
+    assert_eq!(
+        (quoted.src, quoted.dst),
+        (SERVER_IP, r.src),
+        "quoted as the server sent it"
+    );
+    assert!(lab.ue().take_received().is_empty());
+    let sgi = &lab.sim.counters(lab.pgw).ports[1];
+    assert_eq!(sgi.drop_count(DropReason::NeedsFragmentation), 1);
 }
