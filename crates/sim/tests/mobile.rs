@@ -65,6 +65,11 @@ struct Lab {
 }
 
 fn lab() -> Lab {
+    lab_with_ports(1024..=65535)
+}
+
+/// The lab with the NAT handing out `ports` per public address.
+fn lab_with_ports(ports: std::ops::RangeInclusive<u16>) -> Lab {
     let mut sim = Sim::new(3);
     let ue = sim.add_node(
         "ue",
@@ -123,10 +128,10 @@ fn lab() -> Lab {
                 addrs: (128..=255)
                     .map(|i| Ipv4Addr::new(198, 51, 100, i))
                     .collect(),
-                ports: 1024..=65535,
+                ports,
             }),
             dnat: vec![],
-            max_entries: 1000,
+            max_entries: 10_000,
             timeouts: Timeouts::default(),
         },
         bearers: vec![bearer()],
@@ -354,4 +359,62 @@ fn a_downlink_packet_too_big_for_the_ue_link_gets_fragmentation_needed_from_the_
     assert!(lab.ue().take_received().is_empty());
     let sgi = &lab.sim.counters(lab.pgw).ports[1];
     assert_eq!(sgi.drop_count(DropReason::NeedsFragmentation), 1);
+}
+
+#[test]
+fn a_thousand_ue_flows_get_distinct_public_mappings() {
+    let mut lab = lab();
+    // Resolve every hop's ARP first: a burst waiting for ARP would overflow its queue.
+    lab.ue().ping(SERVER_IP, 64, 1, 1);
+    lab.sim.run_for(Duration::from_secs(1));
+    lab.ue().take_received();
+    for i in 0..1000u16 {
+        lab.ue().udp(SERVER_IP, 20000 + i, 5001, b"flow", 64);
+        lab.sim.run_for(Duration::from_millis(1));
+    }
+    lab.sim.run_for(Duration::from_secs(1));
+    let seen: std::collections::HashSet<(Ipv4Addr, u16)> = lab
+        .server()
+        .take_received()
+        .into_iter()
+        .map(|r| match r.msg {
+            Message::Udp { sport, .. } => (r.src, sport),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.iter().all(|(ip, _)| nat_pool().contains(*ip)));
+    // The ping's entry and the thousand flows'.
+    assert_eq!(
+        lab.sim.node::<Pgw>(lab.pgw).report()["nat_stats"]["created"],
+        1001
+    );
+}
+
+#[test]
+fn more_new_flows_than_the_port_pool_holds_are_refused_and_counted() {
+    let mut lab = lab_with_ports(2000..=2009);
+    lab.ue().ping(SERVER_IP, 64, 2005, 1);
+    lab.sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        lab.ue().take_received().len(),
+        1,
+        "the ping holds one mapping"
+    );
+    for i in 0..10u16 {
+        lab.ue().udp(SERVER_IP, 30000 + i, 5001, b"flow", 64);
+    }
+    lab.sim.run_for(Duration::from_secs(1));
+    // Ports are per protocol: the ping's identifier leaves all ten UDP ports.
+    assert_eq!(lab.server().take_received().len(), 10);
+    lab.ue().udp(SERVER_IP, 31000, 5001, b"one too many", 64);
+    lab.ue().udp(SERVER_IP, 31001, 5001, b"two too many", 64);
+    lab.sim.run_for(Duration::from_secs(1));
+    assert!(lab.server().take_received().is_empty());
+    let s5 = &lab.sim.counters(lab.pgw).ports[0];
+    assert_eq!(s5.drop_count(DropReason::NatPortsExhausted), 2);
+    assert_eq!(
+        lab.sim.node::<Pgw>(lab.pgw).report()["nat_stats"]["ports_exhausted"],
+        2
+    );
 }
