@@ -5,12 +5,13 @@
 //! `d11 up` runs [`check`] on every element before it builds anything, so a
 //! wrong setting is one line naming its key, like any topology error.
 
-use d11_core::nat::{NatConfig, SnatPool, Timeouts};
+use d11_core::nat::{DnatRule, NatConfig, Proto, SnatPool, Timeouts};
 use d11_core::Element;
 use d11_elements::bearer::{Bearer, BearerError};
-use d11_elements::{enb, null::Null, pgw, router, sgw, switch};
+use d11_elements::{enb, null::Null, pgw, router, sgw, switch, vgw, vswitch};
 use d11_lab::{ElementSpec, Role, Topology, TopologyError};
-use d11_wire::Ipv4Cidr;
+use d11_wire::vxlan::Vni;
+use d11_wire::{Ipv4Cidr, MacAddr};
 use serde::de::DeserializeOwned;
 use std::net::Ipv4Addr;
 
@@ -64,6 +65,304 @@ pub fn build(spec: &ElementSpec) -> Result<Box<dyn Element>, ConfigError> {
             )
         }
         Role::Pgw => Box::new(pgw::Pgw::new(pgw_config(spec)?).map_err(bearer_error)?),
+        Role::VSwitch => Box::new(vswitch::VSwitch::new(vswitch_config(spec)?)),
+        Role::Vgw => Box::new(vgw::Vgw::new(vgw_config(spec)?)),
+    })
+}
+
+/// `config` of a `vswitch` node: which VM port is in which VNI, where the
+/// VNI's broadcasts go, and the stations a controller pushes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VSwitchSettings {
+    /// Every port but the underlay, once each, with its tenant's VNI.
+    vms: Vec<VmSettings>,
+    /// Per VNI, the other VTEPs (underlay addresses) that get a copy of
+    /// broadcast and unknown unicast frames.
+    #[serde(default)]
+    flood: Vec<FloodSettings>,
+    /// Static FDB entries: VM MACs and the VTEP holding each; with `ip`, the
+    /// vSwitch answers its VMs' ARP for it.
+    #[serde(default)]
+    fdb: Vec<StationSettings>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmSettings {
+    port: String,
+    vni: Vni,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FloodSettings {
+    vni: Vni,
+    vteps: Vec<Ipv4Addr>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StationSettings {
+    vni: Vni,
+    mac: MacAddr,
+    #[serde(default)]
+    ip: Option<Ipv4Addr>,
+    vtep: Ipv4Addr,
+}
+
+/// `config` of a `vgw` node: the VIPs, the tenant's VPC and the DNAT rules.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VgwSettings {
+    /// Public addresses on the `ext` subnet the gateway answers ARP for.
+    vips: Vec<Ipv4Addr>,
+    /// The tenant's VNI.
+    vni: Vni,
+    /// The virtual router's MAC inside the VPC.
+    mac: MacAddr,
+    /// The virtual router's address in each subnet (one per AZ), like "192.168.1.1/24".
+    gateways: Vec<Ipv4Cidr>,
+    /// The VPC's VMs: address, MAC and the VTEP of the host holding each.
+    stations: Vec<VgwStation>,
+    dnat: Vec<DnatSettings>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VgwStation {
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    vtep: Ipv4Addr,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProtoSetting {
+    Tcp,
+    Udp,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnatSettings {
+    proto: ProtoSetting,
+    vip: Ipv4Addr,
+    port: u16,
+    /// The VM's address and port, like "192.168.1.10:443".
+    to: std::net::SocketAddrV4,
+}
+
+fn vgw_config(spec: &ElementSpec) -> Result<vgw::VgwConfig, ConfigError> {
+    let c = config::<VgwSettings>(spec)?;
+    let err = |key: String, message: String| ConfigError { key, message };
+    let routers = mobile_router(spec, ["ext", "underlay"])?;
+    let (ext, under) = (&routers.ports[0], &routers.ports[1]);
+    let gateway = match routers.routes.as_slice() {
+        [r] if r.to.prefix_len() == 0 && ext.address.contains(r.via) => r.via,
+        _ => {
+            return Err(err(
+                "routes".into(),
+                "a vgw has one route, 0.0.0.0/0 via its neighbour on the ext subnet".into(),
+            ))
+        }
+    };
+    for (i, v) in c.vips.iter().enumerate() {
+        if !ext.address.contains(*v) || *v == ext.address.addr() {
+            return Err(err(
+                format!("config.vips[{i}]"),
+                format!(
+                    "{v} is not another address of the ext subnet {}",
+                    ext.address.network()
+                ),
+            ));
+        }
+    }
+    let mut stations = Vec::with_capacity(c.stations.len());
+    for (i, s) in c.stations.iter().enumerate() {
+        if !c.gateways.iter().any(|g| g.contains(s.ip)) {
+            return Err(err(
+                format!("config.stations[{i}].ip"),
+                format!("{} is on none of the VPC's subnets (gateways)", s.ip),
+            ));
+        }
+        if !under.address.contains(s.vtep) || s.vtep == under.address.addr() {
+            return Err(err(
+                format!("config.stations[{i}].vtep"),
+                format!(
+                    "{} is not a VTEP on the underlay {}",
+                    s.vtep,
+                    under.address.network()
+                ),
+            ));
+        }
+        stations.push(vgw::Station {
+            ip: s.ip,
+            mac: s.mac,
+            vtep: s.vtep,
+        });
+    }
+    let mut dnat = Vec::with_capacity(c.dnat.len());
+    for (i, d) in c.dnat.iter().enumerate() {
+        if !c.vips.contains(&d.vip) {
+            return Err(err(
+                format!("config.dnat[{i}].vip"),
+                format!("{} is not one of config.vips", d.vip),
+            ));
+        }
+        if !stations.iter().any(|s| s.ip == *d.to.ip()) {
+            return Err(err(
+                format!("config.dnat[{i}].to"),
+                format!("{} is not a station of the VPC", d.to.ip()),
+            ));
+        }
+        dnat.push(DnatRule {
+            proto: match d.proto {
+                ProtoSetting::Tcp => Proto::Tcp,
+                ProtoSetting::Udp => Proto::Udp,
+            },
+            public: std::net::SocketAddrV4::new(d.vip, d.port),
+            private: d.to,
+        });
+    }
+    Ok(vgw::VgwConfig {
+        ext: vgw::ExtPort {
+            name: ext.name.clone(),
+            mac: ext.mac,
+            address: ext.address,
+            mtu: ext.mtu,
+            vips: c.vips,
+            gateway,
+        },
+        underlay: vswitch::UnderlayPort {
+            name: under.name.clone(),
+            mac: under.mac,
+            address: under.address,
+            mtu: under.mtu,
+        },
+        tenant: vgw::Tenant {
+            vni: c.vni,
+            mac: c.mac,
+            gateways: c.gateways,
+            stations,
+        },
+        nat: NatConfig {
+            snat: None,
+            dnat,
+            max_entries: 65536,
+            timeouts: Timeouts::default(),
+        },
+    })
+}
+
+fn vswitch_config(spec: &ElementSpec) -> Result<vswitch::VSwitchConfig, ConfigError> {
+    let c = config::<VSwitchSettings>(spec)?;
+    let err = |key: String, message: String| ConfigError { key, message };
+    if !spec.routes.is_empty() {
+        return Err(err(
+            "routes".into(),
+            "a vswitch reaches its VTEPs on the underlay subnet; it has no routes".into(),
+        ));
+    }
+    let Some((first, vm_ports)) = spec.ports.split_first() else {
+        return Err(err(
+            "ports".into(),
+            "a vswitch needs an underlay port".into(),
+        ));
+    };
+    let underlay = vswitch::UnderlayPort {
+        name: first.name.clone(),
+        mac: first.mac,
+        address: first.address.ok_or_else(|| {
+            err(
+                "ports[0].address".into(),
+                "the underlay port needs the VTEP's address".into(),
+            )
+        })?,
+        mtu: first.mtu,
+    };
+    let mut vms = Vec::with_capacity(vm_ports.len());
+    for (j, p) in vm_ports.iter().enumerate() {
+        let mut of_port = c.vms.iter().filter(|v| v.port == p.name);
+        let vni = match (of_port.next(), of_port.next()) {
+            (Some(v), None) => v.vni,
+            (None, _) => {
+                return Err(err(
+                    "config.vms".into(),
+                    format!("ports[{}] {:?} has no entry (port, vni)", j + 1, p.name),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "config.vms".into(),
+                    format!("port {:?} is listed twice", p.name),
+                ))
+            }
+        };
+        vms.push(vswitch::VmPort {
+            name: p.name.clone(),
+            vni,
+            mtu: p.mtu,
+        });
+    }
+    for (i, v) in c.vms.iter().enumerate() {
+        if !vm_ports.iter().any(|p| p.name == v.port) {
+            return Err(err(
+                format!("config.vms[{i}].port"),
+                format!("{:?} is not a VM port of this vswitch", v.port),
+            ));
+        }
+    }
+    let on_underlay = |ip: Ipv4Addr, key: String| {
+        if underlay.address.contains(ip) && ip != underlay.address.addr() {
+            Ok(())
+        } else {
+            Err(err(
+                key,
+                format!(
+                    "{ip} is not another VTEP on the underlay {}",
+                    underlay.address.network()
+                ),
+            ))
+        }
+    };
+    let mut flood = std::collections::BTreeMap::new();
+    for (i, f) in c.flood.iter().enumerate() {
+        for (k, ip) in f.vteps.iter().enumerate() {
+            on_underlay(*ip, format!("config.flood[{i}].vteps[{k}]"))?;
+        }
+        if flood.insert(f.vni, f.vteps.clone()).is_some() {
+            return Err(err(
+                format!("config.flood[{i}].vni"),
+                format!("VNI {} is listed twice", f.vni),
+            ));
+        }
+    }
+    let mut stations = Vec::with_capacity(c.fdb.len());
+    for (i, s) in c.fdb.iter().enumerate() {
+        if s.vtep != underlay.address.addr() {
+            on_underlay(s.vtep, format!("config.fdb[{i}].vtep"))?;
+        }
+        if !s.mac.is_unicast() {
+            return Err(err(
+                format!("config.fdb[{i}].mac"),
+                format!("{} is not a unicast MAC", s.mac),
+            ));
+        }
+        stations.push(vswitch::StaticStation {
+            vni: s.vni,
+            mac: s.mac,
+            ip: s.ip,
+            vtep: s.vtep,
+        });
+    }
+    Ok(vswitch::VSwitchConfig {
+        underlay,
+        vms,
+        flood,
+        stations,
+        aging: vswitch::VSwitchConfig::DEFAULT_AGING,
+        max_macs: vswitch::VSwitchConfig::DEFAULT_MAX_MACS,
     })
 }
 
@@ -285,6 +584,7 @@ mod tests {
             "double11.toml",
             "bench-router.toml",
             "bench-null.toml",
+            "cloud.toml",
         ] {
             let t = Topology::load(std::path::Path::new(&format!(
                 "{}/../../netns/{f}",
@@ -293,6 +593,43 @@ mod tests {
             .unwrap();
             check(&t).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+    }
+
+    fn cloud_with(from: &str, to: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../netns/cloud.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from}");
+        let t = Topology::parse(&text.replacen(from, to, 1), "cloud.toml").unwrap();
+        let e = check(&t).unwrap_err().to_string();
+        assert_eq!(e.lines().count(), 1);
+        e
+    }
+
+    #[test]
+    fn vswitch_settings_name_the_wrong_key() {
+        let e = cloud_with(
+            "{ port = \"other\", vni = 1002 }",
+            "{ port = \"other\", vni = 16777216 }",
+        );
+        assert!(e.contains("(\"hosta\").config.vms[1].vni"), "{e}");
+        assert!(e.contains("24 bits"), "{e}");
+        let e = cloud_with(", { port = \"other\", vni = 1002 }", "");
+        assert!(e.contains("config.vms"), "{e}");
+        assert!(e.contains("\"other\" has no entry"), "{e}");
+        let e = cloud_with("vteps = [\"10.0.0.12\"", "vteps = [\"10.9.0.12\"");
+        assert!(e.contains("config.flood[0].vteps[0]"), "{e}");
+        let e = cloud_with("vms = [ { port = \"ctl\"", "vms = [ { port = \"underlay\"");
+        assert!(e.contains("(\"hostb\").config.vms"), "{e}");
+    }
+
+    #[test]
+    fn vgw_settings_name_the_wrong_key() {
+        let e = cloud_with("to = \"192.168.1.10:443\"", "to = \"192.168.1.99:443\"");
+        assert!(e.contains("(\"vgw\").config.dnat[0].to"), "{e}");
+        let e = cloud_with("\"203.0.113.26\"]", "\"198.51.100.26\"]");
+        assert!(e.contains("(\"vgw\").config.vips[2]"), "{e}");
+        let e = cloud_with("proto = \"tcp\"", "proto = \"sctp\"");
+        assert!(e.contains("(\"vgw\").config.dnat[0].proto"), "{e}");
     }
 
     #[test]

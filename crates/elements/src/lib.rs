@@ -13,4 +13,5 @@ pub mod router;
 pub mod sgw;
 pub mod switch;
 pub mod tunnel;
+pub mod vgw;
 pub mod vswitch;

@@ -358,24 +358,8 @@ impl VSwitch {
         }
         self.ident = self.ident.wrapping_add(1);
         let mut pkt = Vec::with_capacity(20 + udp_len);
-        Ipv4Repr {
-            src: self.underlay.address.addr(),
-            dst: vtep,
-            protocol: protocol::UDP,
-            ttl: OUTER_TTL,
-            ident: self.ident,
-            // The outer header may not be fragmented on the way [RFC 7348 § 4.3].
-            dont_frag: true,
-            payload_len: udp_len,
-        }
-        .emit(&mut pkt);
-        pkt.extend_from_slice(&flow_port(frame).to_be_bytes());
-        pkt.extend_from_slice(&vxlan::PORT.to_be_bytes());
-        pkt.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        // "UDP Checksum: It SHOULD be transmitted as zero" [RFC 7348 § 5].
-        pkt.extend_from_slice(&[0, 0]);
-        VxlanRepr { vni }.emit(&mut pkt);
-        pkt.extend_from_slice(frame);
+        let me = self.underlay.address.addr();
+        emit_vxlan(&mut pkt, me, vtep, self.ident, vni, frame);
         self.stats.encapsulated += 1;
         match self.arp.lookup(now, vtep) {
             Some(mac) => self.transmit_underlay(mac, &pkt, out),
@@ -440,46 +424,13 @@ impl VSwitch {
     /// Outer IPv4 and UDP to port 4789, the VXLAN header, then the inner
     /// frame as if it came in on a port of its VNI [RFC 7348 § 4.1].
     fn decapsulate(&mut self, now: Instant, packet: &[u8], out: &mut Outbox) {
-        let ip = match Ipv4Packet::new_checked(packet) {
-            Ok(ip) => ip,
-            Err(ipv4::Ipv4Error::Truncated) => {
-                return out.drop_frame(UNDERLAY, DropReason::Truncated)
-            }
-            Err(_) => return out.drop_frame(UNDERLAY, DropReason::Malformed),
-        };
-        if !ip.verify_checksum() {
-            return out.drop_frame(UNDERLAY, DropReason::BadChecksum);
-        }
-        if ip.dst() != self.underlay.address.addr() {
-            return out.drop_frame(UNDERLAY, DropReason::NotForUs);
-        }
-        if ip.protocol() != protocol::UDP || ip.more_frags() || ip.frag_offset() != 0 {
-            // No services but VXLAN here; and VTEPs do not reassemble [RFC 7348 § 4.3].
-            return out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol);
-        }
-        let udp = ip.payload();
-        if udp.len() < 8 {
-            return out.drop_frame(UNDERLAY, DropReason::Truncated);
-        }
-        let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-        if udp_len < 8 || udp_len > udp.len() {
-            return out.drop_frame(UNDERLAY, DropReason::Malformed);
-        }
-        if u16::from_be_bytes([udp[2], udp[3]]) != vxlan::PORT {
-            return out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol);
-        }
-        // A nonzero UDP checksum is not verified: the inner frame is
-        // delivered to a VM whose stack checks its own (RFC 7348 § 5 lets a
-        // receiver accept a zero one; the lab's underlay does not corrupt).
-        let v = match VxlanPacket::new_checked(&udp[8..udp_len]) {
+        let (vtep, vni, inner) = match parse_vxlan(packet, self.underlay.address.addr()) {
             Ok(v) => v,
-            Err(_) => return out.drop_frame(UNDERLAY, DropReason::VxlanMalformed),
+            Err(r) => return out.drop_frame(UNDERLAY, r),
         };
-        let vni = v.vni();
         if !self.vms.iter().any(|vm| vm.vni == vni) {
             return out.drop_frame(UNDERLAY, DropReason::VxlanUnknownVni);
         }
-        let inner = v.payload();
         let Ok(eth) = EthernetFrame::new_checked(inner) else {
             return out.drop_frame(UNDERLAY, DropReason::VxlanInnerTruncated);
         };
@@ -487,7 +438,7 @@ impl VSwitch {
             return out.drop_frame(UNDERLAY, DropReason::SrcMacMulticast);
         }
         self.stats.decapsulated += 1;
-        self.learn(now, vni, eth.src(), Location::Remote(ip.src()));
+        self.learn(now, vni, eth.src(), Location::Remote(vtep));
         let action = match self.lookup(now, vni, eth.dst()) {
             Some(Location::Local(p)) => Action::Local(p),
             // The frame's owner is elsewhere: another VTEP's copy of a flood.
@@ -496,6 +447,74 @@ impl VSwitch {
         };
         self.apply(now, action, vni, UNDERLAY, inner, out);
     }
+}
+
+/// Appends `frame` in VXLAN with `vni` from the VTEP `src` to `dst`: outer
+/// IPv4 with DF (the outer packet is never fragmented [RFC 7348 § 4.3]), UDP
+/// from [`flow_port`] to 4789 with a zero checksum ("SHOULD be transmitted
+/// as zero" [RFC 7348 § 5]), the VXLAN header.
+pub fn emit_vxlan(
+    buf: &mut Vec<u8>,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    vni: Vni,
+    frame: &[u8],
+) {
+    let udp_len = 8 + vxlan::HEADER_LEN + frame.len();
+    Ipv4Repr {
+        src,
+        dst,
+        protocol: protocol::UDP,
+        ttl: OUTER_TTL,
+        ident,
+        dont_frag: true,
+        payload_len: udp_len,
+    }
+    .emit(buf);
+    buf.extend_from_slice(&flow_port(frame).to_be_bytes());
+    buf.extend_from_slice(&vxlan::PORT.to_be_bytes());
+    buf.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    buf.extend_from_slice(&[0, 0]);
+    VxlanRepr { vni }.emit(buf);
+    buf.extend_from_slice(frame);
+}
+
+/// The sending VTEP, the VNI and the inner frame (not yet checked) of an
+/// IPv4 packet addressed to the VTEP `me`, or why it is dropped. A nonzero
+/// UDP checksum is not verified: the inner frame goes to a stack that checks
+/// its own, and RFC 7348 § 5 lets a receiver accept a zero one.
+pub fn parse_vxlan(packet: &[u8], me: Ipv4Addr) -> Result<(Ipv4Addr, Vni, &[u8]), DropReason> {
+    let ip = match Ipv4Packet::new_checked(packet) {
+        Ok(ip) => ip,
+        Err(ipv4::Ipv4Error::Truncated) => return Err(DropReason::Truncated),
+        Err(_) => return Err(DropReason::Malformed),
+    };
+    if !ip.verify_checksum() {
+        return Err(DropReason::BadChecksum);
+    }
+    if ip.dst() != me {
+        return Err(DropReason::NotForUs);
+    }
+    if ip.protocol() != protocol::UDP || ip.more_frags() || ip.frag_offset() != 0 {
+        // No services but VXLAN here; and VTEPs do not reassemble [RFC 7348 § 4.3].
+        return Err(DropReason::UnsupportedProtocol);
+    }
+    let src = ip.src();
+    let udp = &packet[ip.header_len()..ip.total_len()];
+    if udp.len() < 8 {
+        return Err(DropReason::Truncated);
+    }
+    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if udp_len < 8 || udp_len > udp.len() {
+        return Err(DropReason::Malformed);
+    }
+    if u16::from_be_bytes([udp[2], udp[3]]) != vxlan::PORT {
+        return Err(DropReason::UnsupportedProtocol);
+    }
+    let v = VxlanPacket::new_checked(&udp[8..udp_len]).map_err(|_| DropReason::VxlanMalformed)?;
+    let vni = v.vni();
+    Ok((src, vni, &udp[8 + vxlan::HEADER_LEN..udp_len]))
 }
 
 /// The outer UDP source port: a hash of the inner frame's flow (MACs,

@@ -79,6 +79,14 @@ pub enum Role {
     Sgw,
     /// Packet gateway: ends S5, owns the UE pool, NATs to SGi; ports `s5`, `sgi`.
     Pgw,
+    /// A compute host's vSwitch, a VXLAN tunnel endpoint: port 0 is the
+    /// underlay (with the VTEP's address), the others are VMs' TAPs (no
+    /// address), each in its tenant's VNI; see `docs/topology.md`.
+    VSwitch,
+    /// The cloud's virtual gateway: port 0 `ext` holds the public address
+    /// and the VIPs, port 1 `underlay` is its VTEP; DNAT into the tenant's
+    /// VPC, whose router it is; see `docs/topology.md`.
+    Vgw,
 }
 
 impl Role {
@@ -90,22 +98,40 @@ impl Role {
             Role::Enb => "enb",
             Role::Sgw => "sgw",
             Role::Pgw => "pgw",
+            Role::VSwitch => "vswitch",
+            Role::Vgw => "vgw",
         }
     }
 
     /// True if the role's ports carry IPv4 addresses (and it may have routes).
     pub fn is_addressed(self) -> bool {
         match self {
-            Role::Router | Role::Enb | Role::Sgw | Role::Pgw => true,
+            Role::Router | Role::Enb | Role::Sgw | Role::Pgw | Role::VSwitch | Role::Vgw => true,
             Role::Switch | Role::Null => false,
         }
+    }
+
+    /// True if the role's port number `j` carries an IPv4 address.
+    pub fn port_is_addressed(self, j: usize) -> bool {
+        match self {
+            // The underlay is the VTEP's address; a VM's TAP is L2 only.
+            Role::VSwitch => j == 0,
+            r => r.is_addressed(),
+        }
+    }
+
+    /// True if the segments behind the role's ports other than the first
+    /// are tenants' own (a vSwitch's VMs), where private addresses may
+    /// repeat from one tenant to the next.
+    pub fn isolates_tenants(self) -> bool {
+        self == Role::VSwitch
     }
 
     /// True if the role joins its ports into one L2 segment (frames pass
     /// through unchanged), so the addresses on either side share a subnet.
     pub fn bridges(self) -> bool {
         match self {
-            Role::Router | Role::Enb | Role::Sgw | Role::Pgw => false,
+            Role::Router | Role::Enb | Role::Sgw | Role::Pgw | Role::VSwitch | Role::Vgw => false,
             Role::Switch | Role::Null => true,
         }
     }

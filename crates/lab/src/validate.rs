@@ -5,7 +5,7 @@
 use crate::names::{is_simple_name, MAX_NODE_NAME};
 use crate::topology::{NodeKind, Topology, TopologyError, WireEnd};
 use d11_wire::{Ipv4Cidr, MacAddr};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 /// Smallest IPv4 MTU [RFC 791] and the largest jumbo frame the lab allows.
@@ -85,7 +85,36 @@ impl Segments {
     }
 }
 
+type PortIndex<'a> = HashMap<(&'a str, &'a str), usize>;
+
 impl Topology {
+    /// The L2 segments: every port numbered in node order (`index`), joined
+    /// across wires and through bridging roles. Needs the wires checked.
+    fn segments(&self) -> (PortIndex<'_>, Segments) {
+        let mut index: PortIndex<'_> = HashMap::new();
+        for n in &self.nodes {
+            for p in &n.ports {
+                let next = index.len();
+                index.insert((&n.name, &p.name), next);
+            }
+        }
+        let mut seg = Segments::new(index.len());
+        for w in &self.wires {
+            let a = index[&(w.a.node.as_str(), w.a.port.as_str())];
+            let b = index[&(w.b.node.as_str(), w.b.port.as_str())];
+            seg.join(a, b);
+        }
+        for n in &self.nodes {
+            if n.role.is_some_and(|r| r.bridges()) {
+                let first = index[&(n.name.as_str(), n.ports[0].name.as_str())];
+                for p in &n.ports[1..] {
+                    seg.join(first, index[&(n.name.as_str(), p.name.as_str())]);
+                }
+            }
+        }
+        (index, seg)
+    }
+
     /// Checks every rule of `docs/topology.md`; the first broken one is the error.
     pub fn validate(&self) -> Result<(), TopologyError> {
         self.check_nodes()?;
@@ -127,7 +156,7 @@ impl Topology {
                 (NodeKind::Element, None) => {
                     return Err(self.error_at(
                         &format!("nodes[{i}].role"),
-                        "an element needs a role: \"router\", \"switch\", \"null\", \"enb\", \"sgw\" or \"pgw\"",
+                        "an element needs a role: \"router\", \"switch\", \"null\", \"enb\", \"sgw\", \"pgw\", \"vswitch\" or \"vgw\"",
                     ))
                 }
                 _ => {}
@@ -192,13 +221,13 @@ impl Topology {
                         &format!("{key}.address"),
                         "missing: a host port needs an address (like \"10.45.0.2/16\") to speak IP",
                     )),
-                    (NodeKind::Element, Some(r), None) if r.is_addressed() => {
+                    (NodeKind::Element, Some(r), None) if r.port_is_addressed(j) => {
                         return Err(self.error_at(
                             &format!("{key}.address"),
                             format!("missing: a {r} port needs an address (like \"192.0.2.1/30\")"),
                         ))
                     }
-                    (NodeKind::Element, Some(r), Some(a)) if !r.is_addressed() => {
+                    (NodeKind::Element, Some(r), Some(a)) if !r.port_is_addressed(j) => {
                         return Err(self.error_at(
                             &format!("{key}.address"),
                             format!(
@@ -316,8 +345,23 @@ impl Topology {
         Ok(())
     }
 
+    /// Addresses are unique in the lab, except on a tenant's own segment
+    /// (behind a vSwitch's VM port), where they need only be unique on that
+    /// segment: two tenants may both use 192.168.1.10, the VNIs keep them
+    /// apart.
     fn check_addresses(&self) -> Result<(), TopologyError> {
-        let mut seen: HashMap<Ipv4Addr, String> = HashMap::new();
+        let (index, mut seg) = self.segments();
+        let mut tenant_segment: HashSet<usize> = HashSet::new();
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.role.is_some_and(|r| r.isolates_tenants()))
+        {
+            for p in &n.ports[1..] {
+                tenant_segment.insert(seg.find(index[&(n.name.as_str(), p.name.as_str())]));
+            }
+        }
+        let mut seen: HashMap<(Option<usize>, Ipv4Addr), String> = HashMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
             for (j, p) in n.ports.iter().enumerate() {
                 let Some(c) = p.address else { continue };
@@ -325,7 +369,11 @@ impl Topology {
                 if let Some(why) = unusable_address(&c) {
                     return Err(self.error_at(&key, why));
                 }
-                if let Some(other) = seen.insert(c.addr(), format!("{}:{}", n.name, p.name)) {
+                let root = seg.find(index[&(n.name.as_str(), p.name.as_str())]);
+                let domain = tenant_segment.contains(&root).then_some(root);
+                if let Some(other) =
+                    seen.insert((domain, c.addr()), format!("{}:{}", n.name, p.name))
+                {
                     return Err(
                         self.error_at(&key, format!("{} is also the address of {other}", c.addr()))
                     );
@@ -421,28 +469,13 @@ impl Topology {
     /// Addresses that share a link (directly or through switches and null
     /// elements) must share a subnet, or they cannot reach each other.
     fn check_segments(&self) -> Result<(), TopologyError> {
-        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut ports = Vec::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            for (j, p) in n.ports.iter().enumerate() {
-                index.insert((&n.name, &p.name), ports.len());
-                ports.push((i, j));
-            }
-        }
-        let mut seg = Segments::new(ports.len());
-        for w in &self.wires {
-            let a = index[&(w.a.node.as_str(), w.a.port.as_str())];
-            let b = index[&(w.b.node.as_str(), w.b.port.as_str())];
-            seg.join(a, b);
-        }
-        for n in &self.nodes {
-            if n.role.is_some_and(|r| r.bridges()) {
-                let first = index[&(n.name.as_str(), n.ports[0].name.as_str())];
-                for p in &n.ports[1..] {
-                    seg.join(first, index[&(n.name.as_str(), p.name.as_str())]);
-                }
-            }
-        }
+        let (_, mut seg) = self.segments();
+        let ports: Vec<(usize, usize)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| (0..n.ports.len()).map(move |j| (i, j)))
+            .collect();
         let mut subnet_of: HashMap<usize, (Ipv4Cidr, String)> = HashMap::new();
         for (x, &(i, j)) in ports.iter().enumerate() {
             let n = &self.nodes[i];
@@ -689,6 +722,97 @@ b = "server:eth0"
         );
         assert_eq!(e.key(), "nodes[2] (\"tor\").ports[1].mac");
         assert!(e.to_string().contains("also the MAC of tor:up"), "{e}");
+    }
+
+    /// Two compute hosts on a tor; vm-lb and vm-other share 192.168.1.10
+    /// in different tenants behind host A's vSwitch.
+    const CLOUD: &str = r#"
+[[nodes]]
+name = "tor"
+kind = "element"
+role = "switch"
+ports = [ { name = "pa" }, { name = "pb" } ]
+
+[[nodes]]
+name = "hosta"
+kind = "element"
+role = "vswitch"
+ports = [
+  { name = "underlay", address = "10.0.0.11/24" },
+  { name = "lb", mtu = 1450 },
+  { name = "other", mtu = 1450 },
+]
+
+[[nodes]]
+name = "hostb"
+kind = "element"
+role = "vswitch"
+ports = [ { name = "underlay", address = "10.0.0.12/24" }, { name = "ctl", mtu = 1450 } ]
+
+[[nodes]]
+name = "vm-lb"
+kind = "host"
+ports = [ { name = "eth0", address = "192.168.1.10/24", mtu = 1450 } ]
+
+[[nodes]]
+name = "vm-other"
+kind = "host"
+ports = [ { name = "eth0", address = "192.168.1.10/24", mtu = 1450 } ]
+
+[[nodes]]
+name = "vm-ctl"
+kind = "host"
+ports = [ { name = "eth0", address = "192.168.1.20/24", mtu = 1450 } ]
+
+[[wires]]
+a = "hosta:underlay"
+b = "tor:pa"
+
+[[wires]]
+a = "hostb:underlay"
+b = "tor:pb"
+
+[[wires]]
+a = "vm-lb:eth0"
+b = "hosta:lb"
+
+[[wires]]
+a = "vm-other:eth0"
+b = "hosta:other"
+
+[[wires]]
+a = "vm-ctl:eth0"
+b = "hostb:ctl"
+"#;
+
+    #[test]
+    fn tenants_behind_a_vswitch_may_reuse_addresses_but_the_underlay_may_not() {
+        Topology::parse(CLOUD, "netns/cloud.toml").expect("vm-lb and vm-other share 192.168.1.10");
+        let text = CLOUD.replacen("10.0.0.12/24", "10.0.0.11/24", 1);
+        let e = Topology::parse(&text, "netns/x.toml").unwrap_err();
+        assert_eq!(e.key(), "nodes[2] (\"hostb\").ports[0].address");
+        assert!(
+            e.to_string().contains("also the address of hosta:underlay"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_vswitch_addresses_its_underlay_and_not_its_vm_ports() {
+        let text = CLOUD.replacen(
+            "{ name = \"underlay\", address = \"10.0.0.11/24\" }",
+            "{ name = \"underlay\" }",
+            1,
+        );
+        let e = Topology::parse(&text, "netns/x.toml").unwrap_err();
+        assert_eq!(e.key(), "nodes[1] (\"hosta\").ports[0].address");
+        let text = CLOUD.replacen(
+            "{ name = \"lb\", mtu = 1450 }",
+            "{ name = \"lb\", mtu = 1450, address = \"192.168.1.1/24\" }",
+            1,
+        );
+        let e = Topology::parse(&text, "netns/x.toml").unwrap_err();
+        assert_eq!(e.key(), "nodes[1] (\"hosta\").ports[1].address");
     }
 
     #[test]
