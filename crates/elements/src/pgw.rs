@@ -185,28 +185,40 @@ impl Pgw {
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         pkt.extend_from_slice(ip.packet());
-        if ip.total_len() > usize::from(self.ue_mtu) {
-            // Too big for the UE's link: after the NAT check (no error about
-            // unsolicited packets), answer as a router does [RFC 1191 § 4]
-            // with an error quoting the packet as its sender wrote it.
-            match self.nat.translate(now, Side::Outside, &mut pkt) {
-                Err(e) => out.drop_frame(SGI, e.drop_reason()),
-                Ok(()) if ip.dont_frag() && icmp::may_send_error_about(&ip) => {
-                    let mtu = self.ue_mtu;
-                    let from = self.ports[SGI.index()].1;
-                    self.ident = self.ident.wrapping_add(1);
-                    let mut err = Vec::with_capacity(icmp::MAX_ERROR_LEN);
-                    let e = IcmpError::FragmentationNeeded { mtu };
-                    icmp::emit_error(&mut err, from, self.ident, e, &ip);
-                    self.router.route_local(now, SGI, &err, out);
-                    out.drop_frame(SGI, DropReason::NeedsFragmentation);
-                }
-                // The PGW does not fragment T-PDUs; a too-big packet without
-                // DF is a counted drop, never a corrupted one.
-                Ok(()) => out.drop_frame(SGI, DropReason::Oversize),
+        // The PGW is an IP hop downlink too. What it refuses (TTL spent, too
+        // big for the UE's link) it refuses after the NAT check, so nothing
+        // answers unsolicited packets, with an error quoting the packet as
+        // its sender wrote it [RFC 1812 § 4.3.2.3; RFC 1191 § 4].
+        let refusal = if ip.ttl() <= 1 {
+            Some((Some(IcmpError::TtlExceeded), DropReason::TtlExpired))
+        } else if ip.total_len() > usize::from(self.ue_mtu) {
+            // The PGW does not fragment T-PDUs: without DF a too-big packet is
+            // a counted drop, never a corrupted one.
+            match ip.dont_frag() {
+                true => Some((
+                    Some(IcmpError::FragmentationNeeded { mtu: self.ue_mtu }),
+                    DropReason::NeedsFragmentation,
+                )),
+                false => Some((None, DropReason::Oversize)),
             }
         } else {
-            self.downlink(now, &mut pkt, out);
+            None
+        };
+        match refusal {
+            None => self.downlink(now, &mut pkt, out),
+            Some((err, reason)) => match self.nat.translate(now, Side::Outside, &mut pkt) {
+                Err(e) => out.drop_frame(SGI, e.drop_reason()),
+                Ok(()) => {
+                    if let Some(e) = err.filter(|_| icmp::may_send_error_about(&ip)) {
+                        let from = self.ports[SGI.index()].1;
+                        self.ident = self.ident.wrapping_add(1);
+                        let mut msg = Vec::with_capacity(icmp::MAX_ERROR_LEN);
+                        icmp::emit_error(&mut msg, from, self.ident, e, &ip);
+                        self.router.route_local(now, SGI, &msg, out);
+                    }
+                    out.drop_frame(SGI, reason);
+                }
+            },
         }
         self.scratch = pkt;
     }
@@ -221,9 +233,7 @@ impl Pgw {
         let Some(teid) = self.bearers.by_ue_ip(p.dst()).map(|b| b.sgw_s5_teid) else {
             return out.drop_frame(SGI, DropReason::NoBearer);
         };
-        if p.ttl() <= 1 {
-            return out.drop_frame(SGI, DropReason::TtlExpired);
-        }
+        // TTL > 1 here: on_sgi refused the rest.
         p.decrement_ttl();
         self.tunnel_to_ue(now, SGI, teid, pkt, out);
     }

@@ -418,3 +418,27 @@ fn more_new_flows_than_the_port_pool_holds_are_refused_and_counted() {
         2
     );
 }
+
+#[test]
+fn a_downlink_packet_whose_ttl_ends_at_the_pgw_gets_time_exceeded() {
+    let mut lab = lab();
+    lab.ue().udp(SERVER_IP, 40000, 5001, b"hello", 64);
+    lab.sim.run_for(Duration::from_secs(1));
+    let r = lab.server().take_received().remove(0);
+    let Message::Udp { sport, .. } = r.msg else {
+        panic!("{r:?}")
+    };
+    // TTL 2: a2 takes one, the pgw would take the last.
+    lab.server().udp(r.src, 5001, sport, b"late", 2);
+    lab.sim.run_for(Duration::from_secs(1));
+    let got = lab.server().take_received();
+    let [e] = &got[..] else { panic!("{got:?}") };
+    let Message::TimeExceeded { quoted, .. } = &e.msg else {
+        panic!("{e:?}")
+    };
+    assert_eq!(e.src, "198.51.100.1".parse::<Ipv4Addr>().unwrap());
+    assert_eq!((quoted.src, quoted.dst), (SERVER_IP, r.src));
+    assert!(lab.ue().take_received().is_empty());
+    let sgi = &lab.sim.counters(lab.pgw).ports[1];
+    assert_eq!(sgi.drop_count(DropReason::TtlExpired), 1);
+}
