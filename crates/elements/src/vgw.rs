@@ -28,6 +28,7 @@ use d11_core::{
 };
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
+use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::{self, Ipv4Packet};
 use d11_wire::vxlan::{self, Vni};
 use d11_wire::{Ipv4Cidr, MacAddr};
@@ -269,9 +270,19 @@ impl Vgw {
                     Err(r) => return out.drop_frame(EXT, r),
                 };
                 let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&pkt[16..20]).unwrap_or_default());
+                if dst == self.ext.address.addr() {
+                    return out.drop_frame(EXT, DropReason::UnsupportedProtocol);
+                }
                 if !self.ext.vips.contains(&dst) {
                     // The gateway forwards only what its VIPs translate.
                     return out.drop_frame(EXT, DropReason::NoRoute);
+                }
+                // What fits a VM once encapsulated [RFC 7348 § 4.3]; a bigger
+                // packet gets what a router answers [RFC 1812 § 5.2.7.1],
+                // quoting it as its sender wrote it (before translation).
+                let room = usize::from(self.underlay.mtu).saturating_sub(vxlan::OVERHEAD);
+                if pkt.len() > room {
+                    return self.too_big(now, &pkt, room, out);
                 }
                 if let Err(e) = self.nat.translate(now, Side::Outside, &mut pkt) {
                     return out.drop_frame(EXT, e.drop_reason());
@@ -282,6 +293,39 @@ impl Vgw {
             EtherType::Ipv4 => out.drop_frame(EXT, DropReason::NotForUs),
             _ => out.drop_frame(EXT, DropReason::UnsupportedEtherType),
         }
+    }
+
+    /// A packet from outside too big for the VPC: fragmentation needed
+    /// with the inner MTU when DF is set (from the ext address, towards the
+    /// sender), a counted drop either way (the gateway does not fragment).
+    fn too_big(&mut self, now: Instant, pkt: &[u8], room: usize, out: &mut Outbox) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            return out.drop_frame(EXT, DropReason::Malformed);
+        };
+        if !ip.dont_frag() {
+            return out.drop_frame(EXT, DropReason::Oversize);
+        }
+        if icmp::may_send_error_about(&ip) {
+            self.ident = self.ident.wrapping_add(1);
+            let mut err = Vec::with_capacity(icmp::MAX_ERROR_LEN);
+            let mtu = u16::try_from(room).unwrap_or(u16::MAX);
+            let from = self.ext.address.addr();
+            icmp::emit_error(
+                &mut err,
+                from,
+                self.ident,
+                IcmpError::FragmentationNeeded { mtu },
+                &ip,
+            );
+            let back = ip.src();
+            let next = if self.ext.address.contains(back) {
+                back
+            } else {
+                self.ext.gateway
+            };
+            self.send_to(now, EXT, EXT, next, &err, out);
+        }
+        out.drop_frame(EXT, DropReason::NeedsFragmentation);
     }
 
     fn on_underlay_frame(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
@@ -633,6 +677,61 @@ mod tests {
         g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &arp[..9]), &mut o);
         assert_eq!(o.drops(), &[(UNDERLAY, DropReason::VxlanInnerTruncated)]);
         assert_eq!(o.frames().count(), 0);
+    }
+
+    #[test]
+    fn too_big_for_the_vpc_with_df_gets_fragmentation_needed_quoting_the_vip() {
+        let mut g = warm();
+        g.arp
+            .insert(t(0), ip("203.0.113.1"), MacAddr([2, 0, 0, 0, 0xb, 1]));
+        let mut f = vec![];
+        ethernet::emit_header(
+            &mut f,
+            EXT_MAC,
+            MacAddr([2, 0, 0, 0, 0xb, 1]),
+            EtherType::Ipv4,
+        );
+        ipv4::Ipv4Repr {
+            src: ip("192.0.2.130"),
+            dst: ip("203.0.113.24"),
+            protocol: ipv4::protocol::UDP,
+            ttl: 63,
+            ident: 1,
+            dont_frag: true,
+            payload_len: 1431,
+        }
+        .emit(&mut f);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&443u16.to_be_bytes());
+        f.extend_from_slice(&1431u16.to_be_bytes());
+        f.resize(14 + 20 + 1431, 0);
+        let mut o = Outbox::new();
+        g.on_frame(t(1), EXT, &f, &mut o);
+        assert_eq!(o.drops(), &[(EXT, DropReason::NeedsFragmentation)]);
+        let out = frames(&o);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, EXT);
+        let e = Ipv4Packet::new_checked(&out[0].1[14..]).unwrap();
+        assert_eq!((e.src(), e.dst()), (ip("203.0.113.2"), ip("192.0.2.130")));
+        let icmp = e.payload();
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(&icmp[6..8], &1450u16.to_be_bytes(), "the VPC's MTU");
+        assert_eq!(
+            &icmp[8 + 16..8 + 20],
+            &[203, 0, 113, 24],
+            "quotes the VIP, untranslated"
+        );
+        // 1450 bytes fit: translated and sent on.
+        let mut fits = f[..14 + 1450].to_vec();
+        fits[16..18].copy_from_slice(&1450u16.to_be_bytes());
+        fits[38..40].copy_from_slice(&1430u16.to_be_bytes());
+        Ipv4Packet::new_checked(&mut fits[14..])
+            .unwrap()
+            .fill_checksum();
+        o.clear();
+        g.on_frame(t(2), EXT, &fits, &mut o);
+        assert!(o.drops().is_empty(), "{:?}", o.drops());
+        assert_eq!(frames(&o)[0].0, UNDERLAY);
     }
 
     #[test]
