@@ -127,6 +127,7 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
+    d11_io::default_sigpipe();
     let cli = Cli::parse();
     let res: Result<ExitCode> = match cli.cmd {
         Cmd::Up { topology, lab } => lifecycle::up(&topology, &lab.name).map(|_| ExitCode::SUCCESS),
