@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -42,24 +42,6 @@ fn phone_pings_and_traces_the_server_through_four_routers() {
         "tracepath should find the radio's 1400-byte MTU:\n{tp}"
     );
     assert!(tp.contains("reached"), "{tp}");
-}
-
-/// The MAC of every port of the lab, from `d11 status --json`.
-fn macs(status: &Value) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for n in status["nodes"].as_array().expect("nodes") {
-        for p in n["ports"].as_array().expect("ports") {
-            m.insert(
-                format!(
-                    "{}:{}",
-                    n["name"].as_str().unwrap(),
-                    p["name"].as_str().unwrap()
-                ),
-                p["mac"].as_str().unwrap().to_string(),
-            );
-        }
-    }
-    m
 }
 
 #[test]
@@ -207,22 +189,6 @@ fn inject(lab: &Lab, node: &str, ifname: &str, frames_hex: &[String]) {
     lab.sh(node, &["python3", "-c", &py]);
 }
 
-fn drops(status: &Value, node: &str, port: &str) -> Value {
-    let n = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node)
-        .expect("node");
-    let p = n["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == port)
-        .expect("port");
-    p["counters"]["drops"].clone()
-}
-
 #[test]
 fn garbage_at_a_router_port_is_counted_and_forwarding_goes_on() {
     let _s = serial();
@@ -321,15 +287,6 @@ fn hex_decode(s: &str) -> Vec<u8> {
 
 fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == name)
-        .expect("node in status")
 }
 
 #[test]

@@ -16,22 +16,6 @@ const LB_MAC: &str = "02:00:00:00:01:10";
 const CTL_MAC: &str = "02:00:00:00:01:20";
 const OTHER_MAC: &str = "02:00:00:00:02:10";
 
-fn drops(status: &Value, node: &str, port: &str) -> Value {
-    let n = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node)
-        .expect("node");
-    let p = n["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == port)
-        .expect("port");
-    p["counters"]["drops"].clone()
-}
-
 #[test]
 fn vm_lb_reaches_vm_ctl_across_hosts_in_vxlan_vni_1001() {
     let _s = serial();

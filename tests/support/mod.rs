@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -231,4 +233,43 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The MAC of every port of the lab, from `d11 status --json`.
+pub fn macs(status: &Value) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for n in status["nodes"].as_array().expect("nodes") {
+        for p in n["ports"].as_array().expect("ports") {
+            m.insert(
+                format!(
+                    "{}:{}",
+                    n["name"].as_str().unwrap(),
+                    p["name"].as_str().unwrap()
+                ),
+                p["mac"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    m
+}
+
+/// The drop counters of `node:port`, from `d11 status --json`.
+pub fn drops(status: &Value, node_name: &str, port: &str) -> Value {
+    let p = node(status, node_name)["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .expect("port");
+    p["counters"]["drops"].clone()
+}
+
+/// One node's entry in `d11 status --json`.
+pub fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .expect("node in status")
 }
