@@ -61,7 +61,7 @@ const VARIANTS: [Variant; 3] = [
 ];
 
 /// iperf3's `-b` for the fixed-load run: 20,000 datagrams/s of 18 bytes.
-const FIXED_RATE_BITS: &str = "2880K";
+pub(crate) const FIXED_RATE_BITS: &str = "2880K";
 
 pub fn forward(args: &ForwardArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the d11 binary")?;
@@ -86,13 +86,17 @@ pub fn forward(args: &ForwardArgs) -> Result<()> {
 }
 
 /// A lab that goes down when dropped, whatever happened in between.
-struct LabGuard<'a> {
+pub(crate) struct LabGuard<'a> {
     exe: &'a Path,
-    name: String,
+    pub(crate) name: String,
 }
 
 impl<'a> LabGuard<'a> {
-    fn up(exe: &'a Path, topology: &Path, name: &str) -> Result<(LabGuard<'a>, Duration)> {
+    pub(crate) fn up(
+        exe: &'a Path,
+        topology: &Path,
+        name: &str,
+    ) -> Result<(LabGuard<'a>, Duration)> {
         let _ = d11(exe, &["down", "--name", name]).output();
         let t0 = Instant::now();
         let out = d11(
@@ -116,7 +120,7 @@ impl<'a> LabGuard<'a> {
         Ok((guard, took))
     }
 
-    fn exec(&self, node: &str, cmd: &[&str]) -> Command {
+    pub(crate) fn exec(&self, node: &str, cmd: &[&str]) -> Command {
         let mut args = vec!["exec", "--name", &self.name, node, "--"];
         args.extend_from_slice(cmd);
         d11(self.exe, &args)
@@ -504,7 +508,7 @@ fn nat_config() -> d11_core::nat::NatConfig {
 /// (copied into a scratch buffer first, as the PGW does) with `entries`
 /// flows in the table, one per UE address; the timed packets cycle through
 /// 1,024 of them so the lookups are not all one cache line.
-fn nat_translate_ns(entries: u32, n: u64) -> f64 {
+pub(crate) fn nat_translate_ns(entries: u32, n: u64) -> f64 {
     use d11_core::nat::{Nat, Side};
     use d11_wire::ipv4::Ipv4Repr;
     let mut nat = Nat::new(nat_config());
@@ -544,7 +548,7 @@ fn nat_translate_ns(entries: u32, n: u64) -> f64 {
 
 /// Per element: CPU time used so far (ns, from /proc/PID/schedstat) and
 /// frames received (from its control socket).
-fn element_work(lab: &str) -> Result<Vec<(String, u64, u64)>> {
+pub(crate) fn element_work(lab: &str) -> Result<Vec<(String, u64, u64)>> {
     let dir = d11_lab::RunDir::new(lab);
     let state = d11_lab::SupervisorState::load(&dir)?;
     let mut out = Vec::new();
@@ -575,7 +579,7 @@ fn cpu_per_frame(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) ->
 }
 
 /// Peak resident memory (VmHWM) of every element process of the lab.
-fn peak_rss(lab: &str) -> Result<Value> {
+pub(crate) fn peak_rss(lab: &str) -> Result<Value> {
     let state = d11_lab::SupervisorState::load(&d11_lab::RunDir::new(lab))?;
     let mut out = serde_json::Map::new();
     for (node, s) in state.nodes {

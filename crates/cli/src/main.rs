@@ -6,6 +6,7 @@
 //! elements', I/O is `d11-io`'s.
 
 mod bench;
+mod bench_cloud;
 mod capture;
 mod lifecycle;
 mod roles;
@@ -124,6 +125,8 @@ enum Cmd {
 enum BenchCmd {
     /// iperf3 TCP and 64-byte UDP through four routers vs. kernel forwarding and null elements.
     Forward(bench::ForwardArgs),
+    /// iperf3 TCP and 64-byte UDP vm-lb → vm-ctl across two vSwitches vs. null elements and kernel vxlan.
+    Cloud(bench_cloud::CloudArgs),
 }
 
 fn main() -> ExitCode {
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             cmd,
         } => capture::capture(&lab.name, &file, seconds, &cmd),
         Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench(BenchCmd::Cloud(args)) => bench_cloud::cloud(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };

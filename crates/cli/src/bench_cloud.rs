@@ -1,0 +1,370 @@
+//! `d11 bench cloud`: what our VXLAN path costs.
+//!
+//! Three labs of the same namespaces — vm-lb, hosta, tor, hostb, vm-ctl —
+//! are built one after the other in this run: our two vSwitches with the
+//! `switch` as tor (`netns/bench-cloud.toml`), the same chain of `null`
+//! elements (`bench-cloud-null.toml`, the driver's own cost), and the kernel's
+//! own VXLAN: the same namespaces as plain hosts where this command makes a
+//! `vxlan` device (VNI 1001, dstport 4789) bridged with the VM's veth in
+//! hosta and hostb and a bridge in tor (`bench-cloud-kernel.toml`). Every
+//! device it makes lives in the lab's namespaces, so `d11 down` (always run,
+//! see [`LabGuard`]) removes it. Each lab gets an iperf3 TCP run and a
+//! 64-byte UDP packet-rate run from vm-lb to vm-ctl, and the element labs a
+//! run at a fixed load to compare CPU per frame position by position.
+
+use crate::bench::{self, LabGuard};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// Options of `d11 bench cloud`.
+#[derive(Debug, clap::Args)]
+pub struct CloudArgs {
+    /// Seconds of each iperf3 run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Directory holding the bench-cloud*.toml topologies.
+    #[arg(long, default_value = "netns")]
+    pub topologies: PathBuf,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+const SERVER_IP: &str = "192.168.1.20";
+
+/// The forwarding positions compared between the vswitch and null labs.
+const HOSTS: [&str; 2] = ["hosta", "hostb"];
+
+struct Variant {
+    name: &'static str,
+    file: &'static str,
+    elements: bool,
+}
+
+const VARIANTS: [Variant; 3] = [
+    Variant {
+        name: "kernel",
+        file: "bench-cloud-kernel.toml",
+        elements: false,
+    },
+    Variant {
+        name: "null",
+        file: "bench-cloud-null.toml",
+        elements: true,
+    },
+    Variant {
+        name: "vswitch",
+        file: "bench-cloud.toml",
+        elements: true,
+    },
+];
+
+/// The kernel VXLAN path, as `ip` commands per node: each VTEP re-addressed
+/// on one /24 underlay, a vxlan device towards the other host bridged with
+/// the VM's veth; tor a plain bridge.
+fn kernel_setup() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut cmds = vec![];
+    for (node, vm_port, me, me_cidr, peer) in [
+        ("hosta", "lb", "10.0.0.11", "10.0.0.11/24", "10.0.0.12"),
+        ("hostb", "ctl", "10.0.0.12", "10.0.0.12/24", "10.0.0.11"),
+    ] {
+        cmds.extend([
+            (node, vec!["ip", "addr", "flush", "dev", vm_port]),
+            (node, vec!["ip", "addr", "flush", "dev", "underlay"]),
+            (node, vec!["ip", "addr", "add", me_cidr, "dev", "underlay"]),
+            (
+                node,
+                vec![
+                    "ip", "link", "add", "vx0", "type", "vxlan", "id", "1001", "dstport", "4789",
+                    "local", me, "remote", peer, "dev", "underlay",
+                ],
+            ),
+            (node, vec!["ip", "link", "set", "vx0", "mtu", "1450"]),
+            (node, vec!["ip", "link", "add", "br0", "type", "bridge"]),
+            (node, vec!["ip", "link", "set", vm_port, "master", "br0"]),
+            (node, vec!["ip", "link", "set", "vx0", "master", "br0"]),
+            (node, vec!["ip", "link", "set", "vx0", "up"]),
+            (node, vec!["ip", "link", "set", "br0", "up"]),
+        ]);
+    }
+    for port in ["hosta", "hostb"] {
+        cmds.push(("tor", vec!["ip", "addr", "flush", "dev", port]));
+    }
+    cmds.extend([
+        ("tor", vec!["ip", "link", "add", "br0", "type", "bridge"]),
+        ("tor", vec!["ip", "link", "set", "hosta", "master", "br0"]),
+        ("tor", vec!["ip", "link", "set", "hostb", "master", "br0"]),
+        ("tor", vec!["ip", "link", "set", "br0", "up"]),
+    ]);
+    cmds
+}
+
+pub fn cloud(args: &CloudArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the d11 binary")?;
+    let mut results = serde_json::Map::new();
+    for v in &VARIANTS {
+        let file = args.topologies.join(v.file);
+        eprintln!("bench: {} ({})", v.name, file.display());
+        let (lab, _) = LabGuard::up(&exe, &file, &format!("bench-cloud-{}", v.name))?;
+        if !v.elements {
+            for (node, cmd) in kernel_setup() {
+                let out = lab.exec(node, &cmd).output().context("running d11 exec")?;
+                if !out.status.success() {
+                    bail!(
+                        "{node}: {}: {}",
+                        cmd.join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        }
+        let r = run_variant(&lab, v.elements, args.seconds)
+            .with_context(|| format!("variant {}", v.name))?;
+        results.insert(v.name.to_string(), r);
+    }
+    let report = summarise(results);
+    print_report(&report);
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn run_variant(lab: &LabGuard, elements: bool, seconds: u32) -> Result<Value> {
+    // The VMs learn each other (ARP) before anything is timed.
+    let ping = lab
+        .exec(
+            "vm-lb",
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER_IP],
+        )
+        .output()
+        .context("running ping")?;
+    if !ping.status.success() {
+        bail!(
+            "vm-lb cannot ping vm-ctl: {}",
+            String::from_utf8_lossy(&ping.stdout).trim()
+        );
+    }
+    let secs = seconds.to_string();
+    let tcp = iperf(lab, &["-t", &secs])?;
+    let bps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 TCP gave no bits_per_second")?;
+    // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
+    let udp = iperf(lab, &["-u", "-b", "0", "-l", "18", "-t", &secs])?;
+    let before = if elements {
+        bench::element_work(&lab.name)?
+    } else {
+        vec![]
+    };
+    iperf(
+        lab,
+        &["-u", "-b", bench::FIXED_RATE_BITS, "-l", "18", "-t", &secs],
+    )?;
+    let after = if elements {
+        bench::element_work(&lab.name)?
+    } else {
+        vec![]
+    };
+    let mut per_node = serde_json::Map::new();
+    let (mut host_cpu, mut host_frames) = (0u64, 0u64);
+    for (node, c1, f1) in &after {
+        let Some((_, c0, f0)) = before.iter().find(|(n, _, _)| n == node) else {
+            continue;
+        };
+        let (cpu, frames) = (c1.saturating_sub(*c0), f1.saturating_sub(*f0));
+        per_node.insert(
+            node.clone(),
+            json!({ "cpu_ns": cpu, "rx_frames": frames,
+                    "ns_per_frame": (frames > 0).then(|| cpu as f64 / frames as f64) }),
+        );
+        if HOSTS.contains(&node.as_str()) {
+            host_cpu += cpu;
+            host_frames += frames;
+        }
+    }
+    let sum = &udp["end"]["sum"];
+    let (packets, lost, secs_f) = (
+        sum["packets"].as_f64().unwrap_or(0.0),
+        sum["lost_packets"].as_f64().unwrap_or(0.0),
+        sum["seconds"]
+            .as_f64()
+            .unwrap_or(f64::from(seconds))
+            .max(0.001),
+    );
+    Ok(json!({
+        "tcp_mbit_s": bps / 1e6,
+        "udp64_sent_pps": packets / secs_f,
+        "udp64_received_pps": (packets - lost).max(0.0) / secs_f,
+        "udp64_loss": if packets > 0.0 { lost / packets } else { 0.0 },
+        "fixed_load": per_node,
+        "hosts_ns_per_frame": (host_frames > 0).then(|| host_cpu as f64 / host_frames as f64),
+        "peak_rss_kib": if elements { bench::peak_rss(&lab.name)? } else { json!({}) },
+    }))
+}
+
+/// Runs an iperf3 client in vm-lb against a one-off server in vm-ctl.
+fn iperf(lab: &LabGuard, extra: &[&str]) -> Result<Value> {
+    let mut server: Child = lab
+        .exec("vm-ctl", &["iperf3", "-s", "-1", "-B", SERVER_IP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 -s (is iperf3 installed?)")?;
+    let mut last_err = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut args = vec!["iperf3", "-J", "-c", SERVER_IP];
+        args.extend_from_slice(extra);
+        let out = lab
+            .exec("vm-lb", &args)
+            .output()
+            .context("running iperf3 -c")?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        match v["error"].as_str() {
+            None if out.status.success() => {
+                let _ = server.wait();
+                return Ok(v);
+            }
+            Some(e) if e.contains("refused") || e.contains("unable to connect") => {
+                last_err = e.to_string()
+            }
+            e => {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!("iperf3 failed: {}", e.unwrap_or("no JSON output"));
+            }
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    bail!("iperf3 server never answered: {last_err}")
+}
+
+fn summarise(results: serde_json::Map<String, Value>) -> Value {
+    let get = |v: &str, k: &str| results.get(v).and_then(|r| r[k].as_f64()).unwrap_or(0.0);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    json!({
+        "variants": results,
+        "ratios": {
+            "vswitch_vs_null_cpu_per_frame": ratio(get("vswitch", "hosts_ns_per_frame"), get("null", "hosts_ns_per_frame")),
+            "vswitch_vs_null_cost_per_frame_udp64": ratio(get("null", "udp64_received_pps"), get("vswitch", "udp64_received_pps")),
+            "vswitch_vs_null_cost_tcp": ratio(get("null", "tcp_mbit_s"), get("vswitch", "tcp_mbit_s")),
+            "vswitch_vs_kernel_cost_per_frame_udp64": ratio(get("kernel", "udp64_received_pps"), get("vswitch", "udp64_received_pps")),
+            "vswitch_vs_kernel_cost_tcp": ratio(get("kernel", "tcp_mbit_s"), get("vswitch", "tcp_mbit_s")),
+        },
+        "goals": { "vswitch_vs_null_cpu_per_frame": 1.3 },
+        "nat_translate_ns": {
+            "1_entry": bench::nat_translate_ns(1, 2_000_000),
+            "100k_entries": bench::nat_translate_ns(100_000, 2_000_000),
+        },
+    })
+}
+
+fn print_report(r: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\n{:<8} {:>12} {:>14} {:>14} {:>7}",
+        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
+    );
+    for name in ["kernel", "null", "vswitch"] {
+        let v = &r["variants"][name];
+        println!(
+            "{:<8} {:>12.0} {:>14.0} {:>14.0} {:>6.1}%",
+            name,
+            num(&v["tcp_mbit_s"]),
+            num(&v["udp64_sent_pps"]),
+            num(&v["udp64_received_pps"]),
+            100.0 * num(&v["udp64_loss"]),
+        );
+    }
+    println!("\nelement CPU ns/frame at 20k frames/s (64 B UDP), per position:");
+    for name in ["null", "vswitch"] {
+        let f = &r["variants"][name]["fixed_load"];
+        let list: Vec<String> = ["hosta", "tor", "hostb"]
+            .iter()
+            .map(|n| format!("{n} {:.0}", num(&f[*n]["ns_per_frame"])))
+            .collect();
+        println!(
+            "  {name:<8} {}; hosta+hostb {:.0}",
+            list.join(", "),
+            num(&r["variants"][name]["hosts_ns_per_frame"])
+        );
+    }
+    let q = &r["ratios"];
+    println!();
+    for (key, what) in [
+        (
+            "vswitch_vs_null_cpu_per_frame",
+            "element CPU per frame at 20k frames/s, vswitch / null (hosta+hostb)  (goal <= 1.3x)",
+        ),
+        (
+            "vswitch_vs_null_cost_per_frame_udp64",
+            "UDP 64 B frame cost, vswitch / null   (from received rates)",
+        ),
+        ("vswitch_vs_null_cost_tcp", "TCP cost, vswitch / null"),
+        (
+            "vswitch_vs_kernel_cost_per_frame_udp64",
+            "UDP 64 B frame cost, vswitch / kernel vxlan",
+        ),
+        (
+            "vswitch_vs_kernel_cost_tcp",
+            "TCP cost, vswitch / kernel vxlan",
+        ),
+    ] {
+        println!("{:>6.2}x  {what}", num(&q[key]));
+    }
+    for name in ["null", "vswitch"] {
+        if let Some(m) = r["variants"][name]["peak_rss_kib"].as_object() {
+            let list: Vec<String> = m
+                .iter()
+                .map(|(n, k)| format!("{n} {:.1}", num(k) / 1024.0))
+                .collect();
+            println!("peak RSS of {name} elements, MiB: {}", list.join(", "));
+        }
+    }
+    println!(
+        "vgw NAT table (d11_core::nat::Nat) translate of an established flow: {:.0} ns at 1 entry, {:.0} ns at 100k entries",
+        num(&r["nat_translate_ns"]["1_entry"]),
+        num(&r["nat_translate_ns"]["100k_entries"]),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_baseline_stays_inside_the_lab_namespaces() {
+        // Every command is `ip` run through `d11 exec` on a node of the
+        // bench topology, and makes or changes only devices of that node.
+        let topo = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../netns/bench-cloud-kernel.toml"
+        ))
+        .unwrap();
+        let v: toml::Value = toml::from_str(&topo).unwrap();
+        let nodes: Vec<&str> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        let cmds = kernel_setup();
+        assert!(cmds
+            .iter()
+            .any(|(_, c)| c.contains(&"vxlan") && c.contains(&"1001") && c.contains(&"4789")));
+        for (node, cmd) in &cmds {
+            assert!(
+                nodes.contains(node),
+                "{node} is not a node of the bench lab"
+            );
+            assert_eq!(cmd[0], "ip", "{cmd:?}");
+            assert!(!cmd.contains(&"netns"), "{cmd:?}");
+        }
+    }
+}
