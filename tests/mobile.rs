@@ -183,9 +183,10 @@ fn every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malform
             .unwrap_or_else(|| panic!("no echo request on {w}: {by_wire:?}"))
     };
 
-    // Radio: the UE's own frame to its gateway's MAC (the enb's radio port).
+    // Radio: the UE's own frame to its gateway's MAC, which the enb answers
+    // with the pgw's tunnel end (its S5 port), as the story draws it.
     let r = row("ue:eth0");
-    assert_eq!((&r[1], &r[2]), (&m["ue:eth0"], &m["enb:radio"]));
+    assert_eq!((&r[1], &r[2]), (&m["ue:eth0"], &m["pgw:s5"]));
     assert_eq!(
         (r[3].as_str(), r[4].as_str(), r[5].as_str()),
         (UE, SERVER, "")

@@ -46,6 +46,7 @@ pub fn build(spec: &ElementSpec) -> Result<Box<dyn Element>, ConfigError> {
                 enb::Enb::new(enb::EnbConfig {
                     router,
                     sgw: c.sgw,
+                    gateway_mac: c.gateway_mac,
                     bearers: c.bearers,
                 })
                 .map_err(bearer_error)?,
@@ -372,6 +373,10 @@ fn vswitch_config(spec: &ElementSpec) -> Result<vswitch::VSwitchConfig, ConfigEr
 struct EnbSettings {
     /// The SGW's S1-U address.
     sgw: Ipv4Addr,
+    /// The MAC the enb answers the UE's ARP for its gateway with (the pgw's
+    /// S5 MAC in the story); the radio port's own MAC when absent.
+    #[serde(default)]
+    gateway_mac: Option<MacAddr>,
     bearers: Vec<Bearer>,
 }
 

@@ -3,7 +3,9 @@
 //! Read 3GPP TS 36.300 § 4 (E-UTRAN, the eNB ends the radio and starts S1-U)
 //! and TS 29.281 (GTP-U, see [`crate::tunnel`]). The lab's radio is the UE
 //! host's TAP: the eNB answers the UE's ARP for its gateway (10.45.0.1, the
-//! address of the `radio` port), wraps every IPv4 packet from the UE in a
+//! address of the `radio` port) with the PGW's tunnel-end MAC, as the story
+//! draws it (`gateway_mac`; its own radio MAC when none is given), takes
+//! uplink frames addressed to that MAC or to its own, wraps every IPv4 packet from the UE in a
 //! G-PDU with the bearer's uplink TEID towards the SGW, and hands downlink
 //! T-PDUs to the UE in Ethernet frames. Real LTE carries no Ethernet on the
 //! radio; the lab's TAP does, as the story's drawing keeps inner MACs.
@@ -29,6 +31,9 @@ pub struct EnbConfig {
     pub router: RouterConfig,
     /// The SGW's S1-U address.
     pub sgw: Ipv4Addr,
+    /// The MAC the UE learns for its gateway: the PGW's S5 (tunnel-end)
+    /// MAC in the story; `None` is the radio port's own MAC.
+    pub gateway_mac: Option<d11_wire::MacAddr>,
     pub bearers: Vec<Bearer>,
 }
 
@@ -40,6 +45,7 @@ pub struct Enb {
     bearers: Bearers,
     sgw: Ipv4Addr,
     radio_mac: d11_wire::MacAddr,
+    gateway_mac: d11_wire::MacAddr,
     radio_mtu: u16,
     s1u_mac: d11_wire::MacAddr,
     s1u_addr: Ipv4Addr,
@@ -52,12 +58,18 @@ impl Enb {
             bearers.add(b)?;
         }
         let (radio, s1u) = (&cfg.router.ports[0], &cfg.router.ports[1]);
+        let gateway_mac = cfg.gateway_mac.unwrap_or(radio.mac);
+        let (radio_mac, radio_mtu) = (radio.mac, radio.mtu);
+        let (s1u_mac, s1u_addr) = (s1u.mac, s1u.address.addr());
+        let mut router = Router::new(cfg.router);
+        router.answer_arp_with(RADIO, gateway_mac);
         Ok(Enb {
-            radio_mac: radio.mac,
-            radio_mtu: radio.mtu,
-            s1u_mac: s1u.mac,
-            s1u_addr: s1u.address.addr(),
-            router: Router::new(cfg.router),
+            radio_mac,
+            gateway_mac,
+            radio_mtu,
+            s1u_mac,
+            s1u_addr,
+            router,
             gtpu: Endpoint::default(),
             bearers,
             sgw: cfg.sgw,
@@ -123,7 +135,7 @@ impl Element for Enb {
     fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
         if port == RADIO {
             if let Ok(eth) = EthernetFrame::new_checked(frame) {
-                if eth.dst() == self.radio_mac
+                if (eth.dst() == self.gateway_mac || eth.dst() == self.radio_mac)
                     && eth.ethertype() == EtherType::Ipv4
                     && !eth.src().is_multicast()
                 {
@@ -156,5 +168,133 @@ impl Element for Enb {
         r["bearers"] = json!(self.bearers.iter().collect::<Vec<_>>());
         r["gtpu"] = json!(self.gtpu.stats);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bearer::Bearer;
+    use crate::router::RouterPort;
+    use d11_wire::MacAddr;
+
+    // Fixtures made by scapy (/usr/bin/python3, scapy 2.5), with
+    // phone=02:00:00:00:00:02 radio=02:00:00:00:01:00 s1u=02:00:00:00:01:01
+    // sgw=02:00:00:00:02:00 pgw (its S5 port, the UE's gateway MAC)=02:00:00:00:04:00:
+    // ARP_REQ:       Ether(dst=bcast, src=phone)/ARP(op=1, hwsrc=phone, psrc="10.45.0.2", pdst="10.45.0.1")
+    // ARP_REPLY:     Ether(dst=phone, src=pgw)/ARP(op=2, hwsrc=pgw, psrc="10.45.0.1", hwdst=phone, pdst="10.45.0.2")
+    // PING_TO_<MAC>: Ether(dst=MAC, src=phone)/IP(src="10.45.0.2", dst="192.0.2.130", ttl=64, id=1, flags="DF")/ICMP(id=1, seq=1)/(b"x"*32)
+    // SGW_ARP_REPLY: Ether(dst=s1u, src=sgw)/ARP(op=2, hwsrc=sgw, psrc="172.16.1.2", hwdst=s1u, pdst="172.16.1.1")
+    // GPDU:          Ether(dst=sgw, src=s1u)/IP(172.16.1.1 > 172.16.1.2)/UDP(2152, 2152, chksum=0)/GTP_U_Header(teid=0x200, gtp_type=255)/the ping's IP packet
+    const ARP_REQ: &str =
+        "ffffffffffff020000000002080600010800060400010200000000020a2d00020000000000000a2d0001";
+    const ARP_REPLY: &str =
+        "020000000002020000000400080600010800060400020200000004000a2d00010200000000020a2d0002";
+    const PING_TO_PGW: &str = "02000000040002000000000208004500003c0001400040016e0f0a2d0002c000028208007076000100017878787878787878787878787878787878787878787878787878787878787878";
+    const PING_TO_RADIO: &str = "02000000010002000000000208004500003c0001400040016e0f0a2d0002c000028208007076000100017878787878787878787878787878787878787878787878787878787878787878";
+    const PING_TO_OTHER: &str = "02000000090902000000000208004500003c0001400040016e0f0a2d0002c000028208007076000100017878787878787878787878787878787878787878787878787878787878787878";
+    const SGW_ARP_REPLY: &str =
+        "02000000010102000000020008060001080006040002020000000200ac100102020000000101ac100101";
+    const GPDU: &str = "020000000200020000000101080045000060000000004011206aac100101ac10010208680868004c000030ff003c000002004500003c0001400040016e0f0a2d0002c000028208007076000100017878787878787878787878787878787878787878787878787878787878787878";
+
+    const RADIO_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0]);
+    const S1U_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+    const PGW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 4, 0]);
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn frames(o: &Outbox) -> Vec<(PortId, Vec<u8>)> {
+        o.frames().map(|(p, f)| (p, f.to_vec())).collect()
+    }
+
+    fn enb(gateway_mac: Option<MacAddr>) -> Enb {
+        let port = |name: &str, mac, address: &str, mtu| RouterPort {
+            name: name.into(),
+            mac,
+            address: address.parse().unwrap(),
+            mtu,
+        };
+        Enb::new(EnbConfig {
+            router: RouterConfig {
+                ports: vec![
+                    port("radio", RADIO_MAC, "10.45.0.1/16", 1400),
+                    port("s1u", S1U_MAC, "172.16.1.1/24", 1500),
+                ],
+                routes: vec![],
+            },
+            sgw: "172.16.1.2".parse().unwrap(),
+            gateway_mac,
+            bearers: vec![Bearer {
+                imsi: "001010000000001".into(),
+                ue_ip: "10.45.0.2".parse().unwrap(),
+                enb_teid: d11_wire::gtpu::Teid(0x100),
+                sgw_s1u_teid: d11_wire::gtpu::Teid(0x200),
+                sgw_s5_teid: d11_wire::gtpu::Teid(0x300),
+                pgw_teid: d11_wire::gtpu::Teid(0x400),
+            }],
+        })
+        .unwrap()
+    }
+
+    /// The G-PDU the enb sends for `ping` once the SGW's MAC is known: its
+    /// Ethernet header and everything from the GTP-U header on are scapy's.
+    fn uplink_gpdu(e: &mut Enb, ping: &str) -> Vec<(PortId, Vec<u8>)> {
+        let mut o = Outbox::new();
+        e.on_frame(t(1), RADIO, &hex(ping), &mut o);
+        e.on_frame(t(2), S1U, &hex(SGW_ARP_REPLY), &mut o);
+        frames(&o)
+            .into_iter()
+            .filter(|(_, f)| f.len() > 42 && f[12..14] == [0x08, 0x00])
+            .collect()
+    }
+
+    fn assert_is_the_gpdu(out: &[(PortId, Vec<u8>)]) {
+        let gpdu = hex(GPDU);
+        assert_eq!(out.len(), 1, "one G-PDU: {out:?}");
+        let (port, f) = &out[0];
+        assert_eq!(*port, S1U);
+        assert_eq!(f.len(), gpdu.len());
+        assert_eq!(f[..14], gpdu[..14], "Ethernet s1u → sgw");
+        assert_eq!(f[26..34], gpdu[26..34], "outer 172.16.1.1 → 172.16.1.2");
+        assert_eq!(f[34..38], gpdu[34..38], "UDP 2152 → 2152");
+        assert_eq!(f[42..], gpdu[42..], "GTP-U TEID 0x200 and the UE's packet");
+    }
+
+    #[test]
+    fn the_ue_arp_for_its_gateway_gets_the_pgw_mac_as_scapy_draws_it() {
+        let mut e = enb(Some(PGW_MAC));
+        let mut o = Outbox::new();
+        e.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        assert_eq!(frames(&o), vec![(RADIO, hex(ARP_REPLY))]);
+    }
+
+    #[test]
+    fn without_gateway_mac_the_ue_arp_gets_the_radio_mac() {
+        let mut e = enb(None);
+        let mut o = Outbox::new();
+        e.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        let (port, reply) = &frames(&o)[0];
+        assert_eq!(*port, RADIO);
+        assert_eq!(reply[6..12], RADIO_MAC.0, "Ethernet source");
+        assert_eq!(reply[22..28], RADIO_MAC.0, "ARP sender MAC");
+    }
+
+    #[test]
+    fn uplink_to_the_gateway_mac_or_the_radio_mac_enters_the_tunnel_other_macs_do_not() {
+        let mut e = enb(Some(PGW_MAC));
+        assert_is_the_gpdu(&uplink_gpdu(&mut e, PING_TO_PGW));
+        let mut e = enb(Some(PGW_MAC));
+        assert_is_the_gpdu(&uplink_gpdu(&mut e, PING_TO_RADIO));
+        let mut e = enb(Some(PGW_MAC));
+        assert_eq!(uplink_gpdu(&mut e, PING_TO_OTHER), vec![]);
     }
 }

@@ -81,6 +81,9 @@ pub struct Router {
     /// Latest time seen, for reports (ARP entries that are still valid).
     last_now: Instant,
     sent: Originated,
+    /// Per port, the MAC its ARP replies give for the port's address (the
+    /// port's own MAC unless [`Router::answer_arp_with`] changed it).
+    arp_answer: Vec<MacAddr>,
 }
 
 impl Router {
@@ -116,6 +119,7 @@ impl Router {
             }
         }
         Router {
+            arp_answer: cfg.ports.iter().map(|p| p.mac).collect(),
             ports: cfg.ports,
             fib,
             arp: ArpCache::new(ArpConfig::default()),
@@ -124,6 +128,15 @@ impl Router {
             icmp_refill: Instant::ZERO,
             last_now: Instant::ZERO,
             sent: Originated::default(),
+        }
+    }
+
+    /// Answers ARP for `port`'s address with `mac` instead of the port's own
+    /// MAC (the eNB answers for the UE's gateway with the PGW's MAC). Frames
+    /// sent from the port keep the port's MAC as source.
+    pub fn answer_arp_with(&mut self, port: PortId, mac: MacAddr) {
+        if let Some(m) = self.arp_answer.get_mut(port.index()) {
+            *m = mac;
         }
     }
 
@@ -151,7 +164,8 @@ impl Router {
             }
         }
         if for_us && arp.op == ArpOp::Request {
-            out.build(port, |b| arp.reply_from(me.mac).emit_frame(b));
+            let mac = self.arp_answer[port.index()];
+            out.build(port, |b| arp.reply_from(mac).emit_frame(b));
         }
     }
 

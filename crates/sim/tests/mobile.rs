@@ -89,6 +89,8 @@ fn lab_with_ports(ports: std::ops::RangeInclusive<u16>) -> Lab {
             routes: vec![],
         },
         sgw: "172.16.1.2".parse().unwrap(),
+        // The UE's gateway MAC is the pgw's S5 port, as the story draws it.
+        gateway_mac: Some(mac(4, 1)),
         bearers: vec![bearer()],
     })
     .unwrap();
