@@ -143,18 +143,19 @@ fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result
     let text = std::fs::read_to_string(topology)
         .with_context(|| format!("reading {}", topology.display()))?;
     let server_ip = server_address(&text).context("the bench topology has no server address")?;
+    let ends = Ends {
+        client: "phone",
+        server: "server",
+        server_ip: &server_ip,
+    };
     let (lab, _) = LabGuard::up(exe, topology, &format!("bench-{}", v.name))?;
     let secs = seconds.to_string();
-    let tcp = iperf(&lab, &server_ip, &["-t", &secs])?;
+    let tcp = iperf(&lab, &ends, &["-t", &secs])?;
     let bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3 TCP gave no bits_per_second")?;
     // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
-    let udp = iperf(
-        &lab,
-        &server_ip,
-        &["-u", "-b", "0", "-l", "18", "-t", &secs],
-    )?;
+    let udp = iperf(&lab, &ends, &["-u", "-b", "0", "-l", "18", "-t", &secs])?;
     // CPU per frame at one fixed offered load that every variant carries
     // without loss, so batching per wakeup is the same for null and router.
     let before = if v.elements {
@@ -164,7 +165,7 @@ fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result
     };
     iperf(
         &lab,
-        &server_ip,
+        &ends,
         &["-u", "-b", FIXED_RATE_BITS, "-l", "18", "-t", &secs],
     )?;
     let after = if v.elements {
@@ -198,10 +199,18 @@ fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result
     }))
 }
 
-/// Runs an iperf3 client in `phone` against a one-off server in `server`.
-fn iperf(lab: &LabGuard, server_ip: &str, extra: &[&str]) -> Result<Value> {
+/// The two ends of an iperf3 run: client node, server node, server address.
+pub(crate) struct Ends<'a> {
+    pub client: &'a str,
+    pub server: &'a str,
+    pub server_ip: &'a str,
+}
+
+/// Runs an iperf3 client in `ends.client` against a one-off server in `ends.server`.
+pub(crate) fn iperf(lab: &LabGuard, ends: &Ends, extra: &[&str]) -> Result<Value> {
+    let server_ip = ends.server_ip;
     let mut server: Child = lab
-        .exec("server", &["iperf3", "-s", "-1", "-B", server_ip])
+        .exec(ends.server, &["iperf3", "-s", "-1", "-B", server_ip])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -212,7 +221,7 @@ fn iperf(lab: &LabGuard, server_ip: &str, extra: &[&str]) -> Result<Value> {
         let mut args = vec!["iperf3", "-J", "-c", server_ip];
         args.extend_from_slice(extra);
         let out = lab
-            .exec("phone", &args)
+            .exec(ends.client, &args)
             .output()
             .context("running iperf3 -c")?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -226,6 +235,7 @@ fn iperf(lab: &LabGuard, server_ip: &str, extra: &[&str]) -> Result<Value> {
             }
             e => {
                 let _ = server.kill();
+                let _ = server.wait();
                 bail!("iperf3 failed: {}", e.unwrap_or("no JSON output"));
             }
         }

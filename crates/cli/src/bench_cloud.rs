@@ -16,8 +16,7 @@ use crate::bench::{self, LabGuard};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Options of `d11 bench cloud`.
 #[derive(Debug, clap::Args)]
@@ -207,42 +206,16 @@ fn run_variant(lab: &LabGuard, elements: bool, seconds: u32) -> Result<Value> {
     }))
 }
 
+/// vm-lb is the client, vm-ctl the server.
+const ENDS: bench::Ends<'static> = bench::Ends {
+    client: "vm-lb",
+    server: "vm-ctl",
+    server_ip: SERVER_IP,
+};
+
 /// Runs an iperf3 client in vm-lb against a one-off server in vm-ctl.
 fn iperf(lab: &LabGuard, extra: &[&str]) -> Result<Value> {
-    let mut server: Child = lab
-        .exec("vm-ctl", &["iperf3", "-s", "-1", "-B", SERVER_IP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting iperf3 -s (is iperf3 installed?)")?;
-    let mut last_err = String::new();
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let mut args = vec!["iperf3", "-J", "-c", SERVER_IP];
-        args.extend_from_slice(extra);
-        let out = lab
-            .exec("vm-lb", &args)
-            .output()
-            .context("running iperf3 -c")?;
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        match v["error"].as_str() {
-            None if out.status.success() => {
-                let _ = server.wait();
-                return Ok(v);
-            }
-            Some(e) if e.contains("refused") || e.contains("unable to connect") => {
-                last_err = e.to_string()
-            }
-            e => {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("iperf3 failed: {}", e.unwrap_or("no JSON output"));
-            }
-        }
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-    bail!("iperf3 server never answered: {last_err}")
+    bench::iperf(lab, &ENDS, extra)
 }
 
 fn summarise(results: serde_json::Map<String, Value>) -> Value {
