@@ -1,0 +1,9 @@
+//! The lab's applications. Unlike the elements, these run on the ordinary
+//! kernel TCP/IP stack of a host namespace (a VM or the phone), on tokio
+//! sockets, exactly as real programs would: the lab PKI made at `d11 up`,
+//! the L4 load balancer in `vm-lb` (HAProxy's `mode tcp`), the HTTPS
+//! controller in `vm-ctl`/`vm-ctl2`, and the phone app behind `d11 order`.
+
+pub mod controller;
+pub mod l4lb;
+pub mod pki;
