@@ -4,6 +4,8 @@
 //! the L4 load balancer in `vm-lb` (HAProxy's `mode tcp`), the HTTPS
 //! controller in `vm-ctl`/`vm-ctl2`, and the phone app behind `d11 order`.
 
+pub mod control;
 pub mod controller;
 pub mod l4lb;
+pub mod phone;
 pub mod pki;

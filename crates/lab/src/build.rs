@@ -15,7 +15,8 @@
 
 use crate::cmd::{self, IpBatch, StepFailed};
 use crate::names::{
-    check_lab_name, existing_namespaces, netns_marker, netns_name, LabNameError, RunDir, NETNS_DIR,
+    check_lab_name, etc_marker, existing_namespaces, netns_marker, netns_name, LabNameError,
+    RunDir, ETC_NETNS_DIR, NETNS_DIR,
 };
 use crate::procfs;
 use crate::sys;
@@ -126,6 +127,21 @@ fn write_file(path: &Path, text: &str) -> Result<(), StepFailed> {
         .map_err(|e| io_step(path, "writing", e))
 }
 
+/// `/etc/netns/LAB-NODE/hosts` for each host with `hosts` entries, which
+/// `ip netns exec` (and so `d11 exec`) mounts over `/etc/hosts`.
+fn write_hosts_files(lab: &str, topo: &Topology) -> Result<(), StepFailed> {
+    for n in topo.nodes.iter().filter(|n| !n.hosts.is_empty()) {
+        let dir = Path::new(ETC_NETNS_DIR).join(netns_name(lab, &n.name));
+        std::fs::create_dir_all(&dir).map_err(|e| io_step(&dir, "creating", e))?;
+        let mut text = format!("{}\n127.0.0.1\tlocalhost\n", etc_marker(lab));
+        for h in &n.hosts {
+            text.push_str(&format!("{}\t{}\n", h.address, h.name));
+        }
+        write_file(&dir.join("hosts"), &text)?;
+    }
+    Ok(())
+}
+
 fn populate(
     lab: &str,
     rd: &RunDir,
@@ -140,6 +156,7 @@ fn populate(
     std::fs::create_dir_all(rd.logs_dir()).map_err(|e| io_step(&rd.logs_dir(), "creating", e))?;
     // Written before any namespace exists, so teardown finds them all.
     write_file(&rd.namespaces_file(), &(namespaces.join("\n") + "\n"))?;
+    write_hosts_files(lab, topo)?;
 
     let mut root = IpBatch::default();
     for ns in namespaces {

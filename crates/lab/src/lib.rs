@@ -32,6 +32,7 @@ pub use supervisor::{
 };
 pub use teardown::{list_labs, teardown, teardown_all, TeardownError, TeardownReport};
 pub use topology::{
-    default_mac, CapturePoint, ElementPort, ElementSpec, Node, NodeKind, Port, PortAttach, Role,
-    Route, Topology, TopologyError, Wire, WireEnd, WireEndError, WireKind, DEFAULT_MTU,
+    default_mac, App, AppSpec, CapturePoint, ElementPort, ElementSpec, HostEntry, Node, NodeKind,
+    Pki, Port, PortAttach, Role, Route, Topology, TopologyError, Wire, WireEnd, WireEndError,
+    WireKind, DEFAULT_MTU,
 };

@@ -30,6 +30,18 @@ pub fn netns_name(lab: &str, node: &str) -> String {
 /// Where `ip netns` keeps its named namespaces.
 pub(crate) const NETNS_DIR: &str = "/run/netns";
 
+/// Where `ip netns exec NS` finds files to mount over `/etc` (ip-netns(8)).
+pub(crate) const ETC_NETNS_DIR: &str = "/etc/netns";
+
+/// The first line of every file `d11 up` writes under [`ETC_NETNS_DIR`]:
+/// teardown removes only files that carry it.
+pub(crate) fn etc_marker(lab: &str) -> String {
+    format!(
+        "# written by d11 up for lab {lab}, removed by d11 down ({})",
+        netns_marker(lab)
+    )
+}
+
 /// The alias [`crate::build`] gives `lo` in each namespace of `lab`: it
 /// proves a namespace belongs to the lab even when the run directory is gone.
 pub(crate) fn netns_marker(lab: &str) -> String {

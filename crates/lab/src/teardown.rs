@@ -10,8 +10,8 @@
 
 use crate::cmd::{self, IpBatch, StepFailed};
 use crate::names::{
-    check_lab_name, existing_namespaces, marker_lab, netns_marker, netns_name, run_root,
-    LabNameError, RunDir, NETNS_DIR,
+    check_lab_name, etc_marker, existing_namespaces, marker_lab, netns_marker, netns_name,
+    run_root, LabNameError, RunDir, ETC_NETNS_DIR, NETNS_DIR,
 };
 use crate::procfs;
 use crate::supervisor::{stop_supervisor, SupervisorError};
@@ -221,6 +221,7 @@ pub fn teardown(lab: &str) -> Result<TeardownReport, TeardownError> {
         detail: f.detail,
     })?;
     report.namespaces_removed = namespaces.into_iter().collect();
+    remove_etc_files(lab);
     match std::fs::remove_dir_all(rd.path()) {
         Ok(()) => report.run_dir_removed = true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -234,6 +235,32 @@ pub fn teardown(lab: &str) -> Result<TeardownReport, TeardownError> {
     }
     tracing::info!(lab, %report, "lab down");
     Ok(report)
+}
+
+/// Removes the `/etc/netns/LAB-*/hosts` files `d11 up` wrote (known by
+/// their first line) and their directories once empty. Best effort: what
+/// it cannot remove it logs.
+fn remove_etc_files(lab: &str) {
+    let Ok(dir) = std::fs::read_dir(ETC_NETNS_DIR) else {
+        return;
+    };
+    let prefix = format!("{lab}-");
+    let marker = etc_marker(lab);
+    for entry in dir.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let hosts = entry.path().join("hosts");
+        let ours = std::fs::read_to_string(&hosts)
+            .is_ok_and(|t| t.lines().next() == Some(marker.as_str()));
+        if ours {
+            if let Err(e) = std::fs::remove_file(&hosts) {
+                tracing::warn!(path = %hosts.display(), "cannot remove: {e}");
+            }
+            // Left in place if someone else put files there.
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// The labs with a run directory (`/run/d11/*`), sorted.

@@ -39,6 +39,10 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub wires: Vec<Wire>,
+    /// The lab PKI `d11 up` makes (root → intermediate → leaf), if any app
+    /// serves TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<Pki>,
     /// Where the text came from, to put file and line into errors.
     #[serde(skip)]
     origin: Origin,
@@ -169,10 +173,67 @@ pub struct Node {
     /// Static routes (hosts and addressed roles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
-    /// Elements only: the role's own settings (bearers, tenants, …), a
-    /// table each role parses with its typed configuration; `d11 up`
-    /// checks it before building anything.
+    /// Hosts only: the application the supervisor runs in the namespace
+    /// (on the kernel's TCP/IP stack, like any program there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<App>,
+    /// The settings of an element's role (bearers, tenants, …) or of a
+    /// host's app, a table each parses with its typed configuration;
+    /// `d11 up` checks it before building anything.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub config: toml::Table,
+    /// Hosts only: names the namespace's `/etc/hosts` resolves (written to
+    /// `/etc/netns/LAB-NODE/hosts`, which `ip netns exec` mounts), until
+    /// the lab has DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostEntry>,
+}
+
+/// An application a host runs (`d11 run` picks its code by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum App {
+    /// The L4 load balancer (HAProxy's `mode tcp`).
+    L4lb,
+    /// The HTTPS controller answering `POST /purchaseOrder`.
+    Controller,
+}
+
+impl App {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            App::L4lb => "l4lb",
+            App::Controller => "controller",
+        }
+    }
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of a host's `/etc/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    pub name: String,
+    pub address: Ipv4Addr,
+}
+
+/// The lab PKI: the names its server certificate holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pki {
+    pub names: Vec<String>,
+}
+
+/// A host running an app, resolved for `d11 run --node NAME`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    pub name: String,
+    pub app: App,
     pub config: toml::Table,
 }
 
@@ -606,6 +667,25 @@ impl Topology {
             .iter()
             .filter_map(|n| self.element(&n.name))
             .collect()
+    }
+
+    /// Every host that runs an app, in file order.
+    pub fn apps(&self) -> Vec<AppSpec> {
+        self.nodes
+            .iter()
+            .filter_map(|n| self.app(&n.name))
+            .collect()
+    }
+
+    /// The host `name`'s app; `None` for elements, hosts without an app and
+    /// unknown names.
+    pub fn app(&self, name: &str) -> Option<AppSpec> {
+        let node = self.node(name)?;
+        Some(AppSpec {
+            name: node.name.clone(),
+            app: node.app.filter(|_| node.kind == NodeKind::Host)?,
+            config: node.config.clone(),
+        })
     }
 
     /// The element node `name`, resolved; `None` for hosts and unknown names.

@@ -32,6 +32,19 @@ fn is_ifname(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
+/// RFC 1123 § 2.1 host names: dot-separated labels of letters, digits and
+/// inner hyphens, each 1–63 bytes, 253 in all.
+fn is_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// Why `a` cannot be an interface address, if it cannot.
 fn unusable_address(c: &Ipv4Cidr) -> Option<String> {
     let a = c.addr();
@@ -122,7 +135,27 @@ impl Topology {
         self.check_wires()?;
         self.check_addresses()?;
         self.check_routes()?;
+        self.check_pki()?;
         self.check_segments()
+    }
+
+    fn check_pki(&self) -> Result<(), TopologyError> {
+        let Some(pki) = &self.pki else { return Ok(()) };
+        if pki.names.is_empty() {
+            return Err(self.error_at(
+                "pki.names",
+                "the server certificate needs at least one name",
+            ));
+        }
+        for (i, n) in pki.names.iter().enumerate() {
+            if !is_hostname(n) {
+                return Err(self.error_at(
+                    &format!("pki.names[{i}]"),
+                    format!("{n:?} is not a host name (letters, digits, '-' and '.')"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_nodes(&self) -> Result<(), TopologyError> {
@@ -161,11 +194,35 @@ impl Topology {
                 }
                 _ => {}
             }
-            if n.kind == NodeKind::Host && !n.config.is_empty() {
+            if n.kind == NodeKind::Host && n.app.is_none() && !n.config.is_empty() {
                 return Err(self.error_at(
                     &format!("nodes[{i}].config"),
-                    "a host has no config: it is an ordinary Linux namespace",
+                    "a host without an app has no config: it is an ordinary Linux namespace",
                 ));
+            }
+            if n.kind == NodeKind::Element {
+                if let Some(a) = n.app {
+                    return Err(self.error_at(
+                        &format!("nodes[{i}].app"),
+                        format!("an element has no app ({a} runs on a host, kind = \"host\")"),
+                    ));
+                }
+                if !n.hosts.is_empty() {
+                    return Err(
+                        self.error_at(&format!("nodes[{i}].hosts"), "only hosts have a hosts file")
+                    );
+                }
+            }
+            for (j, h) in n.hosts.iter().enumerate() {
+                if !is_hostname(&h.name) {
+                    return Err(self.error_at(
+                        &format!("nodes[{i}].hosts[{j}].name"),
+                        format!(
+                            "{:?} is not a host name (letters, digits, '-' and '.')",
+                            h.name
+                        ),
+                    ));
+                }
             }
             if n.kind == NodeKind::Element && n.forwarding.is_some() {
                 return Err(self.error_at(
