@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_cloud;
+mod bench_mobile;
 mod capture;
 mod lifecycle;
 mod roles;
@@ -127,6 +128,8 @@ enum BenchCmd {
     Forward(bench::ForwardArgs),
     /// iperf3 TCP and 64-byte UDP vm-lb → vm-ctl across two vSwitches vs. null elements and kernel vxlan.
     Cloud(bench_cloud::CloudArgs),
+    /// iperf3 TCP and 64-byte UDP ue → server through enb, sgw and pgw (GTP-U, NAT) vs. null elements.
+    Mobile(bench_mobile::MobileArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +154,9 @@ fn main() -> ExitCode {
         } => capture::capture(&lab.name, &file, seconds, &cmd),
         Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Cloud(args)) => bench_cloud::cloud(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench(BenchCmd::Mobile(args)) => {
+            bench_mobile::mobile(&args).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };
