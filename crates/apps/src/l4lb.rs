@@ -1,1 +1,804 @@
-//! TODO(issue 5): being written.
+//! The L4 load balancer in `vm-lb`: HAProxy's `mode tcp`. It terminates the
+//! client's TCP connection, opens a new one to a backend controller and
+//! copies bytes both ways, so TLS passes through untouched.
+//!
+//! The choice of a backend ([`balance`]) and a backend's health
+//! ([`health`]) are plain state machines; this file is the tokio around them:
+//! the accept loop, one task per session, one health-check task per backend.
+//!
+//! - Sessions go to UP backends only (round robin or least connections);
+//!   a failed connect is retried on another backend (HAProxy's `retries`
+//!   with `option redispatch`); with none left the client is closed.
+//! - Backends start UP, one failed check away from DOWN (HAProxy's default
+//!   `init-state up`); a DOWN backend gets no new sessions, its live ones go on.
+//! - Beyond `maxconn` live sessions a new connection is accepted and closed
+//!   at once, and counted in `refused_maxconn`.
+//! - Each direction reads into a bounded buffer and writes it out before
+//!   reading again (backpressure); an end of stream is passed on as a
+//!   half-close (`shutdown(Write)`) and the other direction goes on.
+//! - A side is idle when no byte moved either way for its timeout; the
+//!   session then ends (`cD`/`sD`).
+
+mod balance;
+mod health;
+mod tcplog;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, timeout_at, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+
+pub use balance::Balance;
+pub use health::HealthConfig;
+
+use balance::{Balancer, Candidate};
+use health::{Health, Transition};
+use tcplog::{TcpLog, Termination};
+
+/// Bytes one direction of a session holds at most before the other side
+/// has taken them.
+const BUFFER: usize = 16 * 1024;
+
+/// The load balancer's configuration (one frontend, one backend).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L4lbConfig {
+    /// Where clients connect.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The backend's servers, e.g. `["192.168.1.20:443", "192.168.2.20:443"]`.
+    pub backends: Vec<SocketAddr>,
+    /// The backend's name in logs and status (HAProxy's `backend ctl`).
+    #[serde(default = "default_backend_name")]
+    pub backend_name: String,
+    #[serde(default)]
+    pub balance: Balance,
+    /// Live sessions at most; beyond, connections are accepted and closed.
+    #[serde(default = "default_maxconn")]
+    pub maxconn: usize,
+    /// One connection attempt to a backend gives up after this long.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// The client side's idle timeout.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub client_timeout_ms: u64,
+    /// The server side's idle timeout.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub server_timeout_ms: u64,
+    /// Further connection attempts, each on a backend not tried yet.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// After shutdown, live sessions get this long before they are killed.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 443))
+}
+
+fn default_backend_name() -> String {
+    "ctl".into()
+}
+
+fn default_maxconn() -> usize {
+    4096
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    5000
+}
+
+/// A configuration the load balancer cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum L4lbError {
+    /// A key holds a value out of range.
+    #[error("l4lb config: `{key}` {reason}")]
+    Config {
+        key: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl L4lbConfig {
+    /// Checks the values serde cannot, naming the offending key.
+    pub fn validate(&self) -> Result<(), L4lbError> {
+        let positive = [
+            ("maxconn", self.maxconn as u64),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("client_timeout_ms", self.client_timeout_ms),
+            ("server_timeout_ms", self.server_timeout_ms),
+            ("health.interval_ms", self.health.interval_ms),
+            ("health.timeout_ms", self.health.timeout_ms),
+            ("health.rise", self.health.rise.into()),
+            ("health.fall", self.health.fall.into()),
+        ];
+        if self.backends.is_empty() {
+            return Err(L4lbError::Config {
+                key: "backends",
+                reason: "must name at least one server",
+            });
+        }
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some(&(key, _)) => Err(L4lbError::Config {
+                key,
+                reason: "must be at least 1",
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A running load balancer: configuration, backend state and counters.
+pub struct L4lb {
+    name: String,
+    config: L4lbConfig,
+    pool: Mutex<Pool>,
+    /// Bytes per backend: client → server, server → client.
+    bytes: Vec<[AtomicU64; 2]>,
+    counters: Counters,
+}
+
+/// What the balancer decides on, under one lock.
+struct Pool {
+    balancer: Balancer,
+    servers: Vec<ServerState>,
+}
+
+struct ServerState {
+    health: Health,
+    active: usize,
+    total: u64,
+    connect_failures: u64,
+    checks_passed: u64,
+    checks_failed: u64,
+    last_check: Option<Check>,
+    last_change: Instant,
+}
+
+/// A health check's result: HAProxy's status code, reason and info.
+#[derive(Clone)]
+struct Check {
+    code: &'static str,
+    reason: &'static str,
+    info: Option<String>,
+    duration: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    active: AtomicUsize,
+    accepted: AtomicU64,
+    refused_maxconn: AtomicU64,
+    no_backend: AtomicU64,
+    connect_failures: AtomicU64,
+    client_timeouts: AtomicU64,
+    server_timeouts: AtomicU64,
+}
+
+/// A live session: counted in `active` until dropped.
+struct Admission(Arc<L4lb>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.counters.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl L4lb {
+    pub fn new(name: &str, config: L4lbConfig) -> Arc<L4lb> {
+        let now = Instant::now();
+        let servers = config
+            .backends
+            .iter()
+            .map(|_| ServerState {
+                health: Health::new(config.health.rise, config.health.fall),
+                active: 0,
+                total: 0,
+                connect_failures: 0,
+                checks_passed: 0,
+                checks_failed: 0,
+                last_check: None,
+                last_change: now,
+            })
+            .collect();
+        Arc::new(L4lb {
+            name: name.into(),
+            bytes: config.backends.iter().map(|_| Default::default()).collect(),
+            pool: Mutex::new(Pool {
+                balancer: Balancer::new(config.balance),
+                servers,
+            }),
+            config,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Binds `config.listen` and serves.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let listener = TcpListener::bind(self.config.listen).await?;
+        self.serve(listener, shutdown).await
+    }
+
+    /// Serves on a bound listener until `shutdown`, then stops accepting and
+    /// gives live sessions `shutdown_grace_ms` before killing them.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        self.config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        info!(
+            frontend = %self.name, listen = %listener.local_addr()?, backend = %self.config.backend_name,
+            servers = ?self.config.backends, balance = ?self.config.balance, "l4lb serving"
+        );
+        let mut checks = JoinSet::new();
+        for i in 0..self.config.backends.len() {
+            checks.spawn(self.clone().check_loop(i));
+        }
+        let (kill, killed) = watch::channel(());
+        let mut sessions = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((client, peer)) => {
+                        if let Some(admission) = self.admit() {
+                            sessions.spawn(self.clone().session(admission, client, peer, killed.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        info!(live = sessions.len(), "l4lb stopped accepting");
+        let grace = sleep(Duration::from_millis(self.config.shutdown_grace_ms));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                _ = &mut grace => break,
+                next = sessions.join_next() => if next.is_none() { break },
+            }
+        }
+        kill.send_replace(());
+        while sessions.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Counts an accepted connection; `None` (and the connection is to be
+    /// dropped) beyond `maxconn`.
+    fn admit(self: &Arc<Self>) -> Option<Admission> {
+        let c = &self.counters;
+        c.accepted.fetch_add(1, Ordering::Relaxed);
+        let previous = c.active.fetch_add(1, Ordering::Relaxed);
+        let admission = Admission(self.clone());
+        if previous >= self.config.maxconn {
+            c.refused_maxconn.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                maxconn = self.config.maxconn,
+                "maxconn reached, connection closed"
+            );
+            return None;
+        }
+        Some(admission)
+    }
+
+    async fn session(
+        self: Arc<Self>,
+        admission: Admission,
+        client: TcpStream,
+        peer: SocketAddr,
+        killed: watch::Receiver<()>,
+    ) {
+        let accept_date = time::OffsetDateTime::now_utc();
+        let start = Instant::now();
+        let _ = client.set_nodelay(true);
+        let connected = self.connect().await;
+        let connect = connected.stream.is_some().then(|| start.elapsed());
+        let (termination, bytes_read) = match (connected.server, connected.stream) {
+            (Some(i), Some(server)) => self.proxy(i, client, server, killed).await,
+            _ => {
+                self.counters.no_backend.fetch_add(1, Ordering::Relaxed);
+                (connected.failure, 0)
+            }
+        };
+        let timeouts = match termination {
+            Termination::ClientTimeout => Some(&self.counters.client_timeouts),
+            Termination::ServerTimeout => Some(&self.counters.server_timeouts),
+            _ => None,
+        };
+        if let Some(t) = timeouts {
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+        let (beconn, srv_conn) = {
+            let pool = self.pool();
+            let beconn = pool.servers.iter().map(|s| s.active).sum();
+            (
+                beconn,
+                connected.server.map_or(0, |i| pool.servers[i].active),
+            )
+        };
+        let feconn = self.counters.active.load(Ordering::Relaxed);
+        info!(
+            "{}",
+            TcpLog {
+                client: peer,
+                accept_date,
+                frontend: &self.name,
+                backend: &self.config.backend_name,
+                server: connected.server.map(|i| self.config.backends[i]),
+                connect,
+                total: start.elapsed(),
+                bytes_read,
+                termination,
+                actconn: feconn,
+                feconn,
+                beconn,
+                srv_conn,
+                retries: connected.retries,
+            }
+        );
+        if let Some(i) = connected.server {
+            self.pool().servers[i].active -= 1;
+        }
+        drop(admission);
+    }
+
+    /// Connects to an UP backend, retrying on others. The chosen server,
+    /// if any, is counted as active until the caller releases it.
+    async fn connect(&self) -> Connected {
+        let timeout_d = Duration::from_millis(self.config.connect_timeout_ms);
+        let mut tried = Vec::new();
+        let mut failure = Termination::ServerRefused;
+        while tried.len() <= self.config.retries as usize {
+            let Some(i) = self.choose(&tried) else { break };
+            tried.push(i);
+            let addr = self.config.backends[i];
+            let error = match timeout(timeout_d, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.pool().servers[i].total += 1;
+                    return Connected {
+                        server: Some(i),
+                        stream: Some(stream),
+                        retries: tried.len() as u32 - 1,
+                        failure,
+                    };
+                }
+                Ok(Err(e)) => {
+                    failure = Termination::ServerRefused;
+                    e.to_string()
+                }
+                Err(_) => {
+                    failure = Termination::ConnectTimeout;
+                    "connect timeout".into()
+                }
+            };
+            debug!(server = %addr, %error, "connection to backend failed");
+            self.counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let mut pool = self.pool();
+            pool.servers[i].connect_failures += 1;
+            pool.servers[i].active -= 1;
+        }
+        Connected {
+            server: None,
+            stream: None,
+            retries: tried.len().saturating_sub(1) as u32,
+            failure,
+        }
+    }
+
+    /// Picks a server not in `tried` and counts the session on it.
+    fn choose(&self, tried: &[usize]) -> Option<usize> {
+        let mut pool = self.pool();
+        let candidates: Vec<Candidate> = pool
+            .servers
+            .iter()
+            .map(|s| Candidate {
+                up: s.health.is_up(),
+                active: s.active,
+            })
+            .collect();
+        let i = pool.balancer.choose(&candidates, tried)?;
+        pool.servers[i].active += 1;
+        Some(i)
+    }
+
+    /// Copies bytes both ways until both sides closed, one failed or idled
+    /// out, or the session is killed; answers how it ended and the bytes
+    /// sent to the client.
+    async fn proxy(
+        &self,
+        i: usize,
+        mut client: TcpStream,
+        mut server: TcpStream,
+        mut killed: watch::Receiver<()>,
+    ) -> (Termination, u64) {
+        let activity = Activity::new();
+        let to_client = AtomicU64::new(0);
+        let client_idle = Duration::from_millis(self.config.client_timeout_ms);
+        let server_idle = Duration::from_millis(self.config.server_timeout_ms);
+        let (mut cr, mut cw) = client.split();
+        let (mut sr, mut sw) = server.split();
+        let [up_bytes, down_bytes] = &self.bytes[i];
+        let (up_meters, down_meters) = ([up_bytes], [down_bytes, &to_client]);
+        let up = pump(
+            &mut cr,
+            &mut sw,
+            [client_idle, server_idle],
+            &activity,
+            &up_meters,
+        );
+        let down = pump(
+            &mut sr,
+            &mut cw,
+            [server_idle, client_idle],
+            &activity,
+            &down_meters,
+        );
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        let termination = loop {
+            tokio::select! {
+                r = &mut up, if !up_done => match r {
+                    Ok(()) => up_done = true,
+                    Err(Fault::Read(timeout)) => break side(Side::Client, timeout),
+                    Err(Fault::Write(timeout)) => break side(Side::Server, timeout),
+                },
+                r = &mut down, if !down_done => match r {
+                    Ok(()) => down_done = true,
+                    Err(Fault::Read(timeout)) => break side(Side::Server, timeout),
+                    Err(Fault::Write(timeout)) => break side(Side::Client, timeout),
+                },
+                _ = killed.changed() => break Termination::Killed,
+            }
+            if up_done && down_done {
+                break Termination::Normal;
+            }
+        };
+        (termination, to_client.load(Ordering::Relaxed))
+    }
+
+    /// Checks backend `i` every interval, forever.
+    async fn check_loop(self: Arc<Self>, i: usize) {
+        let h = &self.config.health;
+        let mut tick = tokio::time::interval(Duration::from_millis(h.interval_ms));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let start = Instant::now();
+            let attempt = timeout(
+                Duration::from_millis(h.timeout_ms),
+                TcpStream::connect(self.config.backends[i]),
+            )
+            .await;
+            let duration = start.elapsed();
+            let check = match attempt {
+                Ok(Ok(_)) => Check {
+                    code: "L4OK",
+                    reason: "Layer4 check passed",
+                    info: None,
+                    duration,
+                },
+                Ok(Err(e)) => Check {
+                    code: "L4CON",
+                    reason: "Layer4 connection problem",
+                    info: Some(os_message(&e)),
+                    duration,
+                },
+                Err(_) => Check {
+                    code: "L4TOUT",
+                    reason: "Layer4 timeout",
+                    info: None,
+                    duration,
+                },
+            };
+            self.on_check(i, check);
+        }
+    }
+
+    /// Feeds a check result to backend `i`'s health; logs a state change
+    /// like HAProxy.
+    fn on_check(&self, i: usize, check: Check) {
+        let mut pool = self.pool();
+        let s = &mut pool.servers[i];
+        let passed = check.code == "L4OK";
+        if passed {
+            s.checks_passed += 1;
+        } else {
+            s.checks_failed += 1;
+        }
+        s.last_check = Some(check.clone());
+        let Some(transition) = s.health.on_check(passed) else {
+            return;
+        };
+        s.last_change = Instant::now();
+        let sessions = s.active;
+        let up = pool.servers.iter().filter(|s| s.health.is_up()).count();
+        drop(pool);
+        let server = format!("{}/{}", self.config.backend_name, self.config.backends[i]);
+        let info = check
+            .info
+            .map(|m| format!(", info: \"{m}\""))
+            .unwrap_or_default();
+        let ms = check.duration.as_millis();
+        match transition {
+            Transition::Up => info!(
+                "Server {server} is UP, reason: {}{info}, check duration: {ms}ms. \
+                 {up} active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+                check.reason
+            ),
+            Transition::Down => {
+                warn!(
+                    "Server {server} is DOWN, reason: {}{info}, check duration: {ms}ms. \
+                     {up} active and 0 backup servers left. {sessions} sessions active, \
+                     0 requeued, 0 remaining in queue.",
+                    check.reason
+                );
+                if up == 0 {
+                    error!(
+                        "backend {} has no server available!",
+                        self.config.backend_name
+                    );
+                }
+            }
+        }
+    }
+
+    /// Per backend and frontend totals for the control socket, in the
+    /// spirit of HAProxy's stats CSV (`bytes_in` is client → server).
+    pub fn status(&self) -> Value {
+        let pool = self.pool();
+        let servers: Vec<Value> = pool
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let [bytes_in, bytes_out] = &self.bytes[i];
+                let last_check = s.last_check.as_ref().map(|c| {
+                    json!({
+                        "code": c.code,
+                        "reason": c.reason,
+                        "info": c.info,
+                        "duration_ms": c.duration.as_millis() as u64,
+                    })
+                });
+                json!({
+                    "name": format!("{}/{}", self.config.backend_name, self.config.backends[i]),
+                    "address": self.config.backends[i].to_string(),
+                    "status": if s.health.is_up() { "UP" } else { "DOWN" },
+                    "checks_passed": s.checks_passed,
+                    "checks_failed": s.checks_failed,
+                    "last_check": last_check,
+                    "ms_since_change": s.last_change.elapsed().as_millis() as u64,
+                    "active": s.active,
+                    "total": s.total,
+                    "connect_failures": s.connect_failures,
+                    "bytes_in": bytes_in.load(Ordering::Relaxed),
+                    "bytes_out": bytes_out.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sum = |k: usize| self.bytes.iter().map(|b| load(&b[k])).sum::<u64>();
+        json!({
+            "frontend": {
+                "name": self.name,
+                "listen": self.config.listen.to_string(),
+                "maxconn": self.config.maxconn,
+                "active": c.active.load(Ordering::Relaxed),
+                "accepted": load(&c.accepted),
+                "refused_maxconn": load(&c.refused_maxconn),
+                "no_backend": load(&c.no_backend),
+                "connect_failures": load(&c.connect_failures),
+                "client_timeouts": load(&c.client_timeouts),
+                "server_timeouts": load(&c.server_timeouts),
+                "bytes_in": sum(0),
+                "bytes_out": sum(1),
+            },
+            "backend": {
+                "name": self.config.backend_name,
+                "balance": self.config.balance,
+                "up": pool.servers.iter().filter(|s| s.health.is_up()).count(),
+                "servers": servers,
+            },
+        })
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The outcome of [`L4lb::connect`].
+struct Connected {
+    server: Option<usize>,
+    stream: Option<TcpStream>,
+    retries: u32,
+    /// How the session ends when there is no stream.
+    failure: Termination,
+}
+
+/// When a byte last moved either way in a session.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When a side idle for `idle` times out.
+    fn deadline(&self, idle: Duration) -> tokio::time::Instant {
+        let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        tokio::time::Instant::from_std(last + idle)
+    }
+}
+
+/// Why one direction of a session stopped: on its read side or its write
+/// side, by a timeout (`true`) or an error.
+enum Fault {
+    Read(bool),
+    Write(bool),
+}
+
+enum Side {
+    Client,
+    Server,
+}
+
+fn side(side: Side, timeout: bool) -> Termination {
+    match (side, timeout) {
+        (Side::Client, true) => Termination::ClientTimeout,
+        (Side::Client, false) => Termination::ClientAbort,
+        (Side::Server, true) => Termination::ServerTimeout,
+        (Side::Server, false) => Termination::ServerAbort,
+    }
+}
+
+/// Copies one direction until end of stream, then half-closes the writer.
+/// `idle` is the reader's and the writer's side timeout; `meters` count the
+/// bytes written.
+async fn pump<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    idle: [Duration; 2],
+    activity: &Activity,
+    meters: &[&AtomicU64],
+) -> Result<(), Fault>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0; BUFFER];
+    loop {
+        let n = loop {
+            match timeout_at(activity.deadline(idle[0]), reader.read(&mut buf)).await {
+                Ok(Ok(n)) => break n,
+                Ok(Err(_)) => return Err(Fault::Read(false)),
+                Err(_) if activity.deadline(idle[0]) > tokio::time::Instant::now() => {}
+                Err(_) => return Err(Fault::Read(true)),
+            }
+        };
+        if n == 0 {
+            return match timeout(idle[1], writer.shutdown()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Fault::Write(false)),
+                Err(_) => Err(Fault::Write(true)),
+            };
+        }
+        activity.touch();
+        match timeout(idle[1], writer.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Fault::Write(false)),
+            Err(_) => return Err(Fault::Write(true)),
+        }
+        activity.touch();
+        for m in meters {
+            m.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An I/O error's OS message without the errno suffix, as HAProxy logs it.
+fn os_message(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(k) => s[..k].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> L4lbConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn omitted_keys_take_the_documented_defaults() {
+        let c = config(r#"{"backends": ["192.168.1.20:443", "192.168.2.20:443"]}"#);
+        assert_eq!(c.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(c.balance, Balance::RoundRobin);
+        assert_eq!(
+            (c.maxconn, c.connect_timeout_ms, c.retries),
+            (4096, 2000, 2)
+        );
+        assert_eq!((c.client_timeout_ms, c.server_timeout_ms), (30_000, 30_000));
+        assert_eq!((c.health.rise, c.health.fall), (2, 3));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_balances_are_refused() {
+        let bad = [
+            r#"{"backends": [], "mode": "tcp"}"#,
+            r#"{"backends": [], "balance": "source"}"#,
+        ];
+        for json in bad {
+            assert!(serde_json::from_str::<L4lbConfig>(json).is_err(), "{json}");
+        }
+        let c = config(r#"{"backends": [], "balance": "leastconn"}"#);
+        assert_eq!(c.balance, Balance::LeastConn);
+    }
+
+    #[test]
+    fn validate_names_the_offending_key() {
+        let c = config(r#"{"backends": []}"#);
+        assert!(c.validate().unwrap_err().to_string().contains("`backends`"));
+        let c = config(r#"{"backends": ["10.0.0.1:1"], "health": {"fall": 0}}"#);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`health.fall`"));
+    }
+}
