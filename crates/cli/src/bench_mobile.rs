@@ -7,7 +7,10 @@
 //! (`bench-mobile-null.toml`, the driver's own cost). Each gets an iperf3 TCP
 //! run and a 64-byte UDP packet-rate run from ue to server, then a run at a
 //! fixed load that compares CPU per frame position by position (enb with
-//! the first null, sgw with the second, pgw with the third). The report adds
+//! the first null, sgw with the second, pgw with the third). The two labs
+//! alternate for `--rounds` rounds, and every figure is the median of its
+//! rounds, every ratio the median of the rounds' ratios, so a burst of other
+//! work on the machine moves one round, not the result. The report adds
 //! peak RSS per element, the elements alone without I/O, and the PGW's NAT
 //! table at 1 and 100,000 entries.
 
@@ -22,6 +25,10 @@ pub struct MobileArgs {
     /// Seconds of each iperf3 run.
     #[arg(long, default_value_t = 5)]
     pub seconds: u32,
+    /// Rounds of null then mobile; each ratio is the median of the rounds'
+    /// ratios (a mobile lab against the null lab run just before it).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Directory holding the bench-mobile*.toml topologies.
     #[arg(long, default_value = "netns")]
     pub topologies: PathBuf,
@@ -55,15 +62,20 @@ const VARIANTS: [Variant; 2] = [
 
 pub fn mobile(args: &MobileArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the d11 binary")?;
-    let mut results = serde_json::Map::new();
-    for v in &VARIANTS {
-        let file = args.topologies.join(v.file);
-        eprintln!("bench: {} ({})", v.name, file.display());
-        let r = run_variant(&exe, v, &file, args.seconds)
-            .with_context(|| format!("variant {}", v.name))?;
-        results.insert(v.name.to_string(), r);
+    let mut rounds = vec![];
+    for round in 1..=args.rounds.max(1) {
+        let mut results = serde_json::Map::new();
+        for v in &VARIANTS {
+            let file = args.topologies.join(v.file);
+            eprintln!("bench: round {round}, {} ({})", v.name, file.display());
+            let r = run_variant(&exe, v, &file, args.seconds)
+                .with_context(|| format!("variant {}", v.name))?;
+            results.insert(v.name.to_string(), r);
+        }
+        rounds.push(results);
     }
-    let report = summarise(results);
+    let mut report = summarise(&rounds);
+    report["mobile_core"] = bench::mobile_core(2_000_000);
     print_report(&report);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
@@ -151,30 +163,32 @@ fn udp_sums(run: &Value, seconds: u32) -> (f64, f64, f64) {
     )
 }
 
-fn summarise(results: serde_json::Map<String, Value>) -> Value {
-    let get = |v: &str, k: &str| results.get(v).and_then(|r| r[k].as_f64()).unwrap_or(0.0);
+/// The median of `v` (the mean of the middle two for an even count); NaN
+/// when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn summarise(rounds: &[serde_json::Map<String, Value>]) -> Value {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let ns = |v: &str, node: &str| {
-        results
-            .get(v)
-            .and_then(|r| r["fixed_load"][node]["ns_per_frame"].as_f64())
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+    let ns = |r: &Value, node: &str| {
+        r["fixed_load"][node]["ns_per_frame"]
+            .as_f64()
             .unwrap_or(0.0)
     };
-    let mut per_position = serde_json::Map::new();
-    for node in POSITIONS {
-        per_position.insert(
-            node.to_string(),
-            json!(ratio(ns("mobile", node), ns("null", node))),
-        );
-    }
     // The whole chain: CPU of the three positions over the frames they received.
-    let chain = |v: &str| {
+    let chain = |r: &Value| {
         let (mut cpu, mut frames) = (0u64, 0u64);
         for node in POSITIONS {
-            if let Some(f) = results.get(v).map(|r| &r["fixed_load"][node]) {
-                cpu += f["cpu_ns"].as_u64().unwrap_or(0);
-                frames += f["rx_frames"].as_u64().unwrap_or(0);
-            }
+            cpu += r["fixed_load"][node]["cpu_ns"].as_u64().unwrap_or(0);
+            frames += r["fixed_load"][node]["rx_frames"].as_u64().unwrap_or(0);
         }
         if frames > 0 {
             cpu as f64 / frames as f64
@@ -182,23 +196,83 @@ fn summarise(results: serde_json::Map<String, Value>) -> Value {
             0.0
         }
     };
+    // Each round's ratio of mobile to null, then the median and the list.
+    let paired = |each: &dyn Fn(&Value, &Value) -> f64| {
+        let list: Vec<f64> = rounds
+            .iter()
+            .map(|r| each(&r["mobile"], &r["null"]))
+            .collect();
+        json!({ "median": median(list.clone()), "rounds": list })
+    };
+    let mut variants = serde_json::Map::new();
+    for v in VARIANTS {
+        let runs: Vec<&Value> = rounds.iter().filter_map(|r| r.get(v.name)).collect();
+        let med = |k: &str| median(runs.iter().map(|r| f(r, k)).collect());
+        let mut fixed = serde_json::Map::new();
+        let mut rss = serde_json::Map::new();
+        for node in POSITIONS {
+            fixed.insert(
+                node.to_string(),
+                json!({ "ns_per_frame": median(runs.iter().map(|r| ns(r, node)).collect()) }),
+            );
+            let peak = runs
+                .iter()
+                .filter_map(|r| r["peak_rss_kib"][node].as_u64())
+                .max();
+            rss.insert(node.to_string(), json!(peak));
+        }
+        variants.insert(
+            v.name.to_string(),
+            json!({
+                "tcp_mbit_s": med("tcp_mbit_s"),
+                "udp64_sent_pps": med("udp64_sent_pps"),
+                "udp64_received_pps": med("udp64_received_pps"),
+                "udp64_loss": med("udp64_loss"),
+                "fixed_load_loss": med("fixed_load_loss"),
+                "fixed_load": fixed,
+                "chain_ns_per_frame": median(runs.iter().map(|r| chain(r)).collect()),
+                "peak_rss_kib": rss,
+                "rounds": runs,
+            }),
+        );
+    }
+    let mut per_position = serde_json::Map::new();
+    for node in POSITIONS {
+        per_position.insert(
+            node.to_string(),
+            paired(&|m, n| ratio(ns(m, node), ns(n, node))),
+        );
+    }
     json!({
-        "variants": results,
+        "rounds": rounds.len(),
+        "variants": variants,
         "ratios": {
             "mobile_vs_null_cpu_per_frame": per_position,
-            "mobile_vs_null_cpu_per_frame_chain": ratio(chain("mobile"), chain("null")),
-            "mobile_vs_null_cost_per_frame_udp64": ratio(get("null", "udp64_received_pps"), get("mobile", "udp64_received_pps")),
-            "mobile_vs_null_cost_tcp": ratio(get("null", "tcp_mbit_s"), get("mobile", "tcp_mbit_s")),
+            "mobile_vs_null_cpu_per_frame_chain": paired(&|m, n| ratio(chain(m), chain(n))),
+            "mobile_vs_null_cost_per_frame_udp64": paired(&|m, n| ratio(f(n, "udp64_received_pps"), f(m, "udp64_received_pps"))),
+            "mobile_vs_null_cost_tcp": paired(&|m, n| ratio(f(n, "tcp_mbit_s"), f(m, "tcp_mbit_s"))),
         },
         "goals": { "mobile_vs_null_cpu_per_frame": GOAL },
-        "mobile_core": bench::mobile_core(2_000_000),
     })
 }
 
 fn print_report(r: &Value) {
     let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let list = |v: &Value| {
+        let l: Vec<String> = v["rounds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| format!("{:.2}", num(x)))
+            .collect();
+        l.join(" ")
+    };
     println!(
-        "\n{:<8} {:>12} {:>14} {:>14} {:>7}",
+        "\nmedians of {} rounds (null, then mobile, each round)",
+        r["rounds"]
+    );
+    println!(
+        "{:<8} {:>12} {:>14} {:>14} {:>7}",
         "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
     );
     for name in ["null", "mobile"] {
@@ -214,28 +288,33 @@ fn print_report(r: &Value) {
     }
     println!(
         "\nelement CPU ns/frame at 20k frames/s (64 B UDP ue → server), per position \
-         (loss: null {:.1}%, mobile {:.1}%):",
+         (loss: null {:.1}%, mobile {:.1}%); peak RSS:",
         100.0 * num(&r["variants"]["null"]["fixed_load_loss"]),
         100.0 * num(&r["variants"]["mobile"]["fixed_load_loss"]),
     );
     println!(
-        "  {:<10} {:>10} {:>10} {:>8} {:>10} {:>10}",
-        "position", "null", "mobile", "ratio", "RSS null", "RSS mob."
+        "  {:<8} {:>7} {:>7} {:>7}  {:<16} {:>9} {:>9}",
+        "position", "null", "mobile", "ratio", "(each round)", "RSS null", "RSS mob."
     );
     let q = &r["ratios"];
     for node in POSITIONS {
         let cell = |v: &str| num(&r["variants"][v]["fixed_load"][node]["ns_per_frame"]);
         let rss = |v: &str| num(&r["variants"][v]["peak_rss_kib"][node]) / 1024.0;
-        let ratio = num(&q["mobile_vs_null_cpu_per_frame"][node]);
+        let ratio = &q["mobile_vs_null_cpu_per_frame"][node];
         println!(
-            "  {:<10} {:>10.0} {:>10.0} {:>7.2}x {:>7.1} MiB {:>6.1} MiB{}",
+            "  {:<8} {:>7.0} {:>7.0} {:>6.2}x  {:<16} {:>5.1} MiB {:>5.1} MiB{}",
             node,
             cell("null"),
             cell("mobile"),
-            ratio,
+            num(&ratio["median"]),
+            list(ratio),
             rss("null"),
             rss("mobile"),
-            if ratio <= GOAL { "" } else { "  over the goal" },
+            if num(&ratio["median"]) <= GOAL {
+                ""
+            } else {
+                "  over the goal"
+            },
         );
     }
     println!();
@@ -250,7 +329,11 @@ fn print_report(r: &Value) {
         ),
         ("mobile_vs_null_cost_tcp", "TCP cost, mobile / null"),
     ] {
-        println!("{:>6.2}x  {what}", num(&q[key]));
+        println!(
+            "{:>6.2}x  {what}; rounds {}",
+            num(&q[key]["median"]),
+            list(&q[key])
+        );
     }
     let m = &r["mobile_core"];
     println!(
@@ -334,6 +417,44 @@ mod tests {
         assert_eq!(
             enb["config"]["gateway_mac"].as_str(),
             Some(d11_lab::default_mac("pgw", "s5").to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn each_ratio_is_the_median_of_the_rounds_ratios() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        let round = |null: u64, mobile: u64| {
+            let run = |cpu: u64| {
+                let node =
+                    json!({ "cpu_ns": cpu * 100, "rx_frames": 100, "ns_per_frame": cpu as f64 });
+                json!({ "tcp_mbit_s": 100.0, "udp64_received_pps": 1000.0,
+                        "fixed_load": { "enb": node, "sgw": node, "pgw": node },
+                        "peak_rss_kib": { "enb": cpu, "sgw": cpu, "pgw": cpu } })
+            };
+            let mut m = serde_json::Map::new();
+            m.insert("null".into(), run(null));
+            m.insert("mobile".into(), run(mobile));
+            m
+        };
+        // A noisy second round: its null is slow, so its mobile looks cheap.
+        let rounds = [round(1000, 1100), round(3000, 1200), round(1000, 1150)];
+        let r = summarise(&rounds);
+        let enb = &r["ratios"]["mobile_vs_null_cpu_per_frame"]["enb"];
+        assert_eq!(enb["median"].as_f64(), Some(1.1));
+        assert_eq!(enb["rounds"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            r["ratios"]["mobile_vs_null_cpu_per_frame_chain"]["median"].as_f64(),
+            Some(1.1)
+        );
+        assert_eq!(
+            r["variants"]["null"]["fixed_load"]["sgw"]["ns_per_frame"].as_f64(),
+            Some(1000.0)
+        );
+        assert_eq!(
+            r["variants"]["null"]["peak_rss_kib"]["pgw"].as_u64(),
+            Some(3000)
         );
     }
 
