@@ -13,6 +13,7 @@ pub mod hash;
 pub mod nat;
 pub mod outbox;
 pub mod pcapng;
+pub mod ratelimit;
 pub mod rng;
 pub mod time;
 
@@ -20,6 +21,7 @@ pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
 pub use counters::{Counters, DropReason, PortCounters};
 pub use fib::Fib;
 pub use outbox::Outbox;
+pub use ratelimit::TokenBucket;
 pub use rng::Rng;
 pub use time::Instant;
 

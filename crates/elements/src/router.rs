@@ -12,6 +12,7 @@
 
 use d11_core::{
     ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Fib, Instant, Outbox, PortId,
+    TokenBucket,
 };
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
@@ -52,11 +53,6 @@ struct NextHop {
     via: Option<Ipv4Addr>,
 }
 
-/// ICMP errors a router may originate per second, and the burst it may send
-/// at once [RFC 1812 § 4.3.2.8]. Enough for traceroute, not for a flood.
-const ICMP_RATE: u32 = 1000;
-const ICMP_BURST: u32 = 100;
-
 /// Counts of what the router answered itself, shown in its report.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 struct Originated {
@@ -75,9 +71,8 @@ pub struct Router {
     fib: Fib<NextHop>,
     arp: ArpCache,
     ident: u16,
-    /// ICMP token bucket: tokens and when they were last refilled.
-    icmp_tokens: u32,
-    icmp_refill: Instant,
+    /// ICMP errors originated [RFC 1812 § 4.3.2.8].
+    icmp_tokens: TokenBucket,
     /// Latest time seen, for reports (ARP entries that are still valid).
     last_now: Instant,
     sent: Originated,
@@ -124,8 +119,7 @@ impl Router {
             fib,
             arp: ArpCache::new(ArpConfig::default()),
             ident: 1,
-            icmp_tokens: ICMP_BURST,
-            icmp_refill: Instant::ZERO,
+            icmp_tokens: TokenBucket::icmp_errors(),
             last_now: Instant::ZERO,
             sent: Originated::default(),
         }
@@ -292,7 +286,7 @@ impl Router {
         if !icmp::may_send_error_about(ip) {
             return;
         }
-        if !self.take_icmp_token(now) {
+        if !self.icmp_tokens.take(now) {
             self.sent.rate_limited += 1;
             return;
         }
@@ -305,20 +299,6 @@ impl Router {
         let ident = self.next_ident();
         icmp::emit_error(&mut pkt, from, ident, err, ip);
         self.route_local(now, port, &pkt, out);
-    }
-
-    fn take_icmp_token(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_since(self.icmp_refill);
-        let add = (elapsed.as_micros() * u128::from(ICMP_RATE) / 1_000_000) as u32;
-        if add > 0 {
-            self.icmp_tokens = (self.icmp_tokens + add).min(ICMP_BURST);
-            self.icmp_refill = now;
-        }
-        if self.icmp_tokens == 0 {
-            return false;
-        }
-        self.icmp_tokens -= 1;
-        true
     }
 
     fn next_ident(&mut self) -> u16 {
