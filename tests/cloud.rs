@@ -245,6 +245,9 @@ fn bad_vxlan_is_counted_and_forwarding_goes_on() {
     assert_eq!(d["vxlan_inner_truncated"], 1, "{d}");
     let o = lab.sh("vm-lb", &["ping", "-c", "2", "-i", "0.2", "-W", "2", CTL]);
     assert!(o.contains(" 0% packet loss"), "{o}");
+    // The vgw's VTEP address answers ping from the underlay (not in VXLAN).
+    let o = lab.sh("kvtep", &["ping", "-c", "1", "-W", "2", "10.0.0.1"]);
+    assert!(o.contains(" 0% packet loss") && o.contains("ttl=64"), "{o}");
 }
 
 #[test]
@@ -452,4 +455,73 @@ fn in_the_story_lab_the_server_and_the_phone_reach_the_vip_and_the_azs_each_othe
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.2.20"],
     );
     assert!(o.contains(" 0% packet loss") && o.contains("ttl=63"), "{o}");
+
+    // The vgw answers as a router. A VM pings its default gateway (inside
+    // VXLAN VNI 1001), and its first traceroute hop is that gateway.
+    let o = lab.sh("vm-lb", &["ping", "-c", "1", "-W", "2", "192.168.1.1"]);
+    assert!(o.contains(" 0% packet loss") && o.contains("ttl=64"), "{o}");
+    let o = lab.sh(
+        "vm-lb",
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "-m",
+            "2",
+            "192.168.2.20",
+        ],
+    );
+    let hops: Vec<&str> = o.lines().skip(1).collect();
+    assert!(
+        hops.first().is_some_and(|h| h.contains(" 192.168.1.1 "))
+            && hops.get(1).is_some_and(|h| h.contains(" 192.168.2.20 ")),
+        "vm-lb → vm-ctl2 through the VPC router: {o}"
+    );
+    // From the internet: TCP probes to the VIP's port (UDP probes would not
+    // be translated) show the carriers, the vgw's ext address, then the VIP.
+    let o = lab.sh(
+        "server",
+        &[
+            "traceroute",
+            "-n",
+            "-T",
+            "-p",
+            "443",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "203.0.113.24",
+        ],
+    );
+    let hops: Vec<&str> = o.lines().skip(1).collect();
+    let vgw_hop = hops.iter().position(|h| h.contains(" 203.0.113.2 "));
+    assert!(
+        vgw_hop.is_some_and(|i| hops
+            .get(i + 1)
+            .is_some_and(|h| h.contains(" 203.0.113.24 "))),
+        "server → vgw → VIP: {o}"
+    );
+    // Path MTU discovery through the DNAT: 1500 bytes with DF to the VIP
+    // do not fit a VM (1450) once in VXLAN; the vgw says so, quoting the
+    // VIP as the server wrote it.
+    let py = "from scapy.all import IP, TCP, ICMP, IPerror, sr1, conf\n\
+              conf.verb = 0\n\
+              p = IP(dst='203.0.113.24', flags='DF') / TCP(sport=40443, dport=443, flags='S') / (b'x' * 1460)\n\
+              r = sr1(p, timeout=3)\n\
+              print('none' if r is None else (r[IP].src, r[ICMP].type, r[ICMP].code, r[ICMP].nexthopmtu, r[IPerror].dst, len(p)))";
+    let o = lab.sh("server", &["/usr/bin/python3", "-c", py]);
+    assert_eq!(
+        o.trim(),
+        "('203.0.113.2', 3, 4, 1450, '203.0.113.24', 1500)",
+        "fragmentation needed from the vgw"
+    );
+    let status = lab.status();
+    let vgw = &node(&status, "vgw")["report"]["originated"];
+    assert!(vgw["echo_replies"].as_u64() >= Some(1), "{vgw}");
+    assert!(vgw["time_exceeded"].as_u64() >= Some(2), "{vgw}");
+    assert_eq!(vgw["frag_needed"], 1, "{vgw}");
 }

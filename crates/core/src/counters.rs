@@ -81,6 +81,8 @@ drop_reasons! {
     VxlanUnknownVni = "vxlan_unknown_vni",
     /// VXLAN whose inner frame is shorter than an Ethernet header.
     VxlanInnerTruncated = "vxlan_inner_truncated",
+    /// A VPC address no VM holds (the controller placed none there); a host unreachable was sent when allowed.
+    UnknownStation = "unknown_station",
 }
 
 /// What happened on one port.

@@ -17,6 +17,17 @@
 //! back and leave by `ext`. Where each VM lives (MAC, IP, host) is pushed by
 //! the topology, as a cloud's controller does; the gateway learns nothing.
 //!
+//! Like any router it answers for itself [RFC 1812 § 4.3]: echo requests to
+//! its addresses (a VM's gateway `.1` inside the tunnel, the ext address,
+//! the VTEP address on the underlay), and the errors a hop owes the sender —
+//! time exceeded, host unreachable for a VPC address no VM holds,
+//! fragmentation needed when a DF packet does not fit the VPC once
+//! encapsulated — through one token bucket ([`TokenBucket`], shared with the
+//! `router`). Errors about packets from outside come after the NAT check (so
+//! nothing answers an unsolicited packet) and quote the packet as its sender
+//! wrote it, VIP and all; errors to a VM come from its subnet's gateway and
+//! go back in the tunnel they came from.
+//!
 //! One tenant per gateway for now (the shop's VPC); its VNI is the only one
 //! it accepts.
 
@@ -25,11 +36,12 @@ use d11_core::hash::FastMap;
 use d11_core::nat::{Nat, NatConfig, Side};
 use d11_core::{
     ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Instant, Outbox, PortId,
+    TokenBucket,
 };
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::icmp::{self, IcmpError};
-use d11_wire::ipv4::{self, Ipv4Packet};
+use d11_wire::ipv4::{self, protocol, Ipv4Packet};
 use d11_wire::vxlan::{self, Vni};
 use d11_wire::{Ipv4Cidr, MacAddr};
 use serde_json::json;
@@ -93,6 +105,24 @@ struct Stats {
     gateway_arp_answered: u64,
 }
 
+/// What the gateway answered itself, shown in its report as the router's.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct Originated {
+    echo_replies: u64,
+    time_exceeded: u64,
+    unreachable: u64,
+    frag_needed: u64,
+    rate_limited: u64,
+}
+
+/// A VM's frame came from this inner MAC behind this VTEP: what the gateway
+/// answers goes straight back there.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    mac: MacAddr,
+    vtep: Ipv4Addr,
+}
+
 /// The virtual gateway: DNAT, the VPC's router, a VTEP.
 #[derive(Debug)]
 pub struct Vgw {
@@ -104,8 +134,11 @@ pub struct Vgw {
     nat: Nat,
     arp: ArpCache,
     ident: u16,
+    /// ICMP errors originated [RFC 1812 § 4.3.2.8].
+    icmp_tokens: TokenBucket,
     last_now: Instant,
     stats: Stats,
+    sent: Originated,
 }
 
 impl Vgw {
@@ -118,8 +151,10 @@ impl Vgw {
             nat: Nat::new(cfg.nat),
             arp: ArpCache::new(ArpConfig::default()),
             ident: 0,
+            icmp_tokens: TokenBucket::icmp_errors(),
             last_now: Instant::ZERO,
             stats: Stats::default(),
+            sent: Originated::default(),
         }
     }
 
@@ -137,6 +172,18 @@ impl Vgw {
 
     fn in_vpc(&self, ip: Ipv4Addr) -> bool {
         self.tenant.gateways.iter().any(|g| g.contains(ip))
+    }
+
+    /// The VPC router's address facing `src`: the gateway of its subnet.
+    fn gateway_for(&self, src: Ipv4Addr) -> Ipv4Addr {
+        let gw = self.tenant.gateways.iter().find(|g| g.contains(src));
+        gw.or(self.tenant.gateways.first())
+            .map_or(self.ext.address.addr(), |g| g.addr())
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
     }
 
     /// ARP on a real port: answer for our addresses (and the VIPs on
@@ -213,43 +260,160 @@ impl Vgw {
         if 20 + 8 + vxlan::HEADER_LEN + frame.len() > usize::from(self.underlay.mtu) {
             return out.drop_frame(ingress, DropReason::Oversize);
         }
-        self.ident = self.ident.wrapping_add(1);
+        let ident = self.next_ident();
         let mut pkt = Vec::with_capacity(vxlan::OVERHEAD + frame.len());
         emit_vxlan(
             &mut pkt,
             self.underlay.address.addr(),
             vtep,
-            self.ident,
+            ident,
             self.tenant.vni,
             frame,
         );
         self.send_to(now, ingress, UNDERLAY, vtep, &pkt, out);
     }
 
-    /// Routes an IP packet (already translated if it needed it) to the VM
-    /// holding its destination: TTL down by one, the virtual router's MAC
-    /// as the source, VXLAN to the VM's host.
-    fn route_into_vpc(
+    /// Sends an IP packet to a VM in the VPC router's frame: the VM's MAC,
+    /// the router's as the source, VXLAN to the VM's host.
+    fn send_to_vm(
         &mut self,
         now: Instant,
         ingress: PortId,
+        vm: Sender,
+        pkt: &[u8],
+        out: &mut Outbox,
+    ) {
+        let mut frame = Vec::with_capacity(ethernet::HEADER_LEN + pkt.len());
+        ethernet::emit_header(&mut frame, vm.mac, self.tenant.mac, EtherType::Ipv4);
+        frame.extend_from_slice(pkt);
+        self.send_to_vtep(now, ingress, vm.vtep, &frame, out);
+    }
+
+    /// Forwards a packet (already translated if it needed it, its TTL
+    /// checked) to the VM holding its destination, one TTL lower.
+    fn forward_to_station(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        st: Station,
         mut pkt: Vec<u8>,
         out: &mut Outbox,
     ) {
         let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
             return out.drop_frame(ingress, DropReason::Malformed);
         };
-        if ip.ttl() <= 1 {
-            return out.drop_frame(ingress, DropReason::TtlExpired);
-        }
-        let Some(st) = self.stations.get(&ip.dst()).copied() else {
-            return out.drop_frame(ingress, DropReason::NoRoute);
-        };
         ip.decrement_ttl();
-        let mut frame = Vec::with_capacity(ethernet::HEADER_LEN + pkt.len());
-        ethernet::emit_header(&mut frame, st.mac, self.tenant.mac, EtherType::Ipv4);
-        frame.extend_from_slice(&pkt);
-        self.send_to_vtep(now, ingress, st.vtep, &frame, out);
+        let vm = Sender {
+            mac: st.mac,
+            vtep: st.vtep,
+        };
+        self.send_to_vm(now, ingress, vm, &pkt, out);
+    }
+
+    /// Sends a packet the gateway originated: straight back to the VM that
+    /// made us answer (`back`), else by its destination — a VM of the VPC,
+    /// the underlay's subnet, or out of `ext` (directly or via the border).
+    fn send_local(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        back: Option<Sender>,
+        pkt: &[u8],
+        out: &mut Outbox,
+    ) {
+        if let Some(vm) = back {
+            return self.send_to_vm(now, ingress, vm, pkt, out);
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            return;
+        };
+        let dst = ip.dst();
+        if let Some(st) = self.stations.get(&dst).copied() {
+            let vm = Sender {
+                mac: st.mac,
+                vtep: st.vtep,
+            };
+            self.send_to_vm(now, ingress, vm, pkt, out);
+        } else if self.underlay.address.contains(dst) {
+            self.send_to(now, ingress, UNDERLAY, dst, pkt, out);
+        } else if self.in_vpc(dst) {
+            out.drop_frame(ingress, DropReason::UnknownStation);
+        } else {
+            let next = self.ext_next_hop(dst);
+            self.send_to(now, ingress, EXT, next, pkt, out);
+        }
+    }
+
+    fn ext_next_hop(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        if self.ext.address.contains(dst) {
+            dst
+        } else {
+            self.ext.gateway
+        }
+    }
+
+    /// A packet to one of the gateway's own addresses: echo requests are
+    /// answered from the address asked, UDP gets port unreachable (what a
+    /// traceroute to the gateway itself expects) [RFC 1812 § 4.3.3.6,
+    /// § 4.3.2]; the rest is for a router without services.
+    fn deliver_local(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        ip: &Ipv4Packet<&[u8]>,
+        back: Option<Sender>,
+        out: &mut Outbox,
+    ) {
+        if let Some(req) = icmp::as_echo_request(ip) {
+            let mut pkt = Vec::with_capacity(ip.total_len());
+            let ident = self.next_ident();
+            icmp::emit_echo_reply(&mut pkt, ip.dst(), ip.src(), ident, req);
+            self.sent.echo_replies += 1;
+            return self.send_local(now, ingress, back, &pkt, out);
+        }
+        if ip.protocol() == protocol::UDP && ip.frag_offset() == 0 {
+            self.send_error(
+                now,
+                ingress,
+                ip.dst(),
+                IcmpError::PortUnreachable,
+                ip,
+                back,
+                out,
+            );
+        }
+        out.drop_frame(ingress, DropReason::UnsupportedProtocol);
+    }
+
+    /// Sends the ICMP error `err` about `ip` from `from`, if RFC 1812
+    /// § 4.3.2.7 allows one and the token bucket has a token.
+    #[allow(clippy::too_many_arguments)]
+    fn send_error(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        from: Ipv4Addr,
+        err: IcmpError,
+        ip: &Ipv4Packet<&[u8]>,
+        back: Option<Sender>,
+        out: &mut Outbox,
+    ) {
+        if !icmp::may_send_error_about(ip) {
+            return;
+        }
+        if !self.icmp_tokens.take(now) {
+            self.sent.rate_limited += 1;
+            return;
+        }
+        match err {
+            IcmpError::TtlExceeded => self.sent.time_exceeded += 1,
+            IcmpError::FragmentationNeeded { .. } => self.sent.frag_needed += 1,
+            _ => self.sent.unreachable += 1,
+        }
+        let mut pkt = Vec::with_capacity(icmp::MAX_ERROR_LEN);
+        let ident = self.next_ident();
+        icmp::emit_error(&mut pkt, from, ident, err, ip);
+        self.send_local(now, ingress, back, &pkt, out);
     }
 
     fn on_ext_frame(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
@@ -264,68 +428,67 @@ impl Vgw {
         }
         match eth.ethertype() {
             EtherType::Arp => self.port_arp(now, EXT, eth.payload(), out),
-            EtherType::Ipv4 if eth.dst() == self.ext.mac => {
-                let mut pkt = match checked_packet(eth.payload()) {
-                    Ok(p) => p,
-                    Err(r) => return out.drop_frame(EXT, r),
-                };
-                let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&pkt[16..20]).unwrap_or_default());
-                if dst == self.ext.address.addr() {
-                    return out.drop_frame(EXT, DropReason::UnsupportedProtocol);
-                }
-                if !self.ext.vips.contains(&dst) {
-                    // The gateway forwards only what its VIPs translate.
-                    return out.drop_frame(EXT, DropReason::NoRoute);
-                }
-                // What fits a VM once encapsulated [RFC 7348 § 4.3]; a bigger
-                // packet gets what a router answers [RFC 1812 § 5.2.7.1],
-                // quoting it as its sender wrote it (before translation).
-                let room = usize::from(self.underlay.mtu).saturating_sub(vxlan::OVERHEAD);
-                if pkt.len() > room {
-                    return self.too_big(now, &pkt, room, out);
-                }
-                if let Err(e) = self.nat.translate(now, Side::Outside, &mut pkt) {
-                    return out.drop_frame(EXT, e.drop_reason());
-                }
-                self.stats.to_vpc += 1;
-                self.route_into_vpc(now, EXT, pkt, out);
-            }
+            EtherType::Ipv4 if eth.dst() == self.ext.mac => match checked_ipv4(eth.payload()) {
+                Ok(ip) => self.on_outside_packet(now, &ip, out),
+                Err(r) => out.drop_frame(EXT, r),
+            },
             EtherType::Ipv4 => out.drop_frame(EXT, DropReason::NotForUs),
             _ => out.drop_frame(EXT, DropReason::UnsupportedEtherType),
         }
     }
 
-    /// A packet from outside too big for the VPC: fragmentation needed
-    /// with the inner MTU when DF is set (from the ext address, towards the
-    /// sender), a counted drop either way (the gateway does not fragment).
-    fn too_big(&mut self, now: Instant, pkt: &[u8], room: usize, out: &mut Outbox) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            return out.drop_frame(EXT, DropReason::Malformed);
-        };
-        if !ip.dont_frag() {
-            return out.drop_frame(EXT, DropReason::Oversize);
+    /// An IP packet from outside: for the gateway itself, or for a VIP —
+    /// translated and routed into the VPC, or refused with what a router
+    /// answers (TTL spent [RFC 1812 § 5.3.1]; too big for the VPC once
+    /// encapsulated [RFC 7348 § 4.3; RFC 1812 § 5.2.7.1]; no VM at the
+    /// translated address). Refusals come after the NAT check, so nothing
+    /// answers unsolicited packets, and their errors quote the packet as its
+    /// sender wrote it (to the VIP), from the ext address.
+    fn on_outside_packet(&mut self, now: Instant, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
+        let dst = ip.dst();
+        let me = self.ext.address.addr();
+        if dst == me {
+            return self.deliver_local(now, EXT, ip, None, out);
         }
-        if icmp::may_send_error_about(&ip) {
-            self.ident = self.ident.wrapping_add(1);
-            let mut err = Vec::with_capacity(icmp::MAX_ERROR_LEN);
+        if !self.ext.vips.contains(&dst) {
+            // The gateway forwards only what its VIPs translate.
+            return out.drop_frame(EXT, DropReason::NoRoute);
+        }
+        let room = usize::from(self.underlay.mtu).saturating_sub(vxlan::OVERHEAD);
+        let refusal = if ip.ttl() <= 1 {
+            Some((Some(IcmpError::TtlExceeded), DropReason::TtlExpired))
+        } else if ip.total_len() > room {
+            // The gateway does not fragment: without DF a counted drop.
             let mtu = u16::try_from(room).unwrap_or(u16::MAX);
-            let from = self.ext.address.addr();
-            icmp::emit_error(
-                &mut err,
-                from,
-                self.ident,
-                IcmpError::FragmentationNeeded { mtu },
-                &ip,
-            );
-            let back = ip.src();
-            let next = if self.ext.address.contains(back) {
-                back
-            } else {
-                self.ext.gateway
-            };
-            self.send_to(now, EXT, EXT, next, &err, out);
+            match ip.dont_frag() {
+                true => Some((
+                    Some(IcmpError::FragmentationNeeded { mtu }),
+                    DropReason::NeedsFragmentation,
+                )),
+                false => Some((None, DropReason::Oversize)),
+            }
+        } else {
+            None
+        };
+        let mut pkt = ip.packet().to_vec();
+        if let Err(e) = self.nat.translate(now, Side::Outside, &mut pkt) {
+            return out.drop_frame(EXT, e.drop_reason());
         }
-        out.drop_frame(EXT, DropReason::NeedsFragmentation);
+        let private = Ipv4Packet::new_checked(&pkt[..]).map(|p| p.dst());
+        let station = private.ok().and_then(|d| self.stations.get(&d).copied());
+        let (err, reason) = match (refusal, station) {
+            (None, Some(st)) => {
+                self.stats.to_vpc += 1;
+                return self.forward_to_station(now, EXT, st, pkt, out);
+            }
+            (Some(r), _) => r,
+            // A rule towards an address no VM holds.
+            (None, None) => (Some(IcmpError::HostUnreachable), DropReason::UnknownStation),
+        };
+        if let Some(err) = err {
+            self.send_error(now, EXT, me, err, ip, None, out);
+        }
+        out.drop_frame(EXT, reason);
     }
 
     fn on_underlay_frame(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
@@ -341,6 +504,9 @@ impl Vgw {
         match eth.ethertype() {
             EtherType::Arp => self.port_arp(now, UNDERLAY, eth.payload(), out),
             EtherType::Ipv4 if eth.dst() == self.underlay.mac => {
+                if let Some(ip) = self.underlay_local(eth.payload()) {
+                    return self.deliver_local(now, UNDERLAY, &ip, None, out);
+                }
                 let (vtep, vni, inner) =
                     match parse_vxlan(eth.payload(), self.underlay.address.addr()) {
                         Ok(v) => v,
@@ -363,6 +529,9 @@ impl Vgw {
         let Ok(eth) = EthernetFrame::new_checked(inner) else {
             return out.drop_frame(UNDERLAY, DropReason::VxlanInnerTruncated);
         };
+        if eth.src().is_multicast() {
+            return out.drop_frame(UNDERLAY, DropReason::SrcMacMulticast);
+        }
         match eth.ethertype() {
             EtherType::Arp => {
                 let Ok(arp) = ArpRepr::parse(eth.payload()) else {
@@ -377,50 +546,101 @@ impl Vgw {
                 self.send_to_vtep(now, UNDERLAY, vtep, &reply, out);
             }
             EtherType::Ipv4 if eth.dst() == self.tenant.mac => {
-                let mut pkt = match checked_packet(eth.payload()) {
-                    Ok(p) => p,
-                    Err(r) => return out.drop_frame(UNDERLAY, r),
+                let back = Sender {
+                    mac: eth.src(),
+                    vtep,
                 };
-                let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&pkt[16..20]).unwrap_or_default());
-                if self.is_gateway(dst) {
-                    return out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol);
+                match checked_ipv4(eth.payload()) {
+                    Ok(ip) => self.on_vpc_packet(now, back, &ip, out),
+                    Err(r) => out.drop_frame(UNDERLAY, r),
                 }
-                if self.in_vpc(dst) {
-                    // Between the availability zones' subnets.
-                    self.stats.routed_in_vpc += 1;
-                    return self.route_into_vpc(now, UNDERLAY, pkt, out);
-                }
-                if let Err(e) = self.nat.translate(now, Side::Inside, &mut pkt) {
-                    return out.drop_frame(UNDERLAY, e.drop_reason());
-                }
-                let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else {
-                    return out.drop_frame(UNDERLAY, DropReason::Malformed);
-                };
-                if ip.ttl() <= 1 {
-                    return out.drop_frame(UNDERLAY, DropReason::TtlExpired);
-                }
-                ip.decrement_ttl();
-                let dst = ip.dst();
-                if pkt.len() > usize::from(self.ext.mtu) {
-                    return out.drop_frame(UNDERLAY, DropReason::NeedsFragmentation);
-                }
-                let next = if self.ext.address.contains(dst) {
-                    dst
-                } else {
-                    self.ext.gateway
-                };
-                self.stats.on_vpc_frame += 1;
-                self.send_to(now, UNDERLAY, EXT, next, &pkt, out);
             }
             EtherType::Ipv4 => out.drop_frame(UNDERLAY, DropReason::NotForUs),
             _ => out.drop_frame(UNDERLAY, DropReason::UnsupportedEtherType),
         }
     }
+
+    /// A VM's IP packet to the VPC router: for the router itself (its
+    /// gateway addresses, or its ext address), to another subnet of the VPC,
+    /// or out through the reverse translation. TTL and size are the
+    /// router's to refuse before the NAT: the sender is our own VM, answered
+    /// from its subnet's gateway in the tunnel it came from.
+    fn on_vpc_packet(
+        &mut self,
+        now: Instant,
+        back: Sender,
+        ip: &Ipv4Packet<&[u8]>,
+        out: &mut Outbox,
+    ) {
+        let (src, dst) = (ip.src(), ip.dst());
+        if self.is_gateway(dst) || dst == self.ext.address.addr() {
+            return self.deliver_local(now, UNDERLAY, ip, Some(back), out);
+        }
+        let subnet_broadcast = self.tenant.gateways.iter().any(|g| g.broadcast() == dst);
+        if dst.is_broadcast() || dst.is_multicast() || subnet_broadcast {
+            // Directed broadcasts are not forwarded [RFC 2644].
+            return out.drop_frame(UNDERLAY, DropReason::NotForUs);
+        }
+        let gw = self.gateway_for(src);
+        if ip.ttl() <= 1 {
+            self.send_error(
+                now,
+                UNDERLAY,
+                gw,
+                IcmpError::TtlExceeded,
+                ip,
+                Some(back),
+                out,
+            );
+            return out.drop_frame(UNDERLAY, DropReason::TtlExpired);
+        }
+        if self.in_vpc(dst) {
+            // Between the availability zones' subnets.
+            let Some(st) = self.stations.get(&dst).copied() else {
+                let err = IcmpError::HostUnreachable;
+                self.send_error(now, UNDERLAY, gw, err, ip, Some(back), out);
+                return out.drop_frame(UNDERLAY, DropReason::UnknownStation);
+            };
+            self.stats.routed_in_vpc += 1;
+            return self.forward_to_station(now, UNDERLAY, st, ip.packet().to_vec(), out);
+        }
+        if ip.total_len() > usize::from(self.ext.mtu) {
+            if !ip.dont_frag() {
+                return out.drop_frame(UNDERLAY, DropReason::Oversize);
+            }
+            let err = IcmpError::FragmentationNeeded { mtu: self.ext.mtu };
+            self.send_error(now, UNDERLAY, gw, err, ip, Some(back), out);
+            return out.drop_frame(UNDERLAY, DropReason::NeedsFragmentation);
+        }
+        let mut pkt = ip.packet().to_vec();
+        if let Err(e) = self.nat.translate(now, Side::Inside, &mut pkt) {
+            return out.drop_frame(UNDERLAY, e.drop_reason());
+        }
+        let Ok(mut p) = Ipv4Packet::new_checked(&mut pkt[..]) else {
+            return out.drop_frame(UNDERLAY, DropReason::Malformed);
+        };
+        p.decrement_ttl();
+        let next = self.ext_next_hop(p.dst());
+        self.stats.on_vpc_frame += 1;
+        self.send_to(now, UNDERLAY, EXT, next, &pkt, out);
+    }
+
+    /// An IPv4 packet on the underlay for the VTEP's own address that is not
+    /// VXLAN (a ping from a host of the data centre): the gateway's to answer.
+    fn underlay_local<'a>(&self, payload: &'a [u8]) -> Option<Ipv4Packet<&'a [u8]>> {
+        let ip = Ipv4Packet::new_checked(payload).ok()?;
+        if ip.dst() != self.underlay.address.addr() || !ip.verify_checksum() {
+            return None;
+        }
+        let vxlan = ip.protocol() == protocol::UDP
+            && ip.payload().get(2..4) == Some(&vxlan::PORT.to_be_bytes()[..]);
+        (!vxlan).then_some(ip)
+    }
 }
 
-/// The IPv4 packet of a frame's payload (up to its total length), checked
-/// (header, checksum), as an owned buffer NAT can rewrite.
-fn checked_packet(payload: &[u8]) -> Result<Vec<u8>, DropReason> {
+/// The IPv4 packet of a frame's payload, checked (header, checksum), as a
+/// view up to its total length.
+fn checked_ipv4(payload: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
     let ip = match Ipv4Packet::new_checked(payload) {
         Ok(ip) => ip,
         Err(ipv4::Ipv4Error::Truncated) => return Err(DropReason::Truncated),
@@ -429,7 +649,7 @@ fn checked_packet(payload: &[u8]) -> Result<Vec<u8>, DropReason> {
     if !ip.verify_checksum() {
         return Err(DropReason::BadChecksum);
     }
-    Ok(ip.packet().to_vec())
+    Ok(ip)
 }
 
 impl Element for Vgw {
@@ -468,7 +688,8 @@ impl Element for Vgw {
     }
 
     /// `nat`: the conntrack entries (`d11 show vgw nat`); `stations`: the
-    /// VPC's VMs and their hosts; `arp`; `stats` (with the NAT's own).
+    /// VPC's VMs and their hosts; `arp`; `stats` (with the NAT's own);
+    /// `originated`: the ICMP the gateway answered itself.
     fn report(&self) -> serde_json::Value {
         let mut arp: Vec<_> = self.arp.entries(self.last_now).collect();
         arp.sort();
@@ -487,6 +708,7 @@ impl Element for Vgw {
             "stations": stations,
             "arp": arp,
             "stats": self.stats,
+            "originated": self.sent,
             "nat_stats": self.nat.stats(),
         })
     }
@@ -503,6 +725,36 @@ mod tests {
     const ROUTER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0xa, 1]);
     const LB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0x10]);
     const HOSTA_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    const BORDER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0xb, 1]);
+
+    // Fixtures made by /usr/bin/python3 with scapy, router=02:00:00:00:0a:01
+    // lb=02:00:00:00:01:10 ext=02:00:00:00:0e:02 border=02:00:00:00:0b:01:
+    // GW_PING:  Ether(dst=router, src=lb)/IP(src="192.168.1.10", dst="192.168.1.1",
+    //           id=1, ttl=64, flags="DF")/ICMP(id=0x77, seq=1)/b"abcdefgh"
+    // GW_PONG:  Ether(dst=lb, src=router)/IP(src="192.168.1.1", dst="192.168.1.10",
+    //           id=1, ttl=64)/ICMP(type=0, id=0x77, seq=1)/b"abcdefgh"
+    const GW_PING: &str = "020000000a01020000000110080045000024000140004001b77cc0a8010ac0a80101080065f2007700016162636465666768";
+    const GW_PONG: &str = "020000000110020000000a01080045000024000100004001f77cc0a80101c0a8010a00006df2007700016162636465666768";
+    // VIP_TTL1: Ether(dst=ext, src=border)/IP(src="192.0.2.130", dst="203.0.113.24",
+    //           id=1, ttl=1)/UDP(sport=40000, dport=443)/b"GET!"
+    // VIP_TIME_EXCEEDED: Ether(dst=border, src=ext)/IP(src="203.0.113.2",
+    //           dst="192.0.2.130", id=1, ttl=64)/ICMP(type=11, code=0)/bytes(VIP_TTL1's IP)
+    const VIP_TTL1: &str = "020000000e02020000000b01080045000020000100000111bb31c0000282cb0071189c4001bb000cc7d847455421";
+    const VIP_TIME_EXCEEDED: &str = "020000000b01020000000e0208004500003c0001000040017c3bcb007102c00002820b00f3b80000000045000020000100000111bb31c0000282cb0071189c4001bb000cc7d847455421";
+    // VM_TTL1:  Ether(dst=router, src=lb)/IP(src="192.168.1.10", dst="192.0.2.130",
+    //           id=7, ttl=1, flags="DF")/UDP(sport=443, dport=40000)/b"200 OK"
+    // VM_TIME_EXCEEDED: Ether(dst=lb, src=router)/IP(src="192.168.1.1",
+    //           dst="192.168.1.10", id=1, ttl=64)/ICMP(type=11, code=0)/bytes(VM_TTL1's IP)
+    const VM_TTL1: &str = "020000000a01020000000110080045000022000740000111f58fc0a8010ac000028201bb9c40000e2c06323030204f4b";
+    const VM_TIME_EXCEEDED: &str = "020000000110020000000a0108004500003e000100004001f762c0a80101c0a8010a0b0079540000000045000022000740000111f58fc0a8010ac000028201bb9c40000e2c06323030204f4b";
+    // BIG (1451 bytes, zeros after the UDP header):
+    //           IP(src="192.0.2.130", dst="203.0.113.24", id=1, ttl=63, flags="DF")/
+    //           UDP(sport=40000, dport=443)/(b"\0" * 1423)
+    // FRAG_NEEDED: IP(src="203.0.113.2", dst="192.0.2.130", id=1, ttl=64)/
+    //           ICMP(type=3, code=4, nexthopmtu=1450)/bytes(BIG)[:548]: these
+    //           56 bytes, then zeros up to 576.
+    const BIG_HEAD: &str = "450005ab000140003f1137a6c0000282cb0071189c4001bb05975829";
+    const FRAG_NEEDED_HEAD: &str = "450002400001000040017a37cb007102c00002820304fb95000005aa450005ab000140003f1137a6c0000282cb0071189c4001bb05975829";
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -551,11 +803,34 @@ mod tests {
         })
     }
 
-    /// A vgw that knows host A's underlay MAC.
+    /// A vgw that knows host A's underlay MAC and the border's.
     fn warm() -> Vgw {
         let mut g = vgw();
         g.arp.insert(t(0), ip("10.0.0.11"), HOSTA_MAC);
+        g.arp.insert(t(0), ip("203.0.113.1"), BORDER_MAC);
         g
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The one frame sent, on `port`.
+    fn only_frame(o: &Outbox, port: PortId) -> Vec<u8> {
+        let f = frames(o);
+        assert_eq!(f.len(), 1, "{f:?} {:?}", o.drops());
+        assert_eq!(f[0].0, port);
+        f[0].1.clone()
+    }
+
+    /// The VNI and inner frame of a VXLAN frame the vgw sent to host A.
+    fn untunnel(frame: &[u8]) -> (u32, Vec<u8>) {
+        let (src, vni, inner) = parse_vxlan(&frame[14..], ip("10.0.0.11")).unwrap();
+        assert_eq!(src, ip("10.0.0.1"));
+        (vni.get(), inner.to_vec())
     }
 
     fn frames(o: &Outbox) -> Vec<(PortId, Vec<u8>)> {
@@ -750,6 +1025,163 @@ mod tests {
             (a.op, a.sender_mac, a.target_mac),
             (ArpOp::Reply, ROUTER_MAC, LB_MAC)
         );
+    }
+
+    #[test]
+    fn a_vms_ping_to_its_gateway_is_answered_in_vni_1001_byte_identical_to_scapy() {
+        let mut g = warm();
+        let mut o = Outbox::new();
+        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &hex(GW_PING)), &mut o);
+        let (vni, inner) = untunnel(&only_frame(&o, UNDERLAY));
+        assert_eq!(vni, 1001);
+        assert_eq!(inner, hex(GW_PONG));
+        assert_eq!(g.report()["originated"]["echo_replies"], 1);
+    }
+
+    #[test]
+    fn the_ext_and_vtep_addresses_answer_ping_and_udp_to_ext_gets_port_unreachable() {
+        let mut g = warm();
+        let mut o = Outbox::new();
+        // Ping the ext address: GW_PING's IP re-addressed.
+        let mut ping = hex(GW_PING)[14..].to_vec();
+        ping[12..16].copy_from_slice(&[192, 0, 2, 130]);
+        ping[16..20].copy_from_slice(&[203, 0, 113, 2]);
+        ping[10..12].copy_from_slice(&[0, 0]);
+        Ipv4Packet::new_checked(&mut ping[..])
+            .unwrap()
+            .fill_checksum();
+        let mut f = vec![];
+        ethernet::emit_header(&mut f, EXT_MAC, BORDER_MAC, EtherType::Ipv4);
+        f.extend_from_slice(&ping);
+        g.on_frame(t(1), EXT, &f, &mut o);
+        let r = only_frame(&o, EXT);
+        let p = Ipv4Packet::new_checked(&r[14..]).unwrap();
+        assert_eq!((p.src(), p.dst()), (ip("203.0.113.2"), ip("192.0.2.130")));
+        assert_eq!(p.payload()[0], icmp::ECHO_REPLY);
+        assert_eq!(&r[0..6], &BORDER_MAC.0, "via the border");
+        // UDP to the ext address: port unreachable, as traceroute expects.
+        o.clear();
+        let mut udp = from_client("203.0.113.2", 33434);
+        udp[14 + 8] = 1;
+        Ipv4Packet::new_checked(&mut udp[14..])
+            .unwrap()
+            .fill_checksum();
+        g.on_frame(t(2), EXT, &udp, &mut o);
+        let r = only_frame(&o, EXT);
+        let icmp = &r[14 + 20..];
+        assert_eq!((icmp[0], icmp[1]), (3, 3), "port unreachable");
+        assert_eq!(o.drops(), &[(EXT, DropReason::UnsupportedProtocol)]);
+        // Ping the VTEP address from host A, not in VXLAN.
+        o.clear();
+        ping[12..16].copy_from_slice(&[10, 0, 0, 11]);
+        ping[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        Ipv4Packet::new_checked(&mut ping[..])
+            .unwrap()
+            .fill_checksum();
+        let mut f = vec![];
+        ethernet::emit_header(
+            &mut f,
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            HOSTA_MAC,
+            EtherType::Ipv4,
+        );
+        f.extend_from_slice(&ping);
+        g.on_frame(t(3), UNDERLAY, &f, &mut o);
+        let r = only_frame(&o, UNDERLAY);
+        let p = Ipv4Packet::new_checked(&r[14..]).unwrap();
+        assert_eq!((p.src(), p.dst()), (ip("10.0.0.1"), ip("10.0.0.11")));
+        assert_eq!(p.payload()[0], icmp::ECHO_REPLY);
+    }
+
+    #[test]
+    fn ttl_1_to_the_vip_gets_time_exceeded_from_the_ext_address_byte_identical_to_scapy() {
+        let mut g = warm();
+        let mut o = Outbox::new();
+        g.on_frame(t(1), EXT, &hex(VIP_TTL1), &mut o);
+        assert_eq!(only_frame(&o, EXT), hex(VIP_TIME_EXCEEDED));
+        assert_eq!(o.drops(), &[(EXT, DropReason::TtlExpired)]);
+        // After the NAT check: the same to a port without a rule is silent.
+        o.clear();
+        let mut stray = hex(VIP_TTL1);
+        stray[14 + 22..14 + 24].copy_from_slice(&80u16.to_be_bytes());
+        g.on_frame(t(2), EXT, &stray, &mut o);
+        assert_eq!(o.frames().count(), 0);
+        assert_eq!(o.drops(), &[(EXT, DropReason::NatUnsolicited)]);
+    }
+
+    #[test]
+    fn ttl_1_from_a_vm_gets_time_exceeded_from_its_gateway_in_the_tunnel_byte_identical_to_scapy() {
+        let mut g = warm();
+        let mut o = Outbox::new();
+        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &hex(VM_TTL1)), &mut o);
+        let (vni, inner) = untunnel(&only_frame(&o, UNDERLAY));
+        assert_eq!((vni, inner), (1001, hex(VM_TIME_EXCEEDED)));
+        assert_eq!(o.drops(), &[(UNDERLAY, DropReason::TtlExpired)]);
+    }
+
+    #[test]
+    fn a_vpc_address_no_vm_holds_gets_host_unreachable_from_the_gateway() {
+        let mut g = warm();
+        let mut o = Outbox::new();
+        let mut ping = hex(GW_PING);
+        ping[14 + 19] = 99; // 192.168.1.99
+        Ipv4Packet::new_checked(&mut ping[14..])
+            .unwrap()
+            .fill_checksum();
+        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &ping), &mut o);
+        let (_, inner) = untunnel(&only_frame(&o, UNDERLAY));
+        let p = Ipv4Packet::new_checked(&inner[14..]).unwrap();
+        assert_eq!((p.src(), p.dst()), (ip("192.168.1.1"), ip("192.168.1.10")));
+        assert_eq!((p.payload()[0], p.payload()[1]), (3, 1), "host unreachable");
+        assert_eq!(&p.payload()[8 + 16..8 + 20], &[192, 168, 1, 99]);
+        assert_eq!(o.drops(), &[(UNDERLAY, DropReason::UnknownStation)]);
+    }
+
+    #[test]
+    fn too_big_with_df_gets_fragmentation_needed_byte_identical_to_scapy() {
+        let mut g = warm();
+        let mut big = hex(BIG_HEAD);
+        big.resize(1451, 0);
+        let mut f = vec![];
+        ethernet::emit_header(&mut f, EXT_MAC, BORDER_MAC, EtherType::Ipv4);
+        f.extend_from_slice(&big);
+        let mut o = Outbox::new();
+        g.on_frame(t(1), EXT, &f, &mut o);
+        let mut want = hex(FRAG_NEEDED_HEAD);
+        want.resize(icmp::MAX_ERROR_LEN, 0);
+        assert_eq!(&only_frame(&o, EXT)[14..], &want[..]);
+        assert_eq!(g.report()["originated"]["frag_needed"], 1);
+        // Without DF: a counted drop, no error.
+        o.clear();
+        f[14 + 6] = 0;
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        g.on_frame(t(2), EXT, &f, &mut o);
+        assert_eq!(o.frames().count(), 0);
+        assert_eq!(o.drops(), &[(EXT, DropReason::Oversize)]);
+    }
+
+    #[test]
+    fn icmp_errors_are_rate_limited_by_the_shared_token_bucket() {
+        let mut g = warm();
+        let mut o = Outbox::new();
+        let frame = from_hosta(1001, &hex(VM_TTL1));
+        for _ in 0..150 {
+            g.on_frame(t(1), UNDERLAY, &frame, &mut o);
+        }
+        assert_eq!(
+            o.frames().count(),
+            usize::try_from(d11_core::ratelimit::ICMP_BURST).unwrap()
+        );
+        assert_eq!(o.drops().len(), 150, "every one is still a counted drop");
+        let r = g.report();
+        assert_eq!(r["originated"]["time_exceeded"], 100, "{r}");
+        assert_eq!(r["originated"]["rate_limited"], 50, "{r}");
+        // Tokens come back with time.
+        o.clear();
+        g.on_frame(t(100), UNDERLAY, &frame, &mut o);
+        assert_eq!(o.frames().count(), 1);
     }
 
     proptest! {

@@ -3,15 +3,21 @@
 //! (static DNAT) to vm-lb 192.168.1.10:443 and sends it in VXLAN VNI 1001 to
 //! host A; vm-lb's answer comes back through the vgw with the VIP as its
 //! source. The vgw is also the VPC's router between AZ1 (192.168.1.0/24,
-//! host A) and AZ2 (192.168.2.0/24, host B).
+//! host A) and AZ2 (192.168.2.0/24, host B), and answers as a router:
+//! echo to its addresses, time exceeded, host unreachable and
+//! fragmentation needed (path MTU discovery through the DNAT).
+
+mod common;
 
 use d11_core::nat::{DnatRule, NatConfig, Proto, Timeouts};
 use d11_core::{DropReason, Element, PortId};
 use d11_elements::switch::{Switch, SwitchConfig};
 use d11_elements::vgw::{ExtPort, Station, Tenant, Vgw, VgwConfig, EXT};
 use d11_elements::vswitch::{UnderlayPort, VSwitch, VSwitchConfig, VmPort};
-use d11_sim::{LinkParams, Message, NodeId, Sim, SimHost};
+use d11_sim::{LinkParams, Message, NodeId, Quoted, Received, Sim, SimHost};
+use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::vxlan::Vni;
+use d11_wire::vxlan::VxlanPacket;
 use d11_wire::MacAddr;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -272,4 +278,174 @@ fn the_vpc_router_joins_the_two_availability_zones() {
         4
     );
     assert_eq!(lab.sim.counters(lab.ctl2).ports[0].dropped(), 0);
+}
+
+const GW1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+const GW2: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 1);
+const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+
+/// ICMP errors a host received: (from, type, code, mtu, quoted).
+fn errors(sim: &Sim, id: NodeId) -> Vec<(Ipv4Addr, u8, u8, u16, Quoted)> {
+    sim.node::<SimHost>(id)
+        .received()
+        .iter()
+        .filter_map(|r: &Received| match &r.msg {
+            Message::TimeExceeded { code, quoted } => Some((r.src, 11, *code, 0, quoted.clone())),
+            Message::DestUnreachable { code, mtu, quoted } => {
+                Some((r.src, 3, *code, *mtu, quoted.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn vm_lb_pings_its_gateway_and_the_reply_comes_back_in_vxlan_vni_1001() {
+    let mut lab = lab();
+    lab.sim.capture_pcapng();
+    for seq in 1..=2 {
+        lab.sim.node_mut::<SimHost>(lab.lb).ping(GW1, 64, 9, seq);
+        lab.sim.run_for(Duration::from_secs(1));
+    }
+    let replies: Vec<_> = lab
+        .sim
+        .node::<SimHost>(lab.lb)
+        .received()
+        .iter()
+        .filter_map(|r| match r.msg {
+            Message::EchoReply { id, seq, .. } => Some((r.src, r.ttl, id, seq)),
+            _ => None,
+        })
+        .collect();
+    // Originated by the gateway itself: TTL 64, no hop taken off.
+    assert_eq!(replies, [(GW1, 64, 9, 1), (GW1, 64, 9, 2)]);
+    // On the vgw's underlay, the replies are VXLAN VNI 1001 to host A,
+    // from the VPC router's MAC and 192.168.1.1 to vm-lb.
+    let pcap = lab.sim.pcapng().to_vec();
+    let mut seen = 0;
+    for (iface, f) in common::frames(&pcap) {
+        if iface != "vgw:underlay" || f[12..14] != [0x08, 0x00] || f[6..12] != [2, 0, 0, 0, 0, 1] {
+            continue;
+        }
+        let outer = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        let v = VxlanPacket::new_checked(&outer.payload()[8..]).unwrap();
+        let inner = v.payload();
+        if inner[12..14] != [0x08, 0x00] {
+            continue; // the gateway's ARP answer
+        }
+        let ip = Ipv4Packet::new_checked(&inner[14..]).unwrap();
+        assert_eq!(v.vni().get(), 1001);
+        assert_eq!(outer.dst(), Ipv4Addr::new(10, 0, 0, 11));
+        assert_eq!(
+            (&inner[0..6], &inner[6..12]),
+            (&LB_MAC.0[..], &[2, 0, 0, 0, 0xa, 1][..])
+        );
+        assert_eq!((ip.src(), ip.dst(), ip.payload()[0]), (GW1, LB, 0));
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+    assert_eq!(
+        lab.sim.node::<Vgw>(lab.vgw).report()["originated"]["echo_replies"],
+        2
+    );
+    // vm-other, 192.168.1.10 in VNI 1002, heard none of it.
+    assert_eq!(lab.sim.counters(lab.other).ports[0].rx_frames, 0);
+    assert!(common::tshark_agrees(
+        &mut lab.sim,
+        "vgw-gateway-ping.pcapng"
+    ));
+}
+
+#[test]
+fn ttl_1_through_the_vgw_gives_time_exceeded_from_the_hop() {
+    let mut lab = lab();
+    // Between the AZs, each way: from the gateway of the sender's subnet.
+    lab.sim.node_mut::<SimHost>(lab.lb).ping(CTL2, 1, 7, 1);
+    lab.sim.node_mut::<SimHost>(lab.ctl2).ping(LB, 1, 8, 1);
+    // Out of the VPC (a reply whose TTL ends at the gateway).
+    lab.sim
+        .node_mut::<SimHost>(lab.lb)
+        .udp(CLIENT, 443, 40000, b"late", 1);
+    // Into the VPC through the DNAT: the traceroute hop is the ext address,
+    // and the quote is the packet as the client sent it, to the VIP.
+    lab.sim
+        .node_mut::<SimHost>(lab.client)
+        .udp(VIP, 40000, 443, b"probe", 1);
+    lab.sim.run_for(Duration::from_secs(1));
+    let lb = errors(&lab.sim, lab.lb);
+    assert_eq!(lb.len(), 2, "{lb:?}");
+    assert_eq!((lb[0].0, lb[0].1, lb[0].2), (GW1, 11, 0));
+    assert_eq!((lb[0].4.dst, lb[0].4.echo()), (CTL2, Some((7, 1))));
+    assert_eq!((lb[1].0, lb[1].1, lb[1].4.dst), (GW1, 11, CLIENT));
+    let ctl2 = errors(&lab.sim, lab.ctl2);
+    assert_eq!(ctl2.len(), 1, "{ctl2:?}");
+    assert_eq!((ctl2[0].0, ctl2[0].1, ctl2[0].4.dst), (GW2, 11, LB));
+    let client = errors(&lab.sim, lab.client);
+    assert_eq!(client.len(), 1, "{client:?}");
+    let (from, ty, code, _, q) = &client[0];
+    assert_eq!((*from, *ty, *code), (EXT_ADDR, 11, 0));
+    assert_eq!(
+        (q.src, q.dst, q.udp_ports()),
+        (CLIENT, VIP, Some((40000, 443)))
+    );
+    // The next probe, one TTL more, reaches vm-lb.
+    lab.sim
+        .node_mut::<SimHost>(lab.client)
+        .udp(VIP, 40000, 443, b"probe", 2);
+    lab.sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        udp(&lab.sim, lab.lb),
+        [(CLIENT, 40000, 443, b"probe".to_vec())]
+    );
+    let r = lab.sim.node::<Vgw>(lab.vgw).report();
+    assert_eq!(r["originated"]["time_exceeded"], 4, "{r}");
+    // A probe to a port without a rule is refused silently, after the NAT check.
+    lab.sim
+        .node_mut::<SimHost>(lab.client)
+        .udp(VIP, 40000, 80, b"probe", 1);
+    lab.sim.run_for(Duration::from_secs(1));
+    assert_eq!(errors(&lab.sim, lab.client).len(), 1);
+}
+
+#[test]
+fn an_oversized_df_packet_to_the_vip_gets_frag_needed_with_mtu_1450_quoting_the_vip() {
+    let mut lab = lab();
+    // 1500 bytes of IP with DF (the client's default): 50 too many for a VM
+    // once VXLAN's 50 bytes go around it on a 1500-byte underlay.
+    lab.sim
+        .node_mut::<SimHost>(lab.client)
+        .udp(VIP, 40000, 443, &[0x11; 1472], 64);
+    lab.sim.run_for(Duration::from_secs(1));
+    let e = errors(&lab.sim, lab.client);
+    assert_eq!(e.len(), 1, "{e:?}");
+    let (from, ty, code, mtu, q) = &e[0];
+    assert_eq!((*from, *ty, *code, *mtu), (EXT_ADDR, 3, 4, 1450));
+    assert_eq!(
+        (q.src, q.dst, q.udp_ports()),
+        (CLIENT, VIP, Some((40000, 443)))
+    );
+    assert!(udp(&lab.sim, lab.lb).is_empty());
+    let ext = &lab.sim.counters(lab.vgw).ports[0];
+    assert_eq!(ext.drop_count(DropReason::NeedsFragmentation), 1);
+    // Path MTU discovery: the client retries at the MTU it was told.
+    lab.sim
+        .node_mut::<SimHost>(lab.client)
+        .udp(VIP, 40000, 443, &[0x11; 1450 - 28], 64);
+    lab.sim.run_for(Duration::from_secs(1));
+    let got = udp(&lab.sim, lab.lb);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].3.len(), 1422);
+}
+
+#[test]
+fn a_vpc_address_no_vm_holds_gets_host_unreachable_from_the_gateway() {
+    let mut lab = lab();
+    let nobody = Ipv4Addr::new(192, 168, 2, 99);
+    lab.sim.node_mut::<SimHost>(lab.lb).ping(nobody, 64, 3, 1);
+    lab.sim.run_for(Duration::from_secs(1));
+    let e = errors(&lab.sim, lab.lb);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].0, e[0].1, e[0].2, e[0].4.dst), (GW1, 3, 1, nobody));
+    let underlay = &lab.sim.counters(lab.vgw).ports[1];
+    assert_eq!(underlay.drop_count(DropReason::UnknownStation), 1);
 }
