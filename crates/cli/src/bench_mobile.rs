@@ -363,8 +363,10 @@ mod tests {
         toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
-    /// (name, kind, role, port names) of every node, and the wires.
-    fn shape(t: &toml::Value) -> (Vec<(String, String, Vec<String>)>, Vec<String>) {
+    /// (name, kind, port names) of every node, and the wires: all but the roles.
+    type Shape = (Vec<(String, String, Vec<String>)>, Vec<String>);
+
+    fn shape(t: &toml::Value) -> Shape {
         let nodes = t["nodes"]
             .as_array()
             .unwrap()
