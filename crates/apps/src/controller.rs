@@ -1,1 +1,714 @@
-//! TODO(issue 5): being written.
+//! The HTTPS controller in `vm-ctl` and `vm-ctl2`: chapter 6 of the story,
+//! where the phone's `POST /purchaseOrder` finally arrives (through the L4
+//! load balancer, which passes TLS through untouched).
+//!
+//! Read [RFC 9110] (HTTP semantics: 201, 400, 405, 413, 415, 422) and the
+//! IETF draft "The Idempotency-Key HTTP Header Field"
+//! (draft-ietf-httpapi-idempotency-key-header) first.
+//!
+//! One process serves TLS 1.2 and 1.3 (tokio-rustls) and HTTP/1.1 (hyper with
+//! an axum router). Orders go to a SQLite file in WAL mode that every
+//! controller of the lab shares, so the `UNIQUE` constraint on the
+//! idempotency key makes "one key, one order" hold across processes: the
+//! insert and the read-back run in one `BEGIN IMMEDIATE` transaction.
+
+mod store;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use store::{Recorded, Store};
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The controller's settings (the `config` table of its app in the topology).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Where to listen for HTTPS.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The largest request body accepted; a longer one is answered 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// How long a client may take to send a request's headers (slowloris);
+    /// also how long an idle keep-alive connection is kept.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's body; then 408.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// How long a TLS handshake may take (garbage or stalled handshakes).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 443))
+}
+fn default_max_body() -> usize {
+    16 * 1024
+}
+fn default_header_timeout_ms() -> u64 {
+    5000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_handshake_timeout_ms() -> u64 {
+    5000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            listen: default_listen(),
+            max_body: default_max_body(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// An error starting the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The order store could not be opened or prepared.
+    #[error("order store {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+/// The HTTPS controller.
+pub struct Controller {
+    name: String,
+    config: ControllerConfig,
+    tls: tokio_rustls::TlsAcceptor,
+    store: Arc<Store>,
+    random: &'static dyn rustls::crypto::SecureRandom,
+    counters: Mutex<Counters>,
+}
+
+/// What the control socket reports.
+#[derive(Default)]
+struct Counters {
+    connections: u64,
+    active_connections: u64,
+    tls_handshakes: u64,
+    tls_handshake_failures: BTreeMap<&'static str, u64>,
+    tls_versions: BTreeMap<String, u64>,
+    tls_ciphers: BTreeMap<String, u64>,
+    header_timeouts: u64,
+    requests: BTreeMap<u16, u64>,
+    orders_created: u64,
+    orders_replayed: u64,
+    idempotency_conflicts: u64,
+    store_errors: u64,
+}
+
+/// The TLS session a request arrived on, for the access log.
+#[derive(Clone)]
+struct Session {
+    peer: SocketAddr,
+    version: String,
+    cipher: String,
+}
+
+/// The order id a handler made or found, handed to the access log.
+#[derive(Clone)]
+struct OrderId(String);
+
+impl Controller {
+    /// `name` is the node (e.g. "vm-ctl") reported in replies and logs;
+    /// `store` the SQLite file shared by every controller of the lab.
+    pub fn new(
+        name: &str,
+        config: ControllerConfig,
+        tls: Arc<rustls::ServerConfig>,
+        store: &Path,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let store = Store::open(store).map_err(|source| ControllerError::Store {
+            path: store.to_path_buf(),
+            source,
+        })?;
+        Ok(Arc::new(Controller {
+            name: name.to_string(),
+            config,
+            tls: tokio_rustls::TlsAcceptor::from(tls),
+            store: Arc::new(store),
+            random: rustls::crypto::ring::default_provider().secure_random,
+            counters: Mutex::new(Counters::default()),
+        }))
+    }
+
+    /// Binds `config.listen` and serves until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.config.listen).await?;
+        self.serve(listener, shutdown).await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; then stops accepting,
+    /// asks open connections to finish their current request and waits for
+    /// them at most [`DRAIN_TIMEOUT`].
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let (drain_tx, drain_rx) = watch::channel(());
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let slot = tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            };
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let (ctl, router, drain) = (self.clone(), router.clone(), drain_rx.clone());
+                    conns.spawn(async move {
+                        ctl.connection(tcp, peer, router, drain).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: let some close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        drop(drain_tx);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(left = conns.len(), "drain timed out; closing the rest");
+            conns.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// The routes, with the access log around them (no TLS: handlers can be
+    /// called directly, as the unit tests do).
+    fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/purchaseOrder", post(purchase_order))
+            .route("/health", get(health))
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(self.clone(), access_log))
+            .with_state(self.clone())
+    }
+
+    /// One client connection: the TLS handshake (bounded), then HTTP/1.1
+    /// until the client leaves, a timeout fires or the server drains.
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        router: Router,
+        mut drain: watch::Receiver<()>,
+    ) {
+        self.count(|c| {
+            c.connections += 1;
+            c.active_connections += 1;
+        });
+        let _ = tcp.set_nodelay(true);
+        let handshake = Duration::from_millis(self.config.handshake_timeout_ms);
+        let tls = match tokio::time::timeout(handshake, self.tls.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return self.handshake_failed(peer, failure_reason(&e), &e),
+            Err(_) => return self.handshake_failed(peer, "timeout", &"no handshake in time"),
+        };
+        let (_, conn) = tls.get_ref();
+        let session = Session {
+            peer,
+            version: conn
+                .protocol_version()
+                .map_or("-".into(), |v| format!("{v:?}")),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .map_or("-".into(), |s| format!("{:?}", s.suite())),
+        };
+        self.count(|c| {
+            c.tls_handshakes += 1;
+            *c.tls_versions.entry(session.version.clone()).or_default() += 1;
+            *c.tls_ciphers.entry(session.cipher.clone()).or_default() += 1;
+        });
+
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(session.clone());
+            router.clone().oneshot(req.map(Body::new))
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.config.header_timeout_ms));
+        let conn = http.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let served = tokio::select! {
+            served = conn.as_mut() => served,
+            _ = drain.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = served {
+            if e.is_timeout() {
+                self.count(|c| c.header_timeouts += 1);
+                tracing::info!(%peer, "headers not received in time; connection closed");
+            } else {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        self.count(|c| c.active_connections -= 1);
+    }
+
+    fn handshake_failed(&self, peer: SocketAddr, reason: &'static str, e: &dyn std::fmt::Display) {
+        self.count(|c| {
+            c.active_connections -= 1;
+            *c.tls_handshake_failures.entry(reason).or_default() += 1;
+        });
+        tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Counters for the control socket.
+    pub fn status(&self) -> Value {
+        let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let requests: BTreeMap<String, u64> = c
+            .requests
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        json!({
+            "name": self.name,
+            "connections": c.connections,
+            "active_connections": c.active_connections,
+            "tls_handshakes": c.tls_handshakes,
+            "tls_handshake_failures": c.tls_handshake_failures,
+            "tls_versions": c.tls_versions,
+            "tls_ciphers": c.tls_ciphers,
+            "header_timeouts": c.header_timeouts,
+            "requests": requests,
+            "orders_created": c.orders_created,
+            "orders_replayed": c.orders_replayed,
+            "idempotency_conflicts": c.idempotency_conflicts,
+            "store_errors": c.store_errors,
+        })
+    }
+
+    /// A fresh order id: 64 random bits.
+    fn new_order_id(&self) -> Result<String, ApiError> {
+        let mut b = [0u8; 8];
+        self.random
+            .fill(&mut b)
+            .map_err(|_| ApiError::unavailable("no randomness for an order id"))?;
+        Ok(format!(
+            "ord-{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ))
+    }
+}
+
+/// Names a failed handshake for the counters.
+fn failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::Error as T;
+    match e.get_ref().and_then(|e| e.downcast_ref::<T>()) {
+        Some(T::InvalidMessage(_)) => "invalid_message",
+        Some(T::PeerIncompatible(_)) => "peer_incompatible",
+        Some(T::NoApplicationProtocol) => "no_application_protocol",
+        Some(T::AlertReceived(_)) => "alert_received",
+        Some(_) => "tls_error",
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
+        None => "io",
+    }
+}
+
+/// One line per request, and the status counters.
+async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let session = req.extensions().get::<Session>().cloned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    ctl.count(|c| *c.requests.entry(status).or_default() += 1);
+    let order = resp.extensions().get::<OrderId>().map(|o| o.0.as_str());
+    let (peer, version, cipher) = match &session {
+        Some(s) => (s.peer.to_string(), s.version.as_str(), s.cipher.as_str()),
+        None => ("-".into(), "-", "-"),
+    };
+    tracing::info!(
+        peer,
+        tls = version,
+        cipher,
+        %method,
+        path,
+        status,
+        order_id = order.unwrap_or("-"),
+        us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+/// An error reply: `{"error": "…", "field": "order.price"}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    error: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+
+    fn field(field: impl Into<String>, error: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, error)
+        }
+    }
+
+    fn unavailable(error: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            // What this resource accepts instead [RFC 9110 § 15.5.16].
+            resp.headers_mut()
+                .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// The story's order, as validated and stored. Field names are the story's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    date: String,
+    #[serde(rename = "className")]
+    class_name: String,
+    #[serde(rename = "Author")]
+    author: String,
+    price: String,
+}
+
+/// The 201 body, the same for the first answer and every replay.
+#[derive(Serialize)]
+struct Created<'a> {
+    status: &'static str,
+    order_id: &'a str,
+    served_by: &'a str,
+    order: &'a Order,
+}
+
+/// Parses and checks `{"order":{"date","className","Author","price"}}`.
+fn validate(body: &[u8]) -> Result<Order, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+    let Value::Object(mut top) = value else {
+        return Err(ApiError::field("", "the body must be a JSON object"));
+    };
+    let order = match top.remove("order") {
+        Some(Value::Object(order)) => order,
+        Some(_) => return Err(ApiError::field("order", "must be an object")),
+        None => return Err(ApiError::field("order", "missing")),
+    };
+    if let Some(extra) = top.keys().next() {
+        return Err(ApiError::field(extra.as_str(), "unknown field"));
+    }
+    if let Some(extra) = order
+        .keys()
+        .find(|k| !["date", "className", "Author", "price"].contains(&k.as_str()))
+    {
+        return Err(ApiError::field(format!("order.{extra}"), "unknown field"));
+    }
+    let text = |key: &str| match order.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 256 => Ok(s.clone()),
+        Some(Value::String(_)) => Err(ApiError::field(
+            format!("order.{key}"),
+            "must be 1 to 256 characters, not blank",
+        )),
+        Some(_) => Err(ApiError::field(format!("order.{key}"), "must be a string")),
+        None => Err(ApiError::field(format!("order.{key}"), "missing")),
+    };
+    let order = Order {
+        date: text("date")?,
+        class_name: text("className")?,
+        author: text("Author")?,
+        price: text("price")?,
+    };
+    if !valid_date(&order.date) {
+        return Err(ApiError::field(
+            "order.date",
+            "must be a calendar date YYYY-MM-DD",
+        ));
+    }
+    if !valid_price(&order.price) {
+        return Err(ApiError::field(
+            "order.price",
+            "must be a decimal string greater than 0 with at most 2 decimals",
+        ));
+    }
+    Ok(order)
+}
+
+/// `YYYY-MM-DD` naming a real day (ISO 8601 calendar date, [RFC 3339 § 5.6] full-date).
+fn valid_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) {
+        return false;
+    }
+    if !digits(5..7) || !digits(8..10) {
+        return false;
+    }
+    let (Ok(y), Ok(m), Ok(d)) = (s[0..4].parse(), s[5..7].parse::<u8>(), s[8..10].parse()) else {
+        return false;
+    };
+    time::Month::try_from(m)
+        .and_then(|m| time::Date::from_calendar_date(y, m, d))
+        .is_ok()
+}
+
+/// Up to 9 integer digits, optionally `.` and 1 or 2 decimals, above zero.
+fn valid_price(s: &str) -> bool {
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let (int, frac) = match s.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (s, None),
+    };
+    (1..=9).contains(&int.len())
+        && digits(int)
+        && frac.is_none_or(|f| (1..=2).contains(&f.len()) && digits(f))
+        && s.bytes().any(|b| (b'1'..=b'9').contains(&b))
+}
+
+/// `Content-Type: application/json`, parameters (charset) allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `Idempotency-Key`, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let Some(key) = keys.next() else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::field(
+            "Idempotency-Key",
+            "must appear once, 1 to 255 visible ASCII characters",
+        )
+    };
+    let bytes = key.as_bytes();
+    if keys.next().is_some()
+        || bytes.is_empty()
+        || bytes.len() > 255
+        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(bad());
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Reads the body, at most `max` bytes within `timeout`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        )),
+    }
+}
+
+/// `POST /purchaseOrder`: check, record (once per idempotency key), answer 201.
+async fn purchase_order(
+    State(ctl): State<Arc<Controller>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    let key = idempotency_key(&headers)?;
+    let timeout = Duration::from_millis(ctl.config.body_timeout_ms);
+    let body = read_body(&headers, body, ctl.config.max_body, timeout).await?;
+    let order = validate(&body)?;
+    let canonical = serde_json::to_string(&order).expect("an Order serializes");
+    let order_id = ctl.new_order_id()?;
+
+    let (store, name, has_key) = (ctl.store.clone(), ctl.name.clone(), key.is_some());
+    let recorded = tokio::task::spawn_blocking(move || {
+        store.record(&order_id, key.as_deref(), &canonical, &name)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("order store task: {e}")))?;
+    let (row, replayed) = match recorded {
+        Ok(Recorded::Created(row)) => (row, false),
+        Ok(Recorded::Replayed(row)) => (row, true),
+        Ok(Recorded::KeyReused) => {
+            ctl.count(|c| c.idempotency_conflicts += 1);
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used for a different order",
+            ));
+        }
+        Err(e) => {
+            ctl.count(|c| c.store_errors += 1);
+            tracing::warn!(error = %e, "order store failed");
+            return Err(ApiError::unavailable("the order store is unavailable"));
+        }
+    };
+    let stored: Order = serde_json::from_str(&row.body)
+        .map_err(|e| ApiError::unavailable(format!("stored order unreadable: {e}")))?;
+    ctl.count(|c| match replayed {
+        true => c.orders_replayed += 1,
+        false => c.orders_created += 1,
+    });
+    if replayed {
+        tracing::info!(order_id = row.order_id, "idempotent replay");
+    } else {
+        tracing::info!(
+            order_id = row.order_id,
+            idempotent = has_key,
+            "order created"
+        );
+    }
+    let reply = Created {
+        status: "created",
+        order_id: &row.order_id,
+        served_by: &row.served_by,
+        order: &stored,
+    };
+    let mut resp = (StatusCode::CREATED, Json(reply)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp.extensions_mut().insert(OrderId(row.order_id));
+    Ok(resp)
+}
+
+/// `GET /health`: for the supervisor's and the load balancer's checks.
+async fn health(State(ctl): State<Arc<Controller>>) -> Json<Value> {
+    Json(json!({ "status": "ok", "served_by": ctl.name }))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let allow = match uri.path() {
+        "/health" => "GET, HEAD",
+        _ => "POST",
+    };
+    let mut resp = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no resource at {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests;
