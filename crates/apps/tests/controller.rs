@@ -1,0 +1,530 @@
+//! The controller end to end on loopback: real TLS (rustls client against the
+//! lab PKI), real HTTP/1.1 (hyper client), a real SQLite store; and the abuse
+//! the issue lists: slow headers, garbage on the TLS port, stalled handshakes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use d11_apps::controller::{Controller, ControllerConfig};
+use d11_apps::pki::{self, PkiPaths};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+const STORY: &str =
+    r#"{"order":{"date":"2018-07-01","className":"趣谈网络协议","Author":"刘超","price":"68"}}"#;
+
+/// A controller serving on 127.0.0.1 with a fresh lab PKI.
+struct Running {
+    addr: SocketAddr,
+    ctl: Arc<Controller>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn start(name: &str, dir: &Path) -> Running {
+        let paths = PkiPaths::new(dir.join("pki"));
+        if !paths.server_chain().exists() {
+            pki::make(&paths, "t", &["www.geektime.com", "127.0.0.1"]).unwrap();
+        }
+        let config = ControllerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_body: 1024,
+            header_timeout_ms: 1500,
+            handshake_timeout_ms: 1000,
+            ..ControllerConfig::default()
+        };
+        let tls = pki::server_config(&paths).unwrap();
+        let ctl = Controller::new(name, config, tls, &dir.join("orders.sqlite")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(ctl.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            ctl,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn counter(&self, path: &[&str]) -> u64 {
+        let mut v = self.ctl.status();
+        for key in path {
+            v = v[key].clone();
+        }
+        v.as_u64().unwrap_or(0)
+    }
+}
+
+fn client(
+    dir: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let root = PkiPaths::new(dir.join("pki")).root_cert();
+    pki::client_config_with_versions(&root, false, versions).unwrap()
+}
+
+struct Reply {
+    status: StatusCode,
+    replayed: bool,
+    body: Value,
+    version: rustls::ProtocolVersion,
+}
+
+/// One HTTPS request on a new connection.
+async fn https(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    req: Request<Full<Bytes>>,
+) -> std::io::Result<Reply> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("www.geektime.com").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    let version = stream.get_ref().1.protocol_version().unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = resp.status();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok(Reply {
+        status,
+        replayed,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        version,
+    })
+}
+
+fn order(body: &str, content_type: &str, key: Option<&str>) -> Request<Full<Bytes>> {
+    let mut req = Request::post("/purchaseOrder")
+        .header("host", "www.geektime.com")
+        .header("content-type", content_type);
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    req.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+fn rows(dir: &Path) -> u64 {
+    let db = rusqlite::Connection::open(dir.join("orders.sqlite")).unwrap();
+    db.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_story_order_is_created_over_tls13_and_tls12() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Running::start("vm-ctl", dir.path()).await;
+    for (versions, want) in [
+        (
+            &[&rustls::version::TLS13][..],
+            rustls::ProtocolVersion::TLSv1_3,
+        ),
+        (
+            &[&rustls::version::TLS12][..],
+            rustls::ProtocolVersion::TLSv1_2,
+        ),
+    ] {
+        let reply = https(
+            ctl.addr,
+            client(dir.path(), versions),
+            order(STORY, "application/json", None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.version, want);
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        assert_eq!(reply.body["served_by"], "vm-ctl");
+        assert_eq!(reply.body["order"]["className"], "趣谈网络协议");
+    }
+    assert_eq!(rows(dir.path()), 2);
+    assert_eq!(ctl.counter(&["tls_versions", "TLSv1_3"]), 1);
+    assert_eq!(ctl.counter(&["tls_versions", "TLSv1_2"]), 1);
+    assert_eq!(ctl.counter(&["requests", "201"]), 2);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Running::start("vm-ctl", dir.path()).await;
+    let tls = client(
+        dir.path(),
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
+    let bad_price = STORY.replace("\"68\"", "\"free\"");
+    let huge = format!(r#"{{"order":{{"className":"{}"}}}}"#, "x".repeat(4096));
+    let cases = [
+        (
+            order("{\"order\":", "application/json", None),
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+        ),
+        (
+            order(&bad_price, "application/json", None),
+            StatusCode::BAD_REQUEST,
+            "order.price".into(),
+        ),
+        (
+            order(&huge, "application/json", None),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Value::Null,
+        ),
+        (
+            order(STORY, "text/plain", None),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Value::Null,
+        ),
+    ];
+    for (req, status, field) in cases {
+        let reply = https(ctl.addr, tls.clone(), req).await.unwrap();
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert!(reply.body["error"].is_string(), "{}", reply.body);
+        assert_eq!(reply.body["field"], field);
+    }
+    assert_eq!(rows(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn one_key_is_one_order_even_when_two_controllers_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Running::start("vm-ctl", dir.path()).await;
+    let b = Running::start("vm-ctl2", dir.path()).await;
+    let tls = client(dir.path(), &[&rustls::version::TLS13]);
+
+    // The same key twice, one after the other: one row, the same answer.
+    let first = https(
+        a.addr,
+        tls.clone(),
+        order(STORY, "application/json", Some("k-1")),
+    )
+    .await
+    .unwrap();
+    let again = https(
+        a.addr,
+        tls.clone(),
+        order(STORY, "application/json", Some("k-1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (first.status, again.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.body, again.body);
+    assert_eq!(rows(dir.path()), 1);
+
+    // Concurrent requests with one new key on both controllers.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            tokio::spawn(https(
+                addr,
+                tls.clone(),
+                order(STORY, "application/json", Some("k-2")),
+            ))
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for racer in racers {
+        let reply = racer.await.unwrap().unwrap();
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        created += usize::from(!reply.replayed);
+        ids.push(reply.body["order_id"].clone());
+    }
+    assert_eq!(created, 1);
+    assert!(ids.iter().all(|id| *id == ids[0]));
+    assert_ne!(ids[0], first.body["order_id"]);
+    assert_eq!(rows(dir.path()), 2);
+    let created = a.counter(&["orders_created"]) + b.counter(&["orders_created"]);
+    assert_eq!(created, 2);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Running::start("vm-ctl", dir.path()).await;
+    let tls = client(dir.path(), &[&rustls::version::TLS13]);
+    let tcp = TcpStream::connect(ctl.addr).await.unwrap();
+    let name = ServerName::try_from("www.geektime.com").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let started = Instant::now();
+    // One byte of a request head per second, never finishing it.
+    let slow = tokio::spawn(async move {
+        for b in b"POST /purchaseOrder HTTP/1.1\r\nHost: www.geektime.com\r\n".iter() {
+            if wr.write_all(&[*b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    let waited = started.elapsed();
+    slow.abort();
+    assert!(closed.is_ok(), "the slow client was never cut");
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+    assert_eq!(ctl.counter(&["header_timeouts"]), 1);
+    // Others keep ordering.
+    let reply = https(ctl.addr, tls, order(STORY, "application/json", None))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn garbage_and_stalled_handshakes_are_closed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Running::start("vm-ctl", dir.path()).await;
+
+    // Plain text on the TLS port.
+    let mut tcp = TcpStream::connect(ctl.addr).await.unwrap();
+    tcp.write_all(b"hello\r\n\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert_eq!(
+        ctl.counter(&["tls_handshake_failures", "invalid_message"]),
+        1,
+        "{}",
+        ctl.ctl.status()
+    );
+
+    // A client that connects and says nothing.
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(ctl.addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the stalled connection stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(ctl.counter(&["tls_handshake_failures", "timeout"]), 1);
+
+    // A phone trusting another root refuses the handshake; the server sees its alert.
+    let other = tempfile::tempdir().unwrap();
+    pki::make(
+        &PkiPaths::new(other.path().join("pki")),
+        "other",
+        &["www.geektime.com"],
+    )
+    .unwrap();
+    let err = https(
+        ctl.addr,
+        client(other.path(), &[&rustls::version::TLS13]),
+        order(STORY, "application/json", None),
+    )
+    .await
+    .err()
+    .expect("a foreign root must fail");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+
+    // And the controller keeps serving.
+    let tls = client(dir.path(), &[&rustls::version::TLS13]);
+    let reply = https(ctl.addr, tls, order(STORY, "application/json", None))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        ctl.counter(&["tls_handshake_failures", "alert_received"]),
+        1
+    );
+    assert_eq!(ctl.counter(&["connections"]), 4);
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctl = Running::start("vm-ctl", dir.path()).await;
+    let tls = client(dir.path(), &[&rustls::version::TLS13]);
+    let reply = https(
+        ctl.addr,
+        tls.clone(),
+        order(STORY, "application/json", None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED);
+    ctl.stop.take().unwrap().send(()).unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(6), &mut ctl.task).await;
+    served.expect("serve returns").unwrap().unwrap();
+    assert!(TcpStream::connect(ctl.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctl = Running::start("vm-ctl", dir.path()).await;
+    let tls = client(dir.path(), &[&rustls::version::TLS13]);
+    let tcp = TcpStream::connect(ctl.addr).await.unwrap();
+    let name = ServerName::try_from("www.geektime.com").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /purchaseOrder HTTP/1.1\r\nHost: www.geektime.com\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        STORY.len()
+    );
+    let (first, rest) = STORY.as_bytes().split_at(10);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    ctl.stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        TcpStream::connect(ctl.addr).await.is_err(),
+        "still accepting"
+    );
+    stream.write_all(rest).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 201 Created\r\n"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+    let served = tokio::time::timeout(Duration::from_secs(6), &mut ctl.task).await;
+    served.expect("serve returns").unwrap().unwrap();
+    assert_eq!(rows(dir.path()), 1);
+}
+
+/// Runs `program` with `args` off the runtime; (exit code, stdout + stderr).
+async fn run(program: &'static str, args: Vec<String>, stdin: &'static [u8]) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} is installed: {e}"));
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn curl_and_openssl_accept_the_lab_chain_and_only_with_the_lab_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Running::start("vm-ctl", dir.path()).await;
+    let port = ctl.addr.port();
+    let url = format!("https://www.geektime.com:{port}/purchaseOrder");
+    let resolve = format!("www.geektime.com:{port}:127.0.0.1");
+    let curl = |root: &Path, tls: &str| {
+        [
+            "-sS",
+            "--max-time",
+            "5",
+            tls,
+            "--cacert",
+            root.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Idempotency-Key: curl-1",
+            "--data-binary",
+            STORY,
+            "-w",
+            "\n%{http_code} %{ssl_verify_result}",
+            &url,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let root = PkiPaths::new(dir.path().join("pki")).root_cert();
+    let (code, out) = run("curl", curl(&root, "--tlsv1.3"), b"").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("\n201 0"), "{out}");
+    assert!(out.contains(r#""served_by":"vm-ctl""#), "{out}");
+    let mut tls12 = curl(&root, "--tlsv1.2");
+    tls12.splice(0..0, ["--tls-max".to_string(), "1.2".to_string()]);
+    let (code, out) = run("curl", tls12, b"").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("\n201 0"), "{out}");
+
+    // With another lab's root, curl refuses the certificate (exit 60).
+    let other = tempfile::tempdir().unwrap();
+    let other_paths = PkiPaths::new(other.path().join("pki"));
+    pki::make(&other_paths, "other", &["www.geektime.com"]).unwrap();
+    let (code, out) = run("curl", curl(&other_paths.root_cert(), "--tlsv1.2"), b"").await;
+    assert_eq!(code, 60, "{out}");
+
+    // openssl s_client sees leaf ← intermediate ← root and verifies it.
+    let args = [
+        "s_client",
+        "-connect",
+        &ctl.addr.to_string(),
+        "-servername",
+        "www.geektime.com",
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-verify_return_error",
+        "-verify_hostname",
+        "www.geektime.com",
+        "-alpn",
+        "http/1.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (code, out) = run("openssl", args, b"").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("depth=2 CN = double11 lab root CA, O = double11 lab t"),
+        "{out}"
+    );
+    assert!(
+        out.contains("depth=1 CN = double11 lab intermediate CA"),
+        "{out}"
+    );
+    assert!(out.contains("depth=0 CN = www.geektime.com"), "{out}");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(out.contains("ALPN protocol: http/1.1"), "{out}");
+
+    // One order for the one key, whichever TLS version carried it.
+    assert_eq!(rows(dir.path()), 1);
+}
