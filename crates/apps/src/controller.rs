@@ -145,9 +145,12 @@ struct Session {
     cipher: String,
 }
 
-/// The order id a handler made or found, handed to the access log.
+/// The order a handler made or found again, handed to the access log.
 #[derive(Clone)]
-struct OrderId(String);
+struct OrderLog {
+    order_id: String,
+    replayed: bool,
+}
 
 impl Controller {
     /// `name` is the node (e.g. "vm-ctl") reported in replies and logs;
@@ -217,6 +220,7 @@ impl Controller {
             }
         }
         drop(listener);
+        // Closing the channel tells every connection to finish up.
         drop(drain_tx);
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while conns.join_next().await.is_some() {}
@@ -377,7 +381,7 @@ async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     ctl.count(|c| *c.requests.entry(status).or_default() += 1);
-    let order = resp.extensions().get::<OrderId>().map(|o| o.0.as_str());
+    let order = resp.extensions().get::<OrderLog>();
     let (peer, version, cipher) = match &session {
         Some(s) => (s.peer.to_string(), s.version.as_str(), s.cipher.as_str()),
         None => ("-".into(), "-", "-"),
@@ -389,7 +393,8 @@ async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next
         %method,
         path,
         status,
-        order_id = order.unwrap_or("-"),
+        order_id = order.map_or("-", |o| o.order_id.as_str()),
+        replayed = order.is_some_and(|o| o.replayed),
         us = started.elapsed().as_micros() as u64,
         "request"
     );
@@ -631,7 +636,7 @@ async fn purchase_order(
     let canonical = serde_json::to_string(&order).expect("an Order serializes");
     let order_id = ctl.new_order_id()?;
 
-    let (store, name, has_key) = (ctl.store.clone(), ctl.name.clone(), key.is_some());
+    let (store, name) = (ctl.store.clone(), ctl.name.clone());
     let recorded = tokio::task::spawn_blocking(move || {
         store.record(&order_id, key.as_deref(), &canonical, &name)
     })
@@ -659,15 +664,6 @@ async fn purchase_order(
         true => c.orders_replayed += 1,
         false => c.orders_created += 1,
     });
-    if replayed {
-        tracing::info!(order_id = row.order_id, "idempotent replay");
-    } else {
-        tracing::info!(
-            order_id = row.order_id,
-            idempotent = has_key,
-            "order created"
-        );
-    }
     let reply = Created {
         status: "created",
         order_id: &row.order_id,
@@ -679,7 +675,10 @@ async fn purchase_order(
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    resp.extensions_mut().insert(OrderId(row.order_id));
+    resp.extensions_mut().insert(OrderLog {
+        order_id: row.order_id,
+        replayed,
+    });
     Ok(resp)
 }
 

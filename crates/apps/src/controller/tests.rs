@@ -272,6 +272,10 @@ async fn other_methods_are_405_and_other_paths_404() {
     let (status, _, body) = call(&ctl, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["served_by"], "vm-ctl");
+    let requests = &ctl.status()["requests"];
+    assert_eq!(requests["405"], 2);
+    assert_eq!(requests["404"], 1);
+    assert_eq!(requests["200"], 1);
 }
 
 #[tokio::test]
