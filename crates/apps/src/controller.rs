@@ -183,7 +183,7 @@ impl Controller {
 
     /// Serves on `listener` until `shutdown` resolves; then stops accepting,
     /// asks open connections to finish their current request and waits for
-    /// them at most [`DRAIN_TIMEOUT`].
+    /// them at most 5 s (`DRAIN_TIMEOUT`).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,

@@ -14,6 +14,7 @@ fn controller(name: &str, dir: &Path) -> Arc<Controller> {
     let tls = pki::server_config(&paths).unwrap();
     let config = ControllerConfig {
         max_body: 1024,
+        body_timeout_ms: 200,
         ..ControllerConfig::default()
     };
     Controller::new(name, config, tls, &dir.join("orders.sqlite")).unwrap()
@@ -228,6 +229,31 @@ fn chunked(bytes: &[u8]) -> Body {
             .map(bytes::Bytes::copy_from_slice)
             .collect(),
     ))
+}
+
+/// A body whose bytes never come.
+struct Stalled;
+
+impl hyper::body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_is_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller("vm-ctl", dir.path());
+    let req = post().body(Body::new(Stalled)).unwrap();
+    let (status, _, body) = call(&ctl, req).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(rows(&ctl), 0);
 }
 
 #[tokio::test]
