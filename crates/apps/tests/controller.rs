@@ -32,6 +32,11 @@ struct Running {
 
 impl Running {
     async fn start(name: &str, dir: &Path) -> Running {
+        Running::start_with(name, dir, ControllerConfig::default()).await
+    }
+
+    /// As `start`, with loopback and test timeouts over `config`.
+    async fn start_with(name: &str, dir: &Path, config: ControllerConfig) -> Running {
         let paths = PkiPaths::new(dir.join("pki"));
         if !paths.server_chain().exists() {
             pki::make(&paths, "t", &["www.geektime.com", "127.0.0.1"]).unwrap();
@@ -41,7 +46,7 @@ impl Running {
             max_body: 1024,
             header_timeout_ms: 1500,
             handshake_timeout_ms: 1000,
-            ..ControllerConfig::default()
+            ..config
         };
         let tls = pki::server_config(&paths).unwrap();
         let ctl = Controller::new(name, config, tls, &dir.join("orders.sqlite")).unwrap();
@@ -527,4 +532,35 @@ async fn curl_and_openssl_accept_the_lab_chain_and_only_with_the_lab_root() {
 
     // One order for the one key, whichever TLS version carried it.
     assert_eq!(rows(dir.path()), 1);
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ControllerConfig {
+        max_connections: 1,
+        ..ControllerConfig::default()
+    };
+    let ctl = Running::start_with("vm-ctl", dir.path(), config).await;
+    let tls = client(dir.path(), &[&rustls::version::TLS13]);
+    let name = ServerName::try_from("www.geektime.com").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let first = connector
+        .connect(name.clone(), TcpStream::connect(ctl.addr).await.unwrap())
+        .await
+        .unwrap();
+
+    // The second waits in the accept queue while the first holds the slot.
+    let second = tokio::spawn(https(ctl.addr, tls, order(STORY, "application/json", None)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished());
+    assert_eq!(ctl.counter(&["connections"]), 1);
+
+    drop(first);
+    let reply = tokio::time::timeout(Duration::from_secs(3), second)
+        .await
+        .expect("served once the slot is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED);
 }

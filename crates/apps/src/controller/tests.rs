@@ -350,3 +350,21 @@ async fn a_bad_idempotency_key_is_400() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(rows(&ctl), 1);
 }
+
+#[test]
+fn the_config_defaults_and_refuses_unknown_keys() {
+    let config: ControllerConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(config.listen, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(config.max_body, 16 * 1024);
+    assert_eq!(config.header_timeout_ms, 5000);
+    assert_eq!(config.handshake_timeout_ms, 5000);
+    assert_eq!(config.max_connections, 1024);
+    let config: ControllerConfig =
+        serde_json::from_str(r#"{"listen":"192.168.1.20:443","max_body":100}"#).unwrap();
+    assert_eq!(config.max_body, 100);
+    let err = serde_json::from_str::<ControllerConfig>(r#"{"max_bodies":1}"#).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `max_bodies`"),
+        "{err}"
+    );
+}
