@@ -27,7 +27,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -158,6 +158,8 @@ impl L4lbConfig {
 pub struct L4lb {
     name: String,
     config: L4lbConfig,
+    /// The address `serve` listens on (`config.listen` may say port 0).
+    listening: OnceLock<SocketAddr>,
     pool: Mutex<Pool>,
     /// Bytes per backend: client → server, server → client.
     bytes: Vec<[AtomicU64; 2]>,
@@ -235,6 +237,7 @@ impl L4lb {
                 servers,
             }),
             config,
+            listening: OnceLock::new(),
             counters: Counters::default(),
         })
     }
@@ -255,8 +258,10 @@ impl L4lb {
         self.config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listening = listener.local_addr()?;
+        let _ = self.listening.set(listening);
         info!(
-            frontend = %self.name, listen = %listener.local_addr()?, backend = %self.config.backend_name,
+            frontend = %self.name, listen = %listening, backend = %self.config.backend_name,
             servers = ?self.config.backends, balance = ?self.config.balance, "l4lb serving"
         );
         let mut checks = JoinSet::new();
@@ -326,13 +331,14 @@ impl L4lb {
         let accept_date = time::OffsetDateTime::now_utc();
         let start = Instant::now();
         let _ = client.set_nodelay(true);
-        let connected = self.connect().await;
-        let connect = connected.stream.is_some().then(|| start.elapsed());
-        let (termination, bytes_read) = match (connected.server, connected.stream) {
-            (Some(i), Some(server)) => self.proxy(i, client, server, killed).await,
-            _ => {
+        let (connected, retries) = self.connect().await;
+        let connect = connected.is_ok().then(|| start.elapsed());
+        let server = connected.as_ref().ok().map(|&(i, _)| i);
+        let (termination, bytes_read) = match connected {
+            Ok((i, stream)) => self.proxy(i, client, stream, killed).await,
+            Err(failure) => {
                 self.counters.no_backend.fetch_add(1, Ordering::Relaxed);
-                (connected.failure, 0)
+                (failure, 0)
             }
         };
         let timeouts = match termination {
@@ -346,10 +352,7 @@ impl L4lb {
         let (beconn, srv_conn) = {
             let pool = self.pool();
             let beconn = pool.servers.iter().map(|s| s.active).sum();
-            (
-                beconn,
-                connected.server.map_or(0, |i| pool.servers[i].active),
-            )
+            (beconn, server.map_or(0, |i| pool.servers[i].active))
         };
         let feconn = self.counters.active.load(Ordering::Relaxed);
         info!(
@@ -359,7 +362,7 @@ impl L4lb {
                 accept_date,
                 frontend: &self.name,
                 backend: &self.config.backend_name,
-                server: connected.server.map(|i| self.config.backends[i]),
+                server: server.map(|i| self.config.backends[i]),
                 connect,
                 total: start.elapsed(),
                 bytes_read,
@@ -368,18 +371,19 @@ impl L4lb {
                 feconn,
                 beconn,
                 srv_conn,
-                retries: connected.retries,
+                retries,
             }
         );
-        if let Some(i) = connected.server {
+        if let Some(i) = server {
             self.pool().servers[i].active -= 1;
         }
         drop(admission);
     }
 
-    /// Connects to an UP backend, retrying on others. The chosen server,
-    /// if any, is counted as active until the caller releases it.
-    async fn connect(&self) -> Connected {
+    /// Connects to an UP backend, retrying on others; answers the server
+    /// (counted as active until the caller releases it) or how the session
+    /// ends, and the number of retries.
+    async fn connect(&self) -> (Result<(usize, TcpStream), Termination>, u32) {
         let timeout_d = Duration::from_millis(self.config.connect_timeout_ms);
         let mut tried = Vec::new();
         let mut failure = Termination::ServerRefused;
@@ -391,12 +395,7 @@ impl L4lb {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     self.pool().servers[i].total += 1;
-                    return Connected {
-                        server: Some(i),
-                        stream: Some(stream),
-                        retries: tried.len() as u32 - 1,
-                        failure,
-                    };
+                    return (Ok((i, stream)), tried.len() as u32 - 1);
                 }
                 Ok(Err(e)) => {
                     failure = Termination::ServerRefused;
@@ -415,12 +414,7 @@ impl L4lb {
             pool.servers[i].connect_failures += 1;
             pool.servers[i].active -= 1;
         }
-        Connected {
-            server: None,
-            stream: None,
-            retries: tried.len().saturating_sub(1) as u32,
-            failure,
-        }
+        (Err(failure), tried.len().saturating_sub(1) as u32)
     }
 
     /// Picks a server not in `tried` and counts the session on it.
@@ -581,7 +575,9 @@ impl L4lb {
     }
 
     /// Per backend and frontend totals for the control socket, in the
-    /// spirit of HAProxy's stats CSV (`bytes_in` is client → server).
+    /// spirit of HAProxy's stats CSV. `bytes_in` is client → server;
+    /// `accepted` counts every connection taken from the listener, those
+    /// refused by `maxconn` included.
     pub fn status(&self) -> Value {
         let pool = self.pool();
         let servers: Vec<Value> = pool
@@ -620,7 +616,7 @@ impl L4lb {
         json!({
             "frontend": {
                 "name": self.name,
-                "listen": self.config.listen.to_string(),
+                "listen": self.listening.get().unwrap_or(&self.config.listen).to_string(),
                 "maxconn": self.config.maxconn,
                 "active": c.active.load(Ordering::Relaxed),
                 "accepted": load(&c.accepted),
@@ -644,15 +640,6 @@ impl L4lb {
     fn pool(&self) -> MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The outcome of [`L4lb::connect`].
-struct Connected {
-    server: Option<usize>,
-    stream: Option<TcpStream>,
-    retries: u32,
-    /// How the session ends when there is no stream.
-    failure: Termination,
 }
 
 /// When a byte last moved either way in a session.

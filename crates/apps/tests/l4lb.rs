@@ -471,6 +471,33 @@ async fn serve_stops_on_shutdown_and_kills_live_sessions_after_the_grace() {
 }
 
 #[tokio::test]
+async fn run_binds_the_configured_address_and_status_shows_it() {
+    let a = echo().await;
+    let config = json!({"listen": "127.0.0.1:0", "backends": [a.addr]});
+    let lb = L4lb::new("test", serde_json::from_value(config).unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(lb.clone().run(async {
+        let _ = stopped.await;
+    }));
+    let start = Instant::now();
+    let addr: SocketAddr = loop {
+        let listen = lb.status()["frontend"]["listen"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if listen != "127.0.0.1:0".parse().unwrap() {
+            break listen;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "never listening");
+        sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(exchange(addr, b"ping").await, b"ping");
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn serve_refuses_an_invalid_config() {
     let config: L4lbConfig = serde_json::from_value(json!({"backends": []})).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
