@@ -264,6 +264,7 @@ impl L4lb {
             frontend = %self.name, listen = %listening, backend = %self.config.backend_name,
             servers = ?self.config.backends, balance = ?self.config.balance, "l4lb serving"
         );
+        // Aborted when dropped, as `serve` returns.
         let mut checks = JoinSet::new();
         for i in 0..self.config.backends.len() {
             checks.spawn(self.clone().check_loop(i));

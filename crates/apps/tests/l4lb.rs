@@ -23,6 +23,8 @@ enum Mode {
     Echo,
     /// Reads to end of stream, waits, then answers how many bytes came.
     ReplyAfterEof,
+    /// Holds the connection and never reads nor writes.
+    Deaf,
 }
 
 /// A backend server on loopback; `served` counts connections that sent data
@@ -62,6 +64,9 @@ impl Backend {
 }
 
 async fn handle(mut conn: TcpStream, mode: Mode, served: Arc<AtomicUsize>) {
+    if let Mode::Deaf = mode {
+        return std::future::pending().await;
+    }
     let mut buf = vec![0; 64 * 1024];
     let mut total = 0;
     loop {
@@ -419,6 +424,63 @@ async fn an_idle_session_is_closed_after_the_client_timeout() {
     lb.wait("timeout counted", |s| s["frontend"]["client_timeouts"] == 1)
         .await;
     assert_eq!(lb.frontend("server_timeouts"), 0);
+}
+
+#[tokio::test]
+async fn a_silent_server_is_cut_after_the_server_timeout() {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let a = Backend::start(any, Mode::Deaf).await;
+    let timeouts = json!({"client_timeout_ms": 10_000, "server_timeout_ms": 200});
+    let lb = start_lb(&[a.addr], timeouts).await;
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    c.write_all(b"order").await.unwrap();
+    closed_within(&mut c, Duration::from_secs(2)).await;
+    lb.wait("timeout counted", |s| s["frontend"]["server_timeouts"] == 1)
+        .await;
+    assert_eq!(lb.frontend("client_timeouts"), 0);
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_read_stalls_the_client_instead_of_filling_memory() {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let a = Backend::start(any, Mode::Deaf).await;
+    let lb = start_lb(&[a.addr], json!({})).await;
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    let chunk = vec![0x68; 1 << 20];
+    let mut written = 0;
+    let stalled = timeout(Duration::from_secs(2), async {
+        loop {
+            c.write_all(&chunk).await.unwrap();
+            written += chunk.len();
+        }
+    })
+    .await;
+    assert!(stalled.is_err());
+    // What got through sits in kernel socket buffers, not in the balancer.
+    assert!(written < 64 << 20, "{written} bytes accepted");
+    let forwarded = lb.server(0)["bytes_in"].as_u64().unwrap();
+    assert!(forwarded as usize <= written, "{forwarded} > {written}");
+}
+
+#[tokio::test]
+async fn many_concurrent_sessions_each_get_their_own_bytes_back() {
+    let (a, b) = (echo().await, echo().await);
+    let lb = start_lb(&[a.addr, b.addr], json!({"balance": "leastconn"})).await;
+    let mut clients = JoinSet::new();
+    for k in 0..200u32 {
+        let addr = lb.addr;
+        clients.spawn(async move {
+            let msg: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + k) as u8).collect();
+            assert_eq!(exchange(addr, &msg).await, msg);
+        });
+    }
+    while let Some(r) = clients.join_next().await {
+        r.unwrap();
+    }
+    lb.wait_idle(0).await;
+    assert_eq!(a.served() + b.served(), 200);
+    assert_eq!(lb.frontend("bytes_in"), 200 * 10_000);
+    assert_eq!(lb.frontend("bytes_out"), 200 * 10_000);
 }
 
 #[tokio::test]
