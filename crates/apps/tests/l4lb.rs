@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use d11_apps::l4lb::{L4lb, L4lbConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, timeout};
@@ -227,6 +227,16 @@ async fn echo() -> Backend {
     Backend::start("127.0.0.1:0".parse().unwrap(), Mode::Echo).await
 }
 
+/// A listener that never accepts and queues one connection at most: once
+/// a connection waits in its queue, further SYNs go unanswered.
+fn unanswering() -> (TcpListener, SocketAddr) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
 fn status_of(server: &Value) -> &str {
     server["status"].as_str().unwrap()
 }
@@ -410,6 +420,38 @@ async fn when_every_connect_attempt_fails_the_client_is_closed_and_counted() {
     lb.wait("no_backend counted", |s| s["frontend"]["no_backend"] == 1)
         .await;
     assert_eq!(lb.frontend("connect_failures"), 2);
+}
+
+#[tokio::test]
+async fn a_connect_left_unanswered_times_out_and_closes_the_client() {
+    let (_held, addr) = unanswering();
+    let health = json!({"interval_ms": 60_000, "timeout_ms": 200, "rise": 2, "fall": 3});
+    let config = json!({"health": health, "connect_timeout_ms": 200});
+    let lb = start_lb(&[addr], config).await;
+    // The first check's connection fills the queue.
+    lb.wait("first check", |s| {
+        s["backend"]["servers"][0]["checks_passed"] == 1
+    })
+    .await;
+    let start = Instant::now();
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    closed_within(&mut c, Duration::from_secs(2)).await;
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    lb.wait("no_backend counted", |s| s["frontend"]["no_backend"] == 1)
+        .await;
+    assert_eq!(lb.frontend("connect_failures"), 1);
+}
+
+#[tokio::test]
+async fn a_check_left_unanswered_counts_as_a_layer4_timeout() {
+    let (_held, addr) = unanswering();
+    let health = json!({"interval_ms": 50, "timeout_ms": 100, "rise": 2, "fall": 3});
+    let lb = start_lb(&[addr], json!({ "health": health })).await;
+    let s = lb.wait("down", |s| s["backend"]["up"] == 0).await;
+    let server = &s["backend"]["servers"][0];
+    assert_eq!(server["checks_passed"], 1);
+    assert_eq!(server["last_check"]["code"], "L4TOUT");
+    assert!(server["last_check"]["duration_ms"].as_u64() >= Some(100));
 }
 
 #[tokio::test]
