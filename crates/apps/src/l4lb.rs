@@ -2,8 +2,8 @@
 //! client's TCP connection, opens a new one to a backend controller and
 //! copies bytes both ways, so TLS passes through untouched.
 //!
-//! The choice of a backend ([`balance`]) and a backend's health
-//! ([`health`]) are plain state machines; this file is the tokio around them:
+//! The choice of a backend (`balance.rs`) and a backend's health
+//! (`health.rs`) are plain state machines; this file is the tokio around them:
 //! the accept loop, one task per session, one health-check task per backend.
 //!
 //! - Sessions go to UP backends only (round robin or least connections);
