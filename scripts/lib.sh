@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 # Debian packages the lab and its tests use (only when root; nothing else is touched).
-D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps)
+D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps curl openssl ca-certificates)
 
 d11_install_packages() {
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,5 +1,6 @@
 //! `d11 capture -w FILE.pcapng [--seconds N] [-- CMD…]`: every wire of a lab
-//! into one pcapng, one interface per wire named `node:port`.
+//! into one pcapng, one interface per wire named `node:port`, with the TLS
+//! secrets CMD logged (`d11 order`, curl) for Wireshark.
 
 use crate::need_root;
 use anyhow::{bail, Context, Result};
@@ -14,6 +15,64 @@ use std::time::{Duration, Instant};
 const DRAIN: Duration = Duration::from_millis(300);
 
 pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> Result<ExitCode> {
+    let child = match cmd.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args);
+            Some(c)
+        }
+        None => None,
+    };
+    if child.is_none() && seconds.is_none() {
+        eprintln!(
+            "capturing every wire of lab {lab} into {}; Ctrl-C to stop",
+            file.display()
+        );
+    }
+    let rec = record(lab, file, seconds, child)?;
+    eprintln!(
+        "captured {} frames on {} wires into {}{}{}",
+        rec.stats.frames,
+        rec.wires,
+        file.display(),
+        if rec.stats.dropped_by_kernel > 0 {
+            format!(" ({} dropped by the kernel)", rec.stats.dropped_by_kernel)
+        } else {
+            String::new()
+        },
+        if rec.secrets {
+            " with the TLS secrets for Wireshark (a Decryption Secrets Block)"
+        } else {
+            ""
+        }
+    );
+    Ok(match rec.status {
+        Some(s) if !s.success() => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// What [`record`] did.
+pub(crate) struct Recording {
+    pub stats: d11_io::CaptureStats,
+    pub wires: usize,
+    /// How the command ended, if there was one and it ended.
+    pub status: Option<std::process::ExitStatus>,
+    /// True if TLS secrets were written into the file.
+    pub secrets: bool,
+}
+
+/// Captures every wire of `lab` into `file` until `seconds` pass, `child`
+/// ends (plus [`DRAIN`]) or a signal comes. `child` runs with
+/// `SSLKEYLOGFILE` pointing into the lab's run directory (unless already
+/// set); whatever TLS secrets it logs go into the file as a Decryption
+/// Secrets Block, so Wireshark shows the decrypted HTTP with no setup.
+pub(crate) fn record(
+    lab: &str,
+    file: &Path,
+    seconds: Option<f64>,
+    child: Option<Command>,
+) -> Result<Recording> {
     d11_lab::check_lab_name(lab)?;
     need_root("d11 capture")?;
     let dir = RunDir::new(lab);
@@ -36,23 +95,19 @@ pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> 
         std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
     let mut w = PcapngWriter::new(BufWriter::new(out)).context("writing the pcapng header")?;
     let stop = d11_io::stop_on_signals()?;
-    let mut child = match cmd.split_first() {
-        Some((prog, args)) => Some(
-            Command::new(prog)
-                .args(args)
+    let key_log = std::env::var_os("SSLKEYLOGFILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join(format!("keys-{}.log", std::process::id())));
+    let _ = std::fs::remove_file(&key_log);
+    let mut child = match child {
+        Some(mut c) => Some(
+            c.env("SSLKEYLOGFILE", &key_log)
                 .spawn()
-                .with_context(|| format!("starting {prog}"))?,
+                .with_context(|| format!("starting {:?}", c.get_program()))?,
         ),
         None => None,
     };
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-    if child.is_none() && deadline.is_none() {
-        eprintln!(
-            "capturing {} wires of lab {lab} into {}; Ctrl-C to stop",
-            points.len(),
-            file.display()
-        );
-    }
     let mut status = None;
     let mut ended_at: Option<Instant> = None;
     let stats = cap.run(&mut w, || {
@@ -72,25 +127,30 @@ pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> 
     })?;
     let mut inner = w.into_inner();
     std::io::Write::flush(&mut inner).context("flushing the pcapng")?;
+    drop(inner);
     if let Some(mut c) = child {
         if status.is_none() {
             let _ = c.kill();
             status = c.wait().ok();
         }
     }
-    eprintln!(
-        "captured {} frames on {} wires into {}{}",
-        stats.frames,
-        points.len(),
-        file.display(),
-        if stats.dropped_by_kernel > 0 {
-            format!(" ({} dropped by the kernel)", stats.dropped_by_kernel)
-        } else {
-            String::new()
+    let secrets = match std::fs::read(&key_log) {
+        Ok(keys) if !keys.is_empty() => {
+            let plain =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            std::fs::write(file, d11_core::pcapng::with_tls_secrets(&plain, &keys))
+                .with_context(|| format!("writing {}", file.display()))?;
+            true
         }
-    );
-    Ok(match status {
-        Some(s) if !s.success() => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
-        _ => ExitCode::SUCCESS,
+        _ => false,
+    };
+    if std::env::var_os("SSLKEYLOGFILE").is_none() {
+        let _ = std::fs::remove_file(&key_log);
+    }
+    Ok(Recording {
+        stats,
+        wires: points.len(),
+        status,
+        secrets,
     })
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long `d11 up` waits for every element to answer on its control socket.
+/// How long `d11 up` waits for every element and app to answer on its
+/// control socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn up(topology: &Path, lab: &str) -> Result<()> {
@@ -20,7 +21,7 @@ pub fn up(topology: &Path, lab: &str) -> Result<()> {
     let t0 = Instant::now();
     d11_lab::build(lab, &topo)?;
     // The namespaces and wires exist: from here on a failure takes them down again.
-    if let Err(e) = start(lab, &topo) {
+    if let Err(e) = make_pki(lab, &topo).and_then(|()| start(lab, &topo)) {
         let _ = d11_lab::teardown(lab);
         return Err(e);
     }
@@ -38,6 +39,14 @@ pub fn up(topology: &Path, lab: &str) -> Result<()> {
         "  d11 status --name {lab}    d11 exec --name {lab} NODE -- CMD    d11 down --name {lab}"
     );
     Ok(())
+}
+
+/// The lab PKI (`pki/` in the run directory), if the topology asks for one.
+fn make_pki(lab: &str, topo: &Topology) -> Result<()> {
+    let Some(pki) = &topo.pki else { return Ok(()) };
+    let paths = d11_apps::pki::PkiPaths::new(RunDir::new(lab).pki_dir());
+    let names: Vec<&str> = pki.names.iter().map(String::as_str).collect();
+    d11_apps::pki::make(&paths, lab, &names).context("making the lab PKI")
 }
 
 /// Starts the supervisor, detached in its own process group, and waits until
@@ -60,17 +69,16 @@ fn start(lab: &str, topo: &Topology) -> Result<()> {
         .spawn()
         .context("starting the supervisor")?;
     let deadline = Instant::now() + READY_TIMEOUT;
-    for e in topo.elements() {
-        let sock = dir.socket(&e.name);
+    for node in supervised(topo) {
+        let sock = dir.socket(&node);
         loop {
             if d11_io::query(&sock, "ping", Duration::from_millis(300)).is_ok() {
                 break;
             }
             if Instant::now() > deadline {
-                let tail = last_line(&dir.log_file(&e.name));
+                let tail = last_line(&dir.log_file(&node));
                 bail!(
-                    "element {} did not become ready within {}s (last log line: {tail})",
-                    e.name,
+                    "{node} did not become ready within {}s (last log line: {tail})",
                     READY_TIMEOUT.as_secs()
                 );
             }
@@ -129,27 +137,36 @@ pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
     Err(err).context("running ip netns exec (is iproute2 installed?)")
 }
 
-/// The supervisor process: one `d11 run` per element, restarted when it dies.
+/// The nodes with a process of their own: every element, then every host
+/// that runs an app.
+fn supervised(topo: &Topology) -> Vec<String> {
+    let elements = topo.elements().into_iter().map(|e| e.name);
+    elements
+        .chain(topo.apps().into_iter().map(|a| a.name))
+        .collect()
+}
+
+/// The supervisor process: one `d11 run` per element and app, restarted
+/// when it dies.
 pub fn supervise(lab: &str) -> Result<()> {
     let dir = RunDir::new(lab);
     let topo = dir.topology().context("reading the lab's topology")?;
     let exe: OsString = std::env::current_exe()
         .context("finding the d11 binary")?
         .into();
-    let children = topo
-        .elements()
+    let children = supervised(&topo)
         .into_iter()
-        .map(|e| ChildSpec {
+        .map(|node| ChildSpec {
             argv: vec![
                 exe.clone(),
                 "run".into(),
                 "--name".into(),
                 lab.into(),
                 "--node".into(),
-                e.name.clone().into(),
+                node.clone().into(),
             ],
-            log: dir.log_file(&e.name),
-            node: e.name,
+            log: dir.log_file(&node),
+            node,
         })
         .collect();
     Supervisor::new(dir, children).run()?;

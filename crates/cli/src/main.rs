@@ -1,19 +1,22 @@
 //! `d11`: the one binary of the double11 lab.
 //!
-//! User commands (`up`, `down`, `status`, `exec`, `capture`, `bench`) and the
+//! User commands (`up`, `down`, `status`, `exec`, `capture`, `order`, `bench`) and the
 //! two the lab runs itself (`supervise`, `run`). This crate holds no
 //! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
 //! elements', I/O is `d11-io`'s.
 
+mod apps;
 mod bench;
 mod bench_cloud;
 mod bench_mobile;
 mod capture;
 mod lifecycle;
+mod order;
 mod roles;
 mod run;
 mod show;
 mod status;
+mod trace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -103,6 +106,10 @@ enum Cmd {
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// The phone app: resolve the shop, TLS to the lab root, POST /purchaseOrder, print the reply.
+    Order(order::OrderArgs),
+    /// Place one order while capturing every wire; print its request hop by hop, checked against the topology.
+    Trace(trace::TraceArgs),
     /// Benchmarks, each against baselines measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -152,6 +159,8 @@ fn main() -> ExitCode {
             seconds,
             cmd,
         } => capture::capture(&lab.name, &file, seconds, &cmd),
+        Cmd::Order(args) => order::order(&args),
+        Cmd::Trace(args) => trace::run(&args),
         Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Cloud(args)) => bench_cloud::cloud(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Mobile(args)) => {

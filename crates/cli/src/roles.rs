@@ -508,12 +508,15 @@ fn pgw_config(spec: &ElementSpec) -> Result<pgw::PgwConfig, ConfigError> {
     })
 }
 
-/// Checks every element's settings; the error names the file, line and key.
+/// Checks every element's and app's settings; the error names the file, line and key.
 pub fn check(topo: &Topology) -> Result<(), TopologyError> {
     for (i, n) in topo.nodes.iter().enumerate() {
-        if let Some(spec) = topo.element(&n.name) {
-            build(&spec).map_err(|e| topo.error_at(&format!("nodes[{i}].{}", e.key), e.message))?;
-        }
+        let checked = match (topo.element(&n.name), topo.app(&n.name)) {
+            (Some(spec), _) => build(&spec).map(drop),
+            (_, Some(spec)) => crate::apps::check(topo, &spec),
+            _ => Ok(()),
+        };
+        checked.map_err(|e| topo.error_at(&format!("nodes[{i}].{}", e.key), e.message))?;
     }
     Ok(())
 }
@@ -523,9 +526,18 @@ pub fn check(topo: &Topology) -> Result<(), TopologyError> {
 #[serde(deny_unknown_fields)]
 struct NoConfig {}
 
-/// Parses a node's `config` table as `T`, naming the failing key.
+/// Parses an element's `config` table as `T`, naming the failing key.
 fn config<T: DeserializeOwned>(spec: &ElementSpec) -> Result<T, ConfigError> {
-    let value = toml::Value::Table(spec.config.clone());
+    parse_config(&spec.config, &format!("role {}", spec.role))
+}
+
+/// Parses a node's `config` table as `T`; the error names the failing key
+/// and `owner` (`role pgw`, `app l4lb`).
+pub(crate) fn parse_config<T: DeserializeOwned>(
+    table: &toml::Table,
+    owner: &str,
+) -> Result<T, ConfigError> {
+    let value = toml::Value::Table(table.clone());
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ConfigError {
@@ -534,7 +546,7 @@ fn config<T: DeserializeOwned>(spec: &ElementSpec) -> Result<T, ConfigError> {
             } else {
                 format!("config.{path}")
             },
-            message: format!("{} (role {})", e.into_inner(), spec.role.as_str()),
+            message: format!("{} ({owner})", e.into_inner()),
         }
     })
 }

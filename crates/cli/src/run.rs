@@ -1,4 +1,5 @@
-//! `d11 run --name LAB --node NODE`: one element process.
+//! `d11 run --name LAB --node NODE`: one element process (or, for a host
+//! with an app, the app: `apps.rs`).
 //!
 //! Started by the supervisor. It reads the lab's saved topology, moves into
 //! its node's namespace, opens its ports (AF_PACKET on veth ends, the hosts'
@@ -11,10 +12,15 @@ use d11_lab::{PortAttach as LabAttach, RunDir};
 pub fn run(lab: &str, node: &str) -> Result<()> {
     let dir = RunDir::new(lab);
     let topo = dir.topology().context("reading the lab's topology")?;
-    let spec = topo
-        .element(node)
-        .with_context(|| format!("{node} is not an element of lab {lab}"))?;
     init_tracing();
+    if let Some(app) = topo.app(node) {
+        let span = tracing::info_span!("node", name = node, app = app.app.as_str());
+        let _enter = span.enter();
+        return crate::apps::run(lab, &app);
+    }
+    let spec = topo.element(node).with_context(|| {
+        format!("{node} is neither an element nor a host with an app in lab {lab}")
+    })?;
     let span = tracing::info_span!("node", name = node, role = spec.role.as_str());
     let _enter = span.enter();
 

@@ -1,6 +1,7 @@
 //! `d11 show NODE [TABLE] [--json]`: an element's own tables (FIB, ARP
-//! cache, MAC table, bearers, NAT entries…), as its control socket reports
-//! them. Each element decides what its report holds; this only prints it.
+//! cache, MAC table, bearers, NAT entries…) or an app's (the load
+//! balancer's backends, the controller's counters), as its control socket
+//! reports them. Each decides what its report holds; this only prints it.
 
 use anyhow::{bail, Context, Result};
 use d11_lab::RunDir;
@@ -14,11 +15,13 @@ pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result
         bail!("there is no lab named {lab}");
     }
     let topo = dir.topology().context("reading the lab's topology")?;
-    if topo.element(node).is_none() {
-        let elements: Vec<String> = topo.elements().into_iter().map(|e| e.name).collect();
+    if topo.element(node).is_none() && topo.app(node).is_none() {
+        let names: Vec<String> = (topo.elements().into_iter().map(|e| e.name))
+            .chain(topo.apps().into_iter().map(|a| a.name))
+            .collect();
         bail!(
-            "{node:?} is not an element of lab {lab} (elements: {})",
-            elements.join(", ")
+            "{node:?} is neither an element nor a host with an app in lab {lab} (those: {})",
+            names.join(", ")
         );
     }
     let status = d11_io::query(&dir.socket(node), "status", Duration::from_secs(1))

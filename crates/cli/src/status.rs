@@ -1,6 +1,6 @@
 //! `d11 status [--json]`: every node with its role, process, restarts and,
 //! for elements, per-port counters and drops by reason from the element's
-//! own control socket.
+//! own control socket; a host's app (l4lb, controller) shows as its role.
 
 use anyhow::{bail, Context, Result};
 use d11_lab::{netns_name, NodeKind, RunDir};
@@ -31,7 +31,8 @@ fn collect(lab: &str) -> Result<Value> {
     let mut nodes = Vec::new();
     for n in &topo.nodes {
         let element = n.kind == NodeKind::Element;
-        let ctl = if element {
+        let supervised = element || n.app.is_some();
+        let ctl = if supervised {
             d11_io::query(&dir.socket(&n.name), "status", Duration::from_millis(500)).ok()
         } else {
             None
@@ -58,10 +59,10 @@ fn collect(lab: &str) -> Result<Value> {
         nodes.push(json!({
             "name": n.name,
             "kind": if element { "element" } else { "host" },
-            "role": n.role.map(|r| r.as_str()),
+            "role": n.role.map(|r| r.as_str()).or(n.app.map(|a| a.as_str())),
             "netns": netns_name(lab, &n.name),
             "pid": proc_.and_then(|p| p.pid),
-            "state": if element { proc_.map(|p| p.state.to_string()).unwrap_or_else(|| "unknown".into()) } else { "host".into() },
+            "state": if supervised { proc_.map(|p| p.state.to_string()).unwrap_or_else(|| "unknown".into()) } else { "host".into() },
             "restarts": proc_.map(|p| p.restarts).unwrap_or(0),
             "last_exit": proc_.and_then(|p| p.last_exit.clone()),
             "answering": ctl.is_some(),

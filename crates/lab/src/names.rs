@@ -42,6 +42,15 @@ pub(crate) fn etc_marker(lab: &str) -> String {
     )
 }
 
+/// The hosts file `d11 up` writes for `node` (ip-netns(8) mounts it over
+/// `/etc/hosts` in `ip netns exec`); programs that enter the namespace
+/// themselves read it from here.
+pub fn netns_hosts_file(lab: &str, node: &str) -> PathBuf {
+    Path::new(ETC_NETNS_DIR)
+        .join(netns_name(lab, node))
+        .join("hosts")
+}
+
 /// The alias [`crate::build`] gives `lo` in each namespace of `lab`: it
 /// proves a namespace belongs to the lab even when the run directory is gone.
 pub(crate) fn netns_marker(lab: &str) -> String {
@@ -149,7 +158,18 @@ impl RunDir {
         self.logs_dir().join(format!("{node}.log"))
     }
 
-    /// `NODE.sock`: the element's control socket.
+    /// `pki/`: the lab PKI `d11 up` makes (root, intermediate, server chain
+    /// and key).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.path.join("pki")
+    }
+
+    /// `orders.sqlite`: the orders the lab's controllers record.
+    pub fn order_store(&self) -> PathBuf {
+        self.path.join("orders.sqlite")
+    }
+
+    /// `NODE.sock`: the element's or app's control socket.
     pub fn socket(&self, node: &str) -> PathBuf {
         self.path.join(format!("{node}.sock"))
     }

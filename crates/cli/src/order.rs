@@ -1,0 +1,117 @@
+//! `d11 order`: the phone app, run inside the UE's namespace.
+
+use crate::{need_root, LabArg};
+use anyhow::{bail, Context, Result};
+use d11_apps::phone::{self, OrderRequest};
+use d11_lab::RunDir;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of `d11 order`.
+#[derive(Debug, clap::Args)]
+pub struct OrderArgs {
+    #[command(flatten)]
+    pub lab: LabArg,
+    /// The phone: the host whose namespace, hosts file and stack the app uses.
+    #[arg(long, default_value = "ue")]
+    pub node: String,
+    /// The shop's name (resolved through the node's hosts file).
+    #[arg(long, default_value = "www.geektime.com")]
+    pub host: String,
+    #[arg(long, default_value_t = 443)]
+    pub port: u16,
+    /// The Idempotency-Key (default: a new random UUID); the same key never makes a second order.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Attempts after the first when the connection is lost (same key).
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Milliseconds for each attempt: connect, TLS, request and reply.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn order(args: &OrderArgs) -> Result<ExitCode> {
+    let lab = &args.lab.name;
+    d11_lab::check_lab_name(lab)?;
+    let dir = RunDir::new(lab);
+    if !dir.exists() {
+        bail!("there is no lab named {lab} (start it with: d11 up --name {lab})");
+    }
+    let topo = dir.topology().context("reading the lab's topology")?;
+    if topo.node(&args.node).is_none() {
+        bail!("lab {lab} has no node {:?}", args.node);
+    }
+    need_root("d11 order")?;
+    let hosts = d11_lab::netns_hosts_file(lab, &args.node);
+    let ip = phone::resolve(&hosts, &args.host)
+        .with_context(|| {
+            format!(
+                "reading {} (the topology gives {} no hosts entries)",
+                hosts.display(),
+                args.node
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "{} does not resolve {} (add it to nodes.{}.hosts)",
+                hosts.display(),
+                args.host,
+                args.node
+            )
+        })?;
+    let root = d11_apps::pki::PkiPaths::new(dir.pki_dir()).root_cert();
+    let req = OrderRequest {
+        host: args.host.clone(),
+        addr: SocketAddr::from((ip, args.port)),
+        root,
+        key_log: std::env::var_os("SSLKEYLOGFILE").is_some(),
+        idempotency_key: args.key.clone().unwrap_or_else(phone::new_idempotency_key),
+        body: phone::story_order(),
+        retries: args.retries,
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    // The app uses the phone's own TCP/IP stack: this thread, and the
+    // runtime's, live in the phone's namespace.
+    let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, &args.node))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let out = rt.block_on(phone::order(&req))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "POST /purchaseOrder to {} {}:{} ({}) over {} {} from {}",
+            args.host,
+            ip,
+            args.port,
+            args.node,
+            out.tls_version,
+            out.cipher,
+            out.local
+        );
+        for e in &out.errors {
+            println!("  retried after {e}");
+        }
+        println!(
+            "{} in {:.1} ms ({} attempt{}), Idempotency-Key {}",
+            out.status,
+            out.elapsed_ms,
+            out.attempts,
+            if out.attempts == 1 { "" } else { "s" },
+            out.idempotency_key
+        );
+        println!("{}", serde_json::to_string_pretty(&out.body)?);
+    }
+    Ok(if (200..300).contains(&out.status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

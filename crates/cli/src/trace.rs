@@ -1,0 +1,152 @@
+//! `d11 trace`: place one order while capturing every wire, then print the
+//! order's first request segment hop by hop, each row checked against the
+//! topology (`d11_lab::trace`).
+
+use crate::LabArg;
+use anyhow::{bail, Context, Result};
+use d11_lab::trace::{self, Frame, Hop, Tunnel};
+use d11_lab::RunDir;
+use serde_json::{json, Value};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+/// Options of `d11 trace`.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub lab: LabArg,
+    /// Where the capture goes (default: trace.pcapng in the lab's run directory).
+    #[arg(short = 'w', value_name = "FILE.pcapng")]
+    pub file: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &TraceArgs) -> Result<ExitCode> {
+    let lab = &args.lab.name;
+    let dir = RunDir::new(lab);
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| dir.path().join("trace.pcapng"));
+    let out_path = dir.path().join("trace-order.json");
+    let mut order = Command::new(std::env::current_exe().context("finding the d11 binary")?);
+    order.args(["order", "--name", lab, "--json"]).stdout(
+        std::fs::File::create(&out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?,
+    );
+    let rec = crate::capture::record(lab, &file, None, Some(order))?;
+    let placed: Value = std::fs::read(&out_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let _ = std::fs::remove_file(&out_path);
+    if !rec.status.is_some_and(|s| s.success()) {
+        bail!("the order failed ({}); nothing to trace", placed);
+    }
+    let local: SocketAddrV4 = placed["local"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the order's reply names no local address")?;
+    let remote: SocketAddrV4 = placed["remote"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the order's reply names no remote address")?;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let frames: Vec<Frame> = d11_core::pcapng::read_frames(&bytes)
+        .with_context(|| format!("reading {}", file.display()))?
+        .into_iter()
+        .map(|(wire, ts, data)| Frame {
+            wire,
+            ts_ns: ts.as_nanos() as u64,
+            data,
+        })
+        .collect();
+    let signature = trace::request_signature(&frames, *local.ip(), remote.port())
+        .context("no TLS request record from the phone in the capture")?;
+    let mut hops = trace::follow(&frames, &signature);
+    let topo = dir.topology().context("reading the lab's topology")?;
+    trace::check(&topo, &mut hops);
+    let ok = hops.iter().all(Hop::ok);
+    if args.json {
+        let v = json!({
+            "order": placed,
+            "capture": file,
+            "secrets_in_capture": rec.secrets,
+            "hops": hops,
+            "ok": ok,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_table(&hops);
+        println!(
+            "{} hops, {}; order {} {} by {}; capture with {}TLS secrets: {}",
+            hops.len(),
+            if ok {
+                "every row as the topology implies ✓"
+            } else {
+                "SOME ROWS DIFFER from the topology ✗"
+            },
+            placed["body"]["order_id"].as_str().unwrap_or("?"),
+            placed["status"],
+            placed["body"]["served_by"].as_str().unwrap_or("?"),
+            if rec.secrets { "" } else { "no " },
+            file.display()
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_table(hops: &[Hop]) {
+    println!(
+        "{:>2} {:<14} {:<35} {:<30} {:<15} {:<35} {:<36} {:>3}",
+        "#",
+        "wire",
+        "MAC src → dst",
+        "outer IP src → dst",
+        "tunnel",
+        "inner MAC src → dst",
+        "IP:port src → dst",
+        "ttl"
+    );
+    for (i, h) in hops.iter().enumerate() {
+        let s = &h.stack;
+        let outer = s
+            .outer_ip
+            .map(|o| format!("{} → {}", o.src, o.dst))
+            .unwrap_or_else(|| "-".into());
+        let tunnel = match s.tunnel {
+            Some(Tunnel::Gtpu { teid }) => format!("TEID {teid:#x}"),
+            Some(Tunnel::Vxlan { vni }) => format!("VNI {vni}"),
+            None => "-".into(),
+        };
+        let inner_eth = s
+            .inner_eth
+            .map(|e| format!("{} → {}", e.src, e.dst))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>2} {:<14} {:<35} {:<30} {:<15} {:<35} {:<36} {:>3} {}",
+            i + 1,
+            h.wire,
+            format!("{} → {}", s.eth.src, s.eth.dst),
+            outer,
+            tunnel,
+            inner_eth,
+            format!(
+                "{}:{} → {}:{}",
+                s.ip.src, s.ports.src, s.ip.dst, s.ports.dst
+            ),
+            s.ttl,
+            if h.ok() { "✓" } else { "✗" }
+        );
+        for c in h.checks.iter().filter(|c| !c.ok) {
+            println!("   ✗ {}", c.what);
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The per-hop table behind `d11 trace`: one order's first request segment
+//! followed across every wire of a capture, each row checked against what
+//! the topology implies.
+//!
+//! The segment is found by its bytes: the client's first TLS application
+//! data record big enough to be the request (in TLS 1.3 the client's
+//! Finished is a smaller record of the same outer type, RFC 8446 § 5.1).
+//! Those bytes cross both GTP-U tunnels, both NATs and the L4 proxy
+//! unchanged, since the proxy passes TLS through, so every frame whose
+//! innermost TCP payload holds them is a hop, wherever it was captured.
+//! Headers are decoded with etherparse, and GTP-U (TS 29.281) and VXLAN
+//! (RFC 7348) with `d11-wire`.
+
+use crate::topology::{NodeKind, Role, Topology, WireEnd};
+use d11_wire::gtpu::{GtpuPacket, MessageType};
+use d11_wire::vxlan::VxlanPacket;
+use d11_wire::{Ipv4Cidr, MacAddr};
+use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+/// GTP-U's UDP port (TS 29.281 § 4.4.2.3) and VXLAN's (RFC 7348 § 5).
+const GTPU_PORT: u16 = 2152;
+const VXLAN_PORT: u16 = 4789;
+/// TLS record type `application_data` (RFC 8446 § 5.1).
+const TLS_APPLICATION_DATA: u8 = 23;
+/// Smaller client records are the TLS 1.3 Finished; the request is bigger.
+const MIN_REQUEST_RECORD: usize = 100;
+/// Bytes of the request record that identify it on every wire.
+const SIGNATURE_LEN: usize = 32;
+
+/// One captured frame: the pcapng interface it came in on (`node:port`).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub wire: String,
+    pub ts_ns: u64,
+    pub data: Vec<u8>,
+}
+
+/// The tunnel a hop's packet rides in, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tunnel {
+    Gtpu { teid: u32 },
+    Vxlan { vni: u32 },
+}
+
+/// One layer of addresses: MACs or IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pair<T> {
+    pub src: T,
+    pub dst: T,
+}
+
+/// The decoded header stack of one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stack {
+    pub eth: Pair<MacAddr>,
+    /// The tunnel's outer IP header, when there is a tunnel.
+    pub outer_ip: Option<Pair<Ipv4Addr>>,
+    pub tunnel: Option<Tunnel>,
+    /// The VM's own Ethernet header inside VXLAN.
+    pub inner_eth: Option<Pair<MacAddr>>,
+    pub ip: Pair<Ipv4Addr>,
+    pub ttl: u8,
+    pub ports: Pair<u16>,
+    pub seq: u32,
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+}
+
+/// One row of the table: where the segment was seen, its headers, and the
+/// checks against the topology.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hop {
+    pub wire: String,
+    pub ts_ns: u64,
+    #[serde(flatten)]
+    pub stack: Stack,
+    pub checks: Vec<Check>,
+}
+
+impl Hop {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// One thing the topology implies about a hop, and whether it held.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub ok: bool,
+    pub what: String,
+}
+
+/// Decodes a frame down to its innermost IPv4/TCP, through GTP-U and VXLAN.
+/// `None` for anything else (ARP, UDP that is not a tunnel, ICMP, …).
+pub fn decode(frame: &[u8]) -> Option<Stack> {
+    let outer = SlicedPacket::from_ethernet(frame).ok()?;
+    let eth = macs(&outer.link)?;
+    let (ip, ttl) = ipv4(&outer.net)?;
+    match outer.transport? {
+        TransportSlice::Tcp(tcp) => Some(Stack {
+            eth,
+            outer_ip: None,
+            tunnel: None,
+            inner_eth: None,
+            ip,
+            ttl,
+            ports: Pair {
+                src: tcp.source_port(),
+                dst: tcp.destination_port(),
+            },
+            seq: tcp.sequence_number(),
+            payload: tcp.payload().to_vec(),
+        }),
+        TransportSlice::Udp(udp) => match (udp.source_port(), udp.destination_port()) {
+            (_, GTPU_PORT) | (GTPU_PORT, _) => {
+                let g = GtpuPacket::new_checked(udp.payload()).ok()?;
+                if g.message_type() != MessageType::GPdu {
+                    return None;
+                }
+                let tunnel = Tunnel::Gtpu { teid: g.teid().0 };
+                let inner = SlicedPacket::from_ip(g.payload()).ok()?;
+                tunneled(eth, ip, tunnel, inner)
+            }
+            (_, VXLAN_PORT) => {
+                let v = VxlanPacket::new_checked(udp.payload()).ok()?;
+                let tunnel = Tunnel::Vxlan { vni: v.vni().get() };
+                let inner = SlicedPacket::from_ethernet(v.payload()).ok()?;
+                tunneled(eth, ip, tunnel, inner)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The stack of a packet that rode in `tunnel` between `outer` addresses.
+fn tunneled(
+    eth: Pair<MacAddr>,
+    outer: Pair<Ipv4Addr>,
+    tunnel: Tunnel,
+    inner: SlicedPacket<'_>,
+) -> Option<Stack> {
+    let (ip, ttl) = ipv4(&inner.net)?;
+    let TransportSlice::Tcp(tcp) = inner.transport? else {
+        return None;
+    };
+    Some(Stack {
+        eth,
+        outer_ip: Some(outer),
+        tunnel: Some(tunnel),
+        inner_eth: macs(&inner.link),
+        ip,
+        ttl,
+        ports: Pair {
+            src: tcp.source_port(),
+            dst: tcp.destination_port(),
+        },
+        seq: tcp.sequence_number(),
+        payload: tcp.payload().to_vec(),
+    })
+}
+
+fn macs(link: &Option<LinkSlice<'_>>) -> Option<Pair<MacAddr>> {
+    match link {
+        Some(LinkSlice::Ethernet2(e)) => Some(Pair {
+            src: MacAddr(e.source()),
+            dst: MacAddr(e.destination()),
+        }),
+        _ => None,
+    }
+}
+
+fn ipv4(net: &Option<NetSlice<'_>>) -> Option<(Pair<Ipv4Addr>, u8)> {
+    match net {
+        Some(NetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            Some((
+                Pair {
+                    src: h.source_addr(),
+                    dst: h.destination_addr(),
+                },
+                h.ttl(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The first bytes of `client`'s first TLS record to port `port` that is
+/// application data big enough to be the request: what every hop carries.
+pub fn request_signature(frames: &[Frame], client: Ipv4Addr, port: u16) -> Option<Vec<u8>> {
+    frames.iter().find_map(|f| {
+        let s = decode(&f.data)?;
+        if s.ip.src != client || s.ports.dst != port {
+            return None;
+        }
+        let mut rest = &s.payload[..];
+        while rest.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            if rest[0] == TLS_APPLICATION_DATA && len >= MIN_REQUEST_RECORD {
+                return (rest.len() >= SIGNATURE_LEN).then(|| rest[..SIGNATURE_LEN].to_vec());
+            }
+            rest = rest.get(5 + len..)?;
+        }
+        None
+    })
+}
+
+/// Every frame carrying `signature`, in time order; the same bytes seen
+/// again on one wire (a retransmission) count once.
+pub fn follow(frames: &[Frame], signature: &[u8]) -> Vec<Hop> {
+    let mut seen: BTreeSet<(String, Vec<u8>)> = BTreeSet::new();
+    let mut hops: Vec<Hop> = frames
+        .iter()
+        .filter_map(|f| {
+            let stack = decode(&f.data)?;
+            let carries = stack
+                .payload
+                .windows(signature.len())
+                .any(|w| w == signature);
+            (carries && seen.insert((f.wire.clone(), f.data.clone()))).then(|| Hop {
+                wire: f.wire.clone(),
+                ts_ns: f.ts_ns,
+                stack,
+                checks: Vec::new(),
+            })
+        })
+        .collect();
+    hops.sort_by_key(|h| h.ts_ns);
+    hops
+}
+
+/// Fills each hop's checks with what `topo` implies.
+pub fn check(topo: &Topology, hops: &mut [Hop]) {
+    let known_macs = known_macs(topo);
+    for i in 0..hops.len() {
+        let (before, rest) = hops.split_at_mut(i);
+        let hop = &mut rest[0];
+        let prev = before.last();
+        let mut checks = Vec::new();
+        let Some((a, b)) = wire_ends(topo, &hop.wire) else {
+            checks.push(fail(format!("{} is not a wire of the topology", hop.wire)));
+            hop.checks = checks;
+            continue;
+        };
+        let s = &hop.stack;
+        // Outer Ethernet: the two ends of a plain cable, else MACs the lab has.
+        let ends = [port_mac(topo, &a), port_mac(topo, &b)];
+        if plain_cable(topo, &a, &b) {
+            checks.push(verdict(
+                ends.contains(&Some(s.eth.src)) && ends.contains(&Some(s.eth.dst)),
+                format!("MACs {} → {} are the wire's ends", s.eth.src, s.eth.dst),
+            ));
+        } else {
+            checks.push(verdict(
+                known_macs.contains(&s.eth.src) && known_macs.contains(&s.eth.dst),
+                format!("MACs {} → {} belong to the lab", s.eth.src, s.eth.dst),
+            ));
+        }
+        if let Some(ip) = s.outer_ip {
+            let addrs = port_addresses(topo);
+            checks.push(verdict(
+                addrs.contains(&ip.src) && addrs.contains(&ip.dst),
+                format!("tunnel ends {} → {} are element ports", ip.src, ip.dst),
+            ));
+            let receiver = node_with_address(topo, ip.dst);
+            match (s.tunnel, receiver) {
+                (Some(Tunnel::Gtpu { teid }), Some(n)) => checks.push(verdict(
+                    config_numbers(&n.config, "teid").contains(&u64::from(teid)),
+                    format!("TEID {teid:#x} is a bearer of {}", n.name),
+                )),
+                (Some(Tunnel::Vxlan { vni }), Some(n)) => checks.push(verdict(
+                    config_numbers(&n.config, "vni").contains(&u64::from(vni)),
+                    format!("VNI {vni} is a tenant of {}", n.name),
+                )),
+                _ => checks.push(fail(format!("no element owns tunnel end {}", ip.dst))),
+            }
+        }
+        if let Some(p) = prev {
+            checks.extend(check_step(topo, p, hop));
+        }
+        hop.checks = checks;
+    }
+}
+
+/// What happened between two consecutive hops, judged by the node they
+/// share: TTL, and address rewrites only where a NAT is.
+fn check_step(topo: &Topology, p: &Hop, h: &Hop) -> Vec<Check> {
+    let mut out = Vec::new();
+    let Some(node) = shared_node(topo, &p.wire, &h.wire) else {
+        return out;
+    };
+    let Some(n) = topo.node(&node) else {
+        return out;
+    };
+    if n.kind == NodeKind::Host {
+        // A proxy: a new TCP connection from the host itself.
+        let own = n.ports.iter().filter_map(|pt| pt.address.map(|a| a.addr()));
+        let from_proxy = own.clone().any(|a| a == h.stack.ip.src);
+        out.push(verdict(
+            from_proxy && h.stack.ttl == 64,
+            format!(
+                "{node} opened a new connection from {} with TTL {}",
+                h.stack.ip.src, h.stack.ttl
+            ),
+        ));
+        return out;
+    }
+    let role = n.role;
+    let routes = matches!(role, Some(Role::Router | Role::Pgw | Role::Vgw));
+    let want = if routes {
+        p.stack.ttl.wrapping_sub(1)
+    } else {
+        p.stack.ttl
+    };
+    out.push(verdict(
+        h.stack.ttl == want,
+        format!(
+            "TTL {} after {node} ({})",
+            h.stack.ttl,
+            if routes {
+                "routes: -1"
+            } else {
+                "does not route"
+            }
+        ),
+    ));
+    if h.stack.ip.src != p.stack.ip.src {
+        let pool = config_cidr(&n.config, "nat_pool");
+        out.push(verdict(
+            role == Some(Role::Pgw) && pool.is_some_and(|c| c.contains(h.stack.ip.src)),
+            format!(
+                "source {} → {} by {node}'s NAT{}",
+                p.stack.ip.src,
+                h.stack.ip.src,
+                pool.map(|c| format!(" (pool {c})")).unwrap_or_default()
+            ),
+        ));
+    }
+    if h.stack.ip.dst != p.stack.ip.dst {
+        let to = h.stack.ip.dst.to_string();
+        out.push(verdict(
+            role == Some(Role::Vgw)
+                && config_strings(&n.config, "to")
+                    .iter()
+                    .any(|t| t.starts_with(&format!("{to}:"))),
+            format!(
+                "destination {} → {} by {node}'s DNAT",
+                p.stack.ip.dst, h.stack.ip.dst
+            ),
+        ));
+    }
+    out
+}
+
+fn verdict(ok: bool, what: String) -> Check {
+    Check { ok, what }
+}
+
+fn fail(what: String) -> Check {
+    verdict(false, what)
+}
+
+fn wire_ends(topo: &Topology, label: &str) -> Option<(WireEnd, WireEnd)> {
+    let end: WireEnd = label.parse().ok()?;
+    let peer = topo.peer(&end)?.clone();
+    Some((end, peer))
+}
+
+/// The node two wires have in common.
+fn shared_node(topo: &Topology, a: &str, b: &str) -> Option<String> {
+    let (a1, a2) = wire_ends(topo, a)?;
+    let (b1, b2) = wire_ends(topo, b)?;
+    [a1.node, a2.node]
+        .into_iter()
+        .find(|n| *n == b1.node || *n == b2.node)
+}
+
+fn port_mac(topo: &Topology, e: &WireEnd) -> Option<MacAddr> {
+    topo.node(&e.node)?.port(&e.port).map(|p| p.mac(&e.node))
+}
+
+/// A veth between two nodes that each own their MAC on it: not a TAP (the
+/// element there speaks for others), not a bridging element.
+fn plain_cable(topo: &Topology, a: &WireEnd, b: &WireEnd) -> bool {
+    [a, b].iter().all(|e| {
+        topo.node(&e.node).is_some_and(|n| {
+            n.kind == NodeKind::Element && !n.role.is_some_and(|r| r.bridges())
+                || n.kind == NodeKind::Host
+                    && topo
+                        .peer(e)
+                        .and_then(|p| topo.node(&p.node))
+                        .is_some_and(|p| p.kind == NodeKind::Host)
+        })
+    })
+}
+
+/// Every MAC the topology gives a port or names in an element's settings
+/// (the enb's gateway MAC, the VPC router's MAC, pushed FDB entries).
+fn known_macs(topo: &Topology) -> BTreeSet<MacAddr> {
+    let mut m = BTreeSet::new();
+    for n in &topo.nodes {
+        m.extend(n.ports.iter().map(|p| p.mac(&n.name)));
+        let mut strings = Vec::new();
+        walk_strings(&toml::Value::Table(n.config.clone()), None, &mut |_, s| {
+            strings.push(s.to_string())
+        });
+        m.extend(strings.iter().filter_map(|s| s.parse::<MacAddr>().ok()));
+    }
+    m
+}
+
+fn port_addresses(topo: &Topology) -> BTreeSet<Ipv4Addr> {
+    topo.nodes
+        .iter()
+        .flat_map(|n| n.ports.iter().filter_map(|p| p.address.map(|a| a.addr())))
+        .collect()
+}
+
+fn node_with_address(topo: &Topology, ip: Ipv4Addr) -> Option<&crate::topology::Node> {
+    topo.nodes.iter().find(|n| {
+        n.ports
+            .iter()
+            .any(|p| p.address.is_some_and(|a| a.addr() == ip))
+    })
+}
+
+/// Every integer under a key named `key`, at any depth of a config table.
+fn config_numbers(config: &toml::Table, key: &str) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    walk(&toml::Value::Table(config.clone()), None, &mut |k, v| {
+        if let (Some(k), toml::Value::Integer(i)) = (k, v) {
+            if k == key || k.ends_with(&format!("_{key}")) {
+                out.insert(*i as u64);
+            }
+        }
+    });
+    out
+}
+
+fn config_strings(config: &toml::Table, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_strings(&toml::Value::Table(config.clone()), None, &mut |k, s| {
+        if k == Some(key) {
+            out.push(s.to_string());
+        }
+    });
+    out
+}
+
+fn config_cidr(config: &toml::Table, key: &str) -> Option<Ipv4Cidr> {
+    config.get(key)?.as_str()?.parse().ok()
+}
+
+fn walk<'a>(
+    v: &'a toml::Value,
+    key: Option<&'a str>,
+    f: &mut impl FnMut(Option<&'a str>, &'a toml::Value),
+) {
+    f(key, v);
+    match v {
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| walk(v, Some(k), f)),
+        toml::Value::Array(a) => a.iter().for_each(|v| walk(v, key, f)),
+        _ => {}
+    }
+}
+
+fn walk_strings<'a>(
+    v: &'a toml::Value,
+    key: Option<&'a str>,
+    f: &mut impl FnMut(Option<&'a str>, &'a str),
+) {
+    walk(v, key, &mut |k, v| {
+        if let toml::Value::String(s) = v {
+            f(k, s)
+        }
+    });
+}
