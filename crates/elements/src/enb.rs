@@ -176,6 +176,7 @@ mod tests {
     use super::*;
     use crate::bearer::Bearer;
     use crate::router::RouterPort;
+    use d11_wire::hex;
     use d11_wire::MacAddr;
 
     // Fixtures made by scapy (/usr/bin/python3, scapy 2.5), with
@@ -200,13 +201,6 @@ mod tests {
     const RADIO_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0]);
     const S1U_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
     const PGW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 4, 0]);
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms)

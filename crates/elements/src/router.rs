@@ -523,6 +523,7 @@ impl Element for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use d11_wire::hex;
     use etherparse::{Icmpv4Type, NetSlice, SlicedPacket, TransportSlice};
 
     // Fixtures made by scapy (/usr/bin/python3, scapy 2.5), with
@@ -545,13 +546,6 @@ mod tests {
     const UP: PortId = PortId(1);
     const PHONE_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
     const C1_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 0]);
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn a2() -> Router {
         Router::new(RouterConfig {

@@ -140,6 +140,7 @@ mod tests {
     use d11_wire::arp::ArpRepr;
     use d11_wire::ethernet::{self, EtherType};
     use d11_wire::gtpu::{GtpuPacket, MessageType};
+    use d11_wire::hex;
     use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
 
     const ENB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
@@ -148,13 +149,6 @@ mod tests {
     const S5_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 2]);
     const ENB: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
     const PGW: Ipv4Addr = Ipv4Addr::new(172, 16, 2, 2);
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // scapy (/usr/bin/python3, scapy.contrib.gtp), the inner packet being
     // IP(src="10.45.0.2", dst="192.0.2.100", id=1)/ICMP(id=7, seq=1):

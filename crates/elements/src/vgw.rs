@@ -718,6 +718,7 @@ impl Element for Vgw {
 mod tests {
     use super::*;
     use d11_core::nat::{DnatRule, Proto, Timeouts};
+    use d11_wire::hex;
     use proptest::prelude::*;
     use std::net::SocketAddrV4;
 
@@ -809,13 +810,6 @@ mod tests {
         g.arp.insert(t(0), ip("10.0.0.11"), HOSTA_MAC);
         g.arp.insert(t(0), ip("203.0.113.1"), BORDER_MAC);
         g
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     /// The one frame sent, on `port`.

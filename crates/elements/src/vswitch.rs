@@ -641,6 +641,7 @@ impl Element for VSwitch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use d11_wire::hex;
     use proptest::prelude::*;
 
     // Host A's vSwitch: underlay 10.0.0.11 (02:..:00:11); port 1 vm-lb
@@ -674,13 +675,6 @@ mod tests {
     const CTL: MacAddr = MacAddr([2, 0, 0, 0, 1, 0x20]);
     const OTHER: MacAddr = MacAddr([2, 0, 0, 0, 2, 0x10]);
     const HB: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x12]);
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn vni(v: u32) -> Vni {
         Vni::new(v).unwrap()

@@ -453,6 +453,7 @@ impl Element for SimHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use d11_wire::hex;
 
     // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(
     //   Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02")/
@@ -463,13 +464,6 @@ mod tests {
     // The same with IP(..., flags="DF"), as SimHost sends it.
     const UDP_TO_H1_DF: &str = "02000000000102000000000208004500002100074000401126c3\
                                 0a0000020a00000114e90009000d930d68656c6c6f";
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn h1() -> SimHost {
         SimHost::new(

@@ -402,14 +402,8 @@ pub mod ie {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
     use proptest::prelude::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // Golden bytes from scapy 2.x (/usr/bin/python3, scapy.contrib.gtp):
     // bytes(GTP_U_Header(teid=0x1001, gtp_type=255)/IP(src="10.45.0.2",

@@ -154,6 +154,7 @@ pub fn as_echo_request<T: AsRef<[u8]>>(pkt: &Ipv4Packet<T>) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
 
     // scapy: bytes(IP(src="10.45.0.2", dst="192.0.2.9", id=1, ttl=1)/ICMP(id=0x77, seq=1)/b"abcd")
     const PING_TTL1: &str = "45000020000100000101eda40a2d0002c0000209080032c10077000161626364";
@@ -161,13 +162,6 @@ mod tests {
     // scapy: bytes(IP(src="192.0.2.1", dst="10.45.0.2", id=0, ttl=64)/
     //   ICMP(type=11, code=0)/IP(PING_TTL1))
     const TIME_EXCEEDED_GOLDEN: &str = "4500003c000000004001ae91c00002010a2d00020b00f4ff0000000045000020000100000101eda40a2d0002c0000209080032c10077000161626364";
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     #[test]
     fn time_exceeded_matches_scapy() {

@@ -19,4 +19,17 @@ pub mod ipv4;
 pub mod vxlan;
 
 pub use addr::{CidrError, Ipv4Cidr, MacAddr, MacParseError};
+
+/// Bytes from hex text such as `tshark -x` or scapy's `bytes(p).hex()`
+/// print them: the form every byte fixture of the tests is kept in.
+///
+/// # Panics
+/// On an odd length or a non-hex digit: a broken fixture.
+pub fn hex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd-length hex fixture");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex fixture"))
+        .collect()
+}
 pub use etherparse;

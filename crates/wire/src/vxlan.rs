@@ -170,14 +170,8 @@ impl fmt::Display for VxlanRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
     use proptest::prelude::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // /usr/bin/python3 -c 'from scapy.all import *; from scapy.layers.vxlan import VXLAN;
     //   inner = Ether(dst="02:00:00:00:01:20", src="02:00:00:00:01:10")/
