@@ -26,7 +26,7 @@ pub use addr::{CidrError, Ipv4Cidr, MacAddr, MacParseError};
 /// # Panics
 /// On an odd length or a non-hex digit: a broken fixture.
 pub fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd-length hex fixture");
+    assert!(s.len().is_multiple_of(2), "odd-length hex fixture");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex fixture"))
