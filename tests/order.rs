@@ -145,6 +145,47 @@ fn the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy() {
     assert_eq!(s.matches("-----BEGIN CERTIFICATE-----").count(), 2, "{s}");
     assert!(s.contains("depth=2") && s.contains("root CA"), "{s}");
 
+    // d11 trace: the request followed from the radio to a controller's
+    // vNIC, every row as the topology implies; tshark decodes the capture
+    // with no malformed frame and, with the secrets in it, shows the POST.
+    let o = d11(&["trace", "--name", &lab.name, "--json"]);
+    let t: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert!(o.status.success(), "d11 trace: {}", text(&o));
+    assert_eq!(t["ok"], true, "{t:#}");
+    let hops = t["hops"].as_array().expect("hops");
+    assert!(hops.len() >= 12, "{} hops: {t:#}", hops.len());
+    let wire = |i: usize| hops[i]["wire"].as_str().unwrap_or("");
+    assert_eq!(wire(0), "ue:eth0");
+    assert!(
+        matches!(wire(hops.len() - 1), "vm-ctl:eth0" | "vm-ctl2:eth0"),
+        "{t:#}"
+    );
+    let tunnels: Vec<&Value> = hops.iter().map(|h| &h["tunnel"]).collect();
+    for want in [
+        serde_json::json!({"gtpu": {"teid": 0x200}}),
+        serde_json::json!({"gtpu": {"teid": 0x400}}),
+        serde_json::json!({"vxlan": {"vni": 1001}}),
+    ] {
+        assert!(tunnels.contains(&&want), "no {want} in {tunnels:?}");
+    }
+    assert_eq!(t["secrets_in_capture"], true);
+    let cap = std::path::PathBuf::from(t["capture"].as_str().expect("capture path"));
+    let bad = tshark_fields(
+        &cap,
+        "_ws.malformed || _ws.expert.severity == error",
+        &["frame.number"],
+    );
+    assert!(bad.is_empty(), "malformed frames: {bad:?}");
+    let posts = tshark_fields(
+        &cap,
+        "http.request.method == \"POST\"",
+        &["http.request.uri"],
+    );
+    assert!(
+        posts.iter().any(|r| r[0] == "/purchaseOrder"),
+        "Wireshark decrypts the POST with the DSB: {posts:?}"
+    );
+
     // The apps show up like elements.
     let st = lab.status();
     let lb = node(&st, "vm-lb");

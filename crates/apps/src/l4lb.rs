@@ -40,7 +40,7 @@ use tokio::time::{sleep, timeout, timeout_at, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 pub use balance::Balance;
-pub use health::HealthConfig;
+pub use health::{HealthConfig, InitState};
 
 use balance::{Balancer, Candidate};
 use health::{Health, Transition};
@@ -219,7 +219,11 @@ impl L4lb {
             .backends
             .iter()
             .map(|_| ServerState {
-                health: Health::new(config.health.rise, config.health.fall),
+                health: Health::new(
+                    config.health.rise,
+                    config.health.fall,
+                    config.health.init_state,
+                ),
                 active: 0,
                 total: 0,
                 connect_failures: 0,

@@ -480,3 +480,191 @@ fn walk_strings<'a>(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d11_wire::hex;
+
+    // /usr/bin/python3 with scapy (scapy.contrib.gtp, scapy.layers.vxlan), one
+    // TCP segment whose payload is a 120-byte TLS application data record
+    // (17 03 03 00 78, then bytes 0..119), seen on three wires:
+    // RADIO: Ether()/IP(src="10.45.0.2", dst="203.0.113.24", ttl=64)/TCP(sport=40000, dport=443, seq=1000)
+    // S1U:   Ether()/IP(172.16.1.1 → 172.16.1.2)/UDP(2152, 2152)/GTP_U_Header(teid=0x200, gtp_type=255)/<the RADIO packet>
+    // VXLAN: Ether()/IP(10.0.0.1 → 10.0.0.11)/UDP(51234, 4789)/VXLAN(vni=1001)/
+    //        Ether(02:00:00:00:0a:01 → 02:00:00:00:01:10)/IP(198.51.100.139 → 192.168.1.10, ttl=58)/TCP(40000 → 443)
+    const RADIO: &str = "02ce56e043d90230e092c6780800450000a5000100004006340b0a2d0002cb0071189c4001bb000003e80000000050182000f73e00001703030078000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f7071727374757677";
+    const S1U: &str = "02d8f18b58cf024310d166cb0800450000c90001000040112000ac100101ac1001020868086800b5a6cb30ff00a500000200450000a5000100004006340b0a2d0002cb0071189c4001bb000003e80000000050182000f73e00001703030078000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f7071727374757677";
+    const VXLAN: &str = "0200000000110200000000010800450000d7000100004011660a0a0000010a00000bc82212b500c3f478080000000003e900020000000110020000000a010800450000a5000100003a0693e1c633648bc0a8010a9c4001bb000003e80000000050182000511500001703030078000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f7071727374757677";
+
+    fn frame(wire: &str, ts_ns: u64, h: &str) -> Frame {
+        Frame {
+            wire: wire.into(),
+            ts_ns,
+            data: hex(h),
+        }
+    }
+
+    #[test]
+    fn decodes_plain_gtpu_and_vxlan_stacks_as_scapy_built_them() {
+        let r = decode(&hex(RADIO)).unwrap();
+        assert_eq!(r.eth.src, "02:30:e0:92:c6:78".parse().unwrap());
+        assert_eq!((r.outer_ip, r.tunnel, r.inner_eth), (None, None, None));
+        assert_eq!(r.ip.src, Ipv4Addr::new(10, 45, 0, 2));
+        assert_eq!(
+            (r.ttl, r.ports.src, r.ports.dst, r.seq),
+            (64, 40000, 443, 1000)
+        );
+
+        let g = decode(&hex(S1U)).unwrap();
+        assert_eq!(g.tunnel, Some(Tunnel::Gtpu { teid: 0x200 }));
+        assert_eq!(g.outer_ip.unwrap().dst, Ipv4Addr::new(172, 16, 1, 2));
+        assert_eq!(
+            (g.ip, g.ttl, g.payload.clone()),
+            (r.ip, 64, r.payload.clone())
+        );
+
+        let v = decode(&hex(VXLAN)).unwrap();
+        assert_eq!(v.tunnel, Some(Tunnel::Vxlan { vni: 1001 }));
+        assert_eq!(
+            v.inner_eth.unwrap().dst,
+            "02:00:00:00:01:10".parse().unwrap()
+        );
+        assert_eq!((v.ip.dst, v.ttl), (Ipv4Addr::new(192, 168, 1, 10), 58));
+        assert_eq!(v.payload, r.payload);
+
+        // Truncated anywhere: no stack, no panic.
+        let bytes = hex(VXLAN);
+        for n in 0..bytes.len() - 120 {
+            assert!(decode(&bytes[..n]).is_none(), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_request_record_is_found_and_followed_in_time_order() {
+        let frames = [
+            frame("vgw:underlay", 30, VXLAN),
+            frame("ue:eth0", 10, RADIO),
+            frame("enb:s1u", 20, S1U),
+            // The same bytes again on one wire: a retransmission, once.
+            frame("enb:s1u", 25, S1U),
+        ];
+        let sig = request_signature(&frames, Ipv4Addr::new(10, 45, 0, 2), 443).unwrap();
+        assert_eq!(&sig[..5], &[0x17, 3, 3, 0, 0x78]);
+        assert_eq!(
+            request_signature(&frames, Ipv4Addr::new(10, 45, 0, 3), 443),
+            None
+        );
+        let hops = follow(&frames, &sig);
+        let wires: Vec<&str> = hops.iter().map(|h| h.wire.as_str()).collect();
+        assert_eq!(wires, ["ue:eth0", "enb:s1u", "vgw:underlay"]);
+    }
+
+    fn story() -> Topology {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../netns/double11.toml");
+        Topology::load(std::path::Path::new(file)).unwrap()
+    }
+
+    fn checked(topo: &Topology, stacks: &[(&str, Stack)]) -> Vec<Hop> {
+        let mut hops: Vec<Hop> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, (w, s))| Hop {
+                wire: w.to_string(),
+                ts_ns: i as u64,
+                stack: s.clone(),
+                checks: Vec::new(),
+            })
+            .collect();
+        check(topo, &mut hops);
+        hops
+    }
+
+    #[test]
+    fn rows_are_checked_against_the_topology_and_a_wrong_one_is_marked() {
+        let topo = story();
+        let mac = |n: &str, p: &str| topo.node(n).unwrap().port(p).unwrap().mac(n);
+        let sgi = Stack {
+            eth: Pair {
+                src: mac("pgw", "sgi"),
+                dst: mac("a2", "sgi"),
+            },
+            outer_ip: None,
+            tunnel: None,
+            inner_eth: None,
+            ip: Pair {
+                src: Ipv4Addr::new(198, 51, 100, 139),
+                dst: Ipv4Addr::new(203, 0, 113, 24),
+            },
+            ttl: 63,
+            ports: Pair {
+                src: 40000,
+                dst: 443,
+            },
+            seq: 1,
+            payload: Vec::new(),
+        };
+        let a2c1 = Stack {
+            eth: Pair {
+                src: mac("a2", "a2c1"),
+                dst: mac("c1", "c1a2"),
+            },
+            ttl: 62,
+            ..sgi.clone()
+        };
+        let good = checked(
+            &topo,
+            &[("pgw:sgi", sgi.clone()), ("a2:a2c1", a2c1.clone())],
+        );
+        assert!(good.iter().all(Hop::ok), "{good:#?}");
+
+        // a2 routes, so the TTL must drop; and a2 has no NAT.
+        let kept_ttl = Stack {
+            ttl: 63,
+            ..a2c1.clone()
+        };
+        let bad = checked(&topo, &[("pgw:sgi", sgi.clone()), ("a2:a2c1", kept_ttl)]);
+        assert!(!bad[1].ok());
+        assert!(bad[1]
+            .checks
+            .iter()
+            .any(|c| !c.ok && c.what.contains("TTL 63 after a2")));
+        let rewritten = Stack {
+            ip: Pair {
+                src: Ipv4Addr::new(198, 51, 100, 140),
+                ..a2c1.ip
+            },
+            ..a2c1.clone()
+        };
+        let bad = checked(&topo, &[("pgw:sgi", sgi.clone()), ("a2:a2c1", rewritten)]);
+        assert!(bad[1]
+            .checks
+            .iter()
+            .any(|c| !c.ok && c.what.contains("a2's NAT")));
+        // A MAC that is not one of the cable's ends.
+        let stranger = Stack {
+            eth: Pair {
+                src: "02:00:00:00:99:99".parse().unwrap(),
+                ..a2c1.eth
+            },
+            ..a2c1
+        };
+        let bad = checked(&topo, &[("a2:a2c1", stranger)]);
+        assert!(!bad[0].ok());
+        // A tunnel with a TEID no bearer of the receiver has.
+        let s1u = decode(&hex(S1U)).unwrap();
+        let ok = checked(&topo, &[("enb:s1u", s1u.clone())]);
+        assert!(
+            ok[0]
+                .checks
+                .iter()
+                .any(|c| c.ok && c.what.contains("TEID 0x200")),
+            "{ok:#?}"
+        );
+        let wrong = Stack {
+            tunnel: Some(Tunnel::Gtpu { teid: 0x999 }),
+            ..s1u
+        };
+        assert!(!checked(&topo, &[("enb:s1u", wrong)])[0].ok());
+    }
+}

@@ -5,6 +5,8 @@
 //! Like HAProxy's default `init-state up`, a server starts UP but at the
 //! bottom of the UP range: the first failed check takes it DOWN, while a
 //! server that has passed `fall - 1` checks since needs `fall` failures.
+//! With `init-state fully-up` it starts at the top and needs `fall`
+//! failures from the first check on.
 
 use serde::Deserialize;
 
@@ -25,6 +27,21 @@ pub struct HealthConfig {
     /// Consecutive failed checks that take an UP server DOWN.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// Where a server starts (HAProxy's `init-state`).
+    #[serde(default)]
+    pub init_state: InitState,
+}
+
+/// A server's state before its first check (HAProxy's `init-state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitState {
+    /// UP, but the first failed check takes it DOWN (HAProxy's default).
+    #[default]
+    Up,
+    /// UP, and only `fall` failed checks take it DOWN: for backends that
+    /// start at the same time as the balancer and may not listen yet.
+    FullyUp,
 }
 
 fn default_interval_ms() -> u64 {
@@ -50,6 +67,7 @@ impl Default for HealthConfig {
             timeout_ms: default_timeout_ms(),
             rise: default_rise(),
             fall: default_fall(),
+            init_state: InitState::default(),
         }
     }
 }
@@ -71,13 +89,17 @@ pub struct Health {
 }
 
 impl Health {
-    /// A server in HAProxy's initial state: UP, one failure away from DOWN.
+    /// A server in its initial state: UP, one failure away from DOWN
+    /// (`InitState::Up`) or `fall` failures away (`InitState::FullyUp`).
     /// `rise` and `fall` are at least 1.
-    pub fn new(rise: u32, fall: u32) -> Health {
+    pub fn new(rise: u32, fall: u32, init: InitState) -> Health {
         Health {
             rise,
             fall,
-            health: rise,
+            health: match init {
+                InitState::Up => rise,
+                InitState::FullyUp => rise + fall - 1,
+            },
             up: true,
         }
     }
@@ -129,8 +151,16 @@ mod tests {
     }
 
     #[test]
+    fn a_fully_up_server_needs_fall_failures_from_the_start() {
+        let mut h = Health::new(2, 3, InitState::FullyUp);
+        assert!(h.is_up());
+        assert_eq!(run(&mut h, &[false, false]), [None, None]);
+        assert_eq!(h.on_check(false), Some(Transition::Down));
+    }
+
+    #[test]
     fn a_fresh_server_is_up_and_its_first_failed_check_takes_it_down() {
-        let mut h = Health::new(2, 3);
+        let mut h = Health::new(2, 3, InitState::Up);
         assert!(h.is_up());
         assert_eq!(h.on_check(false), Some(Transition::Down));
         assert!(!h.is_up());
@@ -138,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_healthy_server_goes_down_after_fall_consecutive_failures() {
-        let mut h = Health::new(2, 3);
+        let mut h = Health::new(2, 3, InitState::Up);
         run(&mut h, &[true, true]);
         assert_eq!(run(&mut h, &[false, false]), [None, None]);
         assert!(h.is_up());
@@ -147,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_down_server_comes_up_after_rise_consecutive_passes() {
-        let mut h = Health::new(2, 3);
+        let mut h = Health::new(2, 3, InitState::Up);
         h.on_check(false);
         assert_eq!(h.on_check(true), None);
         assert!(!h.is_up());
@@ -157,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_failure_while_rising_starts_the_count_again() {
-        let mut h = Health::new(2, 3);
+        let mut h = Health::new(2, 3, InitState::Up);
         h.on_check(false);
         assert_eq!(run(&mut h, &[true, false, true]), [None, None, None]);
         assert_eq!(h.on_check(true), Some(Transition::Up));
@@ -165,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_server_that_just_came_up_needs_fall_failures_to_go_down() {
-        let mut h = Health::new(2, 3);
+        let mut h = Health::new(2, 3, InitState::Up);
         run(&mut h, &[false, true, true]);
         assert_eq!(
             run(&mut h, &[false, false, false]),
@@ -175,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_pass_between_failures_undoes_one_failure() {
-        let mut h = Health::new(2, 3);
+        let mut h = Health::new(2, 3, InitState::Up);
         run(&mut h, &[true, true]);
         let got = run(&mut h, &[false, false, true, false, false]);
         assert_eq!(got, [None, None, None, None, Some(Transition::Down)]);
@@ -183,7 +213,7 @@ mod tests {
 
     #[test]
     fn rise_and_fall_of_one_follow_every_check() {
-        let mut h = Health::new(1, 1);
+        let mut h = Health::new(1, 1, InitState::Up);
         let got = run(&mut h, &[true, false, false, true, true, false]);
         let (u, d) = (Some(Transition::Up), Some(Transition::Down));
         assert_eq!(got, [None, d, None, u, None, d]);
