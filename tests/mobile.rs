@@ -12,24 +12,6 @@ use support::*;
 const SERVER: &str = "192.0.2.130";
 const UE: &str = "10.45.0.2";
 
-/// The MAC of every port of the lab, from `d11 status --json`.
-fn macs(status: &Value) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for n in status["nodes"].as_array().expect("nodes") {
-        for p in n["ports"].as_array().expect("ports") {
-            m.insert(
-                format!(
-                    "{}:{}",
-                    n["name"].as_str().unwrap(),
-                    p["name"].as_str().unwrap()
-                ),
-                p["mac"].as_str().unwrap().to_string(),
-            );
-        }
-    }
-    m
-}
-
 /// True if `ip` is in the NAT pool 198.51.100.128/25.
 fn in_nat_pool(ip: &str) -> bool {
     ip.parse::<std::net::Ipv4Addr>()
