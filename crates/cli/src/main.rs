@@ -1,6 +1,6 @@
 //! `d11`: the one binary of the double11 lab.
 //!
-//! User commands (`up`, `down`, `status`, `exec`, `capture`, `order`, `bench`) and the
+//! User commands (`up`, `down`, `status`, `exec`, `capture`, `order`, `trace`, `demo`, `bench`) and the
 //! two the lab runs itself (`supervise`, `run`). This crate holds no
 //! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
 //! elements', I/O is `d11-io`'s.
@@ -10,6 +10,7 @@ mod bench;
 mod bench_cloud;
 mod bench_mobile;
 mod capture;
+mod demo;
 mod lifecycle;
 mod order;
 mod roles;
@@ -110,6 +111,8 @@ enum Cmd {
     Order(order::OrderArgs),
     /// Place one order while capturing every wire; print its request hop by hop, checked against the topology.
     Trace(trace::TraceArgs),
+    /// Up, order, trace and down, narrated chapter by chapter from what actually happened.
+    Demo(demo::DemoArgs),
     /// Benchmarks, each against baselines measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
         } => capture::capture(&lab.name, &file, seconds, &cmd),
         Cmd::Order(args) => order::order(&args),
         Cmd::Trace(args) => trace::run(&args),
+        Cmd::Demo(args) => demo::demo(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Cloud(args)) => bench_cloud::cloud(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Mobile(args)) => {
