@@ -223,8 +223,14 @@ fn show_role(d: &Runner, lab: &str, net: &Net, role: &str, table: Option<&str>) 
     d.json(&args)
 }
 
+/// A chapter's title, bold on a terminal.
 fn heading(s: &str) -> String {
-    format!("\x1b[1m== {s}\x1b[0m")
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        format!("\x1b[1m== {s}\x1b[0m")
+    } else {
+        format!("== {s}")
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+//! Root end-to-end test of `d11 demo` on netns/double11.toml: the narrated
+//! up, order, trace and down in a lab of its own (about 3 s), which leaves
+//! nothing behind. The narration itself is unit-tested on canned JSON in
+//! crates/cli/src/demo.rs.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
+    let _s = serial();
+    if !root_or_skip("the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down") {
+        return;
+    }
+    let name = format!("t-demo-{}", std::process::id() % 100_000);
+    let dir = Scratch::new("demo");
+    let file = dir.path("demo.pcapng");
+    let topo = topology("double11.toml");
+    let o = d11(&[
+        "demo",
+        "--name",
+        &name,
+        "-t",
+        &topo.to_string_lossy(),
+        "-w",
+        &file.to_string_lossy(),
+    ]);
+    let out = text(&o);
+    // Taken down whatever happened above.
+    assert_gone(&name);
+    assert!(o.status.success(), "d11 demo failed:\n{out}");
+    for want in [
+        "Chapters 5 and 6",
+        "TLS 1.",
+        "→ 201 created",
+        "every row as the topology implies ✓",
+        "→ SYN-SENT",
+        "ESTABLISHED",
+        "Chapter 7",
+        "GTP-U TEID 0x200",
+        "into TEID 0x400",
+        "SNATs the source 10.45.0.2:",
+        "Chapter 8",
+        "DNATs the destination 203.0.113.24:443 → 192.168.1.10:443",
+        "VXLAN VNI 1001",
+        "Chapter 9",
+        "new connection 192.168.1.10:",
+        "The load balancer chose 192.168.",
+        "Decryption Secrets Block",
+        "d11 down --name",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    assert!(file.exists(), "the capture stays after the lab is down");
+}
+
+#[test]
+fn the_demo_refuses_a_lab_that_is_already_up_and_leaves_it_alone() {
+    let _s = serial();
+    if !root_or_skip("the_demo_refuses_a_lab_that_is_already_up_and_leaves_it_alone") {
+        return;
+    }
+    let lab = Lab::up("carrier.toml", "demo-busy");
+    let o = d11(&["demo", "--name", &lab.name]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already up"), "{}", text(&o));
+    assert!(
+        !namespaces(&format!("{}-", lab.name)).is_empty(),
+        "the demo took down a lab it did not build"
+    );
+}
