@@ -2,10 +2,12 @@
 //! kernel TCP/IP stack of a host namespace (a VM or the phone), on tokio
 //! sockets, exactly as real programs would: the lab PKI made at `d11 up`,
 //! the L4 load balancer in `vm-lb` (HAProxy's `mode tcp`), the HTTPS
-//! controller in `vm-ctl`/`vm-ctl2`, and the phone app behind `d11 order`.
+//! controller in `vm-ctl`/`vm-ctl2`, the phone app behind `d11 order`,
+//! and the load generator of many phone apps behind `d11 bench order`.
 
 pub mod control;
 pub mod controller;
 pub mod l4lb;
+pub mod load;
 pub mod phone;
 pub mod pki;

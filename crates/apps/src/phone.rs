@@ -123,6 +123,15 @@ enum Attempt {
 /// Places the order, retrying lost connections with the same key.
 pub async fn order(req: &OrderRequest) -> Result<OrderOutcome, OrderError> {
     let tls = pki::client_config(&req.root, req.key_log)?;
+    order_with(req, tls).await
+}
+
+/// [`order`] with a TLS configuration the caller made once (the load
+/// generator, [`crate::load`]); `req.root` and `req.key_log` are not read.
+pub async fn order_with(
+    req: &OrderRequest,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+) -> Result<OrderOutcome, OrderError> {
     let name =
         ServerName::try_from(req.host.clone()).map_err(|_| OrderError::Name(req.host.clone()))?;
     let mut errors = Vec::new();

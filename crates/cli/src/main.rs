@@ -9,6 +9,7 @@ mod apps;
 mod bench;
 mod bench_cloud;
 mod bench_mobile;
+mod bench_order;
 mod capture;
 mod demo;
 mod lifecycle;
@@ -140,6 +141,8 @@ enum BenchCmd {
     Cloud(bench_cloud::CloudArgs),
     /// iperf3 TCP and 64-byte UDP ue → server through enb, sgw and pgw (GTP-U, NAT) vs. null elements.
     Mobile(bench_mobile::MobileArgs),
+    /// Orders/s and p50/p99 latency of N phone-app clients over the whole path vs. straight to a controller, and l4lb vs. haproxy.
+    Order(bench_order::OrderBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Mobile(args)) => {
             bench_mobile::mobile(&args).map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Bench(BenchCmd::Order(args)) => bench_order::order(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };
