@@ -467,7 +467,7 @@ fn trace_summary(trace: &Value) -> Result<String> {
     let t0 = hops.first().and_then(|h| h["ts_ns"].as_u64()).unwrap_or(0);
     let t1 = hops.last().and_then(|h| h["ts_ns"].as_u64()).unwrap_or(t0);
     Ok(format!(
-        "{} hops, {checks} checks against the topology: {}. The request's first TLS record took {} µs from the phone's radio to {}.\n",
+        "{} hops, {checks} checks against the topology: {}. The POST's TLS record took {} µs from the phone's radio to {}.\n",
         hops.len(),
         if trace["ok"] == true {
             "every row as the topology implies ✓"
