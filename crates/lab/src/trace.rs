@@ -99,60 +99,46 @@ pub struct Check {
 pub fn decode(frame: &[u8]) -> Option<Stack> {
     let outer = SlicedPacket::from_ethernet(frame).ok()?;
     let eth = macs(&outer.link)?;
-    let (ip, ttl) = ipv4(&outer.net)?;
-    match outer.transport? {
-        TransportSlice::Tcp(tcp) => Some(Stack {
-            eth,
-            outer_ip: None,
-            tunnel: None,
-            inner_eth: None,
-            ip,
-            ttl,
-            ports: Pair {
-                src: tcp.source_port(),
-                dst: tcp.destination_port(),
-            },
-            seq: tcp.sequence_number(),
-            payload: tcp.payload().to_vec(),
-        }),
-        TransportSlice::Udp(udp) => match (udp.source_port(), udp.destination_port()) {
-            (_, GTPU_PORT) | (GTPU_PORT, _) => {
-                let g = GtpuPacket::new_checked(udp.payload()).ok()?;
-                if g.message_type() != MessageType::GPdu {
-                    return None;
-                }
-                let tunnel = Tunnel::Gtpu { teid: g.teid().0 };
-                let inner = SlicedPacket::from_ip(g.payload()).ok()?;
-                tunneled(eth, ip, tunnel, inner)
+    let TransportSlice::Udp(udp) = outer.transport.as_ref()? else {
+        return tcp_stack(eth, None, &outer);
+    };
+    let (ip, _) = ipv4(&outer.net)?;
+    match (udp.source_port(), udp.destination_port()) {
+        (_, GTPU_PORT) | (GTPU_PORT, _) => {
+            let g = GtpuPacket::new_checked(udp.payload()).ok()?;
+            if g.message_type() != MessageType::GPdu {
+                return None;
             }
-            (_, VXLAN_PORT) => {
-                let v = VxlanPacket::new_checked(udp.payload()).ok()?;
-                let tunnel = Tunnel::Vxlan { vni: v.vni().get() };
-                let inner = SlicedPacket::from_ethernet(v.payload()).ok()?;
-                tunneled(eth, ip, tunnel, inner)
-            }
-            _ => None,
-        },
+            let tunnel = Tunnel::Gtpu { teid: g.teid().0 };
+            let inner = SlicedPacket::from_ip(g.payload()).ok()?;
+            tcp_stack(eth, Some((ip, tunnel)), &inner)
+        }
+        (_, VXLAN_PORT) => {
+            let v = VxlanPacket::new_checked(udp.payload()).ok()?;
+            let tunnel = Tunnel::Vxlan { vni: v.vni().get() };
+            let inner = SlicedPacket::from_ethernet(v.payload()).ok()?;
+            tcp_stack(eth, Some((ip, tunnel)), &inner)
+        }
         _ => None,
     }
 }
 
-/// The stack of a packet that rode in `tunnel` between `outer` addresses.
-fn tunneled(
+/// The stack of `packet`'s IPv4/TCP, seen in a frame from `eth`, inside
+/// `tunnel` between outer addresses if it rode in one.
+fn tcp_stack(
     eth: Pair<MacAddr>,
-    outer: Pair<Ipv4Addr>,
-    tunnel: Tunnel,
-    inner: SlicedPacket<'_>,
+    tunnel: Option<(Pair<Ipv4Addr>, Tunnel)>,
+    packet: &SlicedPacket<'_>,
 ) -> Option<Stack> {
-    let (ip, ttl) = ipv4(&inner.net)?;
-    let TransportSlice::Tcp(tcp) = inner.transport? else {
+    let (ip, ttl) = ipv4(&packet.net)?;
+    let Some(TransportSlice::Tcp(tcp)) = &packet.transport else {
         return None;
     };
     Some(Stack {
         eth,
-        outer_ip: Some(outer),
-        tunnel: Some(tunnel),
-        inner_eth: macs(&inner.link),
+        outer_ip: tunnel.map(|(o, _)| o),
+        tunnel: tunnel.map(|(_, t)| t),
+        inner_eth: tunnel.and_then(|_| macs(&packet.link)),
         ip,
         ttl,
         ports: Pair {
