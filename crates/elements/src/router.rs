@@ -10,9 +10,9 @@
 //! (rewrite MACs, decrement TTL with an incremental checksum [RFC 1624],
 //! transmit — or queue behind ARP, fragment, or answer with ICMP).
 
+use crate::origin::Originated;
 use d11_core::{
     ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Fib, Instant, Outbox, PortId,
-    TokenBucket,
 };
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
@@ -53,17 +53,6 @@ struct NextHop {
     via: Option<Ipv4Addr>,
 }
 
-/// Counts of what the router answered itself, shown in its report.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct Originated {
-    echo_replies: u64,
-    time_exceeded: u64,
-    unreachable: u64,
-    frag_needed: u64,
-    rate_limited: u64,
-    fragments: u64,
-}
-
 /// An IPv4 router with static routes.
 #[derive(Debug)]
 pub struct Router {
@@ -71,8 +60,6 @@ pub struct Router {
     fib: Fib<NextHop>,
     arp: ArpCache,
     ident: u16,
-    /// ICMP errors originated [RFC 1812 § 4.3.2.8].
-    icmp_tokens: TokenBucket,
     /// Latest time seen, for reports (ARP entries that are still valid).
     last_now: Instant,
     sent: Originated,
@@ -119,9 +106,8 @@ impl Router {
             fib,
             arp: ArpCache::new(ArpConfig::default()),
             ident: 1,
-            icmp_tokens: TokenBucket::icmp_errors(),
             last_now: Instant::ZERO,
-            sent: Originated::default(),
+            sent: Originated::new(),
         }
     }
 
@@ -205,7 +191,6 @@ impl Router {
         if ip.total_len() > usize::from(mtu) {
             if ip.dont_frag() {
                 self.send_error(now, port, IcmpError::FragmentationNeeded { mtu }, &ip, out);
-                self.sent.frag_needed += 1;
                 return out.drop_frame(port, DropReason::NeedsFragmentation);
             }
             let mut pkt = ip.packet().to_vec();
@@ -283,17 +268,8 @@ impl Router {
         ip: &Ipv4Packet<&[u8]>,
         out: &mut Outbox,
     ) {
-        if !icmp::may_send_error_about(ip) {
+        if !self.sent.admit_error(now, err, ip) {
             return;
-        }
-        if !self.icmp_tokens.take(now) {
-            self.sent.rate_limited += 1;
-            return;
-        }
-        match err {
-            IcmpError::TtlExceeded => self.sent.time_exceeded += 1,
-            IcmpError::FragmentationNeeded { .. } => {}
-            _ => self.sent.unreachable += 1,
         }
         let mut pkt = Vec::with_capacity(icmp::MAX_ERROR_LEN);
         let ident = self.next_ident();

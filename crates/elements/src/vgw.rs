@@ -22,7 +22,7 @@
 //! the VTEP address on the underlay), and the errors a hop owes the sender —
 //! time exceeded, host unreachable for a VPC address no VM holds,
 //! fragmentation needed when a DF packet does not fit the VPC once
-//! encapsulated — through one token bucket ([`TokenBucket`], shared with the
+//! encapsulated — under the rate limit every routing element shares (with the
 //! `router`). Errors about packets from outside come after the NAT check (so
 //! nothing answers an unsolicited packet) and quote the packet as its sender
 //! wrote it, VIP and all; errors to a VM come from its subnet's gateway and
@@ -31,12 +31,12 @@
 //! One tenant per gateway for now (the shop's VPC); its VNI is the only one
 //! it accepts.
 
+use crate::origin::Originated;
 use crate::vswitch::{emit_vxlan, parse_vxlan, UnderlayPort};
 use d11_core::hash::FastMap;
 use d11_core::nat::{Nat, NatConfig, Side};
 use d11_core::{
     ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Instant, Outbox, PortId,
-    TokenBucket,
 };
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
@@ -105,16 +105,6 @@ struct Stats {
     gateway_arp_answered: u64,
 }
 
-/// What the gateway answered itself, shown in its report as the router's.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct Originated {
-    echo_replies: u64,
-    time_exceeded: u64,
-    unreachable: u64,
-    frag_needed: u64,
-    rate_limited: u64,
-}
-
 /// A VM's frame came from this inner MAC behind this VTEP: what the gateway
 /// answers goes straight back there.
 #[derive(Debug, Clone, Copy)]
@@ -134,8 +124,6 @@ pub struct Vgw {
     nat: Nat,
     arp: ArpCache,
     ident: u16,
-    /// ICMP errors originated [RFC 1812 § 4.3.2.8].
-    icmp_tokens: TokenBucket,
     last_now: Instant,
     stats: Stats,
     sent: Originated,
@@ -151,10 +139,9 @@ impl Vgw {
             nat: Nat::new(cfg.nat),
             arp: ArpCache::new(ArpConfig::default()),
             ident: 0,
-            icmp_tokens: TokenBucket::icmp_errors(),
             last_now: Instant::ZERO,
             stats: Stats::default(),
-            sent: Originated::default(),
+            sent: Originated::new(),
         }
     }
 
@@ -398,17 +385,8 @@ impl Vgw {
         back: Option<Sender>,
         out: &mut Outbox,
     ) {
-        if !icmp::may_send_error_about(ip) {
+        if !self.sent.admit_error(now, err, ip) {
             return;
-        }
-        if !self.icmp_tokens.take(now) {
-            self.sent.rate_limited += 1;
-            return;
-        }
-        match err {
-            IcmpError::TtlExceeded => self.sent.time_exceeded += 1,
-            IcmpError::FragmentationNeeded { .. } => self.sent.frag_needed += 1,
-            _ => self.sent.unreachable += 1,
         }
         let mut pkt = Vec::with_capacity(icmp::MAX_ERROR_LEN);
         let ident = self.next_ident();
