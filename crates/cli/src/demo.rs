@@ -154,7 +154,7 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
 
     println!(
         "\n{}",
-        heading("The same order again, captured on every wire of the lab")
+        heading("A second order, captured on every wire of the lab while it crosses")
     );
     let f = file.to_string_lossy();
     println!("$ d11 trace --name {lab} -w {f} --json");
