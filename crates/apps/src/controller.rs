@@ -313,7 +313,13 @@ impl Controller {
             c.active_connections -= 1;
             *c.tls_handshake_failures.entry(reason).or_default() += 1;
         });
-        tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
+        // A connection closed before its handshake is mostly a load
+        // balancer's TCP health check: counted, logged only at debug.
+        if reason == "eof" {
+            tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
+        } else {
+            tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
+        }
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
