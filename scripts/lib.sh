@@ -26,6 +26,6 @@ d11_install_packages() {
 # Builds the one binary, in release mode (the lab forwards frames; speed matters).
 d11_build() {
   cargo build --release --locked -p d11-cli >&2
-  D11="$(pwd)/target/release/d11"
+  D11="${CARGO_TARGET_DIR:-$(pwd)/target}/release/d11"
   export D11
 }

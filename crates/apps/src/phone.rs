@@ -201,7 +201,9 @@ async fn post(
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Attempt::Lost(format!("HTTP: {e}")))?;
-    let driver = tokio::spawn(connection);
+    // `without_shutdown` hands the stream back after the exchange, so the
+    // app can close it as TLS and TCP expect (below).
+    let driver = tokio::spawn(connection.without_shutdown());
     let body = serde_json::to_vec(&req.body).expect("a JSON value serializes");
     let request = Request::post("/purchaseOrder")
         .header(hyper::header::HOST, &req.host)
@@ -221,7 +223,9 @@ async fn post(
         .await
         .map_err(|e| Attempt::Lost(format!("reading the reply: {e}")))?
         .to_bytes();
-    driver.abort();
+    let elapsed_ms = t0.elapsed().as_secs_f64() * 1e3;
+    drop(sender);
+    close(driver).await;
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Ok(OrderOutcome {
@@ -234,8 +238,31 @@ async fn post(
         remote: req.addr,
         tls_version,
         cipher,
-        elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
+        elapsed_ms,
     })
+}
+
+/// Ends the connection cleanly: close_notify and FIN (RFC 8446 § 6.1),
+/// then reads until the server's own, so no late byte from it meets a
+/// closed socket (which the kernel would answer with RST). Bounded: a
+/// server that never closes is left after a second.
+async fn close<T>(
+    driver: tokio::task::JoinHandle<hyper::Result<hyper::client::conn::http1::Parts<TokioIo<T>>>>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limit = Duration::from_secs(1);
+    let Ok(Ok(Ok(parts))) = tokio::time::timeout(limit, driver).await else {
+        return;
+    };
+    let mut stream = parts.io.into_inner();
+    let _ = tokio::time::timeout(limit, async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 512];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 #[cfg(test)]
