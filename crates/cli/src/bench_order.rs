@@ -122,18 +122,16 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
         skipped.push("haproxy");
     }
     let clients: Vec<usize> = args.clients.iter().map(|&n| n.max(1)).collect();
-    let scratch = std::env::temp_dir().join(format!("d11-bench-order-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let res = run_rounds(
+    let scratch = Scratch::new()?;
+    let rounds = run_rounds(
         args,
         &exe,
         &variants,
         &clients,
         haproxy.as_deref(),
-        &scratch,
-    );
-    let _ = std::fs::remove_dir_all(&scratch);
-    let rounds = res?;
+        &scratch.0,
+    )?;
+    drop(scratch);
     let mut report = summarise(&rounds, &variants, &clients);
     report["config"] = json!({
         "clients": clients,
@@ -149,6 +147,23 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// A directory for this run's files, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("d11-bench-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn run_rounds(
@@ -518,7 +533,7 @@ impl Snapshot {
         let busy = self.busy.saturating_sub(before.busy);
         let softirq = self.softirq.saturating_sub(before.softirq);
         let frames = self.element_frames.saturating_sub(before.element_frames);
-        let element_ticks = parts["elements"].as_u64().unwrap_or(0);
+        let element_ticks = parts.get("elements").and_then(Value::as_u64).unwrap_or(0);
         json!({
             "wall_s": wall,
             "machine_cores_busy": secs(busy) / wall,
@@ -526,8 +541,9 @@ impl Snapshot {
             "lab_cores_busy": secs(total) / wall,
             "us_per_order": per_order,
             "machine_us_per_order": per_order_us(busy),
+            "lab_us_per_order": per_order_us(total),
             "cpu_s_by_process": by_process,
-            "element_frames_per_order": (orders > 0).then(|| frames as f64 / orders as f64),
+            "element_frames_per_order": (orders > 0 && frames > 0).then(|| frames as f64 / orders as f64),
             "element_us_per_frame": (frames > 0).then(|| secs(element_ticks) * 1e6 / frames as f64),
         })
     }
@@ -606,7 +622,7 @@ fn summarise(
     clients: &[usize],
 ) -> Value {
     let get = |r: &serde_json::Map<String, Value>, v: &str, n: usize, path: &[&str]| {
-        let mut x = &r[v][n.to_string()];
+        let mut x = &r.get(v).unwrap_or(&Value::Null)[n.to_string()];
         for k in path {
             x = &x[*k];
         }
@@ -622,7 +638,11 @@ fn summarise(
         for &n in clients {
             let errors: u64 = rounds
                 .iter()
-                .map(|r| r[v][n.to_string()]["load"]["errors"].as_u64().unwrap_or(0))
+                .map(|r| {
+                    r.get(v).unwrap_or(&Value::Null)[n.to_string()]["load"]["errors"]
+                        .as_u64()
+                        .unwrap_or(0)
+                })
                 .sum();
             let mut us = serde_json::Map::new();
             for part in ["phone", "elements", "load balancer", "controllers"] {
@@ -646,6 +666,7 @@ fn summarise(
                     "controller_handler_us_p99": over(v, n, &["controller_handler_us", "p99"]),
                     "softirq_cores": over(v, n, &["cpu", "softirq_cores"]),
                     "machine_us_per_order": over(v, n, &["cpu", "machine_us_per_order"]),
+                    "lab_us_per_order": over(v, n, &["cpu", "lab_us_per_order"]),
                     "us_per_order": us,
                 }),
             );
@@ -654,7 +675,7 @@ fn summarise(
     }
     // Each ratio is the median over the rounds of that round's ratio.
     let ratio = |a: &str, b: &str, key: &[&str]| -> Value {
-        if !out.contains_key(a) || !out.contains_key(b) {
+        if !out.contains_key(a) || !out.contains_key(b) || a == b {
             return Value::Null;
         }
         let per_n: serde_json::Map<String, Value> = clients
@@ -678,6 +699,12 @@ fn summarise(
             "full_vs_direct_p50": ratio("full", "direct", &["load", "latency_ms", "p50"]),
             "l4lb_vs_haproxy_orders_per_s": ratio("full", "haproxy", &["load", "orders_per_s"]),
             "l4lb_vs_haproxy_p50": ratio("full", "haproxy", &["load", "latency_ms", "p50"]),
+            // Orders per CPU-second of the lab's processes: what the runs
+            // would reach with the machine to themselves, so other work on
+            // it matters less (the inverse ratio of CPU per order).
+            "full_vs_direct_orders_per_cpu_s": ratio("direct", "full", &["cpu", "lab_us_per_order"]),
+            "l4lb_vs_haproxy_orders_per_cpu_s": ratio("haproxy", "full", &["cpu", "lab_us_per_order"]),
+            "l4lb_vs_haproxy_lb_cpu_per_order": ratio("full", "haproxy", &["cpu", "us_per_order", "load balancer"]),
         },
         "goals": {
             "full_vs_direct_orders_per_s": GOAL_FULL_VS_DIRECT,
@@ -709,7 +736,7 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
             "elements",
             "lb",
             "ctl",
-            "machine"
+            "all"
         );
         for &n in clients {
             let x = &r["variants"][v.name()][n.to_string()];
@@ -731,12 +758,15 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
                 us("elements"),
                 us("load balancer"),
                 us("controllers"),
-                num(&x["machine_us_per_order"]),
+                num(&x["lab_us_per_order"]),
             );
         }
         for &n in clients {
             let x = &r["variants"][v.name()][n.to_string()];
-            let elements = if x["element_frames_per_order"].as_f64().is_some() {
+            let elements = if x["element_frames_per_order"]
+                .as_f64()
+                .is_some_and(f64::is_finite)
+            {
                 format!(
                     "elements {:.0} frames per order at {:.1} µs CPU per frame; ",
                     num(&x["element_frames_per_order"]),
@@ -772,6 +802,21 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
             "orders/s, l4lb / haproxy (same full path)",
         ),
         ("l4lb_vs_haproxy_p50", None, "p50 latency, l4lb / haproxy"),
+        (
+            "full_vs_direct_orders_per_cpu_s",
+            None,
+            "orders per CPU-second of the lab, full path / direct",
+        ),
+        (
+            "l4lb_vs_haproxy_orders_per_cpu_s",
+            None,
+            "orders per CPU-second of the lab, l4lb / haproxy",
+        ),
+        (
+            "l4lb_vs_haproxy_lb_cpu_per_order",
+            None,
+            "load balancer's own CPU per order, l4lb / haproxy",
+        ),
     ] {
         let Some(per_n) = q[key].as_object() else {
             continue;
@@ -797,8 +842,8 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
         "lab / machine: cores busy during the runs, the lab's processes (and this load \
          generator) / the whole machine of {} CPUs, softirq and other work included. CPU µs per \
          order: each part's CPU time over every order made in the run (phone = the load \
-         generator, lb = l4lb or haproxy, ctl = both controllers, SQLite included; machine = \
-         all CPUs busy).",
+         generator, lb = l4lb or haproxy, ctl = both controllers, SQLite included; all = the \
+         lab's processes together, whose inverse is orders per CPU-second).",
         r["config"]["cpus"].as_u64().unwrap_or(0)
     );
 }
