@@ -44,28 +44,30 @@ pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    match (&v, table) {
-        (Value::Object(o), None) => {
-            for (k, t) in o {
-                println!("{k}:");
-                print_value(t, "  ");
-            }
-        }
-        _ => print_value(&v, ""),
-    }
+    print_value(&v, "");
     Ok(())
 }
 
 /// Arrays of objects as aligned tables (like `conntrack -L` or `ip neigh`),
-/// anything else as indented JSON.
+/// objects as `key: value` lines with nested tables indented, anything
+/// else as compact JSON.
 fn print_value(v: &Value, indent: &str) {
     let rows = v
         .as_array()
         .filter(|a| !a.is_empty() && a.iter().all(Value::is_object));
     let Some(rows) = rows else {
-        let text = serde_json::to_string_pretty(v).unwrap_or_default();
-        for l in text.lines() {
-            println!("{indent}{l}");
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    if is_flat(x) {
+                        println!("{indent}{k}: {}", flat(x));
+                    } else {
+                        println!("{indent}{k}:");
+                        print_value(x, &format!("{indent}  "));
+                    }
+                }
+            }
+            other => println!("{indent}{}", flat(other)),
         }
         return;
     };
@@ -103,5 +105,22 @@ fn print_value(v: &Value, indent: &str) {
     line(cols.clone());
     for r in rows {
         line(cols.iter().map(|c| cell(r, c)).collect());
+    }
+}
+
+/// True for what fits on one line: scalars, empty containers, arrays of scalars.
+fn is_flat(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.iter().all(|x| !x.is_object() && !x.is_array()),
+        _ => true,
+    }
+}
+
+fn flat(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
     }
 }
