@@ -88,13 +88,7 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
     } else {
         println!(
             "POST /purchaseOrder to {} {}:{} ({}) over {} {} from {}",
-            args.host,
-            ip,
-            args.port,
-            args.node,
-            out.tls_version,
-            out.cipher,
-            out.local
+            args.host, ip, args.port, args.node, out.tls_version, out.cipher, out.local
         );
         for e in &out.errors {
             println!("  retried after {e}");
