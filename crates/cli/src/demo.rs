@@ -407,55 +407,13 @@ fn tunnel(h: &Value) -> String {
     }
 }
 
-fn ok(h: &Value) -> bool {
-    h["checks"]
-        .as_array()
-        .is_some_and(|c| c.iter().all(|c| c["ok"] == true))
-}
-
-/// The per-hop table, the same columns as `d11 trace` prints.
+/// The per-hop table, exactly as `d11 trace` prints it.
 fn hop_table(hops: &[Value]) -> Result<String> {
-    let mut s = String::new();
-    writeln!(
-        s,
-        "{:>2} {:<14} {:<35} {:<24} {:<10} {:<35} {:<40} {:>3}",
-        "#",
-        "wire",
-        "MAC src → dst",
-        "outer IP src → dst",
-        "tunnel",
-        "inner MAC src → dst",
-        "IP:port src → dst",
-        "ttl"
-    )?;
-    for (i, h) in hops.iter().enumerate() {
-        let opt = |v: &Value| {
-            if v.is_null() {
-                "-".to_string()
-            } else {
-                pair(v)
-            }
-        };
-        writeln!(
-            s,
-            "{:>2} {:<14} {:<35} {:<24} {:<10} {:<35} {:<40} {:>3} {}",
-            i + 1,
-            h["wire"].as_str().context("a hop without a wire")?,
-            pair(&h["eth"]),
-            opt(&h["outer_ip"]),
-            tunnel(h),
-            opt(&h["inner_eth"]),
-            flow(h),
-            h["ttl"],
-            if ok(h) { "✓" } else { "✗" }
-        )?;
-        for c in h["checks"].as_array().into_iter().flatten() {
-            if c["ok"] != true {
-                writeln!(s, "   ✗ {}", c["what"].as_str().unwrap_or("?"))?;
-            }
-        }
-    }
-    Ok(s)
+    let hops: Vec<d11_lab::trace::Hop> = hops
+        .iter()
+        .map(|h| serde_json::from_value(h.clone()).context("a hop of d11 trace --json"))
+        .collect::<Result<_>>()?;
+    Ok(crate::trace::table(&hops))
 }
 
 fn trace_summary(trace: &Value) -> Result<String> {

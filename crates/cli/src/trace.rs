@@ -80,7 +80,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_table(&hops);
+        print!("{}", table(&hops));
         println!(
             "{} hops, {}; order {} {} by {}; capture with {}TLS secrets: {}",
             hops.len(),
@@ -103,9 +103,13 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
     })
 }
 
-fn print_table(hops: &[Hop]) {
-    println!(
-        "{:>2} {:<14} {:<35} {:<30} {:<15} {:<35} {:<36} {:>3}",
+/// The per-hop table: one row per hop, a line under it per failed check.
+pub(crate) fn table(hops: &[Hop]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>2} {:<14} {:<35} {:<24} {:<10} {:<35} {:<40} {:>3}",
         "#",
         "wire",
         "MAC src → dst",
@@ -116,37 +120,39 @@ fn print_table(hops: &[Hop]) {
         "ttl"
     );
     for (i, h) in hops.iter().enumerate() {
-        let s = &h.stack;
-        let outer = s
+        let st = &h.stack;
+        let outer = st
             .outer_ip
             .map(|o| format!("{} → {}", o.src, o.dst))
             .unwrap_or_else(|| "-".into());
-        let tunnel = match s.tunnel {
+        let tunnel = match st.tunnel {
             Some(Tunnel::Gtpu { teid }) => format!("TEID {teid:#x}"),
             Some(Tunnel::Vxlan { vni }) => format!("VNI {vni}"),
             None => "-".into(),
         };
-        let inner_eth = s
+        let inner_eth = st
             .inner_eth
             .map(|e| format!("{} → {}", e.src, e.dst))
             .unwrap_or_else(|| "-".into());
-        println!(
-            "{:>2} {:<14} {:<35} {:<30} {:<15} {:<35} {:<36} {:>3} {}",
+        let _ = writeln!(
+            s,
+            "{:>2} {:<14} {:<35} {:<24} {:<10} {:<35} {:<40} {:>3} {}",
             i + 1,
             h.wire,
-            format!("{} → {}", s.eth.src, s.eth.dst),
+            format!("{} → {}", st.eth.src, st.eth.dst),
             outer,
             tunnel,
             inner_eth,
             format!(
                 "{}:{} → {}:{}",
-                s.ip.src, s.ports.src, s.ip.dst, s.ports.dst
+                st.ip.src, st.ports.src, st.ip.dst, st.ports.dst
             ),
-            s.ttl,
+            st.ttl,
             if h.ok() { "✓" } else { "✗" }
         );
         for c in h.checks.iter().filter(|c| !c.ok) {
-            println!("   ✗ {}", c.what);
+            let _ = writeln!(s, "   ✗ {}", c.what);
         }
     }
+    s
 }

@@ -16,7 +16,7 @@ use d11_wire::gtpu::{GtpuPacket, MessageType};
 use d11_wire::vxlan::VxlanPacket;
 use d11_wire::{Ipv4Cidr, MacAddr};
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -39,7 +39,7 @@ pub struct Frame {
 }
 
 /// The tunnel a hop's packet rides in, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tunnel {
     Gtpu { teid: u32 },
@@ -47,14 +47,14 @@ pub enum Tunnel {
 }
 
 /// One layer of addresses: MACs or IPv4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pair<T> {
     pub src: T,
     pub dst: T,
 }
 
 /// The decoded header stack of one frame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stack {
     pub eth: Pair<MacAddr>,
     /// The tunnel's outer IP header, when there is a tunnel.
@@ -72,7 +72,7 @@ pub struct Stack {
 
 /// One row of the table: where the segment was seen, its headers, and the
 /// checks against the topology.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hop {
     pub wire: String,
     pub ts_ns: u64,
@@ -88,7 +88,7 @@ impl Hop {
 }
 
 /// One thing the topology implies about a hop, and whether it held.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub ok: bool,
     pub what: String,
