@@ -11,3 +11,4 @@ pub mod l4lb;
 pub mod load;
 pub mod phone;
 pub mod pki;
+pub mod rpc;
