@@ -125,6 +125,22 @@ impl<'a> LabGuard<'a> {
         args.extend_from_slice(cmd);
         d11(self.exe, &args)
     }
+
+    /// Three pings from `from` to `to`, so ARP and the elements' tables
+    /// (a NAT's first entry) are warm before anything is timed.
+    pub(crate) fn warm_up(&self, from: &str, to: &str) -> Result<()> {
+        let ping = self
+            .exec(from, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to])
+            .output()
+            .context("running ping")?;
+        if !ping.status.success() {
+            bail!(
+                "{from} cannot ping {to}: {}",
+                String::from_utf8_lossy(&ping.stdout).trim()
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Drop for LabGuard<'_> {

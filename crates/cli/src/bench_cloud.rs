@@ -134,20 +134,7 @@ pub fn cloud(args: &CloudArgs) -> Result<()> {
 }
 
 fn run_variant(lab: &LabGuard, elements: bool, seconds: u32) -> Result<Value> {
-    // The VMs learn each other (ARP) before anything is timed.
-    let ping = lab
-        .exec(
-            "vm-lb",
-            &["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER_IP],
-        )
-        .output()
-        .context("running ping")?;
-    if !ping.status.success() {
-        bail!(
-            "vm-lb cannot ping vm-ctl: {}",
-            String::from_utf8_lossy(&ping.stdout).trim()
-        );
-    }
+    lab.warm_up("vm-lb", SERVER_IP)?;
     let secs = seconds.to_string();
     let tcp = iperf(lab, &["-t", &secs])?;
     let bps = tcp["end"]["sum_received"]["bits_per_second"]

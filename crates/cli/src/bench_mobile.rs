@@ -15,7 +15,7 @@
 //! table at 1 and 100,000 entries.
 
 use crate::bench::{self, LabGuard};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -95,20 +95,7 @@ fn run_variant(exe: &Path, v: &Variant, topology: &Path, seconds: u32) -> Result
         server_ip: &server_ip,
     };
     let (lab, _) = LabGuard::up(exe, topology, &format!("bench-mobile-{}", v.name))?;
-    // ARP on both ends (and the NAT's first entry) before anything is timed.
-    let ping = lab
-        .exec(
-            "ue",
-            &["ping", "-c", "3", "-i", "0.2", "-W", "2", &server_ip],
-        )
-        .output()
-        .context("running ping")?;
-    if !ping.status.success() {
-        bail!(
-            "ue cannot ping the server: {}",
-            String::from_utf8_lossy(&ping.stdout).trim()
-        );
-    }
+    lab.warm_up("ue", &server_ip)?;
     let secs = seconds.to_string();
     let tcp = bench::iperf(&lab, &ends, &["-t", &secs])?;
     let bps = tcp["end"]["sum_received"]["bits_per_second"]
