@@ -240,9 +240,48 @@ fn bad_requests_garbage_and_floods_get_clear_answers_and_orders_keep_flowing() {
         &out[out.len().saturating_sub(200)..]
     );
 
-    // Not TLS at all on :443: the controller closes it and counts it.
+    // Not TLS at all on :443: the l4lb passes it through, a controller
+    // closes it and counts it.
     let o = curl(&lab, &["http://www.geektime.com:443/purchaseOrder"]);
     assert!(!o.status.success(), "plain HTTP on :443 must fail");
+    let garbage: u64 = ["vm-ctl", "vm-ctl2"]
+        .iter()
+        .map(|n| {
+            let o = d11(&[
+                "show",
+                "--name",
+                &lab.name,
+                "--json",
+                n,
+                "tls_handshake_failures",
+            ]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            v["invalid_message"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(garbage >= 1, "no controller counted the garbage");
+
+    // TLS 1.2 as well as 1.3, end to end.
+    let o = curl(
+        &lab,
+        &[
+            "--cacert",
+            root,
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            BODY,
+            URL,
+        ],
+    );
+    let out = text(&o);
+    assert!(
+        o.status.success() && out.ends_with("\n201"),
+        "TLS 1.2: {out}"
+    );
 
     // A cut request, then the same key again: one order.
     let py = "import socket,ssl,sys\n\
