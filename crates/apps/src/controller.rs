@@ -313,9 +313,9 @@ impl Controller {
             c.active_connections -= 1;
             *c.tls_handshake_failures.entry(reason).or_default() += 1;
         });
-        // A connection closed before its handshake is mostly a load
-        // balancer's TCP health check: counted, logged only at debug.
-        if reason == "eof" {
+        // A connection closed (or reset) before its handshake is mostly a
+        // load balancer's TCP health check: counted, logged only at debug.
+        if reason == "eof" || reason == "reset" {
             tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
         } else {
             tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
@@ -374,6 +374,7 @@ fn failure_reason(e: &std::io::Error) -> &'static str {
         Some(T::AlertReceived(_)) => "alert_received",
         Some(_) => "tls_error",
         None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
+        None if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
         None => "io",
     }
 }

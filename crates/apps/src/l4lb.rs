@@ -508,12 +508,17 @@ impl L4lb {
             .await;
             let duration = start.elapsed();
             let check = match attempt {
-                Ok(Ok(_)) => Check {
-                    code: "L4OK",
-                    reason: "Layer4 check passed",
-                    info: None,
-                    duration,
-                },
+                Ok(Ok(probe)) => {
+                    // Closed with RST, as HAProxy closes its checks: no
+                    // TIME_WAIT left behind per check.
+                    let _ = probe.set_zero_linger();
+                    Check {
+                        code: "L4OK",
+                        reason: "Layer4 check passed",
+                        info: None,
+                        duration,
+                    }
+                }
                 Ok(Err(e)) => Check {
                     code: "L4CON",
                     reason: "Layer4 connection problem",
