@@ -750,6 +750,21 @@ mod tests {
     }
 
     #[test]
+    fn request_body_matches_hessian_js_field_by_field() {
+        // node: Buffer.concat(["2.0.2","stock","0.0.0","deduct",
+        //   "Ljava/lang/String;J","sku-68",{$class:"long",$:1},
+        //   {idempotent:"true",timeout:"1000"}].map(p => hessian.encode(p,"2.0")))
+        // (hessian.js 2.11.0); its DecoderV2 reads the same eight values back.
+        const GOLDEN: &str = "05322e302e320573746f636b05302e302e3006646564756374134c6a6176612f\
+            6c616e672f537472696e673b4a06736b752d3638e1480a6964656d706f74656e\
+            7404747275650774696d656f757404313030305a";
+        let mut r = Request::new("stock", "deduct", vec!["sku-68".into(), Value::Long(1)]);
+        r.attachments.insert("idempotent".into(), "true".into());
+        r.attachments.insert("timeout".into(), "1000".into());
+        assert_eq!(hex(&r.encode()), GOLDEN.replace(' ', ""));
+    }
+
+    #[test]
     fn descriptors_are_counted_like_jvm_signatures() {
         assert_eq!(count_descriptors(""), Some(0));
         assert_eq!(count_descriptors("IJZ[B[[Ljava/lang/String;D"), Some(6));
