@@ -474,6 +474,7 @@ async fn a_killed_provider_fails_over_idempotent_calls_only_and_none_runs_twice(
     // Both consumers see both providers and have a connection to each.
     let mut id = 0;
     for c in [&retrying, &once] {
+        assert!(c.wait_for_providers(Duration::from_secs(5)).await);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
             id += 1;

@@ -368,6 +368,16 @@ impl Consumer {
         }
     }
 
+    /// Waits until the registry has listed at least one provider, at most
+    /// `wait`; says whether one is there (a service starting before its
+    /// dependencies calls this before taking traffic).
+    pub async fn wait_for_providers(&self, wait: Duration) -> bool {
+        let mut rx = self.providers.clone();
+        tokio::time::timeout(wait, rx.wait_for(|p| !p.addrs.is_empty()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// The provider list and per-provider counters, for the control socket.
     pub fn status(&self) -> Json {
         let st = self.state();
