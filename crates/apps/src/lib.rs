@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod controller;
+pub mod db;
 pub mod l4lb;
 pub mod load;
 pub mod phone;
