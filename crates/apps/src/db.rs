@@ -17,10 +17,16 @@
 //! - [`Standby`]: its own SQLite file; follows a primary, applies each
 //!   change in its own transaction, reconnects with backoff.
 
+mod frame;
+mod primary;
+mod standby;
 mod store;
 
 use std::path::PathBuf;
 
+pub use frame::{Msg, ReplError, MAX_FRAME};
+pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written};
+pub use standby::{Standby, StandbyConfig};
 pub use store::{
     Applied, Cas, Change, CommitHook, CouponOutcome, CouponRow, CouponState, Db, MoveState,
     NewOrder, Order, OrderCreated, OrderState, Restore, RowImage, StateChange, Stock, StockMove,
