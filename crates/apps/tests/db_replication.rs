@@ -330,6 +330,10 @@ async fn a_killed_standby_resumes_from_its_seq_without_duplicates() {
     caught_up(&p.it, &second.it).await;
     assert_same_rows(&p.it, &second.it).await;
     let head = p.it.read(|db| db.head()).await.unwrap();
+    assert!(
+        at_kill < head,
+        "killed before the end ({at_kill} of {head})"
+    );
     let seqs: Vec<u64> = second
         .it
         .read(|db| db.changes_after(0, 100_000))

@@ -365,9 +365,13 @@ impl Primary {
                 got: hello.kind(),
             });
         };
-        let reader = Arc::new(Mutex::new(Db::open(&self.path)?));
-        let r = reader.clone();
-        let head = blocking(move || r.lock().unwrap_or_else(|e| e.into_inner()).head()).await?;
+        let path = self.path.clone();
+        let (reader, head) = blocking(move || {
+            let db = Db::open(&path)?;
+            let head = db.head()?;
+            Ok((Arc::new(Mutex::new(db)), head))
+        })
+        .await?;
         if after > head {
             return Err(ReplError::AheadOfPrimary { after, head });
         }
