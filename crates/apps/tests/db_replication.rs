@@ -274,6 +274,7 @@ async fn a_sync_write_without_a_standby_times_out_and_says_so() {
     let status = p.it.status();
     assert_eq!(status["sync_timeouts"], 1, "{status}");
     assert_eq!(status["lag_changes"], 1);
+    assert!(status["lag_ms"].as_u64().unwrap() >= 200, "{status}");
     p.stop().await;
 }
 
@@ -286,9 +287,14 @@ async fn an_async_standby_lags_then_catches_up() {
     let status = p.it.status();
     assert_eq!(status["seq"], head, "{status}");
     assert_eq!(status["lag_changes"], head, "nobody has anything yet");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let status = p.it.status();
+    assert!(status["lag_ms"].as_u64().unwrap() >= 50, "{status}");
     let s = standby(dir.path(), addr);
     caught_up(&p.it, &s.it).await;
-    assert_eq!(p.it.status()["lag_changes"], 0);
+    let status = p.it.status();
+    assert_eq!(status["lag_changes"], 0, "{status}");
+    assert_eq!(status["lag_ms"], 0, "{status}");
     assert_eq!(s.it.status()["applied_seq"], head);
     assert_same_rows(&p.it, &s.it).await;
     s.stop().await;

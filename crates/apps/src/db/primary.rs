@@ -133,6 +133,8 @@ pub struct Primary {
     head: Arc<watch::Sender<u64>>,
     /// The highest seq any standby acknowledged.
     acked: watch::Sender<u64>,
+    /// The oldest change no standby acknowledged: (seq, commit Unix ms).
+    behind: Arc<Mutex<Option<(u64, u64)>>>,
     next_conn: AtomicU64,
     counters: Mutex<Counters>,
 }
@@ -199,14 +201,23 @@ impl Primary {
     pub fn open(path: &Path, config: PrimaryConfig) -> Result<Arc<Primary>, DbError> {
         let mut db = Db::open(path)?;
         let head = Arc::new(watch::Sender::new(db.head()?));
-        let hook_head = head.clone();
-        db.set_commit_hook(Arc::new(move |seq| raise(&hook_head, seq)));
+        let behind = Arc::new(Mutex::new(db.change_at_ms(1)?.map(|at| (1, at))));
+        let (hook_head, hook_behind) = (head.clone(), behind.clone());
+        db.set_commit_hook(Arc::new(move |seq| {
+            let mut b = hook_behind.lock().unwrap_or_else(|e| e.into_inner());
+            if b.is_none() {
+                *b = Some((seq, now_ms()));
+            }
+            drop(b);
+            raise(&hook_head, seq);
+        }));
         Ok(Arc::new(Primary {
             path: path.to_path_buf(),
             config,
             db: Arc::new(Mutex::new(db)),
             head,
             acked: watch::Sender::new(0),
+            behind,
             next_conn: AtomicU64::new(1),
             counters: Mutex::new(Counters::default()),
         }))
@@ -387,10 +398,11 @@ impl Primary {
                 unacked: VecDeque::new(),
             },
         );
-        self.ack(after);
+        self.ack(after, &reader).await?;
         let sent = Arc::new(AtomicU64::new(after));
         let mut acks = AbortOnDrop(tokio::spawn(self.clone().read_acks(
             id,
+            reader.clone(),
             rd,
             sent.clone(),
             after,
@@ -450,15 +462,28 @@ impl Primary {
         }
     }
 
-    /// Raises the acked mark (never lowers it).
-    fn ack(&self, seq: u64) {
+    /// Raises the acked mark (never lowers it) and finds the oldest change
+    /// still unacknowledged: `seq + 1`, if committed (else the commit hook
+    /// sets it when it is; the lookup holds the lock so neither is lost).
+    async fn ack(&self, seq: u64, reader: &Arc<Mutex<Db>>) -> Result<(), DbError> {
         raise(&self.acked, seq);
+        let (behind, reader) = (self.behind.clone(), reader.clone());
+        blocking(move || {
+            let mut b = behind.lock().unwrap_or_else(|e| e.into_inner());
+            if b.is_some_and(|(s, _)| s <= seq) {
+                let db = reader.lock().unwrap_or_else(|e| e.into_inner());
+                *b = db.change_at_ms(seq + 1)?.map(|at| (seq + 1, at));
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Reads the standby's acks until it closes or breaks the protocol.
     async fn read_acks(
         self: Arc<Self>,
         id: u64,
+        reader: Arc<Mutex<Db>>,
         mut rd: BufReader<OwnedReadHalf>,
         sent: Arc<AtomicU64>,
         mut prev: u64,
@@ -490,7 +515,7 @@ impl Primary {
                     v.unacked.pop_front();
                 }
             }
-            self.ack(seq);
+            self.ack(seq, &reader).await?;
         }
     }
 
@@ -499,6 +524,10 @@ impl Primary {
         let head = *self.head.borrow();
         let acked = self.acked();
         let now = now_ms();
+        let lag_ms = match *self.behind.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((seq, at)) if seq > acked => now.saturating_sub(at),
+            _ => 0,
+        };
         let c = self.lock();
         let standbys: Vec<Value> = c
             .standbys
@@ -521,6 +550,7 @@ impl Primary {
             "seq": head,
             "acked": acked,
             "lag_changes": head.saturating_sub(acked),
+            "lag_ms": lag_ms,
             "standbys": standbys,
             "writes": c.writes,
             "sync_acked": c.sync_acked,

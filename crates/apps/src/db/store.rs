@@ -736,6 +736,19 @@ impl Db {
         Ok(seq.unwrap_or(0) as u64)
     }
 
+    /// When change `seq` was committed (Unix ms), if it exists.
+    pub fn change_at_ms(&self, seq: u64) -> Result<Option<u64>, DbError> {
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT at_ms FROM changes WHERE seq = ?1",
+                [seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at.map(|a| a as u64))
+    }
+
     /// Up to `limit` changes after `after`, in order.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, DbError> {
         let mut st = self.conn.prepare_cached(
