@@ -180,7 +180,6 @@ async fn assert_same_rows(p: &Primary, s: &Standby) {
     assert_eq!(a.2, b.2, "orders");
     assert_eq!(a.3, b.3, "coupons");
     assert_eq!(a.4, b.4, "changes");
-    assert!(!a.2.as_array().unwrap().is_empty(), "the day made orders");
 }
 
 async fn caught_up(p: &Primary, s: &Standby) {
@@ -202,6 +201,12 @@ async fn the_standby_holds_the_same_rows_after_500_operations() {
         .all(|r| matches!(r, Replicated::Async | Replicated::NoChange)));
     caught_up(&p.it, &s.it).await;
     assert_same_rows(&p.it, &s.it).await;
+    let orders = p.it.read(|db| db.orders()).await.unwrap();
+    assert_eq!(
+        orders.len(),
+        96,
+        "the day's orders: (500 - 24 seeds) / 5 steps, rounded up"
+    );
     let status = s.it.status();
     assert_eq!(status["lag_changes"], 0, "{status}");
     assert_eq!(status["connected"], true);
@@ -444,4 +449,65 @@ async fn the_primary_closes_a_corrupt_connection_and_keeps_serving() {
     assert_same_rows(&p.it, &s.it).await;
     s.stop().await;
     p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sync_writers_are_each_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, addr) = primary(dir.path(), config(ReplicationMode::Sync)).await;
+    let s = standby(dir.path(), addr);
+    eventually("the standby to connect", || async {
+        s.it.status()["connected"] == true
+    })
+    .await;
+    p.it.write(|db| db.seed_stock("book", 1000)).await.unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let p = p.it.clone();
+            tokio::spawn(async move {
+                for i in 0..30 {
+                    let order = format!("ord-{w}-{i}");
+                    let t = p
+                        .write(move |db| db.stock_take(&order, "book", 1, None))
+                        .await
+                        .unwrap();
+                    assert!(matches!(t.value, Take::Taken(_)));
+                    assert!(
+                        matches!(t.replication, Replicated::Acked { .. }),
+                        "{:?}",
+                        t.replication
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(p.it.status()["sync_acked"], 241);
+    assert_same_rows(&p.it, &s.it).await;
+    s.stop().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_primary_is_dropped_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = StandbyConfig {
+        backoff_min_ms: 20,
+        idle_timeout_ms: 300,
+        ..StandbyConfig::new(listener.local_addr().unwrap())
+    };
+    let s = Standby::open("vm-db2", &dir.path().join("standby.sqlite"), config).unwrap();
+    let task = tokio::spawn(s.clone().run(std::future::pending()));
+    let (mut c, _) = listener.accept().await.unwrap();
+    assert_eq!(read_frame(&mut c).await["type"], "hello");
+    let started = Instant::now();
+    closed(&mut c).await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let (mut c, _) = listener.accept().await.unwrap();
+    assert_eq!(read_frame(&mut c).await["type"], "hello");
+    assert_eq!(s.status()["disconnects"]["idle"], 1);
+    task.abort();
 }
