@@ -77,11 +77,7 @@ fn vm_lb_reaches_vm_ctl_across_hosts_in_vxlan_vni_1001() {
         let got = [&r[2], &r[3], &r[4], &r[5]];
         assert!(got == want_up || got == want_down, "{r:?}");
     }
-    let bad = tshark_fields(
-        &file,
-        "_ws.malformed || _ws.expert.severity == error",
-        &["frame.number", "frame.interface_name", "_ws.col.info"],
-    );
+    let bad = bad_frames(&file);
     assert!(bad.is_empty(), "malformed or erroneous frames: {bad:?}");
 }
 
@@ -347,25 +343,7 @@ fn the_internet_reaches_vm_lb_through_the_vip_and_only_there() {
         !other.iter().any(|r| r[0] == "vm-other:eth0"),
         "traffic on vm-other's TAP"
     );
-    // The same inner segment is on three wires of one file (vm-lb's TAP,
-    // host A's and the vgw's underlay), which tshark's TCP reassembly takes
-    // for overlapping retransmissions; every frame is still dissected whole.
-    let o = Command::new("tshark")
-        .args(["-r"])
-        .arg(&file)
-        .args([
-            "-o",
-            "tcp.desegment_tcp_streams:FALSE",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ])
-        .args(["-Y", "_ws.malformed || _ws.expert.severity == error"])
-        .output()
-        .expect("tshark runs");
-    assert!(o.status.success(), "{}", text(&o));
-    let bad = String::from_utf8_lossy(&o.stdout).into_owned();
+    let bad = bad_frames(&file);
     assert!(bad.is_empty(), "malformed or erroneous frames: {bad:?}");
 }
 

@@ -212,10 +212,6 @@ fn every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malform
         "{back:?}"
     );
 
-    let bad = tshark_fields(
-        &file,
-        "_ws.malformed || _ws.expert.severity >= error",
-        &["frame.number"],
-    );
+    let bad = bad_frames(&file);
     assert!(bad.is_empty(), "malformed frames: {bad:?}");
 }

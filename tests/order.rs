@@ -170,11 +170,7 @@ fn the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy() {
     }
     assert_eq!(t["secrets_in_capture"], true);
     let cap = std::path::PathBuf::from(t["capture"].as_str().expect("capture path"));
-    let bad = tshark_fields(
-        &cap,
-        "_ws.malformed || _ws.expert.severity == error",
-        &["frame.number"],
-    );
+    let bad = bad_frames(&cap);
     assert!(bad.is_empty(), "malformed frames: {bad:?}");
     let posts = tshark_fields(
         &cap,

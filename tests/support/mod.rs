@@ -182,6 +182,30 @@ pub fn assert_gone(name: &str) {
 
 /// tshark's field output for a capture file, one Vec per frame.
 pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    tshark_with(file, &[], filter, fields)
+}
+
+/// Frames tshark calls malformed or marks with an error, as
+/// `[number, wire, info, expert message]`, with TCP reassembly off: one
+/// TCP connection seen on several wires of one pcapng looks to Wireshark's
+/// reassembly like overlapping retransmissions ("New fragment overlaps old
+/// data"), as Wireshark 4.0 keeps no conversation per interface. Every
+/// frame is still dissected whole, so a broken one is still reported.
+pub fn bad_frames(file: &Path) -> Vec<Vec<String>> {
+    tshark_with(
+        file,
+        &["-o", "tcp.desegment_tcp_streams:FALSE"],
+        "_ws.malformed || _ws.expert.severity >= error",
+        &[
+            "frame.number",
+            "frame.interface_name",
+            "_ws.col.info",
+            "_ws.expert.message",
+        ],
+    )
+}
+
+fn tshark_with(file: &Path, options: &[&str], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
     // iperf3's payload is arbitrary bytes that Thrift's heuristic dissector
     // sometimes claims and then calls malformed: not a frame of ours.
     let mut args = vec![
@@ -190,6 +214,7 @@ pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<Stri
         "--disable-protocol".into(),
         "thrift".into(),
     ];
+    args.extend(options.iter().map(|o| o.to_string()));
     args.extend(["-T", "fields", "-E", "separator=|"].map(String::from));
     if !filter.is_empty() {
         args.push("-Y".into());
