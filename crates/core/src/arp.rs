@@ -216,6 +216,16 @@ impl ArpCache {
             .map(|(ip, (m, _))| (*ip, *m))
     }
 
+    /// The valid entries sorted by address, as report rows
+    /// (`{"ip", "mac"}`, like `ip neigh`) for `d11 show NODE arp`.
+    pub fn report(&self, now: Instant) -> Vec<serde_json::Value> {
+        let mut rows: Vec<_> = self.entries(now).collect();
+        rows.sort();
+        rows.iter()
+            .map(|(ip, mac)| serde_json::json!({"ip": ip.to_string(), "mac": mac.to_string()}))
+            .collect()
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }

@@ -481,12 +481,7 @@ impl Element for Router {
                 })
             })
             .collect();
-        let mut arp: Vec<_> = self.arp.entries(self.last_now).collect();
-        arp.sort();
-        let arp: Vec<_> = arp
-            .iter()
-            .map(|(ip, mac)| json!({"ip": ip.to_string(), "mac": mac.to_string()}))
-            .collect();
+        let arp = self.arp.report(self.last_now);
         json!({
             "fib": fib,
             "arp": arp,

@@ -669,12 +669,7 @@ impl Element for Vgw {
     /// VPC's VMs and their hosts; `arp`; `stats` (with the NAT's own);
     /// `originated`: the ICMP the gateway answered itself.
     fn report(&self) -> serde_json::Value {
-        let mut arp: Vec<_> = self.arp.entries(self.last_now).collect();
-        arp.sort();
-        let arp: Vec<_> = arp
-            .iter()
-            .map(|(ip, mac)| json!({"ip": ip.to_string(), "mac": mac.to_string()}))
-            .collect();
+        let arp = self.arp.report(self.last_now);
         let stations: Vec<_> = self
             .tenant
             .stations

@@ -628,12 +628,7 @@ impl Element for VSwitch {
             .iter()
             .map(|(vni, v)| json!({"vni": vni.get(), "flood_to": v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")}))
             .collect();
-        let mut arp: Vec<_> = self.arp.entries(self.last_now).collect();
-        arp.sort();
-        let arp: Vec<_> = arp
-            .iter()
-            .map(|(ip, mac)| json!({"ip": ip.to_string(), "mac": mac.to_string()}))
-            .collect();
+        let arp = self.arp.report(self.last_now);
         json!({ "fdb": fdb, "vteps": vteps, "arp": arp, "stats": self.stats })
     }
 }
