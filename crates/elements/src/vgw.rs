@@ -127,6 +127,10 @@ pub struct Vgw {
     last_now: Instant,
     stats: Stats,
     sent: Originated,
+    /// Where a VM's frame and its VXLAN packet are built, kept between
+    /// packets.
+    frame_buf: Vec<u8>,
+    vxlan_buf: Vec<u8>,
 }
 
 impl Vgw {
@@ -142,6 +146,8 @@ impl Vgw {
             last_now: Instant::ZERO,
             stats: Stats::default(),
             sent: Originated::new(),
+            frame_buf: Vec::new(),
+            vxlan_buf: Vec::new(),
         }
     }
 
@@ -248,7 +254,8 @@ impl Vgw {
             return out.drop_frame(ingress, DropReason::Oversize);
         }
         let ident = self.next_ident();
-        let mut pkt = Vec::with_capacity(vxlan::OVERHEAD + frame.len());
+        let mut pkt = std::mem::take(&mut self.vxlan_buf);
+        pkt.clear();
         emit_vxlan(
             &mut pkt,
             self.underlay.address.addr(),
@@ -258,6 +265,7 @@ impl Vgw {
             frame,
         );
         self.send_to(now, ingress, UNDERLAY, vtep, &pkt, out);
+        self.vxlan_buf = pkt;
     }
 
     /// Sends an IP packet to a VM in the VPC router's frame: the VM's MAC,
@@ -270,10 +278,12 @@ impl Vgw {
         pkt: &[u8],
         out: &mut Outbox,
     ) {
-        let mut frame = Vec::with_capacity(ethernet::HEADER_LEN + pkt.len());
+        let mut frame = std::mem::take(&mut self.frame_buf);
+        frame.clear();
         ethernet::emit_header(&mut frame, vm.mac, self.tenant.mac, EtherType::Ipv4);
         frame.extend_from_slice(pkt);
         self.send_to_vtep(now, ingress, vm.vtep, &frame, out);
+        self.frame_buf = frame;
     }
 
     /// Forwards a packet (already translated if it needed it, its TTL

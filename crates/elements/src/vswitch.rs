@@ -148,6 +148,8 @@ pub struct VSwitch {
     learned: usize,
     deadlines: BinaryHeap<Reverse<(Instant, Vni, MacAddr)>>,
     ident: u16,
+    /// Where each outer packet is built, kept between frames.
+    scratch: Vec<u8>,
     last_now: Instant,
     stats: Stats,
 }
@@ -194,6 +196,7 @@ impl VSwitch {
             learned: 0,
             deadlines: BinaryHeap::new(),
             ident: 0,
+            scratch: Vec::new(),
             last_now: Instant::ZERO,
             stats: Stats::default(),
         }
@@ -357,7 +360,8 @@ impl VSwitch {
             return out.drop_frame(in_port, DropReason::Oversize);
         }
         self.ident = self.ident.wrapping_add(1);
-        let mut pkt = Vec::with_capacity(20 + udp_len);
+        let mut pkt = std::mem::take(&mut self.scratch);
+        pkt.clear();
         let me = self.underlay.address.addr();
         emit_vxlan(&mut pkt, me, vtep, self.ident, vni, frame);
         self.stats.encapsulated += 1;
@@ -369,6 +373,7 @@ impl VSwitch {
                 Enqueued::Full => out.drop_frame(in_port, DropReason::ArpQueueFull),
             },
         }
+        self.scratch = pkt;
     }
 
     fn transmit_underlay(&self, dst: MacAddr, pkt: &[u8], out: &mut Outbox) {
