@@ -49,7 +49,7 @@ pub mod server;
 
 pub use client::{Client, ClientConfig};
 pub use codec::{Fault, Request, Status};
-pub use consumer::{Balance, CallOptions, Consumer, ConsumerConfig};
+pub use consumer::{Balance, CallOptions, Consumer, ConsumerConfig, Traced};
 pub use hessian::Value;
 pub use registry::{Providers, Registry};
 pub use server::{Call, Server, ServerConfig, Services};

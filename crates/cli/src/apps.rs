@@ -8,9 +8,10 @@ use crate::roles::{parse_config, ConfigError};
 use anyhow::{Context, Result};
 use d11_apps::controller::{Controller, ControllerConfig};
 use d11_apps::l4lb::{L4lb, L4lbConfig};
+use d11_apps::shop::{self, ShopApp};
 use d11_apps::{control, pki};
 use d11_lab::{App, AppSpec, RunDir, Topology};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -18,13 +19,20 @@ use tokio::net::TcpListener;
 enum AppConfig {
     L4lb(L4lbConfig),
     Controller(ControllerConfig),
+    Shop(ShopApp),
 }
 
 fn app_config(spec: &AppSpec) -> Result<AppConfig, ConfigError> {
     let owner = format!("app {}", spec.app);
+    let c = &spec.config;
     Ok(match spec.app {
-        App::L4lb => AppConfig::L4lb(parse_config(&spec.config, &owner)?),
-        App::Controller => AppConfig::Controller(parse_config(&spec.config, &owner)?),
+        App::L4lb => AppConfig::L4lb(parse_config(c, &owner)?),
+        App::Controller => AppConfig::Controller(parse_config(c, &owner)?),
+        App::Registry => AppConfig::Shop(ShopApp::Registry(parse_config(c, &owner)?)),
+        App::Order => AppConfig::Shop(ShopApp::Order(parse_config(c, &owner)?)),
+        App::Stock => AppConfig::Shop(ShopApp::Stock(parse_config(c, &owner)?)),
+        App::Coupon => AppConfig::Shop(ShopApp::Coupon(parse_config(c, &owner)?)),
+        App::Db => AppConfig::Shop(ShopApp::Db(parse_config(c, &owner)?)),
     })
 }
 
@@ -35,8 +43,45 @@ pub fn check(topo: &Topology, spec: &AppSpec) -> Result<(), ConfigError> {
             key: "app".into(),
             message: "a controller serves HTTPS: the topology needs [pki] names = [\"…\"]".into(),
         }),
+        AppConfig::Shop(app) => {
+            app.check()
+                .map_err(|(key, message)| ConfigError { key, message })?;
+            if app.needs_registry() && registry(topo).is_none() {
+                return Err(ConfigError {
+                    key: "app".into(),
+                    message: format!(
+                        "app {} finds its peers in the registry: the topology needs a host with app = \"registry\"",
+                        spec.app
+                    ),
+                });
+            }
+            advertise(topo, &spec.name).map(|_| ())
+        }
         _ => Ok(()),
     }
+}
+
+/// The address of the topology's registry app: its host's first address
+/// and its `listen` port.
+fn registry(topo: &Topology) -> Option<SocketAddr> {
+    let spec = topo.apps().into_iter().find(|a| a.app == App::Registry)?;
+    let Ok(AppConfig::Shop(ShopApp::Registry(c))) = app_config(&spec) else {
+        return None;
+    };
+    let ip = advertise(topo, &spec.name).ok()?;
+    Some(SocketAddr::new(ip, c.listen.port()))
+}
+
+/// The address a shop app registers: its host's first port's.
+fn advertise(topo: &Topology, node: &str) -> Result<IpAddr, ConfigError> {
+    topo.node(node)
+        .and_then(|n| n.ports.iter().find_map(|p| p.address))
+        .map(|a| IpAddr::V4(a.addr()))
+        .ok_or_else(|| ConfigError {
+            key: "ports".into(),
+            message: "a shop app registers its host's address: give its first port an address"
+                .into(),
+        })
 }
 
 /// Runs the app of `spec` in its namespace until SIGTERM or SIGINT.
@@ -91,6 +136,18 @@ pub fn run(lab: &str, spec: &AppSpec) -> Result<()> {
                 tokio::spawn(control::serve(ctl, spec.name.clone(), "controller", report));
                 tracing::info!(addr = %listener.local_addr()?, "controller up");
                 ctl_app.serve(listener, shutdown).await?;
+            }
+            AppConfig::Shop(app) => {
+                let topo = dir.topology().context("reading the lab's topology")?;
+                let ctx = shop::Ctx {
+                    node: spec.name.clone(),
+                    advertise: advertise(&topo, &spec.name)
+                        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?,
+                    registry: registry(&topo),
+                    data_dir: dir.db_dir(),
+                };
+                tracing::info!(app = %spec.app, "starting");
+                shop::run(app, ctx, ctl, shutdown).await?;
             }
         }
         tracing::info!("stopped");

@@ -478,6 +478,7 @@ impl Snapshot {
                     "controllers"
                 }
                 Some(d11_lab::App::L4lb) => "load balancer",
+                Some(_) => "services",
                 None => {
                     let st = status(node)?;
                     element_frames += st["ports"].as_object().map_or(0, |p| {

@@ -169,6 +169,11 @@ impl RunDir {
         self.path.join("orders.sqlite")
     }
 
+    /// `db/`: the files of the lab's `db` apps (`db/NODE.sqlite`), the VMs' disks.
+    pub fn db_dir(&self) -> PathBuf {
+        self.path.join("db")
+    }
+
     /// `NODE.sock`: the element's or app's control socket.
     pub fn socket(&self, node: &str) -> PathBuf {
         self.path.join(format!("{node}.sock"))

@@ -197,6 +197,16 @@ pub enum App {
     L4lb,
     /// The HTTPS controller answering `POST /purchaseOrder`.
     Controller,
+    /// The RPC registry the shop's services register with.
+    Registry,
+    /// The composite order service (the saga of stock, coupon and db).
+    Order,
+    /// The stock service (compare-and-set on a version).
+    Stock,
+    /// The coupon service.
+    Coupon,
+    /// The shop's database: the primary, or a standby following it.
+    Db,
 }
 
 impl App {
@@ -204,6 +214,11 @@ impl App {
         match self {
             App::L4lb => "l4lb",
             App::Controller => "controller",
+            App::Registry => "registry",
+            App::Order => "order",
+            App::Stock => "stock",
+            App::Coupon => "coupon",
+            App::Db => "db",
         }
     }
 }

@@ -160,6 +160,13 @@ impl CallOptions {
     }
 }
 
+/// A call's answer and the providers it went to, in order.
+#[derive(Debug)]
+pub struct Traced {
+    pub result: Result<Value, Fault>,
+    pub tried: Vec<SocketAddr>,
+}
+
 /// A client of one service over the registry's provider list.
 pub struct Consumer {
     service: String,
@@ -304,6 +311,12 @@ impl Consumer {
         args: Vec<Value>,
         opts: CallOptions,
     ) -> Result<Value, Fault> {
+        self.call_traced(method, args, opts).await.result
+    }
+
+    /// [`Consumer::call`], also saying which providers were tried, in order
+    /// (the last one answered): what `d11 order` shows of each hop.
+    pub async fn call_traced(&self, method: &str, args: Vec<Value>, opts: CallOptions) -> Traced {
         let mut req = Request::new(&self.service, method, args);
         req.attachments = opts.attachments;
         if opts.idempotent {
@@ -332,7 +345,12 @@ impl Consumer {
             }
             debug!(service = %self.service, %method, provider = %addr, "consumer: call");
             match p.client.call(req.clone(), Some(timeout)).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    return Traced {
+                        result: Ok(v),
+                        tried,
+                    }
+                }
                 Err(f) => {
                     if f.status == Status::ClientError {
                         let until =
@@ -348,7 +366,7 @@ impl Consumer {
                 }
             }
         }
-        match last {
+        let result = match last {
             Some(f) if tried.len() > 1 => Err(Fault::new(
                 f.status,
                 format!(
@@ -365,7 +383,13 @@ impl Consumer {
                     format!("no provider of {:?} is registered", self.service),
                 ))
             }
-        }
+        };
+        Traced { result, tried }
+    }
+
+    /// The service it calls.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// Waits until the registry has listed at least one provider, at most

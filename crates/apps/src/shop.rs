@@ -1,0 +1,388 @@
+//! The shop behind the controller (chapter 10): the registry, the composite
+//! `order` service, `stock`, `coupon` and the `db` service, each an app in a
+//! VM of its own, calling each other with [`crate::rpc`] so the calls cross
+//! VXLAN between the hosts. docs/rpc.md ("The shop's services") has the
+//! methods and the saga; docs/db.md the database underneath.
+//!
+//! - [`RegistryConfig`]: the registry VM (Dubbo's ZooKeeper/Nacos role).
+//! - [`order`]: creates the order, takes stock, reserves and consumes the
+//!   coupon, confirms; compensates (restore, release, cancel) when a step
+//!   fails.
+//! - [`stock`]: the story's optimistic lock, retried on conflict.
+//! - [`coupon`]: reserve and consume once per order.
+//! - [`db`]: the SQLite primary (AZ1) as an RPC service, or its standby (AZ2).
+//!
+//! Each provider registers `service → ip:port` with a TTL (renewed every
+//! third of it) and unregisters on a clean stop; each consumer follows the
+//! registry and fails over idempotent calls. Every method here is
+//! idempotent by order id, so every call is marked so.
+
+pub mod coupon;
+pub mod db;
+pub mod order;
+pub mod stock;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::control;
+use crate::rpc::{
+    registry, CallOptions, Client, ClientConfig, Consumer, ConsumerConfig, Fault, Registry, Server,
+    ServerConfig, Services, Status, Value,
+};
+
+/// Where the registry listens by default (ZooKeeper's port, Dubbo's usual registry).
+pub const REGISTRY_PORT: u16 = 2181;
+
+/// A shop app's settings, parsed from its node's `config`.
+#[derive(Debug, Clone)]
+pub enum ShopApp {
+    Registry(RegistryConfig),
+    Order(order::OrderConfig),
+    Stock(stock::StockConfig),
+    Coupon(coupon::CouponConfig),
+    Db(db::DbConfig),
+}
+
+impl ShopApp {
+    /// Whether it calls the registry (every app but the registry and a standby).
+    pub fn needs_registry(&self) -> bool {
+        match self {
+            ShopApp::Registry(_) => false,
+            ShopApp::Db(c) => c.standby.is_none(),
+            _ => true,
+        }
+    }
+
+    /// A settings error `d11 up` reports before building anything: (key, message).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        match self {
+            ShopApp::Db(c) => c.check(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a shop app learns from the lab rather than from its own config.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The node's name.
+    pub node: String,
+    /// The address it registers (its VM's address).
+    pub advertise: IpAddr,
+    /// The registry's address (the topology's `registry` app).
+    pub registry: Option<SocketAddr>,
+    /// Where a db keeps its file (the lab's run directory).
+    pub data_dir: PathBuf,
+}
+
+impl Ctx {
+    fn registry(&self) -> anyhow::Result<SocketAddr> {
+        self.registry
+            .context("no registry: the topology needs a node with app = \"registry\"")
+    }
+}
+
+/// The registry VM's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default = "default_registry_listen")]
+    pub listen: SocketAddr,
+    /// How often expired providers are swept out.
+    #[serde(default = "default_sweep_ms")]
+    pub sweep_ms: u64,
+}
+
+fn default_registry_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], REGISTRY_PORT))
+}
+fn default_sweep_ms() -> u64 {
+    250
+}
+
+/// The settings every provider shares, under its `config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Listen address and limits (Dubbo's port 20880 by default).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The registration's TTL; renewed every third of it.
+    #[serde(default = "default_ttl_ms")]
+    pub ttl_ms: u64,
+    /// How this provider calls the services it depends on.
+    #[serde(default = "default_calls")]
+    pub calls: ConsumerConfig,
+}
+
+fn default_ttl_ms() -> u64 {
+    3000
+}
+
+/// Calls between the shop's services: round robin, a provider that fails
+/// is skipped for a second (the supervisor restarts it about then).
+fn default_calls() -> ConsumerConfig {
+    ConsumerConfig {
+        balance: crate::rpc::Balance::RoundRobin,
+        timeout_ms: 2000,
+        failure_backoff_ms: 1000,
+        ..ConsumerConfig::default()
+    }
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            server: ServerConfig::default(),
+            ttl_ms: default_ttl_ms(),
+            calls: default_calls(),
+        }
+    }
+}
+
+/// Runs `app` until `shutdown`, answering `control` with its status.
+pub async fn run(
+    app: ShopApp,
+    ctx: Ctx,
+    ctl: UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    match app {
+        ShopApp::Registry(c) => {
+            let reg = Registry::new(Duration::from_millis(c.sweep_ms.max(10)));
+            let server = Server::new(
+                &ctx.node,
+                ServerConfig {
+                    listen: c.listen,
+                    ..ServerConfig::default()
+                },
+                reg.services(),
+            );
+            let listener = bind(&server, c.listen).await?;
+            let report: control::Report = {
+                let (reg, server) = (reg.clone(), server.clone());
+                Arc::new(move || {
+                    let mut r = reg.status();
+                    r["server"] = server.status();
+                    r
+                })
+            };
+            tokio::spawn(control::serve(ctl, ctx.node.clone(), "registry", report));
+            tokio::spawn(reg.run_expiry());
+            tokio::select! {
+                _ = server.serve(listener) => {}
+                _ = shutdown => {}
+            }
+            Ok(())
+        }
+        ShopApp::Db(c) => db::run(c, ctx, ctl, shutdown).await,
+        ShopApp::Order(c) => {
+            let p = Provider::new(&ctx, c.provider.clone())?;
+            let svc = order::Order::new(&p, c);
+            p.run(ctx, ctl, "order", svc.services(), svc.report(), shutdown)
+                .await
+        }
+        ShopApp::Stock(c) => {
+            let p = Provider::new(&ctx, c.provider.clone())?;
+            let svc = stock::Stock::new(&p, c);
+            p.run(ctx, ctl, "stock", svc.services(), svc.report(), shutdown)
+                .await
+        }
+        ShopApp::Coupon(c) => {
+            let p = Provider::new(&ctx, c.provider.clone())?;
+            let svc = coupon::Coupon::new(&p);
+            p.run(ctx, ctl, "coupon", svc.services(), svc.report(), shutdown)
+                .await
+        }
+    }
+}
+
+async fn bind(server: &Server, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    server
+        .bind()
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+/// A service provider: its registry client, and consumers of the services
+/// it calls.
+pub struct Provider {
+    config: ProviderConfig,
+    registry: Arc<Client>,
+}
+
+impl Provider {
+    pub fn new(ctx: &Ctx, config: ProviderConfig) -> anyhow::Result<Provider> {
+        Ok(Provider {
+            registry: Arc::new(Client::new(ctx.registry()?, ClientConfig::default())),
+            config,
+        })
+    }
+
+    /// A consumer of `service`, following the registry.
+    pub fn consumer(&self, service: &str) -> Arc<Consumer> {
+        let providers = registry::subscribe(
+            self.registry.clone(),
+            service.into(),
+            Duration::from_secs(30),
+        );
+        Arc::new(Consumer::new(service, self.config.calls.clone(), providers))
+    }
+
+    /// Serves `services` (registered as `name` at the VM's address) until
+    /// `shutdown`, then unregisters, so consumers stop choosing it before
+    /// it goes.
+    pub async fn run(
+        self,
+        ctx: Ctx,
+        ctl: UnixListener,
+        name: &'static str,
+        services: Services,
+        report: control::Report,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let listen = self.config.server.listen;
+        let server = Server::new(&ctx.node, self.config.server.clone(), services);
+        let listener = bind(&server, listen).await?;
+        let addr = SocketAddr::new(ctx.advertise, listener.local_addr()?.port()).to_string();
+        let full: control::Report = {
+            let (server, addr) = (server.clone(), addr.clone());
+            Arc::new(move || {
+                let mut r = report();
+                r["provider"] = json!({"service": name, "addr": addr});
+                r["server"] = server.status();
+                r
+            })
+        };
+        tokio::spawn(control::serve(ctl, ctx.node.clone(), name, full));
+        // Aborted when this future ends or is dropped: a dead provider stops renewing.
+        let renew = tokio::spawn(registry::keep_registered(
+            self.registry.clone(),
+            name.into(),
+            addr.clone(),
+            Duration::from_millis(self.config.ttl_ms.max(30)),
+        ))
+        .abort_handle();
+        let _renewing = scopeguard(move || renew.abort());
+        tokio::select! {
+            _ = server.serve(listener) => {}
+            _ = shutdown => {}
+        }
+        drop(_renewing);
+        if let Err(f) = registry::unregister(&self.registry, name, &addr).await {
+            tracing::warn!(service = name, "unregistering: {f}");
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// One downstream call as `d11 order` shows it.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// `service.method`.
+    pub call: String,
+    /// The provider that answered (or the last one tried).
+    pub provider: Option<SocketAddr>,
+    /// Providers tried.
+    pub tried: usize,
+    pub ms: f64,
+    /// What it did, in a few words.
+    pub result: String,
+    /// The stock service's compare-and-set attempts.
+    pub cas_attempts: Option<i64>,
+}
+
+impl Hop {
+    pub fn to_json(&self) -> Json {
+        let mut j = json!({
+            "call": self.call,
+            "provider": self.provider.map(|a| a.to_string()),
+            "tried": self.tried,
+            "ms": (self.ms * 100.0).round() / 100.0,
+            "result": self.result,
+        });
+        if let Some(n) = self.cas_attempts {
+            j["cas_attempts"] = n.into();
+        }
+        j
+    }
+}
+
+/// Calls `consumer.method(args)` (idempotent, traced by `trace_id`) and
+/// answers the JSON result with the hop it made; `result` is filled in by
+/// the caller from the answer.
+pub async fn call(
+    consumer: &Consumer,
+    method: &str,
+    args: Vec<Value>,
+    trace_id: &str,
+) -> (Result<Json, Fault>, Hop) {
+    let mut opts = CallOptions::idempotent();
+    opts.attachments.insert("trace_id".into(), trace_id.into());
+    let started = Instant::now();
+    let t = consumer.call_traced(method, args, opts).await;
+    let hop = Hop {
+        call: format!("{}.{method}", consumer.service()),
+        provider: t.tried.last().copied(),
+        tried: t.tried.len(),
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+        result: match &t.result {
+            Ok(_) => String::new(),
+            Err(f) => format!("failed: {f}"),
+        },
+        cas_attempts: None,
+    };
+    (t.result.map(Json::from), hop)
+}
+
+/// A string field of an answer, or a `50 bad response` fault naming it.
+pub fn field<'a>(j: &'a Json, key: &str, call: &str) -> Result<&'a str, Fault> {
+    j[key].as_str().ok_or_else(|| {
+        Fault::new(
+            Status::BadResponse,
+            format!("{call} answered without {key:?}: {j}"),
+        )
+    })
+}
+
+/// Argument `i` as an optional string: null is `None`.
+pub fn opt_str(c: &crate::rpc::Call, i: usize) -> Result<Option<String>, Fault> {
+    match c.arg(i)? {
+        Value::Null => Ok(None),
+        v => v.as_str().map(|s| Some(s.to_owned())).ok_or_else(|| {
+            Fault::new(
+                Status::BadRequest,
+                format!(
+                    "argument {i} of {} must be a string or null",
+                    c.request.method
+                ),
+            )
+        }),
+    }
+}
+
+/// A fault for a service's own error (70).
+pub fn service_error(e: impl std::fmt::Display) -> Fault {
+    Fault::new(Status::ServiceError, e.to_string())
+}
