@@ -7,11 +7,20 @@
 //! (draft-ietf-httpapi-idempotency-key-header) first.
 //!
 //! One process serves TLS 1.2 and 1.3 (tokio-rustls) and HTTP/1.1 (hyper with
-//! an axum router). Orders go to a SQLite file in WAL mode that every
-//! controller of the lab shares, so the `UNIQUE` constraint on the
-//! idempotency key makes "one key, one order" hold across processes: the
-//! insert and the read-back run in one `BEGIN IMMEDIATE` transaction.
+//! an axum router). What happens to a valid order depends on the config:
+//!
+//! - with an `order_service` table (chapter 10, the story's shop), the
+//!   controller is only the receptionist: it calls `order.create` by RPC
+//!   ([`crate::rpc`]) through the registry's provider list, and answers with
+//!   what the service answered, including the path of the calls behind it;
+//! - without one ("local", the controller-only build of chapter 6, still the
+//!   `direct` baseline of `d11 bench order` and of the tests), orders go to
+//!   a SQLite file in WAL mode that every controller of the lab shares, so
+//!   the `UNIQUE` constraint on the idempotency key makes "one key, one
+//!   order" hold across processes: the insert and the read-back run in one
+//!   `BEGIN IMMEDIATE` transaction.
 
+mod order_service;
 mod store;
 
 use std::collections::BTreeMap;
@@ -37,6 +46,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::rpc;
+
+pub use order_service::OrderServiceConfig;
+use order_service::{Answer, OrderService, Refusal};
 use store::{Recorded, Store};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -65,6 +78,10 @@ pub struct ControllerConfig {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Call the `order` service by RPC for each order; without it the
+    /// controller records orders itself in the local SQLite store.
+    #[serde(default)]
+    pub order_service: Option<OrderServiceConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -95,6 +112,7 @@ impl Default for ControllerConfig {
             body_timeout_ms: default_body_timeout_ms(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             max_connections: default_max_connections(),
+            order_service: None,
         }
     }
 }
@@ -108,6 +126,9 @@ pub enum ControllerError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The `order` consumer's registry subscription needs a tokio runtime.
+    #[error("order_service: the controller must be created inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// The HTTPS controller.
@@ -115,9 +136,26 @@ pub struct Controller {
     name: String,
     config: ControllerConfig,
     tls: tokio_rustls::TlsAcceptor,
-    store: Arc<Store>,
+    orders: Orders,
     random: &'static dyn rustls::crypto::SecureRandom,
     counters: Mutex<Counters>,
+}
+
+/// Where orders go.
+enum Orders {
+    /// The SQLite store shared by the lab's controllers (no `order_service`).
+    Local(Arc<Store>),
+    /// The `order` service, by RPC.
+    Rpc(Box<OrderService>),
+}
+
+impl Orders {
+    fn mode(&self) -> &'static str {
+        match self {
+            Orders::Local(_) => "local",
+            Orders::Rpc(_) => "rpc",
+        }
+    }
 }
 
 /// What the control socket reports.
@@ -135,6 +173,12 @@ struct Counters {
     orders_replayed: u64,
     idempotency_conflicts: u64,
     store_errors: u64,
+    orders_sold_out: u64,
+    orders_cancelled: u64,
+    /// Calls of `order.create` that failed, by RPC status name.
+    order_service_faults: BTreeMap<&'static str, u64>,
+    /// Answers of `order.create` lacking a field or of the wrong shape.
+    order_service_bad_answers: u64,
 }
 
 /// The TLS session a request arrived on, for the access log.
@@ -145,31 +189,49 @@ struct Session {
     cipher: String,
 }
 
-/// The order a handler made or found again, handed to the access log.
+/// The order a handler made, found again or was refused, handed to the
+/// access log.
 #[derive(Clone)]
 struct OrderLog {
     order_id: String,
     replayed: bool,
+    /// `created`, `replayed`, `sold_out`, `cancelled`.
+    outcome: &'static str,
 }
 
 impl Controller {
     /// `name` is the node (e.g. "vm-ctl") reported in replies and logs;
-    /// `store` the SQLite file shared by every controller of the lab.
+    /// `store` the SQLite file shared by every controller of the lab, used
+    /// (and opened) only without `config.order_service`. With it, the
+    /// controller subscribes to the `order` service's providers here, which
+    /// needs a tokio runtime, and does not wait for one to be registered.
     pub fn new(
         name: &str,
         config: ControllerConfig,
         tls: Arc<rustls::ServerConfig>,
         store: &Path,
     ) -> Result<Arc<Controller>, ControllerError> {
-        let store = Store::open(store).map_err(|source| ControllerError::Store {
-            path: store.to_path_buf(),
-            source,
-        })?;
+        let orders = match &config.order_service {
+            Some(service) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(ControllerError::NoRuntime);
+                }
+                tracing::info!(registry = %service.registry, "orders go to the order service by RPC");
+                Orders::Rpc(Box::new(OrderService::start(service)))
+            }
+            None => {
+                let store = Store::open(store).map_err(|source| ControllerError::Store {
+                    path: store.to_path_buf(),
+                    source,
+                })?;
+                Orders::Local(Arc::new(store))
+            }
+        };
         Ok(Arc::new(Controller {
             name: name.to_string(),
             config,
             tls: tokio_rustls::TlsAcceptor::from(tls),
-            store: Arc::new(store),
+            orders,
             random: rustls::crypto::ring::default_provider().secure_random,
             counters: Mutex::new(Counters::default()),
         }))
@@ -322,6 +384,16 @@ impl Controller {
         }
     }
 
+    /// With an `order_service`: waits until the registry lists a provider
+    /// of `order`, at most `wait`, and says whether one is there. Without
+    /// one: true at once.
+    pub async fn wait_for_order_service(&self, wait: Duration) -> bool {
+        match &self.orders {
+            Orders::Local(_) => true,
+            Orders::Rpc(service) => service.wait_for_providers(wait).await,
+        }
+    }
+
     fn count(&self, f: impl FnOnce(&mut Counters)) {
         f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -334,8 +406,9 @@ impl Controller {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
-        json!({
+        let mut status = json!({
             "name": self.name,
+            "orders": self.orders.mode(),
             "connections": c.connections,
             "active_connections": c.active_connections,
             "tls_handshakes": c.tls_handshakes,
@@ -348,7 +421,15 @@ impl Controller {
             "orders_replayed": c.orders_replayed,
             "idempotency_conflicts": c.idempotency_conflicts,
             "store_errors": c.store_errors,
-        })
+            "orders_sold_out": c.orders_sold_out,
+            "orders_cancelled": c.orders_cancelled,
+            "order_service_faults": c.order_service_faults,
+            "order_service_bad_answers": c.order_service_bad_answers,
+        });
+        if let Orders::Rpc(service) = &self.orders {
+            status["order_service"] = service.status();
+        }
+        status
     }
 
     /// A fresh order id: 64 random bits.
@@ -400,7 +481,9 @@ async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next
         %method,
         path,
         status,
+        orders = ctl.orders.mode(),
         order_id = order.map_or("-", |o| o.order_id.as_str()),
+        outcome = order.map_or("-", |o| o.outcome),
         replayed = order.is_some_and(|o| o.replayed),
         us = started.elapsed().as_micros() as u64,
         "request"
@@ -408,12 +491,25 @@ async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next
     resp
 }
 
-/// An error reply: `{"error": "…", "field": "order.price"}`.
+/// An error reply: `{"error": "…", "field": "order.price"}`, or for an
+/// order the service refused `{"error": "…", "order_id": "…", "outcome": "sold_out"}`.
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
     error: String,
     field: Option<String>,
+    /// The order the service refused.
+    refused: Option<Box<Refused>>,
+}
+
+/// An order the service did not confirm, for the 409.
+#[derive(Debug)]
+struct Refused {
+    order_id: String,
+    /// `sold_out`, `cancelled`.
+    outcome: &'static str,
+    /// `{"path", "commit"}`, when the service sent them.
+    rpc: Option<Value>,
 }
 
 impl ApiError {
@@ -422,6 +518,7 @@ impl ApiError {
             status,
             error: error.into(),
             field: None,
+            refused: None,
         }
     }
 
@@ -443,7 +540,21 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             body["field"] = field.into();
         }
+        if let Some(r) = &self.refused {
+            body["order_id"] = r.order_id.as_str().into();
+            body["outcome"] = r.outcome.into();
+            if let Some(rpc) = &r.rpc {
+                body["rpc"] = rpc.clone();
+            }
+        }
         let mut resp = (self.status, Json(body)).into_response();
+        if let Some(r) = self.refused {
+            resp.extensions_mut().insert(OrderLog {
+                order_id: r.order_id,
+                replayed: false,
+                outcome: r.outcome,
+            });
+        }
         if self.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             // What this resource accepts instead [RFC 9110 § 15.5.16].
             resp.headers_mut()
@@ -465,6 +576,9 @@ struct Order {
     #[serde(rename = "Author")]
     author: String,
     price: String,
+    /// A coupon code, when the phone sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coupon: Option<String>,
 }
 
 /// The 201 body, the same for the first answer and every replay.
@@ -476,7 +590,8 @@ struct Created<'a> {
     order: &'a Order,
 }
 
-/// Parses and checks `{"order":{"date","className","Author","price"}}`.
+/// Parses and checks `{"order":{"date","className","Author","price"}}`,
+/// with an optional `coupon`.
 fn validate(body: &[u8]) -> Result<Order, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
@@ -493,7 +608,7 @@ fn validate(body: &[u8]) -> Result<Order, ApiError> {
     }
     if let Some(extra) = order
         .keys()
-        .find(|k| !["date", "className", "Author", "price"].contains(&k.as_str()))
+        .find(|k| !["date", "className", "Author", "price", "coupon"].contains(&k.as_str()))
     {
         return Err(ApiError::field(format!("order.{extra}"), "unknown field"));
     }
@@ -511,6 +626,16 @@ fn validate(body: &[u8]) -> Result<Order, ApiError> {
         class_name: text("className")?,
         author: text("Author")?,
         price: text("price")?,
+        coupon: match order.get("coupon") {
+            None => None,
+            Some(Value::String(c)) if valid_coupon(c) => Some(c.clone()),
+            Some(_) => {
+                return Err(ApiError::field(
+                    "order.coupon",
+                    "must be 1 to 64 characters of A-Z, a-z, 0-9, - and _",
+                ))
+            }
+        },
     };
     if !valid_date(&order.date) {
         return Err(ApiError::field(
@@ -525,6 +650,13 @@ fn validate(body: &[u8]) -> Result<Order, ApiError> {
         ));
     }
     Ok(order)
+}
+
+/// 1 to 64 of `[A-Za-z0-9_-]`.
+fn valid_coupon(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `YYYY-MM-DD` naming a real day (ISO 8601 calendar date, [RFC 3339 § 5.6] full-date).
@@ -624,7 +756,8 @@ async fn read_body(
     }
 }
 
-/// `POST /purchaseOrder`: check, record (once per idempotency key), answer 201.
+/// `POST /purchaseOrder`: check, then record (once per idempotency key) or
+/// have the `order` service record it, and answer.
 async fn purchase_order(
     State(ctl): State<Arc<Controller>>,
     headers: HeaderMap,
@@ -640,10 +773,45 @@ async fn purchase_order(
     let timeout = Duration::from_millis(ctl.config.body_timeout_ms);
     let body = read_body(&headers, body, ctl.config.max_body, timeout).await?;
     let order = validate(&body)?;
-    let canonical = serde_json::to_string(&order).expect("an Order serializes");
     let order_id = ctl.new_order_id()?;
+    match &ctl.orders {
+        Orders::Local(store) => record_locally(&ctl, store.clone(), order_id, key, order).await,
+        Orders::Rpc(service) => order_by_rpc(&ctl, service, order_id, key, order).await,
+    }
+}
 
-    let (store, name) = (ctl.store.clone(), ctl.name.clone());
+/// The 201 (with `Idempotent-Replayed: true` for a replay), logged.
+fn created(body: Value, order_id: String, replayed: bool) -> Response {
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp.extensions_mut().insert(OrderLog {
+        order_id,
+        replayed,
+        outcome: if replayed { "replayed" } else { "created" },
+    });
+    resp
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "this Idempotency-Key was used for a different order",
+    )
+}
+
+/// The local mode: the SQLite store shared by the lab's controllers.
+async fn record_locally(
+    ctl: &Arc<Controller>,
+    store: Arc<Store>,
+    order_id: String,
+    key: Option<String>,
+    order: Order,
+) -> Result<Response, ApiError> {
+    let canonical = serde_json::to_string(&order).expect("an Order serializes");
+    let name = ctl.name.clone();
     let recorded = tokio::task::spawn_blocking(move || {
         store.record(&order_id, key.as_deref(), &canonical, &name)
     })
@@ -654,10 +822,7 @@ async fn purchase_order(
         Ok(Recorded::Replayed(row)) => (row, true),
         Ok(Recorded::KeyReused) => {
             ctl.count(|c| c.idempotency_conflicts += 1);
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "this Idempotency-Key was used for a different order",
-            ));
+            return Err(key_reused());
         }
         Err(e) => {
             ctl.count(|c| c.store_errors += 1);
@@ -677,16 +842,92 @@ async fn purchase_order(
         served_by: &row.served_by,
         order: &stored,
     };
-    let mut resp = (StatusCode::CREATED, Json(reply)).into_response();
-    if replayed {
-        resp.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    let body = serde_json::to_value(reply).expect("a reply serializes");
+    Ok(created(body, row.order_id, replayed))
+}
+
+/// The RPC mode: `order.create(order_id, key, order)` and its answer mapped
+/// to HTTP: confirmed 201, sold out or cancelled 409, key reused 422, a
+/// fault 503 (504 for a timeout), an answer the controller cannot read 503.
+async fn order_by_rpc(
+    ctl: &Arc<Controller>,
+    service: &OrderService,
+    order_id: String,
+    key: Option<String>,
+    order: Order,
+) -> Result<Response, ApiError> {
+    let order = serde_json::to_value(&order).expect("an Order serializes");
+    let answer = match service
+        .create(&order_id, key.as_deref(), order, &ctl.name)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(fault) => {
+            ctl.count(|c| {
+                *c.order_service_faults
+                    .entry(fault.status.name())
+                    .or_default() += 1
+            });
+            tracing::warn!(%order_id, status = %fault.status, "order.create failed: {}", fault.message);
+            let status = match fault.status {
+                rpc::Status::ClientTimeout | rpc::Status::ServerTimeout => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return Err(ApiError::new(
+                status,
+                format!("order service: {}", fault.message),
+            ));
+        }
+    };
+    match order_service::read_answer(answer) {
+        Ok(Answer::Confirmed(c)) => {
+            ctl.count(|n| match c.replayed {
+                true => n.orders_replayed += 1,
+                false => n.orders_created += 1,
+            });
+            // `served_by`: the service's, when it names the controller that
+            // first asked; else this one (a replay through the other
+            // controller then names the other).
+            let body = json!({
+                "status": "created",
+                "order_id": c.order_id,
+                "served_by": c.served_by.as_deref().unwrap_or(&ctl.name),
+                "order": c.order,
+                "rpc": { "path": c.path, "commit": c.commit },
+            });
+            Ok(created(body, c.order_id, c.replayed))
+        }
+        Ok(Answer::Refused {
+            outcome,
+            order_id,
+            message,
+            rpc,
+        }) => {
+            ctl.count(|c| match outcome {
+                Refusal::SoldOut => c.orders_sold_out += 1,
+                Refusal::Cancelled => c.orders_cancelled += 1,
+            });
+            Err(ApiError {
+                refused: Some(Box::new(Refused {
+                    order_id,
+                    outcome: outcome.name(),
+                    rpc,
+                })),
+                ..ApiError::new(StatusCode::CONFLICT, message)
+            })
+        }
+        Ok(Answer::KeyReused) => {
+            ctl.count(|c| c.idempotency_conflicts += 1);
+            Err(key_reused())
+        }
+        Err(bad) => {
+            ctl.count(|c| c.order_service_bad_answers += 1);
+            tracing::warn!(%order_id, "order.create answered what the controller cannot use: {bad}");
+            Err(ApiError::unavailable(format!("order service: {bad}")))
+        }
     }
-    resp.extensions_mut().insert(OrderLog {
-        order_id: row.order_id,
-        replayed,
-    });
-    Ok(resp)
 }
 
 /// `GET /health`: for the supervisor's and the load balancer's checks.

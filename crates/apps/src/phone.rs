@@ -114,6 +114,82 @@ pub fn new_idempotency_key() -> String {
     )
 }
 
+/// The lines `d11 order` prints after the reply when the controller called
+/// the order service by RPC (chapter 10): one per call of the reply's
+/// `rpc.path`, then the database's commit. None without `rpc`.
+///
+/// ```text
+///   rpc  db.order_create   192.168.1.60:20880   1.2 ms  created
+///   rpc  stock.deduct      192.168.1.50:20880   3.4 ms  taken (2 CAS attempts)
+///   commit seq 42, replication acked in 0.4 ms
+/// ```
+pub fn rpc_lines(body: &Value) -> Vec<String> {
+    let Some(rpc) = body.get("rpc").filter(|r| r.is_object()) else {
+        return Vec::new();
+    };
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("?").to_string();
+    let mut lines = Vec::new();
+    for call in rpc["path"].as_array().into_iter().flatten() {
+        let mut notes = Vec::new();
+        if let Some(n) = call["cas_attempts"].as_u64() {
+            notes.push(format!("{n} CAS attempt{}", if n == 1 { "" } else { "s" }));
+        }
+        if let Some(n) = call["tried"].as_u64().filter(|&n| n > 1) {
+            notes.push(format!("{n} providers tried"));
+        }
+        let ms = match call["ms"].as_f64() {
+            Some(ms) => format!("{ms:>5.1} ms"),
+            None => "    ? ms".into(),
+        };
+        let mut line = format!(
+            "  rpc  {:<17} {:<18} {ms}  {}",
+            text(call, "call"),
+            call["provider"].as_str().unwrap_or("-"),
+            text(call, "result")
+        );
+        if !notes.is_empty() {
+            line += &format!(" ({})", notes.join(", "));
+        }
+        lines.push(line);
+    }
+    if let Some(commit) = rpc.get("commit").filter(|c| c.is_object()) {
+        // A replayed order committed nothing new: no seq.
+        lines.push(match commit["seq"].as_u64() {
+            Some(seq) => format!(
+                "  commit seq {seq}, replication {}",
+                text(commit, "replication")
+            ),
+            None => format!("  commit: {}", text(commit, "replication")),
+        });
+    }
+    lines
+}
+
+/// One line saying why the shop did not take the order, for a reply that
+/// is not a 2xx: the sold out or cancelled order of a 409, or the reply's
+/// error. None for a 2xx.
+pub fn refusal(status: u16, body: &Value) -> Option<String> {
+    if (200..300).contains(&status) {
+        return None;
+    }
+    let error = body["error"].as_str();
+    let order = body["order_id"].as_str();
+    Some(match (status, body["outcome"].as_str(), order) {
+        (409, Some("sold_out"), Some(id)) => format!(
+            "sold out: {} (order {id} was not placed)",
+            error.unwrap_or("no message")
+        ),
+        (409, Some("cancelled"), Some(id)) => format!(
+            "cancelled: {} (order {id} was not placed)",
+            error.unwrap_or("no message")
+        ),
+        _ => match error {
+            Some(e) => format!("refused ({status}): {e}"),
+            None => format!("refused ({status})"),
+        },
+    })
+}
+
 /// One failed attempt: whether another may help.
 enum Attempt {
     Lost(String),
@@ -293,6 +369,54 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!("89ab".contains(&a[19..20]), "{a}");
+    }
+
+    #[test]
+    fn the_rpc_path_is_one_line_per_call_then_the_commit() {
+        let body = serde_json::json!({"status": "created", "rpc": {
+            "path": [
+                {"call": "db.order_create", "provider": "192.168.1.60:20880", "tried": 1, "ms": 1.2, "result": "created"},
+                {"call": "stock.deduct", "provider": "192.168.1.50:20880", "tried": 2, "ms": 3.44, "result": "taken", "cas_attempts": 2},
+                {"call": "coupon.use", "result": "used", "cas_attempts": 1},
+            ],
+            "commit": {"seq": 42, "replication": "acked in 0.4 ms"},
+        }});
+        assert_eq!(
+            rpc_lines(&body),
+            [
+                "  rpc  db.order_create   192.168.1.60:20880   1.2 ms  created",
+                "  rpc  stock.deduct      192.168.1.50:20880   3.4 ms  taken (2 CAS attempts, 2 providers tried)",
+                "  rpc  coupon.use        -                      ? ms  used (1 CAS attempt)",
+                "  commit seq 42, replication acked in 0.4 ms",
+            ]
+        );
+        let replay = serde_json::json!({"rpc": {"path": [],
+            "commit": {"seq": null, "replication": "nothing new was committed"}}});
+        assert_eq!(rpc_lines(&replay), ["  commit: nothing new was committed"]);
+        assert!(rpc_lines(&serde_json::json!({"status": "created"})).is_empty());
+        assert!(rpc_lines(&Value::String("502 Bad Gateway".into())).is_empty());
+    }
+
+    #[test]
+    fn a_sold_out_order_is_said_so() {
+        let body = serde_json::json!({"error": "趣谈网络协议 is sold out", "order_id": "ord-1", "outcome": "sold_out"});
+        assert_eq!(
+            refusal(409, &body).unwrap(),
+            "sold out: 趣谈网络协议 is sold out (order ord-1 was not placed)"
+        );
+        let body = serde_json::json!({"error": "coupon refused", "order_id": "ord-2", "outcome": "cancelled"});
+        assert_eq!(
+            refusal(409, &body).unwrap(),
+            "cancelled: coupon refused (order ord-2 was not placed)"
+        );
+        let body =
+            serde_json::json!({"error": "order service: no provider of \"order\" is registered"});
+        assert_eq!(
+            refusal(503, &body).unwrap(),
+            "refused (503): order service: no provider of \"order\" is registered"
+        );
+        assert_eq!(refusal(502, &Value::Null).unwrap(), "refused (502)");
+        assert_eq!(refusal(201, &body), None);
     }
 
     #[tokio::test]

@@ -564,3 +564,168 @@ async fn connections_beyond_max_connections_wait_their_turn() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::CREATED);
 }
+
+// ---------------------------------------------------------------------------
+// With `order_service`: the controller calls `order.create` by RPC. A real
+// registry and RPC server on loopback; the order service is a test double
+// (the real one is tested in its own crate module).
+
+mod rpc_mode {
+    use super::*;
+    use d11_apps::controller::OrderServiceConfig;
+    use d11_apps::phone::{self, OrderRequest};
+    use d11_apps::rpc::{
+        registry, Balance, Call, Client, ClientConfig, Registry, Server, ServerConfig, Services,
+        Value as Hessian,
+    };
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    fn loopback() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        }
+    }
+
+    async fn serve(name: &str, services: Services) -> SocketAddr {
+        let server = Server::new(name, loopback(), services);
+        let listener = server.bind().await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server.serve(listener));
+        addr
+    }
+
+    /// `order.create`, idempotent by key; the book "sold out" is sold out.
+    fn order_double() -> Services {
+        let by_key: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let seq = Arc::new(Mutex::new(0i64));
+        let mut s = Services::new();
+        s.method("order", "create", move |c: Call| {
+            let (by_key, seq) = (by_key.clone(), seq.clone());
+            async move {
+                let mut order_id = c.str_arg(0)?.to_string();
+                let order = Value::from(c.arg(2)?.clone());
+                if order["className"] == "sold out" {
+                    return Ok(Hessian::from(serde_json::json!({
+                        "outcome": "sold_out", "order_id": order_id, "replayed": false,
+                        "message": "sold out is sold out"})));
+                }
+                let mut replayed = false;
+                if let Some(key) = c.arg(1)?.as_str() {
+                    let mut seen = by_key.lock().unwrap();
+                    match seen.get(key) {
+                        Some(id) => (order_id, replayed) = (id.clone(), true),
+                        None => {
+                            seen.insert(key.to_string(), order_id.clone());
+                        }
+                    }
+                }
+                let n = {
+                    let mut n = seq.lock().unwrap();
+                    *n += 1;
+                    *n
+                };
+                Ok(Hessian::from(serde_json::json!({
+                    "outcome": "confirmed", "order_id": order_id, "replayed": replayed,
+                    "order": order, "created_at": "2018-07-01T00:00:00Z",
+                    "path": [
+                        {"call": "db.order_create", "provider": "192.168.1.60:20880", "tried": 1, "ms": 1.2, "result": "created"},
+                        {"call": "stock.deduct", "provider": "192.168.1.50:20880", "tried": 1, "ms": 3.4, "result": "taken", "cas_attempts": 2},
+                    ],
+                    "commit": {"seq": n, "replication": "acked in 0.4 ms"},
+                })))
+            }
+        });
+        s
+    }
+
+    #[tokio::test]
+    async fn two_controllers_order_through_the_order_service_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(Duration::from_millis(100));
+        tokio::spawn(reg.clone().run_expiry());
+        let reg_addr = serve("registry", reg.services()).await;
+        let order_addr = serve("order", order_double()).await;
+        tokio::spawn(registry::keep_registered(
+            Arc::new(Client::new(reg_addr, ClientConfig::default())),
+            "order".into(),
+            order_addr.to_string(),
+            Duration::from_secs(3),
+        ));
+        let config = || ControllerConfig {
+            order_service: Some(OrderServiceConfig {
+                registry: reg_addr,
+                timeout_ms: 2000,
+                balance: Balance::RoundRobin,
+                retries: 2,
+            }),
+            ..ControllerConfig::default()
+        };
+        let a = Running::start_with("vm-ctl", dir.path(), config()).await;
+        let b = Running::start_with("vm-ctl2", dir.path(), config()).await;
+        for ctl in [&a, &b] {
+            assert!(ctl.ctl.wait_for_order_service(Duration::from_secs(5)).await);
+        }
+
+        // The phone app against the first: 201, and the path it prints.
+        let key = phone::new_idempotency_key();
+        let req = OrderRequest {
+            host: "www.geektime.com".into(),
+            addr: a.addr,
+            root: PkiPaths::new(dir.path().join("pki")).root_cert(),
+            key_log: false,
+            idempotency_key: key.clone(),
+            body: phone::story_order(),
+            retries: 0,
+            timeout: Duration::from_secs(5),
+        };
+        let out = phone::order(&req).await.unwrap();
+        assert_eq!(out.status, 201, "{}", out.body);
+        assert_eq!(out.body["served_by"], "vm-ctl");
+        assert_eq!(
+            phone::rpc_lines(&out.body),
+            [
+                "  rpc  db.order_create   192.168.1.60:20880   1.2 ms  created",
+                "  rpc  stock.deduct      192.168.1.50:20880   3.4 ms  taken (2 CAS attempts)",
+                "  commit seq 1, replication acked in 0.4 ms",
+            ]
+        );
+        assert_eq!(phone::refusal(out.status, &out.body), None);
+
+        // The same key on the other controller: the same order, replayed.
+        let tls = client(dir.path(), &[&rustls::version::TLS13]);
+        let story = phone::story_order().to_string();
+        let again = https(
+            b.addr,
+            tls.clone(),
+            order(&story, "application/json", Some(&key)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+        assert!(again.replayed);
+        assert_eq!(again.body["order_id"], out.body["order_id"]);
+        assert_eq!(again.body["rpc"]["commit"]["seq"], 2);
+
+        // Sold out: 409, said so.
+        let sold_out = story.replace("趣谈网络协议", "sold out");
+        let r = https(a.addr, tls, order(&sold_out, "application/json", None))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert_eq!(
+            phone::refusal(409, &r.body).unwrap(),
+            format!(
+                "sold out: sold out is sold out (order {} was not placed)",
+                r.body["order_id"].as_str().unwrap()
+            )
+        );
+
+        assert_eq!(a.counter(&["orders_created"]), 1);
+        assert_eq!(a.counter(&["orders_sold_out"]), 1);
+        assert_eq!(b.counter(&["orders_replayed"]), 1);
+        assert_eq!(a.ctl.status()["orders"], "rpc");
+        assert!(!dir.path().join("orders.sqlite").exists());
+    }
+}

@@ -205,6 +205,13 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     println!("\n{}", heading("Chapter 9: the L4 proxy ends the phone's TCP and opens a new connection to a controller"));
     print!("{}", narrate_hops(&net, hops, ch.nine.clone()));
     print!("{}", chapter9_tables(&trace, &lb)?);
+    if let Some(s) = chapter10(&trace["order"]) {
+        println!(
+            "\n{}",
+            heading("Chapter 10: the controller calls the order service by RPC")
+        );
+        print!("{s}");
+    }
 
     println!("\n{}", heading("The capture"));
     print!("{}", capture_hint(&trace));
@@ -706,6 +713,29 @@ fn chapter9_tables(trace: &Value, lb: &Value) -> Result<String> {
     Ok(s)
 }
 
+/// Chapter 10 from the reply's `rpc` path, when the controller called the
+/// order service (a controller-only lab's reply has none).
+fn chapter10(order: &Value) -> Option<String> {
+    let lines = d11_apps::phone::rpc_lines(&order["body"]);
+    if lines.is_empty() {
+        return None;
+    }
+    let body = &order["body"];
+    let calls = body["rpc"]["path"].as_array().map_or(0, Vec::len);
+    let mut s = format!(
+        "{} did not record order {} itself: it called order.create by RPC, on a provider the registry listed. \
+         The order service reported {calls} call{} behind it, and the database's commit:\n",
+        body["served_by"].as_str().unwrap_or("the controller"),
+        body["order_id"].as_str().unwrap_or("?"),
+        if calls == 1 { "" } else { "s" },
+    );
+    for line in lines {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    Some(s)
+}
+
 fn capture_hint(trace: &Value) -> String {
     let cap = trace["capture"].as_str().unwrap_or("?");
     let secrets = trace["secrets_in_capture"] == true;
@@ -1092,6 +1122,35 @@ mod tests {
         assert!(s.contains("→ 201 created"), "{s}");
         assert!(
             s.contains("order ord-0e635ab44146009a served by vm-ctl2"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn chapter10_tells_the_rpc_path_only_when_the_reply_has_one() {
+        assert_eq!(chapter10(&order()), None);
+        let mut o = order();
+        o["body"]["rpc"] = json!({
+            "path": [
+                {"call": "db.order_create", "provider": "192.168.1.60:20880", "tried": 1, "ms": 1.2, "result": "created"},
+                {"call": "stock.deduct", "provider": "192.168.1.50:20880", "tried": 1, "ms": 3.4, "result": "taken", "cas_attempts": 2},
+            ],
+            "commit": {"seq": 42, "replication": "acked in 0.4 ms"},
+        });
+        let s = chapter10(&o).unwrap();
+        assert!(
+            s.starts_with("vm-ctl2 did not record order ord-0e635ab44146009a itself")
+                && s.contains("reported 2 calls"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "  rpc  stock.deduct      192.168.1.50:20880   3.4 ms  taken (2 CAS attempts)\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("  commit seq 42, replication acked in 0.4 ms\n"),
             "{s}"
         );
     }

@@ -102,6 +102,13 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
             out.idempotency_key
         );
         println!("{}", serde_json::to_string_pretty(&out.body)?);
+        // Chapter 10: what the order service did behind the controller.
+        for line in phone::rpc_lines(&out.body) {
+            println!("{line}");
+        }
+        if let Some(why) = phone::refusal(out.status, &out.body) {
+            println!("{why}");
+        }
     }
     Ok(if (200..300).contains(&out.status) {
         ExitCode::SUCCESS

@@ -1,0 +1,367 @@
+//! The `order` service as the controller calls it (chapter 10): the
+//! registry's provider list followed by a long poll, one
+//! `order.create(order_id, key, order)` per validated order (idempotent by
+//! order id and by key, so failover may retry it), and the service's answer
+//! read into an [`Answer`] without trusting a single field of it.
+//! docs/rpc.md describes the framework; the answer's shape is the service's
+//! contract:
+//!
+//! ```text
+//! { "outcome": "confirmed" | "sold_out" | "cancelled" | "key_reused",
+//!   "order_id": String, "replayed": Bool, "message": String (when not confirmed),
+//!   "order": Map, "created_at": String,
+//!   "path": List of Map {"call", "provider", "tried", "ms", "result", optional "cas_attempts"},
+//!   "commit": Map {"seq": Long, "replication": String} }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value as Json};
+
+use crate::rpc::{
+    self, registry, Balance, CallOptions, ClientConfig, Consumer, ConsumerConfig, Fault, Value,
+};
+
+/// The service's name in the registry.
+pub const SERVICE: &str = "order";
+
+/// How long one registry long poll waits for a change of the provider list.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
+
+/// The `order_service` table of the controller's config: where the
+/// registry is and how `order` is called.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderServiceConfig {
+    /// The registry's address (`ip:port`).
+    pub registry: SocketAddr,
+    /// One attempt's timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How a provider is picked.
+    #[serde(default = "default_balance")]
+    pub balance: Balance,
+    /// Further attempts on other providers when one fails (the call is idempotent).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_balance() -> Balance {
+    Balance::RoundRobin
+}
+fn default_retries() -> u32 {
+    2
+}
+
+impl OrderServiceConfig {
+    /// The settings of the `order` consumer.
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            balance: self.balance,
+            timeout_ms: self.timeout_ms,
+            retries: self.retries,
+            ..ConsumerConfig::default()
+        }
+    }
+}
+
+/// The controller's consumer of `order`.
+pub(super) struct OrderService {
+    registry: SocketAddr,
+    consumer: Consumer,
+}
+
+impl OrderService {
+    /// Starts following `order`'s providers in the registry (a task on the
+    /// current tokio runtime). Does not wait for any: a call made while
+    /// there is none fails with "no provider".
+    pub fn start(config: &OrderServiceConfig) -> OrderService {
+        let client = Arc::new(rpc::Client::new(config.registry, ClientConfig::default()));
+        let providers = registry::subscribe(client, SERVICE.into(), SUBSCRIBE_WAIT);
+        OrderService {
+            registry: config.registry,
+            consumer: Consumer::new(SERVICE, config.consumer_config(), providers),
+        }
+    }
+
+    /// `order.create(order_id, key, order)`, idempotent, with the
+    /// `idempotency_key` (when there is one) and `served_by` attachments.
+    pub async fn create(
+        &self,
+        order_id: &str,
+        key: Option<&str>,
+        order: Json,
+        served_by: &str,
+    ) -> Result<Value, Fault> {
+        let mut opts = CallOptions::idempotent();
+        if let Some(key) = key {
+            opts.attachments
+                .insert("idempotency_key".into(), key.to_string());
+        }
+        opts.attachments
+            .insert("served_by".into(), served_by.to_string());
+        let args = vec![
+            Value::from(order_id),
+            key.map_or(Value::Null, Value::from),
+            Value::from(order),
+        ];
+        self.consumer.call("create", args, opts).await
+    }
+
+    /// Waits until the registry lists a provider, at most `wait`.
+    pub async fn wait_for_providers(&self, wait: Duration) -> bool {
+        self.consumer.wait_for_providers(wait).await
+    }
+
+    /// The registry and the consumer's counters, for the control socket.
+    pub fn status(&self) -> Json {
+        json!({
+            "registry": self.registry.to_string(),
+            "consumer": self.consumer.status(),
+        })
+    }
+}
+
+/// Why the service did not confirm an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    SoldOut,
+    Cancelled,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::SoldOut => "sold_out",
+            Refusal::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A confirmed order as the service answered it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Confirmed {
+    pub order_id: String,
+    /// An earlier call with this order id or key made it.
+    pub replayed: bool,
+    /// The controller that first asked for it, when the service says.
+    pub served_by: Option<String>,
+    /// The stored order (the story's fields).
+    pub order: Map<String, Json>,
+    /// The calls behind it, one map each.
+    pub path: Vec<Json>,
+    pub commit: Map<String, Json>,
+}
+
+/// What `order.create` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Answer {
+    Confirmed(Confirmed),
+    Refused {
+        outcome: Refusal,
+        order_id: String,
+        message: String,
+        /// `{"path", "commit"}` when the service sent them (optional here).
+        rpc: Option<Json>,
+    },
+    /// The key came with a different order before.
+    KeyReused,
+}
+
+/// An answer without a field the controller needs, or with one of the
+/// wrong type: the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct BadAnswer(pub String);
+
+/// Reads the service's answer.
+pub(super) fn read_answer(v: Value) -> Result<Answer, BadAnswer> {
+    let Json::Object(a) = Json::from(v) else {
+        return Err(BadAnswer("the answer is not a map".into()));
+    };
+    let field = |name: &str| {
+        a.get(name)
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| BadAnswer(format!("the answer has no {name}")))
+    };
+    let wrong = |name: &str, what: &str| BadAnswer(format!("the answer's {name} is not {what}"));
+    let string = |name: &str| {
+        field(name)?
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| wrong(name, "a string"))
+    };
+    let map = |name: &str| match field(name)? {
+        Json::Object(m) => Ok(m.clone()),
+        _ => Err(wrong(name, "a map")),
+    };
+    let outcome = string("outcome")?;
+    let path = || match field("path")? {
+        Json::Array(calls) if calls.iter().all(Json::is_object) => Ok(calls.clone()),
+        _ => Err(wrong("path", "a list of maps")),
+    };
+    let refused = |outcome| {
+        Ok(Answer::Refused {
+            outcome,
+            order_id: string("order_id")?,
+            message: string("message")?,
+            rpc: match (path(), map("commit")) {
+                (Ok(path), Ok(commit)) => Some(json!({"path": path, "commit": commit})),
+                _ => None,
+            },
+        })
+    };
+    match outcome.as_str() {
+        "confirmed" => {
+            let path = path()?;
+            Ok(Answer::Confirmed(Confirmed {
+                order_id: string("order_id")?,
+                replayed: field("replayed")?
+                    .as_bool()
+                    .ok_or_else(|| wrong("replayed", "a boolean"))?,
+                served_by: a
+                    .get("served_by")
+                    .and_then(Json::as_str)
+                    .map(str::to_string),
+                order: map("order")?,
+                path,
+                commit: map("commit")?,
+            }))
+        }
+        "sold_out" => refused(Refusal::SoldOut),
+        "cancelled" => refused(Refusal::Cancelled),
+        "key_reused" => Ok(Answer::KeyReused),
+        other => Err(BadAnswer(format!(
+            "the answer's outcome {other:?} is unknown"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn confirmed() -> Json {
+        json!({
+            "outcome": "confirmed", "order_id": "ord-1", "replayed": false,
+            "order": {"date": "2018-07-01", "className": "趣谈网络协议", "Author": "刘超", "price": "68"},
+            "created_at": "2026-11-11T00:00:00Z",
+            "path": [{"call": "stock.deduct", "provider": "192.168.1.50:20880", "tried": 1, "ms": 3.4,
+                      "result": "taken", "cas_attempts": 2}],
+            "commit": {"seq": 42, "replication": "acked in 0.4 ms"},
+        })
+    }
+
+    #[test]
+    fn a_confirmed_answer_is_read_from_hessian() {
+        let bytes = Value::from(confirmed()).to_bytes();
+        let a = read_answer(Value::from_bytes(&bytes).unwrap()).unwrap();
+        let Answer::Confirmed(c) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(c.order_id, "ord-1");
+        assert!(!c.replayed);
+        assert_eq!(c.served_by, None);
+        assert_eq!(c.order["Author"], "刘超");
+        assert_eq!(c.path[0]["cas_attempts"], 2);
+        assert_eq!(c.path[0]["ms"], 3.4);
+        assert_eq!(c.commit["seq"], 42);
+    }
+
+    #[test]
+    fn refusals_need_their_order_id_and_message() {
+        let a = json!({"outcome": "sold_out", "order_id": "ord-2", "message": "sold out", "replayed": false});
+        assert_eq!(
+            read_answer(Value::from(a)).unwrap(),
+            Answer::Refused {
+                outcome: Refusal::SoldOut,
+                order_id: "ord-2".into(),
+                message: "sold out".into(),
+                rpc: None,
+            }
+        );
+        // With the calls behind the refusal, they come along.
+        let mut a = confirmed();
+        a["outcome"] = json!("sold_out");
+        a["message"] = json!("sold out");
+        let Answer::Refused { rpc: Some(rpc), .. } = read_answer(Value::from(a)).unwrap() else {
+            panic!("no rpc")
+        };
+        assert_eq!(rpc["path"][0]["call"], "stock.deduct");
+        assert_eq!(rpc["commit"]["seq"], 42);
+        let a = json!({"outcome": "cancelled", "order_id": "ord-2"});
+        assert_eq!(
+            read_answer(Value::from(a)).unwrap_err().0,
+            "the answer has no message"
+        );
+        let a = json!({"outcome": "key_reused", "order_id": "ord-2", "message": "x"});
+        assert_eq!(read_answer(Value::from(a)).unwrap(), Answer::KeyReused);
+    }
+
+    #[test]
+    fn a_missing_or_mistyped_field_is_named() {
+        for (drop, err) in [
+            ("outcome", "the answer has no outcome"),
+            ("order_id", "the answer has no order_id"),
+            ("replayed", "the answer has no replayed"),
+            ("order", "the answer has no order"),
+            ("path", "the answer has no path"),
+            ("commit", "the answer has no commit"),
+        ] {
+            let mut a = confirmed();
+            a.as_object_mut().unwrap().remove(drop);
+            assert_eq!(read_answer(Value::from(a)).unwrap_err().0, err);
+        }
+        let mut a = confirmed();
+        a["path"] = json!("db");
+        assert_eq!(
+            read_answer(Value::from(a)).unwrap_err().0,
+            "the answer's path is not a list of maps"
+        );
+        let mut a = confirmed();
+        a["replayed"] = json!("no");
+        assert_eq!(
+            read_answer(Value::from(a)).unwrap_err().0,
+            "the answer's replayed is not a boolean"
+        );
+        let mut a = confirmed();
+        a["outcome"] = json!("maybe");
+        assert!(read_answer(Value::from(a)).unwrap_err().0.contains("maybe"));
+        assert_eq!(
+            read_answer(Value::from("ok")).unwrap_err().0,
+            "the answer is not a map"
+        );
+    }
+
+    #[test]
+    fn the_config_defaults_to_round_robin_two_retries_and_5_s() {
+        let c: OrderServiceConfig =
+            serde_json::from_str(r#"{"registry":"192.168.1.30:2181"}"#).unwrap();
+        assert_eq!(c.registry, "192.168.1.30:2181".parse().unwrap());
+        let cc = c.consumer_config();
+        assert_eq!(
+            (cc.balance, cc.retries, cc.timeout_ms),
+            (Balance::RoundRobin, 2, 5000)
+        );
+        let c: OrderServiceConfig = serde_json::from_str(
+            r#"{"registry":"127.0.0.1:1","balance":"least_active","retries":0,"timeout_ms":50}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.balance, c.retries, c.timeout_ms),
+            (Balance::LeastActive, 0, 50)
+        );
+        let e = serde_json::from_str::<OrderServiceConfig>(r#"{"timeout_ms":1}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `registry`"), "{e}");
+        let e =
+            serde_json::from_str::<OrderServiceConfig>(r#"{"registry":"127.0.0.1:1","retry":1}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("unknown field `retry`"), "{e}");
+    }
+}
