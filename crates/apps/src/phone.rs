@@ -128,8 +128,18 @@ pub fn rpc_lines(body: &Value) -> Vec<String> {
         return Vec::new();
     };
     let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("?").to_string();
+    let calls = rpc["path"].as_array().map_or(&[][..], Vec::as_slice);
+    // Columns as wide as the longest call and provider, at least the lab's.
+    let width = |k: &str, min: usize| {
+        calls
+            .iter()
+            .filter_map(|c| c[k].as_str())
+            .map(|s| s.chars().count())
+            .fold(min, usize::max)
+    };
+    let (call_w, provider_w) = (width("call", 17), width("provider", 18));
     let mut lines = Vec::new();
-    for call in rpc["path"].as_array().into_iter().flatten() {
+    for call in calls {
         let mut notes = Vec::new();
         if let Some(n) = call["cas_attempts"].as_u64() {
             notes.push(format!("{n} CAS attempt{}", if n == 1 { "" } else { "s" }));
@@ -141,16 +151,19 @@ pub fn rpc_lines(body: &Value) -> Vec<String> {
             Some(ms) => format!("{ms:>5.1} ms"),
             None => "    ? ms".into(),
         };
-        let mut line = format!(
-            "  rpc  {:<17} {:<18} {ms}  {}",
+        let mut result = text(call, "result");
+        if !notes.is_empty() {
+            // One parenthesis: "taken (stock 0 version 1, 1 CAS attempt)".
+            match result.strip_suffix(')') {
+                Some(open) => result = format!("{open}, {})", notes.join(", ")),
+                None => result += &format!(" ({})", notes.join(", ")),
+            }
+        }
+        lines.push(format!(
+            "  rpc  {:<call_w$} {:<provider_w$} {ms}  {result}",
             text(call, "call"),
             call["provider"].as_str().unwrap_or("-"),
-            text(call, "result")
-        );
-        if !notes.is_empty() {
-            line += &format!(" ({})", notes.join(", "));
-        }
-        lines.push(line);
+        ));
     }
     if let Some(commit) = rpc.get("commit").filter(|c| c.is_object()) {
         // A replayed order committed nothing new: no seq.
@@ -388,6 +401,19 @@ mod tests {
                 "  rpc  stock.deduct      192.168.1.50:20880   3.4 ms  taken (2 CAS attempts, 2 providers tried)",
                 "  rpc  coupon.use        -                      ? ms  used (1 CAS attempt)",
                 "  commit seq 42, replication acked in 0.4 ms",
+            ]
+        );
+        // A longer call name widens the column; a result that ends in a
+        // parenthesis takes the notes inside it.
+        let wide = serde_json::json!({"rpc": {"path": [
+            {"call": "stock.deduct", "provider": "127.0.0.1:41991", "ms": 2.1, "result": "taken (stock 0 version 1)", "cas_attempts": 1},
+            {"call": "db.order_set_state", "provider": "127.0.0.1:45259", "ms": 1.1, "result": "confirmed"},
+        ]}});
+        assert_eq!(
+            rpc_lines(&wide),
+            [
+                "  rpc  stock.deduct       127.0.0.1:41991      2.1 ms  taken (stock 0 version 1, 1 CAS attempt)",
+                "  rpc  db.order_set_state 127.0.0.1:45259      1.1 ms  confirmed",
             ]
         );
         let replay = serde_json::json!({"rpc": {"path": [],

@@ -728,4 +728,180 @@ mod rpc_mode {
         assert_eq!(a.ctl.status()["orders"], "rpc");
         assert!(!dir.path().join("orders.sqlite").exists());
     }
+
+    /// The real shop on loopback (registry, db primary and standby, stock,
+    /// coupon, order, each started by `shop::run` as the lab does), with
+    /// `stock` copies of the story's book.
+    async fn real_shop(dir: &Path, stock: i64) -> SocketAddr {
+        use d11_apps::shop::{self, Ctx, ShopApp};
+        fn free_port() -> u16 {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        }
+        fn app<T: serde::de::DeserializeOwned>(v: Value) -> T {
+            serde_json::from_value(v).unwrap()
+        }
+        let registry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listen = |port: u16| serde_json::json!({"server": {"listen": format!("127.0.0.1:{port}")}, "ttl_ms": 600});
+        let repl = free_port();
+        let apps = [
+            (
+                "vm-registry",
+                ShopApp::Registry(app(
+                    serde_json::json!({"listen": registry.to_string(), "sweep_ms": 50}),
+                )),
+            ),
+            (
+                "vm-db",
+                ShopApp::Db(app(serde_json::json!({
+                    "primary": {"listen": format!("127.0.0.1:{repl}"), "mode": "sync"},
+                    "provider": listen(free_port()),
+                    "seed": {"stock": [{"sku": "趣谈网络协议", "stock": stock}], "coupons": ["D11-1"]},
+                }))),
+            ),
+            (
+                "vm-db2",
+                ShopApp::Db(app(
+                    serde_json::json!({"standby": {"primary": format!("127.0.0.1:{repl}")}}),
+                )),
+            ),
+            (
+                "vm-stock",
+                ShopApp::Stock(app(serde_json::json!({"provider": listen(free_port())}))),
+            ),
+            (
+                "vm-coupon",
+                ShopApp::Coupon(app(serde_json::json!({"provider": listen(free_port())}))),
+            ),
+            (
+                "vm-order",
+                ShopApp::Order(app(serde_json::json!({"provider": listen(free_port())}))),
+            ),
+        ];
+        for (node, a) in apps {
+            let ctx = Ctx {
+                node: node.into(),
+                advertise: "127.0.0.1".parse().unwrap(),
+                registry: Some(registry),
+                data_dir: dir.join("db"),
+            };
+            let ctl = tokio::net::UnixListener::bind(dir.join(format!("{node}.sock"))).unwrap();
+            tokio::spawn(async move {
+                if let Err(e) = shop::run(a, ctx, ctl, std::future::pending()).await {
+                    panic!("{node}: {e:#}");
+                }
+            });
+        }
+        // The order service's own consumers need db, stock and coupon listed.
+        let c = Client::new(registry, ClientConfig::default());
+        for svc in ["db", "stock", "coupon"] {
+            for _ in 0..250 {
+                if !registry::lookup(&c, svc).await.unwrap().addrs.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        registry
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_real_order_service_confirms_replays_and_sells_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = real_shop(dir.path(), 1).await;
+        let config = ControllerConfig {
+            order_service: Some(OrderServiceConfig {
+                registry,
+                timeout_ms: 5000,
+                balance: Balance::RoundRobin,
+                retries: 2,
+            }),
+            ..ControllerConfig::default()
+        };
+        let ctl = Running::start_with("vm-ctl", dir.path(), config).await;
+        assert!(ctl.ctl.wait_for_order_service(Duration::from_secs(5)).await);
+        let tls = client(dir.path(), &[&rustls::version::TLS13]);
+        let story = phone::story_order().to_string();
+        let with_coupon = story.replace(r#""price":"68""#, r#""price":"68","coupon":"D11-1""#);
+        assert_ne!(with_coupon, story);
+
+        let first = https(
+            ctl.addr,
+            tls.clone(),
+            order(&with_coupon, "application/json", Some("k-1")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        assert_eq!(first.body["order"]["coupon"], "D11-1");
+        let lines = phone::rpc_lines(&first.body);
+        let calls: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("  rpc  ")?.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "db.order_create",
+                "stock.deduct",
+                "coupon.reserve",
+                "coupon.consume",
+                "db.order_set_state"
+            ],
+            "{lines:#?}"
+        );
+        assert!(lines[1].ends_with("1 CAS attempt)"), "{lines:#?}");
+        assert!(
+            lines.last().unwrap().starts_with("  commit seq "),
+            "{lines:#?}"
+        );
+
+        // The same key again: the same order, replayed.
+        let again = https(
+            ctl.addr,
+            tls.clone(),
+            order(&with_coupon, "application/json", Some("k-1")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+        assert!(again.replayed);
+        assert_eq!(again.body["order_id"], first.body["order_id"]);
+
+        // The same key with another order: 422.
+        let other = story.replace("\"68\"", "\"69\"");
+        let reused = https(
+            ctl.addr,
+            tls.clone(),
+            order(&other, "application/json", Some("k-1")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reused.body
+        );
+
+        // The one copy is gone: the next order is sold out.
+        let sold = https(
+            ctl.addr,
+            tls,
+            order(&story, "application/json", Some("k-2")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sold.status, StatusCode::CONFLICT, "{}", sold.body);
+        assert_eq!(sold.body["outcome"], "sold_out", "{}", sold.body);
+        let said = phone::refusal(409, &sold.body).unwrap();
+        assert!(said.starts_with("sold out: "), "{said}");
+        assert_eq!(ctl.counter(&["orders_created"]), 1);
+        assert_eq!(ctl.counter(&["orders_replayed"]), 1);
+        assert_eq!(ctl.counter(&["idempotency_conflicts"]), 1);
+        assert_eq!(ctl.counter(&["orders_sold_out"]), 1);
+    }
 }
