@@ -10,6 +10,7 @@ mod bench;
 mod bench_cloud;
 mod bench_mobile;
 mod bench_order;
+mod bench_rpc;
 mod capture;
 mod demo;
 mod lifecycle;
@@ -143,6 +144,8 @@ enum BenchCmd {
     Mobile(bench_mobile::MobileArgs),
     /// Orders/s and p50/p99 latency of N phone-app clients over the whole path vs. straight to a controller, and l4lb vs. haproxy.
     Order(bench_order::OrderBenchArgs),
+    /// RPC round trips/s and calls/s with K in flight on one connection vm-a → vm-b across two vSwitches vs. loopback in vm-a.
+    Rpc(bench_rpc::RpcArgs),
 }
 
 fn main() -> ExitCode {
@@ -174,6 +177,7 @@ fn main() -> ExitCode {
             bench_mobile::mobile(&args).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Bench(BenchCmd::Order(args)) => bench_order::order(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench(BenchCmd::Rpc(args)) => bench_rpc::rpc(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };
