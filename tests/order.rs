@@ -39,7 +39,7 @@ fn curl(lab: &Lab, args: &[&str]) -> Output {
 
 /// Rows in the lab's order store, read by Python's sqlite3 (not our code).
 fn order_rows(lab: &Lab, key: &str) -> u64 {
-    let db = format!("/run/d11/{}/orders.sqlite", lab.name);
+    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
     let py = format!(
         "import sqlite3,sys; c=sqlite3.connect('file:{db}?mode=ro', uri=True); \
          print(c.execute('select count(*) from orders where idempotency_key=?', (sys.argv[1],)).fetchone()[0])"

@@ -217,13 +217,21 @@ async fn bind(server: &Server, addr: SocketAddr) -> anyhow::Result<TcpListener> 
 pub struct Provider {
     config: ProviderConfig,
     registry: Arc<Client>,
+    /// The consumers made, to wait for before saying it is ready.
+    consumers: std::sync::Mutex<Vec<Arc<Consumer>>>,
 }
+
+/// How long a provider waits for its registration and for providers of
+/// what it calls before it answers its control socket anyway (`d11 up`
+/// waits for that answer: the lab is up when the shop can take orders).
+pub const READY_WAIT: Duration = Duration::from_secs(10);
 
 impl Provider {
     pub fn new(ctx: &Ctx, config: ProviderConfig) -> anyhow::Result<Provider> {
         Ok(Provider {
             registry: Arc::new(Client::new(ctx.registry()?, ClientConfig::default())),
             config,
+            consumers: Default::default(),
         })
     }
 
@@ -234,7 +242,38 @@ impl Provider {
             service.into(),
             Duration::from_secs(30),
         );
-        Arc::new(Consumer::new(service, self.config.calls.clone(), providers))
+        let c = Arc::new(Consumer::new(service, self.config.calls.clone(), providers));
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c.clone());
+        c
+    }
+
+    /// Waits (at most [`READY_WAIT`]) until the registry lists `addr` under
+    /// `name` and every service this one calls has a provider.
+    async fn ready(&self, name: &str, addr: &str) {
+        let registered = async {
+            loop {
+                match registry::lookup(&self.registry, name).await {
+                    Ok(p) if p.addrs.iter().any(|a| a == addr) => return,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        };
+        let consumers = self.consumers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ready = async {
+            registered.await;
+            for c in consumers {
+                c.wait_for_providers(READY_WAIT).await;
+            }
+        };
+        if tokio::time::timeout(READY_WAIT, ready).await.is_err() {
+            tracing::warn!(
+                service = name,
+                "not registered, or no provider of a service it calls, after {READY_WAIT:?}: answering anyway"
+            );
+        }
     }
 
     /// Serves `services` (registered as `name` at the VM's address) until
@@ -262,7 +301,6 @@ impl Provider {
                 r
             })
         };
-        tokio::spawn(control::serve(ctl, ctx.node.clone(), name, full));
         // Aborted when this future ends or is dropped: a dead provider stops renewing.
         let renew = tokio::spawn(registry::keep_registered(
             self.registry.clone(),
@@ -272,8 +310,16 @@ impl Provider {
         ))
         .abort_handle();
         let _renewing = scopeguard(move || renew.abort());
+        let serving = server.serve(listener);
+        tokio::pin!(serving, shutdown);
         tokio::select! {
-            _ = server.serve(listener) => {}
+            _ = &mut serving => return Ok(()),
+            _ = &mut shutdown => return Ok(()),
+            _ = self.ready(name, &addr) => {}
+        }
+        tokio::spawn(control::serve(ctl, ctx.node.clone(), name, full));
+        tokio::select! {
+            _ = serving => {}
             _ = shutdown => {}
         }
         drop(_renewing);

@@ -133,6 +133,10 @@ pub fn run(lab: &str, spec: &AppSpec) -> Result<()> {
                     let c = ctl_app.clone();
                     Arc::new(move || c.status())
                 };
+                // Ready (answering its control socket) once it can place orders.
+                if !ctl_app.wait_for_order_service(shop::READY_WAIT).await {
+                    tracing::warn!("no provider of the order service yet: answering anyway");
+                }
                 tokio::spawn(control::serve(ctl, spec.name.clone(), "controller", report));
                 tracing::info!(addr = %listener.local_addr()?, "controller up");
                 ctl_app.serve(listener, shutdown).await?;

@@ -30,6 +30,10 @@ pub struct OrderArgs {
     /// Milliseconds for each attempt: connect, TLS, request and reply.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// A coupon code for the order (the shop consumes it once; another order
+    /// naming it is refused).
+    #[arg(long)]
+    pub coupon: Option<String>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -71,7 +75,13 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
         root,
         key_log: std::env::var_os("SSLKEYLOGFILE").is_some(),
         idempotency_key: args.key.clone().unwrap_or_else(phone::new_idempotency_key),
-        body: phone::story_order(),
+        body: {
+            let mut body = phone::story_order();
+            if let Some(c) = &args.coupon {
+                body["order"]["coupon"] = c.as_str().into();
+            }
+            body
+        },
         retries: args.retries,
         timeout: Duration::from_millis(args.timeout_ms),
     };
