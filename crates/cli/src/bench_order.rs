@@ -10,7 +10,12 @@
 //!   between them (`netns/bench-order-direct.toml`), the baseline;
 //! - `full`: the whole lab, `netns/double11.toml`: both GTP-U tunnels, the
 //!   PGW's NAT, the carrier routers, the cloud gateway's NAT and VXLAN, the
-//!   `l4lb` in vm-lb and two controllers;
+//!   `l4lb` in vm-lb, two controllers, and behind them the shop: the order
+//!   service's saga over RPC (db, stock, coupon) and the db's synchronous
+//!   standby (the seed stock raised so the run never sells out);
+//! - `local`: the same lab with the controllers recording orders themselves
+//!   in one SQLite file (no `order_service`): the previous issue's
+//!   controller-only build, the baseline of the backend's cost;
 //! - `haproxy`: the same lab with vm-lb's app taken out (the topology is
 //!   loaded, changed and saved to a scratch file for `d11 up -t`) and
 //!   Debian's `haproxy` started in vm-lb through `d11 exec`, `mode tcp`,
@@ -56,7 +61,11 @@ pub struct OrderBenchArgs {
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// The labs to run.
-    #[arg(long, value_delimiter = ',', default_value = "direct,full,haproxy")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,full,local,haproxy"
+    )]
     pub variants: Vec<Variant>,
     /// Directory holding double11.toml and bench-order-direct.toml.
     #[arg(long, default_value = "netns")]
@@ -71,8 +80,10 @@ pub struct OrderBenchArgs {
 pub enum Variant {
     /// The phone and one controller on one veth.
     Direct,
-    /// The whole lab with the l4lb.
+    /// The whole lab with the l4lb and the shop behind the controllers.
     Full,
+    /// The whole lab, the controllers recording orders themselves.
+    Local,
     /// The whole lab with Debian's haproxy in vm-lb instead of the l4lb.
     Haproxy,
 }
@@ -82,6 +93,7 @@ impl Variant {
         match self {
             Variant::Direct => "direct",
             Variant::Full => "full",
+            Variant::Local => "local",
             Variant::Haproxy => "haproxy",
         }
     }
@@ -174,19 +186,20 @@ fn run_rounds(
     haproxy: Option<&Path>,
     scratch: &Path,
 ) -> Result<Vec<serde_json::Map<String, Value>>> {
-    let full = args.topologies.join("double11.toml");
+    let full = with_stock(Topology::load(&args.topologies.join("double11.toml"))?);
+    let write = |name: &str, topo: Topology| -> Result<PathBuf> {
+        let p = scratch.join(name);
+        let text = toml::to_string(&topo).context("writing the topology as TOML")?;
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        Ok(p)
+    };
     let mut files = vec![];
     for v in variants {
         files.push(match v {
             Variant::Direct => args.topologies.join("bench-order-direct.toml"),
-            Variant::Full => full.clone(),
-            Variant::Haproxy => {
-                let p = scratch.join("double11-haproxy.toml");
-                let topo = Topology::load(&full)?;
-                std::fs::write(&p, without_lb_app(topo)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
-                p
-            }
+            Variant::Full => write("double11.toml", full.clone())?,
+            Variant::Local => write("double11-local.toml", without_order_service(full.clone()))?,
+            Variant::Haproxy => write("double11-haproxy.toml", without_lb_app(full.clone())?)?,
         });
     }
     let mut rounds = vec![];
@@ -203,9 +216,9 @@ fn run_rounds(
     Ok(rounds)
 }
 
-/// The topology text with vm-lb's app (the l4lb) and its settings taken out,
+/// The topology with vm-lb's app (the l4lb) and its settings taken out,
 /// for a load balancer started by hand.
-fn without_lb_app(mut topo: Topology) -> Result<String> {
+fn without_lb_app(mut topo: Topology) -> Result<Topology> {
     let lb = topo
         .nodes
         .iter_mut()
@@ -213,7 +226,37 @@ fn without_lb_app(mut topo: Topology) -> Result<String> {
         .with_context(|| format!("the topology has no {LB_NODE}"))?;
     lb.app = None;
     lb.config = toml::Table::new();
-    toml::to_string(&topo).context("writing the topology as TOML")
+    Ok(topo)
+}
+
+/// Stock the seed gives each SKU in a benchmark: no run sells out.
+const BENCH_STOCK: i64 = 1_000_000_000;
+
+/// The topology with every seeded SKU at [`BENCH_STOCK`].
+fn with_stock(mut topo: Topology) -> Topology {
+    for n in &mut topo.nodes {
+        let rows = n.config.get_mut("seed").and_then(|s| s.get_mut("stock"));
+        for row in rows
+            .and_then(toml::Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = row.as_table_mut() {
+                t.insert("stock".into(), BENCH_STOCK.into());
+            }
+        }
+    }
+    topo
+}
+
+/// The topology with the controllers recording orders themselves.
+fn without_order_service(mut topo: Topology) -> Topology {
+    for n in &mut topo.nodes {
+        if n.app == Some(d11_lab::App::Controller) {
+            n.config.remove("order_service");
+        }
+    }
+    topo
 }
 
 /// `name` in the PATH or an sbin directory.
@@ -646,7 +689,13 @@ fn summarise(
                 })
                 .sum();
             let mut us = serde_json::Map::new();
-            for part in ["phone", "elements", "load balancer", "controllers"] {
+            for part in [
+                "phone",
+                "elements",
+                "load balancer",
+                "controllers",
+                "services",
+            ] {
                 let x = over(v, n, &["cpu", "us_per_order", part]);
                 if x.is_finite() {
                     us.insert(part.into(), json!(x));
@@ -698,6 +747,9 @@ fn summarise(
         "ratios": {
             "full_vs_direct_orders_per_s": ratio("full", "direct", &["load", "orders_per_s"]),
             "full_vs_direct_p50": ratio("full", "direct", &["load", "latency_ms", "p50"]),
+            "backend_vs_local_orders_per_s": ratio("full", "local", &["load", "orders_per_s"]),
+            "backend_vs_local_p50": ratio("full", "local", &["load", "latency_ms", "p50"]),
+            "backend_vs_local_orders_per_cpu_s": ratio("local", "full", &["cpu", "lab_us_per_order"]),
             "l4lb_vs_haproxy_orders_per_s": ratio("full", "haproxy", &["load", "orders_per_s"]),
             "l4lb_vs_haproxy_p50": ratio("full", "haproxy", &["load", "latency_ms", "p50"]),
             // Orders per CPU-second of the lab's processes: what the runs
@@ -719,13 +771,14 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
     let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let what = |v: Variant| match v {
         Variant::Direct => "ue ──veth── vm-ctl, no elements",
-        Variant::Full => "double11: the whole path, l4lb in vm-lb",
+        Variant::Full => "double11: the whole path, l4lb in vm-lb, the shop's RPC backend",
+        Variant::Local => "double11: the whole path, controllers recording orders themselves",
         Variant::Haproxy => "double11: the whole path, Debian's haproxy in vm-lb",
     };
     for &v in variants {
         println!("\n{} ({})", v.name(), what(v));
         println!(
-            "{:>7} {:>9} {:>8} {:>8} {:>6}  {:>4} {:>7}  CPU µs per order: {:>5} {:>8} {:>5} {:>5} {:>7}",
+            "{:>7} {:>9} {:>8} {:>8} {:>6}  {:>4} {:>7}  CPU µs per order: {:>5} {:>8} {:>5} {:>5} {:>6} {:>7}",
             "clients",
             "orders/s",
             "p50 ms",
@@ -737,6 +790,7 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
             "elements",
             "lb",
             "ctl",
+            "svc",
             "all"
         );
         for &n in clients {
@@ -747,7 +801,7 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
                     .map_or("-".to_string(), |u| format!("{u:.0}"))
             };
             println!(
-                "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>6}  {:>4.2} {:>7.2} {:>23} {:>8} {:>5} {:>5} {:>7.0}",
+                "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>6}  {:>4.2} {:>7.2} {:>23} {:>8} {:>5} {:>5} {:>6} {:>7.0}",
                 n,
                 num(&x["orders_per_s"]),
                 num(&x["p50_ms"]),
@@ -759,6 +813,7 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
                 us("elements"),
                 us("load balancer"),
                 us("controllers"),
+                us("services"),
                 num(&x["lab_us_per_order"]),
             );
         }
@@ -804,6 +859,21 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
         ),
         ("l4lb_vs_haproxy_p50", None, "p50 latency, l4lb / haproxy"),
         (
+            "backend_vs_local_orders_per_s",
+            None,
+            "orders/s, with the shop's RPC backend / controller-only (same full path)",
+        ),
+        (
+            "backend_vs_local_p50",
+            None,
+            "p50 latency, with the backend / controller-only",
+        ),
+        (
+            "backend_vs_local_orders_per_cpu_s",
+            None,
+            "orders per CPU-second of the lab, with the backend / controller-only",
+        ),
+        (
             "full_vs_direct_orders_per_cpu_s",
             None,
             "orders per CPU-second of the lab, full path / direct",
@@ -843,7 +913,8 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
         "lab / machine: cores busy during the runs, the lab's processes (and this load \
          generator) / the whole machine of {} CPUs, softirq and other work included. CPU µs per \
          order: each part's CPU time over every order made in the run (phone = the load \
-         generator, lb = l4lb or haproxy, ctl = both controllers, SQLite included; all = the \
+         generator, lb = l4lb or haproxy, ctl = both controllers, SQLite included when local; \
+         svc = the shop's services (registry, order, stock, coupon, db and its standby); all = the \
          lab's processes together, whose inverse is orders per CPU-second).",
         r["config"]["cpus"].as_u64().unwrap_or(0)
     );
@@ -863,7 +934,7 @@ mod tests {
 
     #[test]
     fn the_haproxy_lab_is_double11_without_the_l4lb_and_nothing_else() {
-        let text = without_lb_app(double11()).unwrap();
+        let text = toml::to_string(&without_lb_app(double11()).unwrap()).unwrap();
         let changed = Topology::parse(&text, "double11-haproxy.toml").unwrap();
         let lb = changed.node(LB_NODE).unwrap();
         assert_eq!(lb.app, None);
@@ -879,6 +950,26 @@ mod tests {
         }
         assert_eq!(changed.wires, orig.wires);
         assert_eq!(changed.pki, orig.pki);
+    }
+
+    #[test]
+    fn the_local_lab_has_controllers_without_the_order_service_and_stock_for_any_run() {
+        let text = toml::to_string(&without_order_service(with_stock(double11()))).unwrap();
+        let changed = Topology::parse(&text, "double11-local.toml").unwrap();
+        let orig = double11();
+        for (a, b) in changed.nodes.iter().zip(&orig.nodes) {
+            match (a.app, a.name.as_str()) {
+                (Some(d11_lab::App::Controller), _) => {
+                    assert!(b.config.contains_key("order_service"), "{}", b.name);
+                    assert!(!a.config.contains_key("order_service"), "{}", a.name);
+                }
+                (_, "vm-db") => {
+                    let stock = &a.config["seed"]["stock"][0]["stock"];
+                    assert_eq!(stock.as_integer(), Some(BENCH_STOCK));
+                }
+                _ => assert_eq!(a, b),
+            }
+        }
     }
 
     #[test]
