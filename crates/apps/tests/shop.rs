@@ -109,15 +109,17 @@ async fn shop(stock: i64) -> Shop {
     let registry = SocketAddr::new(LOCAL, free_port());
     let reg_client = Arc::new(Client::new(registry, ClientConfig::default()));
     let providers = registry::subscribe(reg_client, "order".into(), Duration::from_secs(5));
-    let order = Consumer::new("order", shop::ProviderConfig::default().calls, providers);
+    // Generous timeouts: these tests are about what happens, not how fast,
+    // and the machine may be busy (a timeout is a failover, tested apart).
+    let calls = json!({"balance": "round_robin", "timeout_ms": 30000, "failure_backoff_ms": 1000});
+    let order = Consumer::new("order", parse(calls.clone()), providers);
     let s = Shop {
         dir,
         registry,
         apps: Default::default(),
         order,
     };
-    let listen =
-        |port: u16| json!({"server": {"listen": format!("127.0.0.1:{port}")}, "ttl_ms": 600});
+    let listen = |port: u16| json!({"server": {"listen": format!("127.0.0.1:{port}")}, "ttl_ms": 600, "calls": calls});
     s.start(
         "vm-reg",
         ShopApp::Registry(parse(
@@ -128,7 +130,7 @@ async fn shop(stock: i64) -> Shop {
     s.start(
         "vm-db",
         ShopApp::Db(parse(json!({
-            "primary": {"listen": format!("127.0.0.1:{repl}"), "mode": "sync"},
+            "primary": {"listen": format!("127.0.0.1:{repl}"), "mode": "sync", "sync_timeout_ms": 10000},
             "provider": listen(free_port()),
             "seed": {"stock": [{"sku": SKU, "stock": stock}], "coupons": ["D11-1", "D11-2", "D11-3"]},
         }))),

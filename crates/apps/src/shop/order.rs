@@ -64,6 +64,8 @@ pub struct Order {
 struct Saga {
     order_id: String,
     path: Vec<Hop>,
+    /// The last write's commit (`{seq, replication}`): what the answer reports.
+    commit: Json,
 }
 
 impl Saga {
@@ -80,6 +82,9 @@ impl Saga {
         if let Ok(j) = &r {
             hop.result = describe(j);
             hop.cas_attempts = j["cas_attempts"].as_i64();
+            if !j["commit"]["seq"].is_null() {
+                self.commit = j["commit"].clone();
+            }
         }
         self.path.push(hop);
         r
@@ -92,6 +97,14 @@ impl Saga {
 
 fn outcome(j: &Json) -> String {
     j["outcome"].as_str().unwrap_or("?").replace('_', " ")
+}
+
+/// `db.order_set_state`'s answer in words: the state it set, or that it was set already.
+fn set_state(state: &str) -> impl Fn(&Json) -> String + '_ {
+    move |j| match j["outcome"].as_str() {
+        Some("changed") => state.to_string(),
+        _ => format!("already {state}"),
+    }
 }
 
 impl Order {
@@ -175,6 +188,7 @@ impl Order {
         let mut saga = Saga {
             order_id: order_id.clone(),
             path: Vec::new(),
+            commit: Json::Null,
         };
         let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::from);
         let args = vec![
@@ -209,10 +223,10 @@ impl Order {
             replayed,
         };
         match created["state"].as_str() {
-            Some("confirmed") => return Ok(stored.answer(&saga, "confirmed", None, Json::Null)),
+            Some("confirmed") => return Ok(stored.answer(&saga, "confirmed", None)),
             Some("cancelled") => {
                 let m = format!("order {} was cancelled before", saga.order_id);
-                return Ok(stored.answer(&saga, "cancelled", Some(m), Json::Null));
+                return Ok(stored.answer(&saga, "cancelled", Some(m)));
             }
             _ => {}
         }
@@ -239,12 +253,12 @@ impl Order {
             "sold_out" => {
                 self.cancel(&mut saga).await;
                 let m = format!("sold out: {sku} has {} left", took["stock"]);
-                return Ok(stored.answer(&saga, "sold_out", Some(m), Json::Null));
+                return Ok(stored.answer(&saga, "sold_out", Some(m)));
             }
             _ => {
                 self.cancel(&mut saga).await;
                 let m = format!("order {id} was cancelled before its stock was taken");
-                return Ok(stored.answer(&saga, "cancelled", Some(m), Json::Null));
+                return Ok(stored.answer(&saga, "cancelled", Some(m)));
             }
         }
 
@@ -267,7 +281,7 @@ impl Order {
                 if field(&r, "outcome", "coupon")? == "refused" {
                     let m = r["message"].as_str().unwrap_or("coupon refused").to_owned();
                     self.undo(&mut saga, Some(code)).await;
-                    return Ok(stored.answer(&saga, "cancelled", Some(m), Json::Null));
+                    return Ok(stored.answer(&saga, "cancelled", Some(m)));
                 }
             }
         }
@@ -275,15 +289,10 @@ impl Order {
         // 5: the commit.
         let args = vec![id.as_str().into(), "confirmed".into()];
         let confirmed = saga
-            .step(&self.db, "order_set_state", args, |j| {
-                match j["outcome"].as_str() {
-                    Some("changed") => "confirmed".into(),
-                    _ => "already confirmed".into(),
-                }
-            })
+            .step(&self.db, "order_set_state", args, set_state("confirmed"))
             .await;
         match confirmed {
-            Ok(j) => Ok(stored.answer(&saga, "confirmed", None, j["commit"].clone())),
+            Ok(_) => Ok(stored.answer(&saga, "confirmed", None)),
             Err(f) => Err(self
                 .abort(&mut saga, "db.order_set_state", f, coupon.as_ref())
                 .await),
@@ -314,24 +323,46 @@ impl Order {
         let mut ok = true;
         if let Some(code) = coupon {
             let args = vec![code.as_str().into(), id.as_str().into()];
-            ok &= self.retry(saga, &self.coupon, "release", args).await;
+            ok &= self
+                .retry(saga, &self.coupon, "release", args, outcome)
+                .await;
         }
         ok &= self
-            .retry(saga, &self.stock, "restore", vec![id.as_str().into()])
+            .retry(
+                saga,
+                &self.stock,
+                "restore",
+                vec![id.as_str().into()],
+                outcome,
+            )
             .await;
         ok && self.cancel(saga).await
     }
 
     async fn cancel(&self, saga: &mut Saga) -> bool {
         let args = vec![saga.order_id.as_str().into(), "cancelled".into()];
-        self.retry(saga, &self.db, "order_set_state", args).await
+        self.retry(
+            saga,
+            &self.db,
+            "order_set_state",
+            args,
+            set_state("cancelled"),
+        )
+        .await
     }
 
     /// A compensation, retried until it is answered or `compensate` passes.
-    async fn retry(&self, saga: &mut Saga, c: &Consumer, method: &str, args: Vec<Value>) -> bool {
+    async fn retry(
+        &self,
+        saga: &mut Saga,
+        c: &Consumer,
+        method: &str,
+        args: Vec<Value>,
+        describe: impl Fn(&Json) -> String,
+    ) -> bool {
         let deadline = Instant::now() + self.compensate;
         loop {
-            match saga.step(c, method, args.clone(), outcome).await {
+            match saga.step(c, method, args.clone(), &describe).await {
                 Ok(_) => return true,
                 Err(f) if f.status == Status::ServiceError || Instant::now() >= deadline => {
                     tracing::warn!(order = %saga.order_id, "compensation {}.{method}: {f}", c.service());
@@ -351,10 +382,10 @@ struct Stored {
 }
 
 impl Stored {
-    fn answer(&self, saga: &Saga, outcome: &str, message: Option<String>, commit: Json) -> Json {
-        let commit = match commit {
+    fn answer(&self, saga: &Saga, outcome: &str, message: Option<String>) -> Json {
+        let commit = match &saga.commit {
             Json::Null => json!({"seq": null, "replication": "nothing new was committed"}),
-            c => c,
+            c => c.clone(),
         };
         let mut j = json!({
             "outcome": outcome,
