@@ -19,6 +19,7 @@ mod supervisor;
 mod sys;
 mod teardown;
 mod topology;
+pub mod tcpview;
 pub mod trace;
 mod validate;
 

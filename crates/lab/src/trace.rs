@@ -97,30 +97,73 @@ pub struct Check {
 /// Decodes a frame down to its innermost IPv4/TCP, through GTP-U and VXLAN.
 /// `None` for anything else (ARP, UDP that is not a tunnel, ICMP, …).
 pub fn decode(frame: &[u8]) -> Option<Stack> {
+    let i = innermost(frame)?;
+    tcp_stack(i.eth, i.tunnel, &i.packet)
+}
+
+/// A frame opened down to its innermost packet: the outer MACs, the
+/// tunnel it rode in (with the outer IPs) and the packet inside it, or the
+/// frame itself when there is no tunnel.
+pub struct Innermost<'a> {
+    pub eth: Pair<MacAddr>,
+    pub tunnel: Option<(Pair<Ipv4Addr>, Tunnel)>,
+    pub packet: SlicedPacket<'a>,
+}
+
+impl<'a> Innermost<'a> {
+    /// The innermost IPv4 addresses and TCP header, if that is what it is.
+    pub fn tcp(&self) -> Option<(Pair<Ipv4Addr>, &etherparse::TcpSlice<'a>)> {
+        let (ip, _) = ipv4(&self.packet.net)?;
+        match &self.packet.transport {
+            Some(TransportSlice::Tcp(tcp)) => Some((ip, tcp)),
+            _ => None,
+        }
+    }
+}
+
+/// Opens `frame` through GTP-U (TS 29.281) and VXLAN (RFC 7348); `None`
+/// when it is not Ethernet or a tunnel's header is broken.
+pub fn innermost(frame: &[u8]) -> Option<Innermost<'_>> {
     let outer = SlicedPacket::from_ethernet(frame).ok()?;
     let eth = macs(&outer.link)?;
-    let TransportSlice::Udp(udp) = outer.transport.as_ref()? else {
-        return tcp_stack(eth, None, &outer);
+    let Some(TransportSlice::Udp(udp)) = outer.transport.as_ref() else {
+        return Some(Innermost {
+            eth,
+            tunnel: None,
+            packet: outer,
+        });
     };
     let (ip, _) = ipv4(&outer.net)?;
-    match (udp.source_port(), udp.destination_port()) {
+    // The tunnel's payload as a slice of the frame, not of the view.
+    let b = udp.payload();
+    let (tunnel, packet) = match (udp.source_port(), udp.destination_port()) {
         (_, GTPU_PORT) | (GTPU_PORT, _) => {
-            let g = GtpuPacket::new_checked(udp.payload()).ok()?;
+            let g = GtpuPacket::new_checked(b).ok()?;
             if g.message_type() != MessageType::GPdu {
                 return None;
             }
             let tunnel = Tunnel::Gtpu { teid: g.teid().0 };
-            let inner = SlicedPacket::from_ip(g.payload()).ok()?;
-            tcp_stack(eth, Some((ip, tunnel)), &inner)
+            (tunnel, SlicedPacket::from_ip(&b[g.header_len()..]).ok()?)
         }
         (_, VXLAN_PORT) => {
-            let v = VxlanPacket::new_checked(udp.payload()).ok()?;
+            let v = VxlanPacket::new_checked(b).ok()?;
             let tunnel = Tunnel::Vxlan { vni: v.vni().get() };
-            let inner = SlicedPacket::from_ethernet(v.payload()).ok()?;
-            tcp_stack(eth, Some((ip, tunnel)), &inner)
+            let inner = &b[b.len() - v.payload().len()..];
+            (tunnel, SlicedPacket::from_ethernet(inner).ok()?)
         }
-        _ => None,
-    }
+        _ => {
+            return Some(Innermost {
+                eth,
+                tunnel: None,
+                packet: outer,
+            })
+        }
+    };
+    Some(Innermost {
+        eth,
+        tunnel: Some((ip, tunnel)),
+        packet,
+    })
 }
 
 /// The stack of `packet`'s IPv4/TCP, seen in a frame from `eth`, inside
