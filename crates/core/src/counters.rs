@@ -83,6 +83,12 @@ drop_reasons! {
     VxlanInnerTruncated = "vxlan_inner_truncated",
     /// A VPC address no VM holds (the controller placed none there); a host unreachable was sent when allowed.
     UnknownStation = "unknown_station",
+    /// Lost by the wire's impairment (`loss` or Gilbert–Elliott; `docs/impair.md`).
+    ImpairLoss = "impair_loss",
+    /// The wire's impairment delay queue was full.
+    ImpairQueue = "impair_queue",
+    /// Over the wire's impairment `rate` with its queue full.
+    ImpairRate = "impair_rate",
 }
 
 /// What happened on one port.

@@ -38,3 +38,4 @@ pub use topology::{
     Pki, Port, PortAttach, Role, Route, Topology, TopologyError, Wire, WireEnd, WireEndError,
     WireKind, DEFAULT_MTU,
 };
+pub use topology::{direction_seed, WireDir};

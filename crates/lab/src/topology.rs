@@ -12,6 +12,8 @@
 //! loading, call [`Topology::validate`] again.
 
 use crate::names::netns_name;
+use d11_core::impair::{seed_from_name, Side};
+use d11_core::Impairment;
 use d11_wire::{Ipv4Cidr, MacAddr};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -295,11 +297,103 @@ pub struct Route {
 }
 
 /// A cable between two ports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Wire {
     pub a: WireEnd,
     pub b: WireEnd,
+    /// Impairment of both directions, a spec like `"loss=5% delay=20ms"`
+    /// (`docs/impair.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<Impairment>,
+    /// The a → b direction's impairment, instead of `impair`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a_to_b: Option<Impairment>,
+    /// The b → a direction's impairment, instead of `impair`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b_to_a: Option<Impairment>,
+    /// The impairments' RNG seed; by default one derived from the wire's
+    /// name, so runs repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// One direction of a wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireDir {
+    AToB,
+    BToA,
+}
+
+impl WireDir {
+    pub const BOTH: [WireDir; 2] = [WireDir::AToB, WireDir::BToA];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireDir::AToB => "a_to_b",
+            WireDir::BToA => "b_to_a",
+        }
+    }
+}
+
+impl Wire {
+    /// A wire with no impairment.
+    pub fn new(a: WireEnd, b: WireEnd) -> Wire {
+        Wire {
+            a,
+            b,
+            impair: None,
+            a_to_b: None,
+            b_to_a: None,
+            seed: None,
+        }
+    }
+
+    /// `a--b`, as `d11 impair` and the docs name it.
+    pub fn name(&self) -> String {
+        format!("{}--{}", self.a, self.b)
+    }
+
+    /// The wire's seed: `seed`, or one derived from its name.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| seed_from_name(&self.name()))
+    }
+
+    /// The (transmitting, receiving) ends of `dir`.
+    pub fn ends(&self, dir: WireDir) -> (&WireEnd, &WireEnd) {
+        match dir {
+            WireDir::AToB => (&self.a, &self.b),
+            WireDir::BToA => (&self.b, &self.a),
+        }
+    }
+
+    /// True if the wire declares any impairment.
+    pub fn is_impaired(&self) -> bool {
+        self.impair.is_some() || self.a_to_b.is_some() || self.b_to_a.is_some()
+    }
+
+    /// The impairment of `dir` as declared (`a_to_b`/`b_to_a` over
+    /// `impair`), with its seed resolved: see [`direction_seed`].
+    pub fn impairment(&self, dir: WireDir) -> Option<Impairment> {
+        let own = match dir {
+            WireDir::AToB => &self.a_to_b,
+            WireDir::BToA => &self.b_to_a,
+        };
+        let cfg = own.as_ref().or(self.impair.as_ref())?;
+        (!cfg.is_off()).then(|| {
+            let seed = direction_seed(cfg.seed.unwrap_or(self.seed()), dir);
+            cfg.clone().with_seed(seed)
+        })
+    }
+}
+
+/// The seed one direction's RNG starts from: the base seed (the spec's
+/// `seed`, else the wire's) for a → b, the base + 1 for b → a, so the two
+/// directions draw different sequences.
+pub fn direction_seed(base: u64, dir: WireDir) -> u64 {
+    match dir {
+        WireDir::AToB => base,
+        WireDir::BToA => base.wrapping_add(1),
+    }
 }
 
 /// One end of a wire, written `node:port`.
@@ -368,13 +462,17 @@ pub enum PortAttach {
 }
 
 /// One port of an element, resolved: everything the element process needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ElementPort {
     pub name: String,
     pub mac: MacAddr,
     pub mtu: u16,
     pub address: Option<Ipv4Cidr>,
     pub attach: PortAttach,
+    /// The wire's impairment this element applies to what the port sends.
+    pub impair_tx: Option<Impairment>,
+    /// … and to what it receives (a direction whose sender is a host).
+    pub impair_rx: Option<Impairment>,
 }
 
 /// An element node, resolved for `d11 run --node NAME`.
@@ -668,6 +766,69 @@ impl Topology {
         }
     }
 
+    /// True if `end`'s node is an element.
+    pub fn is_element(&self, end: &WireEnd) -> bool {
+        self.node(&end.node)
+            .is_some_and(|n| n.kind == NodeKind::Element)
+    }
+
+    /// Where direction `dir` of `w` is impaired: by the element that sends
+    /// it (on its port's tx side) if the sender is an element, else by the
+    /// element receiving it (rx side); `None` if neither end is an element.
+    pub fn impair_point<'a>(&self, w: &'a Wire, dir: WireDir) -> Option<(&'a WireEnd, Side)> {
+        let (tx, rx) = w.ends(dir);
+        if self.is_element(tx) {
+            Some((tx, Side::Tx))
+        } else if self.is_element(rx) {
+            Some((rx, Side::Rx))
+        } else {
+            None
+        }
+    }
+
+    /// The wire `spec` names: `node:port` of either end, `a--b` with both
+    /// ends, or `nodeA--nodeB` when one wire joins those nodes.
+    pub fn find_wire(&self, spec: &str) -> Result<&Wire, String> {
+        let known = || {
+            self.wires
+                .iter()
+                .map(Wire::name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let found: Vec<&Wire> = if let Some((x, y)) = spec.split_once("--") {
+            let matches = |e: &WireEnd, s: &str| {
+                if s.contains(':') {
+                    e.to_string() == s
+                } else {
+                    e.node == s
+                }
+            };
+            self.wires
+                .iter()
+                .filter(|w| {
+                    (matches(&w.a, x) && matches(&w.b, y)) || (matches(&w.a, y) && matches(&w.b, x))
+                })
+                .collect()
+        } else {
+            let end: WireEnd = spec
+                .parse()
+                .map_err(|_| format!("{spec:?} is not NODE:PORT or A--B (wires: {})", known()))?;
+            self.wires
+                .iter()
+                .filter(|w| w.a == end || w.b == end)
+                .collect()
+        };
+        match found.as_slice() {
+            [w] => Ok(w),
+            [] => Err(format!("no wire {spec:?} in this lab (wires: {})", known())),
+            _ => Err(format!(
+                "{spec:?} names {} wires; give NODE:PORT of one end",
+                found.len()
+            )),
+        }
+    }
+
     /// The host end of a TAP wire (where the device lives).
     fn tap_host_end<'a>(&self, w: &'a Wire) -> &'a WireEnd {
         match self.node(&w.a.node) {
@@ -725,12 +886,25 @@ impl Topology {
                         ifname: p.name.clone(),
                     },
                 };
+                let wire = self.wires.iter().find(|w| w.a == me || w.b == me);
+                let mut impair = [None, None];
+                for dir in WireDir::BOTH {
+                    let Some(w) = wire else { continue };
+                    if let Some((end, side)) = self.impair_point(w, dir) {
+                        if *end == me {
+                            impair[side as usize] = w.impairment(dir);
+                        }
+                    }
+                }
+                let [impair_tx, impair_rx] = impair;
                 ElementPort {
                     name: p.name.clone(),
                     mac: p.mac(&node.name),
                     mtu: p.mtu,
                     address: p.address,
                     attach,
+                    impair_tx,
+                    impair_rx,
                 }
             })
             .collect();
@@ -901,6 +1075,86 @@ b = "mid:h"
                 ("right:eth0", "lab-right", "eth0"),
             ]
         );
+    }
+
+    fn impaired(extra: &[(&str, &str)]) -> Result<Topology, TopologyError> {
+        let mut text = PAIR.replace(
+            "{ name = \"h\", address = \"10.3.0.1/24\" }",
+            "{ name = \"h\", address = \"10.3.0.1/24\", mtu = 9000 }",
+        );
+        for (after, add) in extra {
+            text = text.replace(after, &format!("{after}\n{add}"));
+        }
+        Topology::parse(&text, "pair.toml")
+    }
+
+    #[test]
+    fn each_direction_is_impaired_by_its_sender_if_an_element_else_its_receiver() {
+        // left:eth0 (host) -- r:l: r applies both ways; r:r2 -- mid:r: each its own tx.
+        let t = impaired(&[
+            (
+                "b = \"r:l\"",
+                "impair = \"loss=5%\"\nb_to_a = \"delay=20ms\"",
+            ),
+            ("b = \"mid:r\"", "impair = \"loss=1% seed=7\""),
+        ])
+        .unwrap();
+        let r = t.element("r").unwrap();
+        let mid = t.element("mid").unwrap();
+        let wire0 = &t.wires[0];
+        let seed0 = wire0.seed();
+        assert_eq!(seed0, seed_from_name("left:eth0--r:l"));
+        // a→b is left→r: the host sends, r receives.
+        let rx = r.ports[0].impair_rx.clone().unwrap();
+        assert_eq!(rx.to_string(), format!("loss=5% seed={seed0}"));
+        let tx = r.ports[0].impair_tx.clone().unwrap();
+        assert_eq!(tx.to_string(), format!("delay=20ms seed={}", seed0 + 1));
+        // The element-element wire: a→b by r on tx (seed 7), b→a by mid on tx (seed 8).
+        assert_eq!(r.ports[1].impair_tx.as_ref().unwrap().seed, Some(7));
+        assert!(r.ports[1].impair_rx.is_none());
+        assert_eq!(mid.ports[0].impair_tx.as_ref().unwrap().seed, Some(8));
+        assert!(mid.ports[0].impair_rx.is_none());
+        assert!(mid.ports[1].impair_tx.is_none() && mid.ports[1].impair_rx.is_none());
+        // It survives the saved copy.
+        let back = Topology::parse(&toml::to_string(&t).unwrap(), "copy.toml").unwrap();
+        assert_eq!(back.element("r").unwrap(), r);
+        // Wires are found by either end, by both, or by node names.
+        assert_eq!(t.find_wire("r:l").unwrap().name(), "left:eth0--r:l");
+        assert_eq!(t.find_wire("mid--r").unwrap().name(), "r:r2--mid:r");
+        assert!(t
+            .find_wire("r:zz")
+            .unwrap_err()
+            .starts_with("no wire \"r:zz\""));
+        assert!(t.find_wire("nonsense").is_err());
+    }
+
+    #[test]
+    fn an_impairment_needs_an_element_at_one_end_and_a_good_spec() {
+        let hosts = r#"
+[[nodes]]
+name = "x"
+kind = "host"
+ports = [ { name = "eth0", address = "10.9.0.1/24" } ]
+
+[[nodes]]
+name = "y"
+kind = "host"
+ports = [ { name = "eth0", address = "10.9.0.2/24" } ]
+
+[[wires]]
+a = "x:eth0"
+b = "y:eth0"
+a_to_b = "loss=5%"
+"#;
+        let e = Topology::parse(hosts, "h.toml").unwrap_err();
+        assert_eq!(e.key(), "wires[0].a_to_b");
+        assert!(e.to_string().contains("neither end is an element"), "{e}");
+        let e = impaired(&[("b = \"r:l\"", "impair = \"loss=150%\"")]).unwrap_err();
+        assert!(
+            e.to_string().contains("loss: \"150%\" is not between"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('\n'));
     }
 
     #[test]

@@ -375,6 +375,19 @@ impl Topology {
                     ));
                 }
             }
+            if w.is_impaired() && !self.is_element(&w.a) && !self.is_element(&w.b) {
+                let key = if w.impair.is_some() {
+                    "impair"
+                } else if w.a_to_b.is_some() {
+                    "a_to_b"
+                } else {
+                    "b_to_a"
+                };
+                return Err(self.error_at(
+                    &format!("wires[{k}].{key}"),
+                    "neither end is an element, so nothing can apply the impairment (impair a wire with an element at one end)",
+                ));
+            }
             let (pa, pb) = (&self.nodes[a.0].ports[a.1], &self.nodes[b.0].ports[b.1]);
             if pa.mtu != pb.mtu {
                 return Err(self.error_at(
