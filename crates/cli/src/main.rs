@@ -1,6 +1,6 @@
 //! `d11`: the one binary of the double11 lab.
 //!
-//! User commands (`up`, `down`, `status`, `exec`, `capture`, `order`, `trace`, `demo`, `bench`) and the
+//! User commands (`up`, `down`, `status`, `exec`, `capture`, `order`, `trace`, `tcpview`, `demo`, `bench`) and the
 //! two the lab runs itself (`supervise`, `run`). This crate holds no
 //! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
 //! elements', I/O is `d11-io`'s.
@@ -19,6 +19,7 @@ mod roles;
 mod run;
 mod show;
 mod status;
+mod tcpview;
 mod trace;
 
 use anyhow::Result;
@@ -113,6 +114,8 @@ enum Cmd {
     Order(order::OrderArgs),
     /// Place one order while capturing every wire; print its request hop by hop, checked against the topology.
     Trace(trace::TraceArgs),
+    /// The phone's TCP connection on one wire: states, seq/ack, window, retransmissions; a tcptrace SVG.
+    Tcpview(tcpview::TcpViewArgs),
     /// Up, order, trace and down, narrated chapter by chapter from what actually happened.
     Demo(demo::DemoArgs),
     /// Benchmarks, each against baselines measured in the same run.
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
         } => capture::capture(&lab.name, &file, seconds, &cmd),
         Cmd::Order(args) => order::order(&args),
         Cmd::Trace(args) => trace::run(&args),
+        Cmd::Tcpview(args) => tcpview::run(&args),
         Cmd::Demo(args) => demo::demo(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Cloud(args)) => bench_cloud::cloud(&args).map(|_| ExitCode::SUCCESS),

@@ -31,21 +31,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
         .file
         .clone()
         .unwrap_or_else(|| dir.path().join("trace.pcapng"));
-    let out_path = dir.path().join("trace-order.json");
-    let mut order = Command::new(std::env::current_exe().context("finding the d11 binary")?);
-    order.args(["order", "--name", lab, "--json"]).stdout(
-        std::fs::File::create(&out_path)
-            .with_context(|| format!("creating {}", out_path.display()))?,
-    );
-    let rec = crate::capture::record(lab, &file, None, Some(order))?;
-    let placed: Value = std::fs::read(&out_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    let _ = std::fs::remove_file(&out_path);
-    if !rec.status.is_some_and(|s| s.success()) {
-        bail!("the order failed ({}); nothing to trace", placed);
-    }
+    let (rec, placed) = order_while_capturing(lab, &file)?;
     let local: SocketAddrV4 = placed["local"]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -54,16 +40,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
         .as_str()
         .and_then(|s| s.parse().ok())
         .context("the order's reply names no remote address")?;
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let frames: Vec<Frame> = d11_core::pcapng::read_frames(&bytes)
-        .with_context(|| format!("reading {}", file.display()))?
-        .into_iter()
-        .map(|(wire, ts, data)| Frame {
-            wire,
-            ts_ns: ts.as_nanos() as u64,
-            data,
-        })
-        .collect();
+    let frames = read_capture(&file)?;
     let signature = trace::request_signature(&frames, *local.ip(), remote.port())
         .context("no TLS request record from the phone in the capture")?;
     let mut hops = trace::follow(&frames, &signature);
@@ -101,6 +78,46 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Places one order (`d11 order --json`) while capturing every wire of
+/// `lab` into `file`; the recording and the order's reply. Fails when the
+/// order does.
+pub(crate) fn order_while_capturing(
+    lab: &str,
+    file: &std::path::Path,
+) -> Result<(crate::capture::Recording, Value)> {
+    let dir = RunDir::new(lab);
+    let out_path = dir.path().join("trace-order.json");
+    let mut order = Command::new(std::env::current_exe().context("finding the d11 binary")?);
+    order.args(["order", "--name", lab, "--json"]).stdout(
+        std::fs::File::create(&out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?,
+    );
+    let rec = crate::capture::record(lab, file, None, Some(order))?;
+    let placed: Value = std::fs::read(&out_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let _ = std::fs::remove_file(&out_path);
+    if !rec.status.is_some_and(|s| s.success()) {
+        bail!("the order failed ({}); nothing to trace", placed);
+    }
+    Ok((rec, placed))
+}
+
+/// Every frame of a pcapng file, named by its wire.
+pub(crate) fn read_capture(file: &std::path::Path) -> Result<Vec<Frame>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(d11_core::pcapng::read_frames(&bytes)
+        .with_context(|| format!("reading {}", file.display()))?
+        .into_iter()
+        .map(|(wire, ts, data)| Frame {
+            wire,
+            ts_ns: ts.as_nanos() as u64,
+            data,
+        })
+        .collect())
 }
 
 /// The per-hop table: one row per hop, a line under it per failed check.

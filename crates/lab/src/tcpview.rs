@@ -747,13 +747,9 @@ pub fn summary(v: &TcpView) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{} {}→#{} {:.3} ms",
+                "{} #{}→#{} {:.3} ms",
                 r.what,
-                if r.dir == Dir::ClientToServer {
-                    "→"
-                } else {
-                    "←"
-                },
+                r.segment + 1,
                 r.acked_by + 1,
                 r.rtt_ns as f64 / 1e6
             )
@@ -785,7 +781,7 @@ pub fn svg(v: &TcpView) -> String {
     const W: f64 = 900.0;
     const H: f64 = 540.0;
     const L: f64 = 80.0; // left margin: the sequence axis' labels
-    const R: f64 = 190.0; // right margin: the legend
+    const R: f64 = 250.0; // right margin: the legend
     const T: f64 = 40.0;
     const B: f64 = 60.0;
     let (pw, ph) = (W - L - R, H - T - B);
@@ -806,13 +802,23 @@ pub fn svg(v: &TcpView) -> String {
         })
         .collect();
     let t_max = v.rows.last().map_or(1, |r| r.t_ns).max(1) as f64;
-    let y_max = sent
+    // The scale fits the data and the ACKs; the window's ceiling too
+    // unless it would squash them (a 64 KiB window over a 1 KiB request):
+    // then it is clipped at the top and the legend says how high it goes.
+    let data_max = sent
         .iter()
         .map(|r| u64::from(r.seq) + u64::from(r.len) + 1)
-        .chain(acks.iter().map(|a| a.2))
+        .chain(acks.iter().map(|a| a.1))
         .max()
         .unwrap_or(1)
-        .max(1) as f64;
+        .max(1);
+    let ceiling = acks.iter().map(|a| a.2).max().unwrap_or(0);
+    let clipped = ceiling > 3 * data_max;
+    let y_max = if clipped {
+        data_max
+    } else {
+        data_max.max(ceiling)
+    } as f64;
     let (xt, xstep) = ticks(t_max / 1e6);
     let (yt, ystep) = ticks(y_max);
     let x_hi = xt * xstep * 1e6;
@@ -915,7 +921,11 @@ pub fn svg(v: &TcpView) -> String {
     if !acks.is_empty() {
         let _ = writeln!(
             s,
-            r##"<path d="{}" fill="none" stroke="#c9a400" stroke-width="1.5"><title>receive window: ack + window</title></path>"##,
+            r#"<clipPath id="plot"><rect x="{L}" y="{T}" width="{pw}" height="{ph}"/></clipPath>"#
+        );
+        let _ = writeln!(
+            s,
+            r##"<path d="{}" fill="none" stroke="#c9a400" stroke-width="1.5" clip-path="url(#plot)"><title>receive window: ack + window</title></path>"##,
             step(|a| a.2)
         );
         let _ = writeln!(
@@ -964,7 +974,7 @@ pub fn svg(v: &TcpView) -> String {
     // Legend.
     let lx = L + pw + 20.0;
     let items = [
-        ("#1f3fbf", "segment: seq to seq+len"),
+        ("#1f3fbf", "data: seq to seq+len"),
         ("#d62728", "retransmission"),
         ("#1a9a1a", "ACK from the server"),
         ("#c9a400", "ACK + advertised window"),
@@ -974,7 +984,7 @@ pub fn svg(v: &TcpView) -> String {
         r##"<rect x="{}" y="{T}" width="{}" height="{}" fill="white" stroke="#999"/>"##,
         lx - 8.0,
         R - 24.0,
-        24.0 + 20.0 * items.len() as f64 + 20.0
+        24.0 + 20.0 * items.len() as f64 + if clipped { 40.0 } else { 20.0 }
     );
     for (i, (c, label)) in items.iter().enumerate() {
         let ly = T + 20.0 + 20.0 * i as f64;
@@ -994,6 +1004,14 @@ pub fn svg(v: &TcpView) -> String {
         lx + 24.0,
         ly + 4.0
     );
+    if clipped {
+        let _ = writeln!(
+            s,
+            r##"<text x="{lx}" y="{}" font-size="11" fill="#8a7000">window up to {}: above the plot</text>"##,
+            ly + 24.0,
+            num(ceiling as f64)
+        );
+    }
     s.push_str("</svg>\n");
     s
 }

@@ -1,0 +1,158 @@
+//! End-to-end test of `d11 tcpview` on netns/double11.toml, in real
+//! namespaces: one order captured on every wire, the phone's connection on
+//! the radio wire segment by segment, checked against tshark's decode of
+//! the same capture, and its picture. Root only.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// A lab named `tcpv-…`, taken down by the guard like [`Lab::up`]'s.
+fn tcpv_lab() -> Lab {
+    let lab = Lab {
+        name: format!("tcpv-{}", std::process::id() % 100_000),
+    };
+    let _ = d11(&["down", "--name", &lab.name]);
+    let out = d11(&[
+        "up",
+        "-t",
+        &topology("double11.toml").to_string_lossy(),
+        "--name",
+        &lab.name,
+    ]);
+    assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
+    lab
+}
+
+fn states(rows: &[Value], side: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in rows {
+        let s = r[side].as_str().unwrap().to_string();
+        if out.last() != Some(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire() {
+    let _s = serial();
+    if !root_or_skip("the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire") {
+        return;
+    }
+    let lab = tcpv_lab();
+    let scratch = Scratch::new("tcpview");
+    let svg = scratch.path("order.svg");
+    let o = d11(&[
+        "tcpview",
+        "--name",
+        &lab.name,
+        "--json",
+        "--svg",
+        &svg.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "d11 tcpview: {}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("tcpview --json is JSON");
+    assert_eq!(v["order"]["status"], 201, "{v}");
+    let view = &v["view"];
+    assert_eq!(view["wire"], "ue:eth0");
+    assert_eq!(view["server"], "203.0.113.24:443");
+    let rows = view["rows"].as_array().unwrap();
+
+    // SYN-SENT → ESTABLISHED → … → TIME-WAIT or CLOSED.
+    let client = states(rows, "client");
+    assert_eq!(client[..2], ["SYN-SENT", "ESTABLISHED"], "{client:?}");
+    let last = client.last().unwrap();
+    assert!(last == "TIME-WAIT" || last == "CLOSED", "{client:?}");
+    assert_eq!(view["summary"]["client_final"], last.as_str());
+
+    // The phone's MTU is 1400: its SYN offers at most 1400 - 40.
+    let mss = view["summary"]["client"]["mss"]
+        .as_u64()
+        .expect("client MSS");
+    assert!(mss <= 1360, "MSS {mss}");
+    for dir in ["client_to_server", "server_to_client"] {
+        assert!(
+            rows.iter()
+                .any(|r| r["dir"] == dir && r["len"].as_u64() > Some(0)),
+            "no data {dir}"
+        );
+    }
+
+    // tshark's own decode of the radio wire: relative seq, ack, length and
+    // scaled window of every segment, in order.
+    let capture = v["capture"].as_str().unwrap();
+    let tshark = tshark_fields(
+        std::path::Path::new(capture),
+        &format!(
+            "frame.interface_name == \"ue:eth0\" && tcp.port == {}",
+            view["client"].as_str().unwrap().rsplit(':').next().unwrap()
+        ),
+        &["tcp.seq", "tcp.ack", "tcp.len", "tcp.window_size"],
+    );
+    let ours: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r["seq"].to_string(),
+                if r["ack"].is_null() {
+                    "0".into()
+                } else {
+                    r["ack"].to_string()
+                },
+                r["len"].to_string(),
+                r["win"].to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(ours, tshark);
+
+    // The picture: an SVG that Python's XML parser reads.
+    let body = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(body.starts_with("<svg"), "{body}");
+    let parsed = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import xml.dom.minidom,sys; xml.dom.minidom.parse(sys.argv[1])",
+        ])
+        .arg(&svg)
+        .output()
+        .expect("python3 runs");
+    assert!(parsed.status.success(), "{}", text(&parsed));
+
+    // The same capture read back, on S1-U inside GTP-U: the same segments.
+    let o = d11(&["tcpview", "-r", capture, "--wire", "enb:s1u", "--json"]);
+    assert!(o.status.success(), "d11 tcpview -r: {}", text(&o));
+    let s1u: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = |v: &Value, dir: &str| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["dir"] == dir)
+            .count()
+    };
+    // (The capture point of a cable sees both directions.)
+    assert_eq!(
+        n(&s1u["view"], "client_to_server"),
+        n(view, "client_to_server")
+    );
+
+    // Clear errors.
+    let o = d11(&["tcpview", "-r", capture, "--wire", "nosuch:eth9"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no wire named nosuch:eth9"),
+        "{}",
+        text(&o)
+    );
+    let o = d11(&["tcpview", "-r", capture, "--conn", "10.9.9.9:1,10.9.9.8:2"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no TCP connection between"),
+        "{}",
+        text(&o)
+    );
+}
