@@ -7,7 +7,7 @@
 
 use d11_core::nat::{DnatRule, NatConfig, Proto, SnatPool, Timeouts};
 use d11_core::Element;
-use d11_elements::bearer::{Bearer, BearerError};
+use d11_elements::bearer::{Bearer, BearerError, BearerRange, BearerRangeError, Bearers};
 use d11_elements::{enb, null::Null, pgw, router, sgw, switch, vgw, vswitch};
 use d11_lab::{ElementSpec, Role, Topology, TopologyError};
 use d11_wire::vxlan::Vni;
@@ -42,30 +42,35 @@ pub fn build(spec: &ElementSpec) -> Result<Box<dyn Element>, ConfigError> {
         Role::Enb => {
             let c = config::<EnbSettings>(spec)?;
             let router = mobile_router(spec, ["radio", "s1u"])?;
-            Box::new(
-                enb::Enb::new(enb::EnbConfig {
-                    router,
-                    sgw: c.sgw,
-                    gateway_mac: c.gateway_mac,
-                    bearers: c.bearers,
-                })
-                .map_err(bearer_error)?,
-            )
+            let mut e = enb::Enb::new(enb::EnbConfig {
+                router,
+                sgw: c.sgw,
+                gateway_mac: c.gateway_mac,
+                bearers: c.bearers,
+            })
+            .map_err(bearer_error)?;
+            add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
+            Box::new(e)
         }
         Role::Sgw => {
             let c = config::<SgwSettings>(spec)?;
             let router = mobile_router(spec, ["s1u", "s5"])?;
-            Box::new(
-                sgw::Sgw::new(sgw::SgwConfig {
-                    router,
-                    enb: c.enb,
-                    pgw: c.pgw,
-                    bearers: c.bearers,
-                })
-                .map_err(bearer_error)?,
-            )
+            let mut e = sgw::Sgw::new(sgw::SgwConfig {
+                router,
+                enb: c.enb,
+                pgw: c.pgw,
+                bearers: c.bearers,
+            })
+            .map_err(bearer_error)?;
+            add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
+            Box::new(e)
         }
-        Role::Pgw => Box::new(pgw::Pgw::new(pgw_config(spec)?).map_err(bearer_error)?),
+        Role::Pgw => {
+            let (cfg, ranges) = pgw_config(spec)?;
+            let mut e = pgw::Pgw::new(cfg).map_err(bearer_error)?;
+            add_ranges(e.bearers_mut(), &ranges)?;
+            Box::new(e)
+        }
         Role::VSwitch => Box::new(vswitch::VSwitch::new(vswitch_config(spec)?)),
         Role::Vgw => Box::new(vgw::Vgw::new(vgw_config(spec)?)),
     })
@@ -378,6 +383,9 @@ struct EnbSettings {
     #[serde(default)]
     gateway_mac: Option<MacAddr>,
     bearers: Vec<Bearer>,
+    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    #[serde(default)]
+    bearer_ranges: Vec<BearerRange>,
 }
 
 /// `config` of an `sgw` node.
@@ -389,6 +397,9 @@ struct SgwSettings {
     /// The PGW's S5 address.
     pgw: Ipv4Addr,
     bearers: Vec<Bearer>,
+    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    #[serde(default)]
+    bearer_ranges: Vec<BearerRange>,
 }
 
 /// `config` of a `pgw` node.
@@ -411,6 +422,9 @@ struct PgwSettings {
     #[serde(default = "default_ue_mtu")]
     ue_mtu: u16,
     bearers: Vec<Bearer>,
+    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    #[serde(default)]
+    bearer_ranges: Vec<BearerRange>,
 }
 
 fn default_ue_mtu() -> u16 {
@@ -423,6 +437,31 @@ fn default_nat_ports() -> [u16; 2] {
 
 fn default_nat_max_entries() -> usize {
     65536
+}
+
+/// Adds each `config.bearer_ranges[i]` to an element's table; an error
+/// names the range and, when it is one field's, the field.
+fn add_ranges(t: &mut Bearers, ranges: &[BearerRange]) -> Result<(), ConfigError> {
+    for (i, r) in ranges.iter().enumerate() {
+        t.add_range(r).map_err(|e| {
+            let key = format!("config.bearer_ranges[{i}]");
+            match e {
+                BearerRangeError::Range(e) => {
+                    let msg = e.to_string();
+                    let (field, why) = msg.split_once(": ").unwrap_or(("", &msg));
+                    ConfigError {
+                        key: format!("{key}.{field}"),
+                        message: why.to_string(),
+                    }
+                }
+                BearerRangeError::Bearer(e) => ConfigError {
+                    key,
+                    message: format!("{e} (the range overlaps a listed bearer or another range)"),
+                },
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn bearer_error(e: BearerError) -> ConfigError {
@@ -458,7 +497,7 @@ fn mobile_router(
     router_config(spec)
 }
 
-fn pgw_config(spec: &ElementSpec) -> Result<pgw::PgwConfig, ConfigError> {
+fn pgw_config(spec: &ElementSpec) -> Result<(pgw::PgwConfig, Vec<BearerRange>), ConfigError> {
     let c = config::<PgwSettings>(spec)?;
     let router = mobile_router(spec, ["s5", "sgi"])?;
     let pool = c.ue_pool.network();
@@ -468,6 +507,24 @@ fn pgw_config(spec: &ElementSpec) -> Result<pgw::PgwConfig, ConfigError> {
             return Err(ConfigError {
                 key: format!("config.bearers[{i}].ue_ip"),
                 message: format!("{} is not a UE address of ue_pool {pool}", b.ue_ip),
+            });
+        }
+    }
+    for (i, r) in c.bearer_ranges.iter().enumerate() {
+        let first = u32::from(r.ue_ip);
+        let last = Ipv4Addr::from(first.saturating_add(r.count.saturating_sub(1)));
+        let gw = u32::from(gateway);
+        if !pool.contains(r.ue_ip)
+            || !pool.contains(last)
+            || last == pool.broadcast()
+            || (first..=u32::from(last)).contains(&gw)
+        {
+            return Err(ConfigError {
+                key: format!("config.bearer_ranges[{i}].ue_ip"),
+                message: format!(
+                    "{} .. {last} is not inside the UE addresses of ue_pool {pool}",
+                    r.ue_ip
+                ),
             });
         }
     }
@@ -489,23 +546,26 @@ fn pgw_config(spec: &ElementSpec) -> Result<pgw::PgwConfig, ConfigError> {
     let addrs = (0..size)
         .map(|i| Ipv4Addr::from(u32::from(net.addr()) + i as u32))
         .collect();
-    Ok(pgw::PgwConfig {
-        router,
-        sgw: c.sgw,
-        gateway,
-        nat_pool: net,
-        ue_mtu: c.ue_mtu,
-        nat: NatConfig {
-            snat: Some(SnatPool {
-                addrs,
-                ports: lo..=hi,
-            }),
-            dnat: Vec::new(),
-            max_entries: c.nat_max_entries,
-            timeouts: Timeouts::default(),
+    Ok((
+        pgw::PgwConfig {
+            router,
+            sgw: c.sgw,
+            gateway,
+            nat_pool: net,
+            ue_mtu: c.ue_mtu,
+            nat: NatConfig {
+                snat: Some(SnatPool {
+                    addrs,
+                    ports: lo..=hi,
+                }),
+                dnat: Vec::new(),
+                max_entries: c.nat_max_entries,
+                timeouts: Timeouts::default(),
+            },
+            bearers: c.bearers,
         },
-        bearers: c.bearers,
-    })
+        c.bearer_ranges,
+    ))
 }
 
 /// Checks every element's and app's settings; the error names the file, line and key.

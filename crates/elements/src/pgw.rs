@@ -286,7 +286,8 @@ impl Element for Pgw {
 
     fn report(&self) -> serde_json::Value {
         let mut r = self.router.report();
-        r["bearers"] = json!(self.bearers.iter().collect::<Vec<_>>());
+        r["bearers"] = self.bearers.report();
+        r["bearers_total"] = json!(self.bearers.len());
         r["nat"] = json!(self.nat.entries(self.last_now));
         r["nat_stats"] = json!(self.nat.stats());
         r["gtpu"] = json!(self.gtpu.stats);

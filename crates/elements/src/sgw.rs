@@ -126,7 +126,8 @@ impl Element for Sgw {
 
     fn report(&self) -> serde_json::Value {
         let mut r = self.router.report();
-        r["bearers"] = json!(self.bearers.iter().collect::<Vec<_>>());
+        r["bearers"] = self.bearers.report();
+        r["bearers_total"] = json!(self.bearers.len());
         r["gtpu"] = json!(self.gtpu.stats);
         r["relayed"] = json!({"uplink": self.relayed[0], "downlink": self.relayed[1]});
         r
