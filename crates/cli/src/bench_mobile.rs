@@ -14,7 +14,7 @@
 //! peak RSS per element, the elements alone without I/O, and the PGW's NAT
 //! table at 1 and 100,000 entries.
 
-use crate::bench::{self, LabGuard};
+use crate::bench::{self, median, LabGuard};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -152,16 +152,6 @@ fn udp_sums(run: &Value, seconds: u32) -> (f64, f64, f64) {
 
 /// The median of `v` (the mean of the middle two for an even count); NaN
 /// when empty.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn summarise(rounds: &[serde_json::Map<String, Value>]) -> Value {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);

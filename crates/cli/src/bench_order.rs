@@ -37,7 +37,7 @@
 //! ports 1024-65535, in its own namespace, so connections in TIME_WAIT do
 //! not run the ports out at thousands of orders a second.
 
-use crate::bench::LabGuard;
+use crate::bench::{median, LabGuard};
 use anyhow::{bail, Context, Result};
 use d11_apps::load::{self, Latency, LoadConfig};
 use d11_apps::phone::{self, OrderRequest};
@@ -643,20 +643,6 @@ fn machine_ticks() -> Option<(u64, u64)> {
     // user nice system idle iowait irq softirq steal
     let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
     Some((busy, *v.get(6)?))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 /// Medians over the rounds, and the ratios the issue asks for.

@@ -24,7 +24,7 @@
 //! Both runtimes are single-threaded, the same for both paths, so the
 //! ratios compare the paths and not the scheduling.
 
-use crate::bench::{self, LabGuard};
+use crate::bench::{self, median, LabGuard};
 use anyhow::{Context, Result};
 use d11_apps::rpc::{Call, Client, ClientConfig, Request, Server, ServerConfig, Services, Value};
 use serde_json::{json, Value as Json};
@@ -384,20 +384,6 @@ async fn pipelined(addr: SocketAddr, seconds: Duration, k: usize) -> Result<Json
         "errors": errors,
         "last_error": last_error,
     }))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 /// The figure at `key` (a path of object keys) of one round.
