@@ -281,6 +281,9 @@ pub struct TcpView {
     pub server: SocketAddrV4,
     /// Absolute capture time of the first segment, ns since the epoch.
     pub start_ns: u64,
+    /// Other connections opened to the same port on this wire, as
+    /// (client, server): `--conn` picks one of them.
+    pub others: Vec<(SocketAddrV4, SocketAddrV4)>,
     pub rows: Vec<Row>,
     pub summary: Summary,
 }
@@ -426,7 +429,19 @@ pub fn analyse(frames: &[Frame], wire: &str, pick: Pick) -> Result<TcpView, TcpV
         .iter()
         .filter(|s| (s.src, s.dst) == (client, server) || (s.src, s.dst) == (server, client))
         .collect();
-    Ok(walk(wire, client, server, &conn))
+    let mut view = walk(wire, client, server, &conn);
+    for s in &segs {
+        let pair = (s.src, s.dst);
+        if s.flags.syn
+            && !s.flags.ack
+            && s.dst.port() == server.port()
+            && pair != (client, server)
+            && !view.others.contains(&pair)
+        {
+            view.others.push(pair);
+        }
+    }
+    Ok(view)
 }
 
 fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -> TcpView {
@@ -651,6 +666,7 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
         client,
         server,
         start_ns,
+        others: Vec::new(),
         summary: Summary {
             client: client_opening,
             server: server_opening,
@@ -769,6 +785,9 @@ pub fn summary(v: &TcpView) -> String {
         "  retransmissions: {}; final states: client {}, server {}",
         m.retransmissions, m.client_final, m.server_final
     );
+    for (c, srv) in &v.others {
+        let _ = writeln!(s, "  also on this wire: {c} → {srv} (--conn {c},{srv})");
+    }
     s
 }
 
@@ -1228,6 +1247,8 @@ mod tests {
         let v = analyse(&f, "ue:eth0", Pick::Port(443)).unwrap();
         assert_eq!(v.client.port(), 40001);
         assert_eq!(v.rows.len(), 5);
+        assert_eq!(v.others.len(), 1);
+        assert!(summary(&v).contains("--conn 10.45.0.2:40002,203.0.113.24:443"));
         assert_eq!(
             (v.rows[3].client, v.rows[3].server),
             (Established, Established)
