@@ -8,19 +8,14 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-/// A lab named `tcpv-…`, taken down by the guard like [`Lab::up`]'s.
-fn tcpv_lab() -> Lab {
+/// A lab named `tcpv-TAG-…` built from `file`, taken down by the guard
+/// like [`Lab::up`]'s.
+fn tcpv_lab(file: &std::path::Path, tag: &str) -> Lab {
     let lab = Lab {
-        name: format!("tcpv-{}", std::process::id() % 100_000),
+        name: format!("tcpv-{tag}-{}", std::process::id() % 100_000),
     };
     let _ = d11(&["down", "--name", &lab.name]);
-    let out = d11(&[
-        "up",
-        "-t",
-        &topology("double11.toml").to_string_lossy(),
-        "--name",
-        &lab.name,
-    ]);
+    let out = d11(&["up", "-t", &file.to_string_lossy(), "--name", &lab.name]);
     assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
     lab
 }
@@ -42,7 +37,7 @@ fn the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire() 
     if !root_or_skip("the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire") {
         return;
     }
-    let lab = tcpv_lab();
+    let lab = tcpv_lab(&topology("double11.toml"), "e2e");
     let scratch = Scratch::new("tcpview");
     let svg = scratch.path("order.svg");
     let o = d11(&[
@@ -154,5 +149,71 @@ fn the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire() 
         text(&o).contains("no TCP connection between"),
         "{}",
         text(&o)
+    );
+}
+
+/// Impairment drops counted by `node`'s ports, from `d11 status --json`.
+fn impair_drops(lab: &Lab, node_name: &str) -> u64 {
+    let status = lab.status();
+    node(&status, node_name)["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["counters"]["drops"].as_object())
+        .flat_map(|d| d.iter())
+        .filter(|(reason, _)| reason.starts_with("impair"))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum()
+}
+
+#[test]
+fn with_loss_on_the_radio_wire_the_view_shows_retransmissions() {
+    let _s = serial();
+    if !root_or_skip("with_loss_on_the_radio_wire_the_view_shows_retransmissions") {
+        return;
+    }
+    // netns/double11.toml with 10% loss each way on the radio wire, seeded.
+    let scratch = Scratch::new("tcpview-loss");
+    let toml = std::fs::read_to_string(topology("double11.toml")).unwrap();
+    let radio = "a = \"ue:eth0\"\nb = \"enb:radio\"\n";
+    assert!(toml.contains(radio), "the radio wire moved");
+    let lossy = toml.replace(radio, &format!("{radio}impair = \"loss=10%\"\nseed = 7\n"));
+    let file = scratch.path("lossy.toml");
+    std::fs::write(&file, lossy).unwrap();
+    let lab = tcpv_lab(&file, "loss");
+
+    // A few orders, each its own connection; an order loss made fail is
+    // not a failure of the view.
+    let (mut views, mut marked) = (0, 0);
+    for _ in 0..4 {
+        let o = d11(&["tcpview", "--name", &lab.name, "--json"]);
+        if !o.status.success() {
+            eprintln!("an order under loss failed: {}", text(&o));
+            continue;
+        }
+        views += 1;
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = v["view"]["rows"].as_array().unwrap();
+        // Lost after ue:eth0 (uplink): sent again, a retransmission; lost
+        // before it (downlink): a gap, filled out of order, and dup acks.
+        marked += rows
+            .iter()
+            .filter(|r| !r["notes"].as_array().unwrap().is_empty())
+            .count();
+        if v["view"]["summary"]["retransmissions"].as_u64() > Some(0) {
+            break;
+        }
+    }
+    let drops = impair_drops(&lab, "enb");
+    if drops == 0 {
+        // The topology declares the loss; this build's driver does not
+        // apply it yet (issue 7 part 1), so there is nothing to see.
+        eprintln!("skipped: the enb dropped nothing for the impairment");
+        return;
+    }
+    assert!(views > 0, "no order got through 10% loss");
+    assert!(
+        marked > 0,
+        "the enb dropped {drops} frames, yet no segment is marked"
     );
 }
