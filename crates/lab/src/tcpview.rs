@@ -167,10 +167,11 @@ impl Serialize for Flags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Note {
-    /// Its data (or SYN/FIN) was already seen on this wire this way.
+    /// Its data (or SYN/FIN) was already seen on this wire this way, or it
+    /// fills a hole later than the handshake's RTT: sent again.
     Retransmission,
-    /// Below the highest sequence number seen, but bytes never seen before:
-    /// it fills a hole.
+    /// It fills a hole within the handshake's RTT of the highest segment:
+    /// overtaken, not resent.
     OutOfOrder,
     /// It starts beyond the highest sequence number seen: bytes before it
     /// were not captured (lost before this wire, or reordered).
@@ -335,6 +336,10 @@ fn segment(f: &Frame) -> Option<Seg> {
     })
 }
 
+/// Before the handshake's RTT is known, a hole filled within this long of
+/// the highest segment is out of order rather than resent (Wireshark's rule).
+const OUT_OF_ORDER_NS: u64 = 3_000_000;
+
 /// Sequence-space comparison [RFC 9293 § 3.4]: `a` before `b`.
 fn lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
@@ -358,8 +363,10 @@ pub fn wires(frames: &[Frame]) -> Vec<String> {
 struct Sender {
     /// The ISN, once known (from the SYN, else the first segment).
     isn: Option<u32>,
-    /// One past the highest sequence number sent (SYN and FIN count one).
+    /// One past the highest sequence number sent (SYN and FIN count one),
+    /// and when it last moved.
     next: Option<u32>,
+    next_at: u64,
     /// Ranges seen, merged: to tell a retransmission from a hole filled.
     seen: Vec<(u32, u32)>,
     /// Where the FIN sits, once sent.
@@ -461,6 +468,8 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
     let mut flows = [Flow::default(), Flow::default()];
     let mut shift = [0u8; 2];
     let mut scaling = false;
+    // The handshake's RTT seen here: the SYN to the ACK of the SYN, ACK.
+    let mut irtt: Option<u64> = None;
 
     for (i, s) in conn.iter().enumerate() {
         let dir = if s.src == client {
@@ -504,8 +513,14 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
                 Some(n) if lt(s.seq, n) => {
                     let keep_alive =
                         s.len <= 1 && !s.flags.syn && !s.flags.fin && s.seq == n.wrapping_sub(1);
+                    // New bytes below `next` fill a hole: out of order if
+                    // they come within the handshake's RTT of the highest
+                    // segment (3 ms before it is known), else the sender
+                    // sent them again after a loss before this wire.
+                    let soon =
+                        s.ts_ns.saturating_sub(tx[me].next_at) < irtt.unwrap_or(OUT_OF_ORDER_NS);
                     if keep_alive {
-                    } else if tx[me].overlaps(s.seq, seg_end) {
+                    } else if tx[me].overlaps(s.seq, seg_end) || !soon {
                         notes.push(Note::Retransmission);
                         retransmitted = true;
                     } else {
@@ -540,6 +555,7 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
             t.add(s.seq, seg_end);
             if next.is_none_or(|n| lt(n, seg_end)) {
                 t.next = Some(seg_end);
+                t.next_at = s.ts_ns;
             }
             if s.flags.fin {
                 t.fin_at = Some(seg_end.wrapping_sub(1));
@@ -614,6 +630,9 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
         };
         // … and the receiver's on arriving: the ACK first, then the SYN or FIN.
         let acks = |at: Option<u32>| f.ack && at.is_some_and(|a| lt(a, s.ack));
+        if dir == Dir::ClientToServer && irtt.is_none() && acks(tx[peer].isn) && saw_syn {
+            irtt = Some(s.ts_ns - start_ns);
+        }
         let mut r = state[peer];
         if f.rst {
             r = State::Closed;
@@ -1198,7 +1217,11 @@ mod tests {
             TSHARK_DUP_ACKS
         );
         assert_eq!(v.rows[7].notes, [Note::DupAck(1)]);
-        assert!(rows_with(&v, |n| matches!(n, Note::OutOfOrder | Note::ZeroWindow)).is_empty());
+        assert!(rows_with(&v, |n| matches!(
+            n,
+            Note::OutOfOrder | Note::ZeroWindow | Note::PreviousSegmentNotCaptured
+        ))
+        .is_empty());
         let m = &v.summary;
         assert_eq!(m.retransmissions, 1);
         assert_eq!(
@@ -1220,6 +1243,35 @@ mod tests {
         assert!(rtt.contains(&(1, 2, 10_000_000)), "{rtt:?}");
         assert!(rtt.contains(&(6, 10, 246_000_000)), "{rtt:?}");
         assert!(!rtt.iter().any(|r| r.0 == 5 || r.0 == 9), "{rtt:?}");
+    }
+
+    // ONE without frame 5, as if "b"*100 were lost before this wire
+    // (gap = one[:4] + one[5:]; wrpcap("gap.pcap", gap)). tshark 4.0:
+    //   -Y tcp.analysis.lost_segment → 5, retransmission → 8,
+    //   duplicate_ack → 7, out_of_order → none.
+    const TSHARK_GAP: [(&str, &[usize]); 3] = [
+        ("previous segment not captured", &[5]),
+        ("retransmission", &[8]),
+        ("dup ack", &[7]),
+    ];
+
+    #[test]
+    fn a_segment_lost_before_the_wire_is_a_gap_then_a_retransmission_as_tshark_says() {
+        let mut f = frames("ue:eth0", ONE);
+        f.remove(4);
+        let v = analyse(&f, "ue:eth0", Pick::Port(443)).unwrap();
+        for (what, want) in TSHARK_GAP {
+            let got = rows_with(&v, |n| n.to_string().starts_with(what));
+            assert_eq!(got, want, "{what}");
+        }
+        assert!(rows_with(&v, |n| *n == Note::OutOfOrder).is_empty());
+        // Within the handshake's RTT (11 ms) of the highest segment, the
+        // same hole filled is out of order instead.
+        let mut quick = f.clone();
+        quick[7].ts_ns = quick[4].ts_ns + 1_000_000;
+        quick.sort_by_key(|x| x.ts_ns);
+        let v = analyse(&quick, "ue:eth0", Pick::Port(443)).unwrap();
+        assert_eq!(rows_with(&v, |n| *n == Note::OutOfOrder), [6]);
     }
 
     #[test]
