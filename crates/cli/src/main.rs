@@ -10,6 +10,7 @@ mod bench;
 mod bench_cloud;
 mod bench_mobile;
 mod bench_order;
+mod bench_report;
 mod bench_rpc;
 mod capture;
 mod demo;
@@ -149,6 +150,8 @@ enum BenchCmd {
     Order(bench_order::OrderBenchArgs),
     /// RPC round trips/s and calls/s with K in flight on one connection vm-a → vm-b across two vSwitches vs. loopback in vm-a.
     Rpc(bench_rpc::RpcArgs),
+    /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
+    Report(bench_report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -182,6 +185,9 @@ fn main() -> ExitCode {
         }
         Cmd::Bench(BenchCmd::Order(args)) => bench_order::order(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Rpc(args)) => bench_rpc::rpc(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench(BenchCmd::Report(args)) => {
+            bench_report::report(&args).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };
