@@ -1338,6 +1338,17 @@ mod tests {
             })
             .collect();
         let _ = analyse(&cut, "ue:eth0", Pick::Port(443));
+        // Any byte of any frame flipped: a view or an error, never a panic,
+        // and the picture still draws.
+        for i in 0..f.len() {
+            for at in (0..f[i].data.len()).step_by(3) {
+                let mut g = f.clone();
+                g[i].data[at] ^= 0xa5;
+                if let Ok(v) = analyse(&g, "ue:eth0", Pick::Port(443)) {
+                    let _ = (table(&v), summary(&v), svg(&v));
+                }
+            }
+        }
     }
 
     #[test]
