@@ -15,6 +15,7 @@ mod bench_rpc;
 mod capture;
 mod demo;
 mod lifecycle;
+mod load;
 mod order;
 mod roles;
 mod run;
@@ -113,6 +114,8 @@ enum Cmd {
     },
     /// The phone app: resolve the shop, TLS to the lab root, POST /purchaseOrder, print the reply.
     Order(order::OrderArgs),
+    /// Many simulated phones behind the eNodeB (own UE address, bearer, smoltcp stack and TLS each), placing orders at once.
+    Load(load::LoadArgs),
     /// Place one order while capturing every wire; print its request hop by hop, checked against the topology.
     Trace(trace::TraceArgs),
     /// The phone's TCP connection on one wire: states, seq/ack, window, retransmissions; a tcptrace SVG.
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
             cmd,
         } => capture::capture(&lab.name, &file, seconds, &cmd),
         Cmd::Order(args) => order::order(&args),
+        Cmd::Load(args) => load::load(&args),
         Cmd::Trace(args) => trace::run(&args),
         Cmd::Tcpview(args) => tcpview::run(&args),
         Cmd::Demo(args) => demo::demo(&args).map(|_| ExitCode::SUCCESS),

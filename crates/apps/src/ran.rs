@@ -1,0 +1,916 @@
+//! Many simulated phones behind the eNodeB, in one process (`d11 load`).
+//!
+//! Read smoltcp's `iface::Interface` (one IP stack: ARP, IPv4, TCP, polled
+//! with the time as an argument) and rustls's `ClientConnection` (sans-IO
+//! TLS: `read_tls`, `process_new_packets`, `reader`, `writer`, `write_tls`)
+//! first. Each phone is a [`Ue`]: its own UE address from the topology's
+//! bearer range, its own MAC, its own smoltcp `Interface` and `SocketSet`
+//! (so its own ARP cache, its own TCP sequence numbers seeded per phone, its
+//! own ports) and, for each order, its own TCP socket and rustls client. All
+//! phones share one radio: an AF_PACKET socket on the UE host's `eth0`, the
+//! TAP whose other end the eNodeB holds. Frames from the eNodeB are handed
+//! to the phone whose address they carry (IPv4 destination, or an ARP's
+//! target address); frames to the kernel's own address (10.45.0.2) or
+//! anyone else are not the phones' business. The kernel of the UE host
+//! ignores the phones' frames: they are for MACs that are not its own
+//! (`PACKET_OTHERHOST`), and ARP for addresses it does not hold.
+//!
+//! Everything here is sans-IO: [`Exchange`] is one order over TLS as bytes
+//! in and bytes out; [`Ran`] is the phones, fed frames and the time by a
+//! driver that owns the socket (`crates/cli/src/load.rs`).
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use serde::Serialize;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The phones' clock (smoltcp's), for the driver.
+pub use smoltcp::time::Instant as StackInstant;
+
+/// `config` with session resumption off: every order a full handshake, as
+/// a new phone app process makes.
+pub fn without_resumption(config: &ClientConfig) -> Arc<ClientConfig> {
+    let mut c = config.clone();
+    c.resumption = rustls::client::Resumption::disabled();
+    Arc::new(c)
+}
+
+/// How one order ended, the report's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Outcome {
+    /// 201 Created: the order was accepted.
+    Created,
+    /// 409: sold out (or another conflict).
+    Conflict,
+    /// Any 5xx.
+    ServerError,
+    /// Any other status.
+    OtherStatus,
+    /// No complete reply within the timeout.
+    Timeout,
+    /// The TLS handshake or a record failed (bad certificate, alert).
+    TlsError,
+    /// The connection was refused, reset or closed before the reply.
+    ConnectionLost,
+    /// `--attach-only`: the TCP handshake completed.
+    Attached,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Created => "201 created",
+            Outcome::Conflict => "409 sold out",
+            Outcome::ServerError => "5xx",
+            Outcome::OtherStatus => "other status",
+            Outcome::Timeout => "timeout",
+            Outcome::TlsError => "TLS error",
+            Outcome::ConnectionLost => "connection lost",
+            Outcome::Attached => "attached",
+        }
+    }
+
+    pub fn ok(self) -> bool {
+        matches!(self, Outcome::Created | Outcome::Attached)
+    }
+
+    fn of_status(status: u16) -> Outcome {
+        match status {
+            201 => Outcome::Created,
+            409 => Outcome::Conflict,
+            500..=599 => Outcome::ServerError,
+            _ => Outcome::OtherStatus,
+        }
+    }
+}
+
+/// The story's request, written by hand: HTTP/1.1 with a Content-Length and
+/// `Connection: close`, so the server closes first and no phone holds a
+/// TIME_WAIT socket per order.
+pub fn request(host: &str, idempotency_key: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /purchaseOrder HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         User-Agent: d11-load/0.1\r\nIdempotency-Key: {idempotency_key}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A complete HTTP/1.1 reply in `buf`: its status, and the body's length
+/// once all of it is there (status line and `Content-Length` only; a reply
+/// without a length ends at the connection's end, `at_eof`).
+pub fn parse_reply(buf: &[u8], at_eof: bool) -> Option<(u16, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let length = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    match length {
+        Some(n) if buf.len() >= end + n => Some((status, n)),
+        None if at_eof => Some((status, buf.len() - end)),
+        _ => None,
+    }
+}
+
+/// One order over TLS, sans-IO: ciphertext in with [`Exchange::read_tls`],
+/// ciphertext out with [`Exchange::write_tls`], the end of the peer's
+/// stream with [`Exchange::on_eof`]; [`Exchange::outcome`] once decided.
+pub struct Exchange {
+    tls: ClientConnection,
+    request: Option<Vec<u8>>,
+    reply: Vec<u8>,
+    outcome: Option<(Outcome, u16)>,
+}
+
+impl Exchange {
+    pub fn new(
+        config: Arc<ClientConfig>,
+        host: &str,
+        request: Vec<u8>,
+    ) -> Result<Exchange, String> {
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let tls = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+        Ok(Exchange {
+            tls,
+            request: Some(request),
+            reply: Vec::new(),
+            outcome: None,
+        })
+    }
+
+    /// Feeds ciphertext from the server; returns how much was taken (all
+    /// of it unless rustls's buffer is full; call again after writing).
+    pub fn read_tls(&mut self, mut data: &[u8]) -> usize {
+        let total = data.len();
+        while !data.is_empty() && self.outcome.is_none() {
+            match self.tls.read_tls(&mut data) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if self.tls.process_new_packets().is_err() {
+                self.outcome = Some((Outcome::TlsError, 0));
+                break;
+            }
+            self.advance(false);
+        }
+        total - data.len()
+    }
+
+    /// The server's stream ended (FIN).
+    pub fn on_eof(&mut self) {
+        if self.outcome.is_none() {
+            self.advance(true);
+        }
+        if self.outcome.is_none() {
+            self.outcome = Some((Outcome::ConnectionLost, 0));
+        }
+    }
+
+    fn advance(&mut self, eof: bool) {
+        if !self.tls.is_handshaking() {
+            if let Some(req) = self.request.take() {
+                // rustls buffers plaintext until the handshake is done.
+                let _ = self.tls.writer().write_all(&req);
+            }
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.tls.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.reply.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        if let Some((status, _)) = parse_reply(&self.reply, eof) {
+            self.outcome = Some((Outcome::of_status(status), status));
+        }
+    }
+
+    /// Writes what TLS has to send into `w` (a TCP socket's send buffer)
+    /// until it is empty or `w` is full.
+    pub fn write_tls(&mut self, w: &mut dyn Write) -> usize {
+        let mut n = 0;
+        while self.tls.wants_write() {
+            match self.tls.write_tls(w) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        n
+    }
+
+    /// Once decided: how the order ended and the HTTP status (0 if none).
+    pub fn outcome(&self) -> Option<(Outcome, u16)> {
+        self.outcome
+    }
+
+    /// The reply's bytes as received (head and body).
+    pub fn reply(&self) -> &[u8] {
+        &self.reply
+    }
+
+    /// Sends TLS close_notify (with the next `write_tls`).
+    pub fn close(&mut self) {
+        self.tls.send_close_notify();
+    }
+}
+
+/// A smoltcp TCP socket as an `io::Write` for rustls: full is WouldBlock.
+struct SocketWriter<'a>(&'a mut tcp::Socket<'static>);
+
+impl Write for SocketWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.send_slice(buf) {
+            Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One phone's NIC: frames the radio handed it, frames it wants sent.
+#[derive(Default)]
+struct Nic {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    /// Per local port, the highest sequence number sent (end of segment):
+    /// a later segment ending at or below it is a retransmission.
+    snd_max: Vec<(u16, u32)>,
+    retransmissions: u64,
+}
+
+impl Nic {
+    /// Counts a TCP segment that carries nothing new (SYN, FIN or data
+    /// already sent once).
+    fn count_retransmission(&mut self, f: &[u8]) {
+        if f.len() < 34 || f[12..14] != [8, 0] || f[23] != 6 {
+            return;
+        }
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        let t = 14 + ihl;
+        if f.len() < t + 20 || total < ihl + 20 {
+            return;
+        }
+        let port = u16::from_be_bytes([f[t], f[t + 1]]);
+        let seq = u32::from_be_bytes([f[t + 4], f[t + 5], f[t + 6], f[t + 7]]);
+        let doff = usize::from(f[t + 12] >> 4) * 4;
+        let flags = f[t + 13];
+        let len = (total - ihl).saturating_sub(doff) as u32
+            + u32::from(flags & 0x02 != 0)
+            + u32::from(flags & 0x01 != 0);
+        if len == 0 {
+            return;
+        }
+        let end = seq.wrapping_add(len);
+        match self.snd_max.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, max)) => {
+                if (end.wrapping_sub(*max) as i32) <= 0 {
+                    self.retransmissions += 1;
+                } else {
+                    *max = end;
+                }
+            }
+            None => {
+                if flags & 0x02 == 0 {
+                    return;
+                }
+                if self.snd_max.len() >= 8 {
+                    self.snd_max.remove(0);
+                }
+                self.snd_max.push((port, end));
+            }
+        }
+    }
+}
+
+impl Device for Nic {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((RxToken(frame), TxToken(self)))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<TxToken<'_>> {
+        Some(TxToken(self))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        // The radio's MTU (1400), as the operator signals it.
+        caps.max_transmission_unit = 1414;
+        caps
+    }
+}
+
+struct RxToken(Vec<u8>);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+struct TxToken<'a>(&'a mut Nic);
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        self.0.count_retransmission(&frame);
+        self.0.tx.push(frame);
+        r
+    }
+}
+
+/// What all phones do.
+#[derive(Clone)]
+pub struct RanConfig {
+    /// The first phone's address (the bearer range's `ue_ip`); phone `i`
+    /// has the address `i` above it.
+    pub first_ue: Ipv4Addr,
+    /// The UE pool's prefix length (16), the phones' subnet.
+    pub prefix_len: u8,
+    /// The gateway the eNodeB answers ARP for (10.45.0.1).
+    pub gateway: Ipv4Addr,
+    pub phones: usize,
+    /// Orders each phone places, one after the other.
+    pub orders: usize,
+    /// Phones with an order in flight at once.
+    pub concurrency: usize,
+    /// The shop (www.geektime.com resolved) and its port.
+    pub server: SocketAddrV4,
+    pub host: String,
+    pub tls: Arc<ClientConfig>,
+    /// The JSON body of each order.
+    pub body: Vec<u8>,
+    /// For each order: connect, TLS, request and reply.
+    pub timeout: Duration,
+    /// Only open one TCP connection per phone (handshake, then close).
+    pub attach_only: bool,
+    /// Seeds the phones' stacks (initial sequence numbers, ports).
+    pub seed: u64,
+}
+
+/// The MAC of phone `i`: locally administered, 02:4c (for "load") and the index.
+pub fn phone_mac(i: usize) -> [u8; 6] {
+    let b = (i as u32).to_be_bytes();
+    [0x02, 0x4c, b[0], b[1], b[2], b[3]]
+}
+
+/// One simulated phone.
+struct Ue {
+    iface: Interface,
+    nic: Nic,
+    sockets: SocketSet<'static>,
+    conn: Option<Conn>,
+    /// Sockets closing after their order, removed once closed.
+    closing: Vec<SocketHandle>,
+    orders_left: usize,
+    next_port: u16,
+    poll_at: Option<SmolInstant>,
+}
+
+struct Conn {
+    socket: SocketHandle,
+    exchange: Option<Exchange>,
+    started: SmolInstant,
+    key: String,
+}
+
+/// One finished order.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderRecord {
+    pub phone: usize,
+    pub ue: Ipv4Addr,
+    pub outcome: Outcome,
+    pub status: u16,
+    pub ms: f64,
+    pub idempotency_key: String,
+}
+
+/// The phones.
+pub struct Ran {
+    cfg: RanConfig,
+    ues: Vec<Ue>,
+    /// Phones with frames waiting.
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+    /// Phones with orders left, in order; `active` of them are in flight.
+    queue: VecDeque<usize>,
+    active: Vec<usize>,
+    pub done: Vec<OrderRecord>,
+    /// Frames of no phone (the kernel's address, other hosts).
+    pub not_ours: u64,
+}
+
+impl Ran {
+    pub fn new(cfg: RanConfig, now: SmolInstant) -> Ran {
+        let mut ues = Vec::with_capacity(cfg.phones);
+        let (rx, tx) = if cfg.attach_only {
+            (1024, 1024)
+        } else {
+            (16 * 1024, 4 * 1024)
+        };
+        let _ = (rx, tx);
+        for i in 0..cfg.phones {
+            let mut nic = Nic::default();
+            let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(phone_mac(i))));
+            c.random_seed = cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut iface = Interface::new(c, &mut nic, now);
+            let ip = Ipv4Addr::from(u32::from(cfg.first_ue) + i as u32);
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix_len));
+            });
+            let _ = iface.routes_mut().add_default_ipv4_route(cfg.gateway);
+            ues.push(Ue {
+                iface,
+                nic,
+                sockets: SocketSet::new(Vec::new()),
+                conn: None,
+                closing: Vec::new(),
+                orders_left: if cfg.attach_only { 1 } else { cfg.orders },
+                next_port: 40_000 + ((cfg.seed as usize + i * 7) % 1000) as u16 * 16,
+                poll_at: None,
+            });
+        }
+        Ran {
+            queue: (0..cfg.phones).collect(),
+            is_dirty: vec![false; cfg.phones],
+            cfg,
+            ues,
+            dirty: Vec::new(),
+            active: Vec::new(),
+            done: Vec::new(),
+            not_ours: 0,
+        }
+    }
+
+    pub fn phone_ip(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cfg.first_ue) + i as u32)
+    }
+
+    /// Orders in all (phones × orders, or one attach per phone).
+    pub fn total(&self) -> usize {
+        if self.cfg.attach_only {
+            self.cfg.phones
+        } else {
+            self.cfg.phones * self.cfg.orders
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn finished(&self) -> bool {
+        self.done.len() >= self.total()
+    }
+
+    /// Retransmitted TCP segments the phones sent.
+    pub fn retransmissions(&self) -> u64 {
+        self.ues.iter().map(|u| u.nic.retransmissions).sum()
+    }
+
+    /// A frame from the radio: to the phone whose address it carries.
+    pub fn on_frame(&mut self, frame: &[u8]) {
+        let dst = match frame.get(12..14) {
+            Some([8, 0]) if frame.len() >= 34 => &frame[30..34],
+            Some([8, 6]) if frame.len() >= 42 => &frame[38..42],
+            _ => {
+                self.not_ours += 1;
+                return;
+            }
+        };
+        let dst = u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]);
+        let i = dst.wrapping_sub(u32::from(self.cfg.first_ue)) as usize;
+        if i >= self.ues.len() {
+            self.not_ours += 1;
+            return;
+        }
+        let ue = &mut self.ues[i];
+        if ue.nic.rx.len() < 256 {
+            ue.nic.rx.push_back(frame.to_vec());
+        }
+        if !self.is_dirty[i] {
+            self.is_dirty[i] = true;
+            self.dirty.push(i);
+        }
+    }
+
+    /// Runs every phone that has frames, a timer due or an order to start;
+    /// pushes the frames they send into `out`. Returns when to call again.
+    pub fn poll(&mut self, now: SmolInstant, out: &mut Vec<Vec<u8>>) -> Option<SmolInstant> {
+        while self.active.len() < self.cfg.concurrency {
+            let Some(i) = self.queue.pop_front() else {
+                break;
+            };
+            self.active.push(i);
+            self.mark(i);
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.is_dirty[i] = false;
+        }
+        for i in dirty {
+            self.service(i, now, out);
+        }
+        let due: Vec<usize> = self
+            .active
+            .iter()
+            .copied()
+            .chain(self.closing_phones())
+            .filter(|&i| self.ues[i].poll_at.is_none_or(|t| t <= now))
+            .collect();
+        for i in due {
+            self.service(i, now, out);
+        }
+        // Phones whose orders are all placed leave the active set.
+        let ues = &self.ues;
+        let before = self.active.len();
+        self.active
+            .retain(|&i| ues[i].conn.is_some() || ues[i].orders_left > 0);
+        if self.active.len() < before && !self.queue.is_empty() {
+            return Some(now);
+        }
+        self.active
+            .iter()
+            .filter_map(|&i| self.ues[i].poll_at)
+            .min()
+    }
+
+    fn closing_phones(&self) -> Vec<usize> {
+        // Few phones close at a time; a scan is cheaper than a set.
+        self.ues
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !u.closing.is_empty() && u.conn.is_none())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn mark(&mut self, i: usize) {
+        if !self.is_dirty[i] {
+            self.is_dirty[i] = true;
+            self.dirty.push(i);
+        }
+    }
+
+    /// Polls phone `i`'s stack and moves its order on until neither has
+    /// more to do.
+    fn service(&mut self, i: usize, now: SmolInstant, out: &mut Vec<Vec<u8>>) {
+        let ip = self.phone_ip(i);
+        let cfg = &self.cfg;
+        let ue = &mut self.ues[i];
+        for _ in 0..64 {
+            ue.iface.poll(now, &mut ue.nic, &mut ue.sockets);
+            let moved = drive(cfg, i, ip, ue, now, &mut self.done);
+            if !moved && ue.nic.rx.is_empty() {
+                break;
+            }
+        }
+        ue.closing.retain(|&h| {
+            let gone = matches!(
+                ue.sockets.get::<tcp::Socket>(h).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            );
+            if gone {
+                ue.sockets.remove(h);
+            }
+            !gone
+        });
+        ue.poll_at = ue.iface.poll_at(now, &ue.sockets);
+        if let Some(c) = &ue.conn {
+            // The order's own deadline.
+            let deadline = c.started + SmolDuration::from_millis(cfg.timeout.as_millis() as u64);
+            ue.poll_at = Some(ue.poll_at.map_or(deadline, |t| t.min(deadline)));
+        }
+        out.append(&mut ue.nic.tx);
+    }
+}
+
+/// One step of phone `ue`'s order; true if anything moved.
+fn drive(
+    cfg: &RanConfig,
+    i: usize,
+    ip: Ipv4Addr,
+    ue: &mut Ue,
+    now: SmolInstant,
+    done: &mut Vec<OrderRecord>,
+) -> bool {
+    let Some(conn) = ue.conn.as_mut() else {
+        if ue.orders_left == 0 {
+            return false;
+        }
+        // A new order: a new socket, port and (unless attaching) TLS client.
+        let (rx, tx) = if cfg.attach_only {
+            (1024, 1024)
+        } else {
+            (16 * 1024, 4 * 1024)
+        };
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(vec![0; tx]),
+        );
+        s.set_nagle_enabled(false);
+        ue.next_port = if ue.next_port >= 60_000 {
+            40_000
+        } else {
+            ue.next_port + 1
+        };
+        let remote = (IpAddress::Ipv4(*cfg.server.ip()), cfg.server.port());
+        if s.connect(ue.iface.context(), remote, ue.next_port).is_err() {
+            return false;
+        }
+        let key = crate::phone::new_idempotency_key();
+        let exchange = if cfg.attach_only {
+            None
+        } else {
+            match Exchange::new(
+                cfg.tls.clone(),
+                &cfg.host,
+                request(&cfg.host, &key, &cfg.body),
+            ) {
+                Ok(e) => Some(e),
+                Err(_) => return false,
+            }
+        };
+        let socket = ue.sockets.add(s);
+        ue.conn = Some(Conn {
+            socket,
+            exchange,
+            started: now,
+            key,
+        });
+        return true;
+    };
+    let s = ue.sockets.get_mut::<tcp::Socket>(conn.socket);
+    let mut moved = false;
+    let mut decided: Option<(Outcome, u16)> = None;
+    match conn.exchange.as_mut() {
+        None => {
+            if s.state() == tcp::State::Established {
+                decided = Some((Outcome::Attached, 0));
+            }
+        }
+        Some(ex) => {
+            while s.can_recv() {
+                let n = s
+                    .recv(|b| {
+                        let n = ex.read_tls(b);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                moved = true;
+            }
+            if s.may_send() && ex.write_tls(&mut SocketWriter(s)) > 0 {
+                moved = true;
+            }
+            if !s.may_recv() && s.state() != tcp::State::SynSent && !s.can_recv() {
+                ex.on_eof();
+            }
+            decided = ex.outcome();
+        }
+    }
+    let timeout = SmolDuration::from_millis(cfg.timeout.as_millis() as u64);
+    if decided.is_none() {
+        if s.state() == tcp::State::Closed {
+            decided = Some((Outcome::ConnectionLost, 0));
+        } else if now >= conn.started + timeout {
+            decided = Some((Outcome::Timeout, 0));
+        }
+    }
+    let Some((outcome, status)) = decided else {
+        return moved;
+    };
+    let ms = (now - conn.started).total_micros() as f64 / 1e3;
+    if let Some(ex) = conn.exchange.as_mut() {
+        if outcome != Outcome::TlsError && outcome != Outcome::Timeout {
+            ex.close();
+            let _ = ex.write_tls(&mut SocketWriter(s));
+        }
+    }
+    match outcome {
+        Outcome::Timeout | Outcome::TlsError => s.abort(),
+        _ => s.close(),
+    }
+    done.push(OrderRecord {
+        phone: i,
+        ue: ip,
+        outcome,
+        status,
+        ms,
+        idempotency_key: std::mem::take(&mut conn.key),
+    });
+    ue.closing.push(conn.socket);
+    ue.conn = None;
+    ue.orders_left -= 1;
+    true
+}
+
+/// Counts per outcome and latency of the orders that succeeded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RanReport {
+    pub phones: usize,
+    pub orders: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub by_outcome: BTreeMap<&'static str, usize>,
+    pub latency_ms: crate::load::Latency,
+    pub retransmissions: u64,
+    pub seconds: f64,
+    pub orders_per_s: f64,
+}
+
+impl Ran {
+    pub fn report(&self, seconds: f64) -> RanReport {
+        let mut by_outcome = BTreeMap::new();
+        let mut ms = Vec::new();
+        for r in &self.done {
+            *by_outcome.entry(r.outcome.label()).or_insert(0) += 1;
+            if r.outcome.ok() {
+                ms.push(r.ms);
+            }
+        }
+        let ok = ms.len();
+        RanReport {
+            phones: self.cfg.phones,
+            orders: self.done.len(),
+            ok,
+            failed: self.done.len() - ok,
+            by_outcome,
+            latency_ms: crate::load::Latency::of(&mut ms),
+            retransmissions: self.retransmissions(),
+            seconds,
+            orders_per_s: if seconds > 0.0 {
+                ok as f64 / seconds
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki;
+    use rustls::ServerConnection;
+
+    #[test]
+    fn a_reply_is_complete_at_its_content_length() {
+        let r = b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nhel";
+        assert_eq!(parse_reply(r, false), None);
+        let r = b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nhello";
+        assert_eq!(parse_reply(r, false), Some((201, 5)));
+        let r = b"HTTP/1.1 409 Conflict\r\n\r\nsold";
+        assert_eq!(parse_reply(r, false), None);
+        assert_eq!(parse_reply(r, true), Some((409, 4)));
+    }
+
+    #[test]
+    fn retransmitted_segments_are_counted_and_new_ones_not() {
+        // Ethernet + IPv4 (20) + TCP (20) with `len` payload bytes.
+        fn seg(seq: u32, flags: u8, len: usize) -> Vec<u8> {
+            let mut f = vec![0u8; 54 + len];
+            f[12..14].copy_from_slice(&[8, 0]);
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&((40 + len) as u16).to_be_bytes());
+            f[23] = 6;
+            f[34..36].copy_from_slice(&40001u16.to_be_bytes());
+            f[38..42].copy_from_slice(&seq.to_be_bytes());
+            f[46] = 5 << 4;
+            f[47] = flags;
+            f
+        }
+        let mut n = Nic::default();
+        n.count_retransmission(&seg(100, 0x02, 0)); // SYN
+        n.count_retransmission(&seg(100, 0x02, 0)); // SYN again
+        n.count_retransmission(&seg(101, 0x10, 0)); // a bare ACK
+        n.count_retransmission(&seg(101, 0x18, 500));
+        n.count_retransmission(&seg(601, 0x18, 500));
+        n.count_retransmission(&seg(101, 0x18, 500)); // lost, sent again
+        assert_eq!(n.retransmissions, 2);
+    }
+
+    /// One order against a rustls server with the lab PKI, all in memory:
+    /// the phone's state machine does the handshake, sends the story's
+    /// POST, reads a 201 and closes.
+    #[test]
+    fn an_exchange_completes_an_order_against_a_tls_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = pki::PkiPaths::new(dir.path());
+        pki::make(&paths, "ldtest", &["www.geektime.com"]).unwrap();
+        let server_cfg = pki::server_config(&paths).unwrap();
+        let client_cfg = pki::client_config(&paths.root_cert(), false).unwrap();
+        let mut server = ServerConnection::new(server_cfg).unwrap();
+        let body = br#"{"order":{"price":"68"}}"#;
+        let mut ex = Exchange::new(
+            client_cfg,
+            "www.geektime.com",
+            request("www.geektime.com", "k-1", body),
+        )
+        .unwrap();
+        let mut request_seen = Vec::new();
+        for _ in 0..20 {
+            let mut c2s = Vec::new();
+            ex.write_tls(&mut c2s);
+            let mut rd = &c2s[..];
+            while !rd.is_empty() {
+                server.read_tls(&mut rd).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = server.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request_seen.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&request_seen).to_string();
+            if text.ends_with(std::str::from_utf8(body).unwrap()) && !text.is_empty() {
+                assert!(
+                    text.starts_with("POST /purchaseOrder HTTP/1.1\r\n"),
+                    "{text}"
+                );
+                assert!(text.contains("Idempotency-Key: k-1\r\n"), "{text}");
+                server
+                    .writer()
+                    .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+                    .unwrap();
+                request_seen.clear();
+            }
+            let mut s2c = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut s2c).unwrap();
+            }
+            let mut off = 0;
+            while off < s2c.len() {
+                let n = ex.read_tls(&s2c[off..]);
+                if n == 0 {
+                    break;
+                }
+                off += n;
+            }
+            if ex.outcome().is_some() {
+                break;
+            }
+        }
+        assert_eq!(ex.outcome(), Some((Outcome::Created, 201)));
+        assert!(ex.reply().ends_with(b"{}"));
+    }
+
+    #[test]
+    fn a_certificate_from_another_root_is_a_tls_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let (pa, pb) = (pki::PkiPaths::new(&a), pki::PkiPaths::new(&b));
+        pki::make(&pa, "lda", &["www.geektime.com"]).unwrap();
+        pki::make(&pb, "ldb", &["www.geektime.com"]).unwrap();
+        let mut server = ServerConnection::new(pki::server_config(&pa).unwrap()).unwrap();
+        let client = pki::client_config(&pb.root_cert(), false).unwrap();
+        let mut ex = Exchange::new(client, "www.geektime.com", b"x".to_vec()).unwrap();
+        for _ in 0..5 {
+            let mut c2s = Vec::new();
+            ex.write_tls(&mut c2s);
+            let mut rd = &c2s[..];
+            while !rd.is_empty() {
+                if server.read_tls(&mut rd).is_err() || server.process_new_packets().is_err() {
+                    break;
+                }
+            }
+            let mut s2c = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut s2c).unwrap();
+            }
+            ex.read_tls(&s2c);
+        }
+        assert_eq!(ex.outcome(), Some((Outcome::TlsError, 0)));
+    }
+}
