@@ -593,10 +593,9 @@ impl Ran {
             }
         }
         ue.closing.retain(|&h| {
-            let gone = matches!(
-                ue.sockets.get::<tcp::Socket>(h).state(),
-                tcp::State::Closed | tcp::State::TimeWait
-            );
+            // Kept through TIME_WAIT: a socket removed early would answer
+            // the server's late FIN or retransmission with a reset.
+            let gone = ue.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed;
             if gone {
                 ue.sockets.remove(h);
             }

@@ -1,6 +1,6 @@
 //! `d11`: the one binary of the double11 lab.
 //!
-//! User commands (`up`, `down`, `status`, `exec`, `capture`, `order`, `trace`, `tcpview`, `demo`, `bench`) and the
+//! User commands (`up`, `down`, `status`, `exec`, `capture`, `impair`, `order`, `trace`, `tcpview`, `demo`, `bench`) and the
 //! two the lab runs itself (`supervise`, `run`). This crate holds no
 //! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
 //! elements', I/O is `d11-io`'s.
@@ -14,6 +14,7 @@ mod bench_report;
 mod bench_rpc;
 mod capture;
 mod demo;
+mod impair;
 mod lifecycle;
 mod load;
 mod order;
@@ -112,6 +113,8 @@ enum Cmd {
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Set, clear or show a wire's impairments (loss, delay, jitter, rate, …) while the lab runs.
+    Impair(impair::ImpairArgs),
     /// The phone app: resolve the shop, TLS to the lab root, POST /purchaseOrder, print the reply.
     Order(order::OrderArgs),
     /// Many simulated phones behind the eNodeB (own UE address, bearer, smoltcp stack and TLS each), placing orders at once.
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
             seconds,
             cmd,
         } => capture::capture(&lab.name, &file, seconds, &cmd),
+        Cmd::Impair(args) => impair::impair(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Order(args) => order::order(&args),
         Cmd::Load(args) => load::load(&args),
         Cmd::Trace(args) => trace::run(&args),
