@@ -46,7 +46,19 @@ pub fn run(lab: &str, node: &str) -> Result<()> {
     let mut element = crate::roles::build(&spec)
         .map_err(|e| anyhow::anyhow!("{node}.{}: {}", e.key, e.message))?;
     tracing::info!(ports = ?names, "element up");
-    d11_io::run(&mut element, ports, names, Some(control))?;
+    let impair: Vec<d11_core::Impairer> = spec
+        .ports
+        .iter()
+        .map(|p| d11_core::Impairer::new(p.impair_tx.clone(), p.impair_rx.clone()))
+        .collect();
+    for p in spec.ports.iter() {
+        for (side, cfg) in [("tx", &p.impair_tx), ("rx", &p.impair_rx)] {
+            if let Some(cfg) = cfg {
+                tracing::info!(port = %p.name, side, impair = %cfg, "impairment");
+            }
+        }
+    }
+    d11_io::run_impaired(&mut element, ports, names, impair, Some(control))?;
     tracing::info!("element stopped");
     Ok(())
 }

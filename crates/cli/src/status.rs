@@ -109,14 +109,15 @@ fn print_table(v: &Value) {
                             .join(",")
                     });
                     format!(
-                        "{} {}/{}{}",
+                        "{} {}/{}{}{}",
                         p["name"].as_str().unwrap_or(""),
                         c["rx_frames"],
                         c["tx_frames"],
                         drops
                             .filter(|d| !d.is_empty())
                             .map(|d| format!(" [{d}]"))
-                            .unwrap_or_default()
+                            .unwrap_or_default(),
+                        impaired(&c["impair"])
                     )
                 } else {
                     format!(
@@ -140,5 +141,23 @@ fn print_table(v: &Value) {
             n["restarts"],
             ports.join("  ")
         );
+    }
+}
+
+/// ` {tx: loss=5%; rx: delay=20ms}` for a port with an impairment (the
+/// seeds left out: `d11 impair` shows them), else nothing.
+fn impaired(v: &Value) -> String {
+    let sides: Vec<String> = ["tx", "rx"]
+        .iter()
+        .filter_map(|s| {
+            let spec = v[*s]["spec"].as_str()?;
+            let spec = spec.split(" seed=").next().unwrap_or(spec);
+            Some(format!("{s}: {spec}"))
+        })
+        .collect();
+    if sides.is_empty() {
+        String::new()
+    } else {
+        format!(" {{{}}}", sides.join("; "))
     }
 }

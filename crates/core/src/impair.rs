@@ -370,7 +370,8 @@ impl fmt::Display for Impairment {
             items.push(format!("queue={q}"));
         }
         if items.is_empty() {
-            items.push("off".into());
+            // Off has no use for a seed, and "off" stands alone.
+            return f.write_str("off");
         }
         if let Some(s) = self.seed {
             items.push(format!("seed={s}"));
@@ -763,6 +764,7 @@ mod tests {
         );
         assert_eq!(spec(&s.to_string()), s);
         assert!(spec("off").is_off());
+        assert_eq!(spec("off").with_seed(3).to_string(), "off");
         assert_eq!(spec("ge_p=2%").ge.unwrap().r, 0.98);
         assert_eq!(spec("loss=0.5").loss, 0.5);
     }

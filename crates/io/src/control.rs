@@ -8,6 +8,8 @@
 //! |----------|--------|
 //! | `status` | `{"node","role","pid","uptime_ms","ports":{name: counters},"report": element}` |
 //! | `ping`   | `{"ok":true}` |
+//! | `impair` | `{"ports":{name:{"tx":{"spec",…counts},"rx":…,"queued"}}}`: every impaired port |
+//! | `impair PORT tx\|rx SPEC…` | `{"ok":true,"port","side","impair":spec}`; `off` clears (`docs/impair.md`) |
 //! | other    | `{"error":"unknown command …"}` |
 //!
 //! The server runs inside the driver's epoll loop and never blocks the
@@ -37,6 +39,13 @@ struct Client {
     answer: Vec<u8>,
     sent: usize,
     deadline: Instant,
+}
+
+/// What the driver is asked for: its `(ports, report)` for `status`, or
+/// the answer to `impair ARGS` (the second value is ignored).
+pub(crate) enum Request<'a> {
+    Status,
+    Impair(&'a str),
 }
 
 /// Where a client's command stands after reading what is there.
@@ -193,13 +202,14 @@ impl ControlServer {
         }
     }
 
-    /// Moves client `slot` on: reads its line, answers it (`status` gives
-    /// the driver's `(ports, report)` JSON), writes what the socket takes.
+    /// Moves client `slot` on: reads its line, answers it (`driver` gives
+    /// the driver's `(ports, report)` JSON for `status` and the answer to
+    /// `impair …`), writes what the socket takes.
     pub(crate) fn serve(
         &mut self,
         epoll: &Epoll,
         slot: usize,
-        status: impl FnOnce() -> (Value, Value),
+        driver: impl FnOnce(Request<'_>) -> (Value, Value),
     ) {
         let Some(Some(c)) = self.clients.get_mut(slot) else {
             return;
@@ -211,7 +221,7 @@ impl ControlServer {
                 Command::TooLong => {
                     json!({"error": format!("command longer than {MAX_LINE} bytes")})
                 }
-                Command::Line(cmd) => self.answer(&cmd, status),
+                Command::Line(cmd) => self.answer(&cmd, driver),
             };
             let Some(Some(c)) = self.clients.get_mut(slot) else {
                 return;
@@ -234,10 +244,13 @@ impl ControlServer {
         }
     }
 
-    fn answer(&self, cmd: &str, status: impl FnOnce() -> (Value, Value)) -> Value {
+    fn answer(&self, cmd: &str, driver: impl FnOnce(Request<'_>) -> (Value, Value)) -> Value {
+        if cmd == "impair" || cmd.starts_with("impair ") {
+            return driver(Request::Impair(&cmd["impair".len()..])).0;
+        }
         match cmd {
             "status" => {
-                let (ports, report) = status();
+                let (ports, report) = driver(Request::Status);
                 json!({
                     "node": self.node, "role": self.role,
                     "pid": std::process::id(),
@@ -246,7 +259,9 @@ impl ControlServer {
                 })
             }
             "ping" => json!({"ok": true}),
-            other => json!({"error": format!("unknown command {other:?} (try status, ping)")}),
+            other => {
+                json!({"error": format!("unknown command {other:?} (try status, ping, impair)")})
+            }
         }
     }
 
@@ -337,7 +352,7 @@ mod tests {
                     server.accept(epoll);
                 } else {
                     let slot = (t - CLIENT_TOKENS) as usize;
-                    server.serve(epoll, slot, || (json!({"p0": {}}), json!({"fib": 3})));
+                    server.serve(epoll, slot, |_| (json!({"p0": {}}), json!({"fib": 3})));
                 }
             }
             server.expire(epoll, Instant::now());

@@ -8,7 +8,8 @@
 //! * [`packet`]: an AF_PACKET socket on a veth end, checksums completed;
 //! * [`port`]: either of the two behind one [`Port`], opened from a [`PortAttach`];
 //! * [`driver`]: the epoll loop calling the element, with counters and clean shutdown;
-//! * [`control`]: the per-process control socket (`status`, `ping`) and its client;
+//! * [`control`]: the per-process control socket (`status`, `ping`, `impair`) and its client;
+//! * `impair`: the driver's wire impairments and their delay queue;
 //! * [`capture`]: every wire into one pcapng, one named interface per wire.
 //!
 //! Everything is synchronous, on one thread, with non-blocking fds and epoll.
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod control;
 pub mod driver;
 mod error;
+mod impair;
 pub mod netns;
 pub mod packet;
 pub mod port;
@@ -26,7 +28,7 @@ pub mod tap;
 
 pub use capture::{stop_on_signals, Capture, CapturePoint, CaptureStats};
 pub use control::{query, ControlServer};
-pub use driver::run;
+pub use driver::{run, run_impaired};
 pub use error::IoError;
 pub use netns::{with_netns, NetnsGuard};
 pub use packet::{PacketSocket, RecvMeta};
