@@ -38,6 +38,9 @@ pub struct ReportArgs {
     /// Directory holding the topologies (passed on to every bench).
     #[arg(long, default_value = "netns")]
     pub topologies: PathBuf,
+    /// Run nothing: write DIR/bench.md again from this bench.json of an earlier run.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
 }
 
 /// One bench of the report.
@@ -123,6 +126,19 @@ impl Bench {
 }
 
 pub fn report(args: &ReportArgs) -> Result<()> {
+    if let Some(from) = &args.from {
+        let text =
+            std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+        let report: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", from.display()))?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        let md_path = args.out.join("bench.md");
+        let md = markdown(&report);
+        std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+        println!("{md}");
+        return Ok(());
+    }
     crate::need_root("d11 bench report")?;
     let exe = std::env::current_exe().context("cannot find the d11 binary")?;
     std::fs::create_dir_all(&args.out)
@@ -991,8 +1007,13 @@ pub(crate) fn markdown(report: &Value) -> String {
             let r = &benches[b.name()]["report"];
             let rows = if r.is_null() { vec![] } else { rows_of(*b, r) };
             rows.into_iter().filter_map(move |row| {
+                let vs = if row.baseline.is_empty() {
+                    String::new()
+                } else {
+                    format!(" vs. {}", row.baseline)
+                };
                 Some((
-                    format!("{}: {}", b.name(), row.figure),
+                    format!("{}: {}{vs}", b.name(), row.figure),
                     row.goal?.met(&row)?,
                 ))
             })
@@ -1287,10 +1308,13 @@ mod tests {
         // The summary counts them and names the missed ones.
         let goals = line(&md, "Goals: ");
         assert!(
-            goals.contains("forward: element CPU per frame at 20k frames/s, ns"),
+            goals.contains("forward: element CPU per frame at 20k frames/s, ns vs. null elements"),
             "{goals}"
         );
-        assert!(goals.contains("order: orders/s, clients = 8"), "{goals}");
+        assert!(
+            goals.contains("order: orders/s, clients = 8 vs. direct to a controller"),
+            "{goals}"
+        );
         assert!(!goals.contains("peak RSS"), "{goals}");
     }
 
