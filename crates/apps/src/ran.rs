@@ -486,6 +486,20 @@ impl Ran {
         self.active.len()
     }
 
+    /// Sockets still closing their connection (FIN sent or awaited), not
+    /// counting TIME_WAIT: the driver lets them finish before it exits.
+    pub fn closing(&self) -> usize {
+        self.ues
+            .iter()
+            .flat_map(|u| {
+                u.closing
+                    .iter()
+                    .map(move |&h| u.sockets.get::<tcp::Socket>(h).state())
+            })
+            .filter(|s| !matches!(s, tcp::State::TimeWait | tcp::State::Closed))
+            .count()
+    }
+
     pub fn finished(&self) -> bool {
         self.done.len() >= self.total()
     }

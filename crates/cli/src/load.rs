@@ -290,7 +290,17 @@ fn run(
     // The whole run's deadline: every order's timeout, in waves.
     let waves = ran.total().div_ceil(cfg.concurrency) as u32 + 1;
     let deadline = t0 + cfg.timeout * waves + Duration::from_secs(10);
-    while !ran.finished() {
+    // After the last order, closing connections get a moment to end
+    // cleanly (the server's FIN acknowledged) before the phones vanish.
+    let mut linger_until: Option<Instant> = None;
+    loop {
+        if ran.finished() {
+            let until =
+                *linger_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+            if ran.closing() == 0 || Instant::now() > until {
+                break;
+            }
+        }
         let mut got = 0;
         while got < 4096 {
             match radio.recv_frame(&mut buf) {
