@@ -374,6 +374,8 @@ struct Sender {
     /// The last ACK and raw window this side sent, for dup acks.
     last_ack: Option<u32>,
     last_window: Option<u32>,
+    /// When this side last sent an ACK.
+    last_ack_at: u64,
     dup_acks: u32,
     /// Segments not yet acked, for RTT: (end, row, retransmitted, what).
     outstanding: Vec<(u32, usize, bool, &'static str)>,
@@ -508,28 +510,30 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
         let mut notes = Vec::new();
         let mut retransmitted = false;
         let next = tx[me].next;
-        if occupies {
-            match next {
-                Some(n) if lt(s.seq, n) => {
-                    let keep_alive =
-                        s.len <= 1 && !s.flags.syn && !s.flags.fin && s.seq == n.wrapping_sub(1);
-                    // New bytes below `next` fill a hole: out of order if
-                    // they come within the handshake's RTT of the highest
-                    // segment (3 ms before it is known), else the sender
-                    // sent them again after a loss before this wire.
-                    let soon =
-                        s.ts_ns.saturating_sub(tx[me].next_at) < irtt.unwrap_or(OUT_OF_ORDER_NS);
-                    if keep_alive {
-                    } else if tx[me].overlaps(s.seq, seg_end) || !soon {
-                        notes.push(Note::Retransmission);
-                        retransmitted = true;
-                    } else {
-                        notes.push(Note::OutOfOrder);
-                    }
+        // The receiver asked for exactly these bytes after the hole opened.
+        let asked = tx[peer].last_ack == Some(s.seq) && tx[peer].last_ack_at > tx[me].next_at;
+        match next {
+            Some(n) if occupies && lt(s.seq, n) => {
+                let keep_alive =
+                    s.len <= 1 && !s.flags.syn && !s.flags.fin && s.seq == n.wrapping_sub(1);
+                // New bytes below `next` fill a hole: out of order if
+                // they come within the handshake's RTT of the highest
+                // segment (3 ms before it is known), else the sender
+                // sent them again after a loss before this wire.
+                // A hole filled after the receiver asked for it (its
+                // ACK for these bytes came after the hole opened) is
+                // sent again too, however soon.
+                let soon = s.ts_ns.saturating_sub(tx[me].next_at) < irtt.unwrap_or(OUT_OF_ORDER_NS);
+                if keep_alive {
+                } else if tx[me].overlaps(s.seq, seg_end) || !soon || asked {
+                    notes.push(Note::Retransmission);
+                    retransmitted = true;
+                } else {
+                    notes.push(Note::OutOfOrder);
                 }
-                Some(n) if lt(n, s.seq) => notes.push(Note::PreviousSegmentNotCaptured),
-                _ => {}
             }
+            Some(n) if lt(n, s.seq) && !s.flags.rst => notes.push(Note::PreviousSegmentNotCaptured),
+            _ => {}
         }
         // Dup ack and window update: nothing sent, same sequence and ack.
         let t = &mut tx[me];
@@ -549,14 +553,17 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
         }
         if s.flags.ack {
             t.last_ack = Some(s.ack);
+            t.last_ack_at = s.ts_ns;
         }
         t.last_window = Some(win);
+        // Any segment but an RST moves `next`, a bare ACK too (its sequence
+        // number says what was sent before it).
+        if !s.flags.rst && next.is_none_or(|n| lt(n, seg_end)) {
+            t.next = Some(seg_end);
+            t.next_at = s.ts_ns;
+        }
         if occupies {
             t.add(s.seq, seg_end);
-            if next.is_none_or(|n| lt(n, seg_end)) {
-                t.next = Some(seg_end);
-                t.next_at = s.ts_ns;
-            }
             if s.flags.fin {
                 t.fin_at = Some(seg_end.wrapping_sub(1));
             }
@@ -576,8 +583,6 @@ fn walk(wire: &str, client: SocketAddrV4, server: SocketAddrV4, conn: &[&Seg]) -
                 };
                 t.outstanding.push((seg_end, i, false, what));
             }
-        } else if next.is_none() {
-            t.next = Some(s.seq);
         }
         let f = &mut flows[me];
         f.segments += 1;
