@@ -26,7 +26,7 @@ pub struct LoadArgs {
     /// Orders each phone places, one after the other.
     #[arg(long, default_value_t = 1)]
     pub orders: usize,
-    /// Phones with an order in flight at once (default: all of them; 500 with --attach-only).
+    /// Phones with an order in flight at once (default: all of them; 100 with --attach-only).
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Milliseconds for each order: connect, TLS, request and reply.
@@ -77,27 +77,23 @@ fn bearer_range(topo: &d11_lab::Topology) -> Result<Range> {
     Ok(Range { first, count })
 }
 
-/// VmRSS and VmHWM (kB) of the mobile elements, from `d11 status --json`'s pids.
+/// VmRSS and VmHWM (kB) of the mobile elements, with the pids the
+/// supervisor keeps in /run/d11/LAB/supervisor.json (not `d11 status`,
+/// whose report would make the pgw build a JSON value per NAT entry and
+/// raise the very RSS being measured).
 fn element_memory(lab: &str) -> Vec<(String, u64, u64)> {
-    let Ok(exe) = std::env::current_exe() else {
-        return Vec::new();
-    };
-    let Ok(out) = std::process::Command::new(exe)
-        .args(["status", "--name", lab, "--json"])
-        .output()
+    let path = std::path::Path::new("/run/d11")
+        .join(lab)
+        .join("supervisor.json");
+    let Ok(v) = std::fs::read(&path)
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
     else {
         return Vec::new();
     };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return Vec::new();
-    };
     let mut rows = Vec::new();
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let name = n["name"].as_str().unwrap_or_default();
-        if !["enb", "sgw", "pgw"].contains(&name) {
-            continue;
-        }
-        let Some(pid) = n["pid"].as_i64() else {
+    for name in ["enb", "sgw", "pgw"] {
+        let Some(pid) = v["nodes"][name]["pid"].as_i64() else {
             continue;
         };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -192,7 +188,7 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
     let body = serde_json::to_vec(&d11_apps::phone::story_order())?;
     let concurrency = args
         .concurrency
-        .unwrap_or(if args.attach_only { 500 } else { args.phones })
+        .unwrap_or(if args.attach_only { 100 } else { args.phones })
         .max(1);
     let cfg = RanConfig {
         first_ue: range.first,
