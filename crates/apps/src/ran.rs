@@ -430,12 +430,6 @@ pub struct Ran {
 impl Ran {
     pub fn new(cfg: RanConfig, now: SmolInstant) -> Ran {
         let mut ues = Vec::with_capacity(cfg.phones);
-        let (rx, tx) = if cfg.attach_only {
-            (1024, 1024)
-        } else {
-            (16 * 1024, 4 * 1024)
-        };
-        let _ = (rx, tx);
         for i in 0..cfg.phones {
             let mut nic = Nic::default();
             let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(phone_mac(i))));
@@ -795,6 +789,76 @@ mod tests {
     use super::*;
     use crate::pki;
     use rustls::ServerConnection;
+
+    fn ran(phones: usize) -> Ran {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = pki::PkiPaths::new(dir.path());
+        pki::make(&paths, "ldran", &["www.geektime.com"]).unwrap();
+        let tls = pki::client_config(&paths.root_cert(), false).unwrap();
+        Ran::new(
+            RanConfig {
+                first_ue: Ipv4Addr::new(10, 45, 0, 3),
+                prefix_len: 16,
+                gateway: Ipv4Addr::new(10, 45, 0, 1),
+                phones,
+                orders: 1,
+                concurrency: phones,
+                server: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 24), 443),
+                host: "www.geektime.com".into(),
+                tls,
+                body: b"{}".to_vec(),
+                timeout: Duration::from_secs(5),
+                attach_only: true,
+                seed: 1,
+            },
+            SmolInstant::from_millis(0),
+        )
+    }
+
+    /// An ARP request from the enb (radio MAC 02:00:00:00:01:00, 10.45.0.1)
+    /// for `target`.
+    fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 1, 0, 0x08, 0x06]);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 1, 0, 10, 45, 0, 1]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target.octets());
+        f
+    }
+
+    #[test]
+    fn each_phone_arps_for_the_gateway_from_its_own_mac_and_answers_for_its_own_address() {
+        let mut r = ran(3);
+        let mut out = Vec::new();
+        r.poll(SmolInstant::from_millis(1), &mut out);
+        // Each phone's first order starts with ARP for 10.45.0.1, from its own MAC and address.
+        let mut who: Vec<([u8; 6], [u8; 4])> = out
+            .iter()
+            .filter(|f| f[12..14] == [8, 6] && f[38..42] == [10, 45, 0, 1])
+            .map(|f| (f[6..12].try_into().unwrap(), f[28..32].try_into().unwrap()))
+            .collect();
+        who.sort();
+        assert_eq!(
+            who,
+            (0..3)
+                .map(|i| (phone_mac(i), [10, 45, 0, 3 + i as u8]))
+                .collect::<Vec<_>>()
+        );
+        // The enb asks for phone 1's address: phone 1 answers, alone.
+        out.clear();
+        r.on_frame(&arp_request(Ipv4Addr::new(10, 45, 0, 4)));
+        r.on_frame(&arp_request(Ipv4Addr::new(10, 45, 0, 2)));
+        assert_eq!(r.not_ours, 1, "the kernel's own address is not a phone's");
+        r.poll(SmolInstant::from_millis(2), &mut out);
+        let replies: Vec<&Vec<u8>> = out
+            .iter()
+            .filter(|f| f[12..14] == [8, 6] && f[20..22] == [0, 2])
+            .collect();
+        assert_eq!(replies.len(), 1, "{out:?}");
+        assert_eq!(replies[0][22..28], phone_mac(1));
+        assert_eq!(replies[0][28..32], [10, 45, 0, 4]);
+        assert_eq!(replies[0][0..6], [2, 0, 0, 0, 1, 0]);
+    }
 
     #[test]
     fn a_reply_is_complete_at_its_content_length() {
