@@ -447,7 +447,13 @@ impl Ran {
                 conn: None,
                 closing: Vec::new(),
                 orders_left: if cfg.attach_only { 1 } else { cfg.orders },
-                next_port: 40_000 + ((cfg.seed as usize + i * 7) % 1000) as u16 * 16,
+                // Ports 40,000 ..= 60,000, a start per phone and per seed.
+                next_port: 40_000
+                    + ((cfg
+                        .seed
+                        .wrapping_mul(0x9e37_79b9)
+                        .wrapping_add(i as u64 * 7919))
+                        % 20_000) as u16,
                 poll_at: None,
             });
         }

@@ -37,9 +37,12 @@ pub struct LoadArgs {
     /// pgw holds a NAT entry per phone; prints the elements' RSS.
     #[arg(long)]
     pub attach_only: bool,
-    /// Seeds the phones' stacks (initial sequence numbers, ports).
-    #[arg(long, default_value_t = 11)]
-    pub seed: u64,
+    /// Seeds the phones' stacks (initial sequence numbers, local ports);
+    /// default from the clock, so a run right after another does not reuse
+    /// its 4-tuples while the server still holds them in TIME_WAIT. The
+    /// report prints it, to repeat a run.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// The shop's name (resolved through ue's hosts file).
     #[arg(long, default_value = "www.geektime.com")]
     pub host: String,
@@ -190,6 +193,12 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
         .concurrency
         .unwrap_or(if args.attach_only { 100 } else { args.phones })
         .max(1);
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(11)
+    });
     let cfg = RanConfig {
         first_ue: range.first,
         prefix_len,
@@ -203,8 +212,9 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
         body,
         timeout: Duration::from_millis(args.timeout_ms),
         attach_only: args.attach_only,
-        seed: args.seed,
+        seed,
     };
+    eprintln!("seed {seed}");
     let mem_before = element_memory(lab);
     let (report, records) = {
         let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, "ue"))?;
@@ -222,6 +232,7 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
+                "seed": seed,
                 "report": report,
                 "rss_before": mem(&mem_before),
                 "rss_after": mem(&mem_after),
