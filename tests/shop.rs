@@ -58,6 +58,21 @@ fn standby_holds_the_same_rows(lab: &Lab) {
     }
 }
 
+/// No order left half done: none pending, and the 1000 seeded units less
+/// one per confirmed order, each taken once.
+fn stock_follows_the_confirmed_orders(lab: &Lab, confirmed: usize) {
+    let q = |query| sql(lab, "vm-db", query);
+    assert_eq!(
+        q("select count(*) from orders where state = 'pending'"),
+        "0"
+    );
+    assert_eq!(q("select stock from stock"), (1000 - confirmed).to_string());
+    assert_eq!(
+        q("select count(*) from stock_moves where state = 'taken'"),
+        confirmed.to_string()
+    );
+}
+
 fn show(lab: &Lab, node: &str, table: &str) -> Value {
     let o = d11(&["show", "--name", &lab.name, "--json", node, table]);
     assert!(o.status.success(), "d11 show {node} {table}: {}", text(&o));
@@ -354,27 +369,8 @@ fn stock_providers_killed_during_orders_lose_and_double_nothing() {
         ),
         ok.to_string()
     );
-    assert_eq!(
-        sql(
-            &lab,
-            "vm-db",
-            "select count(*) from orders where state = 'pending'"
-        ),
-        "0"
-    );
     assert_eq!(sql(&lab, "vm-db", "select count(*) from orders"), "500");
-    assert_eq!(
-        sql(&lab, "vm-db", "select stock from stock"),
-        (1000 - ok).to_string()
-    );
-    assert_eq!(
-        sql(
-            &lab,
-            "vm-db",
-            "select count(*) from stock_moves where state = 'taken'"
-        ),
-        ok.to_string()
-    );
+    stock_follows_the_confirmed_orders(&lab, ok);
     // The supervisor restarted it and it registered again.
     let st = lab.status();
     assert!(
@@ -429,27 +425,7 @@ fn stock_providers_killed_during_orders_lose_and_double_nothing() {
         accepted,
         "accepted replies = confirmed rows"
     );
-    assert_eq!(
-        sql(
-            &lab,
-            "vm-db",
-            "select count(*) from orders where state = 'pending'"
-        ),
-        "0"
-    );
-    let all_ok = ok + accepted.len();
-    assert_eq!(
-        sql(&lab, "vm-db", "select stock from stock"),
-        (1000 - all_ok).to_string()
-    );
-    assert_eq!(
-        sql(
-            &lab,
-            "vm-db",
-            "select count(*) from stock_moves where state = 'taken'"
-        ),
-        all_ok.to_string()
-    );
+    stock_follows_the_confirmed_orders(&lab, ok + accepted.len());
     eprintln!(
         "both stock providers killed: {} of 100 orders accepted, {failed} failed cleanly",
         accepted.len()
