@@ -1,7 +1,7 @@
 //! `d11 show NODE [TABLE] [--json]`: an element's own tables (FIB, ARP
 //! cache, MAC table, bearers, NAT entries…) or an app's (the load
 //! balancer's backends, the controller's counters), as its control socket
-//! reports them. Each decides what its report holds; this only prints it.
+//! reports them, plus `impair` for its ports' impairments. Each decides what its report holds; this only prints it.
 
 use anyhow::{bail, Context, Result};
 use d11_lab::RunDir;
@@ -26,7 +26,19 @@ pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result
     }
     let status = d11_io::query(&dir.socket(node), "status", Duration::from_secs(1))
         .with_context(|| format!("asking {node} (is the lab up? see d11 status --name {lab})"))?;
-    let report = &status["report"];
+    let mut report = status["report"].clone();
+    // The ports' impairments (docs/impair.md) as one more table.
+    let impaired: serde_json::Map<String, Value> = status["ports"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, c)| c["impair"].is_object())
+        .map(|(p, c)| (p.clone(), c["impair"].clone()))
+        .collect();
+    if !impaired.is_empty() {
+        report["impair"] = Value::Object(impaired);
+    }
+    let report = &report;
     let v = match table {
         None => report.clone(),
         Some(t) => match report.get(t) {
