@@ -261,7 +261,11 @@ impl Provider {
                 }
             }
         };
-        let consumers = self.consumers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let ready = async {
             registered.await;
             for c in consumers {

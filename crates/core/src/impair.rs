@@ -165,7 +165,7 @@ fn parse_rate(key: &str, v: &str) -> Result<u64, ImpairError> {
         _ => return Err(err()),
     };
     let bits = (x * mult).round();
-    if !(bits >= 8.0 && bits <= 1e12) {
+    if !(8.0..=1e12).contains(&bits) {
         return Err(bad(key, format!("{v:?} is not between 8bit and 1000gbit")));
     }
     Ok(bits as u64)
@@ -189,7 +189,7 @@ fn parse_size(key: &str, v: &str) -> Result<u32, ImpairError> {
         _ => return Err(err()),
     };
     let n = x.saturating_mul(mult);
-    if n < 64 || n > 1 << 30 {
+    if !(64..=1 << 30).contains(&n) {
         return Err(bad(key, format!("{v:?} is not between 64 bytes and 1gb")));
     }
     Ok(n as u32)
@@ -313,7 +313,7 @@ fn pct(x: f64) -> String {
 
 fn time(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
@@ -322,7 +322,7 @@ fn time(d: Duration) -> String {
 
 fn rate(bits: u64) -> String {
     for (div, unit) in [(1_000_000_000, "gbit"), (1_000_000, "mbit"), (1000, "kbit")] {
-        if bits % div == 0 {
+        if bits.is_multiple_of(div) {
             return format!("{}{unit}", bits / div);
         }
     }

@@ -17,9 +17,9 @@ mod names;
 mod procfs;
 mod supervisor;
 mod sys;
+pub mod tcpview;
 mod teardown;
 mod topology;
-pub mod tcpview;
 pub mod trace;
 mod validate;
 
