@@ -196,7 +196,7 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_nanos() as u64)
             .unwrap_or(11)
     });
     let cfg = RanConfig {
