@@ -73,3 +73,115 @@ fn twenty_simulated_phones_each_place_two_orders_from_their_own_address() {
     }
     assert_eq!(v["nat_phones"], 20, "{v}");
 }
+
+/// Every order's (idempotency key, state) in the lab's store, by Python's sqlite3.
+fn order_states(lab: &Lab) -> Vec<(String, String)> {
+    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
+    let py = format!(
+        "import sqlite3; c=sqlite3.connect('file:{db}?mode=ro', uri=True)\n\
+         for k, s in c.execute('select idempotency_key, state from orders'): print(k, s)"
+    );
+    let o = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &py])
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "sqlite3: {}", text(&o));
+    text(&o)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, s)| (k.to_string(), s.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
+    let _s = serial();
+    if !root_or_skip("the_sgw_killed_under_load_comes_back_and_no_order_is_doubled") {
+        return;
+    }
+    let lab = Lab::up("double11.toml", "sgwkill");
+    let pid = node(&lab.status(), "sgw")["pid"]
+        .as_u64()
+        .expect("sgw's pid");
+    let name = lab.name.clone();
+    let load = std::thread::spawn(move || {
+        let args = [
+            "load", "--name", &name, "--phones", "50", "--orders", "8", "--json",
+        ];
+        (d11(&args), std::time::Instant::now())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let k = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap();
+    let killed = std::time::Instant::now();
+    assert!(k.status.success(), "kill: {}", text(&k));
+    let (o, ended) = load.join().unwrap();
+    assert!(killed < ended, "the load was over before the kill");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("load --json is JSON");
+    let orders = v["orders"].as_array().expect("orders");
+    assert_eq!(orders.len(), 400, "{}", text(&o));
+
+    // The supervisor restarted the sgw (its bearers come from the
+    // topology), and a new order goes through.
+    let st = lab.status();
+    assert!(node(&st, "sgw")["restarts"].as_u64() >= Some(1), "{st:#}");
+    let after = d11(&["order", "--name", &lab.name, "--json"]);
+    assert!(after.status.success(), "{}", text(&after));
+
+    // Each accepted reply is exactly one confirmed row; nothing half done
+    // or doubled: no pending row, each key at most once (UNIQUE), and the
+    // stock taken once per confirmed order.
+    let rows = order_states(&lab);
+    let confirmed: BTreeSet<&str> = rows
+        .iter()
+        .filter(|(_, s)| s == "confirmed")
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert!(rows.iter().all(|(_, s)| s != "pending"), "{rows:?}");
+    let mut ok = 0;
+    for o in orders {
+        let key = o["idempotency_key"].as_str().unwrap();
+        if o["status"] == 201 {
+            ok += 1;
+            assert!(confirmed.contains(key), "201 without its row: {o}");
+        }
+    }
+    // A confirmed row whose reply was lost with the sgw is the only other kind.
+    assert!(
+        confirmed.len() >= ok + 1,
+        "{} rows, {ok} accepted",
+        confirmed.len()
+    );
+    let stock = sql_count(&lab, "select 1000 - stock from stock");
+    let taken = sql_count(
+        &lab,
+        "select count(*) from stock_moves where state = 'taken'",
+    );
+    assert_eq!(
+        (stock, taken),
+        (confirmed.len() as u64, confirmed.len() as u64)
+    );
+    eprintln!(
+        "sgw killed under load: {ok} of {} orders accepted, {} rows confirmed, retransmissions {}",
+        orders.len(),
+        confirmed.len(),
+        v["report"]["retransmissions"]
+    );
+}
+
+/// One number from the lab's store.
+fn sql_count(lab: &Lab, query: &str) -> u64 {
+    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
+    let py = format!(
+        "import sqlite3,sys; c=sqlite3.connect('file:{db}?mode=ro', uri=True); \
+         print(c.execute(sys.argv[1]).fetchone()[0])"
+    );
+    let o = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &py, query])
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "sqlite3: {}", text(&o));
+    text(&o).trim().parse().expect("a number")
+}
