@@ -185,3 +185,69 @@ fn sql_count(lab: &Lab, query: &str) -> u64 {
     assert!(o.status.success(), "sqlite3: {}", text(&o));
     text(&o).trim().parse().expect("a number")
 }
+
+#[test]
+fn a_thousand_orders_from_a_hundred_phones_through_a_lossy_radio_and_s5_are_each_recorded_once() {
+    let _s = serial();
+    if !root_or_skip("a_thousand_orders_from_a_hundred_phones_through_a_lossy_radio_and_s5_are_each_recorded_once") {
+        return;
+    }
+    let lab = Lab::up("double11.toml", "lossy");
+    for (wire, spec) in [("ue:eth0", "loss=5%"), ("sgw:s5", "loss=1%")] {
+        let o = d11(&["impair", "--name", &lab.name, wire, spec]);
+        assert!(o.status.success(), "d11 impair {wire} {spec}: {}", text(&o));
+    }
+    let o = d11(&[
+        "load", "--name", &lab.name, "--phones", "100", "--orders", "10", "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("load --json is JSON");
+    let orders = v["orders"].as_array().expect("orders");
+    assert_eq!(orders.len(), 1000, "{}", text(&o));
+    let retransmissions = v["report"]["retransmissions"].as_u64().unwrap_or(0);
+    assert!(
+        retransmissions > 0,
+        "5% loss and no retransmission: {}",
+        v["report"]
+    );
+
+    // Each accepted order is recorded exactly once (a key is UNIQUE in the
+    // store), with its stock taken once; an order the phone saw fail is
+    // cancelled, or confirmed only if its reply was what got lost.
+    let rows = order_states(&lab);
+    assert!(rows.iter().all(|(_, s)| s != "pending"), "{rows:?}");
+    let confirmed: BTreeSet<&str> = rows
+        .iter()
+        .filter(|(_, s)| s == "confirmed")
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let (mut ok, mut reply_lost) = (0, 0);
+    for o in orders {
+        let key = o["idempotency_key"].as_str().unwrap();
+        match (o["status"] == 201, confirmed.contains(key)) {
+            (true, true) => ok += 1,
+            (true, false) => panic!("201 without its row: {o}"),
+            (false, true) => {
+                reply_lost += 1;
+                assert!(
+                    matches!(o["outcome"].as_str(), Some("Timeout" | "ConnectionLost")),
+                    "a failed order confirmed: {o}"
+                );
+            }
+            (false, false) => {}
+        }
+    }
+    assert_eq!(confirmed.len(), ok + reply_lost);
+    let stock = sql_count(&lab, "select 1000 - stock from stock");
+    let taken = sql_count(
+        &lab,
+        "select count(*) from stock_moves where state = 'taken'",
+    );
+    assert_eq!(
+        (stock, taken),
+        (confirmed.len() as u64, confirmed.len() as u64)
+    );
+    assert!(ok >= 900, "{ok} of 1000 accepted: {}", v["report"]);
+    eprintln!(
+        "5%/1% loss: {ok} of 1000 accepted, {reply_lost} confirmed with the reply lost, {retransmissions} retransmissions"
+    );
+}
