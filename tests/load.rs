@@ -251,3 +251,36 @@ fn a_thousand_orders_from_a_hundred_phones_through_a_lossy_radio_and_s5_are_each
         "5%/1% loss: {ok} of 1000 accepted, {reply_lost} confirmed with the reply lost, {retransmissions} retransmissions"
     );
 }
+
+#[test]
+fn ten_thousand_simulated_phones_attach_at_once_with_bounded_memory() {
+    let _s = serial();
+    if !root_or_skip("ten_thousand_simulated_phones_attach_at_once_with_bounded_memory") {
+        return;
+    }
+    let lab = Lab::up("double11.toml", "attach");
+    let o = d11(&[
+        "load",
+        "--name",
+        &lab.name,
+        "--phones",
+        "10000",
+        "--attach-only",
+        "--json",
+    ]);
+    assert!(o.status.success(), "d11 load --attach-only: {}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("load --json is JSON");
+    // Every phone's bearer carried a connection: the pgw holds a NAT entry
+    // for each of the 10,000 addresses.
+    assert_eq!(v["nat_phones"], 10000, "{}", v["report"]);
+    // Bounded memory: each mobile element stays small (about 310 B per NAT
+    // entry at the pgw, 154 B per bearer).
+    for el in ["enb", "sgw", "pgw"] {
+        let kb = v["rss_after"][el]["rss_kb"].as_u64().expect("rss_kb");
+        assert!(kb < 64 * 1024, "{el}: {kb} kB after 10,000 phones");
+        eprintln!(
+            "{el}: RSS {} kB before, {kb} kB after 10,000 phones",
+            v["rss_before"][el]["rss_kb"]
+        );
+    }
+}
