@@ -233,7 +233,7 @@ fn without_lb_app(mut topo: Topology) -> Result<Topology> {
 const BENCH_STOCK: i64 = 1_000_000_000;
 
 /// The topology with every seeded SKU at [`BENCH_STOCK`].
-fn with_stock(mut topo: Topology) -> Topology {
+pub(crate) fn with_stock(mut topo: Topology) -> Topology {
     for n in &mut topo.nodes {
         let rows = n.config.get_mut("seed").and_then(|s| s.get_mut("stock"));
         for row in rows

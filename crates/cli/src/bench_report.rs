@@ -58,16 +58,19 @@ pub enum Bench {
     Rpc,
     /// Orders/s and latency against 1, 10, 100 (and 1,000) phones, full path vs. direct.
     Phones,
+    /// The same with simulated phones (`d11 load`: own address, bearer, stack) on the whole path.
+    SimPhones,
 }
 
 /// Every bench, in the order a report runs them.
-const BENCHES: [Bench; 6] = [
+const BENCHES: [Bench; 7] = [
     Bench::Forward,
     Bench::Cloud,
     Bench::Mobile,
     Bench::Order,
     Bench::Rpc,
     Bench::Phones,
+    Bench::SimPhones,
 ];
 
 impl Bench {
@@ -79,6 +82,7 @@ impl Bench {
             Bench::Order => "order",
             Bench::Rpc => "rpc",
             Bench::Phones => "phones",
+            Bench::SimPhones => "sim-phones",
         }
     }
 
@@ -92,6 +96,9 @@ impl Bench {
             }
             Bench::Rpc => "rpc: one RPC connection across VXLAN vs. loopback",
             Bench::Phones => "phones: orders against the number of phones, full path vs. direct",
+            Bench::SimPhones => {
+                "sim-phones: orders against the number of simulated phones (d11 load), whole path vs. direct"
+            }
         }
     }
 
@@ -99,6 +106,7 @@ impl Bench {
     fn args(self, quick: bool, json: &Path, topologies: &Path) -> Vec<String> {
         let sub = match self {
             Bench::Phones => "order",
+            Bench::SimPhones => "phones",
             b => b.name(),
         };
         let mut a: Vec<String> = vec!["bench".into(), sub.into()];
@@ -106,7 +114,11 @@ impl Bench {
             let clients = if quick { "1,10,100" } else { "1,10,100,1000" };
             a.extend(["--clients", clients, "--variants", "direct,full"].map(String::from));
         }
-        if quick {
+        if quick && self == Bench::SimPhones {
+            a.extend(
+                ["--phones", "1,10,100", "--orders", "100", "--seconds", "2"].map(String::from),
+            );
+        } else if quick {
             let rounds = match self {
                 // One lab-up timing run stands for forward's one round.
                 Bench::Forward => ["--up-runs", "1"],
@@ -766,6 +778,34 @@ fn phones_table(r: &Value) -> String {
     s
 }
 
+/// `d11 bench phones`: simulated phones on the whole path beside the same
+/// number of kernel-stack clients straight to a controller.
+fn sim_phones_table(r: &Value) -> String {
+    let mut s = String::from(
+        "| phones | orders | failed | orders/s | p50 ms | p99 ms | retransmissions | \
+         direct orders/s | direct p50 ms | ÷ direct |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for run in r["runs"].as_array().into_iter().flatten() {
+        let (p, d) = (&run["simulated"], &run["direct"]);
+        let n = |v: &Value| v.as_u64().map_or("—".into(), |x| x.to_string());
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            n(&run["phones"]),
+            n(&p["orders"]),
+            n(&p["failed"]),
+            opt(p["orders_per_s"].as_f64()),
+            opt(p["latency_ms"]["p50"].as_f64()),
+            opt(p["latency_ms"]["p99"].as_f64()),
+            n(&p["retransmissions"]),
+            opt(d["orders_per_s"].as_f64()),
+            opt(d["p50_ms"].as_f64()),
+            ratio_cell(run["orders_per_s_vs_direct"].as_f64()),
+        ));
+    }
+    s
+}
+
 fn rpc_rows(r: &Value) -> Vec<Row> {
     let p = |path: &str, key: &str| fig(r, &format!("paths.{path}.{key}"));
     let median = |key: &str| fig(r, &format!("ratios_vxlan_vs_loopback.{key}.median"));
@@ -1049,6 +1089,10 @@ pub(crate) fn markdown(report: &Value) -> String {
             md.push_str(&phones_table(r));
             md.push('\n');
         }
+        if b == Bench::SimPhones {
+            md.push_str(&sim_phones_table(r));
+            continue;
+        }
         md.push_str(&table(&rows_of(b, r)));
         if let Some(skipped) = r["skipped"].as_array().filter(|a| !a.is_empty()) {
             let names: Vec<&str> = skipped.iter().filter_map(Value::as_str).collect();
@@ -1084,6 +1128,7 @@ fn rows_of(b: Bench, r: &Value) -> Vec<Row> {
         Bench::Mobile => mobile_rows(r),
         Bench::Order | Bench::Phones => order_rows(r),
         Bench::Rpc => rpc_rows(r),
+        Bench::SimPhones => vec![],
     }
 }
 
@@ -1242,6 +1287,12 @@ mod tests {
                 "rpc": { "status": "failed", "command": "d11 bench rpc", "wall_s": 1.0,
                          "error": "d11 bench rpc creates network namespaces and must run as root (try sudo)" },
                 "phones": ok(order(&[("direct", 100.0), ("full", 60.0)], &[1, 10, 100])),
+                "sim-phones": ok(json!({"runs": [
+                    {"phones": 1, "orders_per_s_vs_direct": 0.1,
+                     "simulated": {"orders": 10, "failed": 0, "orders_per_s": 10.0,
+                                   "latency_ms": {"p50": 9.0, "p99": 20.0}, "retransmissions": 0},
+                     "direct": {"orders_per_s": 100.0, "p50_ms": 1.0}}
+                ]})),
             }
         })
     }
@@ -1333,6 +1384,25 @@ mod tests {
         assert!(md.contains("| sequential round trips/s | 5000 | loopback | 20000 | 0.25× |"));
         assert!(md.contains("| calls/s, 32 in flight | 20000 | loopback | 80000 | 0.25× |"));
         assert!(md.contains("| sequential p99 latency, µs | 400 | loopback | 100 | 4.00× |"));
+    }
+
+    #[test]
+    fn simulated_phones_are_shown_beside_the_direct_clients() {
+        let r = json!({"runs": [
+            {"phones": 10, "orders_per_s_vs_direct": 0.16,
+             "simulated": {"orders": 500, "failed": 2, "orders_per_s": 177.0,
+                           "latency_ms": {"p50": 54.6, "p99": 108.9}, "retransmissions": 3},
+             "direct": {"orders_per_s": 1111.0, "p50_ms": 6.9}}
+        ]});
+        let t = sim_phones_table(&r);
+        let row = t.lines().nth(2).unwrap();
+        assert!(row.starts_with("| 10 | 500 | 2 | 177"), "{t}");
+        assert!(row.ends_with("| 0.16× |"), "{t}");
+        let q = Bench::SimPhones
+            .args(true, Path::new("j"), Path::new("t"))
+            .join(" ");
+        assert!(q.starts_with("bench phones --phones 1,10,100"), "{q}");
+        assert!(!q.contains("--rounds"), "{q}");
     }
 
     #[test]

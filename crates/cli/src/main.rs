@@ -10,6 +10,7 @@ mod bench;
 mod bench_cloud;
 mod bench_mobile;
 mod bench_order;
+mod bench_phones;
 mod bench_report;
 mod bench_rpc;
 mod capture;
@@ -156,6 +157,8 @@ enum BenchCmd {
     Order(bench_order::OrderBenchArgs),
     /// RPC round trips/s and calls/s with K in flight on one connection vm-a → vm-b across two vSwitches vs. loopback in vm-a.
     Rpc(bench_rpc::RpcArgs),
+    /// Orders/s and latency against 1, 10, 100, 1000 simulated phones (d11 load) vs. the direct baseline.
+    Phones(bench_phones::PhonesArgs),
     /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
     Report(bench_report::ReportArgs),
 }
@@ -193,6 +196,9 @@ fn main() -> ExitCode {
         }
         Cmd::Bench(BenchCmd::Order(args)) => bench_order::order(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Rpc(args)) => bench_rpc::rpc(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench(BenchCmd::Phones(args)) => {
+            bench_phones::phones(&args).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Bench(BenchCmd::Report(args)) => {
             bench_report::report(&args).map(|_| ExitCode::SUCCESS)
         }
