@@ -799,7 +799,9 @@ mod rpc_mode {
         let c = Client::new(registry, ClientConfig::default());
         for svc in ["db", "stock", "coupon"] {
             for _ in 0..250 {
-                if !registry::lookup(&c, svc).await.unwrap().addrs.is_empty() {
+                // The registry may not be listening yet: refused is "not yet".
+                let listed = registry::lookup(&c, svc).await;
+                if listed.is_ok_and(|p| !p.addrs.is_empty()) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
