@@ -17,4 +17,4 @@ fi
 # Build once (release, so the end-to-end tests forward at a realistic rate),
 # then run every test binary; root end-to-end tests serialise themselves.
 cargo build --release --locked --workspace --all-targets
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast
