@@ -12,17 +12,7 @@ use support::*;
 
 /// Confirmed orders in the lab's store, read by Python's sqlite3 (not our code).
 fn confirmed_orders(lab: &Lab) -> u64 {
-    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
-    let py = format!(
-        "import sqlite3; c=sqlite3.connect('file:{db}?mode=ro', uri=True); \
-         print(c.execute(\"select count(*) from orders where state='confirmed'\").fetchone()[0])"
-    );
-    let o = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", &py])
-        .output()
-        .expect("python3 runs");
-    assert!(o.status.success(), "sqlite3: {}", text(&o));
-    text(&o).trim().parse().expect("a count")
+    sql_count(lab, "select count(*) from orders where state = 'confirmed'")
 }
 
 #[test]
