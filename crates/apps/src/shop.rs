@@ -250,10 +250,30 @@ impl Provider {
         c
     }
 
-    /// Waits (at most [`READY_WAIT`]) until the registry lists `addr` under
-    /// `name` and every service this one calls has a provider.
-    async fn ready(&self, name: &str, addr: &str) {
-        let registered = async {
+    /// Waits (at most [`READY_WAIT`]) until every service this one calls
+    /// has a provider: only then may consumers be sent here.
+    async fn dependencies(&self, name: &str) {
+        let consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let all = async {
+            for c in consumers {
+                c.wait_for_providers(READY_WAIT).await;
+            }
+        };
+        if tokio::time::timeout(READY_WAIT, all).await.is_err() {
+            tracing::warn!(
+                service = name,
+                "no provider of a service it calls after {READY_WAIT:?}: registering anyway"
+            );
+        }
+    }
+
+    /// Waits (at most [`READY_WAIT`]) until the registry lists `addr` under `name`.
+    async fn registered(&self, name: &str, addr: &str) {
+        let listed = async {
             loop {
                 match registry::lookup(&self.registry, name).await {
                     Ok(p) if p.addrs.iter().any(|a| a == addr) => return,
@@ -261,21 +281,10 @@ impl Provider {
                 }
             }
         };
-        let consumers = self
-            .consumers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let ready = async {
-            registered.await;
-            for c in consumers {
-                c.wait_for_providers(READY_WAIT).await;
-            }
-        };
-        if tokio::time::timeout(READY_WAIT, ready).await.is_err() {
+        if tokio::time::timeout(READY_WAIT, listed).await.is_err() {
             tracing::warn!(
                 service = name,
-                "not registered, or no provider of a service it calls, after {READY_WAIT:?}: answering anyway"
+                "not registered after {READY_WAIT:?}: answering anyway"
             );
         }
     }
@@ -305,6 +314,14 @@ impl Provider {
                 r
             })
         };
+        let serving = server.serve(listener);
+        tokio::pin!(serving, shutdown);
+        // Registered only once it can serve: what it calls has providers.
+        tokio::select! {
+            _ = &mut serving => return Ok(()),
+            _ = &mut shutdown => return Ok(()),
+            _ = self.dependencies(name) => {}
+        }
         // Aborted when this future ends or is dropped: a dead provider stops renewing.
         let renew = tokio::spawn(registry::keep_registered(
             self.registry.clone(),
@@ -314,12 +331,10 @@ impl Provider {
         ))
         .abort_handle();
         let _renewing = scopeguard(move || renew.abort());
-        let serving = server.serve(listener);
-        tokio::pin!(serving, shutdown);
         tokio::select! {
             _ = &mut serving => return Ok(()),
             _ = &mut shutdown => return Ok(()),
-            _ = self.ready(name, &addr) => {}
+            _ = self.registered(name, &addr) => {}
         }
         tokio::spawn(control::serve(ctl, ctx.node.clone(), name, full));
         tokio::select! {
