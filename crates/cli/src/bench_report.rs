@@ -498,26 +498,25 @@ fn largest_mib(v: &Value, path: &str) -> Option<f64> {
         .map(|k| k / 1024.0)
 }
 
-fn forward_rows(r: &Value) -> Vec<Row> {
+/// TCP and 64-byte UDP through the lab of `ours` beside the kernel's lab
+/// (`kernel`, named so) and the null elements', both from `variants`.
+fn throughput_rows(r: &Value, ours: &str, kernel: &str) -> Vec<Row> {
     let v = |variant: &str, key: &str| fig(r, &format!("variants.{variant}.{key}"));
     let mut rows = vec![];
     for (what, key) in [
         ("TCP, Mbit/s (iperf3)", "tcp_mbit_s"),
         ("64 B UDP received, frames/s", "udp64_received_pps"),
     ] {
-        rows.push(Row::new(
-            what,
-            v("router", key),
-            "kernel forwarding",
-            v("kernel", key),
-        ));
-        rows.push(Row::new(
-            what,
-            v("router", key),
-            "null elements",
-            v("null", key),
-        ));
+        for (baseline, variant) in [(kernel, "kernel"), ("null elements", "null")] {
+            rows.push(Row::new(what, v(ours, key), baseline, v(variant, key)));
+        }
     }
+    rows
+}
+
+fn forward_rows(r: &Value) -> Vec<Row> {
+    let v = |variant: &str, key: &str| fig(r, &format!("variants.{variant}.{key}"));
+    let mut rows = throughput_rows(r, "router", "kernel forwarding");
     rows.push(
         Row::new(
             "element CPU per frame at 20k frames/s, ns",
@@ -563,24 +562,7 @@ fn forward_rows(r: &Value) -> Vec<Row> {
 
 fn cloud_rows(r: &Value) -> Vec<Row> {
     let v = |variant: &str, key: &str| fig(r, &format!("variants.{variant}.{key}"));
-    let mut rows = vec![];
-    for (what, key) in [
-        ("TCP, Mbit/s (iperf3)", "tcp_mbit_s"),
-        ("64 B UDP received, frames/s", "udp64_received_pps"),
-    ] {
-        rows.push(Row::new(
-            what,
-            v("vswitch", key),
-            "kernel vxlan",
-            v("kernel", key),
-        ));
-        rows.push(Row::new(
-            what,
-            v("vswitch", key),
-            "null elements",
-            v("null", key),
-        ));
-    }
+    let mut rows = throughput_rows(r, "vswitch", "kernel vxlan");
     rows.push(
         Row::new(
             "vSwitch CPU per frame at 20k frames/s (hosta+hostb), ns",
