@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use super::codec::{decode_response, Decoder, Fault, Frame, Request, Status, DEFAULT_MAX_BODY};
+use super::codec::{
+    decode_response, next_batch, Decoder, Fault, Frame, Request, Status, DEFAULT_MAX_BODY,
+};
 use super::hessian::Value;
 
 /// A client connection's settings.
@@ -210,15 +212,7 @@ impl Client {
         let fail = fail_all.clone();
         tasks.spawn(async move {
             let mut buf = Vec::new();
-            while let Some(f) = rx.recv().await {
-                buf.clear();
-                buf.extend(f.to_bytes());
-                while let Ok(f) = rx.try_recv() {
-                    buf.extend(f.to_bytes());
-                    if buf.len() > 256 * 1024 {
-                        break;
-                    }
-                }
+            while next_batch(&mut rx, &mut buf).await {
                 if let Err(e) = wr.write_all(&buf).await {
                     return fail(format!("write: {e}"));
                 }

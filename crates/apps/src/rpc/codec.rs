@@ -259,13 +259,42 @@ impl Frame {
     /// Header and body, ready for the socket.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.body.len());
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Appends header and body to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut h = self.header;
         h.body_len = self.body.len() as u32;
         out.extend_from_slice(&h.emit());
         out.extend_from_slice(&self.body);
-        out
     }
 }
+
+/// A connection writer's next write: waits for one frame, then takes
+/// whatever else is ready (up to [`BATCH`] bytes) into `buf`, so many frames
+/// leave in one write. `false` once every sender is gone.
+pub async fn next_batch(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Frame>,
+    buf: &mut Vec<u8>,
+) -> bool {
+    buf.clear();
+    let Some(f) = rx.recv().await else {
+        return false;
+    };
+    f.write_to(buf);
+    while buf.len() <= BATCH {
+        match rx.try_recv() {
+            Ok(f) => f.write_to(buf),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// The most bytes a writer gathers for one write (more once one frame is bigger).
+const BATCH: usize = 256 * 1024;
 
 /// Input the decoder refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

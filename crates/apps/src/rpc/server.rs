@@ -32,7 +32,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::codec::{CodecError, Decoder, Fault, Frame, Request, Status, DEFAULT_MAX_BODY};
+use super::codec::{
+    next_batch, CodecError, Decoder, Fault, Frame, Request, Status, DEFAULT_MAX_BODY,
+};
 use super::hessian::Value;
 
 /// A boxed future a handler returns.
@@ -276,15 +278,7 @@ impl Server {
         // The writer: sends what is ready, many frames per write.
         let writer = tokio::spawn(async move {
             let mut buf = Vec::new();
-            while let Some(f) = rx.recv().await {
-                buf.clear();
-                buf.extend(f.to_bytes());
-                while let Ok(f) = rx.try_recv() {
-                    buf.extend(f.to_bytes());
-                    if buf.len() > 256 * 1024 {
-                        break;
-                    }
-                }
+            while next_batch(&mut rx, &mut buf).await {
                 if wr.write_all(&buf).await.is_err() {
                     break;
                 }
