@@ -2,11 +2,12 @@
 //! to a header that parses the same) and the PGW's on_frame (GTP-U endpoint, bearers, NAT
 //! both ways): never a panic.
 #![no_main]
+use d11_core::L3Port;
 use d11_core::nat::{NatConfig, SnatPool, Timeouts};
 use d11_core::{Element, Instant, Outbox, PortId};
 use d11_elements::bearer::Bearer;
 use d11_elements::pgw::{Pgw, PgwConfig};
-use d11_elements::router::{RouterConfig, RouterPort, StaticRoute};
+use d11_elements::router::{RouterConfig, StaticRoute};
 use d11_wire::ethernet::{self, EtherType};
 use d11_wire::gtpu::{GtpuPacket, GtpuRepr, Teid};
 use d11_wire::ipv4::{protocol, Ipv4Repr};
@@ -46,8 +47,8 @@ fuzz_target!(|data: &[u8]| {
     let mut pgw = Pgw::new(PgwConfig {
         router: RouterConfig {
             ports: vec![
-                RouterPort { name: "s5".into(), mac: S5_MAC, address: "172.16.2.2/24".parse().unwrap(), mtu: 1500 },
-                RouterPort { name: "sgi".into(), mac: MacAddr([2, 0, 0, 0, 4, 2]), address: "198.51.100.1/30".parse().unwrap(), mtu: 1500 },
+                L3Port { name: "s5".into(), mac: S5_MAC, address: "172.16.2.2/24".parse().unwrap(), mtu: 1500 },
+                L3Port { name: "sgi".into(), mac: MacAddr([2, 0, 0, 0, 4, 2]), address: "198.51.100.1/30".parse().unwrap(), mtu: 1500 },
             ],
             routes: vec![StaticRoute { to: "0.0.0.0/0".parse().unwrap(), via: "198.51.100.2".parse().unwrap() }],
         },
@@ -72,6 +73,6 @@ fuzz_target!(|data: &[u8]| {
     })
     .expect("one bearer");
     let mut out = Outbox::new();
-    pgw.on_frame(Instant::from_millis(1), PortId(u16::from(mode & 1)), &frame, &mut out);
-    pgw.on_timer(Instant::from_millis(10_000_000), &mut out);
+    pgw.on_frame(&mut (Instant::from_millis(1)).into(), PortId(u16::from(mode & 1)), &frame, &mut out);
+    pgw.on_timer(&mut (Instant::from_millis(10_000_000)).into(), &mut out);
 });

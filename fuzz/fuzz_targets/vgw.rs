@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         let mut f = vec![];
         ethernet::emit_header(&mut f, UNDERLAY_MAC, HOSTA_MAC, EtherType::Arp);
         ArpRepr { op: ArpOp::Reply, sender_mac: HOSTA_MAC, sender_ip: ip("10.0.0.11"), target_mac: UNDERLAY_MAC, target_ip: ip("10.0.0.1") }.emit(&mut f);
-        g.on_frame(Instant::from_millis(1), PortId(1), &f, &mut out);
+        g.on_frame(&mut (Instant::from_millis(1)).into(), PortId(1), &f, &mut out);
     }
     let (port, frame) = if mode & 0x80 != 0 {
         let mut f = vec![];
@@ -68,8 +68,8 @@ fuzz_target!(|data: &[u8]| {
         }
         (PortId(u16::from(mode % 3)), f)
     };
-    g.on_frame(Instant::from_millis(2), port, &frame, &mut out);
-    g.on_frame(Instant::from_millis(3), port, &frame, &mut out);
-    g.on_timer(Instant::from_millis(10_000_000), &mut out);
+    g.on_frame(&mut (Instant::from_millis(2)).into(), port, &frame, &mut out);
+    g.on_frame(&mut (Instant::from_millis(3)).into(), port, &frame, &mut out);
+    g.on_timer(&mut (Instant::from_millis(10_000_000)).into(), &mut out);
     let _ = g.poll_at();
 });

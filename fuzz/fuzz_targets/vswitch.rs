@@ -52,9 +52,9 @@ fuzz_target!(|data: &[u8]| {
         (PortId(u16::from(mode % 5)), f)
     };
     let mut out = Outbox::new();
-    s.on_frame(Instant::from_millis(1), port, &frame, &mut out);
+    s.on_frame(&mut (Instant::from_millis(1)).into(), port, &frame, &mut out);
     // The same frame again once what it taught has aged out.
-    s.on_frame(Instant::from_millis(400_000), port, &frame, &mut out);
-    s.on_timer(Instant::from_millis(1_000_000), &mut out);
+    s.on_frame(&mut (Instant::from_millis(400_000)).into(), port, &frame, &mut out);
+    s.on_timer(&mut (Instant::from_millis(1_000_000)).into(), &mut out);
     let _ = s.poll_at();
 });

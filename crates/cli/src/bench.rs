@@ -13,6 +13,7 @@
 //! `down`) as a user would, so nothing here knows about namespaces.
 
 use anyhow::{bail, Context, Result};
+use d11_core::L3Port;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -280,14 +281,14 @@ pub(crate) fn server_address(topology: &str) -> Option<String> {
 /// `Null`, on the same 74-byte ICMP echo frame.
 fn element_core() -> Value {
     use d11_core::{Element, Outbox, PortId};
-    use d11_elements::router::{Router, RouterConfig, RouterPort, StaticRoute};
+    use d11_elements::router::{Router, RouterConfig, StaticRoute};
     use d11_wire::{arp::ArpRepr, ethernet, icmp, ipv4::Ipv4Repr, MacAddr};
     let (radio, up, c1) = (
         MacAddr([2, 0, 0, 0, 1, 0]),
         MacAddr([2, 0, 0, 0, 1, 1]),
         MacAddr([2, 0, 0, 0, 2, 0]),
     );
-    let port = |name: &str, mac, address: &str| RouterPort {
+    let port = |name: &str, mac, address: &str| L3Port {
         name: name.into(),
         mac,
         address: address.parse().expect("literal"),
@@ -311,7 +312,12 @@ fn element_core() -> Value {
         "192.0.2.1".parse().expect("literal"),
     )
     .emit_frame(&mut arp);
-    router.on_frame(d11_core::Instant::ZERO, PortId(1), &arp, &mut out);
+    router.on_frame(
+        &mut (d11_core::Instant::ZERO).into(),
+        PortId(1),
+        &arp,
+        &mut out,
+    );
     let mut frame = vec![];
     ethernet::emit_header(
         &mut frame,
@@ -338,7 +344,7 @@ fn element_core() -> Value {
         for i in 0..N {
             out.clear();
             e.on_frame(
-                d11_core::Instant::from_micros(1_000 + i / 16),
+                &mut (d11_core::Instant::from_micros(1_000 + i / 16)).into(),
                 PortId(0),
                 &frame,
                 out,
@@ -364,7 +370,7 @@ pub(crate) fn mobile_core(n: u64) -> Value {
     use d11_elements::bearer::Bearer;
     use d11_elements::enb::{Enb, EnbConfig};
     use d11_elements::pgw::{Pgw, PgwConfig};
-    use d11_elements::router::{RouterConfig, RouterPort, StaticRoute};
+    use d11_elements::router::{RouterConfig, StaticRoute};
     use d11_elements::sgw::{Sgw, SgwConfig};
     use d11_wire::gtpu::{GtpuRepr, Teid};
     use d11_wire::ipv4::Ipv4Packet;
@@ -374,7 +380,7 @@ pub(crate) fn mobile_core(n: u64) -> Value {
     // MACs: node 2 the enb, 3 the sgw, 4 the pgw (port 1 faces the UE, 2 the
     // Internet), 1 the UE, 5 the server.
     let mac = |node: u8, i: u8| MacAddr([2, 0, 0, 0, node, i]);
-    let port = |name: &str, node: u8, i: u8, address: &str| RouterPort {
+    let port = |name: &str, node: u8, i: u8, address: &str| L3Port {
         name: name.into(),
         mac: mac(node, i),
         address: address.parse().expect("literal"),
@@ -448,7 +454,7 @@ pub(crate) fn mobile_core(n: u64) -> Value {
     let arp = |e: &mut dyn Element, p: PortId, mac: MacAddr, from: &str, to: &str| {
         let mut b = vec![];
         ArpRepr::request(mac, ip(from), ip(to)).emit_frame(&mut b);
-        e.on_frame(now(), p, &b, &mut Outbox::new());
+        e.on_frame(&mut now().into(), p, &b, &mut Outbox::new());
     };
     // ns per frame of `frame` in on `port`, each one sent out of `to` alone.
     let time = |e: &mut dyn Element, port: PortId, frame: &[u8], to: PortId| {
@@ -456,7 +462,7 @@ pub(crate) fn mobile_core(n: u64) -> Value {
         let t0 = Instant::now();
         for _ in 0..n {
             out.clear();
-            e.on_frame(now(), port, frame, &mut out);
+            e.on_frame(&mut now().into(), port, frame, &mut out);
             let mut sent = out.frames();
             assert!(
                 matches!((sent.next(), sent.next()), (Some((p, _)), None) if p == to),
@@ -531,7 +537,7 @@ pub(crate) fn mobile_core(n: u64) -> Value {
     let pgw_up = time(&mut pgw, p0, &from_sgw, p1);
     // The server answers the public address and port the NAT gave the flow.
     let mut out = Outbox::new();
-    pgw.on_frame(now(), p0, &from_sgw, &mut out);
+    pgw.on_frame(&mut now().into(), p0, &from_sgw, &mut out);
     let (_, sgi) = out.frames().next().expect("the uplink frame");
     let natted = Ipv4Packet::new_checked(&sgi[ethernet::HEADER_LEN..]).expect("IPv4");
     let public = natted.src();

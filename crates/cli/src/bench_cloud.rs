@@ -307,7 +307,12 @@ pub(crate) fn vswitch_core(n: u64) -> Value {
     // Host B asks for host A's VTEP address: host A learns host B's MAC.
     let mut arp = vec![];
     ArpRepr::request(hb, ip("10.0.0.12"), ip("10.0.0.11")).emit_frame(&mut arp);
-    vs.on_frame(d11_core::Instant::ZERO, PortId(0), &arp, &mut out);
+    vs.on_frame(
+        &mut (d11_core::Instant::ZERO).into(),
+        PortId(0),
+        &arp,
+        &mut out,
+    );
     let udp = |src_mac, dst_mac, src: &str, dst: &str| {
         let mut f = vec![];
         ethernet::emit_header(&mut f, dst_mac, src_mac, ethernet::EtherType::Ipv4);
@@ -342,7 +347,7 @@ pub(crate) fn vswitch_core(n: u64) -> Value {
         for i in 0..n {
             out.clear();
             e.on_frame(
-                d11_core::Instant::from_micros(1_000 + i / 16),
+                &mut (d11_core::Instant::from_micros(1_000 + i / 16)).into(),
                 port,
                 frame,
                 &mut out,

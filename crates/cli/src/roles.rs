@@ -617,7 +617,7 @@ fn router_config(spec: &ElementSpec) -> Result<router::RouterConfig, ConfigError
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            Ok(router::RouterPort {
+            Ok(d11_core::L3Port {
                 name: p.name.clone(),
                 mac: p.mac,
                 address: p.address.ok_or_else(|| ConfigError {

@@ -53,6 +53,8 @@ drop_reasons! {
     ArpQueueFull = "arp_queue_full",
     /// DF set and too big for the next wire; fragmentation needed was sent.
     NeedsFragmentation = "needs_fragmentation",
+    /// A datagram for one of the element's own UDP sockets found its queue full.
+    SocketFull = "socket_full",
     /// A switch received a frame for the port it came from.
     SameSegment = "same_segment",
     /// A port that does not exist (a configuration or driver error).
@@ -92,7 +94,7 @@ drop_reasons! {
 }
 
 /// What happened on one port.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortCounters {
     pub rx_frames: u64,
     pub rx_bytes: u64,
@@ -101,6 +103,19 @@ pub struct PortCounters {
     /// Frames the driver could not hand to the wire (socket full, device gone).
     pub tx_errors: u64,
     pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl Default for PortCounters {
+    fn default() -> PortCounters {
+        PortCounters {
+            rx_frames: 0,
+            rx_bytes: 0,
+            tx_frames: 0,
+            tx_bytes: 0,
+            tx_errors: 0,
+            drops: [0; DropReason::ALL.len()],
+        }
+    }
 }
 
 impl PortCounters {

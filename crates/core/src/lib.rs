@@ -11,6 +11,7 @@ pub mod counters;
 pub mod fib;
 pub mod hash;
 pub mod impair;
+pub mod l3;
 pub mod nat;
 pub mod outbox;
 pub mod pcapng;
@@ -22,6 +23,7 @@ pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
 pub use counters::{Counters, DropReason, PortCounters};
 pub use fib::Fib;
 pub use impair::{Impairer, Impairment};
+pub use l3::{Input, L3Port, L3};
 pub use outbox::Outbox;
 pub use ratelimit::TokenBucket;
 pub use rng::Rng;
@@ -45,12 +47,38 @@ impl fmt::Display for PortId {
     }
 }
 
+/// What an element is handed with every call besides the frame: the time
+/// and a seeded generator, so that whatever it draws (a TEID, a DNS id,
+/// BGP's jitter, AKA's RAND, TCP's initial sequence numbers) repeats when
+/// the seed does. The real driver seeds it from the clock, the simulator
+/// from its own seed.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub now: Instant,
+    pub rng: Rng,
+}
+
+impl Ctx {
+    pub fn new(now: Instant, seed: u64) -> Ctx {
+        Ctx {
+            now,
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// The same generator at another time.
+    pub fn at(&mut self, now: Instant) -> &mut Ctx {
+        self.now = now;
+        self
+    }
+}
+
 /// A network element: frames and time in, frames and drops out.
 pub trait Element {
     /// A frame arrived on `port`. Push what to send (and what was dropped) into `out`.
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox);
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox);
     /// A deadline from [`Element::poll_at`] passed.
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox);
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox);
     /// The next time the element wants [`Element::on_timer`], if any.
     fn poll_at(&self) -> Option<Instant>;
     /// The element's own tables (ARP cache, FIB, MAC table…) as JSON, for
@@ -63,16 +91,24 @@ pub trait Element {
 /// A boxed element is an element, so the driver can run whichever role a
 /// topology names.
 impl<E: Element + ?Sized> Element for Box<E> {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        (**self).on_frame(now, port, frame, out)
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        (**self).on_frame(cx, port, frame, out)
     }
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        (**self).on_timer(now, out)
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        (**self).on_timer(cx, out)
     }
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()
     }
     fn report(&self) -> serde_json::Value {
         (**self).report()
+    }
+}
+
+/// A context at `now` with a generator seeded with zero: for tests and
+/// tools whose elements draw nothing that matters.
+impl From<Instant> for Ctx {
+    fn from(now: Instant) -> Ctx {
+        Ctx::new(now, 0)
     }
 }

@@ -11,7 +11,7 @@ pub const ICMP_RATE: u32 = 1000;
 pub const ICMP_BURST: u32 = 100;
 
 /// `rate` tokens a second, at most `burst` saved up; it starts full.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenBucket {
     rate: u32,
     burst: u32,

@@ -14,8 +14,8 @@
 
 use crate::bearer::{Bearer, BearerError, Bearers, Receiver};
 use crate::router::{Router, RouterConfig};
-use crate::tunnel::{self, Endpoint, Rx};
-use d11_core::{DropReason, Element, Instant, Outbox, PortId};
+use crate::tunnel::{self, Endpoint, GPdu};
+use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::ipv4::Ipv4Packet;
 use serde_json::json;
@@ -47,7 +47,6 @@ pub struct Enb {
     radio_mac: d11_wire::MacAddr,
     gateway_mac: d11_wire::MacAddr,
     radio_mtu: u16,
-    s1u_mac: d11_wire::MacAddr,
     s1u_addr: Ipv4Addr,
 }
 
@@ -60,17 +59,16 @@ impl Enb {
         let (radio, s1u) = (&cfg.router.ports[0], &cfg.router.ports[1]);
         let gateway_mac = cfg.gateway_mac.unwrap_or(radio.mac);
         let (radio_mac, radio_mtu) = (radio.mac, radio.mtu);
-        let (s1u_mac, s1u_addr) = (s1u.mac, s1u.address.addr());
+        let s1u_addr = s1u.address.addr();
         let mut router = Router::new(cfg.router);
-        router.answer_arp_with(RADIO, gateway_mac);
+        router.l3_mut().answer_arp_with(RADIO, gateway_mac);
         Ok(Enb {
             radio_mac,
             gateway_mac,
             radio_mtu,
-            s1u_mac,
             s1u_addr,
+            gtpu: Endpoint::new(&mut router),
             router,
-            gtpu: Endpoint::default(),
             bearers,
             sgw: cfg.sgw,
         })
@@ -82,7 +80,7 @@ impl Enb {
     }
 
     /// Uplink: an IPv4 packet from the UE goes into its bearer's S1-U tunnel.
-    fn uplink(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
+    fn uplink(&mut self, cx: &mut Ctx, frame: &[u8], out: &mut Outbox) {
         if frame.len() > usize::from(self.radio_mtu) + ethernet::HEADER_LEN {
             return out.drop_frame(RADIO, DropReason::Oversize);
         }
@@ -96,7 +94,7 @@ impl Enb {
         let teid = b.sgw_s1u_teid;
         self.gtpu.send_g_pdu(
             &mut self.router,
-            now,
+            cx,
             RADIO,
             self.s1u_addr,
             self.sgw,
@@ -108,23 +106,17 @@ impl Enb {
 
     /// Downlink: a T-PDU for a known TEID goes to the UE, whose MAC the
     /// router's ARP on the radio port finds.
-    fn downlink(
-        &mut self,
-        now: Instant,
-        peer: Ipv4Addr,
-        teid: d11_wire::gtpu::Teid,
-        tpdu: &[u8],
-        out: &mut Outbox,
-    ) {
+    fn downlink(&mut self, cx: &mut Ctx, g: GPdu<'_>, out: &mut Outbox) {
+        let GPdu { peer, teid, tpdu } = g;
         let Some(b) = self.bearers.by_teid(teid) else {
             let me = self.s1u_addr;
             return self
                 .gtpu
-                .unknown_teid(&mut self.router, now, S1U, me, peer, teid, out);
+                .unknown_teid(&mut self.router, cx, S1U, me, peer, teid, out);
         };
         let ue = b.ue_ip;
         match tunnel::tpdu_ipv4(tpdu) {
-            Ok(ip) if ip.dst() == ue => self.router.route_local(now, S1U, ip.packet(), out),
+            Ok(ip) if ip.dst() == ue => self.router.route_local(cx, S1U, ip.packet(), out),
             Ok(_) => out.drop_frame(S1U, DropReason::NoBearer),
             Err(r) => out.drop_frame(S1U, r),
         }
@@ -132,31 +124,30 @@ impl Enb {
 }
 
 impl Element for Enb {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
         if port == RADIO {
             if let Ok(eth) = EthernetFrame::new_checked(frame) {
                 if (eth.dst() == self.gateway_mac || eth.dst() == self.radio_mac)
                     && eth.ethertype() == EtherType::Ipv4
                     && !eth.src().is_multicast()
                 {
-                    return self.uplink(now, frame, out);
+                    return self.uplink(cx, frame, out);
                 }
             }
-            return self.router.on_frame(now, port, frame, out);
         }
-        let (mac, me) = (self.s1u_mac, self.s1u_addr);
-        match self
-            .gtpu
-            .receive(&mut self.router, now, port, mac, me, frame, out)
-        {
-            Rx::NotGtpu => self.router.on_frame(now, port, frame, out),
-            Rx::GPdu { peer, teid, tpdu } => self.downlink(now, peer, teid, tpdu, out),
-            Rx::Done => {}
+        match self.router.l3_mut().input(cx, port, frame, out) {
+            Input::Tunnel { port, ip, udp } if port == S1U => {
+                let r = &mut self.router;
+                if let Some(g) = self.gtpu.receive(r, cx, port, &ip, &udp, out) {
+                    self.downlink(cx, g, out);
+                }
+            }
+            other => self.router.handle(cx, port, frame, other, out),
         }
     }
 
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        self.router.on_timer(now, out)
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.router.on_timer(cx, out)
     }
 
     fn poll_at(&self) -> Option<Instant> {
@@ -176,7 +167,7 @@ impl Element for Enb {
 mod tests {
     use super::*;
     use crate::bearer::Bearer;
-    use crate::router::RouterPort;
+    use d11_core::L3Port;
     use d11_wire::hex;
     use d11_wire::MacAddr;
 
@@ -212,7 +203,7 @@ mod tests {
     }
 
     fn enb(gateway_mac: Option<MacAddr>) -> Enb {
-        let port = |name: &str, mac, address: &str, mtu| RouterPort {
+        let port = |name: &str, mac, address: &str, mtu| L3Port {
             name: name.into(),
             mac,
             address: address.parse().unwrap(),
@@ -244,8 +235,8 @@ mod tests {
     /// Ethernet header and everything from the GTP-U header on are scapy's.
     fn uplink_gpdu(e: &mut Enb, ping: &str) -> Vec<(PortId, Vec<u8>)> {
         let mut o = Outbox::new();
-        e.on_frame(t(1), RADIO, &hex(ping), &mut o);
-        e.on_frame(t(2), S1U, &hex(SGW_ARP_REPLY), &mut o);
+        e.on_frame(&mut t(1).into(), RADIO, &hex(ping), &mut o);
+        e.on_frame(&mut t(2).into(), S1U, &hex(SGW_ARP_REPLY), &mut o);
         frames(&o)
             .into_iter()
             .filter(|(_, f)| f.len() > 42 && f[12..14] == [0x08, 0x00])
@@ -268,7 +259,7 @@ mod tests {
     fn the_ue_arp_for_its_gateway_gets_the_pgw_mac_as_scapy_draws_it() {
         let mut e = enb(Some(PGW_MAC));
         let mut o = Outbox::new();
-        e.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        e.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
         assert_eq!(frames(&o), vec![(RADIO, hex(ARP_REPLY))]);
     }
 
@@ -276,7 +267,7 @@ mod tests {
     fn without_gateway_mac_the_ue_arp_gets_the_radio_mac() {
         let mut e = enb(None);
         let mut o = Outbox::new();
-        e.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        e.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
         let (port, reply) = &frames(&o)[0];
         assert_eq!(*port, RADIO);
         assert_eq!(reply[6..12], RADIO_MAC.0, "Ethernet source");

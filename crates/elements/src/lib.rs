@@ -8,7 +8,6 @@
 pub mod bearer;
 pub mod enb;
 pub mod null;
-mod origin;
 pub mod pgw;
 pub mod router;
 pub mod sgw;

@@ -2,7 +2,7 @@
 //! all the others, untouched, with no lookup: the cost of the driver alone,
 //! against which `d11 bench forward` measures what a router adds.
 
-use d11_core::{Element, Instant, Outbox, PortId};
+use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 
 /// A frame repeater over `ports` ports (two in a chain: a wire through a process).
 #[derive(Debug)]
@@ -17,12 +17,12 @@ impl Null {
 }
 
 impl Element for Null {
-    fn on_frame(&mut self, _now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+    fn on_frame(&mut self, _cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
         for p in (0..self.ports).map(PortId).filter(|p| *p != port) {
             out.transmit(p, frame);
         }
     }
-    fn on_timer(&mut self, _now: Instant, _out: &mut Outbox) {}
+    fn on_timer(&mut self, _cx: &mut Ctx, _out: &mut Outbox) {}
     fn poll_at(&self) -> Option<Instant> {
         None
     }
@@ -36,7 +36,7 @@ mod tests {
     fn frames_cross_to_every_other_port_unchanged() {
         let mut n = Null::new(3);
         let mut o = Outbox::new();
-        n.on_frame(Instant::ZERO, PortId(1), &[7; 60], &mut o);
+        n.on_frame(&mut (Instant::ZERO).into(), PortId(1), &[7; 60], &mut o);
         let got: Vec<_> = o.frames().map(|(p, f)| (p, f.len(), f[0])).collect();
         assert_eq!(got, vec![(PortId(0), 60, 7), (PortId(2), 60, 7)]);
     }

@@ -13,14 +13,13 @@
 
 use crate::bearer::{Bearer, BearerError, Bearers, Receiver};
 use crate::router::{Router, RouterConfig};
-use crate::tunnel::{self, Endpoint, Rx};
+use crate::tunnel::{self, Endpoint, GPdu};
 use d11_core::nat::{Nat, NatConfig, Side};
-use d11_core::{DropReason, Element, Instant, Outbox, PortId};
-use d11_wire::ethernet::{self, EtherType, EthernetFrame};
+use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::gtpu::Teid;
 use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::Ipv4Packet;
-use d11_wire::{Ipv4Cidr, MacAddr};
+use d11_wire::Ipv4Cidr;
 use serde_json::json;
 use std::net::Ipv4Addr;
 
@@ -57,10 +56,10 @@ pub struct Pgw {
     gateway: Ipv4Addr,
     nat_pool: Ipv4Cidr,
     ue_mtu: u16,
-    ports: [(MacAddr, Ipv4Addr); 2],
+    /// The address of each port.
+    addrs: [Ipv4Addr; 2],
     /// The packet being translated, reused.
     scratch: Vec<u8>,
-    ident: u16,
     last_now: Instant,
 }
 
@@ -70,11 +69,13 @@ impl Pgw {
         for b in cfg.bearers {
             bearers.add(b)?;
         }
-        let p = |i: usize| (cfg.router.ports[i].mac, cfg.router.ports[i].address.addr());
+        let p = |i: usize| cfg.router.ports[i].address.addr();
+        let addrs = [p(0), p(1)];
+        let mut router = Router::new(cfg.router);
         Ok(Pgw {
-            ports: [p(0), p(1)],
-            router: Router::new(cfg.router),
-            gtpu: Endpoint::default(),
+            addrs,
+            gtpu: Endpoint::new(&mut router),
+            router,
             bearers,
             nat: Nat::new(cfg.nat),
             sgw: cfg.sgw,
@@ -82,7 +83,6 @@ impl Pgw {
             nat_pool: cfg.nat_pool,
             ue_mtu: cfg.ue_mtu,
             scratch: Vec::new(),
-            ident: 0,
             last_now: Instant::ZERO,
         })
     }
@@ -95,38 +95,25 @@ impl Pgw {
     /// Sends `pkt` (an IPv4 packet to a UE) down the UE's bearer.
     fn tunnel_to_ue(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         teid: Teid,
         pkt: &[u8],
         out: &mut Outbox,
     ) {
-        let me = self.ports[S5.index()].1;
+        let me = self.addrs[S5.index()];
         self.gtpu
-            .send_g_pdu(&mut self.router, now, ingress, me, self.sgw, teid, pkt, out);
-    }
-
-    /// An ICMP message the PGW itself sends to a UE from its gateway address.
-    fn icmp_to_ue(
-        &mut self,
-        now: Instant,
-        teid: Teid,
-        build: impl FnOnce(&mut Vec<u8>, u16),
-        out: &mut Outbox,
-    ) {
-        self.ident = self.ident.wrapping_add(1);
-        let mut pkt = Vec::with_capacity(icmp::MAX_ERROR_LEN);
-        build(&mut pkt, self.ident);
-        self.tunnel_to_ue(now, S5, teid, &pkt, out);
+            .send_g_pdu(&mut self.router, cx, ingress, me, self.sgw, teid, pkt, out);
     }
 
     /// Uplink: a T-PDU from a UE leaves on SGi, NATed, one TTL lower.
-    fn uplink(&mut self, now: Instant, peer: Ipv4Addr, teid: Teid, tpdu: &[u8], out: &mut Outbox) {
+    fn uplink(&mut self, cx: &mut Ctx, g: GPdu<'_>, out: &mut Outbox) {
+        let GPdu { peer, teid, tpdu } = g;
         let Some(b) = self.bearers.by_teid(teid) else {
-            let me = self.ports[S5.index()].1;
+            let me = self.addrs[S5.index()];
             return self
                 .gtpu
-                .unknown_teid(&mut self.router, now, S5, me, peer, teid, out);
+                .unknown_teid(&mut self.router, cx, S5, me, peer, teid, out);
         };
         let (down, ue) = (b.sgw_s5_teid, b.ue_ip);
         let ip = match tunnel::tpdu_ipv4(tpdu) {
@@ -137,38 +124,34 @@ impl Pgw {
             // Only the bearer's own address may use it [TS 23.401 § 5.3.1.2.1].
             return out.drop_frame(S5, DropReason::Martian);
         }
+        // What the PGW says to a UE itself (from its gateway address) goes
+        // down the UE's own tunnel.
         let gw = self.gateway;
+        let mut msg = Vec::new();
         if ip.dst() == gw {
             if let Some(req) = icmp::as_echo_request(&ip) {
-                return self.icmp_to_ue(
-                    now,
-                    down,
-                    |b, id| icmp::emit_echo_reply(b, gw, ue, id, req),
-                    out,
-                );
+                let id = self.router.l3_mut().next_ident();
+                icmp::emit_echo_reply(&mut msg, gw, ue, id, req);
+                return self.tunnel_to_ue(cx, S5, down, &msg, out);
             }
             return out.drop_frame(S5, DropReason::UnsupportedProtocol);
         }
         if ip.ttl() <= 1 {
-            if icmp::may_send_error_about(&ip) {
-                self.icmp_to_ue(
-                    now,
-                    down,
-                    |b, id| icmp::emit_error(b, gw, id, IcmpError::TtlExceeded, &ip),
-                    out,
-                );
+            let l3 = self.router.l3_mut();
+            if l3.build_icmp_error(cx, gw, IcmpError::TtlExceeded, &ip, &mut msg) {
+                self.tunnel_to_ue(cx, S5, down, &msg, out);
             }
             return out.drop_frame(S5, DropReason::TtlExpired);
         }
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         pkt.extend_from_slice(ip.packet());
-        match self.nat.translate(now, Side::Inside, &mut pkt) {
+        match self.nat.translate(cx.now, Side::Inside, &mut pkt) {
             Ok(()) => {
                 if let Ok(mut p) = Ipv4Packet::new_checked(&mut pkt[..]) {
                     p.decrement_ttl();
                 }
-                self.router.route_local(now, S5, &pkt, out);
+                self.router.route_local(cx, S5, &pkt, out);
             }
             Err(e) => out.drop_frame(S5, e.drop_reason()),
         }
@@ -176,12 +159,7 @@ impl Pgw {
     }
 
     /// Downlink: a packet to the NAT pool goes back to its UE's bearer.
-    fn on_sgi(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
-        let ip = match Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]) {
-            Ok(ip) if ip.verify_checksum() => ip,
-            Ok(_) => return out.drop_frame(SGI, DropReason::BadChecksum),
-            Err(_) => return out.drop_frame(SGI, DropReason::Malformed),
-        };
+    fn on_sgi(&mut self, cx: &mut Ctx, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         pkt.extend_from_slice(ip.packet());
@@ -205,16 +183,12 @@ impl Pgw {
             None
         };
         match refusal {
-            None => self.downlink(now, &mut pkt, out),
-            Some((err, reason)) => match self.nat.translate(now, Side::Outside, &mut pkt) {
+            None => self.downlink(cx, &mut pkt, out),
+            Some((err, reason)) => match self.nat.translate(cx.now, Side::Outside, &mut pkt) {
                 Err(e) => out.drop_frame(SGI, e.drop_reason()),
                 Ok(()) => {
-                    if let Some(e) = err.filter(|_| icmp::may_send_error_about(&ip)) {
-                        let from = self.ports[SGI.index()].1;
-                        self.ident = self.ident.wrapping_add(1);
-                        let mut msg = Vec::with_capacity(icmp::MAX_ERROR_LEN);
-                        icmp::emit_error(&mut msg, from, self.ident, e, &ip);
-                        self.router.route_local(now, SGI, &msg, out);
+                    if let Some(e) = err {
+                        self.router.l3_mut().icmp_error(cx, SGI, e, ip, out);
                     }
                     out.drop_frame(SGI, reason);
                 }
@@ -223,8 +197,8 @@ impl Pgw {
         self.scratch = pkt;
     }
 
-    fn downlink(&mut self, now: Instant, pkt: &mut [u8], out: &mut Outbox) {
-        if let Err(e) = self.nat.translate(now, Side::Outside, pkt) {
+    fn downlink(&mut self, cx: &mut Ctx, pkt: &mut [u8], out: &mut Outbox) {
+        if let Err(e) = self.nat.translate(cx.now, Side::Outside, pkt) {
             return out.drop_frame(SGI, e.drop_reason());
         }
         let Ok(mut p) = Ipv4Packet::new_checked(&mut pkt[..]) else {
@@ -235,46 +209,31 @@ impl Pgw {
         };
         // TTL > 1 here: on_sgi refused the rest.
         p.decrement_ttl();
-        self.tunnel_to_ue(now, SGI, teid, pkt, out);
+        self.tunnel_to_ue(cx, SGI, teid, pkt, out);
     }
 }
 
 impl Element for Pgw {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        self.last_now = now;
-        let Some(&(mac, me)) = self.ports.get(port.index()) else {
-            return out.drop_frame(port, DropReason::NoSuchPort);
-        };
-        if port == SGI {
-            if let Ok(eth) = EthernetFrame::new_checked(frame) {
-                let to_pool = eth.dst() == mac
-                    && eth.ethertype() == EtherType::Ipv4
-                    && frame
-                        .get(ethernet::HEADER_LEN + 16..ethernet::HEADER_LEN + 20)
-                        .is_some_and(|d| {
-                            self.nat_pool
-                                .contains(Ipv4Addr::new(d[0], d[1], d[2], d[3]))
-                        });
-                if to_pool {
-                    return self.on_sgi(now, frame, out);
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        self.last_now = cx.now;
+        match self.router.l3_mut().input(cx, port, frame, out) {
+            Input::Transit(ip) if port == SGI && self.nat_pool.contains(ip.dst()) => {
+                self.on_sgi(cx, &ip, out)
+            }
+            Input::Tunnel { port, ip, udp } if port == S5 => {
+                let r = &mut self.router;
+                if let Some(g) = self.gtpu.receive(r, cx, port, &ip, &udp, out) {
+                    self.uplink(cx, g, out);
                 }
             }
-            return self.router.on_frame(now, port, frame, out);
-        }
-        match self
-            .gtpu
-            .receive(&mut self.router, now, port, mac, me, frame, out)
-        {
-            Rx::NotGtpu => self.router.on_frame(now, port, frame, out),
-            Rx::GPdu { peer, teid, tpdu } => self.uplink(now, peer, teid, tpdu, out),
-            Rx::Done => {}
+            other => self.router.handle(cx, port, frame, other, out),
         }
     }
 
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        self.last_now = now;
-        self.nat.expire(now);
-        self.router.on_timer(now, out)
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.last_now = cx.now;
+        self.nat.expire(cx.now);
+        self.router.on_timer(cx, out)
     }
 
     fn poll_at(&self) -> Option<Instant> {

@@ -10,26 +10,13 @@
 //! (rewrite MACs, decrement TTL with an incremental checksum [RFC 1624],
 //! transmit — or queue behind ARP, fragment, or answer with ICMP).
 
-use crate::origin::Originated;
-use d11_core::{
-    ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Fib, Instant, Outbox, PortId,
-};
-use d11_wire::arp::{ArpOp, ArpRepr};
-use d11_wire::ethernet::{self, EtherType, EthernetFrame};
-use d11_wire::icmp::{self, IcmpError};
-use d11_wire::ipv4::{protocol, Ipv4Packet};
-use d11_wire::{Ipv4Cidr, MacAddr};
-use serde_json::json;
+use d11_core::l3::{Input, L3Port, NextHop, RouteSource, L3};
+use d11_core::{Ctx, DropReason, Element, Instant, Outbox, PortId};
+use d11_wire::ethernet::{self, EthernetFrame};
+use d11_wire::icmp::IcmpError;
+use d11_wire::ipv4::Ipv4Packet;
+use d11_wire::Ipv4Cidr;
 use std::net::Ipv4Addr;
-
-/// One routed port: its MAC, its address and subnet, its MTU.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouterPort {
-    pub name: String,
-    pub mac: MacAddr,
-    pub address: Ipv4Cidr,
-    pub mtu: u16,
-}
 
 /// A static route: packets to `to` go to the neighbour `via`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,31 +28,14 @@ pub struct StaticRoute {
 /// What a router is built from (the topology's node, resolved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
-    pub ports: Vec<RouterPort>,
+    pub ports: Vec<L3Port>,
     pub routes: Vec<StaticRoute>,
-}
-
-/// Where the FIB sends a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct NextHop {
-    port: PortId,
-    /// `None` for a connected subnet: the destination itself is the neighbour.
-    via: Option<Ipv4Addr>,
 }
 
 /// An IPv4 router with static routes.
 #[derive(Debug)]
 pub struct Router {
-    ports: Vec<RouterPort>,
-    fib: Fib<NextHop>,
-    arp: ArpCache,
-    ident: u16,
-    /// Latest time seen, for reports (ARP entries that are still valid).
-    last_now: Instant,
-    sent: Originated,
-    /// Per port, the MAC its ARP replies give for the port's address (the
-    /// port's own MAC unless [`Router::answer_arp_with`] changed it).
-    arp_answer: Vec<MacAddr>,
+    l3: L3,
 }
 
 impl Router {
@@ -74,135 +44,86 @@ impl Router {
     /// (the topology's validation guarantees there is one; a route without one
     /// is skipped with a warning rather than guessed).
     pub fn new(cfg: RouterConfig) -> Router {
-        let mut fib = Fib::new();
-        for (i, p) in cfg.ports.iter().enumerate() {
-            fib.insert(
-                p.address.network(),
-                NextHop {
-                    port: PortId(i as u16),
-                    via: None,
-                },
-            );
-        }
+        let mut l3 = L3::with_ports(cfg.ports);
         for r in &cfg.routes {
-            match cfg.ports.iter().position(|p| p.address.contains(r.via)) {
-                Some(i) => {
-                    fib.insert(
-                        r.to,
-                        NextHop {
-                            port: PortId(i as u16),
-                            via: Some(r.via),
-                        },
-                    );
-                }
-                None => {
-                    tracing::warn!(to = %r.to, via = %r.via, "static route skipped: via is on no connected subnet")
-                }
+            if let Err(e) = l3.add_route(r.to, r.via, RouteSource::Static) {
+                tracing::warn!(%e, "static route skipped");
             }
         }
-        Router {
-            arp_answer: cfg.ports.iter().map(|p| p.mac).collect(),
-            ports: cfg.ports,
-            fib,
-            arp: ArpCache::new(ArpConfig::default()),
-            ident: 1,
-            last_now: Instant::ZERO,
-            sent: Originated::new(),
-        }
+        Router { l3 }
     }
 
-    /// Answers ARP for `port`'s address with `mac` instead of the port's own
-    /// MAC (the eNB answers for the UE's gateway with the PGW's MAC). Frames
-    /// sent from the port keep the port's MAC as source.
-    pub fn answer_arp_with(&mut self, port: PortId, mac: MacAddr) {
-        if let Some(m) = self.arp_answer.get_mut(port.index()) {
-            *m = mac;
-        }
+    /// The router's IP layer (its addresses, ARP, FIB and transports).
+    pub fn l3(&self) -> &L3 {
+        &self.l3
     }
 
-    fn port(&self, p: PortId) -> Option<&RouterPort> {
-        self.ports.get(p.index())
+    pub fn l3_mut(&mut self) -> &mut L3 {
+        &mut self.l3
     }
 
-    fn is_local(&self, ip: Ipv4Addr) -> bool {
-        self.ports.iter().any(|p| p.address.addr() == ip)
+    /// Routes a packet the element originated (an ICMP answer, or a GTP-U
+    /// packet of the mobile elements that embed a router for their own
+    /// addresses). `ingress` is the port drops are counted on.
+    pub fn route_local(&mut self, cx: &mut Ctx, ingress: PortId, pkt: &[u8], out: &mut Outbox) {
+        self.l3.send_ip(cx, ingress, pkt, out);
     }
 
-    fn handle_arp(&mut self, now: Instant, port: PortId, payload: &[u8], out: &mut Outbox) {
-        let Ok(arp) = ArpRepr::parse(payload) else {
-            out.drop_frame(port, DropReason::Malformed);
-            return;
-        };
-        let Some(me) = self.port(port).cloned() else {
-            return;
-        };
-        let for_us = arp.target_ip == me.address.addr();
-        let flushed = self.arp.on_arp(now, &arp, me.address.addr());
-        if let Some((egress, queue)) = flushed {
-            for pkt in queue {
-                self.transmit_ip(egress, arp.sender_mac, &pkt, out);
+    /// What a router does with what its layer did not handle: forwards
+    /// transit packets, and drops what else is addressed to it (a router
+    /// runs no services of its own).
+    pub fn handle(
+        &mut self,
+        cx: &mut Ctx,
+        port: PortId,
+        frame: &[u8],
+        input: Input<'_>,
+        out: &mut Outbox,
+    ) {
+        match input {
+            Input::Done => {}
+            Input::Transit(ip) => self.forward(cx, port, frame, &ip, out),
+            Input::Local(_) | Input::Tunnel { .. } => {
+                out.drop_frame(port, DropReason::UnsupportedProtocol)
             }
         }
-        if for_us && arp.op == ArpOp::Request {
-            let mac = self.arp_answer[port.index()];
-            out.build(port, |b| arp.reply_from(mac).emit_frame(b));
-        }
     }
 
-    fn handle_ipv4(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        let Some(ingress) = self.port(port) else {
-            return;
-        };
-        if frame.len() > usize::from(ingress.mtu) + ethernet::HEADER_LEN {
-            out.drop_frame(port, DropReason::Oversize);
-            return;
-        }
-        let ingress_addr = ingress.address;
-        let ip = match Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]) {
-            Ok(ip) => ip,
-            Err(d11_wire::ipv4::Ipv4Error::Truncated) => {
-                return out.drop_frame(port, DropReason::Truncated)
-            }
-            Err(_) => return out.drop_frame(port, DropReason::Malformed),
-        };
-        if !ip.verify_checksum() {
-            return out.drop_frame(port, DropReason::BadChecksum);
-        }
-        let (src, dst) = (ip.src(), ip.dst());
-        if src.is_multicast() || src.is_broadcast() || src.is_loopback() || src.is_unspecified() {
-            return out.drop_frame(port, DropReason::Martian);
-        }
-        if self.is_local(dst) {
-            return self.deliver_local(now, port, &ip, out);
-        }
-        if dst.is_broadcast() || dst.is_multicast() || dst == ingress_addr.broadcast() {
-            // Not forwarded: directed broadcasts are off [RFC 2644].
-            return out.drop_frame(port, DropReason::NotForUs);
-        }
+    /// Forwards a transit packet that came in on `port` in `frame`: TTL,
+    /// the FIB, the next wire's MTU, then the next hop's MAC [RFC 1812 § 5.2].
+    pub fn forward(
+        &mut self,
+        cx: &mut Ctx,
+        port: PortId,
+        frame: &[u8],
+        ip: &Ipv4Packet<&[u8]>,
+        out: &mut Outbox,
+    ) {
         if ip.ttl() <= 1 {
-            self.send_error(now, port, IcmpError::TtlExceeded, &ip, out);
+            self.l3
+                .icmp_error(cx, port, IcmpError::TtlExceeded, ip, out);
             return out.drop_frame(port, DropReason::TtlExpired);
         }
-        let Some((_, &hop)) = self.fib.lookup(dst) else {
-            self.send_error(now, port, IcmpError::NetUnreachable, &ip, out);
+        let Some((_, hop)) = self.l3.lookup(ip.dst()) else {
+            self.l3
+                .icmp_error(cx, port, IcmpError::NetUnreachable, ip, out);
             return out.drop_frame(port, DropReason::NoRoute);
         };
-        let mtu = self.ports[hop.port.index()].mtu;
+        let Some((src_mac, mtu)) = self.l3.port(hop.port).map(|p| (p.mac, p.mtu)) else {
+            return out.drop_frame(port, DropReason::NoSuchPort);
+        };
         if ip.total_len() > usize::from(mtu) {
             if ip.dont_frag() {
-                self.send_error(now, port, IcmpError::FragmentationNeeded { mtu }, &ip, out);
+                let err = IcmpError::FragmentationNeeded { mtu };
+                self.l3.icmp_error(cx, port, err, ip, out);
                 return out.drop_frame(port, DropReason::NeedsFragmentation);
             }
-            let mut pkt = ip.packet().to_vec();
-            let mut p = Ipv4Packet::new_checked(&mut pkt[..]).expect("checked above");
-            p.decrement_ttl();
-            return self.fragment_and_send(now, port, hop, &pkt, mtu, out);
+            let pkt = one_hop_later(ip);
+            return self.l3.send_fragments(cx, port, hop, &pkt, mtu, out);
         }
-        let next = hop.via.unwrap_or(dst);
-        match self.arp.lookup(now, next) {
+        match self.l3.resolved(cx.now, next_hop(hop, ip.dst())) {
             Some(mac) => {
                 // The fast path: one copy into the outbox, then rewrite in place.
-                let src_mac = self.ports[hop.port.index()].mac;
                 let f = out.transmit(hop.port, &frame[..ethernet::HEADER_LEN + ip.total_len()]);
                 let mut eth = EthernetFrame::new_checked(&mut f[..]).expect("length kept");
                 eth.set_dst(mac);
@@ -212,289 +133,54 @@ impl Router {
                     .decrement_ttl();
             }
             None => {
-                let mut pkt = ip.packet().to_vec();
-                Ipv4Packet::new_checked(&mut pkt[..])
-                    .expect("checked above")
-                    .decrement_ttl();
-                self.resolve_and_queue(now, port, hop.port, next, &pkt, out);
+                let pkt = one_hop_later(ip);
+                self.l3.send_via(cx, port, hop, ip.dst(), &pkt, out);
             }
-        }
-    }
-
-    /// A packet addressed to one of our own addresses: we answer echo
-    /// requests and UDP probes (port unreachable, as a traceroute to the
-    /// router itself expects); the rest is not for a router without services.
-    fn deliver_local(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        ip: &Ipv4Packet<&[u8]>,
-        out: &mut Outbox,
-    ) {
-        if let Some(req) = icmp::as_echo_request(ip) {
-            let mut pkt = Vec::with_capacity(ip.total_len());
-            let ident = self.next_ident();
-            icmp::emit_echo_reply(&mut pkt, ip.dst(), ip.src(), ident, req);
-            self.sent.echo_replies += 1;
-            return self.route_local(now, port, &pkt, out);
-        }
-        if ip.protocol() == protocol::UDP && ip.frag_offset() == 0 {
-            self.send_error_from(now, port, ip.dst(), IcmpError::PortUnreachable, ip, out);
-        }
-        out.drop_frame(port, DropReason::UnsupportedProtocol);
-    }
-
-    /// Sends an ICMP error about `ip` from the ingress port's address.
-    fn send_error(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        err: IcmpError,
-        ip: &Ipv4Packet<&[u8]>,
-        out: &mut Outbox,
-    ) {
-        let Some(from) = self.port(port).map(|p| p.address.addr()) else {
-            return;
-        };
-        self.send_error_from(now, port, from, err, ip, out);
-    }
-
-    fn send_error_from(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        from: Ipv4Addr,
-        err: IcmpError,
-        ip: &Ipv4Packet<&[u8]>,
-        out: &mut Outbox,
-    ) {
-        if !self.sent.admit_error(now, err, ip) {
-            return;
-        }
-        let mut pkt = Vec::with_capacity(icmp::MAX_ERROR_LEN);
-        let ident = self.next_ident();
-        icmp::emit_error(&mut pkt, from, ident, err, ip);
-        self.route_local(now, port, &pkt, out);
-    }
-
-    fn next_ident(&mut self) -> u16 {
-        self.ident = self.ident.wrapping_add(1);
-        self.ident
-    }
-
-    /// Routes a packet the router originated (an ICMP answer, or a GTP-U
-    /// packet of the mobile elements that embed a router for their own
-    /// addresses): FIB lookup, then ARP or the queue behind it. `ingress`
-    /// is the port drops are counted on.
-    pub fn route_local(&mut self, now: Instant, ingress: PortId, pkt: &[u8], out: &mut Outbox) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            return;
-        };
-        let Some((_, &hop)) = self.fib.lookup(ip.dst()) else {
-            return out.drop_frame(ingress, DropReason::NoRoute);
-        };
-        let next = hop.via.unwrap_or(ip.dst());
-        match self.arp.lookup(now, next) {
-            Some(mac) => self.transmit_ip(hop.port, mac, pkt, out),
-            None => self.resolve_and_queue(now, ingress, hop.port, next, pkt, out),
-        }
-    }
-
-    /// Queues `pkt` behind an ARP request for `next` on `egress`.
-    fn resolve_and_queue(
-        &mut self,
-        now: Instant,
-        ingress: PortId,
-        egress: PortId,
-        next: Ipv4Addr,
-        pkt: &[u8],
-        out: &mut Outbox,
-    ) {
-        match self.arp.enqueue(now, egress, next, pkt) {
-            Enqueued::SendRequest => self.send_arp_request(egress, next, out),
-            Enqueued::Queued => {}
-            Enqueued::Full => out.drop_frame(ingress, DropReason::ArpQueueFull),
-        }
-    }
-
-    fn send_arp_request(&self, egress: PortId, target: Ipv4Addr, out: &mut Outbox) {
-        if let Some(p) = self.port(egress) {
-            let req = ArpRepr::request(p.mac, p.address.addr(), target);
-            out.build(egress, |b| req.emit_frame(b));
-        }
-    }
-
-    /// Frames an IP packet for `egress` towards `dst_mac`.
-    fn transmit_ip(&self, egress: PortId, dst_mac: MacAddr, pkt: &[u8], out: &mut Outbox) {
-        if let Some(p) = self.port(egress) {
-            out.build(egress, |b| {
-                ethernet::emit_header(b, dst_mac, p.mac, EtherType::Ipv4);
-                b.extend_from_slice(pkt);
-            });
-        }
-    }
-
-    /// Splits a packet whose DF bit is clear into fragments that fit `mtu`
-    /// [RFC 791 § 3.2 "Fragmentation"; RFC 1812 § 5.2.6]. Options without
-    /// the copy flag stay in the first fragment only.
-    fn fragment_and_send(
-        &mut self,
-        now: Instant,
-        ingress: PortId,
-        hop: NextHop,
-        pkt: &[u8],
-        mtu: u16,
-        out: &mut Outbox,
-    ) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            return;
-        };
-        let first_header = ip.header().to_vec();
-        let later_header = copied_options_header(&first_header);
-        let payload = ip.payload();
-        let base_offset = ip.frag_offset();
-        let last_has_mf = ip.more_frags();
-        let next = hop.via.unwrap_or(ip.dst());
-        let mut off = 0;
-        while off < payload.len() {
-            let header = if off == 0 {
-                &first_header
-            } else {
-                &later_header
-            };
-            let room = (usize::from(mtu).saturating_sub(header.len())) & !7;
-            if room == 0 {
-                return out.drop_frame(ingress, DropReason::NeedsFragmentation);
-            }
-            let end = (off + room).min(payload.len());
-            let more = end < payload.len() || last_has_mf;
-            let mut frag = Vec::with_capacity(header.len() + end - off);
-            frag.extend_from_slice(header);
-            frag.extend_from_slice(&payload[off..end]);
-            let total = frag.len() as u16;
-            frag[2..4].copy_from_slice(&total.to_be_bytes());
-            let flags_off =
-                (if more { 0x2000 } else { 0 }) | (((base_offset + off) / 8) as u16 & 0x1fff);
-            frag[6..8].copy_from_slice(&flags_off.to_be_bytes());
-            if let Ok(mut f) = Ipv4Packet::new_checked(&mut frag[..]) {
-                f.fill_checksum();
-            }
-            self.sent.fragments += 1;
-            match self.arp.lookup(now, next) {
-                Some(mac) => self.transmit_ip(hop.port, mac, &frag, out),
-                None => self.resolve_and_queue(now, ingress, hop.port, next, &frag, out),
-            }
-            off = end;
         }
     }
 }
 
-/// The header for a non-first fragment: only options whose copied flag is
-/// set [RFC 791 § 3.1 "Options"], padded to a multiple of four bytes.
-fn copied_options_header(header: &[u8]) -> Vec<u8> {
-    let mut h = header[..20].to_vec();
-    let opts = &header[20..];
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            0 => break,
-            1 => i += 1,
-            t => {
-                let len = usize::from(*opts.get(i + 1).unwrap_or(&0)).max(2);
-                let end = (i + len).min(opts.len());
-                if t & 0x80 != 0 {
-                    h.extend_from_slice(&opts[i..end]);
-                }
-                i = end;
-            }
-        }
-    }
-    while !h.len().is_multiple_of(4) {
-        h.push(0);
-    }
-    h[0] = 0x40 | (h.len() / 4) as u8;
-    h
+/// The neighbour a packet to `dst` is handed to.
+fn next_hop(hop: NextHop, dst: Ipv4Addr) -> Ipv4Addr {
+    hop.via.unwrap_or(dst)
+}
+
+/// A copy of `ip` with its TTL one lower (for the slow paths: behind ARP,
+/// fragmented).
+fn one_hop_later(ip: &Ipv4Packet<&[u8]>) -> Vec<u8> {
+    let mut pkt = ip.packet().to_vec();
+    Ipv4Packet::new_checked(&mut pkt[..])
+        .expect("checked above")
+        .decrement_ttl();
+    pkt
 }
 
 impl Element for Router {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        self.last_now = now;
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return out.drop_frame(port, DropReason::Truncated);
-        };
-        let Some(me) = self.port(port) else {
-            return out.drop_frame(port, DropReason::NoSuchPort);
-        };
-        if eth.src().is_multicast() {
-            return out.drop_frame(port, DropReason::SrcMacMulticast);
-        }
-        if eth.dst() != me.mac && !eth.dst().is_multicast() {
-            return out.drop_frame(port, DropReason::NotForUs);
-        }
-        match eth.ethertype() {
-            EtherType::Arp => self.handle_arp(now, port, eth.payload(), out),
-            EtherType::Ipv4 if eth.dst() == me.mac => self.handle_ipv4(now, port, frame, out),
-            EtherType::Ipv4 => out.drop_frame(port, DropReason::NotForUs),
-            _ => out.drop_frame(port, DropReason::UnsupportedEtherType),
-        }
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        let input = self.l3.input(cx, port, frame, out);
+        self.handle(cx, port, frame, input, out);
     }
 
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        self.last_now = now;
-        let mut events = Vec::new();
-        self.arp.on_timer(now, |e| events.push(e));
-        for e in events {
-            match e {
-                ArpEvent::Retry { port, ip } => self.send_arp_request(port, ip, out),
-                ArpEvent::Failed { port, ip, queued } => {
-                    tracing::info!(%ip, "next hop did not answer ARP");
-                    for pkt in queued {
-                        if let Ok(p) = Ipv4Packet::new_checked(&pkt[..]) {
-                            // The ICMP error goes back out of the port facing the source.
-                            let back = self
-                                .fib
-                                .lookup(p.src())
-                                .map(|(_, h)| h.port)
-                                .unwrap_or(port);
-                            self.send_error(now, back, IcmpError::HostUnreachable, &p, out);
-                        }
-                        out.drop_frame(port, DropReason::ArpTimeout);
-                    }
-                }
-            }
-        }
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.l3.on_timer(cx, out);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.arp.poll_at()
+        self.l3.poll_at()
     }
 
     fn report(&self) -> serde_json::Value {
-        let fib: Vec<_> = self
-            .fib
-            .iter()
-            .map(|(prefix, h)| {
-                json!({
-                    "prefix": prefix.to_string(),
-                    "port": self.ports[h.port.index()].name,
-                    "via": h.via.map(|v| v.to_string()),
-                })
-            })
-            .collect();
-        let arp = self.arp.report(self.last_now);
-        json!({
-            "fib": fib,
-            "arp": arp,
-            "arp_pending": self.arp.pending_len(),
-            "originated": self.sent,
-        })
+        serde_json::to_value(self.l3.report()).unwrap_or_default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use d11_wire::hex;
+    use d11_wire::arp::ArpRepr;
+    use d11_wire::ethernet::EtherType;
+    use d11_wire::ipv4::protocol;
+    use d11_wire::{hex, icmp, MacAddr};
     use etherparse::{Icmpv4Type, NetSlice, SlicedPacket, TransportSlice};
 
     // Fixtures made by scapy (/usr/bin/python3, scapy 2.5), with
@@ -521,13 +207,13 @@ mod tests {
     fn a2() -> Router {
         Router::new(RouterConfig {
             ports: vec![
-                RouterPort {
+                L3Port {
                     name: "radio".into(),
                     mac: MacAddr([2, 0, 0, 0, 1, 0]),
                     address: "10.45.0.1/16".parse().unwrap(),
                     mtu: 1400,
                 },
-                RouterPort {
+                L3Port {
                     name: "a2c1".into(),
                     mac: MacAddr([2, 0, 0, 0, 1, 1]),
                     address: "192.0.2.1/30".parse().unwrap(),
@@ -553,8 +239,8 @@ mod tests {
     fn warm() -> Router {
         let mut r = a2();
         let mut o = Outbox::new();
-        r.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
-        r.arp.insert(t(0), "192.0.2.2".parse().unwrap(), C1_MAC);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
+        r.l3.learn(t(0), "192.0.2.2".parse().unwrap(), C1_MAC);
         r
     }
 
@@ -601,10 +287,10 @@ mod tests {
     fn arp_request_for_the_port_address_gets_the_scapy_reply() {
         let mut r = a2();
         let mut o = Outbox::new();
-        r.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
         assert_eq!(frames(&o), vec![(RADIO, hex(ARP_REPLY))]);
         assert_eq!(
-            r.arp.lookup(t(1), "10.45.0.2".parse().unwrap()),
+            r.l3.resolved(t(1), "10.45.0.2".parse().unwrap()),
             Some(PHONE_MAC),
             "the asker is learned"
         );
@@ -614,7 +300,7 @@ mod tests {
     fn first_packet_waits_for_arp_then_leaves_with_new_macs_and_ttl_one_lower() {
         let mut r = a2();
         let mut o = Outbox::new();
-        r.on_frame(t(0), RADIO, &hex(PING_IN), &mut o);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(PING_IN), &mut o);
         let f = frames(&o);
         assert_eq!(f.len(), 1);
         let want_req = {
@@ -629,14 +315,14 @@ mod tests {
         };
         assert_eq!(f[0], (UP, want_req));
         o.clear();
-        r.on_frame(t(1), UP, &hex(C1_ARP_REPLY), &mut o);
+        r.on_frame(&mut t(1).into(), UP, &hex(C1_ARP_REPLY), &mut o);
         assert_eq!(
             frames(&o),
             vec![(UP, hex(PING_OUT))],
             "queued packet flushed, byte-identical to scapy's"
         );
         o.clear();
-        r.on_frame(t(2), RADIO, &hex(PING_IN), &mut o);
+        r.on_frame(&mut t(2).into(), RADIO, &hex(PING_IN), &mut o);
         assert_eq!(
             frames(&o),
             vec![(UP, hex(PING_OUT))],
@@ -650,7 +336,7 @@ mod tests {
         let mut r = warm();
         let mut o = Outbox::new();
         r.on_frame(
-            t(1),
+            &mut t(1).into(),
             RADIO,
             &from_phone("203.0.113.10", 1, false, &[0; 16], protocol::UDP),
             &mut o,
@@ -674,10 +360,10 @@ mod tests {
             ..a2_config()
         });
         let mut o = Outbox::new();
-        r.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
         o.clear();
         r.on_frame(
-            t(1),
+            &mut t(1).into(),
             RADIO,
             &from_phone("203.0.113.10", 64, false, &[0; 8], protocol::UDP),
             &mut o,
@@ -692,7 +378,7 @@ mod tests {
 
     fn a2_config() -> RouterConfig {
         RouterConfig {
-            ports: a2().ports,
+            ports: a2().l3.ports().map(|(_, p)| p.clone()).collect(),
             routes: vec![],
         }
     }
@@ -707,10 +393,10 @@ mod tests {
         }];
         let mut r = Router::new(cfg);
         let mut o = Outbox::new();
-        r.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
         o.clear();
         r.on_frame(
-            t(1),
+            &mut t(1).into(),
             RADIO,
             &from_phone("203.0.113.10", 64, true, &[1; 1300], protocol::UDP),
             &mut o,
@@ -736,11 +422,11 @@ mod tests {
             via: "192.0.2.2".parse().unwrap(),
         }];
         let mut r = Router::new(cfg);
-        r.arp.insert(t(0), "192.0.2.2".parse().unwrap(), C1_MAC);
+        r.l3.learn(t(0), "192.0.2.2".parse().unwrap(), C1_MAC);
         let payload: Vec<u8> = (0..1300u32).map(|i| i as u8).collect();
         let mut o = Outbox::new();
         r.on_frame(
-            t(1),
+            &mut t(1).into(),
             RADIO,
             &from_phone("203.0.113.10", 64, false, &payload, protocol::UDP),
             &mut o,
@@ -765,14 +451,14 @@ mod tests {
     fn an_unanswered_next_hop_is_retried_then_reported_host_unreachable() {
         let mut r = a2();
         let mut o = Outbox::new();
-        r.on_frame(t(0), RADIO, &hex(ARP_REQ), &mut o);
-        r.on_frame(t(0), RADIO, &hex(PING_IN), &mut o);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(ARP_REQ), &mut o);
+        r.on_frame(&mut t(0).into(), RADIO, &hex(PING_IN), &mut o);
         o.clear();
         let mut now = t(0);
         let mut requests = 0;
         while let Some(at) = r.poll_at() {
             now = at;
-            r.on_timer(now, &mut o);
+            r.on_timer(&mut now.into(), &mut o);
             requests += o.frames().filter(|(p, _)| *p == UP).count();
             if o.drops().is_empty() {
                 o.clear();
@@ -798,7 +484,7 @@ mod tests {
         let mut echo = vec![];
         icmp::emit_icmp(&mut echo, icmp::ECHO_REQUEST, 0, [0, 9, 0, 1], b"hello");
         r.on_frame(
-            t(1),
+            &mut t(1).into(),
             RADIO,
             &from_phone("192.0.2.1", 64, false, &echo, protocol::ICMP),
             &mut o,
@@ -843,7 +529,7 @@ mod tests {
         cases.push((ipv6, DropReason::UnsupportedEtherType));
         for (frame, reason) in cases {
             o.clear();
-            r.on_frame(t(1), RADIO, &frame, &mut o);
+            r.on_frame(&mut t(1).into(), RADIO, &frame, &mut o);
             assert_eq!(o.drops(), &[(RADIO, reason)], "{reason:?}");
             assert_eq!(o.frames().count(), 0, "{reason:?}");
         }
@@ -854,8 +540,8 @@ mod tests {
         fn random_bytes_never_panic(frame in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1600), port in 0u16..3) {
             let mut r = warm();
             let mut o = Outbox::new();
-            r.on_frame(t(1), PortId(port), &frame, &mut o);
-            r.on_timer(t(5000), &mut o);
+            r.on_frame(&mut t(1).into(), PortId(port), &frame, &mut o);
+            r.on_timer(&mut t(5000).into(), &mut o);
         }
 
         #[test]
@@ -864,7 +550,7 @@ mod tests {
             let mut f = hex(PING_IN);
             f[i] = v;
             let mut o = Outbox::new();
-            r.on_frame(t(1), RADIO, &f, &mut o);
+            r.on_frame(&mut t(1).into(), RADIO, &f, &mut o);
         }
     }
 }

@@ -12,10 +12,8 @@
 
 use crate::bearer::{Bearer, BearerError, Bearers, Receiver};
 use crate::router::{Router, RouterConfig};
-use crate::tunnel::{self, Endpoint, Rx};
-use d11_core::{DropReason, Element, Instant, Outbox, PortId};
-use d11_wire::gtpu::Teid;
-use d11_wire::MacAddr;
+use crate::tunnel::{self, Endpoint, GPdu};
+use d11_core::{Ctx, Element, Input, Instant, Outbox, PortId};
 use serde_json::json;
 use std::net::Ipv4Addr;
 
@@ -42,8 +40,8 @@ pub struct Sgw {
     bearers: Bearers,
     enb: Ipv4Addr,
     pgw: Ipv4Addr,
-    /// MAC and address of each port.
-    ports: [(MacAddr, Ipv4Addr); 2],
+    /// The address of each port.
+    addrs: [Ipv4Addr; 2],
     relayed: [u64; 2],
 }
 
@@ -53,11 +51,13 @@ impl Sgw {
         for b in cfg.bearers {
             bearers.add(b)?;
         }
-        let p = |i: usize| (cfg.router.ports[i].mac, cfg.router.ports[i].address.addr());
+        let p = |i: usize| cfg.router.ports[i].address.addr();
+        let addrs = [p(0), p(1)];
+        let mut router = Router::new(cfg.router);
         Ok(Sgw {
-            ports: [p(0), p(1)],
-            router: Router::new(cfg.router),
-            gtpu: Endpoint::default(),
+            addrs,
+            gtpu: Endpoint::new(&mut router),
+            router,
             bearers,
             enb: cfg.enb,
             pgw: cfg.pgw,
@@ -70,15 +70,8 @@ impl Sgw {
         &mut self.bearers
     }
 
-    fn relay(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        peer: Ipv4Addr,
-        teid: Teid,
-        tpdu: &[u8],
-        out: &mut Outbox,
-    ) {
+    fn relay(&mut self, cx: &mut Ctx, port: PortId, g: GPdu<'_>, out: &mut Outbox) {
+        let GPdu { peer, teid, tpdu } = g;
         // The TEID must be this bearer's receiving TEID on the port it came in on.
         let next = self.bearers.by_teid(teid).and_then(|b| match port {
             S1U if b.sgw_s1u_teid == teid => Some((S5, self.pgw, b.pgw_teid)),
@@ -86,38 +79,36 @@ impl Sgw {
             _ => None,
         });
         let Some((egress, to, out_teid)) = next else {
-            let me = self.ports[port.index()].1;
+            let me = self.addrs[port.index()];
             return self
                 .gtpu
-                .unknown_teid(&mut self.router, now, port, me, peer, teid, out);
+                .unknown_teid(&mut self.router, cx, port, me, peer, teid, out);
         };
         if let Err(r) = tunnel::tpdu_ipv4(tpdu) {
             return out.drop_frame(port, r);
         }
         self.relayed[port.index()] += 1;
-        let me = self.ports[egress.index()].1;
+        let me = self.addrs[egress.index()];
         self.gtpu
-            .send_g_pdu(&mut self.router, now, port, me, to, out_teid, tpdu, out);
+            .send_g_pdu(&mut self.router, cx, port, me, to, out_teid, tpdu, out);
     }
 }
 
 impl Element for Sgw {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        let Some(&(mac, me)) = self.ports.get(port.index()) else {
-            return out.drop_frame(port, DropReason::NoSuchPort);
-        };
-        match self
-            .gtpu
-            .receive(&mut self.router, now, port, mac, me, frame, out)
-        {
-            Rx::NotGtpu => self.router.on_frame(now, port, frame, out),
-            Rx::GPdu { peer, teid, tpdu } => self.relay(now, port, peer, teid, tpdu, out),
-            Rx::Done => {}
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        match self.router.l3_mut().input(cx, port, frame, out) {
+            Input::Tunnel { port, ip, udp } => {
+                let r = &mut self.router;
+                if let Some(g) = self.gtpu.receive(r, cx, port, &ip, &udp, out) {
+                    self.relay(cx, port, g, out);
+                }
+            }
+            other => self.router.handle(cx, port, frame, other, out),
         }
     }
 
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        self.router.on_timer(now, out)
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.router.on_timer(cx, out)
     }
 
     fn poll_at(&self) -> Option<Instant> {
@@ -137,12 +128,14 @@ impl Element for Sgw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::RouterPort;
+    use d11_core::{DropReason, L3Port};
     use d11_wire::arp::ArpRepr;
     use d11_wire::ethernet::{self, EtherType};
+    use d11_wire::gtpu::Teid;
     use d11_wire::gtpu::{GtpuPacket, MessageType};
     use d11_wire::hex;
     use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
+    use d11_wire::MacAddr;
 
     const ENB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
     const PGW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 4, 1]);
@@ -167,13 +160,13 @@ mod tests {
         let mut s = Sgw::new(SgwConfig {
             router: RouterConfig {
                 ports: vec![
-                    RouterPort {
+                    L3Port {
                         name: "s1u".into(),
                         mac: S1U_MAC,
                         address: "172.16.1.2/24".parse().unwrap(),
                         mtu: 1500,
                     },
-                    RouterPort {
+                    L3Port {
                         name: "s5".into(),
                         mac: S5_MAC,
                         address: "172.16.2.1/24".parse().unwrap(),
@@ -191,10 +184,10 @@ mod tests {
         let mut o = Outbox::new();
         let mut b = Vec::new();
         ArpRepr::request(ENB_MAC, ENB, "172.16.1.2".parse().unwrap()).emit_frame(&mut b);
-        s.on_frame(Instant::ZERO, S1U, &b, &mut o);
+        s.on_frame(&mut (Instant::ZERO).into(), S1U, &b, &mut o);
         b.clear();
         ArpRepr::request(PGW_MAC, PGW, "172.16.2.1".parse().unwrap()).emit_frame(&mut b);
-        s.on_frame(Instant::ZERO, S5, &b, &mut o);
+        s.on_frame(&mut (Instant::ZERO).into(), S5, &b, &mut o);
         s
     }
 
@@ -240,7 +233,7 @@ mod tests {
         let mut s = sgw();
         let mut o = Outbox::new();
         let g = hex(G_PDU);
-        s.on_frame(Instant::ZERO, S1U, &from_enb(&g), &mut o);
+        s.on_frame(&mut (Instant::ZERO).into(), S1U, &from_enb(&g), &mut o);
         let (port, mac, src, dst, gtpu) = sent(&o);
         assert_eq!(
             (port, mac, src, dst),
@@ -261,7 +254,7 @@ mod tests {
         let mut g = hex(G_PDU);
         g[4..8].copy_from_slice(&0x300u32.to_be_bytes());
         s.on_frame(
-            Instant::ZERO,
+            &mut (Instant::ZERO).into(),
             S5,
             &udp_frame(S5_MAC, PGW, "172.16.2.1".parse().unwrap(), &g),
             &mut o,
@@ -278,7 +271,12 @@ mod tests {
     fn echo_request_is_answered_as_scapy_builds_the_response() {
         let mut s = sgw();
         let mut o = Outbox::new();
-        s.on_frame(Instant::ZERO, S1U, &from_enb(&hex(ECHO_REQUEST)), &mut o);
+        s.on_frame(
+            &mut (Instant::ZERO).into(),
+            S1U,
+            &from_enb(&hex(ECHO_REQUEST)),
+            &mut o,
+        );
         let (port, _, _, dst, gtpu) = sent(&o);
         assert_eq!((port, dst, gtpu), (S1U, ENB, hex(ECHO_RESPONSE)));
     }
@@ -289,7 +287,7 @@ mod tests {
         let mut o = Outbox::new();
         let mut g = hex(G_PDU);
         g[4..8].copy_from_slice(&0xdeadu32.to_be_bytes());
-        s.on_frame(Instant::ZERO, S1U, &from_enb(&g), &mut o);
+        s.on_frame(&mut (Instant::ZERO).into(), S1U, &from_enb(&g), &mut o);
         let (port, _, _, dst, gtpu) = sent(&o);
         assert_eq!((port, dst), (S1U, ENB));
         let p = GtpuPacket::new_checked(&gtpu[..]).unwrap();
@@ -302,7 +300,7 @@ mod tests {
         // The S5 TEID is not valid on S1-U either.
         let mut o = Outbox::new();
         g[4..8].copy_from_slice(&0x300u32.to_be_bytes());
-        s.on_frame(Instant::ZERO, S1U, &from_enb(&g), &mut o);
+        s.on_frame(&mut (Instant::ZERO).into(), S1U, &from_enb(&g), &mut o);
         assert_eq!(o.drops(), &[(S1U, DropReason::GtpuUnknownTeid)]);
     }
 
@@ -323,7 +321,7 @@ mod tests {
         ] {
             let mut s = sgw();
             let mut o = Outbox::new();
-            s.on_frame(Instant::ZERO, S1U, &from_enb(&bytes), &mut o);
+            s.on_frame(&mut (Instant::ZERO).into(), S1U, &from_enb(&bytes), &mut o);
             assert_eq!(o.frames().count(), 0, "{reason:?}");
             assert_eq!(o.drops(), &[(S1U, reason)]);
         }
@@ -335,7 +333,7 @@ mod tests {
             let mut f = from_enb(&hex(G_PDU));
             f[i] = v;
             let mut s = sgw();
-            s.on_frame(Instant::ZERO, S1U, &f, &mut Outbox::new());
+            s.on_frame(&mut (Instant::ZERO).into(), S1U, &f, &mut Outbox::new());
         }
     }
 }

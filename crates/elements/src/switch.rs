@@ -14,7 +14,7 @@
 //! entry, so a frame costs a hash lookup, never a scan of the table.
 
 use d11_core::hash::FastMap;
-use d11_core::{DropReason, Element, Instant, Outbox, PortId};
+use d11_core::{Ctx, DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::EthernetFrame;
 use d11_wire::MacAddr;
 use serde_json::json;
@@ -190,7 +190,8 @@ impl Switch {
 }
 
 impl Element for Switch {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        let now = cx.now;
         self.last_now = now;
         let action = match self.extract(port, frame) {
             Ok(key) => {
@@ -203,7 +204,8 @@ impl Element for Switch {
     }
 
     /// Removes the entries not seen for the ageing time [IEEE 802.1D § 7.9.2].
-    fn on_timer(&mut self, now: Instant, _out: &mut Outbox) {
+    fn on_timer(&mut self, cx: &mut Ctx, _out: &mut Outbox) {
+        let now = cx.now;
         self.last_now = now;
         while let Some(&Reverse((due, mac))) = self.deadlines.peek() {
             if due > now {
@@ -309,7 +311,7 @@ mod tests {
     /// checked to be unchanged) and the drops.
     fn send(sw: &mut Switch, now: Instant, port: u16, frame: &[u8]) -> (Vec<u16>, Vec<DropReason>) {
         let mut out = Outbox::new();
-        sw.on_frame(now, PortId(port), frame, &mut out);
+        sw.on_frame(&mut now.into(), PortId(port), frame, &mut out);
         let ports = out
             .frames()
             .map(|(p, f)| {
@@ -420,17 +422,17 @@ mod tests {
         send(&mut sw, secs(100), 2, &ARP_REPLY_H2);
         assert_eq!(sw.poll_at(), Some(secs(300)));
         send(&mut sw, secs(200), 0, &ARP_REQUEST_H1); // h1 seen again
-        sw.on_timer(secs(300), &mut out);
+        sw.on_timer(&mut secs(300).into(), &mut out);
         assert_eq!(
             port_of(&sw, H1).as_deref(),
             Some("p0"),
             "refreshed at 200 s"
         );
         assert_eq!(sw.poll_at(), Some(secs(400)), "h2's deadline");
-        sw.on_timer(secs(400), &mut out);
+        sw.on_timer(&mut secs(400).into(), &mut out);
         assert_eq!(port_of(&sw, H2), None);
         assert_eq!(sw.poll_at(), Some(secs(500)));
-        sw.on_timer(secs(500), &mut out);
+        sw.on_timer(&mut secs(500).into(), &mut out);
         assert_eq!(sw.poll_at(), None);
         assert_eq!(sw.report()["stats"]["aged"], 2);
         assert!(out.is_empty(), "ageing sends nothing");
@@ -494,7 +496,7 @@ mod tests {
             let mut sw = switch();
             for (i, (port, f)) in frames.iter().enumerate() {
                 let mut out = Outbox::new();
-                sw.on_frame(secs(i as u64), PortId(*port), f, &mut out);
+                sw.on_frame(&mut secs(i as u64).into(), PortId(*port), f, &mut out);
                 let sent = out.frames().count();
                 prop_assert!(out.frames().all(|(p, b)| b == &f[..] && p != PortId(*port)));
                 prop_assert!((sent >= 1) != (out.drops().len() == 1));

@@ -1,6 +1,7 @@
 //! The GTP-U endpoint the eNodeB, SGW and PGW share: receiving GTP-U on one
 //! of their addresses, path management (Echo, Error Indication, End
-//! Marker), and sending G-PDUs.
+//! Marker), and sending G-PDUs. The element's [`d11_core::L3`] hands it
+//! what arrives on UDP 2152 (claimed by [`Endpoint::new`]).
 //!
 //! Read 3GPP TS 29.281 § 4.4.2 (UDP port 2152 both ways), § 7.2 (Echo
 //! Request/Response), § 7.3.1 (Error Indication for an unknown TEID) and
@@ -10,32 +11,21 @@
 //! [`Router`]'s job, which also routes what the elements send.
 
 use crate::router::Router;
-use d11_core::{DropReason, Instant, Outbox, PortId};
-use d11_wire::ethernet::{self, EtherType, EthernetFrame};
+use d11_core::{Ctx, DropReason, Outbox, PortId};
 use d11_wire::gtpu::{self, GtpuError, GtpuPacket, GtpuRepr, MessageType, Teid};
 use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
-use d11_wire::MacAddr;
+use d11_wire::udp::{UdpPacket, UdpRepr};
 use std::net::Ipv4Addr;
 
-/// UDP header length.
-const UDP_LEN: usize = 8;
-
-/// What a frame on a GTP-U port turned out to be.
-pub enum Rx<'a> {
-    /// Not GTP-U for our address: the router answers it.
-    NotGtpu,
-    /// A G-PDU from `peer`: the element looks `teid` up.
-    GPdu {
-        peer: Ipv4Addr,
-        teid: Teid,
-        tpdu: &'a [u8],
-    },
-    /// Answered (echo) or dropped, with the drop recorded.
-    Done,
+/// A G-PDU that arrived: the element looks `teid` up.
+pub struct GPdu<'a> {
+    pub peer: Ipv4Addr,
+    pub teid: Teid,
+    pub tpdu: &'a [u8],
 }
 
 /// Path management seen by one element, for its report.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct PathStats {
     pub echo_requests: u64,
     pub echo_responses: u64,
@@ -47,7 +37,6 @@ pub struct PathStats {
 /// A GTP-U speaker on one element's addresses.
 #[derive(Debug, Default)]
 pub struct Endpoint {
-    ident: u16,
     pub stats: PathStats,
     /// Reused for every packet the element sends, so forwarding does not
     /// allocate once warm.
@@ -55,47 +44,46 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn next_ident(&mut self) -> u16 {
-        self.ident = self.ident.wrapping_add(1);
-        self.ident
+    /// Claims UDP 2152 on the router's addresses, so that its layer hands
+    /// GTP-U back as a tunnel datagram.
+    pub fn new(router: &mut Router) -> Endpoint {
+        router.l3_mut().claim_udp(gtpu::PORT);
+        Endpoint::default()
     }
 
-    /// Classifies `frame`, which arrived on `port` (MAC `mac`, address `me`),
-    /// answering Echo Requests and absorbing path management itself.
-    #[allow(clippy::too_many_arguments)]
+    /// A datagram to our port 2152 on `port`: answers Echo Requests and
+    /// absorbs path management itself; a G-PDU comes back to the element.
     pub fn receive<'a>(
         &mut self,
         router: &mut Router,
-        now: Instant,
+        cx: &mut Ctx,
         port: PortId,
-        mac: MacAddr,
-        me: Ipv4Addr,
-        frame: &'a [u8],
+        ip: &Ipv4Packet<&'a [u8]>,
+        udp: &UdpPacket<&'a [u8]>,
         out: &mut Outbox,
-    ) -> Rx<'a> {
-        let Some((peer, udp_payload)) = udp_to_gtpu_port(frame, mac, me) else {
-            return Rx::NotGtpu;
-        };
-        let g = match GtpuPacket::new_checked(udp_payload) {
+    ) -> Option<GPdu<'a>> {
+        let (peer, me) = (ip.src(), ip.dst());
+        let payload = udp.payload_ref();
+        let g = match GtpuPacket::new_checked(payload) {
             Ok(g) => g,
             Err(GtpuError::UnknownRequiredExtension(t)) => {
                 tracing::debug!(ext = t, "GTP-U extension that must be comprehended");
                 out.drop_frame(port, DropReason::GtpuUnsupported);
-                return Rx::Done;
+                return None;
             }
             Err(_) => {
                 out.drop_frame(port, DropReason::GtpuMalformed);
-                return Rx::Done;
+                return None;
             }
         };
         tracing::trace!(%g, "rx");
         match g.message_type() {
             MessageType::GPdu => {
-                return Rx::GPdu {
+                return Some(GPdu {
                     peer,
                     teid: g.teid(),
-                    tpdu: &udp_payload[g.header_len()..],
-                }
+                    tpdu: &payload[g.header_len()..],
+                })
             }
             MessageType::EchoRequest => {
                 self.stats.echo_requests += 1;
@@ -110,7 +98,7 @@ impl Endpoint {
                 };
                 let mut ies = Vec::with_capacity(2);
                 gtpu::ie::emit_echo_response(&mut ies);
-                self.send(router, now, port, me, peer, &repr, &ies, out);
+                self.send(router, cx, port, me, peer, &repr, &ies, out);
             }
             MessageType::EchoResponse => self.stats.echo_responses += 1,
             MessageType::ErrorIndication => {
@@ -123,7 +111,7 @@ impl Endpoint {
                 out.drop_frame(port, DropReason::GtpuUnsupported);
             }
         }
-        Rx::Done
+        None
     }
 
     /// Answers a G-PDU for an unknown TEID with an Error Indication to its
@@ -132,7 +120,7 @@ impl Endpoint {
     pub fn unknown_teid(
         &mut self,
         router: &mut Router,
-        now: Instant,
+        cx: &mut Ctx,
         port: PortId,
         me: Ipv4Addr,
         peer: Ipv4Addr,
@@ -150,7 +138,7 @@ impl Endpoint {
         };
         let mut ies = Vec::with_capacity(12);
         gtpu::ie::emit_error_indication(&mut ies, teid, me);
-        self.send(router, now, port, me, peer, &repr, &ies, out);
+        self.send(router, cx, port, me, peer, &repr, &ies, out);
         out.drop_frame(port, DropReason::GtpuUnknownTeid);
     }
 
@@ -159,7 +147,7 @@ impl Endpoint {
     pub fn send_g_pdu(
         &mut self,
         router: &mut Router,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         me: Ipv4Addr,
         peer: Ipv4Addr,
@@ -168,7 +156,7 @@ impl Endpoint {
         out: &mut Outbox,
     ) {
         let repr = GtpuRepr::g_pdu(teid, tpdu.len());
-        self.send(router, now, ingress, me, peer, &repr, tpdu, out);
+        self.send(router, cx, ingress, me, peer, &repr, tpdu, out);
     }
 
     /// IPv4 + UDP 2152 → 2152 + GTP-U header + `payload`, routed by the
@@ -178,7 +166,7 @@ impl Endpoint {
     fn send(
         &mut self,
         router: &mut Router,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         me: Ipv4Addr,
         peer: Ipv4Addr,
@@ -186,59 +174,30 @@ impl Endpoint {
         payload: &[u8],
         out: &mut Outbox,
     ) {
-        let udp_len = UDP_LEN + repr.buffer_len() + payload.len();
-        let ident = self.next_ident();
+        let udp = UdpRepr {
+            src_port: gtpu::PORT,
+            dst_port: gtpu::PORT,
+            payload_len: repr.buffer_len() + payload.len(),
+        };
+        let ident = router.l3_mut().next_ident();
         let mut b = std::mem::take(&mut self.scratch);
         b.clear();
         Ipv4Repr {
             src: me,
             dst: peer,
             protocol: protocol::UDP,
-            ttl: 64,
+            ttl: d11_core::l3::DEFAULT_TTL,
             ident,
             dont_frag: false,
-            payload_len: udp_len,
+            payload_len: udp.buffer_len() + udp.payload_len,
         }
         .emit(&mut b);
-        b.extend_from_slice(&gtpu::PORT.to_be_bytes());
-        b.extend_from_slice(&gtpu::PORT.to_be_bytes());
-        b.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
+        udp.emit(&mut b);
         repr.emit(&mut b);
         b.extend_from_slice(payload);
-        router.route_local(now, ingress, &b, out);
+        router.route_local(cx, ingress, &b, out);
         self.scratch = b;
     }
-}
-
-/// The sender and UDP payload of `frame` if it is an unfragmented IPv4 UDP
-/// datagram to `me:2152` in a frame to `mac` with a valid IP checksum and a
-/// UDP length that fits the packet.
-fn udp_to_gtpu_port(frame: &[u8], mac: MacAddr, me: Ipv4Addr) -> Option<(Ipv4Addr, &[u8])> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.dst() != mac || eth.ethertype() != EtherType::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]).ok()?;
-    if ip.dst() != me
-        || ip.protocol() != protocol::UDP
-        || ip.more_frags()
-        || ip.frag_offset() != 0
-        || !ip.verify_checksum()
-    {
-        return None;
-    }
-    let src = ip.src();
-    let hl = ip.header_len();
-    let udp = &frame[ethernet::HEADER_LEN + hl..ethernet::HEADER_LEN + ip.total_len()];
-    if udp.len() < UDP_LEN || u16::from_be_bytes([udp[2], udp[3]]) != gtpu::PORT {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    // A UDP length outside the packet leaves an empty payload, which the
-    // GTP-U check then counts as malformed.
-    let payload = udp.get(UDP_LEN..len).unwrap_or(&[]);
-    Some((src, payload))
 }
 
 /// The T-PDU as an IPv4 packet, or the drop reason: the lab's bearers carry

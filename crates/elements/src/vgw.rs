@@ -31,17 +31,15 @@
 //! One tenant per gateway for now (the shop's VPC); its VNI is the only one
 //! it accepts.
 
-use crate::origin::Originated;
-use crate::vswitch::{emit_vxlan, parse_vxlan, UnderlayPort};
+use crate::vswitch::{emit_vxlan, vxlan_payload, UnderlayPort};
 use d11_core::hash::FastMap;
+use d11_core::l3::{checked_ipv4, RouteSource};
 use d11_core::nat::{Nat, NatConfig, Side};
-use d11_core::{
-    ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Instant, Outbox, PortId,
-};
+use d11_core::{Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::icmp::{self, IcmpError};
-use d11_wire::ipv4::{self, protocol, Ipv4Packet};
+use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::vxlan::{self, Vni};
 use d11_wire::{Ipv4Cidr, MacAddr};
 use serde_json::json;
@@ -122,11 +120,11 @@ pub struct Vgw {
     /// The tenant's stations by IP.
     stations: FastMap<Ipv4Addr, Station>,
     nat: Nat,
-    arp: ArpCache,
-    ident: u16,
+    /// The gateway's IP layer on `ext` and `underlay` (ARP, its own
+    /// addresses, the route to the border, what it originates).
+    l3: L3,
     last_now: Instant,
     stats: Stats,
-    sent: Originated,
     /// Where a VM's frame and its VXLAN packet are built, kept between
     /// packets.
     frame_buf: Vec<u8>,
@@ -135,27 +133,33 @@ pub struct Vgw {
 
 impl Vgw {
     pub fn new(cfg: VgwConfig) -> Vgw {
+        let ext = L3Port {
+            name: cfg.ext.name.clone(),
+            mac: cfg.ext.mac,
+            address: cfg.ext.address,
+            mtu: cfg.ext.mtu,
+        };
+        let mut l3 = L3::with_ports(vec![ext, cfg.underlay.l3_port()]);
+        let default =
+            d11_wire::Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("a /0 is a prefix");
+        if let Err(e) = l3.add_route(default, cfg.ext.gateway, RouteSource::Static) {
+            tracing::warn!(%e, "no route out of the cloud");
+        }
+        for vip in &cfg.ext.vips {
+            l3.answer_arp_for(EXT, *vip);
+        }
+        l3.claim_udp(vxlan::PORT);
         Vgw {
             stations: cfg.tenant.stations.iter().map(|s| (s.ip, *s)).collect(),
             ext: cfg.ext,
             underlay: cfg.underlay,
             tenant: cfg.tenant,
             nat: Nat::new(cfg.nat),
-            arp: ArpCache::new(ArpConfig::default()),
-            ident: 0,
+            l3,
             last_now: Instant::ZERO,
             stats: Stats::default(),
-            sent: Originated::new(),
             frame_buf: Vec::new(),
             vxlan_buf: Vec::new(),
-        }
-    }
-
-    fn port(&self, p: PortId) -> Option<(MacAddr, Ipv4Addr)> {
-        match p {
-            EXT => Some((self.ext.mac, self.ext.address.addr())),
-            UNDERLAY => Some((self.underlay.mac, self.underlay.address.addr())),
-            _ => None,
         }
     }
 
@@ -174,77 +178,10 @@ impl Vgw {
             .map_or(self.ext.address.addr(), |g| g.addr())
     }
 
-    fn next_ident(&mut self) -> u16 {
-        self.ident = self.ident.wrapping_add(1);
-        self.ident
-    }
-
-    /// ARP on a real port: answer for our addresses (and the VIPs on
-    /// `ext`), learn the asker, flush what waited for it [RFC 826].
-    fn port_arp(&mut self, now: Instant, port: PortId, payload: &[u8], out: &mut Outbox) {
-        let Ok(arp) = ArpRepr::parse(payload) else {
-            return out.drop_frame(port, DropReason::Malformed);
-        };
-        let Some((mac, addr)) = self.port(port) else {
-            return;
-        };
-        let ours = arp.target_ip == addr || (port == EXT && self.ext.vips.contains(&arp.target_ip));
-        let flushed = if ours {
-            self.arp.insert(now, arp.sender_ip, arp.sender_mac)
-        } else {
-            self.arp.refresh(now, arp.sender_ip, arp.sender_mac)
-        };
-        if let Some((egress, queue)) = flushed {
-            for pkt in queue {
-                self.transmit_ip(egress, arp.sender_mac, &pkt, out);
-            }
-        }
-        if ours && arp.op == ArpOp::Request {
-            out.build(port, |b| arp.reply_from(mac).emit_frame(b));
-        }
-    }
-
-    fn transmit_ip(&self, egress: PortId, dst: MacAddr, pkt: &[u8], out: &mut Outbox) {
-        if let Some((src, _)) = self.port(egress) {
-            out.build(egress, |b| {
-                ethernet::emit_header(b, dst, src, EtherType::Ipv4);
-                b.extend_from_slice(pkt);
-            });
-        }
-    }
-
-    /// Sends an IP packet out of `egress` to the neighbour `next`, or queues
-    /// it behind an ARP request.
-    fn send_to(
-        &mut self,
-        now: Instant,
-        ingress: PortId,
-        egress: PortId,
-        next: Ipv4Addr,
-        pkt: &[u8],
-        out: &mut Outbox,
-    ) {
-        match self.arp.lookup(now, next) {
-            Some(mac) => self.transmit_ip(egress, mac, pkt, out),
-            None => match self.arp.enqueue(now, egress, next, pkt) {
-                Enqueued::SendRequest => self.send_arp_request(egress, next, out),
-                Enqueued::Queued => {}
-                Enqueued::Full => out.drop_frame(ingress, DropReason::ArpQueueFull),
-            },
-        }
-    }
-
-    fn send_arp_request(&self, egress: PortId, target: Ipv4Addr, out: &mut Outbox) {
-        if let Some((mac, addr)) = self.port(egress) {
-            let req = ArpRepr::request(mac, addr, target);
-            out.build(egress, |b| req.emit_frame(b));
-        }
-    }
-
     /// Wraps an inner frame in VXLAN with the tenant's VNI to `vtep`.
     fn send_to_vtep(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         vtep: Ipv4Addr,
         frame: &[u8],
@@ -253,7 +190,7 @@ impl Vgw {
         if 20 + 8 + vxlan::HEADER_LEN + frame.len() > usize::from(self.underlay.mtu) {
             return out.drop_frame(ingress, DropReason::Oversize);
         }
-        let ident = self.next_ident();
+        let ident = self.l3.next_ident();
         let mut pkt = std::mem::take(&mut self.vxlan_buf);
         pkt.clear();
         emit_vxlan(
@@ -264,7 +201,7 @@ impl Vgw {
             self.tenant.vni,
             frame,
         );
-        self.send_to(now, ingress, UNDERLAY, vtep, &pkt, out);
+        self.l3.send_ip(cx, ingress, &pkt, out);
         self.vxlan_buf = pkt;
     }
 
@@ -272,7 +209,7 @@ impl Vgw {
     /// the router's as the source, VXLAN to the VM's host.
     fn send_to_vm(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         vm: Sender,
         pkt: &[u8],
@@ -282,7 +219,7 @@ impl Vgw {
         frame.clear();
         ethernet::emit_header(&mut frame, vm.mac, self.tenant.mac, EtherType::Ipv4);
         frame.extend_from_slice(pkt);
-        self.send_to_vtep(now, ingress, vm.vtep, &frame, out);
+        self.send_to_vtep(cx, ingress, vm.vtep, &frame, out);
         self.frame_buf = frame;
     }
 
@@ -290,7 +227,7 @@ impl Vgw {
     /// checked) to the VM holding its destination, one TTL lower.
     fn forward_to_station(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         st: Station,
         mut pkt: Vec<u8>,
@@ -304,90 +241,41 @@ impl Vgw {
             mac: st.mac,
             vtep: st.vtep,
         };
-        self.send_to_vm(now, ingress, vm, &pkt, out);
+        self.send_to_vm(cx, ingress, vm, &pkt, out);
     }
 
-    /// Sends a packet the gateway originated: straight back to the VM that
-    /// made us answer (`back`), else by its destination — a VM of the VPC,
-    /// the underlay's subnet, or out of `ext` (directly or via the border).
-    fn send_local(
+    /// A packet to one of the gateway's addresses from inside the VPC (its
+    /// subnets' gateways, or its ext address): echo requests are answered
+    /// from the address asked, UDP gets port unreachable (what a traceroute
+    /// to the gateway expects) [RFC 1812 § 4.3.3.6, § 4.3.2], each straight
+    /// back into the tunnel it came from; the rest is for a router without
+    /// services. (What comes to its addresses on `ext` and the underlay is
+    /// its IP layer's to answer.)
+    fn deliver_from_vpc(
         &mut self,
-        now: Instant,
-        ingress: PortId,
-        back: Option<Sender>,
-        pkt: &[u8],
-        out: &mut Outbox,
-    ) {
-        if let Some(vm) = back {
-            return self.send_to_vm(now, ingress, vm, pkt, out);
-        }
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            return;
-        };
-        let dst = ip.dst();
-        if let Some(st) = self.stations.get(&dst).copied() {
-            let vm = Sender {
-                mac: st.mac,
-                vtep: st.vtep,
-            };
-            self.send_to_vm(now, ingress, vm, pkt, out);
-        } else if self.underlay.address.contains(dst) {
-            self.send_to(now, ingress, UNDERLAY, dst, pkt, out);
-        } else if self.in_vpc(dst) {
-            out.drop_frame(ingress, DropReason::UnknownStation);
-        } else {
-            let next = self.ext_next_hop(dst);
-            self.send_to(now, ingress, EXT, next, pkt, out);
-        }
-    }
-
-    fn ext_next_hop(&self, dst: Ipv4Addr) -> Ipv4Addr {
-        if self.ext.address.contains(dst) {
-            dst
-        } else {
-            self.ext.gateway
-        }
-    }
-
-    /// A packet to one of the gateway's own addresses: echo requests are
-    /// answered from the address asked, UDP gets port unreachable (what a
-    /// traceroute to the gateway itself expects) [RFC 1812 § 4.3.3.6,
-    /// § 4.3.2]; the rest is for a router without services.
-    fn deliver_local(
-        &mut self,
-        now: Instant,
-        ingress: PortId,
+        cx: &mut Ctx,
         ip: &Ipv4Packet<&[u8]>,
-        back: Option<Sender>,
+        back: Sender,
         out: &mut Outbox,
     ) {
-        if let Some(req) = icmp::as_echo_request(ip) {
-            let mut pkt = Vec::with_capacity(ip.total_len());
-            let ident = self.next_ident();
-            icmp::emit_echo_reply(&mut pkt, ip.dst(), ip.src(), ident, req);
-            self.sent.echo_replies += 1;
-            return self.send_local(now, ingress, back, &pkt, out);
+        let mut pkt = Vec::new();
+        if self.l3.build_echo_reply(ip, &mut pkt) {
+            return self.send_to_vm(cx, UNDERLAY, back, &pkt, out);
         }
-        if ip.protocol() == protocol::UDP && ip.frag_offset() == 0 {
-            self.send_error(
-                now,
-                ingress,
-                ip.dst(),
-                IcmpError::PortUnreachable,
-                ip,
-                back,
-                out,
-            );
+        if ip.protocol() == d11_wire::ipv4::protocol::UDP && ip.frag_offset() == 0 {
+            let err = IcmpError::PortUnreachable;
+            self.send_error(cx, UNDERLAY, ip.dst(), err, ip, Some(back), out);
         }
-        out.drop_frame(ingress, DropReason::UnsupportedProtocol);
+        out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol);
     }
 
     /// Sends the ICMP error `err` about `ip` from `from`, if RFC 1812
-    /// § 4.3.2.7 allows one and the token bucket has a token.
+    /// § 4.3.2.7 allows one and the token bucket has a token: straight back
+    /// to the VM that made us answer (`back`), else routed by the layer.
     #[allow(clippy::too_many_arguments)]
     fn send_error(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         ingress: PortId,
         from: Ipv4Addr,
         err: IcmpError,
@@ -395,33 +283,22 @@ impl Vgw {
         back: Option<Sender>,
         out: &mut Outbox,
     ) {
-        if !self.sent.admit_error(now, err, ip) {
-            return;
-        }
+        let Some(vm) = back else {
+            return self.l3.icmp_error_from(cx, ingress, from, err, ip, out);
+        };
         let mut pkt = Vec::with_capacity(icmp::MAX_ERROR_LEN);
-        let ident = self.next_ident();
-        icmp::emit_error(&mut pkt, from, ident, err, ip);
-        self.send_local(now, ingress, back, &pkt, out);
+        if self.l3.build_icmp_error(cx, from, err, ip, &mut pkt) {
+            self.send_to_vm(cx, ingress, vm, &pkt, out);
+        }
     }
 
-    fn on_ext_frame(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return out.drop_frame(EXT, DropReason::Truncated);
-        };
-        if eth.src().is_multicast() {
-            return out.drop_frame(EXT, DropReason::SrcMacMulticast);
-        }
-        if eth.dst() != self.ext.mac && !eth.dst().is_multicast() {
-            return out.drop_frame(EXT, DropReason::NotForUs);
-        }
-        match eth.ethertype() {
-            EtherType::Arp => self.port_arp(now, EXT, eth.payload(), out),
-            EtherType::Ipv4 if eth.dst() == self.ext.mac => match checked_ipv4(eth.payload()) {
-                Ok(ip) => self.on_outside_packet(now, &ip, out),
-                Err(r) => out.drop_frame(EXT, r),
-            },
-            EtherType::Ipv4 => out.drop_frame(EXT, DropReason::NotForUs),
-            _ => out.drop_frame(EXT, DropReason::UnsupportedEtherType),
+    fn on_ext_frame(&mut self, cx: &mut Ctx, frame: &[u8], out: &mut Outbox) {
+        match self.l3.input(cx, EXT, frame, out) {
+            Input::Done => {}
+            Input::Transit(ip) => self.on_outside_packet(cx, &ip, out),
+            Input::Local(_) | Input::Tunnel { .. } => {
+                out.drop_frame(EXT, DropReason::UnsupportedProtocol)
+            }
         }
     }
 
@@ -432,12 +309,9 @@ impl Vgw {
     /// translated address). Refusals come after the NAT check, so nothing
     /// answers unsolicited packets, and their errors quote the packet as its
     /// sender wrote it (to the VIP), from the ext address.
-    fn on_outside_packet(&mut self, now: Instant, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
+    fn on_outside_packet(&mut self, cx: &mut Ctx, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
         let dst = ip.dst();
         let me = self.ext.address.addr();
-        if dst == me {
-            return self.deliver_local(now, EXT, ip, None, out);
-        }
         if !self.ext.vips.contains(&dst) {
             // The gateway forwards only what its VIPs translate.
             return out.drop_frame(EXT, DropReason::NoRoute);
@@ -459,7 +333,7 @@ impl Vgw {
             None
         };
         let mut pkt = ip.packet().to_vec();
-        if let Err(e) = self.nat.translate(now, Side::Outside, &mut pkt) {
+        if let Err(e) = self.nat.translate(cx.now, Side::Outside, &mut pkt) {
             return out.drop_frame(EXT, e.drop_reason());
         }
         let private = Ipv4Packet::new_checked(&pkt[..]).map(|p| p.dst());
@@ -467,53 +341,37 @@ impl Vgw {
         let (err, reason) = match (refusal, station) {
             (None, Some(st)) => {
                 self.stats.to_vpc += 1;
-                return self.forward_to_station(now, EXT, st, pkt, out);
+                return self.forward_to_station(cx, EXT, st, pkt, out);
             }
             (Some(r), _) => r,
             // A rule towards an address no VM holds.
             (None, None) => (Some(IcmpError::HostUnreachable), DropReason::UnknownStation),
         };
         if let Some(err) = err {
-            self.send_error(now, EXT, me, err, ip, None, out);
+            self.send_error(cx, EXT, me, err, ip, None, out);
         }
         out.drop_frame(EXT, reason);
     }
 
-    fn on_underlay_frame(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return out.drop_frame(UNDERLAY, DropReason::Truncated);
-        };
-        if eth.src().is_multicast() {
-            return out.drop_frame(UNDERLAY, DropReason::SrcMacMulticast);
-        }
-        if eth.dst() != self.underlay.mac && !eth.dst().is_multicast() {
-            return out.drop_frame(UNDERLAY, DropReason::NotForUs);
-        }
-        match eth.ethertype() {
-            EtherType::Arp => self.port_arp(now, UNDERLAY, eth.payload(), out),
-            EtherType::Ipv4 if eth.dst() == self.underlay.mac => {
-                if let Some(ip) = self.underlay_local(eth.payload()) {
-                    return self.deliver_local(now, UNDERLAY, &ip, None, out);
+    fn on_underlay_frame(&mut self, cx: &mut Ctx, frame: &[u8], out: &mut Outbox) {
+        match self.l3.input(cx, UNDERLAY, frame, out) {
+            Input::Done => {}
+            Input::Tunnel { ip, udp, .. } => match vxlan_payload(&udp) {
+                Ok((vni, _)) if vni != self.tenant.vni => {
+                    out.drop_frame(UNDERLAY, DropReason::VxlanUnknownVni)
                 }
-                let (vtep, vni, inner) =
-                    match parse_vxlan(eth.payload(), self.underlay.address.addr()) {
-                        Ok(v) => v,
-                        Err(r) => return out.drop_frame(UNDERLAY, r),
-                    };
-                if vni != self.tenant.vni {
-                    return out.drop_frame(UNDERLAY, DropReason::VxlanUnknownVni);
-                }
-                let inner = inner.to_vec();
-                self.on_vpc_frame(now, vtep, &inner, out);
-            }
-            EtherType::Ipv4 => out.drop_frame(UNDERLAY, DropReason::NotForUs),
-            _ => out.drop_frame(UNDERLAY, DropReason::UnsupportedEtherType),
+                Ok((_, inner)) => self.on_vpc_frame(cx, ip.src(), inner, out),
+                Err(r) => out.drop_frame(UNDERLAY, r),
+            },
+            // The underlay routes nothing through the gateway.
+            Input::Transit(_) => out.drop_frame(UNDERLAY, DropReason::NotForUs),
+            Input::Local(_) => out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol),
         }
     }
 
     /// A VM's frame out of the tunnel: ARP for a gateway address, or a
     /// packet for the virtual router to route.
-    fn on_vpc_frame(&mut self, now: Instant, vtep: Ipv4Addr, inner: &[u8], out: &mut Outbox) {
+    fn on_vpc_frame(&mut self, cx: &mut Ctx, vtep: Ipv4Addr, inner: &[u8], out: &mut Outbox) {
         let Ok(eth) = EthernetFrame::new_checked(inner) else {
             return out.drop_frame(UNDERLAY, DropReason::VxlanInnerTruncated);
         };
@@ -531,7 +389,7 @@ impl Vgw {
                 self.stats.gateway_arp_answered += 1;
                 let mut reply = Vec::with_capacity(42);
                 arp.reply_from(self.tenant.mac).emit_frame(&mut reply);
-                self.send_to_vtep(now, UNDERLAY, vtep, &reply, out);
+                self.send_to_vtep(cx, UNDERLAY, vtep, &reply, out);
             }
             EtherType::Ipv4 if eth.dst() == self.tenant.mac => {
                 let back = Sender {
@@ -539,7 +397,7 @@ impl Vgw {
                     vtep,
                 };
                 match checked_ipv4(eth.payload()) {
-                    Ok(ip) => self.on_vpc_packet(now, back, &ip, out),
+                    Ok(ip) => self.on_vpc_packet(cx, back, &ip, out),
                     Err(r) => out.drop_frame(UNDERLAY, r),
                 }
             }
@@ -555,14 +413,14 @@ impl Vgw {
     /// from its subnet's gateway in the tunnel it came from.
     fn on_vpc_packet(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         back: Sender,
         ip: &Ipv4Packet<&[u8]>,
         out: &mut Outbox,
     ) {
         let (src, dst) = (ip.src(), ip.dst());
         if self.is_gateway(dst) || dst == self.ext.address.addr() {
-            return self.deliver_local(now, UNDERLAY, ip, Some(back), out);
+            return self.deliver_from_vpc(cx, ip, back, out);
         }
         let subnet_broadcast = self.tenant.gateways.iter().any(|g| g.broadcast() == dst);
         if dst.is_broadcast() || dst.is_multicast() || subnet_broadcast {
@@ -572,7 +430,7 @@ impl Vgw {
         let gw = self.gateway_for(src);
         if ip.ttl() <= 1 {
             self.send_error(
-                now,
+                cx,
                 UNDERLAY,
                 gw,
                 IcmpError::TtlExceeded,
@@ -586,90 +444,51 @@ impl Vgw {
             // Between the availability zones' subnets.
             let Some(st) = self.stations.get(&dst).copied() else {
                 let err = IcmpError::HostUnreachable;
-                self.send_error(now, UNDERLAY, gw, err, ip, Some(back), out);
+                self.send_error(cx, UNDERLAY, gw, err, ip, Some(back), out);
                 return out.drop_frame(UNDERLAY, DropReason::UnknownStation);
             };
             self.stats.routed_in_vpc += 1;
-            return self.forward_to_station(now, UNDERLAY, st, ip.packet().to_vec(), out);
+            return self.forward_to_station(cx, UNDERLAY, st, ip.packet().to_vec(), out);
         }
         if ip.total_len() > usize::from(self.ext.mtu) {
             if !ip.dont_frag() {
                 return out.drop_frame(UNDERLAY, DropReason::Oversize);
             }
             let err = IcmpError::FragmentationNeeded { mtu: self.ext.mtu };
-            self.send_error(now, UNDERLAY, gw, err, ip, Some(back), out);
+            self.send_error(cx, UNDERLAY, gw, err, ip, Some(back), out);
             return out.drop_frame(UNDERLAY, DropReason::NeedsFragmentation);
         }
         let mut pkt = ip.packet().to_vec();
-        if let Err(e) = self.nat.translate(now, Side::Inside, &mut pkt) {
+        if let Err(e) = self.nat.translate(cx.now, Side::Inside, &mut pkt) {
             return out.drop_frame(UNDERLAY, e.drop_reason());
         }
         let Ok(mut p) = Ipv4Packet::new_checked(&mut pkt[..]) else {
             return out.drop_frame(UNDERLAY, DropReason::Malformed);
         };
         p.decrement_ttl();
-        let next = self.ext_next_hop(p.dst());
         self.stats.on_vpc_frame += 1;
-        self.send_to(now, UNDERLAY, EXT, next, &pkt, out);
+        self.l3.send_ip(cx, UNDERLAY, &pkt, out);
     }
-
-    /// An IPv4 packet on the underlay for the VTEP's own address that is not
-    /// VXLAN (a ping from a host of the data centre): the gateway's to answer.
-    fn underlay_local<'a>(&self, payload: &'a [u8]) -> Option<Ipv4Packet<&'a [u8]>> {
-        let ip = Ipv4Packet::new_checked(payload).ok()?;
-        if ip.dst() != self.underlay.address.addr() || !ip.verify_checksum() {
-            return None;
-        }
-        let vxlan = ip.protocol() == protocol::UDP
-            && ip.payload().get(2..4) == Some(&vxlan::PORT.to_be_bytes()[..]);
-        (!vxlan).then_some(ip)
-    }
-}
-
-/// The IPv4 packet of a frame's payload, checked (header, checksum), as a
-/// view up to its total length.
-fn checked_ipv4(payload: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
-    let ip = match Ipv4Packet::new_checked(payload) {
-        Ok(ip) => ip,
-        Err(ipv4::Ipv4Error::Truncated) => return Err(DropReason::Truncated),
-        Err(_) => return Err(DropReason::Malformed),
-    };
-    if !ip.verify_checksum() {
-        return Err(DropReason::BadChecksum);
-    }
-    Ok(ip)
 }
 
 impl Element for Vgw {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        self.last_now = now;
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        self.last_now = cx.now;
         match port {
-            EXT => self.on_ext_frame(now, frame, out),
-            UNDERLAY => self.on_underlay_frame(now, frame, out),
+            EXT => self.on_ext_frame(cx, frame, out),
+            UNDERLAY => self.on_underlay_frame(cx, frame, out),
             _ => out.drop_frame(port, DropReason::NoSuchPort),
         }
     }
 
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        self.last_now = now;
-        self.nat.expire(now);
-        let mut events = Vec::new();
-        self.arp.on_timer(now, |e| events.push(e));
-        for e in events {
-            match e {
-                ArpEvent::Retry { port, ip } => self.send_arp_request(port, ip, out),
-                ArpEvent::Failed { port, ip, queued } => {
-                    tracing::info!(%ip, "next hop did not answer ARP");
-                    for _ in queued {
-                        out.drop_frame(port, DropReason::ArpTimeout);
-                    }
-                }
-            }
-        }
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.last_now = cx.now;
+        self.nat.expire(cx.now);
+        self.l3.on_timer(cx, out);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        match (self.nat.poll_at(), self.arp.poll_at()) {
+        match (self.nat.poll_at(), self.l3.poll_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -679,7 +498,7 @@ impl Element for Vgw {
     /// VPC's VMs and their hosts; `arp`; `stats` (with the NAT's own);
     /// `originated`: the ICMP the gateway answered itself.
     fn report(&self) -> serde_json::Value {
-        let arp = self.arp.report(self.last_now);
+        let l3 = self.l3.report();
         let stations: Vec<_> = self
             .tenant
             .stations
@@ -689,9 +508,9 @@ impl Element for Vgw {
         json!({
             "nat": self.nat.entries(self.last_now),
             "stations": stations,
-            "arp": arp,
+            "arp": l3.arp,
             "stats": self.stats,
-            "originated": self.sent,
+            "originated": l3.originated,
             "nat_stats": self.nat.stats(),
         })
     }
@@ -790,8 +609,8 @@ mod tests {
     /// A vgw that knows host A's underlay MAC and the border's.
     fn warm() -> Vgw {
         let mut g = vgw();
-        g.arp.insert(t(0), ip("10.0.0.11"), HOSTA_MAC);
-        g.arp.insert(t(0), ip("203.0.113.1"), BORDER_MAC);
+        g.l3.learn(t(0), ip("10.0.0.11"), HOSTA_MAC);
+        g.l3.learn(t(0), ip("203.0.113.1"), BORDER_MAC);
         g
     }
 
@@ -803,9 +622,18 @@ mod tests {
         f[0].1.clone()
     }
 
+    /// The sender, VNI and inner frame of VXLAN in `packet` to `me`.
+    fn vxlan_to(packet: &[u8], me: Ipv4Addr) -> Option<(Ipv4Addr, Vni, &[u8])> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        assert_eq!(ip.dst(), me);
+        let udp = d11_wire::udp::UdpPacket::new_checked(ip.payload_ref()).ok()?;
+        let (vni, inner) = vxlan_payload(&udp).ok()?;
+        Some((ip.src(), vni, inner))
+    }
+
     /// The VNI and inner frame of a VXLAN frame the vgw sent to host A.
     fn untunnel(frame: &[u8]) -> (u32, Vec<u8>) {
-        let (src, vni, inner) = parse_vxlan(&frame[14..], ip("10.0.0.11")).unwrap();
+        let (src, vni, inner) = vxlan_to(&frame[14..], ip("10.0.0.11")).unwrap();
         assert_eq!(src, ip("10.0.0.1"));
         (vni.get(), inner.to_vec())
     }
@@ -823,10 +651,10 @@ mod tests {
             MacAddr([2, 0, 0, 0, 0xb, 1]),
             EtherType::Ipv4,
         );
-        ipv4::Ipv4Repr {
+        d11_wire::ipv4::Ipv4Repr {
             src: ip("192.0.2.130"),
             dst: ip(dst),
-            protocol: ipv4::protocol::UDP,
+            protocol: d11_wire::ipv4::protocol::UDP,
             ttl: 63,
             ident: 1,
             dont_frag: false,
@@ -870,7 +698,7 @@ mod tests {
             ip("203.0.113.24"),
         )
         .emit_frame(&mut req);
-        g.on_frame(t(0), EXT, &req, &mut o);
+        g.on_frame(&mut t(0).into(), EXT, &req, &mut o);
         let f = frames(&o);
         assert_eq!(f.len(), 1);
         let a = ArpRepr::parse(&f[0].1[14..]).unwrap();
@@ -886,7 +714,7 @@ mod tests {
             ip("203.0.113.26"),
         )
         .emit_frame(&mut req);
-        g.on_frame(t(0), EXT, &req, &mut o);
+        g.on_frame(&mut t(0).into(), EXT, &req, &mut o);
         assert!(o.is_empty());
     }
 
@@ -894,11 +722,16 @@ mod tests {
     fn the_vip_is_translated_and_sent_to_host_a_in_vni_1001() {
         let mut g = warm();
         let mut o = Outbox::new();
-        g.on_frame(t(1), EXT, &from_client("203.0.113.24", 443), &mut o);
+        g.on_frame(
+            &mut t(1).into(),
+            EXT,
+            &from_client("203.0.113.24", 443),
+            &mut o,
+        );
         let f = frames(&o);
         assert_eq!(f.len(), 1, "{:?}", o.drops());
         assert_eq!(f[0].0, UNDERLAY);
-        let (vtep, vni, inner) = parse_vxlan(&f[0].1[14..], ip("10.0.0.11")).unwrap();
+        let (vtep, vni, inner) = vxlan_to(&f[0].1[14..], ip("10.0.0.11")).unwrap();
         assert_eq!((vtep, vni.get()), (ip("10.0.0.1"), 1001));
         let eth = EthernetFrame::new_checked(inner).unwrap();
         assert_eq!((eth.dst(), eth.src()), (LB_MAC, ROUTER_MAC));
@@ -915,18 +748,33 @@ mod tests {
     fn unconfigured_ports_bad_vnis_and_strangers_are_counted_drops() {
         let mut g = warm();
         let mut o = Outbox::new();
-        g.on_frame(t(1), EXT, &from_client("203.0.113.24", 80), &mut o);
+        g.on_frame(
+            &mut t(1).into(),
+            EXT,
+            &from_client("203.0.113.24", 80),
+            &mut o,
+        );
         assert_eq!(o.drops(), &[(EXT, DropReason::NatUnsolicited)]);
         o.clear();
-        g.on_frame(t(1), EXT, &from_client("203.0.113.99", 443), &mut o);
+        g.on_frame(
+            &mut t(1).into(),
+            EXT,
+            &from_client("203.0.113.99", 443),
+            &mut o,
+        );
         assert_eq!(o.drops(), &[(EXT, DropReason::NoRoute)]);
         o.clear();
         let mut arp = vec![];
         ArpRepr::request(LB_MAC, ip("192.168.1.10"), ip("192.168.1.1")).emit_frame(&mut arp);
-        g.on_frame(t(1), UNDERLAY, &from_hosta(1002, &arp), &mut o);
+        g.on_frame(&mut t(1).into(), UNDERLAY, &from_hosta(1002, &arp), &mut o);
         assert_eq!(o.drops(), &[(UNDERLAY, DropReason::VxlanUnknownVni)]);
         o.clear();
-        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &arp[..9]), &mut o);
+        g.on_frame(
+            &mut t(1).into(),
+            UNDERLAY,
+            &from_hosta(1001, &arp[..9]),
+            &mut o,
+        );
         assert_eq!(o.drops(), &[(UNDERLAY, DropReason::VxlanInnerTruncated)]);
         assert_eq!(o.frames().count(), 0);
     }
@@ -934,8 +782,7 @@ mod tests {
     #[test]
     fn too_big_for_the_vpc_with_df_gets_fragmentation_needed_quoting_the_vip() {
         let mut g = warm();
-        g.arp
-            .insert(t(0), ip("203.0.113.1"), MacAddr([2, 0, 0, 0, 0xb, 1]));
+        g.l3.learn(t(0), ip("203.0.113.1"), MacAddr([2, 0, 0, 0, 0xb, 1]));
         let mut f = vec![];
         ethernet::emit_header(
             &mut f,
@@ -943,10 +790,10 @@ mod tests {
             MacAddr([2, 0, 0, 0, 0xb, 1]),
             EtherType::Ipv4,
         );
-        ipv4::Ipv4Repr {
+        d11_wire::ipv4::Ipv4Repr {
             src: ip("192.0.2.130"),
             dst: ip("203.0.113.24"),
-            protocol: ipv4::protocol::UDP,
+            protocol: d11_wire::ipv4::protocol::UDP,
             ttl: 63,
             ident: 1,
             dont_frag: true,
@@ -958,7 +805,7 @@ mod tests {
         f.extend_from_slice(&1431u16.to_be_bytes());
         f.resize(14 + 20 + 1431, 0);
         let mut o = Outbox::new();
-        g.on_frame(t(1), EXT, &f, &mut o);
+        g.on_frame(&mut t(1).into(), EXT, &f, &mut o);
         assert_eq!(o.drops(), &[(EXT, DropReason::NeedsFragmentation)]);
         let out = frames(&o);
         assert_eq!(out.len(), 1);
@@ -981,7 +828,7 @@ mod tests {
             .unwrap()
             .fill_checksum();
         o.clear();
-        g.on_frame(t(2), EXT, &fits, &mut o);
+        g.on_frame(&mut t(2).into(), EXT, &fits, &mut o);
         assert!(o.drops().is_empty(), "{:?}", o.drops());
         assert_eq!(frames(&o)[0].0, UNDERLAY);
     }
@@ -992,10 +839,10 @@ mod tests {
         let mut o = Outbox::new();
         let mut arp = vec![];
         ArpRepr::request(LB_MAC, ip("192.168.1.10"), ip("192.168.1.1")).emit_frame(&mut arp);
-        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &arp), &mut o);
+        g.on_frame(&mut t(1).into(), UNDERLAY, &from_hosta(1001, &arp), &mut o);
         let f = frames(&o);
         assert_eq!(f.len(), 1);
-        let (_, vni, inner) = parse_vxlan(&f[0].1[14..], ip("10.0.0.11")).unwrap();
+        let (_, vni, inner) = vxlan_to(&f[0].1[14..], ip("10.0.0.11")).unwrap();
         assert_eq!(vni.get(), 1001);
         let a = ArpRepr::parse(&inner[14..]).unwrap();
         assert_eq!(
@@ -1008,7 +855,12 @@ mod tests {
     fn a_vms_ping_to_its_gateway_is_answered_in_vni_1001_byte_identical_to_scapy() {
         let mut g = warm();
         let mut o = Outbox::new();
-        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &hex(GW_PING)), &mut o);
+        g.on_frame(
+            &mut t(1).into(),
+            UNDERLAY,
+            &from_hosta(1001, &hex(GW_PING)),
+            &mut o,
+        );
         let (vni, inner) = untunnel(&only_frame(&o, UNDERLAY));
         assert_eq!(vni, 1001);
         assert_eq!(inner, hex(GW_PONG));
@@ -1030,7 +882,7 @@ mod tests {
         let mut f = vec![];
         ethernet::emit_header(&mut f, EXT_MAC, BORDER_MAC, EtherType::Ipv4);
         f.extend_from_slice(&ping);
-        g.on_frame(t(1), EXT, &f, &mut o);
+        g.on_frame(&mut t(1).into(), EXT, &f, &mut o);
         let r = only_frame(&o, EXT);
         let p = Ipv4Packet::new_checked(&r[14..]).unwrap();
         assert_eq!((p.src(), p.dst()), (ip("203.0.113.2"), ip("192.0.2.130")));
@@ -1043,7 +895,7 @@ mod tests {
         Ipv4Packet::new_checked(&mut udp[14..])
             .unwrap()
             .fill_checksum();
-        g.on_frame(t(2), EXT, &udp, &mut o);
+        g.on_frame(&mut t(2).into(), EXT, &udp, &mut o);
         let r = only_frame(&o, EXT);
         let icmp = &r[14 + 20..];
         assert_eq!((icmp[0], icmp[1]), (3, 3), "port unreachable");
@@ -1063,7 +915,7 @@ mod tests {
             EtherType::Ipv4,
         );
         f.extend_from_slice(&ping);
-        g.on_frame(t(3), UNDERLAY, &f, &mut o);
+        g.on_frame(&mut t(3).into(), UNDERLAY, &f, &mut o);
         let r = only_frame(&o, UNDERLAY);
         let p = Ipv4Packet::new_checked(&r[14..]).unwrap();
         assert_eq!((p.src(), p.dst()), (ip("10.0.0.1"), ip("10.0.0.11")));
@@ -1074,14 +926,14 @@ mod tests {
     fn ttl_1_to_the_vip_gets_time_exceeded_from_the_ext_address_byte_identical_to_scapy() {
         let mut g = warm();
         let mut o = Outbox::new();
-        g.on_frame(t(1), EXT, &hex(VIP_TTL1), &mut o);
+        g.on_frame(&mut t(1).into(), EXT, &hex(VIP_TTL1), &mut o);
         assert_eq!(only_frame(&o, EXT), hex(VIP_TIME_EXCEEDED));
         assert_eq!(o.drops(), &[(EXT, DropReason::TtlExpired)]);
         // After the NAT check: the same to a port without a rule is silent.
         o.clear();
         let mut stray = hex(VIP_TTL1);
         stray[14 + 22..14 + 24].copy_from_slice(&80u16.to_be_bytes());
-        g.on_frame(t(2), EXT, &stray, &mut o);
+        g.on_frame(&mut t(2).into(), EXT, &stray, &mut o);
         assert_eq!(o.frames().count(), 0);
         assert_eq!(o.drops(), &[(EXT, DropReason::NatUnsolicited)]);
     }
@@ -1090,7 +942,12 @@ mod tests {
     fn ttl_1_from_a_vm_gets_time_exceeded_from_its_gateway_in_the_tunnel_byte_identical_to_scapy() {
         let mut g = warm();
         let mut o = Outbox::new();
-        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &hex(VM_TTL1)), &mut o);
+        g.on_frame(
+            &mut t(1).into(),
+            UNDERLAY,
+            &from_hosta(1001, &hex(VM_TTL1)),
+            &mut o,
+        );
         let (vni, inner) = untunnel(&only_frame(&o, UNDERLAY));
         assert_eq!((vni, inner), (1001, hex(VM_TIME_EXCEEDED)));
         assert_eq!(o.drops(), &[(UNDERLAY, DropReason::TtlExpired)]);
@@ -1105,7 +962,7 @@ mod tests {
         Ipv4Packet::new_checked(&mut ping[14..])
             .unwrap()
             .fill_checksum();
-        g.on_frame(t(1), UNDERLAY, &from_hosta(1001, &ping), &mut o);
+        g.on_frame(&mut t(1).into(), UNDERLAY, &from_hosta(1001, &ping), &mut o);
         let (_, inner) = untunnel(&only_frame(&o, UNDERLAY));
         let p = Ipv4Packet::new_checked(&inner[14..]).unwrap();
         assert_eq!((p.src(), p.dst()), (ip("192.168.1.1"), ip("192.168.1.10")));
@@ -1123,7 +980,7 @@ mod tests {
         ethernet::emit_header(&mut f, EXT_MAC, BORDER_MAC, EtherType::Ipv4);
         f.extend_from_slice(&big);
         let mut o = Outbox::new();
-        g.on_frame(t(1), EXT, &f, &mut o);
+        g.on_frame(&mut t(1).into(), EXT, &f, &mut o);
         let mut want = hex(FRAG_NEEDED_HEAD);
         want.resize(icmp::MAX_ERROR_LEN, 0);
         assert_eq!(&only_frame(&o, EXT)[14..], &want[..]);
@@ -1134,7 +991,7 @@ mod tests {
         Ipv4Packet::new_checked(&mut f[14..])
             .unwrap()
             .fill_checksum();
-        g.on_frame(t(2), EXT, &f, &mut o);
+        g.on_frame(&mut t(2).into(), EXT, &f, &mut o);
         assert_eq!(o.frames().count(), 0);
         assert_eq!(o.drops(), &[(EXT, DropReason::Oversize)]);
     }
@@ -1145,7 +1002,7 @@ mod tests {
         let mut o = Outbox::new();
         let frame = from_hosta(1001, &hex(VM_TTL1));
         for _ in 0..150 {
-            g.on_frame(t(1), UNDERLAY, &frame, &mut o);
+            g.on_frame(&mut t(1).into(), UNDERLAY, &frame, &mut o);
         }
         assert_eq!(
             o.frames().count(),
@@ -1157,7 +1014,7 @@ mod tests {
         assert_eq!(r["originated"]["rate_limited"], 50, "{r}");
         // Tokens come back with time.
         o.clear();
-        g.on_frame(t(100), UNDERLAY, &frame, &mut o);
+        g.on_frame(&mut t(100).into(), UNDERLAY, &frame, &mut o);
         assert_eq!(o.frames().count(), 1);
     }
 
@@ -1166,8 +1023,8 @@ mod tests {
         fn random_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..1600), port in 0u16..3) {
             let mut g = warm();
             let mut o = Outbox::new();
-            g.on_frame(t(1), PortId(port), &frame, &mut o);
-            g.on_timer(t(400_000), &mut o);
+            g.on_frame(&mut t(1).into(), PortId(port), &frame, &mut o);
+            g.on_timer(&mut t(400_000).into(), &mut o);
         }
 
         #[test]
@@ -1178,7 +1035,7 @@ mod tests {
             f[i] = v;
             let mut g = warm();
             let mut o = Outbox::new();
-            g.on_frame(t(1), UNDERLAY, &f, &mut o);
+            g.on_frame(&mut t(1).into(), UNDERLAY, &f, &mut o);
         }
     }
 }

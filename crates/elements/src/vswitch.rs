@@ -10,9 +10,9 @@
 //! frame, UDP checksum sent as zero) and § 4.3 (VTEPs never fragment: the
 //! VMs get an MTU of 1450 so their frames fit a 1500-byte underlay).
 //!
-//! Port 0 is the underlay (an address and a MAC of its own; it answers ARP
-//! for that address and resolves the other VTEPs' MACs with an
-//! [`ArpCache`]); every other port is one VM's TAP, in one VNI. The MAC table
+//! Port 0 is the underlay (an address and a MAC of its own, the port of the
+//! switch's [`L3`]: it answers ARP and ping for that address and resolves
+//! the other VTEPs' MACs); every other port is one VM's TAP, in one VNI. The MAC table
 //! is keyed by (VNI, MAC), so two tenants may use the same MACs and the same
 //! IP addresses: a frame never leaves its VNI.
 //!
@@ -20,12 +20,11 @@
 //! where from), learn the source, look the destination up, apply an action.
 
 use d11_core::hash::FastMap;
-use d11_core::{
-    ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Instant, Outbox, PortId,
-};
+use d11_core::{Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
-use d11_wire::ipv4::{self, protocol, Ipv4Packet, Ipv4Repr};
+use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
+use d11_wire::udp::{UdpPacket, UdpRepr};
 use d11_wire::vxlan::{self, Vni, VxlanPacket, VxlanRepr};
 use d11_wire::{Ipv4Cidr, MacAddr};
 use serde_json::json;
@@ -52,6 +51,18 @@ pub struct UnderlayPort {
     pub mac: MacAddr,
     pub address: Ipv4Cidr,
     pub mtu: u16,
+}
+
+impl UnderlayPort {
+    /// The port as its IP layer holds it.
+    pub fn l3_port(&self) -> L3Port {
+        L3Port {
+            name: self.name.clone(),
+            mac: self.mac,
+            address: self.address,
+            mtu: self.mtu,
+        }
+    }
 }
 
 /// One VM's TAP port and the tenant segment it is plugged into.
@@ -142,12 +153,12 @@ pub struct VSwitch {
     fdb: FastMap<(Vni, MacAddr), FdbEntry>,
     /// Answers for ARP requests from VMs: (VNI, IP) → MAC.
     arp_proxy: FastMap<(Vni, Ipv4Addr), MacAddr>,
-    arp: ArpCache,
+    /// The VTEP's IP layer on the underlay port.
+    l3: L3,
     aging: Duration,
     max_macs: usize,
     learned: usize,
     deadlines: BinaryHeap<Reverse<(Instant, Vni, MacAddr)>>,
-    ident: u16,
     /// Where each outer packet is built, kept between frames.
     scratch: Vec<u8>,
     last_now: Instant,
@@ -184,18 +195,23 @@ impl VSwitch {
                 arp_proxy.insert((s.vni, ip), s.mac);
             }
         }
+        let mut l3 = L3::new(
+            std::iter::once(Some(cfg.underlay.l3_port()))
+                .chain(cfg.vms.iter().map(|_| None))
+                .collect(),
+        );
+        l3.claim_udp(vxlan::PORT);
         VSwitch {
             underlay: cfg.underlay,
             vms: cfg.vms,
             flood: cfg.flood,
             fdb,
             arp_proxy,
-            arp: ArpCache::new(ArpConfig::default()),
+            l3,
             aging: cfg.aging,
             max_macs: cfg.max_macs,
             learned: 0,
             deadlines: BinaryHeap::new(),
-            ident: 0,
             scratch: Vec::new(),
             last_now: Instant::ZERO,
             stats: Stats::default(),
@@ -254,7 +270,8 @@ impl VSwitch {
     }
 
     /// A frame from a VM's TAP: its VNI is the port's.
-    fn on_vm_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+    fn on_vm_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        let now = cx.now;
         let Some(vm) = self.vm(port) else {
             return out.drop_frame(port, DropReason::NoSuchPort);
         };
@@ -278,7 +295,7 @@ impl VSwitch {
             Some(Location::Remote(vtep)) => Action::Tunnel(vtep),
             None => Action::Flood,
         };
-        self.apply(now, action, vni, port, frame, out);
+        self.apply(cx, action, vni, port, frame, out);
     }
 
     /// The ARP responder (OpenStack l2population): a request for an address
@@ -303,7 +320,7 @@ impl VSwitch {
 
     fn apply(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         action: Action,
         vni: Vni,
         in_port: PortId,
@@ -312,7 +329,7 @@ impl VSwitch {
     ) {
         match action {
             Action::Local(p) => self.deliver(p, frame, in_port, out),
-            Action::Tunnel(vtep) => self.encapsulate(now, vni, vtep, frame, in_port, out),
+            Action::Tunnel(vtep) => self.encapsulate(cx, vni, vtep, frame, in_port, out),
             Action::Flood => {
                 for i in 0..self.vms.len() {
                     let p = PortId(i as u16 + 1);
@@ -324,7 +341,7 @@ impl VSwitch {
                     let vteps = self.flood.get(&vni).cloned().unwrap_or_default();
                     for vtep in vteps {
                         self.stats.replicated += 1;
-                        self.encapsulate(now, vni, vtep, frame, in_port, out);
+                        self.encapsulate(cx, vni, vtep, frame, in_port, out);
                     }
                 }
             }
@@ -347,7 +364,7 @@ impl VSwitch {
     /// or queues it behind an ARP request for the VTEP.
     fn encapsulate(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx,
         vni: Vni,
         vtep: Ipv4Addr,
         frame: &[u8],
@@ -359,80 +376,42 @@ impl VSwitch {
             // A VTEP never fragments [RFC 7348 § 4.3]: the VM's MTU is wrong.
             return out.drop_frame(in_port, DropReason::Oversize);
         }
-        self.ident = self.ident.wrapping_add(1);
+        let ident = self.l3.next_ident();
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         let me = self.underlay.address.addr();
-        emit_vxlan(&mut pkt, me, vtep, self.ident, vni, frame);
+        emit_vxlan(&mut pkt, me, vtep, ident, vni, frame);
         self.stats.encapsulated += 1;
-        match self.arp.lookup(now, vtep) {
-            Some(mac) => self.transmit_underlay(mac, &pkt, out),
-            None => match self.arp.enqueue(now, UNDERLAY, vtep, &pkt) {
-                Enqueued::SendRequest => self.send_arp_request(vtep, out),
-                Enqueued::Queued => {}
-                Enqueued::Full => out.drop_frame(in_port, DropReason::ArpQueueFull),
-            },
-        }
+        self.l3.send_ip(cx, in_port, &pkt, out);
         self.scratch = pkt;
     }
 
-    fn transmit_underlay(&self, dst: MacAddr, pkt: &[u8], out: &mut Outbox) {
-        let src = self.underlay.mac;
-        out.build(UNDERLAY, |b| {
-            ethernet::emit_header(b, dst, src, EtherType::Ipv4);
-            b.extend_from_slice(pkt);
-        });
-    }
-
-    fn send_arp_request(&self, target: Ipv4Addr, out: &mut Outbox) {
-        let req = ArpRepr::request(self.underlay.mac, self.underlay.address.addr(), target);
-        out.build(UNDERLAY, |b| req.emit_frame(b));
-    }
-
-    /// A frame on the underlay: ARP for our address, or VXLAN to us.
-    fn on_underlay_frame(&mut self, now: Instant, frame: &[u8], out: &mut Outbox) {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return out.drop_frame(UNDERLAY, DropReason::Truncated);
-        };
-        if eth.src().is_multicast() {
-            return out.drop_frame(UNDERLAY, DropReason::SrcMacMulticast);
-        }
-        if eth.dst() != self.underlay.mac && !eth.dst().is_multicast() {
-            return out.drop_frame(UNDERLAY, DropReason::NotForUs);
-        }
-        match eth.ethertype() {
-            EtherType::Arp => self.underlay_arp(now, eth.payload(), out),
-            EtherType::Ipv4 if eth.dst() == self.underlay.mac => {
-                self.decapsulate(now, eth.payload(), out)
-            }
-            EtherType::Ipv4 => out.drop_frame(UNDERLAY, DropReason::NotForUs),
-            _ => out.drop_frame(UNDERLAY, DropReason::UnsupportedEtherType),
+    /// A frame on the underlay: what the VTEP's IP layer does not handle
+    /// itself (ARP, ping) is VXLAN to us, or not for a switch.
+    fn on_underlay_frame(&mut self, cx: &mut Ctx, frame: &[u8], out: &mut Outbox) {
+        match self.l3.input(cx, UNDERLAY, frame, out) {
+            Input::Done => {}
+            Input::Tunnel { ip, udp, .. } => match vxlan_payload(&udp) {
+                Ok((vni, inner)) => self.decapsulate(cx, ip.src(), vni, inner, out),
+                Err(r) => out.drop_frame(UNDERLAY, r),
+            },
+            // A switch routes nothing and runs no services but VXLAN.
+            Input::Transit(_) => out.drop_frame(UNDERLAY, DropReason::NotForUs),
+            Input::Local(_) => out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol),
         }
     }
 
-    fn underlay_arp(&mut self, now: Instant, payload: &[u8], out: &mut Outbox) {
-        let Ok(arp) = ArpRepr::parse(payload) else {
-            return out.drop_frame(UNDERLAY, DropReason::Malformed);
-        };
-        let me = self.underlay.address.addr();
-        if let Some((_, queue)) = self.arp.on_arp(now, &arp, me) {
-            for pkt in queue {
-                self.transmit_underlay(arp.sender_mac, &pkt, out);
-            }
-        }
-        if arp.target_ip == me && arp.op == ArpOp::Request {
-            let mac = self.underlay.mac;
-            out.build(UNDERLAY, |b| arp.reply_from(mac).emit_frame(b));
-        }
-    }
-
-    /// Outer IPv4 and UDP to port 4789, the VXLAN header, then the inner
-    /// frame as if it came in on a port of its VNI [RFC 7348 § 4.1].
-    fn decapsulate(&mut self, now: Instant, packet: &[u8], out: &mut Outbox) {
-        let (vtep, vni, inner) = match parse_vxlan(packet, self.underlay.address.addr()) {
-            Ok(v) => v,
-            Err(r) => return out.drop_frame(UNDERLAY, r),
-        };
+    /// The inner frame of VXLAN from `vtep`, as if it came in on a port of
+    /// its VNI [RFC 7348 § 4.1].
+    fn decapsulate(
+        &mut self,
+        cx: &mut Ctx,
+        vtep: Ipv4Addr,
+        vni: Vni,
+        inner: &[u8],
+        out: &mut Outbox,
+    ) {
+        let now = cx.now;
         if !self.vms.iter().any(|vm| vm.vni == vni) {
             return out.drop_frame(UNDERLAY, DropReason::VxlanUnknownVni);
         }
@@ -450,7 +429,7 @@ impl VSwitch {
             Some(Location::Remote(_)) => Action::Drop(DropReason::SameSegment),
             None => Action::Flood,
         };
-        self.apply(now, action, vni, UNDERLAY, inner, out);
+        self.apply(cx, action, vni, UNDERLAY, inner, out);
     }
 }
 
@@ -466,7 +445,11 @@ pub fn emit_vxlan(
     vni: Vni,
     frame: &[u8],
 ) {
-    let udp_len = 8 + vxlan::HEADER_LEN + frame.len();
+    let udp = UdpRepr {
+        src_port: flow_port(frame),
+        dst_port: vxlan::PORT,
+        payload_len: vxlan::HEADER_LEN + frame.len(),
+    };
     Ipv4Repr {
         src,
         dst,
@@ -474,52 +457,20 @@ pub fn emit_vxlan(
         ttl: OUTER_TTL,
         ident,
         dont_frag: true,
-        payload_len: udp_len,
+        payload_len: udp.buffer_len() + udp.payload_len,
     }
     .emit(buf);
-    buf.extend_from_slice(&flow_port(frame).to_be_bytes());
-    buf.extend_from_slice(&vxlan::PORT.to_be_bytes());
-    buf.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    buf.extend_from_slice(&[0, 0]);
+    udp.emit(buf);
     VxlanRepr { vni }.emit(buf);
     buf.extend_from_slice(frame);
 }
 
-/// The sending VTEP, the VNI and the inner frame (not yet checked) of an
-/// IPv4 packet addressed to the VTEP `me`, or why it is dropped. A nonzero
-/// UDP checksum is not verified: the inner frame goes to a stack that checks
-/// its own, and RFC 7348 § 5 lets a receiver accept a zero one.
-pub fn parse_vxlan(packet: &[u8], me: Ipv4Addr) -> Result<(Ipv4Addr, Vni, &[u8]), DropReason> {
-    let ip = match Ipv4Packet::new_checked(packet) {
-        Ok(ip) => ip,
-        Err(ipv4::Ipv4Error::Truncated) => return Err(DropReason::Truncated),
-        Err(_) => return Err(DropReason::Malformed),
-    };
-    if !ip.verify_checksum() {
-        return Err(DropReason::BadChecksum);
-    }
-    if ip.dst() != me {
-        return Err(DropReason::NotForUs);
-    }
-    if ip.protocol() != protocol::UDP || ip.more_frags() || ip.frag_offset() != 0 {
-        // No services but VXLAN here; and VTEPs do not reassemble [RFC 7348 § 4.3].
-        return Err(DropReason::UnsupportedProtocol);
-    }
-    let src = ip.src();
-    let udp = &packet[ip.header_len()..ip.total_len()];
-    if udp.len() < 8 {
-        return Err(DropReason::Truncated);
-    }
-    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    if udp_len < 8 || udp_len > udp.len() {
-        return Err(DropReason::Malformed);
-    }
-    if u16::from_be_bytes([udp[2], udp[3]]) != vxlan::PORT {
-        return Err(DropReason::UnsupportedProtocol);
-    }
-    let v = VxlanPacket::new_checked(&udp[8..udp_len]).map_err(|_| DropReason::VxlanMalformed)?;
-    let vni = v.vni();
-    Ok((src, vni, &udp[8 + vxlan::HEADER_LEN..udp_len]))
+/// The VNI and the inner frame (not yet checked) of a datagram to our
+/// VXLAN port, or why it is dropped. A nonzero UDP checksum was verified by
+/// the layer; RFC 7348 § 5 lets a receiver accept a zero one.
+pub fn vxlan_payload<'a>(udp: &UdpPacket<&'a [u8]>) -> Result<(Vni, &'a [u8]), DropReason> {
+    let v = VxlanPacket::new_checked(udp.payload_ref()).map_err(|_| DropReason::VxlanMalformed)?;
+    Ok((v.vni(), &udp.payload_ref()[vxlan::HEADER_LEN..]))
 }
 
 /// The outer UDP source port: a hash of the inner frame's flow (MACs,
@@ -544,30 +495,19 @@ pub fn flow_port(frame: &[u8]) -> u16 {
 }
 
 impl Element for VSwitch {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        self.last_now = now;
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        self.last_now = cx.now;
         if port == UNDERLAY {
-            self.on_underlay_frame(now, frame, out)
+            self.on_underlay_frame(cx, frame, out)
         } else {
-            self.on_vm_frame(now, port, frame, out)
+            self.on_vm_frame(cx, port, frame, out)
         }
     }
 
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        let now = cx.now;
         self.last_now = now;
-        let mut events = Vec::new();
-        self.arp.on_timer(now, |e| events.push(e));
-        for e in events {
-            match e {
-                ArpEvent::Retry { ip, .. } => self.send_arp_request(ip, out),
-                ArpEvent::Failed { ip, queued, .. } => {
-                    tracing::info!(%ip, "VTEP did not answer ARP");
-                    for _ in queued {
-                        out.drop_frame(UNDERLAY, DropReason::ArpTimeout);
-                    }
-                }
-            }
-        }
+        self.l3.on_timer(cx, out);
         while let Some(&Reverse((due, vni, mac))) = self.deadlines.peek() {
             if due > now {
                 break;
@@ -590,7 +530,7 @@ impl Element for VSwitch {
 
     fn poll_at(&self) -> Option<Instant> {
         let fdb = self.deadlines.peek().map(|Reverse((due, _, _))| *due);
-        match (fdb, self.arp.poll_at()) {
+        match (fdb, self.l3.poll_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -633,7 +573,7 @@ impl Element for VSwitch {
             .iter()
             .map(|(vni, v)| json!({"vni": vni.get(), "flood_to": v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")}))
             .collect();
-        let arp = self.arp.report(self.last_now);
+        let arp = self.l3.report().arp;
         json!({ "fdb": fdb, "vteps": vteps, "arp": arp, "stats": self.stats })
     }
 }
@@ -728,11 +668,9 @@ mod tests {
     fn warm() -> VSwitch {
         let mut s = hosta();
         let mut o = Outbox::new();
-        s.on_frame(t(0), UNDERLAY, &hex(ARP_HB), &mut o);
-        s.arp
-            .insert(t(0), ip("10.0.0.1"), MacAddr([2, 0, 0, 0, 0, 1]));
-        s.arp
-            .insert(t(0), ip("10.0.0.13"), MacAddr([2, 0, 0, 0, 0, 0x13]));
+        s.on_frame(&mut t(0).into(), UNDERLAY, &hex(ARP_HB), &mut o);
+        s.l3.learn(t(0), ip("10.0.0.1"), MacAddr([2, 0, 0, 0, 0, 1]));
+        s.l3.learn(t(0), ip("10.0.0.13"), MacAddr([2, 0, 0, 0, 0, 0x13]));
         s
     }
 
@@ -775,7 +713,7 @@ mod tests {
     fn underlay_arp_for_our_address_is_answered_with_the_scapy_reply() {
         let mut s = hosta();
         let mut o = Outbox::new();
-        s.on_frame(t(0), UNDERLAY, &hex(ARP_HB), &mut o);
+        s.on_frame(&mut t(0).into(), UNDERLAY, &hex(ARP_HB), &mut o);
         assert_eq!(frames(&o), vec![(UNDERLAY, hex(ARP_HA_REPLY))]);
     }
 
@@ -783,7 +721,7 @@ mod tests {
     fn a_frame_for_a_remote_vm_leaves_in_vxlan_1001_byte_identical_to_scapy() {
         let mut s = warm();
         let mut o = Outbox::new();
-        s.on_frame(t(1), LB_PORT, &hex(INNER), &mut o);
+        s.on_frame(&mut t(1).into(), LB_PORT, &hex(INNER), &mut o);
         assert_eq!(frames(&o), vec![(UNDERLAY, hex(ENCAP))]);
         assert!(o.drops().is_empty());
     }
@@ -792,7 +730,7 @@ mod tests {
     fn the_first_frame_to_a_vtep_waits_for_its_arp_answer() {
         let mut s = hosta();
         let mut o = Outbox::new();
-        s.on_frame(t(0), LB_PORT, &hex(INNER), &mut o);
+        s.on_frame(&mut t(0).into(), LB_PORT, &hex(INNER), &mut o);
         let f = frames(&o);
         assert_eq!(f.len(), 1);
         let req = ArpRepr::parse(&f[0].1[14..]).unwrap();
@@ -801,7 +739,7 @@ mod tests {
         let mut reply = vec![];
         req.reply_from(HB).emit_frame(&mut reply);
         reply[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x11]);
-        s.on_frame(t(1), UNDERLAY, &reply, &mut o);
+        s.on_frame(&mut t(1).into(), UNDERLAY, &reply, &mut o);
         assert_eq!(frames(&o), vec![(UNDERLAY, hex(ENCAP))]);
     }
 
@@ -809,7 +747,7 @@ mod tests {
     fn vxlan_from_host_b_is_delivered_to_the_vm_and_its_source_learned() {
         let mut s = warm();
         let mut o = Outbox::new();
-        s.on_frame(t(1), UNDERLAY, &hex(REPLY), &mut o);
+        s.on_frame(&mut t(1).into(), UNDERLAY, &hex(REPLY), &mut o);
         // vm-lb is not learned yet: flooded within VNI 1001 only, never back to the underlay.
         assert_eq!(frames(&o), vec![(LB_PORT, hex(REPLY_INNER))]);
         let r = s.report();
@@ -826,7 +764,7 @@ mod tests {
     fn the_same_frames_in_vni_1002_never_reach_the_shop_vm() {
         let mut s = warm();
         let mut o = Outbox::new();
-        s.on_frame(t(1), LB_PORT, &hex(INNER), &mut o); // vm-lb learned on port 1
+        s.on_frame(&mut t(1).into(), LB_PORT, &hex(INNER), &mut o); // vm-lb learned on port 1
         o.clear();
         // vm-other broadcasts ARP for the same address, and sends to the shop's MACs.
         let mut to_lb = hex(REPLY_INNER);
@@ -838,7 +776,7 @@ mod tests {
             to_lb.clone(),
             spoofed,
         ] {
-            s.on_frame(t(2), OTHER_PORT, &f, &mut o);
+            s.on_frame(&mut t(2).into(), OTHER_PORT, &f, &mut o);
         }
         for (p, f) in frames(&o) {
             assert_eq!(p, UNDERLAY, "nothing on a local VM port");
@@ -848,7 +786,12 @@ mod tests {
         assert_eq!(o.frames().count(), 3);
         o.clear();
         // VNI 1002 from the underlay addressed to vm-lb's MAC: stays in 1002.
-        s.on_frame(t(3), UNDERLAY, &reply_with(0x08, 1002, &to_lb), &mut o);
+        s.on_frame(
+            &mut t(3).into(),
+            UNDERLAY,
+            &reply_with(0x08, 1002, &to_lb),
+            &mut o,
+        );
         assert_eq!(frames(&o), vec![(OTHER_PORT, to_lb)]);
         // The spoofed CTL MAC did not move the shop's (static) entry.
         assert_eq!(
@@ -862,7 +805,7 @@ mod tests {
         let mut s = warm();
         let mut o = Outbox::new();
         let req = arp_request(LB, "192.168.1.10", "192.168.1.99");
-        s.on_frame(t(1), LB_PORT, &req, &mut o);
+        s.on_frame(&mut t(1).into(), LB_PORT, &req, &mut o);
         let copies: Vec<_> = frames(&o).iter().map(|(p, f)| (*p, decap(f))).collect();
         assert_eq!(
             copies,
@@ -878,7 +821,7 @@ mod tests {
         let mut s = warm();
         let mut o = Outbox::new();
         s.on_frame(
-            t(1),
+            &mut t(1).into(),
             LB_PORT,
             &arp_request(LB, "192.168.1.10", "192.168.1.20"),
             &mut o,
@@ -894,7 +837,7 @@ mod tests {
         o.clear();
         // The same question in VNI 1002 knows no answer: it floods in 1002.
         s.on_frame(
-            t(1),
+            &mut t(1).into(),
             OTHER_PORT,
             &arp_request(OTHER, "192.168.1.10", "192.168.1.20"),
             &mut o,
@@ -931,16 +874,16 @@ mod tests {
         ];
         for (f, reason) in cases {
             o.clear();
-            s.on_frame(t(1), UNDERLAY, &f, &mut o);
+            s.on_frame(&mut t(1).into(), UNDERLAY, &f, &mut o);
             assert_eq!(o.drops(), &[(UNDERLAY, reason)], "{reason:?}");
             assert_eq!(o.frames().count(), 0, "{reason:?}");
         }
         o.clear();
-        s.on_frame(t(2), UNDERLAY, &hex(REPLY), &mut o);
+        s.on_frame(&mut t(2).into(), UNDERLAY, &hex(REPLY), &mut o);
         assert_eq!(frames(&o), vec![(LB_PORT, hex(REPLY_INNER))]);
         // A VM frame over its MTU is dropped where it enters.
         o.clear();
-        s.on_frame(t(2), LB_PORT, &big, &mut o);
+        s.on_frame(&mut t(2).into(), LB_PORT, &big, &mut o);
         assert_eq!(o.drops(), &[(LB_PORT, DropReason::Oversize)]);
     }
 
@@ -950,7 +893,12 @@ mod tests {
         let mut o = Outbox::new();
         let mut from_x = hex(REPLY_INNER);
         from_x[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 0x99]);
-        s.on_frame(t(1), UNDERLAY, &reply_with(0x08, 1001, &from_x), &mut o);
+        s.on_frame(
+            &mut t(1).into(),
+            UNDERLAY,
+            &reply_with(0x08, 1001, &from_x),
+            &mut o,
+        );
         let x = MacAddr([2, 0, 0, 0, 1, 0x99]);
         assert_eq!(
             s.lookup(t(2), vni(1001), x),
@@ -962,7 +910,7 @@ mod tests {
                 break;
             }
             now = at;
-            s.on_timer(now, &mut o);
+            s.on_timer(&mut now.into(), &mut o);
         }
         assert_eq!(now, t(300_001));
         assert_eq!(s.lookup(now, vni(1001), x), None);
@@ -984,8 +932,8 @@ mod tests {
         fn random_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..1600), port in 0u16..4) {
             let mut s = warm();
             let mut o = Outbox::new();
-            s.on_frame(t(1), PortId(port), &frame, &mut o);
-            s.on_timer(t(400_000), &mut o);
+            s.on_frame(&mut t(1).into(), PortId(port), &frame, &mut o);
+            s.on_timer(&mut t(400_000).into(), &mut o);
         }
 
         #[test]
@@ -994,7 +942,7 @@ mod tests {
             let mut f = hex(REPLY);
             f[i] = v;
             let mut o = Outbox::new();
-            s.on_frame(t(1), UNDERLAY, &f, &mut o);
+            s.on_frame(&mut t(1).into(), UNDERLAY, &f, &mut o);
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::impair::{flip_bit, Impairments, Now};
 use crate::sys::{Epoll, TermSignals};
 use crate::{IoError, Port};
 use d11_core::impair::Side;
-use d11_core::{Counters, DropReason, Element, Impairer, Instant, Outbox, PortId};
+use d11_core::{Counters, Ctx, DropReason, Element, Impairer, Instant, Outbox, PortId};
 use serde_json::Value;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -93,9 +93,11 @@ pub fn run_impaired<E: Element>(
             .add(c.listener_fd(), LISTENER, libc::EPOLLIN)
             .map_err(err("watch the control socket"))?;
     }
-    tracing::info!(ports = ?names, "driver running");
+    let seed = clock_seed();
+    tracing::info!(ports = ?names, seed, "driver running");
     let mut dp = Datapath {
         origin: std::time::Instant::now(),
+        cx: Ctx::new(Instant::ZERO, seed),
         counters: Counters::new(ports.len()),
         outbox: Outbox::new(),
         rx_log: vec![RateLimit::default(); ports.len()],
@@ -156,7 +158,7 @@ pub fn run_impaired<E: Element>(
         let now = dp.now();
         dp.release(element, now);
         if element.poll_at().is_some_and(|t| t <= now) {
-            element.on_timer(now, &mut dp.outbox);
+            element.on_timer(dp.cx.at(now), &mut dp.outbox);
             dp.flush();
         }
         if let Some(c) = control.as_mut() {
@@ -167,6 +169,8 @@ pub fn run_impaired<E: Element>(
 
 struct Datapath {
     origin: std::time::Instant,
+    /// The element's time and generator.
+    cx: Ctx,
     ports: Vec<Port>,
     names: Vec<String>,
     counters: Counters,
@@ -230,14 +234,15 @@ impl Datapath {
                             flip_bit(&mut buf[..n], bit);
                         }
                         for _ in 0..copies {
-                            element.on_frame(now, id, &buf[..n], &mut self.outbox);
+                            element.on_frame(self.cx.at(now), id, &buf[..n], &mut self.outbox);
                             self.flush();
                         }
                     }
                 }
                 continue;
             }
-            element.on_frame(self.now(), id, &buf[..n], &mut self.outbox);
+            let now = self.now();
+            element.on_frame(self.cx.at(now), id, &buf[..n], &mut self.outbox);
             self.flush();
         }
     }
@@ -250,7 +255,7 @@ impl Datapath {
             match d.side {
                 Side::Tx => self.send(id, &d.frame),
                 Side::Rx => {
-                    element.on_frame(now, id, &d.frame, &mut self.outbox);
+                    element.on_frame(self.cx.at(now), id, &d.frame, &mut self.outbox);
                     self.flush();
                 }
             }
@@ -330,6 +335,16 @@ impl Datapath {
             }
         }
     }
+}
+
+/// A seed for the element's generator from the clock and the process id,
+/// so that two elements, or two runs, draw differently (the simulator is
+/// where runs repeat).
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// At most one log line per second; the lines held back are counted and

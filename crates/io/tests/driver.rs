@@ -4,7 +4,7 @@
 mod common;
 
 use common::{veth, DriverThread, Netns};
-use d11_core::{Element, Instant, Outbox, PortId};
+use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_io::PortAttach;
 use serde_json::{json, Value};
 use std::io::Read;
@@ -15,10 +15,10 @@ use std::time::Duration;
 struct PassAcross;
 
 impl Element for PassAcross {
-    fn on_frame(&mut self, _now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+    fn on_frame(&mut self, _cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
         out.transmit(PortId(1 - port.0), frame);
     }
-    fn on_timer(&mut self, _now: Instant, _out: &mut Outbox) {}
+    fn on_timer(&mut self, _cx: &mut Ctx, _out: &mut Outbox) {}
     fn poll_at(&self) -> Option<Instant> {
         None
     }

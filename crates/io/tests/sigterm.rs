@@ -6,7 +6,7 @@
 mod common;
 
 use common::{veth, Netns};
-use d11_core::{Element, Instant, Outbox, PortId};
+use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_io::{ControlServer, NetnsGuard, Port, PortAttach};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -23,10 +23,10 @@ struct Ticker {
 }
 
 impl Element for Ticker {
-    fn on_frame(&mut self, _now: Instant, _port: PortId, _frame: &[u8], _out: &mut Outbox) {}
-    fn on_timer(&mut self, now: Instant, _out: &mut Outbox) {
+    fn on_frame(&mut self, _cx: &mut Ctx, _port: PortId, _frame: &[u8], _out: &mut Outbox) {}
+    fn on_timer(&mut self, cx: &mut Ctx, _out: &mut Outbox) {
         self.ticks += 1;
-        self.next = now + Duration::from_millis(20);
+        self.next = cx.now + Duration::from_millis(20);
     }
     fn poll_at(&self) -> Option<Instant> {
         Some(self.next)

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{DriverThread, Netns};
-use d11_core::{Element, Instant, Outbox, PortId};
+use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_io::{Port, PortAttach};
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{emit_header, EtherType, EthernetFrame};
@@ -28,7 +28,7 @@ struct Responder {
 }
 
 impl Element for Responder {
-    fn on_frame(&mut self, _now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
+    fn on_frame(&mut self, _cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return;
         };
@@ -55,9 +55,9 @@ impl Element for Responder {
             _ => {}
         }
     }
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         out.build(PortId(0), |b| ArpRepr::request(MAC, GW, GW).emit_frame(b));
-        self.next = now + Duration::from_millis(100);
+        self.next = cx.now + Duration::from_millis(100);
     }
     fn poll_at(&self) -> Option<Instant> {
         Some(self.next)

@@ -12,23 +12,18 @@
 //! runs; the packet leaves on the host's next timer, which the simulator runs
 //! at once.
 
-use d11_core::{
-    ArpCache, ArpConfig, ArpEvent, DropReason, Element, Enqueued, Instant, Outbox, PortId,
-};
-use d11_wire::arp::{ArpOp, ArpRepr};
+use d11_core::l3::{RouteSource, TcpHandle, TcpState};
+use d11_core::{Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::checksum;
-use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::icmp;
-use d11_wire::ipv4::{protocol, Ipv4Error, Ipv4Packet, Ipv4Repr};
+use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
+use d11_wire::udp::{UdpPacket, UdpRepr};
 use d11_wire::{Ipv4Cidr, MacAddr};
 use serde_json::json;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The host's only port.
 const PORT: PortId = PortId(0);
-
-/// Length of a UDP header [RFC 768].
-const UDP_HEADER_LEN: usize = 8;
 
 /// The data of every echo request, 56 bytes as `ping` sends by default.
 const PING_DATA: [u8; 56] = {
@@ -128,28 +123,37 @@ pub struct SimHost {
     mac: MacAddr,
     address: Ipv4Cidr,
     gateway: Option<Ipv4Addr>,
-    arp: ArpCache,
+    /// Its IP layer: ARP, the default route, ping, TCP (smoltcp).
+    l3: L3,
     /// Packets asked for since the last timer (IPv4, no Ethernet header).
     outgoing: Vec<Vec<u8>>,
-    ident: u16,
     received: Vec<Received>,
-    /// Latest time seen, for the ARP entries in the report.
-    last_now: Instant,
 }
 
 impl SimHost {
     /// A host at `address` (its subnet is on-link) that sends everything
     /// else to `gateway`.
     pub fn new(mac: MacAddr, address: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> SimHost {
+        let mut l3 = L3::with_ports(vec![L3Port {
+            name: "eth0".into(),
+            mac,
+            address,
+            mtu: 1500,
+        }]);
+        if let Some(gw) = gateway {
+            let default = Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0).expect("a /0 is a prefix");
+            if let Err(e) = l3.add_route(default, gw, RouteSource::Static) {
+                tracing::warn!(%e, "no default route");
+            }
+        }
+        l3.deliver_unbound_udp();
         SimHost {
             mac,
             address,
             gateway,
-            arp: ArpCache::new(ArpConfig::default()),
+            l3,
             outgoing: Vec::new(),
-            ident: 0,
             received: Vec::new(),
-            last_now: Instant::ZERO,
         }
     }
 
@@ -182,24 +186,57 @@ impl SimHost {
     /// host doing path MTU discovery sends it [RFC 1191 § 3]). Nothing is
     /// fragmented here: a payload too big for a wire is the point of a test.
     pub fn udp(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8], ttl: u8) {
-        let len = UDP_HEADER_LEN + payload.len();
-        let mut pkt = Vec::with_capacity(20 + len);
-        self.ip_header(dst, protocol::UDP, ttl, len).emit(&mut pkt);
-        let start = pkt.len();
-        pkt.extend_from_slice(&sport.to_be_bytes());
-        pkt.extend_from_slice(&dport.to_be_bytes());
-        pkt.extend_from_slice(&(len as u16).to_be_bytes());
-        pkt.extend_from_slice(&[0, 0]);
-        pkt.extend_from_slice(payload);
-        let sum = checksum::pseudo_header_sum(self.address.addr(), dst, protocol::UDP, len as u16)
-            + checksum::sum(&pkt[start..]);
-        // A computed zero is sent as all ones; zero means "no checksum".
-        let c = match !checksum::fold(sum) {
-            0 => 0xffff,
-            c => c,
+        let udp = UdpRepr {
+            src_port: sport,
+            dst_port: dport,
+            payload_len: payload.len(),
         };
-        pkt[start + 6..start + 8].copy_from_slice(&c.to_be_bytes());
+        let mut pkt = Vec::with_capacity(20 + 8 + payload.len());
+        self.ip_header(dst, protocol::UDP, ttl, udp.buffer_len() + payload.len())
+            .emit(&mut pkt);
+        udp.emit_with_checksum(&mut pkt, self.address.addr(), dst, payload);
         self.outgoing.push(pkt);
+    }
+
+    /// Opens a TCP connection from our `port` to `to` (smoltcp's stack).
+    pub fn tcp_connect(&mut self, cx: &mut Ctx, port: u16, to: SocketAddrV4) -> TcpHandle {
+        let me = SocketAddrV4::new(self.address.addr(), port);
+        self.l3
+            .tcp_stack(cx)
+            .connect(me, to, d11_core::l3::tcp::DEFAULT_BUFFER)
+            .expect("a fresh socket connects")
+    }
+
+    /// Queues `data` on a TCP connection (as much as its buffer takes);
+    /// returns how much was taken.
+    pub fn tcp_send(&mut self, cx: &mut Ctx, h: TcpHandle, data: &[u8]) -> usize {
+        self.l3
+            .tcp_stack(cx)
+            .socket(h)
+            .send_slice(data)
+            .unwrap_or(0)
+    }
+
+    /// Everything received on a TCP connection so far.
+    pub fn tcp_recv(&mut self, cx: &mut Ctx, h: TcpHandle) -> Vec<u8> {
+        let mut got = Vec::new();
+        let s = self.l3.tcp_stack(cx).socket(h);
+        while s.can_recv() {
+            let _ = s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            });
+        }
+        got
+    }
+
+    /// Closes our side of a TCP connection (FIN once the data is sent).
+    pub fn tcp_close(&mut self, cx: &mut Ctx, h: TcpHandle) {
+        self.l3.tcp_stack(cx).socket(h).close();
+    }
+
+    pub fn tcp_state(&mut self, cx: &mut Ctx, h: TcpHandle) -> TcpState {
+        self.l3.tcp_stack(cx).socket(h).state()
     }
 
     /// Everything received so far, in order.
@@ -214,7 +251,12 @@ impl SimHost {
 
     /// The MAC `ip` resolved to, if the ARP entry is still valid.
     pub fn arp_lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.arp.lookup(self.last_now, ip)
+        self.l3
+            .report()
+            .arp
+            .iter()
+            .find(|r| r.ip == ip)
+            .map(|r| r.mac)
     }
 
     fn ip_header(&mut self, dst: Ipv4Addr, protocol: u8, ttl: u8, payload_len: usize) -> Ipv4Repr {
@@ -223,97 +265,22 @@ impl SimHost {
             dst,
             protocol,
             ttl,
-            ident: self.next_ident(),
+            ident: self.l3.next_ident(),
             dont_frag: true,
             payload_len,
         }
     }
 
-    fn next_ident(&mut self) -> u16 {
-        self.ident = self.ident.wrapping_add(1);
-        self.ident
-    }
-
-    /// Sends `pkt` to its next hop: on-link destinations directly, the rest
-    /// to the gateway [RFC 1122 § 3.3.1.1], after ARP if needed.
-    fn send_ip(&mut self, now: Instant, pkt: &[u8], out: &mut Outbox) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            return;
-        };
-        let dst = ip.dst();
-        let next = if self.address.contains(dst) {
-            dst
-        } else if let Some(gw) = self.gateway {
-            gw
-        } else {
-            return out.drop_frame(PORT, DropReason::NoRoute);
-        };
-        match self.arp.lookup(now, next) {
-            Some(mac) => self.transmit_ip(mac, pkt, out),
-            None => match self.arp.enqueue(now, PORT, next, pkt) {
-                Enqueued::SendRequest => self.send_arp_request(next, out),
-                Enqueued::Queued => {}
-                Enqueued::Full => out.drop_frame(PORT, DropReason::ArpQueueFull),
-            },
-        }
-    }
-
-    fn transmit_ip(&self, dst: MacAddr, pkt: &[u8], out: &mut Outbox) {
-        out.build(PORT, |b| {
-            ethernet::emit_header(b, dst, self.mac, EtherType::Ipv4);
-            b.extend_from_slice(pkt);
-        });
-    }
-
-    fn send_arp_request(&self, target: Ipv4Addr, out: &mut Outbox) {
-        let req = ArpRepr::request(self.mac, self.address.addr(), target);
-        out.build(PORT, |b| req.emit_frame(b));
-    }
-
-    /// RFC 826 "Packet reception": merge the sender, add it if we are the
-    /// target, answer a request for our address.
-    fn handle_arp(&mut self, now: Instant, payload: &[u8], out: &mut Outbox) {
-        let Ok(arp) = ArpRepr::parse(payload) else {
-            return out.drop_frame(PORT, DropReason::Malformed);
-        };
-        let for_us = arp.target_ip == self.address.addr();
-        let flushed = self.arp.on_arp(now, &arp, self.address.addr());
-        if let Some((_, queue)) = flushed {
-            for pkt in queue {
-                self.transmit_ip(arp.sender_mac, &pkt, out);
-            }
-        }
-        if for_us && arp.op == ArpOp::Request {
-            let reply = arp.reply_from(self.mac);
-            out.build(PORT, |b| reply.emit_frame(b));
-        }
-    }
-
-    fn handle_ipv4(&mut self, now: Instant, payload: &[u8], out: &mut Outbox) {
-        let ip = match Ipv4Packet::new_checked(payload) {
-            Ok(ip) => ip,
-            Err(Ipv4Error::Truncated) => return out.drop_frame(PORT, DropReason::Truncated),
-            Err(_) => return out.drop_frame(PORT, DropReason::Malformed),
-        };
-        if !ip.verify_checksum() {
-            return out.drop_frame(PORT, DropReason::BadChecksum);
-        }
-        if ip.dst() != self.address.addr() {
-            return out.drop_frame(PORT, DropReason::NotForUs);
-        }
+    /// A packet to us that the layer did not answer itself: an ICMP reply
+    /// or error, or UDP (the host listens on every port).
+    fn record(&mut self, now: Instant, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
         if ip.more_frags() || ip.frag_offset() != 0 {
             // No reassembly here; scenarios send DF.
             return out.drop_frame(PORT, DropReason::UnsupportedProtocol);
         }
-        if let Some(req) = icmp::as_echo_request(&ip) {
-            let mut reply = Vec::with_capacity(ip.total_len());
-            let ident = self.next_ident();
-            icmp::emit_echo_reply(&mut reply, ip.dst(), ip.src(), ident, req);
-            return self.send_ip(now, &reply, out);
-        }
         let msg = match ip.protocol() {
             protocol::ICMP => parse_icmp(ip.payload()),
-            protocol::UDP => parse_udp(&ip),
+            protocol::UDP => parse_udp(ip),
             _ => Err(DropReason::UnsupportedProtocol),
         };
         match msg {
@@ -361,90 +328,50 @@ fn parse_icmp(m: &[u8]) -> Result<Message, DropReason> {
     })
 }
 
-/// A UDP datagram, its checksum verified unless it is zero [RFC 768].
+/// A UDP datagram (its checksum was verified by the layer).
 fn parse_udp(ip: &Ipv4Packet<&[u8]>) -> Result<Message, DropReason> {
-    let u = ip.payload();
-    if u.len() < UDP_HEADER_LEN {
-        return Err(DropReason::Truncated);
-    }
-    let len = usize::from(u16::from_be_bytes([u[4], u[5]]));
-    if len < UDP_HEADER_LEN || len > u.len() {
-        return Err(DropReason::Malformed);
-    }
-    let u = &u[..len];
-    if u[6..8] != [0, 0] {
-        let sum = checksum::pseudo_header_sum(ip.src(), ip.dst(), protocol::UDP, len as u16)
-            + checksum::sum(u);
-        if checksum::fold(sum) != 0xffff {
-            return Err(DropReason::BadChecksum);
-        }
-    }
+    let u = UdpPacket::new_checked(ip.payload()).map_err(|_| DropReason::Malformed)?;
     Ok(Message::Udp {
-        sport: u16::from_be_bytes([u[0], u[1]]),
-        dport: u16::from_be_bytes([u[2], u[3]]),
-        payload: u[UDP_HEADER_LEN..].to_vec(),
+        sport: u.src_port(),
+        dport: u.dst_port(),
+        payload: u.payload().to_vec(),
     })
 }
 
 impl Element for SimHost {
-    fn on_frame(&mut self, now: Instant, port: PortId, frame: &[u8], out: &mut Outbox) {
-        self.last_now = now;
-        if port != PORT {
-            return out.drop_frame(port, DropReason::NoSuchPort);
-        }
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return out.drop_frame(PORT, DropReason::Truncated);
-        };
-        // A NIC takes its own address and broadcast; it joined no multicast group.
-        if eth.dst() != self.mac && !eth.dst().is_broadcast() {
-            return out.drop_frame(PORT, DropReason::NotForUs);
-        }
-        match eth.ethertype() {
-            EtherType::Arp => self.handle_arp(now, eth.payload(), out),
-            EtherType::Ipv4 => self.handle_ipv4(now, eth.payload(), out),
-            _ => out.drop_frame(PORT, DropReason::UnsupportedEtherType),
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        match self.l3.input(cx, port, frame, out) {
+            Input::Done => {}
+            Input::Local(ip) => self.record(cx.now, &ip, out),
+            Input::Transit(_) | Input::Tunnel { .. } => out.drop_frame(port, DropReason::NotForUs),
         }
     }
 
-    /// Sends what the test asked for, then ARP retries and failures.
-    fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
-        self.last_now = now;
+    /// Sends what the test asked for, then ARP retries and failures and
+    /// TCP's timers.
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         for pkt in std::mem::take(&mut self.outgoing) {
-            self.send_ip(now, &pkt, out);
+            self.l3.send_ip(cx, PORT, &pkt, out);
         }
-        let mut events = Vec::new();
-        self.arp.on_timer(now, |e| events.push(e));
-        for e in events {
-            match e {
-                ArpEvent::Retry { ip, .. } => self.send_arp_request(ip, out),
-                ArpEvent::Failed { ip, queued, .. } => {
-                    tracing::info!(%ip, "neighbour did not answer ARP");
-                    for _ in queued {
-                        out.drop_frame(PORT, DropReason::ArpTimeout);
-                    }
-                }
-            }
-        }
+        self.l3.on_timer(cx, out);
     }
 
     /// Due at once while the test's packets wait (the simulator clamps a
-    /// past deadline to its clock), else when ARP next needs attention.
+    /// past deadline to its clock), else when the layer next needs attention.
     fn poll_at(&self) -> Option<Instant> {
         if self.outgoing.is_empty() {
-            self.arp.poll_at()
+            self.l3.poll_at()
         } else {
             Some(Instant::ZERO)
         }
     }
 
     fn report(&self) -> serde_json::Value {
-        let mut arp: Vec<_> = self.arp.entries(self.last_now).collect();
-        arp.sort();
         json!({
             "mac": self.mac,
             "address": self.address,
             "gateway": self.gateway.map(|g| g.to_string()),
-            "arp": arp.iter().map(|(ip, mac)| json!({"ip": ip.to_string(), "mac": mac})).collect::<Vec<_>>(),
+            "arp": self.l3.report().arp,
             "received": self.received.len(),
         })
     }
@@ -453,6 +380,8 @@ impl Element for SimHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use d11_wire::arp::ArpRepr;
+    use d11_wire::ethernet::{self, EtherType, EthernetFrame};
     use d11_wire::hex;
 
     // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(
@@ -475,7 +404,7 @@ mod tests {
 
     fn run_timer(h: &mut SimHost) -> Vec<Vec<u8>> {
         let mut out = Outbox::new();
-        h.on_timer(Instant::ZERO, &mut out);
+        h.on_timer(&mut Instant::ZERO.into(), &mut out);
         out.frames().map(|(_, f)| f.to_vec()).collect()
     }
 
@@ -483,7 +412,12 @@ mod tests {
     fn a_udp_datagram_from_scapy_is_recorded_with_its_payload() {
         let mut h = h1();
         let mut out = Outbox::new();
-        h.on_frame(Instant::from_millis(5), PORT, &hex(UDP_TO_H1), &mut out);
+        h.on_frame(
+            &mut (Instant::from_millis(5)).into(),
+            PORT,
+            &hex(UDP_TO_H1),
+            &mut out,
+        );
         assert!(out.is_empty());
         assert_eq!(
             h.received(),
@@ -508,12 +442,14 @@ mod tests {
             "10.0.0.2/24".parse().unwrap(),
             None,
         );
-        h.arp.insert(
+        h.l3.learn(
             Instant::ZERO,
             Ipv4Addr::new(10, 0, 0, 1),
             MacAddr([2, 0, 0, 0, 0, 1]),
         );
-        h.ident = 6; // the next packet gets id 7, as in the fixture
+        for _ in 0..6 {
+            h.l3.next_ident(); // the next packet gets id 7, as in the fixture
+        }
         h.udp(Ipv4Addr::new(10, 0, 0, 1), 5353, 9, b"hello", 64);
         assert_eq!(run_timer(&mut h), [hex(UDP_TO_H1_DF)]);
     }
@@ -531,7 +467,12 @@ mod tests {
         let mut reply = vec![];
         arp.reply_from(gw).emit_frame(&mut reply);
         let mut out = Outbox::new();
-        h.on_frame(Instant::from_millis(1), PORT, &reply, &mut out);
+        h.on_frame(
+            &mut (Instant::from_millis(1)).into(),
+            PORT,
+            &reply,
+            &mut out,
+        );
         let sent: Vec<_> = out.frames().map(|(_, f)| f.to_vec()).collect();
         assert_eq!(sent.len(), 1);
         let eth = EthernetFrame::new_checked(&sent[0][..]).unwrap();
@@ -552,7 +493,7 @@ mod tests {
         run_timer(&mut h);
         let mut out = Outbox::new();
         for s in 1..=3 {
-            h.on_timer(Instant::from_millis(s * 1000), &mut out);
+            h.on_timer(&mut (Instant::from_millis(s * 1000)).into(), &mut out);
         }
         assert_eq!(out.frames().count(), 2, "two retries");
         assert_eq!(out.drops(), [(PORT, DropReason::ArpTimeout)]);
@@ -577,7 +518,7 @@ mod tests {
         );
         frame.extend(hex("4500003c000000004001ae91c00002010a2d00020b00f4ff0000000045000020000100000101eda40a2d0002c0000209080032c10077000161626364"));
         let mut out = Outbox::new();
-        h.on_frame(Instant::ZERO, PORT, &frame, &mut out);
+        h.on_frame(&mut (Instant::ZERO).into(), PORT, &frame, &mut out);
         assert!(out.is_empty());
         let r = &h.received()[0];
         assert_eq!(r.src, Ipv4Addr::new(192, 0, 2, 1));
@@ -595,11 +536,11 @@ mod tests {
         let mut out = Outbox::new();
         let mut other = hex(UDP_TO_H1);
         other[5] = 0x99;
-        h.on_frame(Instant::ZERO, PORT, &other, &mut out);
+        h.on_frame(&mut (Instant::ZERO).into(), PORT, &other, &mut out);
         let mut bad = hex(UDP_TO_H1);
         bad[14 + 28] ^= 0xff; // a payload byte: the UDP checksum no longer matches
-        h.on_frame(Instant::ZERO, PORT, &bad, &mut out);
-        h.on_frame(Instant::ZERO, PORT, &bad[..20], &mut out);
+        h.on_frame(&mut (Instant::ZERO).into(), PORT, &bad, &mut out);
+        h.on_frame(&mut (Instant::ZERO).into(), PORT, &bad[..20], &mut out);
         assert_eq!(
             out.drops(),
             [

@@ -22,7 +22,7 @@ mod host;
 pub use host::{Message, Quoted, Received, SimHost};
 
 use d11_core::pcapng::PcapngWriter;
-use d11_core::{Counters, Element, Instant, Outbox, PortId, Rng};
+use d11_core::{Counters, Ctx, Element, Instant, Outbox, PortId, Rng};
 use std::any::{type_name, Any};
 use std::cmp::{Ordering, Reverse};
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
@@ -99,6 +99,8 @@ struct Node {
     counters: Counters,
     /// The pending timer event (its time and sequence number); others are stale.
     timer: Option<(Instant, u64)>,
+    /// The node's time and generator (seeded from the simulator's seed).
+    cx: Ctx,
 }
 
 struct Link {
@@ -149,6 +151,9 @@ pub struct Sim {
     now: Instant,
     /// Seeds each link's own generators.
     rng: Rng,
+    /// Seeds each node's generator (apart from the links', so adding a
+    /// node never shifts a link's losses).
+    node_seeds: Rng,
     nodes: Vec<Node>,
     links: Vec<Link>,
     events: BinaryHeap<Reverse<Event>>,
@@ -167,6 +172,7 @@ impl Sim {
         Sim {
             now: Instant::ZERO,
             rng: Rng::new(seed),
+            node_seeds: Rng::new(seed ^ 0x6e6f_6465_7365_6564),
             nodes: Vec::new(),
             links: Vec::new(),
             events: BinaryHeap::new(),
@@ -188,6 +194,7 @@ impl Sim {
             wires: vec![None; ports.len()],
             counters: Counters::new(ports.len()),
             timer: None,
+            cx: Ctx::new(self.now, self.node_seeds.next_u64()),
         });
         self.touched.push(id);
         id
@@ -392,8 +399,9 @@ impl Sim {
         if self.nodes[id.0].timer.map(|(_, s)| s) != Some(seq) {
             return; // superseded
         }
-        self.nodes[id.0].timer = None;
-        self.nodes[id.0].element.on_timer(self.now, &mut self.out);
+        let n = &mut self.nodes[id.0];
+        n.timer = None;
+        n.element.on_timer(n.cx.at(self.now), &mut self.out);
         self.dispatch(id);
     }
 
@@ -404,7 +412,8 @@ impl Sim {
         }
         let n = &mut self.nodes[id.0];
         n.counters.rx(port, frame.len());
-        n.element.on_frame(self.now, port, frame, &mut self.out);
+        n.element
+            .on_frame(n.cx.at(self.now), port, frame, &mut self.out);
         self.dispatch(id);
     }
 
@@ -466,8 +475,8 @@ mod tests {
     struct Sink;
 
     impl Element for Sink {
-        fn on_frame(&mut self, _: Instant, _: PortId, _: &[u8], _: &mut Outbox) {}
-        fn on_timer(&mut self, _: Instant, _: &mut Outbox) {}
+        fn on_frame(&mut self, _: &mut Ctx, _: PortId, _: &[u8], _: &mut Outbox) {}
+        fn on_timer(&mut self, _: &mut Ctx, _: &mut Outbox) {}
         fn poll_at(&self) -> Option<Instant> {
             None
         }

@@ -10,11 +10,12 @@
 mod common;
 
 use d11_core::nat::{NatConfig, SnatPool, Timeouts};
+use d11_core::L3Port;
 use d11_core::{DropReason, Element, PortId};
 use d11_elements::bearer::Bearer;
 use d11_elements::enb::{Enb, EnbConfig};
 use d11_elements::pgw::{Pgw, PgwConfig};
-use d11_elements::router::{Router, RouterConfig, RouterPort, StaticRoute};
+use d11_elements::router::{Router, RouterConfig, StaticRoute};
 use d11_elements::sgw::{Sgw, SgwConfig};
 use d11_sim::{LinkParams, Message, NodeId, Sim, SimHost};
 use d11_wire::ethernet;
@@ -33,8 +34,8 @@ const fn mac(node: u8, port: u8) -> MacAddr {
     MacAddr([2, 0, 0, 0, node, port])
 }
 
-fn port(node: u8, i: u8, name: &str, addr: &str, mtu: u16) -> RouterPort {
-    RouterPort {
+fn port(node: u8, i: u8, name: &str, addr: &str, mtu: u16) -> L3Port {
+    L3Port {
         name: name.into(),
         mac: mac(node, i),
         address: addr.parse().unwrap(),

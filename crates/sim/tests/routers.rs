@@ -12,8 +12,9 @@
 
 mod common;
 
+use d11_core::L3Port;
 use d11_core::PortId;
-use d11_elements::router::{Router, RouterConfig, RouterPort, StaticRoute};
+use d11_elements::router::{Router, RouterConfig, StaticRoute};
 use d11_elements::switch::{Switch, SwitchConfig};
 use d11_sim::{LinkId, LinkParams, Message, NodeId, Sim, SimHost, Stop};
 use d11_wire::etherparse::{Icmpv4Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
@@ -49,7 +50,7 @@ fn router(node: u8, ports: &[(&str, &str, u16)], routes: &[(&str, &str)]) -> Box
         ports: ports
             .iter()
             .enumerate()
-            .map(|(i, (name, addr, mtu))| RouterPort {
+            .map(|(i, (name, addr, mtu))| L3Port {
                 name: name.to_string(),
                 mac: mac(node, i as u8 + 1),
                 address: addr.parse().unwrap(),

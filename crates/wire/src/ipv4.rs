@@ -136,6 +136,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 }
 
+impl<'a> Ipv4Packet<&'a [u8]> {
+    /// [`Ipv4Packet::payload`] borrowed for as long as the buffer, so a
+    /// view of the payload can outlive this one.
+    pub fn payload_ref(&self) -> &'a [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &self.buffer[h..t]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     fn bm(&mut self) -> &mut [u8] {
         self.buffer.as_mut()

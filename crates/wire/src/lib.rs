@@ -16,6 +16,7 @@ pub mod ethernet;
 pub mod gtpu;
 pub mod icmp;
 pub mod ipv4;
+pub mod udp;
 pub mod vxlan;
 
 pub use addr::{CidrError, Ipv4Cidr, MacAddr, MacParseError};
