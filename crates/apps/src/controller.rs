@@ -957,5 +957,59 @@ async fn not_found(uri: Uri) -> ApiError {
     )
 }
 
+/// `app = "controller"`: the HTTPS controller behind the load balancer.
+pub struct ControllerApp;
+
+impl crate::app::App for ControllerApp {
+    const NAME: &'static str = "controller";
+    const SUMMARY: &'static str = "the HTTPS controller answering POST /purchaseOrder";
+    type Settings = ControllerConfig;
+    fn check(env: &crate::app::AppEnv, _: &ControllerConfig) -> Result<(), d11_core::ConfigError> {
+        match env.pki {
+            Some(_) => Ok(()),
+            None => Err(d11_core::ConfigError::new(
+                "app",
+                "a controller serves HTTPS: the topology needs [pki] names = [\"…\"]",
+            )),
+        }
+    }
+    fn run(
+        env: crate::app::AppEnv,
+        c: ControllerConfig,
+        ctl: tokio::net::UnixListener,
+        shutdown: crate::app::Shutdown,
+    ) -> crate::app::Running {
+        Box::pin(async move {
+            let pki = env
+                .pki
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the lab has no PKI"))?;
+            let tls = crate::pki::server_config(&pki)?;
+            let listener = TcpListener::bind(c.listen).await?;
+            let ctl_app = Controller::new(&env.node, c, tls, &env.order_store)?;
+            let report = {
+                let c = ctl_app.clone();
+                Arc::new(move || c.status())
+            };
+            // Ready (answering its control socket) once it can place orders.
+            if !ctl_app
+                .wait_for_order_service(crate::shop::READY_WAIT)
+                .await
+            {
+                tracing::warn!("no provider of the order service yet: answering anyway");
+            }
+            tokio::spawn(crate::control::serve(
+                ctl,
+                env.node.clone(),
+                "controller",
+                report,
+            ));
+            tracing::info!(addr = %listener.local_addr()?, "controller up");
+            ctl_app.serve(listener, shutdown).await?;
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

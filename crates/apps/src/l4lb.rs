@@ -752,6 +752,34 @@ fn os_message(e: &io::Error) -> String {
     }
 }
 
+/// `app = "l4lb"`: the L4 load balancer of the shop's VIP.
+pub struct L4lbApp;
+
+impl crate::app::App for L4lbApp {
+    const NAME: &'static str = "l4lb";
+    const SUMMARY: &'static str = "the L4 load balancer (HAProxy's mode tcp)";
+    type Settings = L4lbConfig;
+    fn run(
+        env: crate::app::AppEnv,
+        c: L4lbConfig,
+        ctl: tokio::net::UnixListener,
+        shutdown: crate::app::Shutdown,
+    ) -> crate::app::Running {
+        Box::pin(async move {
+            let listener = TcpListener::bind(c.listen).await?;
+            let lb = L4lb::new(&env.node, c);
+            let report = {
+                let lb = lb.clone();
+                Arc::new(move || lb.status())
+            };
+            tokio::spawn(crate::control::serve(ctl, env.node.clone(), "l4lb", report));
+            info!(addr = %listener.local_addr()?, "l4lb up");
+            lb.serve(listener, shutdown).await?;
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! simulated phones of `d11 load` (smoltcp stacks behind the eNodeB), and the
 //! shop behind the controller: registry, order, stock, coupon and db.
 
+pub mod app;
 pub mod control;
 pub mod controller;
 pub mod db;

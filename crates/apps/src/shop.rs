@@ -32,11 +32,13 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::app::{AppEnv, Running, Shutdown};
 use crate::control;
 use crate::rpc::{
     registry, CallOptions, Client, ClientConfig, Consumer, ConsumerConfig, Fault, Registry, Server,
     ServerConfig, Services, Status, Value,
 };
+use d11_core::ConfigError;
 
 /// Where the registry listens by default (ZooKeeper's port, Dubbo's usual registry).
 pub const REGISTRY_PORT: u16 = 2181;
@@ -58,6 +60,24 @@ impl ShopApp {
             ShopApp::Registry(_) => false,
             ShopApp::Db(c) => c.standby.is_none(),
             _ => true,
+        }
+    }
+
+    /// Where it listens, for the others (the registry's address).
+    fn listens(&self) -> Option<u16> {
+        match self {
+            ShopApp::Registry(c) => Some(c.listen.port()),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            ShopApp::Registry(_) => "registry",
+            ShopApp::Order(_) => "order",
+            ShopApp::Stock(_) => "stock",
+            ShopApp::Coupon(_) => "coupon",
+            ShopApp::Db(_) => "db",
         }
     }
 
@@ -146,6 +166,78 @@ impl Default for ProviderConfig {
             calls: default_calls(),
         }
     }
+}
+
+/// The shop's apps as the registry knows them: each runs [`run`] with its
+/// variant of [`ShopApp`].
+macro_rules! shop_apps {
+    ($($(#[doc = $doc:literal])* $ty:ident = $name:literal, $variant:ident($settings:ty);)*) => {$(
+        $(#[doc = $doc])*
+        pub struct $ty;
+
+        impl crate::app::App for $ty {
+            const NAME: &'static str = $name;
+            const SUMMARY: &'static str = concat!($($doc),*);
+            type Settings = $settings;
+            fn listens(s: &$settings) -> Option<u16> {
+                ShopApp::$variant(s.clone()).listens()
+            }
+            fn check(env: &AppEnv, s: &$settings) -> Result<(), ConfigError> {
+                check(env, &ShopApp::$variant(s.clone()))
+            }
+            fn run(env: AppEnv, s: $settings, ctl: UnixListener, shutdown: Shutdown) -> Running {
+                Box::pin(run_in(env, ShopApp::$variant(s), ctl, shutdown))
+            }
+        }
+    )*};
+}
+
+shop_apps! {
+    /// The RPC registry the shop's services register with.
+    RegistryApp = "registry", Registry(RegistryConfig);
+    /// The composite order service (the saga of stock, coupon and db).
+    OrderApp = "order", Order(order::OrderConfig);
+    /// The stock service (compare-and-set on a version).
+    StockApp = "stock", Stock(stock::StockConfig);
+    /// The coupon service.
+    CouponApp = "coupon", Coupon(coupon::CouponConfig);
+    /// The shop's database: the primary, or a standby following it.
+    DbApp = "db", Db(db::DbConfig);
+}
+
+/// What `d11 up` checks of a shop app: its own settings, a registry to
+/// find its peers in, an address to register.
+fn check(env: &AppEnv, app: &ShopApp) -> Result<(), ConfigError> {
+    app.check()
+        .map_err(|(key, message)| ConfigError { key, message })?;
+    if app.needs_registry() && env.peer("registry").is_none() {
+        return Err(ConfigError::new(
+            "app",
+            "a shop app finds its peers in the registry: the topology needs a host with app = \"registry\"",
+        ));
+    }
+    env.address(ADVERTISE).map(drop)
+}
+
+const ADVERTISE: &str = "a shop app registers its host's address";
+
+/// [`run`] with what the lab tells the app.
+async fn run_in(
+    env: AppEnv,
+    app: ShopApp,
+    ctl: UnixListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        node: env.node.clone(),
+        advertise: env
+            .address(ADVERTISE)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?,
+        registry: env.peer("registry"),
+        data_dir: env.data_dir.clone(),
+    };
+    tracing::info!(app = app.name(), "starting");
+    run(app, ctx, ctl, shutdown).await
 }
 
 /// Runs `app` until `shutdown`, answering `control` with its status.

@@ -252,7 +252,7 @@ pub(crate) fn with_stock(mut topo: Topology) -> Topology {
 /// The topology with the controllers recording orders themselves.
 fn without_order_service(mut topo: Topology) -> Topology {
     for n in &mut topo.nodes {
-        if n.app == Some(d11_lab::App::Controller) {
+        if n.app.as_deref() == Some("controller") {
             n.config.remove("order_service");
         }
     }
@@ -511,8 +511,8 @@ impl Snapshot {
             |node: &str| d11_io::query(&dir.socket(node), "status", Duration::from_secs(2));
         for (node, s) in &state.nodes {
             let Some(pid) = s.pid else { continue };
-            let part = match topo.node(node).and_then(|n| n.app) {
-                Some(d11_lab::App::Controller) => {
+            let part = match topo.node(node).and_then(|n| n.app.as_deref()) {
+                Some("controller") => {
                     let n = status(node)?["report"]["orders_created"].as_u64();
                     orders_created.push((node.clone(), n.unwrap_or(0)));
                     let log = dir.log_file(node);
@@ -520,7 +520,7 @@ impl Snapshot {
                     logs.push((log, len));
                     "controllers"
                 }
-                Some(d11_lab::App::L4lb) => "load balancer",
+                Some("l4lb") => "load balancer",
                 Some(_) => "services",
                 None => {
                     let st = status(node)?;
@@ -944,8 +944,8 @@ mod tests {
         let changed = Topology::parse(&text, "double11-local.toml").unwrap();
         let orig = double11();
         for (a, b) in changed.nodes.iter().zip(&orig.nodes) {
-            match (a.app, a.name.as_str()) {
-                (Some(d11_lab::App::Controller), _) => {
+            match (a.app.as_deref(), a.name.as_str()) {
+                (Some("controller"), _) => {
                     assert!(b.config.contains_key("order_service"), "{}", b.name);
                     assert!(!a.config.contains_key("order_service"), "{}", a.name);
                 }
@@ -993,7 +993,7 @@ mod tests {
         assert!(t.elements().is_empty());
         assert_eq!(t.wires.len(), 1);
         let ctl = t.node("vm-ctl").unwrap();
-        assert_eq!(ctl.app, Some(d11_lab::App::Controller));
+        assert_eq!(ctl.app.as_deref(), Some("controller"));
         let ue = t.node("ue").unwrap();
         let ip = ctl.ports[0].address.unwrap().to_string();
         assert_eq!(

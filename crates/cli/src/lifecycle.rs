@@ -13,10 +13,23 @@ use std::time::{Duration, Instant};
 /// control socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Checks every element's and app's settings before anything is built; the
+/// error names the file, line and key.
+pub fn check(topo: &Topology) -> Result<(), d11_lab::TopologyError> {
+    topo.check_elements()?;
+    for (i, n) in topo.nodes.iter().enumerate() {
+        if let Some(spec) = topo.app(&n.name) {
+            crate::apps::check(topo, &spec)
+                .map_err(|e| topo.error_at(&format!("nodes[{i}].{}", e.key), e.message))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn up(topology: &Path, lab: &str) -> Result<()> {
     d11_lab::check_lab_name(lab)?;
     let topo = Topology::load(topology)?;
-    crate::roles::check(&topo)?;
+    check(&topo)?;
     need_root("d11 up")?;
     let t0 = Instant::now();
     d11_lab::build(lab, &topo)?;

@@ -19,7 +19,6 @@ mod impair;
 mod lifecycle;
 mod load;
 mod order;
-mod roles;
 mod run;
 mod show;
 mod status;

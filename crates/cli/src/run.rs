@@ -43,7 +43,9 @@ pub fn run(lab: &str, node: &str) -> Result<()> {
     }
     let names: Vec<String> = spec.ports.iter().map(|p| p.name.clone()).collect();
     let control = d11_io::ControlServer::bind(&dir.socket(node), node, spec.role.as_str())?;
-    let mut element = crate::roles::build(&spec)
+    let mut element = topo
+        .roles()
+        .build(&spec.node())
         .map_err(|e| anyhow::anyhow!("{node}.{}: {}", e.key, e.message))?;
     tracing::info!(ports = ?names, "element up");
     let impair: Vec<d11_core::Impairer> = spec

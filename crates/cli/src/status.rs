@@ -59,7 +59,7 @@ fn collect(lab: &str) -> Result<Value> {
         nodes.push(json!({
             "name": n.name,
             "kind": if element { "element" } else { "host" },
-            "role": n.role.map(|r| r.as_str()).or(n.app.map(|a| a.as_str())),
+            "role": n.role.as_deref().or(n.app.as_deref()),
             "netns": netns_name(lab, &n.name),
             "pid": proc_.and_then(|p| p.pid),
             "state": if supervised { proc_.map(|p| p.state.to_string()).unwrap_or_else(|| "unknown".into()) } else { "host".into() },

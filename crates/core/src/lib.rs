@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod pcapng;
 pub mod ratelimit;
 pub mod rng;
+pub mod settings;
 pub mod time;
 
 pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
@@ -27,6 +28,7 @@ pub use l3::{Input, L3Port, L3};
 pub use outbox::Outbox;
 pub use ratelimit::TokenBucket;
 pub use rng::Rng;
+pub use settings::ConfigError;
 pub use time::Instant;
 
 use std::fmt;
@@ -85,6 +87,22 @@ pub trait Element {
     /// `d11 status` and the control socket.
     fn report(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+}
+
+/// An element that can be handed back as its concrete type (the simulator's
+/// `Sim::node`, a test's look inside): what the role registry builds.
+pub trait AnyElement: Element + std::any::Any {
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+impl<T: Element + std::any::Any> AnyElement for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 

@@ -325,6 +325,36 @@ impl Bearers {
     }
 }
 
+/// Adds each `config.bearer_ranges[i]` to an element's table; an error
+/// names the range and, when it is one field's, the field.
+pub(crate) fn add_ranges(
+    t: &mut Bearers,
+    ranges: &[BearerRange],
+) -> Result<(), d11_core::ConfigError> {
+    for (i, r) in ranges.iter().enumerate() {
+        t.add_range(r).map_err(|e| {
+            let key = format!("config.bearer_ranges[{i}]");
+            match e {
+                BearerRangeError::Range(e) => {
+                    let msg = e.to_string();
+                    let (field, why) = msg.split_once(": ").unwrap_or(("", &msg));
+                    d11_core::ConfigError::new(format!("{key}.{field}"), why)
+                }
+                BearerRangeError::Bearer(e) => d11_core::ConfigError::new(
+                    key,
+                    format!("{e} (the range overlaps a listed bearer or another range)"),
+                ),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// A listed bearer the table refused, as a settings error.
+pub(crate) fn bearer_error(e: BearerError) -> d11_core::ConfigError {
+    d11_core::ConfigError::new("config.bearers", e.to_string())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

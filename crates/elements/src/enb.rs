@@ -12,12 +12,16 @@
 //!
 //! Ports, in order: `radio` (address = the UE's gateway), `s1u`.
 
-use crate::bearer::{Bearer, BearerError, Bearers, Receiver};
+use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::tunnel::{self, Endpoint, GPdu};
+use d11_core::settings::ConfigError;
+use d11_core::AnyElement;
 use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::ipv4::Ipv4Packet;
+use d11_wire::MacAddr;
 use serde_json::json;
 use std::net::Ipv4Addr;
 
@@ -35,6 +39,22 @@ pub struct EnbConfig {
     /// MAC in the story; `None` is the radio port's own MAC.
     pub gateway_mac: Option<d11_wire::MacAddr>,
     pub bearers: Vec<Bearer>,
+}
+
+/// `config` of an `enb` node.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnbSettings {
+    /// The SGW's S1-U address.
+    sgw: Ipv4Addr,
+    /// The MAC the enb answers the UE's ARP for its gateway with (the pgw's
+    /// S5 MAC in the story); the radio port's own MAC when absent.
+    #[serde(default)]
+    gateway_mac: Option<MacAddr>,
+    bearers: Vec<Bearer>,
+    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    #[serde(default)]
+    bearer_ranges: Vec<BearerRange>,
 }
 
 /// The eNodeB.
@@ -123,6 +143,29 @@ impl Enb {
     }
 }
 
+impl Role for Enb {
+    const INFO: RoleInfo = RoleInfo {
+        name: "enb",
+        summary: "eNodeB: the UE's radio (TAP) and the S1-U tunnel; ports radio, s1u",
+        addressing: Addressing::All,
+        bridges: false,
+        isolates_tenants: false,
+        routes: false,
+    };
+    type Settings = EnbSettings;
+    fn build(node: &ElementNode, c: EnbSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        let mut e = Enb::new(EnbConfig {
+            router: RouterConfig::for_ports(node, &["radio", "s1u"])?,
+            sgw: c.sgw,
+            gateway_mac: c.gateway_mac,
+            bearers: c.bearers,
+        })
+        .map_err(bearer::bearer_error)?;
+        bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
+        Ok(Box::new(e))
+    }
+}
+
 impl Element for Enb {
     fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
         if port == RADIO {
@@ -169,7 +212,6 @@ mod tests {
     use crate::bearer::Bearer;
     use d11_core::L3Port;
     use d11_wire::hex;
-    use d11_wire::MacAddr;
 
     // Fixtures made by scapy (/usr/bin/python3, scapy 2.5), with
     // phone=02:00:00:00:00:02 radio=02:00:00:00:01:00 s1u=02:00:00:00:01:01

@@ -9,9 +9,25 @@ pub mod bearer;
 pub mod enb;
 pub mod null;
 pub mod pgw;
+pub mod role;
 pub mod router;
 pub mod sgw;
 pub mod switch;
 pub mod tunnel;
 pub mod vgw;
 pub mod vswitch;
+
+pub use role::{ElementNode, Registry, Role, RoleInfo};
+
+/// Every role a topology may name: one line each.
+pub fn registry() -> Registry {
+    Registry::new()
+        .with::<router::Router>()
+        .with::<switch::Switch>()
+        .with::<null::Null>()
+        .with::<enb::Enb>()
+        .with::<sgw::Sgw>()
+        .with::<pgw::Pgw>()
+        .with::<vswitch::VSwitch>()
+        .with::<vgw::Vgw>()
+}

@@ -2,7 +2,9 @@
 //! all the others, untouched, with no lookup: the cost of the driver alone,
 //! against which `d11 bench forward` measures what a router adds.
 
-use d11_core::{Ctx, Element, Instant, Outbox, PortId};
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
+use d11_core::settings::{ConfigError, NoSettings};
+use d11_core::{AnyElement, Ctx, Element, Instant, Outbox, PortId};
 
 /// A frame repeater over `ports` ports (two in a chain: a wire through a process).
 #[derive(Debug)]
@@ -13,6 +15,21 @@ pub struct Null {
 impl Null {
     pub fn new(ports: u16) -> Null {
         Null { ports }
+    }
+}
+
+impl Role for Null {
+    const INFO: RoleInfo = RoleInfo {
+        name: "null",
+        summary: "passes every frame to the other ports untouched (the driver's cost alone)",
+        addressing: Addressing::None,
+        bridges: true,
+        isolates_tenants: false,
+        routes: false,
+    };
+    type Settings = NoSettings;
+    fn build(node: &ElementNode, _: NoSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        Ok(Box::new(Null::new(node.ports.len() as u16)))
     }
 }
 

@@ -11,10 +11,14 @@
 //!
 //! Ports, in order: `s5`, `sgi`.
 
-use crate::bearer::{Bearer, BearerError, Bearers, Receiver};
+use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
+use crate::role::{Addressing, ElementNode, Rewrites, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::tunnel::{self, Endpoint, GPdu};
 use d11_core::nat::{Nat, NatConfig, Side};
+use d11_core::nat::{SnatPool, Timeouts};
+use d11_core::settings::ConfigError;
+use d11_core::AnyElement;
 use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::gtpu::Teid;
 use d11_wire::icmp::{self, IcmpError};
@@ -43,6 +47,114 @@ pub struct PgwConfig {
     pub ue_mtu: u16,
     pub nat: NatConfig,
     pub bearers: Vec<Bearer>,
+}
+
+/// `config` of a `pgw` node.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgwSettings {
+    /// The SGW's S5 address.
+    sgw: Ipv4Addr,
+    /// The UE pool; its first host address is the UE's gateway.
+    ue_pool: Ipv4Cidr,
+    /// The public prefix the NAT maps UE flows into.
+    nat_pool: Ipv4Cidr,
+    /// First and last NAT port per public address (default 1024–65535).
+    #[serde(default = "default_nat_ports")]
+    nat_ports: [u16; 2],
+    /// The most NAT entries (default 65536).
+    #[serde(default = "default_nat_max_entries")]
+    nat_max_entries: usize,
+    /// The MTU the UE's link was given (default 1400).
+    #[serde(default = "default_ue_mtu")]
+    ue_mtu: u16,
+    bearers: Vec<Bearer>,
+    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    #[serde(default)]
+    bearer_ranges: Vec<BearerRange>,
+}
+
+fn default_ue_mtu() -> u16 {
+    1400
+}
+
+fn default_nat_ports() -> [u16; 2] {
+    [1024, 65535]
+}
+
+fn default_nat_max_entries() -> usize {
+    65536
+}
+
+impl PgwSettings {
+    /// The PGW's configuration from its node and settings, each value
+    /// checked with its key named.
+    fn config(&self, node: &ElementNode) -> Result<PgwConfig, ConfigError> {
+        let router = RouterConfig::for_ports(node, &["s5", "sgi"])?;
+        let pool = self.ue_pool.network();
+        let gateway = Ipv4Addr::from(u32::from(pool.addr()) + 1);
+        for (i, b) in self.bearers.iter().enumerate() {
+            if !pool.contains(b.ue_ip) || b.ue_ip == gateway || b.ue_ip == pool.broadcast() {
+                return Err(ConfigError::new(
+                    format!("config.bearers[{i}].ue_ip"),
+                    format!("{} is not a UE address of ue_pool {pool}", b.ue_ip),
+                ));
+            }
+        }
+        for (i, r) in self.bearer_ranges.iter().enumerate() {
+            let first = u32::from(r.ue_ip);
+            let last = Ipv4Addr::from(first.saturating_add(r.count.saturating_sub(1)));
+            let gw = u32::from(gateway);
+            if !pool.contains(r.ue_ip)
+                || !pool.contains(last)
+                || last == pool.broadcast()
+                || (first..=u32::from(last)).contains(&gw)
+            {
+                return Err(ConfigError::new(
+                    format!("config.bearer_ranges[{i}].ue_ip"),
+                    format!(
+                        "{} .. {last} is not inside the UE addresses of ue_pool {pool}",
+                        r.ue_ip
+                    ),
+                ));
+            }
+        }
+        let [lo, hi] = self.nat_ports;
+        if lo == 0 || lo > hi {
+            return Err(ConfigError::new(
+                "config.nat_ports",
+                "expected [first, last] with 0 < first <= last",
+            ));
+        }
+        let net = self.nat_pool.network();
+        if net.prefix_len() < 16 {
+            return Err(ConfigError::new(
+                "config.nat_pool",
+                "a NAT pool is at most a /16",
+            ));
+        }
+        let size = 1u64 << (32 - u32::from(net.prefix_len()));
+        let addrs = (0..size)
+            .map(|i| Ipv4Addr::from(u32::from(net.addr()) + i as u32))
+            .collect();
+        Ok(PgwConfig {
+            router,
+            sgw: self.sgw,
+            gateway,
+            nat_pool: net,
+            ue_mtu: self.ue_mtu,
+            nat: NatConfig {
+                snat: Some(SnatPool {
+                    addrs,
+                    ports: lo..=hi,
+                }),
+                dnat: Vec::new(),
+                max_entries: self.nat_max_entries,
+                timeouts: Timeouts::default(),
+            },
+            bearers: self.bearers.clone(),
+        })
+    }
 }
 
 /// The packet gateway.
@@ -210,6 +322,30 @@ impl Pgw {
         // TTL > 1 here: on_sgi refused the rest.
         p.decrement_ttl();
         self.tunnel_to_ue(cx, SGI, teid, pkt, out);
+    }
+}
+
+impl Role for Pgw {
+    const INFO: RoleInfo = RoleInfo {
+        name: "pgw",
+        summary: "packet gateway: ends S5, owns the UE pool, NATs to SGi; ports s5, sgi",
+        addressing: Addressing::All,
+        bridges: false,
+        isolates_tenants: false,
+        routes: true,
+    };
+    type Settings = PgwSettings;
+    fn build(node: &ElementNode, c: PgwSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        let mut e = Pgw::new(c.config(node)?).map_err(bearer::bearer_error)?;
+        bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
+        Ok(Box::new(e))
+    }
+    /// Sources leave translated into the NAT pool.
+    fn rewrites(_: &ElementNode, c: &PgwSettings) -> Rewrites {
+        Rewrites {
+            sources: vec![c.nat_pool.network()],
+            destinations: Vec::new(),
+        }
     }
 }
 

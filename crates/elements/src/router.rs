@@ -10,8 +10,10 @@
 //! (rewrite MACs, decrement TTL with an incremental checksum [RFC 1624],
 //! transmit — or queue behind ARP, fragment, or answer with ICMP).
 
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use d11_core::l3::{Input, L3Port, NextHop, RouteSource, L3};
-use d11_core::{Ctx, DropReason, Element, Instant, Outbox, PortId};
+use d11_core::settings::{ConfigError, NoSettings};
+use d11_core::{AnyElement, Ctx, DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EthernetFrame};
 use d11_wire::icmp::IcmpError;
 use d11_wire::ipv4::Ipv4Packet;
@@ -30,6 +32,30 @@ pub struct StaticRoute {
 pub struct RouterConfig {
     pub ports: Vec<L3Port>,
     pub routes: Vec<StaticRoute>,
+}
+
+impl RouterConfig {
+    /// The node's ports (each with an address) and static routes.
+    pub fn from_node(node: &ElementNode) -> Result<RouterConfig, ConfigError> {
+        Ok(RouterConfig {
+            ports: node.l3_ports()?,
+            routes: node
+                .routes
+                .iter()
+                .map(|r| StaticRoute {
+                    to: r.to,
+                    via: r.via,
+                })
+                .collect(),
+        })
+    }
+
+    /// The embedded router of a mobile element: exactly the ports `names`,
+    /// in order.
+    pub fn for_ports(node: &ElementNode, names: &[&str]) -> Result<RouterConfig, ConfigError> {
+        node.expect_ports(names)?;
+        RouterConfig::from_node(node)
+    }
 }
 
 /// An IPv4 router with static routes.
@@ -137,6 +163,21 @@ impl Router {
                 self.l3.send_via(cx, port, hop, ip.dst(), &pkt, out);
             }
         }
+    }
+}
+
+impl Role for Router {
+    const INFO: RoleInfo = RoleInfo {
+        name: "router",
+        summary: "IPv4 router with static routes: every port has an address",
+        addressing: Addressing::All,
+        bridges: false,
+        isolates_tenants: false,
+        routes: true,
+    };
+    type Settings = NoSettings;
+    fn build(node: &ElementNode, _: NoSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        Ok(Box::new(Router::new(RouterConfig::from_node(node)?)))
     }
 }
 

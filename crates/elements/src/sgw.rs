@@ -10,9 +10,12 @@
 //!
 //! Ports, in order: `s1u`, `s5`.
 
-use crate::bearer::{Bearer, BearerError, Bearers, Receiver};
+use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::tunnel::{self, Endpoint, GPdu};
+use d11_core::settings::ConfigError;
+use d11_core::AnyElement;
 use d11_core::{Ctx, Element, Input, Instant, Outbox, PortId};
 use serde_json::json;
 use std::net::Ipv4Addr;
@@ -30,6 +33,20 @@ pub struct SgwConfig {
     /// The PGW's S5 address.
     pub pgw: Ipv4Addr,
     pub bearers: Vec<Bearer>,
+}
+
+/// `config` of an `sgw` node.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgwSettings {
+    /// The eNB's S1-U address.
+    enb: Ipv4Addr,
+    /// The PGW's S5 address.
+    pgw: Ipv4Addr,
+    bearers: Vec<Bearer>,
+    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    #[serde(default)]
+    bearer_ranges: Vec<BearerRange>,
 }
 
 /// The serving gateway.
@@ -91,6 +108,29 @@ impl Sgw {
         let me = self.addrs[egress.index()];
         self.gtpu
             .send_g_pdu(&mut self.router, cx, port, me, to, out_teid, tpdu, out);
+    }
+}
+
+impl Role for Sgw {
+    const INFO: RoleInfo = RoleInfo {
+        name: "sgw",
+        summary: "serving gateway: switches S1-U and S5 tunnels per bearer; ports s1u, s5",
+        addressing: Addressing::All,
+        bridges: false,
+        isolates_tenants: false,
+        routes: false,
+    };
+    type Settings = SgwSettings;
+    fn build(node: &ElementNode, c: SgwSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        let mut e = Sgw::new(SgwConfig {
+            router: RouterConfig::for_ports(node, &["s1u", "s5"])?,
+            enb: c.enb,
+            pgw: c.pgw,
+            bearers: c.bearers,
+        })
+        .map_err(bearer::bearer_error)?;
+        bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
+        Ok(Box::new(e))
     }
 }
 

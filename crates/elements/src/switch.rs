@@ -13,8 +13,10 @@
 //! Ageing is driven by [`Element::poll_at`]: a min-heap holds one deadline per
 //! entry, so a frame costs a hash lookup, never a scan of the table.
 
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use d11_core::hash::FastMap;
-use d11_core::{Ctx, DropReason, Element, Instant, Outbox, PortId};
+use d11_core::settings::{ConfigError, NoSettings};
+use d11_core::{AnyElement, Ctx, DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::EthernetFrame;
 use d11_wire::MacAddr;
 use serde_json::json;
@@ -186,6 +188,22 @@ impl Switch {
             }
             Action::Drop(reason) => out.drop_frame(in_port, reason),
         }
+    }
+}
+
+impl Role for Switch {
+    const INFO: RoleInfo = RoleInfo {
+        name: "switch",
+        summary: "L2 learning switch: ports have no address",
+        addressing: Addressing::None,
+        bridges: true,
+        isolates_tenants: false,
+        routes: false,
+    };
+    type Settings = NoSettings;
+    fn build(node: &ElementNode, _: NoSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        let names = node.ports.iter().map(|p| p.name.clone());
+        Ok(Box::new(Switch::new(SwitchConfig::new(names))))
     }
 }
 

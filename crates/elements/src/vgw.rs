@@ -31,11 +31,14 @@
 //! One tenant per gateway for now (the shop's VPC); its VNI is the only one
 //! it accepts.
 
+use crate::role::{Addressing, ElementNode, Rewrites, Role, RoleInfo};
+use crate::router::RouterConfig;
 use crate::vswitch::{emit_vxlan, vxlan_payload, UnderlayPort};
 use d11_core::hash::FastMap;
 use d11_core::l3::{checked_ipv4, RouteSource};
-use d11_core::nat::{Nat, NatConfig, Side};
-use d11_core::{Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
+use d11_core::nat::{DnatRule, Nat, NatConfig, Proto, Side, Timeouts};
+use d11_core::settings::ConfigError;
+use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::icmp::{self, IcmpError};
@@ -92,6 +95,152 @@ pub struct VgwConfig {
     /// Static DNAT rules (VIP:port → VM:port); SNAT is off, so flows from
     /// inside exist only as replies to translated ones.
     pub nat: NatConfig,
+}
+
+/// `config` of a `vgw` node: the VIPs, the tenant's VPC and the DNAT rules.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VgwSettings {
+    /// Public addresses on the `ext` subnet the gateway answers ARP for.
+    vips: Vec<Ipv4Addr>,
+    /// The tenant's VNI.
+    vni: Vni,
+    /// The virtual router's MAC inside the VPC.
+    mac: MacAddr,
+    /// The virtual router's address in each subnet (one per AZ), like "192.168.1.1/24".
+    gateways: Vec<Ipv4Cidr>,
+    /// The VPC's VMs: address, MAC and the VTEP of the host holding each.
+    stations: Vec<VgwStation>,
+    dnat: Vec<DnatSettings>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VgwStation {
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    vtep: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProtoSetting {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnatSettings {
+    proto: ProtoSetting,
+    vip: Ipv4Addr,
+    port: u16,
+    /// The VM's address and port, like "192.168.1.10:443".
+    to: std::net::SocketAddrV4,
+}
+
+impl VgwSettings {
+    /// The gateway's configuration from its node and settings, each value
+    /// checked with its key named.
+    fn config(&self, node: &ElementNode) -> Result<VgwConfig, ConfigError> {
+        let ports = RouterConfig::for_ports(node, &["ext", "underlay"])?;
+        let (ext, under) = (&ports.ports[0], &ports.ports[1]);
+        let gateway = match ports.routes.as_slice() {
+            [r] if r.to.prefix_len() == 0 && ext.address.contains(r.via) => r.via,
+            _ => {
+                return Err(ConfigError::new(
+                    "routes",
+                    "a vgw has one route, 0.0.0.0/0 via its neighbour on the ext subnet",
+                ))
+            }
+        };
+        for (i, v) in self.vips.iter().enumerate() {
+            if !ext.address.contains(*v) || *v == ext.address.addr() {
+                return Err(ConfigError::new(
+                    format!("config.vips[{i}]"),
+                    format!(
+                        "{v} is not another address of the ext subnet {}",
+                        ext.address.network()
+                    ),
+                ));
+            }
+        }
+        let mut stations = Vec::with_capacity(self.stations.len());
+        for (i, s) in self.stations.iter().enumerate() {
+            if !self.gateways.iter().any(|g| g.contains(s.ip)) {
+                return Err(ConfigError::new(
+                    format!("config.stations[{i}].ip"),
+                    format!("{} is on none of the VPC's subnets (gateways)", s.ip),
+                ));
+            }
+            if !under.address.contains(s.vtep) || s.vtep == under.address.addr() {
+                return Err(ConfigError::new(
+                    format!("config.stations[{i}].vtep"),
+                    format!(
+                        "{} is not a VTEP on the underlay {}",
+                        s.vtep,
+                        under.address.network()
+                    ),
+                ));
+            }
+            stations.push(Station {
+                ip: s.ip,
+                mac: s.mac,
+                vtep: s.vtep,
+            });
+        }
+        let mut dnat = Vec::with_capacity(self.dnat.len());
+        for (i, d) in self.dnat.iter().enumerate() {
+            if !self.vips.contains(&d.vip) {
+                return Err(ConfigError::new(
+                    format!("config.dnat[{i}].vip"),
+                    format!("{} is not one of config.vips", d.vip),
+                ));
+            }
+            if !stations.iter().any(|s| s.ip == *d.to.ip()) {
+                return Err(ConfigError::new(
+                    format!("config.dnat[{i}].to"),
+                    format!("{} is not a station of the VPC", d.to.ip()),
+                ));
+            }
+            dnat.push(DnatRule {
+                proto: match d.proto {
+                    ProtoSetting::Tcp => Proto::Tcp,
+                    ProtoSetting::Udp => Proto::Udp,
+                },
+                public: std::net::SocketAddrV4::new(d.vip, d.port),
+                private: d.to,
+            });
+        }
+        Ok(VgwConfig {
+            ext: ExtPort {
+                name: ext.name.clone(),
+                mac: ext.mac,
+                address: ext.address,
+                mtu: ext.mtu,
+                vips: self.vips.clone(),
+                gateway,
+            },
+            underlay: UnderlayPort {
+                name: under.name.clone(),
+                mac: under.mac,
+                address: under.address,
+                mtu: under.mtu,
+            },
+            tenant: Tenant {
+                vni: self.vni,
+                mac: self.mac,
+                gateways: self.gateways.clone(),
+                stations,
+            },
+            nat: NatConfig {
+                snat: None,
+                dnat,
+                max_entries: 65536,
+                timeouts: Timeouts::default(),
+            },
+        })
+    }
 }
 
 /// Totals since start, for the report.
@@ -468,6 +617,29 @@ impl Vgw {
         p.decrement_ttl();
         self.stats.on_vpc_frame += 1;
         self.l3.send_ip(cx, UNDERLAY, &pkt, out);
+    }
+}
+
+impl Role for Vgw {
+    const INFO: RoleInfo = RoleInfo {
+        name: "vgw",
+        summary: "the cloud's virtual gateway: ext holds the public address and the VIPs, underlay is its VTEP; DNAT into the tenant's VPC",
+        addressing: Addressing::All,
+        bridges: false,
+        isolates_tenants: false,
+        routes: true,
+    };
+    type Settings = VgwSettings;
+    fn build(node: &ElementNode, c: VgwSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        Ok(Box::new(Vgw::new(c.config(node)?)))
+    }
+    /// Destinations are translated to the VMs of the DNAT rules.
+    fn rewrites(_: &ElementNode, c: &VgwSettings) -> Rewrites {
+        let host = |ip: Ipv4Addr| Ipv4Cidr::new(ip, 32).expect("a /32 is a prefix");
+        Rewrites {
+            sources: Vec::new(),
+            destinations: c.dnat.iter().map(|d| host(*d.to.ip())).collect(),
+        }
     }
 }
 

@@ -19,8 +19,10 @@
 //! Shape (Open vSwitch's datapath stages): extract a key (VNI, dst, src,
 //! where from), learn the source, look the destination up, apply an action.
 
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use d11_core::hash::FastMap;
-use d11_core::{Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
+use d11_core::settings::ConfigError;
+use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::arp::{ArpOp, ArpRepr};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
@@ -104,6 +106,160 @@ pub struct VSwitchConfig {
 impl VSwitchConfig {
     pub const DEFAULT_AGING: Duration = Duration::from_secs(300);
     pub const DEFAULT_MAX_MACS: usize = 8192;
+}
+
+/// `config` of a `vswitch` node: which VM port is in which VNI, where the
+/// VNI's broadcasts go, and the stations a controller pushes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VSwitchSettings {
+    /// Every port but the underlay, once each, with its tenant's VNI.
+    vms: Vec<VmSettings>,
+    /// Per VNI, the other VTEPs (underlay addresses) that get a copy of
+    /// broadcast and unknown unicast frames.
+    #[serde(default)]
+    flood: Vec<FloodSettings>,
+    /// Static FDB entries: VM MACs and the VTEP holding each; with `ip`, the
+    /// vSwitch answers its VMs' ARP for it.
+    #[serde(default)]
+    fdb: Vec<StationSettings>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmSettings {
+    port: String,
+    vni: Vni,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FloodSettings {
+    vni: Vni,
+    vteps: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StationSettings {
+    vni: Vni,
+    mac: MacAddr,
+    #[serde(default)]
+    ip: Option<Ipv4Addr>,
+    vtep: Ipv4Addr,
+}
+
+impl VSwitchSettings {
+    /// The vSwitch's configuration from its node and settings, each value
+    /// checked with its key named.
+    fn config(&self, node: &ElementNode) -> Result<VSwitchConfig, ConfigError> {
+        if !node.routes.is_empty() {
+            return Err(ConfigError::new(
+                "routes",
+                "a vswitch reaches its VTEPs on the underlay subnet; it has no routes",
+            ));
+        }
+        let Some((first, vm_ports)) = node.ports.split_first() else {
+            return Err(ConfigError::new(
+                "ports",
+                "a vswitch needs an underlay port",
+            ));
+        };
+        let underlay = UnderlayPort {
+            name: first.name.clone(),
+            mac: first.mac,
+            address: first.address.ok_or_else(|| {
+                ConfigError::new(
+                    "ports[0].address",
+                    "the underlay port needs the VTEP's address",
+                )
+            })?,
+            mtu: first.mtu,
+        };
+        let mut vms = Vec::with_capacity(vm_ports.len());
+        for (j, p) in vm_ports.iter().enumerate() {
+            let mut of_port = self.vms.iter().filter(|v| v.port == p.name);
+            let vni = match (of_port.next(), of_port.next()) {
+                (Some(v), None) => v.vni,
+                (None, _) => {
+                    return Err(ConfigError::new(
+                        "config.vms",
+                        format!("ports[{}] {:?} has no entry (port, vni)", j + 1, p.name),
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        "config.vms",
+                        format!("port {:?} is listed twice", p.name),
+                    ))
+                }
+            };
+            vms.push(VmPort {
+                name: p.name.clone(),
+                vni,
+                mtu: p.mtu,
+            });
+        }
+        for (i, v) in self.vms.iter().enumerate() {
+            if !vm_ports.iter().any(|p| p.name == v.port) {
+                return Err(ConfigError::new(
+                    format!("config.vms[{i}].port"),
+                    format!("{:?} is not a VM port of this vswitch", v.port),
+                ));
+            }
+        }
+        let on_underlay = |ip: Ipv4Addr, key: String| {
+            if underlay.address.contains(ip) && ip != underlay.address.addr() {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{ip} is not another VTEP on the underlay {}",
+                        underlay.address.network()
+                    ),
+                ))
+            }
+        };
+        let mut flood = BTreeMap::new();
+        for (i, f) in self.flood.iter().enumerate() {
+            for (k, ip) in f.vteps.iter().enumerate() {
+                on_underlay(*ip, format!("config.flood[{i}].vteps[{k}]"))?;
+            }
+            if flood.insert(f.vni, f.vteps.clone()).is_some() {
+                return Err(ConfigError::new(
+                    format!("config.flood[{i}].vni"),
+                    format!("VNI {} is listed twice", f.vni),
+                ));
+            }
+        }
+        let mut stations = Vec::with_capacity(self.fdb.len());
+        for (i, s) in self.fdb.iter().enumerate() {
+            if s.vtep != underlay.address.addr() {
+                on_underlay(s.vtep, format!("config.fdb[{i}].vtep"))?;
+            }
+            if !s.mac.is_unicast() {
+                return Err(ConfigError::new(
+                    format!("config.fdb[{i}].mac"),
+                    format!("{} is not a unicast MAC", s.mac),
+                ));
+            }
+            stations.push(StaticStation {
+                vni: s.vni,
+                mac: s.mac,
+                ip: s.ip,
+                vtep: s.vtep,
+            });
+        }
+        Ok(VSwitchConfig {
+            underlay,
+            vms,
+            flood,
+            stations,
+            aging: VSwitchConfig::DEFAULT_AGING,
+            max_macs: VSwitchConfig::DEFAULT_MAX_MACS,
+        })
+    }
 }
 
 /// Where a MAC of a VNI lives.
@@ -492,6 +648,21 @@ pub fn flow_port(frame: &[u8]) -> u16 {
     }
     let x = h.finish();
     SRC_PORT_BASE + ((x ^ (x >> 32)) as u16 % (u16::MAX - SRC_PORT_BASE + 1))
+}
+
+impl Role for VSwitch {
+    const INFO: RoleInfo = RoleInfo {
+        name: "vswitch",
+        summary: "a compute host's vSwitch, a VXLAN tunnel endpoint: port 0 is the underlay, the others VMs' TAPs",
+        addressing: Addressing::First,
+        bridges: false,
+        isolates_tenants: true,
+        routes: false,
+    };
+    type Settings = VSwitchSettings;
+    fn build(node: &ElementNode, c: VSwitchSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        Ok(Box::new(VSwitch::new(c.config(node)?)))
+    }
 }
 
 impl Element for VSwitch {

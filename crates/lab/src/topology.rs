@@ -14,6 +14,8 @@
 use crate::names::netns_name;
 use d11_core::impair::{seed_from_name, Side};
 use d11_core::Impairment;
+use d11_elements::role::{ElementNode, NodePort, NodeRoute, RoleEntry};
+use d11_elements::Registry;
 use d11_wire::{Ipv4Cidr, MacAddr};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -48,6 +50,9 @@ pub struct Topology {
     /// Where the text came from, to put file and line into errors.
     #[serde(skip)]
     origin: Origin,
+    /// The roles its elements may name.
+    #[serde(skip, default = "d11_elements::registry")]
+    roles: Registry,
 }
 
 /// What runs in a node's namespace.
@@ -69,80 +74,6 @@ impl fmt::Display for NodeKind {
     }
 }
 
-/// The role an element process plays (`d11 run` picks its code by it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// IPv4 router with static routes: every port has an address.
-    Router,
-    /// L2 learning switch: ports have no address.
-    Switch,
-    /// Passes every frame to the other port untouched (the driver's cost alone).
-    Null,
-    /// eNodeB: the UE's radio (TAP) and the S1-U tunnel; ports `radio`, `s1u`.
-    Enb,
-    /// Serving gateway: switches S1-U and S5 tunnels per bearer; ports `s1u`, `s5`.
-    Sgw,
-    /// Packet gateway: ends S5, owns the UE pool, NATs to SGi; ports `s5`, `sgi`.
-    Pgw,
-    /// A compute host's vSwitch, a VXLAN tunnel endpoint: port 0 is the
-    /// underlay (with the VTEP's address), the others are VMs' TAPs (no
-    /// address), each in its tenant's VNI; see `docs/topology.md`.
-    VSwitch,
-    /// The cloud's virtual gateway: port 0 `ext` holds the public address
-    /// and the VIPs, port 1 `underlay` is its VTEP; DNAT into the tenant's
-    /// VPC, whose router it is; see `docs/topology.md`.
-    Vgw,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Router => "router",
-            Role::Switch => "switch",
-            Role::Null => "null",
-            Role::Enb => "enb",
-            Role::Sgw => "sgw",
-            Role::Pgw => "pgw",
-            Role::VSwitch => "vswitch",
-            Role::Vgw => "vgw",
-        }
-    }
-
-    /// True if the role's ports carry IPv4 addresses (and it may have routes).
-    pub fn is_addressed(self) -> bool {
-        match self {
-            Role::Router | Role::Enb | Role::Sgw | Role::Pgw | Role::VSwitch | Role::Vgw => true,
-            Role::Switch | Role::Null => false,
-        }
-    }
-
-    /// True if the role's port number `j` carries an IPv4 address.
-    pub fn port_is_addressed(self, j: usize) -> bool {
-        match self {
-            // The underlay is the VTEP's address; a VM's TAP is L2 only.
-            Role::VSwitch => j == 0,
-            r => r.is_addressed(),
-        }
-    }
-
-    /// True if the segments behind the role's ports other than the first
-    /// are tenants' own (a vSwitch's VMs), where private addresses may
-    /// repeat from one tenant to the next.
-    pub fn isolates_tenants(self) -> bool {
-        self == Role::VSwitch
-    }
-
-    /// True if the role joins its ports into one L2 segment (frames pass
-    /// through unchanged), so the addresses on either side share a subnet.
-    pub fn bridges(self) -> bool {
-        match self {
-            Role::Router | Role::Enb | Role::Sgw | Role::Pgw | Role::VSwitch | Role::Vgw => false,
-            Role::Switch | Role::Null => true,
-        }
-    }
-}
-
 impl fmt::Display for WireKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -152,21 +83,16 @@ impl fmt::Display for WireKind {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One node: a network namespace `LAB-NAME`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
     pub kind: NodeKind,
-    /// Elements only.
+    /// Elements only: the role's name in the registry
+    /// ([`d11_elements::registry`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<Role>,
+    pub role: Option<String>,
     /// Hosts only: the kernel's `net.ipv4.ip_forward` (default off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarding: Option<bool>,
@@ -178,7 +104,7 @@ pub struct Node {
     /// Hosts only: the application the supervisor runs in the namespace
     /// (on the kernel's TCP/IP stack, like any program there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<App>,
+    pub app: Option<String>,
     /// The settings of an element's role (bearers, tenants, …) or of a
     /// host's app, a table each parses with its typed configuration;
     /// `d11 up` checks it before building anything.
@@ -189,46 +115,6 @@ pub struct Node {
     /// the lab has DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostEntry>,
-}
-
-/// An application a host runs (`d11 run` picks its code by it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum App {
-    /// The L4 load balancer (HAProxy's `mode tcp`).
-    L4lb,
-    /// The HTTPS controller answering `POST /purchaseOrder`.
-    Controller,
-    /// The RPC registry the shop's services register with.
-    Registry,
-    /// The composite order service (the saga of stock, coupon and db).
-    Order,
-    /// The stock service (compare-and-set on a version).
-    Stock,
-    /// The coupon service.
-    Coupon,
-    /// The shop's database: the primary, or a standby following it.
-    Db,
-}
-
-impl App {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            App::L4lb => "l4lb",
-            App::Controller => "controller",
-            App::Registry => "registry",
-            App::Order => "order",
-            App::Stock => "stock",
-            App::Coupon => "coupon",
-            App::Db => "db",
-        }
-    }
-}
-
-impl fmt::Display for App {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// One line of a host's `/etc/hosts`.
@@ -250,7 +136,8 @@ pub struct Pki {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppSpec {
     pub name: String,
-    pub app: App,
+    /// The app's name in the app registry (`d11_apps::app::registry`).
+    pub app: String,
     pub config: toml::Table,
 }
 
@@ -479,12 +366,41 @@ pub struct ElementPort {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ElementSpec {
     pub name: String,
-    pub role: Role,
+    pub role: String,
     /// In configuration order: `ports[i]` is `PortId(i)`.
     pub ports: Vec<ElementPort>,
     pub routes: Vec<Route>,
     /// The role's own settings, as written under the node's `config`.
     pub config: toml::Table,
+}
+
+impl ElementSpec {
+    /// The node as its role builds it.
+    pub fn node(&self) -> ElementNode {
+        ElementNode {
+            name: self.name.clone(),
+            role: self.role.clone(),
+            ports: self
+                .ports
+                .iter()
+                .map(|p| NodePort {
+                    name: p.name.clone(),
+                    mac: p.mac,
+                    address: p.address,
+                    mtu: p.mtu,
+                })
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| NodeRoute {
+                    to: r.to,
+                    via: r.via,
+                })
+                .collect(),
+            config: self.config.clone(),
+        }
+    }
 }
 
 /// Where `d11 capture` listens for one wire.
@@ -680,16 +596,26 @@ impl Origin {
 impl Topology {
     /// Reads and validates a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        Topology::load_with(path, d11_elements::registry())
+    }
+
+    /// [`Topology::load`] with the roles of `roles` (a test's own role).
+    pub fn load_with(path: &Path, roles: Registry) -> Result<Topology, TopologyError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
             file: file.clone(),
             source,
         })?;
-        Topology::parse(&text, &file)
+        Topology::parse_with(&text, &file, roles)
     }
 
     /// Parses and validates topology text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Topology, TopologyError> {
+        Topology::parse_with(text, file, d11_elements::registry())
+    }
+
+    /// [`Topology::parse`] with the roles of `roles`.
+    pub fn parse_with(text: &str, file: &str, roles: Registry) -> Result<Topology, TopologyError> {
         let invalid = |line, key: String, message: &str| TopologyError::Invalid {
             file: file.to_string(),
             line,
@@ -724,6 +650,7 @@ impl Topology {
             file: file.to_string(),
             lines: idx.lines(text),
         };
+        topo.roles = roles;
         topo.validate()?;
         Ok(topo)
     }
@@ -741,6 +668,43 @@ impl Topology {
 
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The registered role of an element node (`None` for hosts, and for a
+    /// name the registry does not know, which validation refuses).
+    pub fn role(&self, node: &Node) -> Option<&RoleEntry> {
+        node.role
+            .as_deref()
+            .filter(|_| node.kind == NodeKind::Element)
+            .and_then(|r| self.roles.get(r))
+    }
+
+    /// The roles this topology's elements may name.
+    pub fn roles(&self) -> &Registry {
+        &self.roles
+    }
+
+    /// Builds every element from its settings (each role parses its own,
+    /// unknown keys refused), so that a wrong setting is one line naming
+    /// its file, line and key, before `d11 up` builds anything.
+    pub fn check_elements(&self) -> Result<(), TopologyError> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(spec) = self.element(&n.name) {
+                self.roles
+                    .build(&spec.node())
+                    .map_err(|e| self.error_at(&format!("nodes[{i}].{}", e.key), e.message))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the element `name` (for `d11 run` and the simulator).
+    pub fn build_element(
+        &self,
+        name: &str,
+    ) -> Option<Result<Box<dyn d11_core::AnyElement>, d11_core::ConfigError>> {
+        let spec = self.element(name)?;
+        Some(self.roles.build(&spec.node()))
     }
 
     /// The other end of the wire on `end`.
@@ -859,7 +823,7 @@ impl Topology {
         let node = self.node(name)?;
         Some(AppSpec {
             name: node.name.clone(),
-            app: node.app.filter(|_| node.kind == NodeKind::Host)?,
+            app: node.app.clone().filter(|_| node.kind == NodeKind::Host)?,
             config: node.config.clone(),
         })
     }
@@ -867,7 +831,10 @@ impl Topology {
     /// The element node `name`, resolved; `None` for hosts and unknown names.
     pub fn element(&self, name: &str) -> Option<ElementSpec> {
         let node = self.node(name)?;
-        let role = node.role.filter(|_| node.kind == NodeKind::Element)?;
+        let role = node
+            .role
+            .clone()
+            .filter(|_| node.kind == NodeKind::Element)?;
         let ports = node
             .ports
             .iter()
@@ -1012,7 +979,7 @@ b = "mid:h"
         let t = pair();
         assert_eq!(t.description, "two hosts and a router");
         let r = t.node("r").unwrap();
-        assert_eq!(r.role, Some(Role::Router));
+        assert_eq!(r.role.as_deref(), Some("router"));
         assert_eq!(r.ports[0].mtu, DEFAULT_MTU);
         assert_eq!(r.ports[1].mac(&r.name).to_string(), "02:00:00:00:00:99");
         assert!(!t.node("left").unwrap().ip_forward());
@@ -1039,7 +1006,7 @@ b = "mid:h"
     fn element_ports_say_how_to_attach() {
         let t = pair();
         let r = t.element("r").unwrap();
-        assert_eq!(r.role, Role::Router);
+        assert_eq!(r.role, "router");
         assert_eq!(
             r.ports[0].attach,
             PortAttach::Tap {

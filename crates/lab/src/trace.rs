@@ -11,10 +11,10 @@
 //! Headers are decoded with etherparse, and GTP-U (TS 29.281) and VXLAN
 //! (RFC 7348) with `d11-wire`.
 
-use crate::topology::{NodeKind, Role, Topology, WireEnd};
+use crate::topology::{NodeKind, Topology, WireEnd};
 use d11_wire::gtpu::{GtpuPacket, MessageType};
 use d11_wire::vxlan::VxlanPacket;
-use d11_wire::{Ipv4Cidr, MacAddr};
+use d11_wire::MacAddr;
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -339,8 +339,13 @@ fn check_step(topo: &Topology, p: &Hop, h: &Hop) -> Vec<Check> {
         ));
         return out;
     }
-    let role = n.role;
-    let routes = matches!(role, Some(Role::Router | Role::Pgw | Role::Vgw));
+    let role = topo.role(n);
+    let routes = role.is_some_and(|r| r.info.routes);
+    // What the hop's NAT, if it has one, may rewrite addresses to.
+    let rewrites = role
+        .zip(topo.element(&node))
+        .map(|(r, e)| r.rewrites(&e.node()))
+        .unwrap_or_default();
     let want = if routes {
         p.stack.ttl.wrapping_sub(1)
     } else {
@@ -359,9 +364,9 @@ fn check_step(topo: &Topology, p: &Hop, h: &Hop) -> Vec<Check> {
         ),
     ));
     if h.stack.ip.src != p.stack.ip.src {
-        let pool = config_cidr(&n.config, "nat_pool");
+        let pool = rewrites.sources.first();
         out.push(verdict(
-            role == Some(Role::Pgw) && pool.is_some_and(|c| c.contains(h.stack.ip.src)),
+            rewrites.sources.iter().any(|c| c.contains(h.stack.ip.src)),
             format!(
                 "source {} → {} by {node}'s NAT{}",
                 p.stack.ip.src,
@@ -371,12 +376,11 @@ fn check_step(topo: &Topology, p: &Hop, h: &Hop) -> Vec<Check> {
         ));
     }
     if h.stack.ip.dst != p.stack.ip.dst {
-        let to = h.stack.ip.dst.to_string();
         out.push(verdict(
-            role == Some(Role::Vgw)
-                && config_strings(&n.config, "to")
-                    .iter()
-                    .any(|t| t.starts_with(&format!("{to}:"))),
+            rewrites
+                .destinations
+                .iter()
+                .any(|c| c.contains(h.stack.ip.dst)),
             format!(
                 "destination {} → {} by {node}'s DNAT",
                 p.stack.ip.dst, h.stack.ip.dst
@@ -418,7 +422,7 @@ fn port_mac(topo: &Topology, e: &WireEnd) -> Option<MacAddr> {
 fn plain_cable(topo: &Topology, a: &WireEnd, b: &WireEnd) -> bool {
     [a, b].iter().all(|e| {
         topo.node(&e.node).is_some_and(|n| {
-            n.kind == NodeKind::Element && !n.role.is_some_and(|r| r.bridges())
+            n.kind == NodeKind::Element && !topo.role(n).is_some_and(|r| r.info.bridges)
                 || n.kind == NodeKind::Host
                     && topo
                         .peer(e)
@@ -469,20 +473,6 @@ fn config_numbers(config: &toml::Table, key: &str) -> BTreeSet<u64> {
         }
     });
     out
-}
-
-fn config_strings(config: &toml::Table, key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    walk_strings(&toml::Value::Table(config.clone()), None, &mut |k, s| {
-        if k == Some(key) {
-            out.push(s.to_string());
-        }
-    });
-    out
-}
-
-fn config_cidr(config: &toml::Table, key: &str) -> Option<Ipv4Cidr> {
-    config.get(key)?.as_str()?.parse().ok()
 }
 
 fn walk<'a>(

@@ -118,7 +118,7 @@ impl Topology {
             seg.join(a, b);
         }
         for n in &self.nodes {
-            if n.role.is_some_and(|r| r.bridges()) {
+            if self.role(n).is_some_and(|r| r.info.bridges) {
                 let first = index[&(n.name.as_str(), n.ports[0].name.as_str())];
                 for p in &n.ports[1..] {
                     seg.join(first, index[&(n.name.as_str(), p.name.as_str())]);
@@ -179,7 +179,7 @@ impl Topology {
                     format!("{:?} is already the name of nodes[{first}]", n.name),
                 ));
             }
-            match (n.kind, n.role) {
+            match (n.kind, &n.role) {
                 (NodeKind::Host, Some(r)) => {
                     return Err(self.error_at(
                         &format!("nodes[{i}].role"),
@@ -189,7 +189,13 @@ impl Topology {
                 (NodeKind::Element, None) => {
                     return Err(self.error_at(
                         &format!("nodes[{i}].role"),
-                        "an element needs a role: \"router\", \"switch\", \"null\", \"enb\", \"sgw\", \"pgw\", \"vswitch\" or \"vgw\"",
+                        format!("an element needs a role: one of {}", self.roles().list()),
+                    ))
+                }
+                (NodeKind::Element, Some(r)) if self.roles().get(r).is_none() => {
+                    return Err(self.error_at(
+                        &format!("nodes[{i}].role"),
+                        format!("unknown role {r:?}: one of {}", self.roles().list()),
                     ))
                 }
                 _ => {}
@@ -201,7 +207,7 @@ impl Topology {
                 ));
             }
             if n.kind == NodeKind::Element {
-                if let Some(a) = n.app {
+                if let Some(a) = &n.app {
                     return Err(self.error_at(
                         &format!("nodes[{i}].app"),
                         format!("an element has no app ({a} runs on a host, kind = \"host\")"),
@@ -236,10 +242,12 @@ impl Topology {
                     "a node needs at least one port",
                 ));
             }
-            if let Some(r) = n.role.filter(|r| !r.is_addressed() && !n.routes.is_empty()) {
+            if let Some(r) = self.role(n).map(|r| r.info).filter(|r| {
+                r.addressing == d11_elements::role::Addressing::None && !n.routes.is_empty()
+            }) {
                 return Err(self.error_at(
                     &format!("nodes[{i}].routes"),
-                    format!("a {r} has no addresses, so it has no routes"),
+                    format!("a {} has no addresses, so it has no routes", r.name),
                 ));
             }
         }
@@ -273,7 +281,7 @@ impl Topology {
                         format!("{:?} is already the name of ports[{first}]", p.name),
                     ));
                 }
-                match (n.kind, n.role, p.address) {
+                match (n.kind, self.role(n).map(|r| r.info), p.address) {
                     (NodeKind::Host, _, None) => return Err(self.error_at(
                         &format!("{key}.address"),
                         "missing: a host port needs an address (like \"10.45.0.2/16\") to speak IP",
@@ -281,14 +289,18 @@ impl Topology {
                     (NodeKind::Element, Some(r), None) if r.port_is_addressed(j) => {
                         return Err(self.error_at(
                             &format!("{key}.address"),
-                            format!("missing: a {r} port needs an address (like \"192.0.2.1/30\")"),
+                            format!(
+                                "missing: a {} port needs an address (like \"192.0.2.1/30\")",
+                                r.name
+                            ),
                         ))
                     }
                     (NodeKind::Element, Some(r), Some(a)) if !r.port_is_addressed(j) => {
                         return Err(self.error_at(
                             &format!("{key}.address"),
                             format!(
-                                "a {r} port has no address ({a} given): the {r} does not speak IP"
+                                "a {0} port has no address ({a} given): the {0} does not speak IP",
+                                r.name
                             ),
                         ))
                     }
@@ -425,7 +437,7 @@ impl Topology {
         for n in self
             .nodes
             .iter()
-            .filter(|n| n.role.is_some_and(|r| r.isolates_tenants()))
+            .filter(|n| self.role(n).is_some_and(|r| r.info.isolates_tenants))
         {
             for p in &n.ports[1..] {
                 tenant_segment.insert(seg.find(index[&(n.name.as_str(), p.name.as_str())]));
@@ -990,7 +1002,7 @@ b = "hostb:ctl"
     fn unknown_kinds_and_roles_are_named() {
         let e = broken("role = \"switch\"", "role = \"hub\"");
         assert_eq!(e.key(), "nodes[2] (\"tor\").role");
-        assert!(e.to_string().contains("unknown variant `hub`"), "{e}");
+        assert!(e.to_string().contains("unknown role \"hub\""), "{e}");
     }
 
     #[test]
