@@ -12,7 +12,7 @@
 //! runs; the packet leaves on the host's next timer, which the simulator runs
 //! at once.
 
-use d11_core::l3::{RouteSource, TcpHandle, TcpState};
+use d11_core::l3::{tcp, RouteSource, TcpHandle, TcpStack, TcpState};
 use d11_core::{Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::checksum;
 use d11_wire::icmp;
@@ -132,13 +132,23 @@ pub struct SimHost {
 
 impl SimHost {
     /// A host at `address` (its subnet is on-link) that sends everything
-    /// else to `gateway`.
+    /// else to `gateway`, on a 1500-byte link.
     pub fn new(mac: MacAddr, address: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> SimHost {
+        SimHost::with_mtu(mac, address, gateway, 1500)
+    }
+
+    /// [`SimHost::new`] on a link of `mtu` (the phone's 1400, a VM's 1450).
+    pub fn with_mtu(
+        mac: MacAddr,
+        address: Ipv4Cidr,
+        gateway: Option<Ipv4Addr>,
+        mtu: u16,
+    ) -> SimHost {
         let mut l3 = L3::with_ports(vec![L3Port {
             name: "eth0".into(),
             mac,
             address,
-            mtu: 1500,
+            mtu,
         }]);
         if let Some(gw) = gateway {
             let default = Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0).expect("a /0 is a prefix");
@@ -198,29 +208,39 @@ impl SimHost {
         self.outgoing.push(pkt);
     }
 
-    /// Opens a TCP connection from our `port` to `to` (smoltcp's stack).
-    pub fn tcp_connect(&mut self, cx: &mut Ctx, port: u16, to: SocketAddrV4) -> TcpHandle {
+    /// The host's TCP stack (smoltcp), made on first use with initial
+    /// sequence numbers seeded from its address, so runs repeat.
+    fn tcp(&mut self) -> &mut TcpStack {
+        let seed = u64::from(u32::from(self.address.addr()));
+        self.l3.tcp_stack(&mut Ctx::new(Instant::ZERO, seed))
+    }
+
+    /// A socket listening on our `port` (one connection).
+    pub fn tcp_listen(&mut self, port: u16) -> TcpHandle {
         let me = SocketAddrV4::new(self.address.addr(), port);
-        self.l3
-            .tcp_stack(cx)
-            .connect(me, to, d11_core::l3::tcp::DEFAULT_BUFFER)
+        self.tcp()
+            .listen(me, tcp::DEFAULT_BUFFER)
+            .expect("a fresh socket listens")
+    }
+
+    /// Opens a TCP connection from our `port` to `to`.
+    pub fn tcp_connect(&mut self, port: u16, to: SocketAddrV4) -> TcpHandle {
+        let me = SocketAddrV4::new(self.address.addr(), port);
+        self.tcp()
+            .connect(me, to, tcp::DEFAULT_BUFFER)
             .expect("a fresh socket connects")
     }
 
     /// Queues `data` on a TCP connection (as much as its buffer takes);
     /// returns how much was taken.
-    pub fn tcp_send(&mut self, cx: &mut Ctx, h: TcpHandle, data: &[u8]) -> usize {
-        self.l3
-            .tcp_stack(cx)
-            .socket(h)
-            .send_slice(data)
-            .unwrap_or(0)
+    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> usize {
+        self.tcp().socket(h).send_slice(data).unwrap_or(0)
     }
 
-    /// Everything received on a TCP connection so far.
-    pub fn tcp_recv(&mut self, cx: &mut Ctx, h: TcpHandle) -> Vec<u8> {
+    /// What a TCP connection received since the last call.
+    pub fn tcp_recv(&mut self, h: TcpHandle) -> Vec<u8> {
         let mut got = Vec::new();
-        let s = self.l3.tcp_stack(cx).socket(h);
+        let s = self.tcp().socket(h);
         while s.can_recv() {
             let _ = s.recv(|b| {
                 got.extend_from_slice(b);
@@ -231,12 +251,12 @@ impl SimHost {
     }
 
     /// Closes our side of a TCP connection (FIN once the data is sent).
-    pub fn tcp_close(&mut self, cx: &mut Ctx, h: TcpHandle) {
-        self.l3.tcp_stack(cx).socket(h).close();
+    pub fn tcp_close(&mut self, h: TcpHandle) {
+        self.tcp().socket(h).close();
     }
 
-    pub fn tcp_state(&mut self, cx: &mut Ctx, h: TcpHandle) -> TcpState {
-        self.l3.tcp_stack(cx).socket(h).state()
+    pub fn tcp_state(&mut self, h: TcpHandle) -> TcpState {
+        self.tcp().socket(h).state()
     }
 
     /// Everything received so far, in order.

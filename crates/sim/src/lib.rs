@@ -18,12 +18,14 @@
 #![forbid(unsafe_code)]
 
 mod host;
+mod lab;
 
 pub use host::{Message, Quoted, Received, SimHost};
+pub use lab::{LabError, SimLab};
 
 use d11_core::pcapng::PcapngWriter;
 use d11_core::{Counters, Ctx, Element, Instant, Outbox, PortId, Rng};
-use std::any::{type_name, Any};
+use std::any::type_name;
 use std::cmp::{Ordering, Reverse};
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::path::Path;
@@ -38,20 +40,8 @@ pub const EPOCH: Duration = Duration::from_secs(1_541_865_600);
 pub const DEFAULT_STEP_CAP: u64 = 1_000_000;
 
 /// What the simulator needs of a node: an [`Element`] it can hand back as its
-/// concrete type ([`Sim::node`]).
-pub trait SimNode: Element + Any {
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-}
-
-impl<T: Element + Any> SimNode for T {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
+/// concrete type ([`Sim::node`]), as the role registry builds them.
+pub use d11_core::AnyElement as SimNode;
 
 /// A node, numbered in the order it was added.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]

@@ -811,7 +811,8 @@ impl L3 {
     pub fn tcp_stack(&mut self, cx: &mut Ctx) -> &mut TcpStack {
         if self.tcp.is_none() {
             let addrs: Vec<Ipv4Cidr> = self.ports().map(|(_, p)| p.address).collect();
-            self.tcp = Some(TcpStack::new(&addrs, cx.rng.next_u64(), cx.now));
+            let mtu = self.ports().map(|(_, p)| p.mtu).min().unwrap_or(1500);
+            self.tcp = Some(TcpStack::new(&addrs, mtu, cx.rng.next_u64(), cx.now));
         }
         self.tcp.as_mut().expect("made above")
     }

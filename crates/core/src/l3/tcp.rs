@@ -35,6 +35,8 @@ pub struct TcpHandle(SocketHandle);
 /// smoltcp's device: packets in from the layer, packets out to it.
 #[derive(Debug, Default)]
 struct Queue {
+    /// The IP MTU segments are sized for.
+    mtu: usize,
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
     /// Buffers of sent packets, reused.
@@ -57,7 +59,7 @@ impl Device for Queue {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = 1500;
+        caps.max_transmission_unit = self.mtu;
         caps
     }
 }
@@ -111,9 +113,13 @@ impl std::fmt::Debug for TcpStack {
 
 impl TcpStack {
     /// A stack answering on `addrs` (at most eight, smoltcp's bound),
-    /// whose initial sequence numbers come from `seed`.
-    pub fn new(addrs: &[Ipv4Cidr], seed: u64, now: Instant) -> TcpStack {
-        let mut dev = Queue::default();
+    /// sizing segments for `mtu` (its smallest port's), whose initial
+    /// sequence numbers come from `seed`.
+    pub fn new(addrs: &[Ipv4Cidr], mtu: u16, seed: u64, now: Instant) -> TcpStack {
+        let mut dev = Queue {
+            mtu: usize::from(mtu),
+            ..Queue::default()
+        };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut dev, smol(now));

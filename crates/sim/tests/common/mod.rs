@@ -1,6 +1,8 @@
 //! Helpers shared by the scenario tests: reading the simulator's capture back,
 //! and checking it with tshark when tshark is installed.
 
+#![allow(dead_code)] // each scenario uses a different part
+
 use d11_sim::Sim;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
