@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,12 @@ pub struct OrderRequest {
     pub timeout: Duration,
 }
 
-/// The reply and what the app saw on the way.
-#[derive(Debug, Clone, Serialize)]
+/// The reply and what the app saw on the way (what `d11 order --json`
+/// prints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrderOutcome {
     pub status: u16,
+    /// The controller's JSON reply, as it came over HTTP.
     pub body: Value,
     /// Attempts made, 1 if the first went through.
     pub attempts: u32,
@@ -67,6 +69,18 @@ pub struct OrderOutcome {
     pub cipher: String,
     /// From the connection's start to the last byte of the reply.
     pub elapsed_ms: f64,
+}
+
+impl OrderOutcome {
+    /// The reply's `order_id`, if it has one.
+    pub fn order_id(&self) -> Option<&str> {
+        self.body.get("order_id").and_then(Value::as_str)
+    }
+
+    /// The reply's `served_by`: the controller that placed it.
+    pub fn served_by(&self) -> Option<&str> {
+        self.body.get("served_by").and_then(Value::as_str)
+    }
 }
 
 /// Why an order could not be placed.

@@ -8,11 +8,41 @@
 //! topology's settings.
 
 use anyhow::{bail, Context, Result};
+use d11_core::status::{ImpairReport, ImpairSet, ImpairSide};
 use d11_core::Impairment;
 use d11_lab::{direction_seed, RunDir, Topology, Wire, WireDir};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// One direction set by `d11 impair WIRE SPEC`, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+struct SetRow {
+    wire: String,
+    dir: &'static str,
+    /// `node:port` of the element applying it.
+    by: String,
+    side: &'static str,
+    spec: String,
+}
+
+/// One wire as `d11 impair` shows it: each direction's impairment and
+/// counts, `None` when off.
+#[derive(Debug, Clone, Serialize)]
+struct WireRow {
+    wire: String,
+    a_to_b: Option<Applied>,
+    b_to_a: Option<Applied>,
+}
+
+/// A direction's impairment with the element and side applying it.
+#[derive(Debug, Clone, Serialize)]
+struct Applied {
+    by: String,
+    side: &'static str,
+    #[serde(flatten)]
+    now: ImpairSide,
+}
 
 #[derive(clap::Args)]
 pub struct ImpairArgs {
@@ -62,10 +92,11 @@ pub fn impair(args: &ImpairArgs) -> Result<()> {
     }
     let rows = show(&topo, &dir, &wires, args.wire.is_none())?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "wires": rows }))?
-        );
+        #[derive(Serialize)]
+        struct Out<'a> {
+            wires: &'a [WireRow],
+        }
+        println!("{}", serde_json::to_string_pretty(&Out { wires: &rows })?);
     } else if rows.is_empty() {
         println!("no wire of lab {lab} is impaired");
     } else {
@@ -103,27 +134,27 @@ fn set(
         let seed = direction_seed(cfg.seed.unwrap_or(w.seed()), d);
         let cfg = cfg.clone().with_seed(seed);
         let cmd = format!("impair {} {} {cfg}", end.port, side.as_str());
-        let answer = d11_io::query(&dir.socket(&end.node), &cmd, TIMEOUT)
+        let answer: ImpairSet = d11_io::ask(&dir.socket(&end.node), &cmd, TIMEOUT)
             .with_context(|| format!("asking {} to impair its port {}", end.node, end.port))?;
-        if let Some(e) = answer["error"].as_str() {
-            bail!("{}: {e}", end.node);
-        }
-        out.push(json!({
-            "wire": w.name(), "dir": d.as_str(), "by": end.to_string(),
-            "side": side.as_str(), "spec": answer["impair"],
-        }));
+        out.push(SetRow {
+            wire: w.name(),
+            dir: d.as_str(),
+            by: end.to_string(),
+            side: side.as_str(),
+            spec: answer.impair,
+        });
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "set": out }))?);
+        #[derive(Serialize)]
+        struct Out<'a> {
+            set: &'a [SetRow],
+        }
+        println!("{}", serde_json::to_string_pretty(&Out { set: &out })?);
     } else {
         for r in &out {
             println!(
                 "{} {}: {} (applied by {} on {})",
-                r["wire"].as_str().unwrap_or(""),
-                r["dir"].as_str().unwrap_or(""),
-                r["spec"].as_str().unwrap_or(""),
-                r["by"].as_str().unwrap_or(""),
-                r["side"].as_str().unwrap_or(""),
+                r.wire, r.dir, r.spec, r.by, r.side
             );
         }
     }
@@ -131,57 +162,62 @@ fn set(
 }
 
 /// One row per wire: each direction's spec and counts as the element
-/// applying it reports them (`null` if unimpaired); with `only_impaired`,
+/// applying it reports them (`None` if unimpaired); with `only_impaired`,
 /// wires impaired in neither direction are left out.
-fn show(topo: &Topology, dir: &RunDir, wires: &[&Wire], only_impaired: bool) -> Result<Vec<Value>> {
-    let mut answers: HashMap<String, Value> = HashMap::new();
+fn show(
+    topo: &Topology,
+    dir: &RunDir,
+    wires: &[&Wire],
+    only_impaired: bool,
+) -> Result<Vec<WireRow>> {
+    let mut answers: HashMap<String, ImpairReport> = HashMap::new();
     let mut rows = Vec::new();
     for w in wires {
-        let mut row = json!({"wire": w.name()});
-        let mut any = false;
-        for d in WireDir::BOTH {
+        let mut sides = [None, None];
+        for (i, d) in WireDir::BOTH.into_iter().enumerate() {
             let Some((end, side)) = topo.impair_point(w, d) else {
-                row[d.as_str()] = Value::Null;
                 continue;
             };
             if !answers.contains_key(&end.node) {
-                let a = d11_io::query(&dir.socket(&end.node), "impair", TIMEOUT)
+                let a = d11_io::ask(&dir.socket(&end.node), "impair", TIMEOUT)
                     .with_context(|| format!("asking {} for its impairments", end.node))?;
                 answers.insert(end.node.clone(), a);
             }
-            let now = &answers[&end.node]["ports"][&end.port][side.as_str()];
-            if now.is_object() {
-                any = true;
-                let mut v = now.clone();
-                v["by"] = json!(end.to_string());
-                v["side"] = json!(side.as_str());
-                row[d.as_str()] = v;
-            } else {
-                row[d.as_str()] = Value::Null;
-            }
+            let port = (answers[&end.node].ports.iter()).find(|(p, _)| *p == end.port);
+            let now = port.and_then(|(_, s)| match side.as_str() {
+                "tx" => s.tx.clone(),
+                _ => s.rx.clone(),
+            });
+            sides[i] = now.map(|now| Applied {
+                by: end.to_string(),
+                side: side.as_str(),
+                now,
+            });
         }
-        if any || !only_impaired {
-            rows.push(row);
+        let [a_to_b, b_to_a] = sides;
+        if a_to_b.is_some() || b_to_a.is_some() || !only_impaired {
+            rows.push(WireRow {
+                wire: w.name(),
+                a_to_b,
+                b_to_a,
+            });
         }
     }
     Ok(rows)
 }
 
-fn print_row(r: &Value) {
-    println!("{}", r["wire"].as_str().unwrap_or(""));
-    for d in WireDir::BOTH {
-        let v = &r[d.as_str()];
-        if !v.is_object() {
-            println!("  {:<7} off", d.as_str());
+fn print_row(r: &WireRow) {
+    println!("{}", r.wire);
+    for (d, v) in [("a_to_b", &r.a_to_b), ("b_to_a", &r.b_to_a)] {
+        let Some(v) = v else {
+            println!("  {d:<7} off");
             continue;
-        }
+        };
+        let s = &v.now.stats;
         println!(
             "  {:<7} {}  (by {} {}; frames {}, lost {}, rate drops {}, delayed {}, duplicated {}, reordered {}, corrupted {})",
-            d.as_str(),
-            v["spec"].as_str().unwrap_or(""),
-            v["by"].as_str().unwrap_or(""),
-            v["side"].as_str().unwrap_or(""),
-            v["frames"], v["lost"], v["rate_dropped"], v["delayed"], v["duplicated"], v["reordered"], v["corrupted"],
+            d, v.now.spec, v.by, v.side,
+            s.frames, s.lost, s.rate_dropped, s.delayed, s.duplicated, s.reordered, s.corrupted,
         );
     }
 }

@@ -85,18 +85,12 @@ fn bearer_range(topo: &d11_lab::Topology) -> Result<Range> {
 /// whose report would make the pgw build a JSON value per NAT entry and
 /// raise the very RSS being measured).
 fn element_memory(lab: &str) -> Vec<(String, u64, u64)> {
-    let path = std::path::Path::new("/run/d11")
-        .join(lab)
-        .join("supervisor.json");
-    let Ok(v) = std::fs::read(&path)
-        .map_err(|_| ())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
-    else {
+    let Ok(sup) = d11_lab::SupervisorState::load(&d11_lab::RunDir::new(lab)) else {
         return Vec::new();
     };
     let mut rows = Vec::new();
     for name in ["enb", "sgw", "pgw"] {
-        let Some(pid) = v["nodes"][name]["pid"].as_i64() else {
+        let Some(pid) = sup.nodes.get(name).and_then(|n| n.pid) else {
             continue;
         };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -119,13 +113,12 @@ fn nat_entries(lab: &str, first: Ipv4Addr, phones: usize) -> Option<(usize, usiz
         .args(["show", "--name", lab, "pgw", "nat", "--json"])
         .output()
         .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let rows = v.as_array()?;
+    let rows: Vec<d11_core::nat::NatEntryView> = serde_json::from_slice(&out.stdout).ok()?;
     let lo = u32::from(first);
     let mut ues = std::collections::HashSet::new();
-    for r in rows {
-        let src = r["src"].as_str().unwrap_or_default();
-        let ip = src
+    for r in &rows {
+        let ip = r
+            .src
             .split(':')
             .next()
             .and_then(|s| s.parse::<Ipv4Addr>().ok());

@@ -24,16 +24,12 @@ pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result
             names.join(", ")
         );
     }
-    let status = d11_io::query(&dir.socket(node), "status", Duration::from_secs(1))
+    let status = d11_io::status(&dir.socket(node), Duration::from_secs(1))
         .with_context(|| format!("asking {node} (is the lab up? see d11 status --name {lab})"))?;
-    let mut report = status["report"].clone();
+    let mut report = status.report;
     // The ports' impairments (docs/impair.md) as one more table.
-    let impaired: serde_json::Map<String, Value> = status["ports"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, c)| c["impair"].is_object())
-        .map(|(p, c)| (p.clone(), c["impair"].clone()))
+    let impaired: serde_json::Map<String, Value> = (status.ports.iter())
+        .filter_map(|(p, s)| Some((p.clone(), serde_json::to_value(s.impair.as_ref()?).ok()?)))
         .collect();
     if !impaired.is_empty() {
         report["impair"] = Value::Object(impaired);

@@ -3,9 +3,61 @@
 //! own control socket; a host's app (l4lb, controller) shows as its role.
 
 use anyhow::{bail, Context, Result};
+use d11_core::status::{ImpairStatus, PortStatus, Status};
 use d11_lab::{netns_name, NodeKind, RunDir};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// What `d11 status --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabStatus {
+    pub lab: String,
+    pub description: String,
+    pub supervisor_pid: Option<u32>,
+    pub nodes: Vec<NodeStatus>,
+    pub wires: Vec<WireRow>,
+}
+
+/// One node: its process as the supervisor sees it, and what its control
+/// socket answered (elements and apps).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    /// `element` or `host`.
+    pub kind: String,
+    /// The element's role or the host's app.
+    pub role: Option<String>,
+    pub netns: String,
+    pub pid: Option<u32>,
+    /// `running`, `restarting`, … as the supervisor says; `host` for a host
+    /// without an app.
+    pub state: String,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// Its control socket answered.
+    pub answering: bool,
+    pub ports: Vec<PortRow>,
+    /// The element's or app's own report (its role's report type).
+    pub report: Option<serde_json::Value>,
+}
+
+/// One port of a node, with its element's counters when there are any.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortRow {
+    pub name: String,
+    pub mac: String,
+    pub address: Option<String>,
+    pub mtu: u16,
+    pub peer: Option<String>,
+    pub counters: Option<PortStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireRow {
+    pub a: String,
+    pub b: String,
+    pub kind: String,
+}
 
 pub fn status(lab: &str, as_json: bool) -> Result<()> {
     d11_lab::check_lab_name(lab)?;
@@ -18,7 +70,7 @@ pub fn status(lab: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn collect(lab: &str) -> Result<Value> {
+pub fn collect(lab: &str) -> Result<LabStatus> {
     let dir = RunDir::new(lab);
     if !dir.exists() {
         bail!(
@@ -32,13 +84,11 @@ fn collect(lab: &str) -> Result<Value> {
     for n in &topo.nodes {
         let element = n.kind == NodeKind::Element;
         let supervised = element || n.app.is_some();
-        let ctl = if supervised {
-            d11_io::query(&dir.socket(&n.name), "status", Duration::from_millis(500)).ok()
-        } else {
-            None
-        };
+        let ctl: Option<Status> = supervised
+            .then(|| d11_io::status(&dir.socket(&n.name), Duration::from_millis(500)).ok())
+            .flatten();
         let proc_ = sup.as_ref().and_then(|s| s.nodes.get(&n.name));
-        let ports: Vec<Value> = n
+        let ports = n
             .ports
             .iter()
             .map(|p| {
@@ -46,111 +96,104 @@ fn collect(lab: &str) -> Result<Value> {
                     node: n.name.clone(),
                     port: p.name.clone(),
                 };
-                json!({
-                    "name": p.name,
-                    "mac": p.mac(&n.name).to_string(),
-                    "address": p.address.map(|a| a.to_string()),
-                    "mtu": p.mtu,
-                    "peer": topo.peer(&end).map(|e| e.to_string()),
-                    "counters": ctl.as_ref().map(|c| c["ports"][&p.name].clone()),
-                })
+                PortRow {
+                    name: p.name.clone(),
+                    mac: p.mac(&n.name).to_string(),
+                    address: p.address.map(|a| a.to_string()),
+                    mtu: p.mtu,
+                    peer: topo.peer(&end).map(|e| e.to_string()),
+                    counters: ctl.as_ref().and_then(|c| c.port(&p.name)).cloned(),
+                }
             })
             .collect();
-        nodes.push(json!({
-            "name": n.name,
-            "kind": if element { "element" } else { "host" },
-            "role": n.role.as_deref().or(n.app.as_deref()),
-            "netns": netns_name(lab, &n.name),
-            "pid": proc_.and_then(|p| p.pid),
-            "state": if supervised { proc_.map(|p| p.state.to_string()).unwrap_or_else(|| "unknown".into()) } else { "host".into() },
-            "restarts": proc_.map(|p| p.restarts).unwrap_or(0),
-            "last_exit": proc_.and_then(|p| p.last_exit.clone()),
-            "answering": ctl.is_some(),
-            "ports": ports,
-            "report": ctl.as_ref().map(|c| c["report"].clone()),
-        }));
+        let state = match (supervised, proc_) {
+            (false, _) => "host".into(),
+            (true, Some(p)) => p.state.to_string(),
+            (true, None) => "unknown".into(),
+        };
+        nodes.push(NodeStatus {
+            name: n.name.clone(),
+            kind: if element { "element" } else { "host" }.into(),
+            role: n.role.clone().or(n.app.clone()),
+            netns: netns_name(lab, &n.name),
+            pid: proc_.and_then(|p| p.pid),
+            state,
+            restarts: proc_.map_or(0, |p| p.restarts),
+            last_exit: proc_.and_then(|p| p.last_exit.clone()),
+            answering: ctl.is_some(),
+            ports,
+            report: ctl.map(|c| c.report),
+        });
     }
-    let wires: Vec<Value> = topo
+    let wires = topo
         .wires
         .iter()
-        .map(|w| json!({"a": w.a.to_string(), "b": w.b.to_string(), "kind": format!("{:?}", topo.wire_kind(w)).to_lowercase()}))
+        .map(|w| WireRow {
+            a: w.a.to_string(),
+            b: w.b.to_string(),
+            kind: format!("{:?}", topo.wire_kind(w)).to_lowercase(),
+        })
         .collect();
-    Ok(json!({
-        "lab": lab,
-        "description": topo.description,
-        "supervisor_pid": sup.as_ref().map(|s| s.pid),
-        "nodes": nodes,
-        "wires": wires,
-    }))
+    Ok(LabStatus {
+        lab: lab.to_string(),
+        description: topo.description.clone(),
+        supervisor_pid: sup.as_ref().map(|s| s.pid),
+        nodes,
+        wires,
+    })
 }
 
-fn print_table(v: &Value) {
-    println!(
-        "lab {}: {}",
-        v["lab"].as_str().unwrap_or(""),
-        v["description"].as_str().unwrap_or("")
-    );
+fn print_table(v: &LabStatus) {
+    println!("lab {}: {}", v.lab, v.description);
     println!(
         "{:<10} {:<8} {:<8} {:>8} {:<9} {:>8}  ports (rx/tx frames, drops)",
         "node", "kind", "role", "pid", "state", "restarts"
     );
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let ports: Vec<String> = n["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                let c = &p["counters"];
-                if c.is_object() {
-                    let drops = c["drops"].as_object().map(|d| {
-                        d.iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    });
+    for n in &v.nodes {
+        let ports: Vec<String> = n
+            .ports
+            .iter()
+            .map(|p| match &p.counters {
+                Some(c) => {
+                    let drops: Vec<String> = (c.counters.drops_by_name().into_iter())
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     format!(
                         "{} {}/{}{}{}",
-                        p["name"].as_str().unwrap_or(""),
-                        c["rx_frames"],
-                        c["tx_frames"],
-                        drops
-                            .filter(|d| !d.is_empty())
-                            .map(|d| format!(" [{d}]"))
-                            .unwrap_or_default(),
-                        impaired(&c["impair"])
-                    )
-                } else {
-                    format!(
-                        "{} {}",
-                        p["name"].as_str().unwrap_or(""),
-                        p["address"].as_str().unwrap_or("")
+                        p.name,
+                        c.counters.rx_frames,
+                        c.counters.tx_frames,
+                        if drops.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{}]", drops.join(","))
+                        },
+                        c.impair.as_ref().map(impaired).unwrap_or_default()
                     )
                 }
+                None => format!("{} {}", p.name, p.address.as_deref().unwrap_or("")),
             })
             .collect();
         println!(
             "{:<10} {:<8} {:<8} {:>8} {:<9} {:>8}  {}",
-            n["name"].as_str().unwrap_or(""),
-            n["kind"].as_str().unwrap_or(""),
-            n["role"].as_str().unwrap_or("-"),
-            n["pid"]
-                .as_u64()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            n["state"].as_str().unwrap_or(""),
-            n["restarts"],
+            n.name,
+            n.kind,
+            n.role.as_deref().unwrap_or("-"),
+            n.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+            n.state,
+            n.restarts,
             ports.join("  ")
         );
     }
 }
 
 /// ` {tx: loss=5%; rx: delay=20ms}` for a port with an impairment (the
-/// seeds left out: `d11 impair` shows them), else nothing.
-fn impaired(v: &Value) -> String {
-    let sides: Vec<String> = ["tx", "rx"]
-        .iter()
-        .filter_map(|s| {
-            let spec = v[*s]["spec"].as_str()?;
+/// seeds left out: `d11 impair` shows them).
+fn impaired(v: &ImpairStatus) -> String {
+    let sides: Vec<String> = [("tx", &v.tx), ("rx", &v.rx)]
+        .into_iter()
+        .filter_map(|(s, side)| {
+            let spec = &side.as_ref()?.spec;
             let spec = spec.split(" seed=").next().unwrap_or(spec);
             Some(format!("{s}: {spec}"))
         })

@@ -81,13 +81,7 @@ pub fn run(args: &TcpViewArgs) -> Result<ExitCode> {
     } else {
         print!("{}", tcpview::table(&view));
         print!("{}", tcpview::summary(&view));
-        let order = order.map(|o| {
-            format!(
-                "; order {} {}",
-                o["body"]["order_id"].as_str().unwrap_or("?"),
-                o["status"]
-            )
-        });
+        let order = order.map(|o| format!("; order {} {}", o.order_id().unwrap_or("?"), o.status));
         println!(
             "capture: {}{}{}",
             file.display(),

@@ -4,10 +4,10 @@
 
 use crate::LabArg;
 use anyhow::{bail, Context, Result};
+use d11_apps::phone::OrderOutcome;
 use d11_lab::trace::{self, Frame, Hop, Tunnel};
 use d11_lab::RunDir;
-use serde_json::{json, Value};
-use std::net::SocketAddrV4;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -32,14 +32,11 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| dir.path().join("trace.pcapng"));
     let (rec, placed) = order_while_capturing(lab, &file)?;
-    let local: SocketAddrV4 = placed["local"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .context("the order's reply names no local address")?;
-    let remote: SocketAddrV4 = placed["remote"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .context("the order's reply names no remote address")?;
+    let (std::net::SocketAddr::V4(local), std::net::SocketAddr::V4(remote)) =
+        (placed.local, placed.remote)
+    else {
+        bail!("the order went over IPv6: the lab is IPv4");
+    };
     let frames = read_capture(&file)?;
     let signature = trace::request_signature(&frames, *local.ip(), remote.port())
         .context("no TLS request record from the phone in the capture")?;
@@ -66,9 +63,9 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
             } else {
                 "SOME ROWS DIFFER from the topology ✗"
             },
-            placed["body"]["order_id"].as_str().unwrap_or("?"),
-            placed["status"],
-            placed["body"]["served_by"].as_str().unwrap_or("?"),
+            placed.order_id().unwrap_or("?"),
+            placed.status,
+            placed.served_by().unwrap_or("?"),
             if rec.secrets { "" } else { "no " },
             file.display()
         );
@@ -86,7 +83,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
 pub(crate) fn order_while_capturing(
     lab: &str,
     file: &std::path::Path,
-) -> Result<(crate::capture::Recording, Value)> {
+) -> Result<(crate::capture::Recording, OrderOutcome)> {
     let dir = RunDir::new(lab);
     let out_path = dir.path().join("trace-order.json");
     let mut order = Command::new(std::env::current_exe().context("finding the d11 binary")?);
@@ -95,14 +92,15 @@ pub(crate) fn order_while_capturing(
             .with_context(|| format!("creating {}", out_path.display()))?,
     );
     let rec = crate::capture::record(lab, file, None, Some(order))?;
-    let placed: Value = std::fs::read(&out_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let written = std::fs::read(&out_path).unwrap_or_default();
     let _ = std::fs::remove_file(&out_path);
     if !rec.status.is_some_and(|s| s.success()) {
-        bail!("the order failed ({}); nothing to trace", placed);
+        bail!(
+            "the order failed ({}); nothing to trace",
+            String::from_utf8_lossy(&written).trim()
+        );
     }
+    let placed = serde_json::from_slice(&written).context("reading d11 order's --json")?;
     Ok((rec, placed))
 }
 

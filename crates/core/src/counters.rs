@@ -4,7 +4,8 @@
 //! drop the element reports, so no element keeps its own rx/tx bookkeeping.
 
 use crate::{Outbox, PortId};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 
 macro_rules! drop_reasons {
     ($($(#[doc = $doc:literal])* $name:ident = $text:literal,)*) => {
@@ -125,17 +126,65 @@ impl PortCounters {
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
     }
-    pub fn to_json(&self) -> Value {
-        let drops: Map<String, Value> = DropReason::ALL
+    /// The drops by reason name, the reasons with none left out.
+    pub fn drops_by_name(&self) -> BTreeMap<&'static str, u64> {
+        DropReason::ALL
             .iter()
             .filter(|r| self.drops[**r as usize] > 0)
-            .map(|r| (r.name().to_string(), json!(self.drops[*r as usize])))
-            .collect();
-        json!({
-            "rx_frames": self.rx_frames, "rx_bytes": self.rx_bytes,
-            "tx_frames": self.tx_frames, "tx_bytes": self.tx_bytes,
-            "tx_errors": self.tx_errors, "drops": drops,
-        })
+            .map(|r| (r.name(), self.drops[*r as usize]))
+            .collect()
+    }
+}
+
+/// How a port's counters read on the control socket: drops by name, as
+/// `d11 status` shows them.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    rx_frames: u64,
+    rx_bytes: u64,
+    tx_frames: u64,
+    tx_bytes: u64,
+    tx_errors: u64,
+    #[serde(default)]
+    drops: BTreeMap<String, u64>,
+}
+
+impl Serialize for PortCounters {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            rx_frames: self.rx_frames,
+            rx_bytes: self.rx_bytes,
+            tx_frames: self.tx_frames,
+            tx_bytes: self.tx_bytes,
+            tx_errors: self.tx_errors,
+            drops: self
+                .drops_by_name()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+/// A reason this build does not know (a newer element's) is ignored.
+impl<'de> Deserialize<'de> for PortCounters {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let mut c = PortCounters {
+            rx_frames: w.rx_frames,
+            rx_bytes: w.rx_bytes,
+            tx_frames: w.tx_frames,
+            tx_bytes: w.tx_bytes,
+            tx_errors: w.tx_errors,
+            ..PortCounters::default()
+        };
+        for (name, n) in w.drops {
+            if let Some(r) = DropReason::ALL.iter().find(|r| r.name() == name) {
+                c.drops[*r as usize] = n;
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -176,20 +225,16 @@ impl Counters {
             }
         }
     }
-    /// `{"port name": {...}}` in port order.
-    pub fn to_json(&self, names: &[String]) -> Value {
-        let m: Map<String, Value> = self
-            .ports
+    /// Each port's counters with its name, in port order.
+    pub fn named(&self, names: &[String]) -> Vec<(String, PortCounters)> {
+        self.ports
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                (
-                    names.get(i).cloned().unwrap_or_else(|| format!("port{i}")),
-                    c.to_json(),
-                )
+                let name = names.get(i).cloned().unwrap_or_else(|| format!("port{i}"));
+                (name, c.clone())
             })
-            .collect();
-        Value::Object(m)
+            .collect()
     }
 }
 
@@ -207,8 +252,12 @@ mod tests {
         c.record_drops(&o);
         c.rx(PortId(0), 60);
         assert_eq!(c.ports[1].drop_count(DropReason::Truncated), 2);
-        let j = c.to_json(&["a".into(), "b".into()]);
-        assert_eq!(j["b"]["drops"]["truncated"], 2);
-        assert_eq!(j["a"]["rx_bytes"], 60);
+        let named = c.named(&["a".into(), "b".into()]);
+        let j = serde_json::to_value(&named[1].1).unwrap();
+        assert_eq!(j["drops"]["truncated"], 2);
+        assert_eq!(named[0].0, "a");
+        assert_eq!(named[0].1.rx_bytes, 60);
+        let back: PortCounters = serde_json::from_value(j).unwrap();
+        assert_eq!(back, named[1].1);
     }
 }

@@ -416,7 +416,7 @@ pub enum Verdict {
 }
 
 /// What one direction did, for `d11 status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImpairStats {
     pub frames: u64,
     pub lost: u64,

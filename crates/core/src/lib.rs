@@ -18,6 +18,7 @@ pub mod pcapng;
 pub mod ratelimit;
 pub mod rng;
 pub mod settings;
+pub mod status;
 pub mod time;
 
 pub use arp::{ArpCache, ArpConfig, ArpEvent, Enqueued};
@@ -83,8 +84,10 @@ pub trait Element {
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox);
     /// The next time the element wants [`Element::on_timer`], if any.
     fn poll_at(&self) -> Option<Instant>;
-    /// The element's own tables (ARP cache, FIB, MAC table…) as JSON, for
-    /// `d11 status` and the control socket.
+    /// The element's own tables (ARP cache, FIB, MAC table…), its role's
+    /// report type as JSON: the control socket's edge, where `d11 status`,
+    /// `show` and the benches read it back as that type
+    /// ([`status::Status::report`]).
     fn report(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
@@ -129,4 +132,10 @@ impl From<Instant> for Ctx {
     fn from(now: Instant) -> Ctx {
         Ctx::new(now, 0)
     }
+}
+
+/// A report as the control socket carries it (what [`Element::report`]
+/// returns): a report type that fails to serialize is a bug, shown as null.
+pub fn report_json<T: serde::Serialize>(report: &T) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or_default()
 }

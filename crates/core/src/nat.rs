@@ -197,7 +197,7 @@ impl NatError {
 }
 
 /// Totals since the NAT started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NatStats {
     pub created: u64,
     pub expired: u64,
@@ -233,10 +233,10 @@ impl Entry {
 }
 
 /// One row of `d11 show NODE nat`, like a line of `conntrack -L`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NatEntryView {
-    pub proto: &'static str,
-    pub state: &'static str,
+    pub proto: String,
+    pub state: String,
     pub src: String,
     pub dst: String,
     pub reply_src: String,
@@ -678,14 +678,15 @@ impl Nat {
         ids.into_iter()
             .filter_map(|id| self.entries.get(id))
             .map(|e| NatEntryView {
-                proto: e.orig.proto.name(),
+                proto: e.orig.proto.name().into(),
                 state: match (e.orig.proto, e.tcp) {
                     (Proto::Tcp, TcpState::Opening) => "opening",
                     (Proto::Tcp, TcpState::Established) => "established",
                     (Proto::Tcp, TcpState::Closing) => "closing",
                     _ if e.packets[1] > 0 => "replied",
                     _ => "unreplied",
-                },
+                }
+                .into(),
                 src: e.orig.src.to_string(),
                 dst: e.orig.dst.to_string(),
                 reply_src: e.reply.src.to_string(),
@@ -833,7 +834,7 @@ mod tests {
             ("10.45.0.2:40000", "198.51.100.128:40000")
         );
         assert_eq!(
-            (v[0].packets_orig, v[0].packets_reply, v[0].state),
+            (v[0].packets_orig, v[0].packets_reply, v[0].state.as_str()),
             (1, 1, "replied")
         );
     }

@@ -305,8 +305,9 @@ impl Bearers {
     /// (a JSON value costs about 1 kB a bearer while the report is built,
     /// so 10,000 of them would add 10 MB to every `d11 status`); the report's
     /// `bearers_total` gives the count.
-    pub fn report(&self) -> serde_json::Value {
-        serde_json::json!(self.bearers.iter().take(Self::REPORTED).collect::<Vec<_>>())
+    /// The bearers a report lists: the first [`Bearers::REPORTED`].
+    pub fn reported(&self) -> impl Iterator<Item = &Bearer> {
+        self.bearers.iter().take(Self::REPORTED)
     }
 
     /// How many bearers a report lists.

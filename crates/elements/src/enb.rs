@@ -15,14 +15,13 @@
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
-use crate::tunnel::{self, Endpoint, GPdu};
+use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
 use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::MacAddr;
-use serde_json::json;
 use std::net::Ipv4Addr;
 
 pub const RADIO: PortId = PortId(0);
@@ -55,6 +54,15 @@ pub struct EnbSettings {
     /// Many bearers in one line each (`d11 load`'s simulated phones).
     #[serde(default)]
     bearer_ranges: Vec<BearerRange>,
+}
+
+/// What an eNodeB reports: its IP layer, bearers and GTP-U paths.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnbReport {
+    #[serde(flatten)]
+    pub l3: d11_core::l3::L3Report,
+    #[serde(flatten)]
+    pub tunnel: TunnelReport,
 }
 
 /// The eNodeB.
@@ -198,11 +206,10 @@ impl Element for Enb {
     }
 
     fn report(&self) -> serde_json::Value {
-        let mut r = self.router.report();
-        r["bearers"] = self.bearers.report();
-        r["bearers_total"] = json!(self.bearers.len());
-        r["gtpu"] = json!(self.gtpu.stats);
-        r
+        d11_core::report_json(&EnbReport {
+            l3: self.router.l3().report(),
+            tunnel: TunnelReport::new(&self.bearers, &self.gtpu),
+        })
     }
 }
 

@@ -14,7 +14,7 @@
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
 use crate::role::{Addressing, ElementNode, Rewrites, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
-use crate::tunnel::{self, Endpoint, GPdu};
+use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::nat::{Nat, NatConfig, Side};
 use d11_core::nat::{SnatPool, Timeouts};
 use d11_core::settings::ConfigError;
@@ -24,7 +24,6 @@ use d11_wire::gtpu::Teid;
 use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::Ipv4Cidr;
-use serde_json::json;
 use std::net::Ipv4Addr;
 
 pub const S5: PortId = PortId(0);
@@ -155,6 +154,18 @@ impl PgwSettings {
             bearers: self.bearers.clone(),
         })
     }
+}
+
+/// What a PGW reports: its IP layer, bearers, GTP-U paths and its NAT
+/// (the entries like `conntrack -L`, and its totals).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PgwReport {
+    #[serde(flatten)]
+    pub l3: d11_core::l3::L3Report,
+    #[serde(flatten)]
+    pub tunnel: TunnelReport,
+    pub nat: Vec<d11_core::nat::NatEntryView>,
+    pub nat_stats: d11_core::nat::NatStats,
 }
 
 /// The packet gateway.
@@ -380,12 +391,11 @@ impl Element for Pgw {
     }
 
     fn report(&self) -> serde_json::Value {
-        let mut r = self.router.report();
-        r["bearers"] = self.bearers.report();
-        r["bearers_total"] = json!(self.bearers.len());
-        r["nat"] = json!(self.nat.entries(self.last_now));
-        r["nat_stats"] = json!(self.nat.stats());
-        r["gtpu"] = json!(self.gtpu.stats);
-        r
+        d11_core::report_json(&PgwReport {
+            l3: self.router.l3().report(),
+            tunnel: TunnelReport::new(&self.bearers, &self.gtpu),
+            nat: self.nat.entries(self.last_now),
+            nat_stats: self.nat.stats().clone(),
+        })
     }
 }

@@ -58,6 +58,9 @@ impl RouterConfig {
     }
 }
 
+/// What a router reports: its IP layer's tables.
+pub type RouterReport = d11_core::l3::L3Report;
+
 /// An IPv4 router with static routes.
 #[derive(Debug)]
 pub struct Router {
@@ -211,7 +214,7 @@ impl Element for Router {
     }
 
     fn report(&self) -> serde_json::Value {
-        serde_json::to_value(self.l3.report()).unwrap_or_default()
+        d11_core::report_json(&self.l3.report())
     }
 }
 

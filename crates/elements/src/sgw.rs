@@ -13,11 +13,10 @@
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
-use crate::tunnel::{self, Endpoint, GPdu};
+use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
 use d11_core::{Ctx, Element, Input, Instant, Outbox, PortId};
-use serde_json::json;
 use std::net::Ipv4Addr;
 
 pub const S1U: PortId = PortId(0);
@@ -47,6 +46,24 @@ pub struct SgwSettings {
     /// Many bearers in one line each (`d11 load`'s simulated phones).
     #[serde(default)]
     bearer_ranges: Vec<BearerRange>,
+}
+
+/// What an SGW reports: its IP layer, bearers, GTP-U paths and the
+/// G-PDUs it relayed each way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SgwReport {
+    #[serde(flatten)]
+    pub l3: d11_core::l3::L3Report,
+    #[serde(flatten)]
+    pub tunnel: TunnelReport,
+    pub relayed: Relayed,
+}
+
+/// G-PDUs switched from S1-U to S5 (uplink) and back (downlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Relayed {
+    pub uplink: u64,
+    pub downlink: u64,
 }
 
 /// The serving gateway.
@@ -156,12 +173,14 @@ impl Element for Sgw {
     }
 
     fn report(&self) -> serde_json::Value {
-        let mut r = self.router.report();
-        r["bearers"] = self.bearers.report();
-        r["bearers_total"] = json!(self.bearers.len());
-        r["gtpu"] = json!(self.gtpu.stats);
-        r["relayed"] = json!({"uplink": self.relayed[0], "downlink": self.relayed[1]});
-        r
+        d11_core::report_json(&SgwReport {
+            l3: self.router.l3().report(),
+            tunnel: TunnelReport::new(&self.bearers, &self.gtpu),
+            relayed: Relayed {
+                uplink: self.relayed[0],
+                downlink: self.relayed[1],
+            },
+        })
     }
 }
 

@@ -19,7 +19,6 @@ use d11_core::settings::{ConfigError, NoSettings};
 use d11_core::{AnyElement, Ctx, DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::EthernetFrame;
 use d11_wire::MacAddr;
-use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -76,13 +75,30 @@ struct Entry {
 }
 
 /// Changes to the table since start, shown in the report.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct TableStats {
-    learned: u64,
-    moved: u64,
-    aged: u64,
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableStats {
+    pub learned: u64,
+    pub moved: u64,
+    pub aged: u64,
     /// New stations not learned because the table was full.
-    refused: u64,
+    pub refused: u64,
+}
+
+/// One learned station.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MacRow {
+    pub mac: MacAddr,
+    pub port: String,
+    pub age_s: f64,
+}
+
+/// What a switch reports: its MAC table and how it changed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SwitchReport {
+    pub aging_s: f64,
+    pub max_macs: usize,
+    pub stats: TableStats,
+    pub macs: Vec<MacRow>,
 }
 
 /// An IEEE 802.1D learning switch.
@@ -257,19 +273,17 @@ impl Element for Switch {
         live.sort_by_key(|(mac, e)| (e.port, **mac));
         let macs: Vec<_> = live
             .into_iter()
-            .map(|(mac, e)| {
-                json!({
-                    "mac": mac,
-                    "port": self.ports[e.port.index()],
-                    "age_s": self.last_now.saturating_since(e.last_seen).as_secs_f64(),
-                })
+            .map(|(mac, e)| MacRow {
+                mac: *mac,
+                port: self.ports[e.port.index()].clone(),
+                age_s: self.last_now.saturating_since(e.last_seen).as_secs_f64(),
             })
             .collect();
-        json!({
-            "aging_s": self.aging.as_secs_f64(),
-            "max_macs": self.max_macs,
-            "stats": self.stats,
-            "macs": macs,
+        d11_core::report_json(&SwitchReport {
+            aging_s: self.aging.as_secs_f64(),
+            max_macs: self.max_macs,
+            stats: self.stats.clone(),
+            macs,
         })
     }
 }
@@ -279,6 +293,7 @@ mod tests {
     use super::*;
     use d11_wire::ethernet::HEADER_LEN;
     use proptest::prelude::*;
+    use serde_json::json;
 
     // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(
     //   Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:01")/

@@ -34,6 +34,26 @@ pub struct PathStats {
     pub end_markers: u64,
 }
 
+/// What the mobile elements report beside their IP layer: the bearers
+/// (the first [`crate::bearer::Bearers::REPORTED`]), how many there are,
+/// and GTP-U path management.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TunnelReport {
+    pub bearers: Vec<crate::bearer::Bearer>,
+    pub bearers_total: usize,
+    pub gtpu: PathStats,
+}
+
+impl TunnelReport {
+    pub fn new(bearers: &crate::bearer::Bearers, gtpu: &Endpoint) -> TunnelReport {
+        TunnelReport {
+            bearers: bearers.reported().cloned().collect(),
+            bearers_total: bearers.len(),
+            gtpu: gtpu.stats.clone(),
+        }
+    }
+}
+
 /// A GTP-U speaker on one element's addresses.
 #[derive(Debug, Default)]
 pub struct Endpoint {

@@ -45,7 +45,6 @@ use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::vxlan::{self, Vni};
 use d11_wire::{Ipv4Cidr, MacAddr};
-use serde_json::json;
 use std::net::Ipv4Addr;
 
 /// The public port.
@@ -244,12 +243,37 @@ impl VgwSettings {
 }
 
 /// Totals since start, for the report.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct Stats {
-    to_vpc: u64,
-    on_vpc_frame: u64,
-    routed_in_vpc: u64,
-    gateway_arp_answered: u64,
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VgwStats {
+    /// Packets from outside translated into the VPC.
+    pub to_vpc: u64,
+    /// Packets from the VPC translated back out.
+    pub on_vpc_frame: u64,
+    /// Packets routed between the VPC's subnets.
+    pub routed_in_vpc: u64,
+    pub gateway_arp_answered: u64,
+}
+
+/// A VM of the VPC as the gateway knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StationRow {
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub vtep: Ipv4Addr,
+}
+
+/// What the gateway reports: its DNAT entries (`d11 show vgw nat`), the
+/// VPC's VMs and their hosts, its ARP cache, totals (its own and the
+/// NAT's), and the ICMP it answered itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VgwReport {
+    pub nat: Vec<d11_core::nat::NatEntryView>,
+    pub stations: Vec<StationRow>,
+    pub arp: Vec<d11_core::l3::ArpRow>,
+    pub stats: VgwStats,
+    pub originated: d11_core::l3::Originated,
+    pub nat_stats: d11_core::nat::NatStats,
 }
 
 /// A VM's frame came from this inner MAC behind this VTEP: what the gateway
@@ -273,7 +297,7 @@ pub struct Vgw {
     /// addresses, the route to the border, what it originates).
     l3: L3,
     last_now: Instant,
-    stats: Stats,
+    stats: VgwStats,
     /// Where a VM's frame and its VXLAN packet are built, kept between
     /// packets.
     frame_buf: Vec<u8>,
@@ -306,7 +330,7 @@ impl Vgw {
             nat: Nat::new(cfg.nat),
             l3,
             last_now: Instant::ZERO,
-            stats: Stats::default(),
+            stats: VgwStats::default(),
             frame_buf: Vec::new(),
             vxlan_buf: Vec::new(),
         }
@@ -666,24 +690,23 @@ impl Element for Vgw {
         }
     }
 
-    /// `nat`: the conntrack entries (`d11 show vgw nat`); `stations`: the
-    /// VPC's VMs and their hosts; `arp`; `stats` (with the NAT's own);
-    /// `originated`: the ICMP the gateway answered itself.
     fn report(&self) -> serde_json::Value {
         let l3 = self.l3.report();
-        let stations: Vec<_> = self
-            .tenant
-            .stations
-            .iter()
-            .map(|s| json!({"vni": self.tenant.vni.get(), "ip": s.ip.to_string(), "mac": s.mac.to_string(), "vtep": s.vtep.to_string()}))
-            .collect();
-        json!({
-            "nat": self.nat.entries(self.last_now),
-            "stations": stations,
-            "arp": l3.arp,
-            "stats": self.stats,
-            "originated": l3.originated,
-            "nat_stats": self.nat.stats(),
+        let vni = self.tenant.vni.get();
+        d11_core::report_json(&VgwReport {
+            nat: self.nat.entries(self.last_now),
+            stations: (self.tenant.stations.iter())
+                .map(|s| StationRow {
+                    vni,
+                    ip: s.ip,
+                    mac: s.mac,
+                    vtep: s.vtep,
+                })
+                .collect(),
+            arp: l3.arp,
+            stats: self.stats.clone(),
+            originated: l3.originated,
+            nat_stats: self.nat.stats().clone(),
         })
     }
 }

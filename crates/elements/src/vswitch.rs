@@ -29,7 +29,6 @@ use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
 use d11_wire::udp::{UdpPacket, UdpRepr};
 use d11_wire::vxlan::{self, Vni, VxlanPacket, VxlanRepr};
 use d11_wire::{Ipv4Cidr, MacAddr};
-use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::{Hash, Hasher};
@@ -288,8 +287,8 @@ enum Action {
 }
 
 /// Totals since start, for the report.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct Stats {
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VSwitchStats {
     learned: u64,
     moved: u64,
     aged: u64,
@@ -298,6 +297,36 @@ struct Stats {
     decapsulated: u64,
     replicated: u64,
     arp_proxied: u64,
+}
+
+/// One station of the FDB: on a VM port, or behind another VTEP.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FdbRow {
+    pub vni: u32,
+    pub mac: MacAddr,
+    /// The VM port, or the underlay for a remote station.
+    pub port: Option<String>,
+    pub vtep: Option<Ipv4Addr>,
+    /// Seconds since last seen; `None` for a static entry.
+    pub age_s: Option<f64>,
+}
+
+/// Where one VNI's broadcasts are replicated.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FloodRow {
+    pub vni: u32,
+    /// The VTEPs, space-separated.
+    pub flood_to: String,
+}
+
+/// What a vSwitch reports: its FDB by (VNI, MAC), the flood lists, the
+/// underlay's ARP cache, totals.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VSwitchReport {
+    pub fdb: Vec<FdbRow>,
+    pub vteps: Vec<FloodRow>,
+    pub arp: Vec<d11_core::l3::ArpRow>,
+    pub stats: VSwitchStats,
 }
 
 /// A VTEP with per-VNI MAC learning.
@@ -318,7 +347,7 @@ pub struct VSwitch {
     /// Where each outer packet is built, kept between frames.
     scratch: Vec<u8>,
     last_now: Instant,
-    stats: Stats,
+    stats: VSwitchStats,
 }
 
 impl VSwitch {
@@ -370,7 +399,7 @@ impl VSwitch {
             deadlines: BinaryHeap::new(),
             scratch: Vec::new(),
             last_now: Instant::ZERO,
-            stats: Stats::default(),
+            stats: VSwitchStats::default(),
         }
     }
 
@@ -726,26 +755,35 @@ impl Element for VSwitch {
             .map(|((vni, mac), e)| {
                 let (port, vtep) = match e.at {
                     Location::Local(p) => (self.vm(p).map(|v| v.name.clone()), None),
-                    Location::Remote(ip) => {
-                        (Some(self.underlay.name.clone()), Some(ip.to_string()))
-                    }
+                    Location::Remote(ip) => (Some(self.underlay.name.clone()), Some(ip)),
                 };
-                json!({
-                    "vni": vni.get(),
-                    "mac": mac.to_string(),
-                    "port": port,
-                    "vtep": vtep,
-                    "age_s": e.last_seen.map(|t| self.last_now.saturating_since(t).as_secs_f64()),
-                })
+                FdbRow {
+                    vni: vni.get(),
+                    mac: *mac,
+                    port,
+                    vtep,
+                    age_s: e
+                        .last_seen
+                        .map(|t| self.last_now.saturating_since(t).as_secs_f64()),
+                }
             })
             .collect();
-        let vteps: Vec<_> = self
-            .flood
-            .iter()
-            .map(|(vni, v)| json!({"vni": vni.get(), "flood_to": v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")}))
+        let vteps = (self.flood.iter())
+            .map(|(vni, v)| FloodRow {
+                vni: vni.get(),
+                flood_to: v
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })
             .collect();
-        let arp = self.l3.report().arp;
-        json!({ "fdb": fdb, "vteps": vteps, "arp": arp, "stats": self.stats })
+        d11_core::report_json(&VSwitchReport {
+            fdb,
+            vteps,
+            arp: self.l3.report().arp,
+            stats: self.stats.clone(),
+        })
     }
 }
 

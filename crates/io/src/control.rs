@@ -6,18 +6,25 @@
 //!
 //! | line     | answer |
 //! |----------|--------|
-//! | `status` | `{"node","role","pid","uptime_ms","ports":{name: counters},"report": element}` |
+//! | `status` | [`Status`]: `{"node","role","pid","uptime_ms","ports":{name: counters},"report": element}` |
 //! | `ping`   | `{"ok":true}` |
-//! | `impair` | `{"ports":{name:{"tx":{"spec",…counts},"rx":…,"queued"}}}`: every impaired port |
-//! | `impair PORT tx\|rx SPEC…` | `{"ok":true,"port","side","impair":spec}`; `off` clears (`docs/impair.md`) |
-//! | other    | `{"error":"unknown command …"}` |
+//! | `impair` | [`d11_core::status::ImpairReport`]: every impaired port |
+//! | `impair PORT tx\|rx SPEC…` | [`d11_core::status::ImpairSet`]; `off` clears (`docs/impair.md`) |
+//! | other    | [`d11_core::status::Refusal`]: `{"error":"unknown command …"}` |
+//!
+//! The answers are `d11_core::status`'s types; [`status`] and [`ask`] read
+//! them back typed.
 //!
 //! The server runs inside the driver's epoll loop and never blocks the
 //! datapath: it reads what is there, answers when the line is complete and
 //! drops a client that has not sent it within [`CLIENT_TIMEOUT`].
 
+use crate::impair::ImpairAnswer;
 use crate::sys::Epoll;
 use crate::IoError;
+use d11_core::status::{PortStatus, Refusal, Status};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -41,11 +48,20 @@ struct Client {
     deadline: Instant,
 }
 
-/// What the driver is asked for: its `(ports, report)` for `status`, or
-/// the answer to `impair ARGS` (the second value is ignored).
+/// What the driver is asked for: its ports and the element's report for
+/// `status`, or the answer to `impair ARGS`.
 pub(crate) enum Request<'a> {
     Status,
     Impair(&'a str),
+}
+
+/// What the driver answers.
+pub(crate) enum Answer {
+    Status {
+        ports: Vec<(String, PortStatus)>,
+        report: Value,
+    },
+    Impair(ImpairAnswer),
 }
 
 /// Where a client's command stands after reading what is there.
@@ -209,7 +225,7 @@ impl ControlServer {
         &mut self,
         epoll: &Epoll,
         slot: usize,
-        driver: impl FnOnce(Request<'_>) -> (Value, Value),
+        driver: impl FnOnce(Request<'_>) -> Answer,
     ) {
         let Some(Some(c)) = self.clients.get_mut(slot) else {
             return;
@@ -244,25 +260,29 @@ impl ControlServer {
         }
     }
 
-    fn answer(&self, cmd: &str, driver: impl FnOnce(Request<'_>) -> (Value, Value)) -> Value {
-        if cmd == "impair" || cmd.starts_with("impair ") {
-            return driver(Request::Impair(&cmd["impair".len()..])).0;
-        }
-        match cmd {
-            "status" => {
-                let (ports, report) = driver(Request::Status);
-                json!({
-                    "node": self.node, "role": self.role,
-                    "pid": std::process::id(),
-                    "uptime_ms": self.started.elapsed().as_millis() as u64,
-                    "ports": ports, "report": report,
-                })
-            }
-            "ping" => json!({"ok": true}),
-            other => {
-                json!({"error": format!("unknown command {other:?} (try status, ping, impair)")})
-            }
-        }
+    fn answer(&self, cmd: &str, driver: impl FnOnce(Request<'_>) -> Answer) -> Value {
+        let request = if cmd == "impair" || cmd.starts_with("impair ") {
+            Request::Impair(&cmd["impair".len()..])
+        } else if cmd == "status" {
+            Request::Status
+        } else if cmd == "ping" {
+            return json!({"ok": true});
+        } else {
+            let error = format!("unknown command {cmd:?} (try status, ping, impair)");
+            return serde_json::to_value(Refusal { error }).unwrap_or_default();
+        };
+        let answer = match driver(request) {
+            Answer::Impair(a) => serde_json::to_value(a),
+            Answer::Status { ports, report } => serde_json::to_value(Status {
+                node: self.node.clone(),
+                role: self.role.clone(),
+                pid: std::process::id(),
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+                ports,
+                report,
+            }),
+        };
+        answer.unwrap_or_default()
     }
 
     /// The earliest time a client will be dropped, if any is connected.
@@ -296,6 +316,27 @@ impl Drop for ControlServer {
             }
         }
     }
+}
+
+/// The node's [`Status`], from its control socket.
+pub fn status(path: &Path, timeout: Duration) -> Result<Status, IoError> {
+    ask(path, "status", timeout)
+}
+
+/// Sends `cmd` and reads the answer as `T`; a refusal (`{"error": …}`) or
+/// an answer of another shape is an error naming the socket.
+pub fn ask<T: DeserializeOwned>(path: &Path, cmd: &str, timeout: Duration) -> Result<T, IoError> {
+    let v = query(path, cmd, timeout)?;
+    if let Ok(r) = Refusal::deserialize(&v) {
+        return Err(IoError::Refused {
+            path: path.to_path_buf(),
+            error: r.error,
+        });
+    }
+    T::deserialize(&v).map_err(|e| IoError::Answer {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    })
 }
 
 /// Sends `cmd` to the control socket at `path` and returns its JSON answer,
@@ -352,7 +393,10 @@ mod tests {
                     server.accept(epoll);
                 } else {
                     let slot = (t - CLIENT_TOKENS) as usize;
-                    server.serve(epoll, slot, |_| (json!({"p0": {}}), json!({"fib": 3})));
+                    server.serve(epoll, slot, |_| Answer::Status {
+                        ports: vec![("p0".into(), PortStatus::default())],
+                        report: json!({"fib": 3}),
+                    });
                 }
             }
             server.expire(epoll, Instant::now());
@@ -373,22 +417,22 @@ mod tests {
         let client = std::thread::spawn(move || {
             let t = Duration::from_secs(2);
             (
-                query(&p, "status", t),
+                status(&p, t),
                 query(&p, "ping", t),
-                query(&p, "reboot", t),
+                ask::<Value>(&p, "reboot", t),
             )
         });
         serve_one(&mut server, &mut epoll);
         let (status, ping, unknown) = client.join().unwrap();
         let status = status.unwrap();
-        assert_eq!(status["node"], "sgw");
-        assert_eq!(status["pid"], std::process::id());
-        assert_eq!(status["report"]["fib"], 3);
-        assert!(status["ports"]["p0"].is_object());
+        assert_eq!(status.node, "sgw");
+        assert_eq!(status.pid, std::process::id());
+        assert_eq!(status.report["fib"], 3);
+        assert!(status.port("p0").is_some());
         assert_eq!(ping.unwrap(), json!({"ok": true}));
-        let unknown = unknown.unwrap()["error"].as_str().unwrap().to_string();
+        let unknown = unknown.unwrap_err().to_string();
         assert!(
-            unknown.starts_with("unknown command \"reboot\""),
+            unknown.contains("refused: unknown command \"reboot\""),
             "{unknown}"
         );
         drop(server);

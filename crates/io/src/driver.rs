@@ -25,13 +25,13 @@
 //! That is ample for the lab, so `recvmmsg`/`sendmmsg` (which would batch
 //! the outbox across frames) are not used.
 
-use crate::control::{ControlServer, Request, CLIENT_TOKENS};
+use crate::control::{Answer, ControlServer, Request, CLIENT_TOKENS};
 use crate::impair::{flip_bit, Impairments, Now};
 use crate::sys::{Epoll, TermSignals};
 use crate::{IoError, Port};
 use d11_core::impair::Side;
+use d11_core::status::PortStatus;
 use d11_core::{Counters, Ctx, DropReason, Element, Impairer, Instant, Outbox, PortId};
-use serde_json::Value;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -145,9 +145,12 @@ pub fn run_impaired<E: Element>(
                     if let Some(c) = control.as_mut() {
                         let slot = (t - CLIENT_TOKENS) as usize;
                         c.serve(&epoll, slot, |req| match req {
-                            Request::Status => (dp.ports_json(), element.report()),
+                            Request::Status => Answer::Status {
+                                ports: dp.ports(),
+                                report: element.report(),
+                            },
                             Request::Impair(args) => {
-                                (dp.impair.command(args, &dp.names), Value::Null)
+                                Answer::Impair(dp.impair.command(args, &dp.names))
                             }
                         });
                     }
@@ -264,14 +267,16 @@ impl Datapath {
     }
 
     /// Every port's counters, with its impairment where it has one.
-    fn ports_json(&self) -> Value {
-        let mut v = self.counters.to_json(&self.names);
-        for (i, name) in self.names.iter().enumerate() {
-            if let Some(imp) = self.impair.status(i) {
-                v[name]["impair"] = imp;
-            }
-        }
-        v
+    fn ports(&self) -> Vec<(String, PortStatus)> {
+        self.counters
+            .named(&self.names)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, counters))| {
+                let impair = self.impair.status(i);
+                (name, PortStatus { counters, impair })
+            })
+            .collect()
     }
 
     /// Sends what the element queued, counts it and its drops, and clears

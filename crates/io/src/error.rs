@@ -45,6 +45,10 @@ pub enum IoError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("control socket {path}: refused: {error}")]
+    Refused { path: PathBuf, error: String },
+    #[error("control socket {path}: an answer of another shape: {error}")]
+    Answer { path: PathBuf, error: String },
     #[error("capture point {label}: {source}")]
     CapturePoint { label: String, source: Box<IoError> },
     #[error("capture: cannot write the pcapng: {}", pcap_detail(.0))]

@@ -8,8 +8,8 @@
 //! [`Impairments::pop_due`] when its time has come.
 
 use d11_core::impair::{Direction, ImpairDrop, Side, Verdict};
+use d11_core::status::{ImpairReport, ImpairSet, ImpairSide, ImpairStatus, Refusal};
 use d11_core::{DropReason, Impairer, Impairment, Instant};
-use serde_json::{json, Map, Value};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -146,64 +146,74 @@ impl Impairments {
         }
     }
 
-    /// `{"tx": {"spec", "frames", "lost", …}, "rx": …}` of port `i`, or
-    /// `None` if it impairs nothing.
-    pub fn status(&self, i: usize) -> Option<Value> {
+    /// Each side's spec and counts of port `i`, or `None` if it impairs
+    /// nothing.
+    pub fn status(&self, i: usize) -> Option<ImpairStatus> {
         let p = self.ports.get(i)?;
         if p.is_empty() && self.queued.get(i).copied().unwrap_or(0) == 0 {
             return None;
         }
         let side = |d: &Option<Direction>| {
-            d.as_ref().map(|d| {
-                let mut v = serde_json::to_value(&d.stats).unwrap_or_default();
-                v["spec"] = json!(d.config().to_string());
-                v
+            d.as_ref().map(|d| ImpairSide {
+                spec: d.config().to_string(),
+                stats: d.stats.clone(),
             })
         };
-        let mut m = Map::new();
-        if let Some(v) = side(&p.tx) {
-            m.insert("tx".into(), v);
-        }
-        if let Some(v) = side(&p.rx) {
-            m.insert("rx".into(), v);
-        }
-        m.insert("queued".into(), json!(self.queued[i]));
-        Some(Value::Object(m))
+        Some(ImpairStatus {
+            tx: side(&p.tx),
+            rx: side(&p.rx),
+            queued: self.queued[i],
+        })
     }
 
     /// The control socket's `impair` command: no arguments lists every
     /// port's settings; `PORT tx|rx SPEC…` sets one side (`off` clears it).
-    pub fn command(&mut self, args: &str, names: &[String]) -> Value {
+    pub fn command(&mut self, args: &str, names: &[String]) -> ImpairAnswer {
+        let refuse = |error: String| ImpairAnswer::Refused(Refusal { error });
         let args = args.trim();
         if args.is_empty() {
-            let m: Map<String, Value> = names
+            let ports = names
                 .iter()
                 .enumerate()
                 .filter_map(|(i, n)| Some((n.clone(), self.status(i)?)))
                 .collect();
-            return json!({ "ports": m });
+            return ImpairAnswer::Report(ImpairReport { ports });
         }
         let mut it = args.splitn(3, char::is_whitespace);
         let (port, side, spec) = (it.next(), it.next(), it.next());
         let (Some(port), Some(side), Some(spec)) = (port, side, spec) else {
-            return json!({"error": "usage: impair [PORT tx|rx SPEC…|off]"});
+            return refuse("usage: impair [PORT tx|rx SPEC…|off]".into());
         };
         let Some(i) = names.iter().position(|n| n == port) else {
-            return json!({"error": format!("no port {port:?} (ports: {})", names.join(", "))});
+            return refuse(format!("no port {port:?} (ports: {})", names.join(", ")));
         };
         let side: Side = match side.parse() {
             Ok(s) => s,
-            Err(e) => return json!({"error": e.to_string()}),
+            Err(e) => return refuse(e.to_string()),
         };
         let cfg: Impairment = match spec.parse() {
             Ok(c) => c,
-            Err(e) => return json!({"error": e.to_string()}),
+            Err(e) => return refuse(e.to_string()),
         };
         tracing::info!(port, side = side.as_str(), impair = %cfg, "impairment set");
         let spec = cfg.to_string();
         self.ports[i].set(side, cfg);
-        json!({"ok": true, "port": port, "side": side.as_str(), "impair": spec})
+        ImpairAnswer::Set(ImpairSet {
+            ok: true,
+            port: port.into(),
+            side: side.as_str().into(),
+            impair: spec,
+        })
     }
+}
+
+/// What the `impair` command answers.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum ImpairAnswer {
+    Report(ImpairReport),
+    Set(ImpairSet),
+    Refused(Refusal),
 }
 
 /// Inverts bit `bit` (from the first bit of the frame, most significant first).
@@ -251,26 +261,31 @@ mod tests {
     #[test]
     fn the_command_sets_lists_and_clears_a_side() {
         let mut imp = Impairments::new(vec![], 2);
-        let v = imp.command("s1u rx loss=5% seed=3", &names());
-        assert_eq!(v["impair"], "loss=5% seed=3", "{v}");
+        let refused = |a: ImpairAnswer| match a {
+            ImpairAnswer::Refused(r) => r.error,
+            other => panic!("{other:?}"),
+        };
+        let ImpairAnswer::Set(v) = imp.command("s1u rx loss=5% seed=3", &names()) else {
+            panic!("not set")
+        };
+        assert_eq!(v.impair, "loss=5% seed=3");
         assert!(imp.rx(1));
-        let v = imp.command("", &names());
-        assert_eq!(v["ports"]["s1u"]["rx"]["spec"], "loss=5% seed=3");
-        assert!(v["ports"].get("radio").is_none());
+        let ImpairAnswer::Report(r) = imp.command("", &names()) else {
+            panic!("no report")
+        };
+        assert_eq!(r.ports.len(), 1, "radio is not impaired");
+        assert_eq!(r.ports[0].0, "s1u");
+        assert_eq!(r.ports[0].1.rx.as_ref().unwrap().spec, "loss=5% seed=3");
+        let j = serde_json::to_value(ImpairAnswer::Report(r)).unwrap();
+        assert_eq!(
+            j["ports"]["s1u"]["rx"]["spec"], "loss=5% seed=3",
+            "the wire form"
+        );
         imp.command("s1u rx off", &names());
         assert!(!imp.rx(1));
-        assert!(imp.command("s5 rx off", &names())["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("no port \"s5\""));
-        assert!(imp.command("s1u up off", &names())["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("side:"));
-        assert!(imp.command("s1u tx loss=2", &names())["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("loss:"));
+        assert!(refused(imp.command("s5 rx off", &names())).starts_with("no port \"s5\""));
+        assert!(refused(imp.command("s1u up off", &names())).starts_with("side:"));
+        assert!(refused(imp.command("s1u tx loss=2", &names())).starts_with("loss:"));
     }
 
     #[test]

@@ -293,15 +293,27 @@ impl Sim {
         &self.nodes[id.0].counters
     }
 
-    /// `{"name", "ports": counters by port name, "report": the element's report}`,
-    /// the shape `d11 status` shows.
-    pub fn status(&self, id: NodeId) -> serde_json::Value {
+    /// What the node's control socket would answer to `status` under the
+    /// real driver: its ports' counters and its report (no process: pid 0,
+    /// the role left empty).
+    pub fn status(&self, id: NodeId) -> d11_core::status::Status {
         let n = &self.nodes[id.0];
-        serde_json::json!({
-            "name": n.name,
-            "ports": n.counters.to_json(&n.ports),
-            "report": n.element.report(),
-        })
+        d11_core::status::Status {
+            node: n.name.clone(),
+            role: String::new(),
+            pid: 0,
+            uptime_ms: self.now.total_micros() / 1000,
+            ports: (n.counters.named(&n.ports).into_iter())
+                .map(|(name, counters)| {
+                    let port = d11_core::status::PortStatus {
+                        counters,
+                        impair: None,
+                    };
+                    (name, port)
+                })
+                .collect(),
+            report: n.element.report(),
+        }
     }
 
     pub fn link_stats(&self, id: LinkId) -> LinkStats {

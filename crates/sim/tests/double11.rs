@@ -7,6 +7,8 @@
 
 mod common;
 
+use d11_elements::pgw::PgwReport;
+use d11_elements::vgw::VgwReport;
 use d11_lab::Topology;
 use d11_sim::{LinkParams, Message, SimLab};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -123,19 +125,17 @@ fn tcp_crosses_the_whole_path_through_both_nats_and_both_vswitches() {
     assert_eq!(back.len(), n);
     assert!(back.iter().enumerate().all(|(i, b)| *b == (i % 253) as u8));
     // The path was the story's: the pgw translated, the vgw translated back.
-    let pgw = lab.sim.status(lab.node("pgw"));
+    let pgw: PgwReport = lab.sim.status(lab.node("pgw")).report().unwrap();
     assert!(
-        pgw["report"]["nat"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty()),
-        "{pgw}"
+        pgw.nat.iter().any(|e| e.src.starts_with("10.45.0.2:")),
+        "{:?}",
+        pgw.nat
     );
-    let vgw = lab.sim.status(lab.node("vgw"));
+    let vgw: VgwReport = lab.sim.status(lab.node("vgw")).report().unwrap();
     assert!(
-        vgw["report"]["nat"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty()),
-        "{vgw}"
+        vgw.nat.iter().any(|e| e.reply_src == "192.168.1.10:443"),
+        "{:?}",
+        vgw.nat
     );
     common::tshark_agrees(&mut lab.sim, "double11-tcp.pcapng");
 }

@@ -118,7 +118,8 @@ fn the_switch_learns_both_hosts_and_floods_only_the_broadcast() {
     assert_eq!((p1.tx_frames, p2.tx_frames, p3.tx_frames), (2, 2, 1));
     let h3 = &lab.sim.counters(lab.h[2]).ports[0];
     assert_eq!((h3.rx_frames, h3.dropped()), (1, 0));
-    assert_eq!(lab.sim.status(lab.tor)["ports"]["p3"]["tx_frames"], 1);
+    let tor = lab.sim.status(lab.tor);
+    assert_eq!(tor.port("p3").unwrap().counters.tx_frames, 1);
 }
 
 #[test]
@@ -244,5 +245,5 @@ fn the_capture_has_one_interface_per_cable_and_tshark_decodes_it() {
         ]
     );
     common::tshark_agrees(&mut lab.sim, "switch.pcapng");
-    assert_eq!(lab.sim.status(lab.h[2])["report"]["arp"], json!([]));
+    assert_eq!(lab.sim.status(lab.h[2]).report["arp"], json!([]));
 }
