@@ -340,15 +340,12 @@ fn element_core() -> Value {
     icmp::emit_icmp(&mut frame, icmp::ECHO_REQUEST, 0, [0, 1, 0, 1], &[b'x'; 32]);
     let time = |e: &mut dyn Element, out: &mut Outbox| {
         const N: u64 = 2_000_000;
+        let mut cx = d11_core::Ctx::new(d11_core::Instant::ZERO, 1);
         let t0 = Instant::now();
         for i in 0..N {
             out.clear();
-            e.on_frame(
-                &mut (d11_core::Instant::from_micros(1_000 + i / 16)).into(),
-                PortId(0),
-                &frame,
-                out,
-            );
+            let now = d11_core::Instant::from_micros(1_000 + i / 16);
+            e.on_frame(cx.at(now), PortId(0), &frame, out);
         }
         assert_eq!(out.frames().count(), 1, "the frame was forwarded");
         t0.elapsed().as_nanos() as f64 / N as f64
@@ -459,10 +456,11 @@ pub(crate) fn mobile_core(n: u64) -> Value {
     // ns per frame of `frame` in on `port`, each one sent out of `to` alone.
     let time = |e: &mut dyn Element, port: PortId, frame: &[u8], to: PortId| {
         let mut out = Outbox::new();
+        let mut cx = d11_core::Ctx::new(d11_core::Instant::ZERO, 1);
         let t0 = Instant::now();
         for _ in 0..n {
             out.clear();
-            e.on_frame(&mut now().into(), port, frame, &mut out);
+            e.on_frame(cx.at(now()), port, frame, &mut out);
             let mut sent = out.frames();
             assert!(
                 matches!((sent.next(), sent.next()), (Some((p, _)), None) if p == to),

@@ -343,15 +343,12 @@ pub(crate) fn vswitch_core(n: u64) -> Value {
         &inner,
     );
     let mut time = |e: &mut dyn Element, port: PortId, frame: &[u8], to: PortId| {
+        let mut cx = d11_core::Ctx::new(d11_core::Instant::ZERO, 1);
         let t0 = Instant::now();
         for i in 0..n {
             out.clear();
-            e.on_frame(
-                &mut (d11_core::Instant::from_micros(1_000 + i / 16)).into(),
-                port,
-                frame,
-                &mut out,
-            );
+            let now = d11_core::Instant::from_micros(1_000 + i / 16);
+            e.on_frame(cx.at(now), port, frame, &mut out);
         }
         let sent: Vec<PortId> = out.frames().map(|(p, _)| p).collect();
         assert_eq!(sent, [to], "the frame was forwarded");
