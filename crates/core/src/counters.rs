@@ -86,6 +86,9 @@ drop_reasons! {
     VxlanInnerTruncated = "vxlan_inner_truncated",
     /// A VPC address no VM holds (the controller placed none there); a host unreachable was sent when allowed.
     UnknownStation = "unknown_station",
+    /// The port's socket buffer was full: the kernel dropped the frame
+    /// before the element could read it (packet(7) `PACKET_STATISTICS`).
+    KernelQueueFull = "kernel_queue_full",
     /// Lost by the wire's impairment (`loss` or Gilbert–Elliott; `docs/impair.md`).
     ImpairLoss = "impair_loss",
     /// The wire's impairment delay queue was full.

@@ -5,12 +5,17 @@
 //! arrives, or the element's [`Element::poll_at`] deadline passes. A
 //! readable port is drained until it would block, at most [`BURST`] frames
 //! per round so that a busy port cannot starve the others (epoll is
-//! level-triggered: what is left is reported again). Every frame goes
-//! through [`Element::on_frame`]; the outbox is written out at once, counted
-//! and cleared, keeping its buffers. A transmit error (ENOBUFS, EAGAIN,
-//! ENETDOWN, EIO from a TAP whose host side is down, …) is a counted
-//! `tx_error` and a rate-limited log line, never fatal. The driver holds no
-//! protocol logic.
+//! level-triggered: what is left is reported again). An AF_PACKET port is
+//! read [`BATCH`] frames per recvmmsg(2); a TAP, which has no batched read,
+//! one read(2) a frame. Every frame goes through [`Element::on_frame`]; what
+//! the element answers to a whole burst is then sent at once, one
+//! sendmmsg(2) per AF_PACKET port (a TAP still takes a write(2) a frame),
+//! counted, and the outbox cleared, keeping its buffers. A transmit error
+//! (ENOBUFS, EAGAIN, ENETDOWN, EIO from a TAP whose host side is down, …) is
+//! a counted `tx_error` and a rate-limited log line, never fatal; frames the
+//! kernel dropped because a port's socket buffer was full are read every
+//! second (and at each `status`) and counted as `kernel_queue_full`. The
+//! driver holds no protocol logic.
 //!
 //! A port with an impairment ([`run_impaired`], `docs/impair.md`) has its
 //! frames judged by its `d11_core::Impairer` on the side the topology names:
@@ -19,14 +24,12 @@
 //! port) whose next due time joins the epoll timeout. A port without one
 //! costs a single branch per frame.
 //!
-//! One `recvmsg` and one `send` per frame. Measured with a pass-across
-//! element between two kernel namespaces (release build, 2 vCPUs shared
-//! with iperf3): TCP 1.35 Gbit/s at MTU 1500, 64-byte UDP about 80 kpps.
-//! That is ample for the lab, so `recvmmsg`/`sendmmsg` (which would batch
-//! the outbox across frames) are not used.
+//! Why recvmmsg/sendmmsg and not PACKET_MMAP rings, and the figures before
+//! and after: `docs/bench.md` ("Batched I/O").
 
 use crate::control::{Answer, ControlServer, Request, CLIENT_TOKENS};
 use crate::impair::{flip_bit, Impairments, Now};
+use crate::packet::{RecvBatch, SendBatch};
 use crate::sys::{Epoll, TermSignals};
 use crate::{IoError, Port};
 use d11_core::impair::Side;
@@ -36,7 +39,13 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// Frames read from one port before the others get their turn.
-pub const BURST: usize = 64;
+pub const BURST: usize = 256;
+/// Frames one recvmmsg(2) reads from an AF_PACKET port.
+pub const BATCH: usize = 64;
+/// A batch slot: the largest frame of a port (MTU 9000, the most a
+/// topology allows) with its Ethernet header and a VLAN tag. A longer one
+/// (a GSO aggregate from a kernel peer with TSO on) is an `oversize` drop.
+const BATCH_FRAME: usize = 9000 + 14 + 4;
 /// The receive buffer: the largest IPv4 packet (a GSO aggregate from a
 /// kernel peer with TSO on) plus an Ethernet header and a VLAN tag. A frame
 /// even longer is counted as an `oversize` drop by the driver.
@@ -104,6 +113,12 @@ pub fn run_impaired<E: Element>(
         tx_log: vec![RateLimit::default(); ports.len() + 1],
         impair: Impairments::new(impair, ports.len()),
         scratch: Vec::new(),
+        rx_batches: ports
+            .iter()
+            .map(|p| matches!(p, Port::Packet(_)).then(|| RecvBatch::new(BATCH, BATCH_FRAME)))
+            .collect(),
+        tx_batch: SendBatch::default(),
+        next_kernel_drops: std::time::Instant::now(),
         ports,
         names,
     };
@@ -117,6 +132,8 @@ pub fn run_impaired<E: Element>(
             (a, b) => a.or(b),
         };
         let mut timeout = due.map(|t| t.saturating_since(now));
+        let drops = dp.next_kernel_drops.saturating_duration_since(wall);
+        timeout = Some(timeout.map_or(drops, |t| t.min(drops)));
         if let Some(d) = control.as_ref().and_then(ControlServer::next_deadline) {
             let d = d.saturating_duration_since(wall);
             timeout = Some(timeout.map_or(d, |t| t.min(d)));
@@ -144,6 +161,7 @@ pub fn run_impaired<E: Element>(
                 t if t >= CLIENT_TOKENS => {
                     if let Some(c) = control.as_mut() {
                         let slot = (t - CLIENT_TOKENS) as usize;
+                        dp.count_kernel_drops();
                         c.serve(&epoll, slot, |req| match req {
                             Request::Status => Answer::Status {
                                 ports: dp.ports(),
@@ -167,6 +185,10 @@ pub fn run_impaired<E: Element>(
         if let Some(c) = control.as_mut() {
             c.expire(&epoll, std::time::Instant::now());
         }
+        if wall >= dp.next_kernel_drops {
+            dp.count_kernel_drops();
+            dp.next_kernel_drops = wall + Duration::from_secs(1);
+        }
     }
 }
 
@@ -184,6 +206,11 @@ struct Datapath {
     impair: Impairments,
     /// A frame being corrupted on its way out.
     scratch: Vec<u8>,
+    /// Per port, the receive slots of an AF_PACKET port (`None` for a TAP).
+    rx_batches: Vec<Option<RecvBatch>>,
+    tx_batch: SendBatch,
+    /// When the kernel's drop counts are read next.
+    next_kernel_drops: std::time::Instant,
 }
 
 impl Datapath {
@@ -191,62 +218,116 @@ impl Datapath {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
 
-    /// Reads up to [`BURST`] frames from port `i` into the element.
+    /// Reads up to [`BURST`] frames from port `i` into the element (an
+    /// AF_PACKET port in batches of [`BATCH`], one recvmmsg each), then
+    /// sends what it answered.
     fn drain<E: Element>(&mut self, element: &mut E, i: usize, buf: &mut [u8], epoll: &Epoll) {
         if i >= self.ports.len() {
             return;
         }
-        let id = PortId(i as u16);
+        match self.rx_batches[i].take() {
+            Some(mut batch) => {
+                self.drain_batched(element, i, &mut batch, epoll);
+                self.rx_batches[i] = Some(batch);
+            }
+            None => self.drain_each(element, i, buf, epoll),
+        }
+        self.flush();
+    }
+
+    fn drain_batched<E: Element>(
+        &mut self,
+        element: &mut E,
+        i: usize,
+        batch: &mut RecvBatch,
+        epoll: &Epoll,
+    ) {
+        for _ in 0..BURST / BATCH {
+            let Port::Packet(socket) = &self.ports[i] else {
+                return;
+            };
+            let n = match socket.recv_batch(batch) {
+                Ok(n) => n,
+                Err(e) => return self.receive_error(i, e, epoll),
+            };
+            for j in 0..n {
+                let (frame, meta) = batch.frame(j);
+                self.take(element, i, frame, meta.len);
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn drain_each<E: Element>(&mut self, element: &mut E, i: usize, buf: &mut [u8], epoll: &Epoll) {
         for _ in 0..BURST {
-            let port = &mut self.ports[i];
-            let n = match port.recv(buf) {
+            let n = match self.ports[i].recv(buf) {
                 Ok(Some(n)) => n,
                 Ok(None) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                    // A TAP whose device was deleted: it would report an
-                    // error on every wait. The element keeps its other ports.
-                    tracing::error!(port = %self.names[i], %port, error = %e, "port is gone; no longer polled");
-                    let _ = epoll.delete(port.as_raw_fd());
-                    return;
-                }
-                Err(e) => {
-                    if let Some(more) = self.rx_log[i].check() {
-                        tracing::warn!(port = %self.names[i], error = %e, suppressed = more, "receive error");
-                    }
-                    return;
-                }
+                Err(e) => return self.receive_error(i, e, epoll),
             };
-            self.counters.rx(id, n);
-            if n > buf.len() {
-                self.counters.ports[i].drops[DropReason::Oversize as usize] += 1;
-                if let Some(more) = self.rx_log[i].check() {
-                    tracing::warn!(port = %self.names[i], len = n, suppressed = more, "frame longer than the receive buffer dropped");
-                }
-                continue;
+            let frame = &mut buf[..n.min(RX_BUF)];
+            self.take(element, i, frame, n);
+        }
+    }
+
+    fn receive_error(&mut self, i: usize, e: std::io::Error, epoll: &Epoll) {
+        let port = &self.ports[i];
+        if e.raw_os_error() == Some(libc::EBADFD) {
+            // A TAP whose device was deleted: it would report an error on
+            // every wait. The element keeps its other ports.
+            tracing::error!(port = %self.names[i], %port, error = %e, "port is gone; no longer polled");
+            let _ = epoll.delete(port.as_raw_fd());
+        } else if let Some(more) = self.rx_log[i].check() {
+            tracing::warn!(port = %self.names[i], error = %e, suppressed = more, "receive error");
+        }
+    }
+
+    /// One received frame (`len` bytes on the wire, `frame` what fitted
+    /// the buffer): counted, judged by the port's rx impairment, handed to
+    /// the element. What it answers waits in the outbox for [`Self::flush`].
+    fn take<E: Element>(&mut self, element: &mut E, i: usize, frame: &mut [u8], len: usize) {
+        let id = PortId(i as u16);
+        self.counters.rx(id, len);
+        if len > frame.len() {
+            self.counters.ports[i].drops[DropReason::Oversize as usize] += 1;
+            if let Some(more) = self.rx_log[i].check() {
+                tracing::warn!(port = %self.names[i], len, suppressed = more, "frame longer than the receive buffer dropped");
             }
-            if self.impair.rx(i) {
-                let now = self.now();
-                match self.impair.verdict(i, Side::Rx, &buf[..n], now) {
-                    Now::Done(drop) => {
-                        if let Some(r) = drop {
-                            self.counters.ports[i].drops[r as usize] += 1;
-                        }
-                    }
-                    Now::Deliver { copies, flip } => {
-                        if let Some(bit) = flip {
-                            flip_bit(&mut buf[..n], bit);
-                        }
-                        for _ in 0..copies {
-                            element.on_frame(self.cx.at(now), id, &buf[..n], &mut self.outbox);
-                            self.flush();
-                        }
-                    }
+            return;
+        }
+        let now = self.now();
+        if !self.impair.rx(i) {
+            return element.on_frame(self.cx.at(now), id, frame, &mut self.outbox);
+        }
+        match self.impair.verdict(i, Side::Rx, frame, now) {
+            Now::Done(drop) => {
+                if let Some(r) = drop {
+                    self.counters.ports[i].drops[r as usize] += 1;
                 }
-                continue;
             }
-            let now = self.now();
-            element.on_frame(self.cx.at(now), id, &buf[..n], &mut self.outbox);
-            self.flush();
+            Now::Deliver { copies, flip } => {
+                if let Some(bit) = flip {
+                    flip_bit(frame, bit);
+                }
+                for _ in 0..copies {
+                    element.on_frame(self.cx.at(now), id, frame, &mut self.outbox);
+                }
+            }
+        }
+    }
+
+    /// Adds the frames the kernel dropped since the last look because a
+    /// port's socket buffer was full (AF_PACKET ports; a TAP's drops are
+    /// the host's).
+    fn count_kernel_drops(&mut self) {
+        for (i, p) in self.ports.iter().enumerate() {
+            if let Port::Packet(s) = p {
+                if let Ok(n) = s.take_kernel_drops() {
+                    self.counters.ports[i].drops[DropReason::KernelQueueFull as usize] += n;
+                }
+            }
         }
     }
 
@@ -280,17 +361,49 @@ impl Datapath {
     }
 
     /// Sends what the element queued, counts it and its drops, and clears
-    /// the outbox.
+    /// the outbox: per AF_PACKET port one sendmmsg for all its frames, in
+    /// order; a TAP or an impaired port frame by frame.
     fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
         self.counters.record_drops(&self.outbox);
         // Taken out so that sending may borrow the rest of `self`; moving
         // the vectors allocates nothing.
         let mut outbox = std::mem::take(&mut self.outbox);
-        for (p, frame) in outbox.frames() {
-            if self.impair.tx(p.index()) {
-                self.send_impaired(p, frame);
+        for i in 0..self.ports.len() {
+            let p = PortId(i as u16);
+            let mine = || {
+                outbox
+                    .frames()
+                    .filter(move |(q, _)| *q == p)
+                    .map(|(_, f)| f)
+            };
+            if self.impair.tx(i) {
+                for frame in mine() {
+                    self.send_impaired(p, frame);
+                }
+            } else if let Port::Packet(socket) = &self.ports[i] {
+                let (counters, log, name) =
+                    (&mut self.counters, &mut self.tx_log[i], &self.names[i]);
+                socket.send_batch(&mut self.tx_batch, mine(), |r| match r {
+                    Ok(len) => counters.tx(p, len),
+                    Err(e) => {
+                        counters.tx_error(p);
+                        if let Some(more) = log.check() {
+                            tracing::warn!(port = %name, error = %e, suppressed = more, "transmit error");
+                        }
+                    }
+                });
             } else {
-                self.send(p, frame);
+                for frame in mine() {
+                    self.send(p, frame);
+                }
+            }
+        }
+        if let Some((p, _)) = outbox.frames().find(|(p, _)| p.index() >= self.ports.len()) {
+            if let Some(more) = self.tx_log[self.ports.len()].check() {
+                tracing::warn!(%p, suppressed = more, "element sent to a port that does not exist");
             }
         }
         outbox.clear();

@@ -148,8 +148,7 @@ impl PacketSocket {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
-        // u64 elements: cmsghdr alignment. Room for auxdata and a timespec.
-        let mut control = [0u64; 16];
+        let mut control = [0u64; CONTROL_WORDS];
         // SAFETY: msghdr is plain old data; all-zero is a valid value.
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
         msg.msg_iov = &mut iov;
@@ -166,48 +165,105 @@ impl PacketSocket {
                 _ => Err(e),
             };
         }
-        let mut aux: Option<libc::tpacket_auxdata> = None;
-        let mut timestamp = None;
-        // SAFETY: the kernel filled `msg.msg_control` with well-formed cmsgs
-        // up to `msg_controllen`; CMSG_FIRSTHDR/NXTHDR stay within it and
-        // the payloads are read unaligned with their kernel-defined types.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                let data = libc::CMSG_DATA(c);
-                match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::SOL_PACKET, libc::PACKET_AUXDATA) => {
-                        aux = Some(std::ptr::read_unaligned(data.cast()));
-                    }
-                    (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                        let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
-                        timestamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-                    }
-                    _ => {}
+        Ok(Some(finish(&msg, buf, n as usize)))
+    }
+
+    /// Receives up to a batch of frames with one recvmmsg(2); returns how
+    /// many (0 when nothing is waiting). Each is read back with
+    /// [`RecvBatch::frame`].
+    pub fn recv_batch(&self, b: &mut RecvBatch) -> io::Result<usize> {
+        b.n = 0;
+        let count = b.hdrs.len();
+        for i in 0..count {
+            b.iovs[i] = libc::iovec {
+                iov_base: b.bufs[i * b.frame..].as_mut_ptr().cast(),
+                iov_len: b.frame,
+            };
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            b.hdrs[i] = unsafe { mem::zeroed() };
+            let h = &mut b.hdrs[i].msg_hdr;
+            h.msg_iov = &mut b.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = b.ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = mem::size_of_val(&b.ctrl[i]);
+        }
+        // SAFETY: each of the `count` headers points to its own iovec over
+        // its own `frame`-byte slot of `bufs` and to its own control
+        // buffer; all live and exclusively borrowed for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                b.hdrs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let len = b.hdrs[i].msg_len as usize;
+            let slot = &mut b.bufs[i * b.frame..(i + 1) * b.frame];
+            b.meta[i] = finish(&b.hdrs[i].msg_hdr, slot, len);
+        }
+        b.n = n;
+        Ok(n)
+    }
+
+    /// Sends `frames` with sendmmsg(2), in as few calls as the kernel
+    /// allows; `each` learns, in order, each frame's length once sent or
+    /// the error that kept it from the wire (the rest still go).
+    pub fn send_batch<'a>(
+        &self,
+        b: &mut SendBatch,
+        frames: impl Iterator<Item = &'a [u8]>,
+        mut each: impl FnMut(io::Result<usize>),
+    ) {
+        b.iovs.clear();
+        for f in frames {
+            b.iovs.push(libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            });
+        }
+        b.hdrs.clear();
+        for i in 0..b.iovs.len() {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+            h.msg_hdr.msg_iov = &mut b.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            b.hdrs.push(h);
+        }
+        let mut at = 0;
+        while at < b.hdrs.len() {
+            let rest = &mut b.hdrs[at..];
+            // SAFETY: each header points to one iovec over a frame the caller
+            // lends for this call (the kernel only reads it); all live.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len().min(libc::c_uint::MAX as usize) as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                // The first of the rest failed: report it, go on with the next.
+                each(Err(io::Error::last_os_error()));
+                at += 1;
+            } else {
+                for iov in &b.iovs[at..at + n as usize] {
+                    each(Ok(iov.iov_len));
                 }
-                c = libc::CMSG_NXTHDR(&msg, c);
+                at += n as usize;
             }
         }
-        let mut len = n as usize;
-        let mut checksum_completed = false;
-        if let Some(aux) = aux {
-            if aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 && len <= buf.len() {
-                checksum_completed = complete_partial_checksum(&mut buf[..len]);
-            }
-            if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
-                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                    aux.tp_vlan_tpid
-                } else {
-                    libc::ETH_P_8021Q as u16
-                };
-                len = reinsert_vlan(buf, len, tpid, aux.tp_vlan_tci);
-            }
-        }
-        Ok(Some(RecvMeta {
-            len,
-            checksum_completed,
-            timestamp,
-        }))
     }
 
     /// Sends one whole Ethernet frame out of the interface.
@@ -246,6 +302,123 @@ impl AsRawFd for PacketSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// Control buffer words per frame (u64: cmsghdr alignment): room for the
+/// auxdata and a timespec.
+const CONTROL_WORDS: usize = 16;
+
+/// Reads what came with a received frame (`msg`'s control messages) and
+/// fixes the frame in `buf` (`n` bytes as the kernel counts them) as
+/// [`PacketSocket`]'s doc says: the checksum completed, the VLAN tag put
+/// back.
+fn finish(msg: &libc::msghdr, buf: &mut [u8], n: usize) -> RecvMeta {
+    let mut aux: Option<libc::tpacket_auxdata> = None;
+    let mut timestamp = None;
+    // SAFETY: the kernel filled `msg.msg_control` with well-formed cmsgs
+    // up to `msg_controllen`; CMSG_FIRSTHDR/NXTHDR stay within it and
+    // the payloads are read unaligned with their kernel-defined types.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_PACKET, libc::PACKET_AUXDATA) => {
+                    aux = Some(std::ptr::read_unaligned(data.cast()));
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
+                    timestamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    let mut len = n;
+    let mut checksum_completed = false;
+    if let Some(aux) = aux {
+        if aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 && len <= buf.len() {
+            checksum_completed = complete_partial_checksum(&mut buf[..len]);
+        }
+        if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                aux.tp_vlan_tpid
+            } else {
+                libc::ETH_P_8021Q as u16
+            };
+            len = reinsert_vlan(buf, len, tpid, aux.tp_vlan_tci);
+        }
+    }
+    RecvMeta {
+        len,
+        checksum_completed,
+        timestamp,
+    }
+}
+
+/// Buffers for [`PacketSocket::recv_batch`]: a slot per frame, allocated
+/// once and reused.
+pub struct RecvBatch {
+    frame: usize,
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    ctrl: Vec<[u64; CONTROL_WORDS]>,
+    hdrs: Vec<libc::mmsghdr>,
+    meta: Vec<RecvMeta>,
+    n: usize,
+}
+
+impl RecvBatch {
+    /// Room for `count` frames of at most `frame` bytes each.
+    pub fn new(count: usize, frame: usize) -> RecvBatch {
+        let none = RecvMeta {
+            len: 0,
+            checksum_completed: false,
+            timestamp: None,
+        };
+        RecvBatch {
+            frame,
+            bufs: vec![0; count * frame],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                count
+            ],
+            ctrl: vec![[0; CONTROL_WORDS]; count],
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            hdrs: vec![unsafe { mem::zeroed() }; count],
+            meta: vec![none; count],
+            n: 0,
+        }
+    }
+
+    /// Frames the last [`PacketSocket::recv_batch`] received.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Frame `i` of the last batch (cut to its slot if it was longer: its
+    /// `len` says so) and what came with it.
+    pub fn frame(&mut self, i: usize) -> (&mut [u8], RecvMeta) {
+        let m = self.meta[i];
+        let start = i * self.frame;
+        let end = start + m.len.min(self.frame);
+        (&mut self.bufs[start..end], m)
+    }
+}
+
+/// Headers for [`PacketSocket::send_batch`], reused.
+#[derive(Default)]
+pub struct SendBatch {
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
 }
 
 /// The index of interface `name` in the current network namespace.
