@@ -101,6 +101,7 @@ impl Router {
     /// What a router does with what its layer did not handle: forwards
     /// transit packets, and drops what else is addressed to it (a router
     /// runs no services of its own).
+    #[inline]
     pub fn handle(
         &mut self,
         cx: &mut Ctx,
@@ -120,6 +121,7 @@ impl Router {
 
     /// Forwards a transit packet that came in on `port` in `frame`: TTL,
     /// the FIB, the next wire's MTU, then the next hop's MAC [RFC 1812 § 5.2].
+    #[inline]
     pub fn forward(
         &mut self,
         cx: &mut Ctx,

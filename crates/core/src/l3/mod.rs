@@ -300,6 +300,7 @@ impl L3 {
     }
 
     /// The most specific route to `dst`.
+    #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<(Ipv4Cidr, NextHop)> {
         self.fib.lookup(dst).map(|(p, h)| (p, *h))
     }
@@ -335,6 +336,7 @@ impl L3 {
         self.unbound_udp_to_element = true;
     }
 
+    #[inline]
     pub fn port(&self, p: PortId) -> Option<&L3Port> {
         self.ports.get(p.index())?.as_ref().map(|s| &s.cfg)
     }
@@ -348,6 +350,7 @@ impl L3 {
     }
 
     /// True if `ip` is one of our port addresses.
+    #[inline]
     pub fn is_local(&self, ip: Ipv4Addr) -> bool {
         self.ports
             .iter()
@@ -356,6 +359,7 @@ impl L3 {
     }
 
     /// The next IP identification for a packet we originate [RFC 6864].
+    #[inline]
     pub fn next_ident(&mut self) -> u16 {
         self.ident = self.ident.wrapping_add(1);
         self.ident
@@ -367,6 +371,7 @@ impl L3 {
     }
 
     /// The MAC of `ip` if ARP knows it now.
+    #[inline]
     pub fn resolved(&self, now: Instant, ip: Ipv4Addr) -> Option<MacAddr> {
         self.arp.lookup(now, ip)
     }
@@ -379,6 +384,7 @@ impl L3 {
     /// Classifies a frame from `port` and handles what is the layer's: the
     /// checks of RFC 1812 § 5.2–5.3 on the frame and the IP header, ARP,
     /// echo requests and the local transports. See [`Input`].
+    #[inline]
     pub fn input<'a>(
         &mut self,
         cx: &mut Ctx,
@@ -428,6 +434,7 @@ impl L3 {
     }
 
     /// The IPv4 checks and the local/transit split for a packet from `port`.
+    #[inline]
     pub fn ip_input<'a>(
         &mut self,
         cx: &mut Ctx,
@@ -573,6 +580,7 @@ impl L3 {
     /// Routes a packet the element originated (an ICMP answer, a tunnel's
     /// packet, a control plane's segment): FIB lookup, then ARP or the
     /// queue behind it. Drops are counted on `ingress`.
+    #[inline]
     pub fn send_ip(&mut self, cx: &mut Ctx, ingress: PortId, pkt: &[u8], out: &mut Outbox) {
         let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
             return;
@@ -585,6 +593,7 @@ impl L3 {
 
     /// Sends `pkt` to `dst` through `hop`: at once if its next hop's MAC
     /// is known, else behind an ARP request.
+    #[inline]
     pub fn send_via(
         &mut self,
         cx: &mut Ctx,
@@ -626,6 +635,7 @@ impl L3 {
     }
 
     /// Frames an IP packet for `egress` towards `dst_mac`.
+    #[inline]
     pub fn transmit_ip(&self, egress: PortId, dst_mac: MacAddr, pkt: &[u8], out: &mut Outbox) {
         if let Some(p) = self.port(egress) {
             out.build(egress, |b| {
@@ -906,6 +916,7 @@ impl L3 {
 }
 
 /// `packet` as a checked IPv4 packet, or the reason to drop it.
+#[inline]
 pub fn checked_ipv4(packet: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
     let ip = match Ipv4Packet::new_checked(packet) {
         Ok(ip) => ip,
