@@ -495,7 +495,19 @@ pub async fn call(
     args: Vec<Value>,
     trace_id: &str,
 ) -> (Result<Json, Fault>, Hop) {
+    call_until(consumer, method, args, trace_id, None).await
+}
+
+/// [`call`], answered by `deadline` (every attempt and failover within it).
+pub async fn call_until(
+    consumer: &Consumer,
+    method: &str,
+    args: Vec<Value>,
+    trace_id: &str,
+    deadline: Option<Instant>,
+) -> (Result<Json, Fault>, Hop) {
     let mut opts = CallOptions::idempotent();
+    opts.deadline = deadline;
     opts.attachments.insert("trace_id".into(), trace_id.into());
     let started = Instant::now();
     let t = consumer.call_traced(method, args, opts).await;

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::frame::{read_msg, write_msg, Msg, ReplError};
+use super::frame::{read_msg, write_msg, Msg, ReplError, MAX_FRAME};
 use super::{Db, DbError};
 
 /// When a write returns to its caller.
@@ -416,7 +416,7 @@ impl Primary {
             let (r, batch) = (reader.clone(), self.config.batch.max(1));
             let (head, changes) = blocking(move || {
                 let db = r.lock().unwrap_or_else(|e| e.into_inner());
-                let changes = db.changes_after(from, batch)?;
+                let changes = db.changes_within(from, batch, MAX_FRAME / 2)?;
                 Ok((db.head()?, changes))
             })
             .await?;
@@ -439,7 +439,8 @@ impl Primary {
                 None
             };
             if let Some(msg) = msg {
-                let more = matches!(&msg, Msg::Changes { changes, .. } if changes.len() == batch);
+                // A full batch, or one cut short to fit a message.
+                let more = matches!(&msg, Msg::Changes { head, changes } if changes.last().is_some_and(|c| c.seq < *head));
                 tokio::time::timeout(idle, write_msg(&mut wr, &msg))
                     .await
                     .map_err(|_| idle_err())??;
