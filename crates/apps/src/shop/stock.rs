@@ -67,11 +67,13 @@ pub struct Stock {
     counters: Mutex<Counters>,
 }
 
+/// A deduction's answer, with its batch's commit.
+type Answered = (Result<Deducted, Failure>, Json);
+
 /// The coalescer and the deductions waiting for its answers.
 struct Hot {
     core: Coalescer,
-    /// Each waiting deduction's answer, with its batch's commit.
-    waiters: HashMap<Ticket, oneshot::Sender<(Result<Deducted, Failure>, Json)>>,
+    waiters: HashMap<Ticket, oneshot::Sender<Answered>>,
     next: Ticket,
 }
 
