@@ -96,11 +96,16 @@ fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
     let name = lab.name.clone();
     let load = std::thread::spawn(move || {
         let args = [
-            "load", "--name", &name, "--phones", "50", "--orders", "8", "--json",
+            "load", "--name", &name, "--phones", "50", "--orders", "16", "--json",
         ];
         (d11(&args), std::time::Instant::now())
     });
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // The kill lands mid-run: once 50 of the 800 orders are in the store
+    // (a fixed sleep outlasted the whole run once the hot item got fast).
+    while sql_count(&lab, "select count(*) from orders") < 50 {
+        assert!(!load.is_finished(), "the load ended before 50 orders");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let k = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .output()
@@ -111,7 +116,7 @@ fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
     assert!(killed < ended, "the load was over before the kill");
     let v: Value = serde_json::from_slice(&o.stdout).expect("load --json is JSON");
     let orders = v["orders"].as_array().expect("orders");
-    assert_eq!(orders.len(), 400, "{}", text(&o));
+    assert_eq!(orders.len(), 800, "{}", text(&o));
 
     // The supervisor restarted the sgw (its bearers come from the
     // topology), and a new order goes through.

@@ -8,7 +8,8 @@
 //! - [`order`]: creates the order, takes stock, reserves and consumes the
 //!   coupon, confirms; compensates (restore, release, cancel) when a step
 //!   fails.
-//! - [`stock`]: the story's optimistic lock, retried on conflict.
+//! - [`stock`]: the story's optimistic lock, one compare-and-set for all
+//!   the deductions waiting on a SKU.
 //! - [`coupon`]: reserve and consume once per order.
 //! - [`db`]: the SQLite primary (AZ1) as an RPC service, or its standby (AZ2).
 //!

@@ -6,7 +6,7 @@
 //! | step | call | compensation |
 //! |---|---|---|
 //! | 1 | `db.order_create` → pending (by order id; a known key with the same content is the same order) | `db.order_set_state(cancelled)` |
-//! | 2 | `stock.deduct` (the CAS loop) | `stock.restore` |
+//! | 2 | `stock.deduct` (the SKU's coalesced compare-and-set) | `stock.restore` |
 //! | 3 | `coupon.reserve` (when the order names one) | `coupon.release` |
 //! | 4 | `coupon.consume` | |
 //! | 5 | `db.order_set_state(confirmed)`: the commit | |
@@ -17,7 +17,15 @@
 //! retried for `compensate_ms` (they are idempotent, and a restore that
 //! comes before its take leaves a tombstone that refuses the late take).
 //! The same order again (its id or key) resumes a pending saga, or
-//! answers what a finished one answered.
+//! answers what a finished one answered. A commit whose answer was lost
+//! is set again (rolled forward), not undone: everything before it is done.
+//!
+//! The saga keeps to its caller's time: its forward steps carry a deadline
+//! of four fifths of the call's `timeout` attachment (each attempt cut to
+//! what is left, no failover after it), so a saga out of time is
+//! compensated and answered before its caller gives up; and it runs in a
+//! task of its own, so the server abandoning the handler at that timeout
+//! never stops it half way.
 //!
 //! `create(order_id, key or null, order)` answers `{outcome: confirmed |
 //! sold_out | cancelled | key_reused, order_id, replayed, order,
@@ -268,7 +276,7 @@ impl Order {
         let took = saga
             .step(&self.stock, "deduct", args, |j| {
                 format!(
-                    "{} (stock {} version {}, one of {} in its compare-and-set)",
+                    "{} (stock {} version {}, batch of {})",
                     outcome(j),
                     j["stock"],
                     j["version"],
