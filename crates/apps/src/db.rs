@@ -25,7 +25,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use frame::{Msg, ReplError, MAX_FRAME};
-pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written};
+pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written, REPLICATION_PORT};
 pub use standby::{Standby, StandbyConfig};
 pub use store::{
     Applied, BatchTake, Cas, Change, CommitHook, CouponOutcome, CouponRow, CouponState, Db,

@@ -68,8 +68,15 @@ pub struct PrimaryConfig {
     pub idle_timeout_ms: u64,
 }
 
+/// Where standbys connect: TCP 3322, unassigned in the IANA registry (the
+/// copy Wireshark ships, /usr/share/wireshark/services) and bound to no
+/// dissector (`tshark -G decodes`), so a capture shows the change log as
+/// TCP payload. On 3306, MySQL's port, Wireshark read it as MySQL and
+/// called frames of every capture with an order malformed.
+pub const REPLICATION_PORT: u16 = 3322;
+
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 3306))
+    SocketAddr::from(([0, 0, 0, 0], REPLICATION_PORT))
 }
 fn default_sync_timeout_ms() -> u64 {
     1000

@@ -71,7 +71,7 @@ impl DbConfig {
             _ => {
                 return Err((
                     "primary".into(),
-                    "set exactly one of primary = { … } and standby = { primary = \"IP:3306\" }"
+                    "set exactly one of primary = { … } and standby = { primary = \"IP:3322\" }"
                         .into(),
                 ))
             }
