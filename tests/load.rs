@@ -412,7 +412,6 @@ fn surge(tag: &str, impair: Option<&str>) -> (Lab, Value) {
 }
 
 #[test]
-#[ignore = "the enb's radio ARP cache holds 4,096 phones (crates/core/src/arp.rs, ArpConfig: max_entries 4096, max_pending 256); docs/load.md"]
 fn ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_out() {
     let _s = serial();
     if !root_or_skip(
@@ -445,7 +444,6 @@ fn ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_ou
 }
 
 #[test]
-#[ignore = "the enb's radio ARP cache holds 4,096 phones (crates/core/src/arp.rs, ArpConfig: max_entries 4096, max_pending 256); docs/load.md"]
 fn ten_thousand_phones_through_a_lossy_radio_each_201_is_confirmed_once_and_each_failure_is_clean()
 {
     let _s = serial();
