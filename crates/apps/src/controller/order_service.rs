@@ -387,6 +387,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn beyond_actives_a_call_waits_for_a_slot_and_is_counted_waiting() {
+        let config: OrderServiceConfig =
+            serde_json::from_str(r#"{"registry":"127.0.0.1:9","actives":1}"#).unwrap();
+        let service = OrderService::start(&config);
+        let first = service.slot().await;
+        assert_eq!(service.status()["in_flight"], 1);
+        let second = service.slot();
+        tokio::pin!(second);
+        // Not granted while the first holds the only slot.
+        assert!(futures_poll_once(second.as_mut()).await.is_none());
+        assert_eq!(service.status()["waiting"], 1);
+        drop(first);
+        let _second = second.await;
+        let s = service.status();
+        assert_eq!(
+            (s["waiting"].as_u64(), s["in_flight"].as_u64()),
+            (Some(0), Some(1))
+        );
+    }
+
+    /// Polls `f` once: its output if it is ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
     #[test]
     fn the_config_defaults_to_round_robin_two_retries_and_5_s() {
         let c: OrderServiceConfig =
