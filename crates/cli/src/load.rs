@@ -209,12 +209,11 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
     };
     eprintln!("seed {seed}");
     let mem_before = element_memory(lab);
-    let report = {
+    let (report, records, radio) = {
         let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, "ue"))?;
         let radio = d11_io::PacketSocket::open("eth0").context("opening ue's eth0 (the radio)")?;
         run(&radio, cfg)?
     };
-    let (report, records, radio) = report;
     let mem_after = element_memory(lab);
     let nat = nat_entries(lab, range.first, args.phones);
     if args.json {
@@ -282,6 +281,9 @@ fn print_report(r: &RanReport, args: &LoadArgs) {
     );
 }
 
+/// Linux's "no buffer space": the radio's queue is full, as with WouldBlock.
+const ENOBUFS: i32 = 105;
+
 /// Frames the load generator itself lost: with any of them non-zero, a
 /// retransmission may be the generator's, not the lab's.
 #[derive(Debug, Default, serde::Serialize)]
@@ -337,9 +339,7 @@ fn run(
         let next = ran.poll(smol(now), &mut out);
         for f in out.drain(..) {
             if let Err(e) = radio.send(&f) {
-                if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(105)
-                // ENOBUFS
-                {
+                if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(ENOBUFS) {
                     return Err(e).context("sending on the radio");
                 }
                 drops.send_failures += 1;
