@@ -96,11 +96,16 @@ fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
     let name = lab.name.clone();
     let load = std::thread::spawn(move || {
         let args = [
-            "load", "--name", &name, "--phones", "50", "--orders", "8", "--json",
+            "load", "--name", &name, "--phones", "50", "--orders", "16", "--json",
         ];
         (d11(&args), std::time::Instant::now())
     });
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // The kill lands mid-run: once 50 of the 800 orders are in the store
+    // (a fixed sleep outlasted the whole run once the hot item got fast).
+    while sql_count(&lab, "select count(*) from orders") < 50 {
+        assert!(!load.is_finished(), "the load ended before 50 orders");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let k = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .output()
@@ -111,7 +116,7 @@ fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
     assert!(killed < ended, "the load was over before the kill");
     let v: Value = serde_json::from_slice(&o.stdout).expect("load --json is JSON");
     let orders = v["orders"].as_array().expect("orders");
-    assert_eq!(orders.len(), 400, "{}", text(&o));
+    assert_eq!(orders.len(), 800, "{}", text(&o));
 
     // The supervisor restarted the sgw (its bearers come from the
     // topology), and a new order goes through.
@@ -274,4 +279,196 @@ fn ten_thousand_simulated_phones_attach_at_once_with_bounded_memory() {
             v["rss_before"][el]["rss_kb"]
         );
     }
+}
+
+/// netns/double11.toml with the story's book seeded at `stock`, as a
+/// scratch topology file.
+fn with_stock(scratch: &Scratch, stock: u64) -> std::path::PathBuf {
+    let topo = std::fs::read_to_string(topology("double11.toml")).unwrap();
+    let seeded = topo.replace("stock = 1000 }", &format!("stock = {stock} }}"));
+    assert_ne!(topo, seeded, "the seed line moved");
+    let file = scratch.path("surge.toml");
+    std::fs::write(&file, seeded).unwrap();
+    file
+}
+
+/// `d11 load --json` with `args`, parsed.
+fn load_json(lab: &Lab, args: &[&str]) -> Value {
+    let mut all = vec!["load", "--name", &lab.name, "--json"];
+    all.extend_from_slice(args);
+    let o = d11(&all);
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("load --json is JSON ({e}):\n{}", text(&o)))
+}
+
+/// Checks the store against what the phones heard: each 201 is exactly
+/// one confirmed row (its key is UNIQUE), each 409 a cancelled one, no
+/// order is left pending, and the stock is `seeded` minus one per
+/// confirmed order, each its own move. Answers (confirmed, cancelled).
+fn every_answer_is_in_the_store(lab: &Lab, orders: &[Value], seeded: u64) -> (usize, usize) {
+    let rows = order_states(lab);
+    let state: std::collections::BTreeMap<&str, &str> =
+        rows.iter().map(|(k, s)| (k.as_str(), s.as_str())).collect();
+    assert_eq!(state.len(), rows.len(), "a key twice in the store");
+    assert!(
+        rows.iter().all(|(_, s)| s != "pending"),
+        "an order left pending"
+    );
+    for o in orders {
+        let key = o["idempotency_key"].as_str().unwrap();
+        match (o["status"].as_u64(), state.get(key).copied()) {
+            (Some(201), Some("confirmed")) => {}
+            (Some(409), Some("cancelled")) => {}
+            (Some(s @ (201 | 409)), row) => panic!("{s} but the store has {row:?}: {o}"),
+            // No answer heard (the reply was what got lost, or the
+            // connection): the store decided it anyway, cleanly.
+            (_, Some("confirmed" | "cancelled") | None) => {}
+            (_, row) => panic!("{o}: {row:?}"),
+        }
+    }
+    let count = |s: &str| rows.iter().filter(|(_, x)| x == s).count();
+    let confirmed = count("confirmed");
+    let taken = sql_count(
+        lab,
+        "select count(*) from stock_moves where state = 'taken'",
+    );
+    let left = sql_count(lab, "select stock from stock");
+    assert_eq!((taken, left), (confirmed as u64, seeded - confirmed as u64));
+    (confirmed, count("cancelled"))
+}
+
+fn outcome_count(report: &Value, label: &str) -> u64 {
+    report["by_outcome"][label].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_phones_buy_the_hot_item_at_once_and_each_order_is_confirmed_once() {
+    let _s = serial();
+    if !root_or_skip("a_thousand_phones_buy_the_hot_item_at_once_and_each_order_is_confirmed_once")
+    {
+        return;
+    }
+    // A fresh lab: the seed's 1,000 books, 1,000 buyers at midnight.
+    let lab = Lab::up("double11.toml", "hot1k");
+    let v = load_json(&lab, &["--phones", "1000", "--orders", "1"]);
+    let r = &v["report"];
+    assert_eq!(outcome_count(r, "201 created"), 1000, "{r}");
+    assert_eq!(r["failed"], 0, "no 5xx, no timeout: {r}");
+    let orders = v["orders"].as_array().expect("orders");
+    let (confirmed, cancelled) = every_answer_is_in_the_store(&lab, orders, 1000);
+    assert_eq!((confirmed, cancelled), (1000, 0));
+    // The stock service decided them in a few compare-and-sets, not 1,000s.
+    let cas: u64 = ["vm-stock", "vm-stock2"]
+        .iter()
+        .map(|n| {
+            show_json(&lab, n)["coalescing"]["cas_attempts"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(cas < 200, "{cas} compare-and-sets for 1,000 orders");
+    eprintln!(
+        "1,000 phones: {:.0} orders/s, p50 {} ms, p99 {} ms, {cas} compare-and-sets, {} retransmissions",
+        r["orders_per_s"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p50"],
+        r["latency_ms"]["p99"],
+        r["retransmissions"]
+    );
+}
+
+/// `d11 show NODE --json`.
+fn show_json(lab: &Lab, node: &str) -> Value {
+    let o = d11(&["show", "--name", &lab.name, node, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("show --json is JSON")
+}
+
+/// 10,000 phones on 5,000 books, with `impair` on the radio if any.
+fn surge(tag: &str, impair: Option<&str>) -> (Lab, Value) {
+    let scratch = Scratch::new(tag);
+    let lab = Lab::up(with_stock(&scratch, 5000).to_str().unwrap(), tag);
+    if let Some(spec) = impair {
+        let o = d11(&["impair", "--name", &lab.name, "ue:eth0", spec]);
+        assert!(o.status.success(), "d11 impair: {}", text(&o));
+    }
+    let v = load_json(
+        &lab,
+        &[
+            "--phones",
+            "10000",
+            "--orders",
+            "1",
+            "--timeout-ms",
+            "120000",
+        ],
+    );
+    assert_eq!(
+        v["orders"].as_array().map(Vec::len),
+        Some(10_000),
+        "{}",
+        v["report"]
+    );
+    (lab, v)
+}
+
+#[test]
+fn ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_out() {
+    let _s = serial();
+    if !root_or_skip(
+        "ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_out",
+    ) {
+        return;
+    }
+    let (lab, v) = surge("surge", None);
+    let r = &v["report"];
+    assert_eq!(
+        (
+            outcome_count(r, "201 created"),
+            outcome_count(r, "409 sold out")
+        ),
+        (5000, 5000),
+        "{r}"
+    );
+    let orders = v["orders"].as_array().unwrap();
+    assert_eq!(
+        every_answer_is_in_the_store(&lab, orders, 5000),
+        (5000, 5000)
+    );
+    eprintln!(
+        "10,000 phones on 5,000 books: {:.1} s, p50 {} ms, p99 {} ms, {} retransmissions",
+        r["seconds"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p50"],
+        r["latency_ms"]["p99"],
+        r["retransmissions"]
+    );
+}
+
+#[test]
+fn ten_thousand_phones_through_a_lossy_radio_each_201_is_confirmed_once_and_each_failure_is_clean()
+{
+    let _s = serial();
+    if !root_or_skip("ten_thousand_phones_through_a_lossy_radio_each_201_is_confirmed_once_and_each_failure_is_clean") {
+        return;
+    }
+    let (lab, v) = surge("surgeloss", Some("loss=5%"));
+    let r = &v["report"];
+    assert_eq!(outcome_count(r, "5xx"), 0, "{r}");
+    assert!(
+        r["retransmissions"].as_u64() > Some(0),
+        "5% loss and no retransmission: {r}"
+    );
+    let orders = v["orders"].as_array().unwrap();
+    let (confirmed, cancelled) = every_answer_is_in_the_store(&lab, orders, 5000);
+    // Sold out before the end: every book went to one order.
+    assert_eq!(confirmed, 5000, "{r}");
+    assert!(cancelled >= outcome_count(r, "409 sold out") as usize);
+    eprintln!(
+        "10,000 phones, 5% loss on the radio: {} x 201, {} x 409, {} other; {:.1} s, p99 {} ms, {} retransmissions",
+        outcome_count(r, "201 created"),
+        outcome_count(r, "409 sold out"),
+        r["failed"].as_u64().unwrap_or(0) - outcome_count(r, "409 sold out"),
+        r["seconds"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p99"],
+        r["retransmissions"]
+    );
 }

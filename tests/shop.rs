@@ -466,3 +466,112 @@ fn corrupt_frames_unknown_services_and_oversized_bodies_get_clear_errors() {
         "{server:#}"
     );
 }
+
+#[test]
+fn every_wire_captured_while_phones_order_decodes_without_a_broken_frame() {
+    let _s = serial();
+    if !root_or_skip("every_wire_captured_while_phones_order_decodes_without_a_broken_frame") {
+        return;
+    }
+    // The replication port is bound to no dissector of this tshark and
+    // registered to no protocol in its copy of the IANA registry.
+    let port = d11_apps::db::REPLICATION_PORT;
+    let decodes = std::process::Command::new("tshark")
+        .args(["-G", "decodes"])
+        .output()
+        .expect("tshark runs");
+    let on_port = String::from_utf8_lossy(&decodes.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("tcp.port\t{port}\t")))
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    assert!(on_port.is_empty(), "tshark dissects {port}: {on_port:?}");
+    let services = std::fs::read_to_string("/usr/share/wireshark/services").unwrap_or_default();
+    let registered: Vec<&str> = services
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.starts_with(&format!("{port}/")))
+        })
+        .collect();
+    assert!(
+        registered.is_empty(),
+        "{port} is registered: {registered:?}"
+    );
+
+    let lab = Lab::up("double11.toml", "nomalformed");
+    let scratch = Scratch::new("nomalformed");
+    let cap = scratch.path("lab.pcapng");
+    // The UE's own kernel ordering with a coupon, then simulated phones:
+    // every wire, from the radio to the standby's VM.
+    let d = d11_bin();
+    let script = format!(
+        "{d} order --name {n} --coupon D11-0001 >/dev/null && {d} load --name {n} --phones 20 --orders 3",
+        d = d.display(),
+        n = lab.name
+    );
+    let o = d11(&[
+        "capture",
+        "--name",
+        &lab.name,
+        "-w",
+        cap.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Every wire of the order's path through the backend carried its part
+    // (the registry's may be quiet for a capture this short).
+    let wires: std::collections::BTreeSet<String> =
+        tshark_fields(&cap, "", &["frame.interface_name"])
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+    for vm in [
+        "vm-order",
+        "vm-stock",
+        "vm-stock2",
+        "vm-coupon",
+        "vm-db",
+        "vm-db2",
+    ] {
+        assert!(
+            wires.contains(&format!("{vm}:eth0")),
+            "{vm}:eth0 not captured: {wires:?}"
+        );
+    }
+    let log = tshark_fields(
+        &cap,
+        &format!("tcp.port == {port} && tcp.len > 0"),
+        &["frame.interface_name"],
+    );
+    for w in [
+        "vm-db:eth0",
+        "vm-db2:eth0",
+        "hosta:underlay",
+        "hostb:underlay",
+    ] {
+        assert!(log.iter().any(|r| r[0] == w), "no change log on {w}");
+    }
+    // Nothing read as MySQL, nothing broken.
+    assert!(
+        tshark_fields(&cap, "mysql", &["frame.number"]).is_empty(),
+        "read as MySQL"
+    );
+    let broken = broken_frames_per_wire(&cap);
+    assert!(
+        broken.is_empty(),
+        "{} broken frames: {:?}",
+        broken.len(),
+        &broken[..broken.len().min(20)]
+    );
+    eprintln!(
+        "{} wires captured, {} change-log segments, no broken frame",
+        wires.len(),
+        log.len()
+    );
+}

@@ -205,6 +205,65 @@ pub fn bad_frames(file: &Path) -> Vec<Vec<String>> {
     )
 }
 
+/// Frames of a capture that are broken as Wireshark opens the file — TCP
+/// reassembly on, unlike [`bad_frames`] — with IP, TCP and UDP checksums
+/// checked: malformed, an error-level expert info (a bad checksum is one),
+/// or a dissector's "undecoded" note (a frame read as a protocol it is
+/// not), as `[number, wire, protocol, info, expert message]`.
+pub fn broken_frames(file: &Path) -> Vec<Vec<String>> {
+    let checks = ["ip", "tcp", "udp"].map(|p| format!("{p}.check_checksum:TRUE"));
+    let mut options = Vec::new();
+    for c in &checks {
+        options.extend(["-o", c.as_str()]);
+    }
+    tshark_with(
+        file,
+        &options,
+        r#"_ws.malformed || _ws.expert.severity >= error || _ws.expert.group == "Undecoded""#,
+        &[
+            "frame.number",
+            "frame.interface_name",
+            "_ws.col.Protocol",
+            "_ws.col.Info",
+            "_ws.expert.message",
+        ],
+    )
+}
+
+/// [`broken_frames`] of each wire of a lab capture, each wire written to
+/// a file of its own first (`FILE.wires/N.pcapng`): one TCP connection
+/// seen on several wires of one file is, to Wireshark 4.0's reassembly,
+/// one stream whose segments all came twice ("New fragment overlaps old
+/// data"), which is the merge, not the frames. Frame numbers are the
+/// wire's own.
+pub fn broken_frames_per_wire(file: &Path) -> Vec<Vec<String>> {
+    let wires: std::collections::BTreeSet<String> =
+        tshark_with(file, &[], "", &["frame.interface_name"])
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+    let dir = file.with_extension("wires");
+    std::fs::create_dir_all(&dir).expect("a directory for the wires");
+    let mut broken = Vec::new();
+    for (i, wire) in wires.iter().enumerate() {
+        let one = dir.join(format!("{i}.pcapng"));
+        let o = Command::new("tshark")
+            .arg("-r")
+            .arg(file)
+            .args(["-Y", &format!("frame.interface_name == \"{wire}\""), "-w"])
+            .arg(&one)
+            .output()
+            .expect("tshark runs");
+        assert!(
+            o.status.success(),
+            "tshark splitting {wire}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        broken.extend(broken_frames(&one));
+    }
+    broken
+}
+
 fn tshark_with(file: &Path, options: &[&str], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
     // iperf3's payload is arbitrary bytes that Thrift's heuristic dissector
     // sometimes claims and then calls malformed: not a frame of ours.

@@ -117,6 +117,12 @@ impl Default for ControllerConfig {
     }
 }
 
+/// The accept queue the lab's controllers listen with: as deep as a lab
+/// namespace allows (`net.core.somaxconn` 4,096), so the load balancer's
+/// connections wait there while a controller is at `max_connections`
+/// instead of having their SYNs dropped (tokio's `bind` asks for 1,024).
+const BACKLOG: usize = 4096;
+
 /// An error starting the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -985,7 +991,7 @@ impl crate::app::App for ControllerApp {
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("the lab has no PKI"))?;
             let tls = crate::pki::server_config(&pki)?;
-            let listener = TcpListener::bind(c.listen).await?;
+            let listener = crate::listen(c.listen, BACKLOG)?;
             let ctl_app = Controller::new(&env.node, c, tls, &env.order_store)?;
             let report = {
                 let c = ctl_app.clone();

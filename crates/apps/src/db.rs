@@ -25,12 +25,12 @@ mod store;
 use std::path::PathBuf;
 
 pub use frame::{Msg, ReplError, MAX_FRAME};
-pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written};
+pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written, REPLICATION_PORT};
 pub use standby::{Standby, StandbyConfig};
 pub use store::{
-    Applied, Cas, Change, CommitHook, CouponOutcome, CouponRow, CouponState, Db, MoveState,
-    NewOrder, Order, OrderCreated, OrderState, Restore, RowImage, StateChange, Stock, StockMove,
-    StockRow, Take, BUSY_TIMEOUT,
+    Applied, BatchTake, Cas, Change, CommitHook, CouponOutcome, CouponRow, CouponState, Db,
+    MoveState, NewOrder, Order, OrderCreated, OrderState, Restore, RowImage, StateChange, Stock,
+    StockMove, StockRow, Take, TakeOutcome, TakeRequest, BUSY_TIMEOUT,
 };
 
 /// An error from the database.

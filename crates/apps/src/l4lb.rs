@@ -11,8 +11,10 @@
 //!   with `option redispatch`); with none left the client is closed.
 //! - Backends start UP, one failed check away from DOWN (HAProxy's default
 //!   `init-state up`); a DOWN backend gets no new sessions, its live ones go on.
-//! - Beyond `maxconn` live sessions a new connection is accepted and closed
-//!   at once, and counted in `refused_maxconn`.
+//! - At `maxconn` live sessions the listener is not polled (HAProxy's
+//!   `maxconn`): new connections wait in the kernel's backlog, listened
+//!   with `maxconn` as HAProxy's `backlog` defaults to, until a session
+//!   ends; each such pause is counted in `maxconn_pauses`.
 //! - Each direction reads into a bounded buffer and writes it out before
 //!   reading again (backpressure); an end of stream is passed on as a
 //!   half-close (`shutdown(Write)`) and the other direction goes on.
@@ -196,7 +198,7 @@ struct Check {
 struct Counters {
     active: AtomicUsize,
     accepted: AtomicU64,
-    refused_maxconn: AtomicU64,
+    maxconn_pauses: AtomicU64,
     no_backend: AtomicU64,
     connect_failures: AtomicU64,
     client_timeouts: AtomicU64,
@@ -248,7 +250,7 @@ impl L4lb {
 
     /// Binds `config.listen` and serves.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let listener = TcpListener::bind(self.config.listen).await?;
+        let listener = crate::listen(self.config.listen, self.config.maxconn)?;
         self.serve(listener, shutdown).await
     }
 
@@ -276,15 +278,25 @@ impl L4lb {
         let (kill, killed) = watch::channel(());
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
+        let mut paused = false;
         loop {
+            // A session's end (`join_next`) is what lowers `active`.
+            let full = self.counters.active.load(Ordering::Relaxed) >= self.config.maxconn;
+            if full && !paused {
+                self.counters.maxconn_pauses.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    maxconn = self.config.maxconn,
+                    "maxconn reached: accepting paused"
+                );
+            }
+            paused = full;
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept() => match accepted {
+                accepted = listener.accept(), if !full => match accepted {
                     Ok((client, peer)) => {
-                        if let Some(admission) = self.admit() {
-                            sessions.spawn(self.clone().session(admission, client, peer, killed.clone()));
-                        }
+                        let admission = self.admit();
+                        sessions.spawn(self.clone().session(admission, client, peer, killed.clone()));
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -308,22 +320,12 @@ impl L4lb {
         Ok(())
     }
 
-    /// Counts an accepted connection; `None` (and the connection is to be
-    /// dropped) beyond `maxconn`.
-    fn admit(self: &Arc<Self>) -> Option<Admission> {
+    /// Counts an accepted connection, live until the admission is dropped.
+    fn admit(self: &Arc<Self>) -> Admission {
         let c = &self.counters;
         c.accepted.fetch_add(1, Ordering::Relaxed);
-        let previous = c.active.fetch_add(1, Ordering::Relaxed);
-        let admission = Admission(self.clone());
-        if previous >= self.config.maxconn {
-            c.refused_maxconn.fetch_add(1, Ordering::Relaxed);
-            debug!(
-                maxconn = self.config.maxconn,
-                "maxconn reached, connection closed"
-            );
-            return None;
-        }
-        Some(admission)
+        c.active.fetch_add(1, Ordering::Relaxed);
+        Admission(self.clone())
     }
 
     async fn session(
@@ -586,8 +588,8 @@ impl L4lb {
 
     /// Per backend and frontend totals for the control socket, in the
     /// spirit of HAProxy's stats CSV. `bytes_in` is client → server;
-    /// `accepted` counts every connection taken from the listener, those
-    /// refused by `maxconn` included.
+    /// `accepted` counts every connection taken from the listener;
+    /// `maxconn_pauses` the times it stopped taking them at `maxconn`.
     pub fn status(&self) -> Value {
         let pool = self.pool();
         let servers: Vec<Value> = pool
@@ -630,7 +632,7 @@ impl L4lb {
                 "maxconn": self.config.maxconn,
                 "active": c.active.load(Ordering::Relaxed),
                 "accepted": load(&c.accepted),
-                "refused_maxconn": load(&c.refused_maxconn),
+                "maxconn_pauses": load(&c.maxconn_pauses),
                 "no_backend": load(&c.no_backend),
                 "connect_failures": load(&c.connect_failures),
                 "client_timeouts": load(&c.client_timeouts),
@@ -766,7 +768,9 @@ impl crate::app::App for L4lbApp {
         shutdown: crate::app::Shutdown,
     ) -> crate::app::Running {
         Box::pin(async move {
-            let listener = TcpListener::bind(c.listen).await?;
+            // HAProxy's `backlog`: as deep as `maxconn`, for the
+            // connections waiting while it is reached.
+            let listener = crate::listen(c.listen, c.maxconn)?;
             let lb = L4lb::new(&env.node, c);
             let report = {
                 let lb = lb.clone();

@@ -18,3 +18,22 @@ pub mod pki;
 pub mod ran;
 pub mod rpc;
 pub mod shop;
+
+/// A listener on `addr` with room for `backlog` connections the application
+/// has not accepted yet (the kernel caps it at `net.core.somaxconn`, 4,096 in
+/// a lab namespace); tokio's `TcpListener::bind` asks for 1,024, which a
+/// surge of phones overflows: the kernel then drops SYNs (a full accept
+/// queue drops them even with SYN cookies) and each waits a retransmission.
+/// Address reuse as `TcpListener::bind` sets it.
+pub fn listen(
+    addr: std::net::SocketAddr,
+    backlog: usize,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.clamp(128, u32::MAX as usize) as u32)
+}

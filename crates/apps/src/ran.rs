@@ -425,6 +425,8 @@ pub struct Ran {
     pub done: Vec<OrderRecord>,
     /// Frames of no phone (the kernel's address, other hosts).
     pub not_ours: u64,
+    /// Frames dropped because their phone had 256 waiting already.
+    pub rx_overflow: u64,
 }
 
 impl Ran {
@@ -466,6 +468,7 @@ impl Ran {
             active: Vec::new(),
             done: Vec::new(),
             not_ours: 0,
+            rx_overflow: 0,
         }
     }
 
@@ -528,6 +531,8 @@ impl Ran {
         let ue = &mut self.ues[i];
         if ue.nic.rx.len() < 256 {
             ue.nic.rx.push_back(frame.to_vec());
+        } else {
+            self.rx_overflow += 1;
         }
         if !self.is_dirty[i] {
             self.is_dirty[i] = true;

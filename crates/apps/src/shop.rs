@@ -8,7 +8,8 @@
 //! - [`order`]: creates the order, takes stock, reserves and consumes the
 //!   coupon, confirms; compensates (restore, release, cancel) when a step
 //!   fails.
-//! - [`stock`]: the story's optimistic lock, retried on conflict.
+//! - [`stock`]: the story's optimistic lock, one compare-and-set for all
+//!   the deductions waiting on a SKU.
 //! - [`coupon`]: reserve and consume once per order.
 //! - [`db`]: the SQLite primary (AZ1) as an RPC service, or its standby (AZ2).
 //!
@@ -495,7 +496,19 @@ pub async fn call(
     args: Vec<Value>,
     trace_id: &str,
 ) -> (Result<Json, Fault>, Hop) {
+    call_until(consumer, method, args, trace_id, None).await
+}
+
+/// [`call`], answered by `deadline` (every attempt and failover within it).
+pub async fn call_until(
+    consumer: &Consumer,
+    method: &str,
+    args: Vec<Value>,
+    trace_id: &str,
+    deadline: Option<Instant>,
+) -> (Result<Json, Fault>, Hop) {
     let mut opts = CallOptions::idempotent();
+    opts.deadline = deadline;
     opts.attachments.insert("trace_id".into(), trace_id.into());
     let started = Instant::now();
     let t = consumer.call_traced(method, args, opts).await;

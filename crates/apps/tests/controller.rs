@@ -659,6 +659,7 @@ mod rpc_mode {
                 timeout_ms: 2000,
                 balance: Balance::RoundRobin,
                 retries: 2,
+                actives: 64,
             }),
             ..ControllerConfig::default()
         };
@@ -820,6 +821,7 @@ mod rpc_mode {
                 timeout_ms: 5000,
                 balance: Balance::RoundRobin,
                 retries: 2,
+                actives: 64,
             }),
             ..ControllerConfig::default()
         };

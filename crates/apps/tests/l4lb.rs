@@ -544,17 +544,27 @@ async fn a_talking_session_outlives_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn beyond_maxconn_a_connection_is_closed_at_once_and_counted() {
+async fn at_maxconn_a_new_connection_waits_in_the_backlog_until_a_session_ends() {
     let (a, b) = (echo().await, echo().await);
     let lb = start_lb(&[a.addr, b.addr], json!({"maxconn": 1})).await;
     let first = open_session(lb.addr).await;
+    // The kernel completes the handshake (backlog); the l4lb does not take
+    // it, so nothing is proxied and nothing is closed.
     let mut second = TcpStream::connect(lb.addr).await.unwrap();
-    closed_within(&mut second, Duration::from_secs(1)).await;
-    assert_eq!(lb.frontend("refused_maxconn"), 1);
+    second.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(early.is_err(), "answered beyond maxconn: {early:?}");
+    assert_eq!(lb.frontend("accepted"), 1);
+    assert_eq!(lb.frontend("maxconn_pauses"), 1);
+    // The first ends: the second is taken and served.
     drop(first);
-    lb.wait_idle(0).await;
-    assert_eq!(exchange(lb.addr, b"ping").await, b"ping");
-    assert_eq!(lb.frontend("refused_maxconn"), 1);
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf))
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    assert_eq!(lb.frontend("accepted"), 2);
 }
 
 #[tokio::test]

@@ -548,3 +548,58 @@ async fn a_killed_provider_fails_over_idempotent_calls_only_and_none_runs_twice(
     .await
     .expect("the expired provider leaves the consumer's list");
 }
+
+/// `test.budget()` answers the `timeout` attachment it was called with;
+/// `test.slow()` answers after a second.
+fn budget_services() -> Services {
+    let mut s = Services::new();
+    s.method("test", "budget", |c: Call| async move {
+        let t = c
+            .request
+            .attachments
+            .get("timeout")
+            .cloned()
+            .unwrap_or_default();
+        Ok(Value::from(t))
+    });
+    s.method("test", "slow", |_c: Call| async move {
+        sleep(Duration::from_secs(1)).await;
+        Ok(Value::Null)
+    });
+    s
+}
+
+#[tokio::test]
+async fn a_call_with_a_deadline_cuts_its_attempts_to_it_and_fails_over_no_later() {
+    let a = start("a", loopback(), budget_services()).await;
+    let b = start("b", loopback(), budget_services()).await;
+    let list = Providers {
+        revision: 1,
+        addrs: vec![a.addr.to_string(), b.addr.to_string()],
+    };
+    let (_tx, rx) = watch::channel(list);
+    let config = ConsumerConfig {
+        timeout_ms: 10_000,
+        retries: 2,
+        ..ConsumerConfig::default()
+    };
+    let consumer = Consumer::new("test", config, rx);
+    let within = |ms| CallOptions {
+        deadline: Some(std::time::Instant::now() + Duration::from_millis(ms)),
+        ..CallOptions::idempotent()
+    };
+    // The attempt's timeout, sent as the server's handler deadline, is what
+    // is left of the caller's 300 ms, not the consumer's 10 s.
+    let v = consumer.call("budget", vec![], within(300)).await.unwrap();
+    let ms: u64 = v.as_str().unwrap().parse().unwrap();
+    assert!((1..=300).contains(&ms), "{ms}");
+    // A slow provider: the one attempt uses up the deadline, and no
+    // failover to the other starts after it.
+    let t = consumer.call_traced("slow", vec![], within(100)).await;
+    assert_eq!(t.tried.len(), 1, "{:?}", t.tried);
+    assert_eq!(t.result.unwrap_err().status, Status::ClientTimeout);
+    // A deadline already past: no attempt at all.
+    let t = consumer.call_traced("budget", vec![], within(0)).await;
+    assert!(t.tried.is_empty());
+    assert_eq!(t.result.unwrap_err().status, Status::ClientTimeout);
+}

@@ -209,7 +209,7 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
     };
     eprintln!("seed {seed}");
     let mem_before = element_memory(lab);
-    let (report, records) = {
+    let (report, records, radio) = {
         let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, "ue"))?;
         let radio = d11_io::PacketSocket::open("eth0").context("opening ue's eth0 (the radio)")?;
         run(&radio, cfg)?
@@ -231,11 +231,16 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
                 "rss_after": mem(&mem_after),
                 "nat_entries": nat.map(|n| n.0),
                 "nat_phones": nat.map(|n| n.1),
+                "radio": radio,
                 "orders": records,
             }))?
         );
     } else {
         print_report(&report, args);
+        println!(
+            "radio: {} frames dropped by the kernel (socket full), {} sends failed, {} dropped at a phone's queue",
+            radio.kernel_rx_drops, radio.send_failures, radio.phone_rx_overflow
+        );
         print_memory("before", &mem_before);
         print_memory("after ", &mem_after);
         if let Some((entries, ues)) = nat {
@@ -276,11 +281,28 @@ fn print_report(r: &RanReport, args: &LoadArgs) {
     );
 }
 
+/// Linux's "no buffer space": the radio's queue is full, as with WouldBlock.
+const ENOBUFS: i32 = 105;
+
+/// Frames the load generator itself lost: with any of them non-zero, a
+/// retransmission may be the generator's, not the lab's.
+#[derive(Debug, Default, serde::Serialize)]
+struct RadioDrops {
+    /// Frames for the phones the kernel dropped: the socket's buffer was full.
+    kernel_rx_drops: u64,
+    /// Frames of the phones a send refused (the radio's queue was full).
+    send_failures: u64,
+    /// Frames dropped because their phone had 256 waiting.
+    phone_rx_overflow: u64,
+}
+
 /// Moves frames between the radio and the phones until every order ended.
 fn run(
     radio: &d11_io::PacketSocket,
     cfg: RanConfig,
-) -> Result<(RanReport, Vec<d11_apps::ran::OrderRecord>)> {
+) -> Result<(RanReport, Vec<d11_apps::ran::OrderRecord>, RadioDrops)> {
+    let mut drops = RadioDrops::default();
+    let _ = radio.take_kernel_drops();
     let t0 = Instant::now();
     let smol = |t: Instant| d11_apps::ran::StackInstant::from_micros((t - t0).as_micros() as i64);
     let mut ran = Ran::new(cfg.clone(), smol(Instant::now()));
@@ -317,13 +339,15 @@ fn run(
         let next = ran.poll(smol(now), &mut out);
         for f in out.drain(..) {
             if let Err(e) = radio.send(&f) {
-                if e.kind() != std::io::ErrorKind::WouldBlock {
+                if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(ENOBUFS) {
                     return Err(e).context("sending on the radio");
                 }
+                drops.send_failures += 1;
             }
         }
         if now - last_progress > Duration::from_millis(500) {
             last_progress = now;
+            drops.kernel_rx_drops += radio.take_kernel_drops().unwrap_or(0);
             progress(&ran, t0);
         }
         if now > deadline {
@@ -339,7 +363,9 @@ fn run(
     progress(&ran, t0);
     eprintln!();
     let secs = t0.elapsed().as_secs_f64();
-    Ok((ran.report(secs), ran.done.clone()))
+    drops.kernel_rx_drops += radio.take_kernel_drops().unwrap_or(0);
+    drops.phone_rx_overflow = ran.rx_overflow;
+    Ok((ran.report(secs), ran.done.clone(), drops))
 }
 
 fn progress(ran: &Ran, t0: Instant) {

@@ -47,6 +47,12 @@ pub struct OrderServiceConfig {
     /// Further attempts on other providers when one fails (the call is idempotent).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Calls in flight at once (Dubbo's consumer `actives`): more wait for
+    /// a slot, and a call's timeout starts when it gets one. A surge then
+    /// queues in front of the shop rather than inside it, where every saga
+    /// would share the same database and run out of its time together.
+    #[serde(default = "default_actives")]
+    pub actives: usize,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -57,6 +63,9 @@ fn default_balance() -> Balance {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_actives() -> usize {
+    64
 }
 
 impl OrderServiceConfig {
@@ -75,6 +84,12 @@ impl OrderServiceConfig {
 pub(super) struct OrderService {
     registry: SocketAddr,
     consumer: Consumer,
+    /// One permit per call in flight (`actives`).
+    slots: tokio::sync::Semaphore,
+    actives: usize,
+    /// Calls waiting for a slot now, and the longest any waited (ms).
+    waiting: std::sync::atomic::AtomicUsize,
+    waited_ms_max: std::sync::atomic::AtomicU64,
 }
 
 impl OrderService {
@@ -84,14 +99,20 @@ impl OrderService {
     pub fn start(config: &OrderServiceConfig) -> OrderService {
         let client = Arc::new(rpc::Client::new(config.registry, ClientConfig::default()));
         let providers = registry::subscribe(client, SERVICE.into(), SUBSCRIBE_WAIT);
+        let actives = config.actives.max(1);
         OrderService {
             registry: config.registry,
             consumer: Consumer::new(SERVICE, config.consumer_config(), providers),
+            slots: tokio::sync::Semaphore::new(actives),
+            actives,
+            waiting: Default::default(),
+            waited_ms_max: Default::default(),
         }
     }
 
     /// `order.create(order_id, key, order)`, idempotent, with the
-    /// `idempotency_key` (when there is one) and `served_by` attachments.
+    /// `idempotency_key` (when there is one) and `served_by` attachments;
+    /// first waits for one of the `actives` slots.
     pub async fn create(
         &self,
         order_id: &str,
@@ -111,7 +132,29 @@ impl OrderService {
             key.map_or(Value::Null, Value::from),
             Value::from(order),
         ];
+        let _slot = self.slot().await;
         self.consumer.call("create", args, opts).await
+    }
+
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(p) = self.slots.try_acquire() {
+            return p;
+        }
+        // Counted while it waits, also if the client leaves meanwhile.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
+        let started = std::time::Instant::now();
+        self.waiting.fetch_add(1, Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        let p = self.slots.acquire().await.expect("never closed");
+        self.waited_ms_max
+            .fetch_max(started.elapsed().as_millis() as u64, Relaxed);
+        p
     }
 
     /// Waits until the registry lists a provider, at most `wait`.
@@ -121,9 +164,14 @@ impl OrderService {
 
     /// The registry and the consumer's counters, for the control socket.
     pub fn status(&self) -> Json {
+        use std::sync::atomic::Ordering::Relaxed;
         json!({
             "registry": self.registry.to_string(),
             "consumer": self.consumer.status(),
+            "actives": self.actives,
+            "in_flight": self.actives - self.slots.available_permits(),
+            "waiting": self.waiting.load(Relaxed),
+            "waited_ms_max": self.waited_ms_max.load(Relaxed),
         })
     }
 }
@@ -339,6 +387,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn beyond_actives_a_call_waits_for_a_slot_and_is_counted_waiting() {
+        let config: OrderServiceConfig =
+            serde_json::from_str(r#"{"registry":"127.0.0.1:9","actives":1}"#).unwrap();
+        let service = OrderService::start(&config);
+        let first = service.slot().await;
+        assert_eq!(service.status()["in_flight"], 1);
+        let second = service.slot();
+        tokio::pin!(second);
+        // Not granted while the first holds the only slot.
+        assert!(futures_poll_once(second.as_mut()).await.is_none());
+        assert_eq!(service.status()["waiting"], 1);
+        drop(first);
+        let _second = second.await;
+        let s = service.status();
+        assert_eq!(
+            (s["waiting"].as_u64(), s["in_flight"].as_u64()),
+            (Some(0), Some(1))
+        );
+    }
+
+    /// Polls `f` once: its output if it is ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
     #[test]
     fn the_config_defaults_to_round_robin_two_retries_and_5_s() {
         let c: OrderServiceConfig =
@@ -346,8 +427,8 @@ mod tests {
         assert_eq!(c.registry, "192.168.1.30:2181".parse().unwrap());
         let cc = c.consumer_config();
         assert_eq!(
-            (cc.balance, cc.retries, cc.timeout_ms),
-            (Balance::RoundRobin, 2, 5000)
+            (cc.balance, cc.retries, cc.timeout_ms, c.actives),
+            (Balance::RoundRobin, 2, 5000, 64)
         );
         let c: OrderServiceConfig = serde_json::from_str(
             r#"{"registry":"127.0.0.1:1","balance":"least_active","retries":0,"timeout_ms":50}"#,

@@ -520,6 +520,7 @@ mod rpc_mode {
                 timeout_ms,
                 balance: rpc::Balance::RoundRobin,
                 retries: 0,
+                actives: 64,
             }),
             ..ControllerConfig::default()
         };
@@ -727,6 +728,7 @@ mod rpc_mode {
                 timeout_ms: 100,
                 balance: rpc::Balance::RoundRobin,
                 retries: 0,
+                actives: 64,
             }),
             ..ControllerConfig::default()
         };

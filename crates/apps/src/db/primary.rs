@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::frame::{read_msg, write_msg, Msg, ReplError};
+use super::frame::{read_msg, write_msg, Msg, ReplError, MAX_FRAME};
 use super::{Db, DbError};
 
 /// When a write returns to its caller.
@@ -68,8 +68,15 @@ pub struct PrimaryConfig {
     pub idle_timeout_ms: u64,
 }
 
+/// Where standbys connect: TCP 3322, unassigned in the IANA registry (the
+/// copy Wireshark ships, /usr/share/wireshark/services) and bound to no
+/// dissector (`tshark -G decodes`), so a capture shows the change log as
+/// TCP payload. On 3306, MySQL's port, Wireshark read it as MySQL and
+/// called frames of every capture with an order malformed.
+pub const REPLICATION_PORT: u16 = 3322;
+
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 3306))
+    SocketAddr::from(([0, 0, 0, 0], REPLICATION_PORT))
 }
 fn default_sync_timeout_ms() -> u64 {
     1000
@@ -416,7 +423,7 @@ impl Primary {
             let (r, batch) = (reader.clone(), self.config.batch.max(1));
             let (head, changes) = blocking(move || {
                 let db = r.lock().unwrap_or_else(|e| e.into_inner());
-                let changes = db.changes_after(from, batch)?;
+                let changes = db.changes_within(from, batch, MAX_FRAME / 2)?;
                 Ok((db.head()?, changes))
             })
             .await?;
@@ -439,7 +446,8 @@ impl Primary {
                 None
             };
             if let Some(msg) = msg {
-                let more = matches!(&msg, Msg::Changes { changes, .. } if changes.len() == batch);
+                // A full batch, or one cut short to fit a message.
+                let more = matches!(&msg, Msg::Changes { head, changes } if changes.last().is_some_and(|c| c.seq < *head));
                 tokio::time::timeout(idle, write_msg(&mut wr, &msg))
                     .await
                     .map_err(|_| idle_err())??;

@@ -240,6 +240,43 @@ pub enum Take {
     AlreadyRestored,
 }
 
+/// One order's units in a [`Db::stock_take_batch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeRequest {
+    pub order_id: String,
+    pub n: i64,
+}
+
+/// What one order of a batch got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TakeOutcome {
+    /// Its units were taken in this batch.
+    Taken,
+    /// It had taken the same units before: nothing done.
+    Replayed,
+    /// Not enough left for it: sold out.
+    Insufficient,
+    /// Its units were restored (or a restore came first): it may not take.
+    AlreadyRestored,
+    /// It took something else before (another SKU or quantity).
+    Mismatch { took: String },
+}
+
+/// What [`Db::stock_take_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum BatchTake {
+    /// The version matched: `takes` says what each order got, in the
+    /// request's order; `stock` is the level after.
+    Applied {
+        stock: Stock,
+        takes: Vec<TakeOutcome>,
+    },
+    /// Someone wrote first: nothing done; try again at `current`'s version.
+    Conflict { current: Stock },
+}
+
 /// What [`Db::stock_restore`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -457,17 +494,18 @@ impl Db {
             return Err(DbError::BadAmount { what: "take", n });
         }
         self.write("stock_take", |tx| {
-            if let Some(m) = stock_move(tx, order_id)? {
-                return match m.state {
-                    MoveState::Restored => Ok((Take::AlreadyRestored, vec![])),
-                    MoveState::Taken if m.sku.as_deref() == Some(sku) && m.n == n => {
-                        Ok((Take::Replayed(stock_of(&known_stock(tx, sku)?)), vec![]))
-                    }
-                    MoveState::Taken => Err(DbError::MoveMismatch {
+            match earlier_take(tx, order_id, sku, n)? {
+                Some(TakeOutcome::AlreadyRestored) => return Ok((Take::AlreadyRestored, vec![])),
+                Some(TakeOutcome::Replayed) => {
+                    return Ok((Take::Replayed(stock_of(&known_stock(tx, sku)?)), vec![]))
+                }
+                Some(TakeOutcome::Mismatch { took }) => {
+                    return Err(DbError::MoveMismatch {
                         order_id: order_id.to_string(),
-                        took: format!("{} x {}", m.n, m.sku.unwrap_or_default()),
-                    }),
-                };
+                        took,
+                    })
+                }
+                _ => {}
             }
             let current = stock_of(&known_stock(tx, sku)?);
             if expected_version.is_some_and(|v| v != current.version) {
@@ -481,17 +519,92 @@ impl Db {
                  WHERE sku = ?2 AND version = ?3",
                 params![n, sku, current.version],
             )?;
-            let m = StockMove {
-                order_id: order_id.to_string(),
-                sku: Some(sku.to_string()),
-                n,
-                state: MoveState::Taken,
-            };
+            let m = taken_move(order_id, sku, n);
             put_move(tx, &m)?;
             let row = known_stock(tx, sku)?;
             Ok((
                 Take::Taken(stock_of(&row)),
                 vec![RowImage::Stock(row), RowImage::StockMove(m)],
+            ))
+        })
+    }
+
+    /// The deductions waiting on one SKU as **one compare-and-set in one
+    /// transaction** (the stock service's coalescing, docs/db.md "The hot
+    /// item"): if `sku` is still at `expected_version`, each order of
+    /// `takes` is decided in turn, oldest first — one already decided is
+    /// replayed (or refused, if restored), the next gets its units while
+    /// enough are left, the rest are [`TakeOutcome::Insufficient`] — and
+    /// `UPDATE stock SET stock = ?, version = ? WHERE sku = ? AND version = ?`
+    /// sets the stock left, the version raised by one per order taken (so
+    /// the version still counts every take and restore). Each order taken is
+    /// its own `stock_moves` row; the change log gets one change holding
+    /// the stock row and every move. A stale version is a
+    /// [`BatchTake::Conflict`] and changes nothing.
+    pub fn stock_take_batch(
+        &mut self,
+        sku: &str,
+        expected_version: i64,
+        takes: &[TakeRequest],
+    ) -> Result<BatchTake, DbError> {
+        if let Some(t) = takes.iter().find(|t| t.n <= 0) {
+            return Err(DbError::BadAmount {
+                what: "take",
+                n: t.n,
+            });
+        }
+        self.write("stock_take_batch", |tx| {
+            let current = stock_of(&known_stock(tx, sku)?);
+            if current.version != expected_version {
+                return Ok((BatchTake::Conflict { current }, vec![]));
+            }
+            let (mut left, mut taken) = (current.stock, 0i64);
+            let mut outcomes = Vec::with_capacity(takes.len());
+            let mut rows = Vec::new();
+            for t in takes {
+                // An order twice in one batch finds its own move of a moment ago.
+                let outcome = match earlier_take(tx, &t.order_id, sku, t.n)? {
+                    Some(o) => o,
+                    None if left >= t.n => {
+                        let m = taken_move(&t.order_id, sku, t.n);
+                        put_move(tx, &m)?;
+                        rows.push(RowImage::StockMove(m));
+                        left -= t.n;
+                        taken += 1;
+                        TakeOutcome::Taken
+                    }
+                    None => TakeOutcome::Insufficient,
+                };
+                outcomes.push(outcome);
+            }
+            if taken == 0 {
+                return Ok((
+                    BatchTake::Applied {
+                        stock: current,
+                        takes: outcomes,
+                    },
+                    vec![],
+                ));
+            }
+            let n = tx.execute(
+                "UPDATE stock SET stock = ?1, version = ?2 WHERE sku = ?3 AND version = ?4",
+                params![left, expected_version + taken, sku, expected_version],
+            )?;
+            if n != 1 {
+                // Cannot happen inside the write lock: undo by not committing.
+                return Err(DbError::Corrupt {
+                    what: format!("stock of {sku:?} changed inside a transaction"),
+                });
+            }
+            let row = known_stock(tx, sku)?;
+            let after = stock_of(&row);
+            rows.insert(0, RowImage::Stock(row));
+            Ok((
+                BatchTake::Applied {
+                    stock: after,
+                    takes: outcomes,
+                },
+                rows,
             ))
         })
     }
@@ -751,6 +864,18 @@ impl Db {
 
     /// Up to `limit` changes after `after`, in order.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, DbError> {
+        self.changes_within(after, limit, usize::MAX)
+    }
+
+    /// [`Db::changes_after`], stopping before the changes' rows would pass
+    /// `max_bytes` of JSON (always at least one change): what fits one
+    /// replication message, however many orders a batch's change holds.
+    pub fn changes_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Change>, DbError> {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, op, args, at_ms FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -762,9 +887,13 @@ impl Db {
                 r.get::<_, i64>(3)? as u64,
             ))
         })?;
-        let mut out = Vec::new();
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
         for row in rows {
             let (seq, op, args, at_ms) = row?;
+            bytes += args.len() + op.len();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
             let rows = serde_json::from_str(&args).map_err(|e| DbError::Corrupt {
                 what: format!("change {seq}'s args: {e}"),
             })?;
@@ -888,6 +1017,32 @@ fn stock_move(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<Stoc
         move_from_row,
     )
     .optional()
+}
+
+/// What an order's earlier move (if any) says about it taking `n` of `sku`:
+/// `None` when it has none and may take.
+fn earlier_take(
+    conn: &Connection,
+    order_id: &str,
+    sku: &str,
+    n: i64,
+) -> rusqlite::Result<Option<TakeOutcome>> {
+    Ok(stock_move(conn, order_id)?.map(|m| match m.state {
+        MoveState::Restored => TakeOutcome::AlreadyRestored,
+        MoveState::Taken if m.sku.as_deref() == Some(sku) && m.n == n => TakeOutcome::Replayed,
+        MoveState::Taken => TakeOutcome::Mismatch {
+            took: format!("{} x {}", m.n, m.sku.unwrap_or_default()),
+        },
+    }))
+}
+
+fn taken_move(order_id: &str, sku: &str, n: i64) -> StockMove {
+    StockMove {
+        order_id: order_id.to_string(),
+        sku: Some(sku.to_string()),
+        n,
+        state: MoveState::Taken,
+    }
 }
 
 fn put_move(conn: &Connection, m: &StockMove) -> rusqlite::Result<()> {

@@ -146,6 +146,10 @@ pub struct CallOptions {
     pub idempotent: bool,
     /// This call's timeout per attempt, instead of the consumer's.
     pub timeout: Option<Duration>,
+    /// When the caller needs the answer by: no attempt outlasts it (each
+    /// attempt's timeout is cut to what is left), and no failover starts
+    /// after it. The caller's own budget, passed down a chain of calls.
+    pub deadline: Option<Instant>,
     /// Extra attachments (a trace id, an idempotency key, …).
     pub attachments: BTreeMap<String, String>,
 }
@@ -334,6 +338,24 @@ impl Consumer {
         let mut tried = Vec::new();
         let mut last: Option<Fault> = None;
         for attempt in 0..attempts {
+            let timeout = match opts.deadline {
+                None => timeout,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if left >= Duration::from_millis(1) => timeout.min(left),
+                    _ => {
+                        if last.is_none() {
+                            last = Some(Fault::new(
+                                Status::ClientTimeout,
+                                format!(
+                                    "{}.{method}: no time left before the caller's deadline",
+                                    self.service
+                                ),
+                            ));
+                        }
+                        break;
+                    }
+                },
+            };
             let Some(p) = self.pick(&tried) else {
                 break;
             };

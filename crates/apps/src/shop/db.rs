@@ -18,7 +18,8 @@ use tokio::net::UnixListener;
 use super::{opt_str, Ctx, ProviderConfig};
 use crate::control;
 use crate::db::{
-    Db, DbError, NewOrder, OrderState, Primary, PrimaryConfig, Replicated, StandbyConfig, Written,
+    Db, DbError, NewOrder, OrderState, Primary, PrimaryConfig, Replicated, StandbyConfig,
+    TakeRequest, Written,
 };
 use crate::rpc::{Call, Fault, Services, Status, Value};
 
@@ -70,7 +71,7 @@ impl DbConfig {
             _ => {
                 return Err((
                     "primary".into(),
-                    "set exactly one of primary = { … } and standby = { primary = \"IP:3306\" }"
+                    "set exactly one of primary = { … } and standby = { primary = \"IP:3322\" }"
                         .into(),
                 ))
             }
@@ -282,6 +283,11 @@ pub fn services(primary: Arc<Primary>) -> Services {
         };
         Ok(move |db: &mut Db| db.stock_take(&order_id, &sku, n, version))
     });
+    write(&mut s, &primary, "stock_take_batch", |c| {
+        let (sku, version) = (c.str_arg(0)?.to_owned(), c.int_arg(1)?);
+        let takes = take_requests(c.arg(2)?)?;
+        Ok(move |db: &mut Db| db.stock_take_batch(&sku, version, &takes))
+    });
     write(&mut s, &primary, "stock_restore", |c| {
         let order_id = c.str_arg(0)?.to_owned();
         Ok(move |db: &mut Db| db.stock_restore(&order_id))
@@ -312,6 +318,34 @@ pub fn services(primary: Arc<Primary>) -> Services {
         });
     }
     s
+}
+
+/// `stock_take_batch`'s third argument: a list of `{order_id, n}` maps.
+fn take_requests(v: &Value) -> Result<Vec<TakeRequest>, Fault> {
+    let bad = |what: &str| {
+        Fault::new(
+            Status::BadRequest,
+            format!("stock_take_batch: argument 2 must be a list of {{order_id, n}} maps ({what})"),
+        )
+    };
+    let Value::List(items) = v else {
+        return Err(bad("not a list"));
+    };
+    items
+        .iter()
+        .map(|t| {
+            Ok(TakeRequest {
+                order_id: t
+                    .get("order_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("an order_id missing"))?
+                    .to_owned(),
+                n: t.get("n")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| bad("an n missing"))?,
+            })
+        })
+        .collect()
 }
 
 type CouponOp = fn(&mut Db, &str, &str) -> Result<crate::db::CouponOutcome, DbError>;

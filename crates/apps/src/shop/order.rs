@@ -6,7 +6,7 @@
 //! | step | call | compensation |
 //! |---|---|---|
 //! | 1 | `db.order_create` → pending (by order id; a known key with the same content is the same order) | `db.order_set_state(cancelled)` |
-//! | 2 | `stock.deduct` (the CAS loop) | `stock.restore` |
+//! | 2 | `stock.deduct` (the SKU's coalesced compare-and-set) | `stock.restore` |
 //! | 3 | `coupon.reserve` (when the order names one) | `coupon.release` |
 //! | 4 | `coupon.consume` | |
 //! | 5 | `db.order_set_state(confirmed)`: the commit | |
@@ -17,7 +17,15 @@
 //! retried for `compensate_ms` (they are idempotent, and a restore that
 //! comes before its take leaves a tombstone that refuses the late take).
 //! The same order again (its id or key) resumes a pending saga, or
-//! answers what a finished one answered.
+//! answers what a finished one answered. A commit whose answer was lost
+//! is set again (rolled forward), not undone: everything before it is done.
+//!
+//! The saga keeps to its caller's time: its forward steps carry a deadline
+//! of four fifths of the call's `timeout` attachment (each attempt cut to
+//! what is left, no failover after it), so a saga out of time is
+//! compensated and answered before its caller gives up; and it runs in a
+//! task of its own, so the server abandoning the handler at that timeout
+//! never stops it half way.
 //!
 //! `create(order_id, key or null, order)` answers `{outcome: confirmed |
 //! sold_out | cancelled | key_reused, order_id, replayed, order,
@@ -31,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use super::{call, field, service_error, Hop, Provider, ProviderConfig};
+use super::{call_until, field, service_error, Hop, Provider, ProviderConfig};
 use crate::control;
 use crate::rpc::{Call, Consumer, Fault, Services, Status, Value};
 
@@ -66,11 +74,13 @@ struct Saga {
     path: Vec<Hop>,
     /// The last write's commit (`{seq, replication}`): what the answer reports.
     commit: Json,
+    /// When the forward steps must be done, so that the caller gets the
+    /// answer (compensated if need be) before its own timeout.
+    deadline: Option<Instant>,
 }
 
 impl Saga {
-    /// Calls and records the hop; `describe` turns the answer into the
-    /// hop's words.
+    /// A forward step, within the saga's deadline.
     async fn step(
         &mut self,
         c: &Consumer,
@@ -78,7 +88,20 @@ impl Saga {
         args: Vec<Value>,
         describe: impl FnOnce(&Json) -> String,
     ) -> Result<Json, Fault> {
-        let (r, mut hop) = call(c, method, args, &self.order_id).await;
+        self.call(c, method, args, describe, self.deadline).await
+    }
+
+    /// Calls and records the hop; `describe` turns the answer into the
+    /// hop's words.
+    async fn call(
+        &mut self,
+        c: &Consumer,
+        method: &str,
+        args: Vec<Value>,
+        describe: impl FnOnce(&Json) -> String,
+        deadline: Option<Instant>,
+    ) -> Result<Json, Fault> {
+        let (r, mut hop) = call_until(c, method, args, &self.order_id, deadline).await;
         if let Ok(j) = &r {
             hop.result = describe(j);
             hop.cas_attempts = j["cas_attempts"].as_i64();
@@ -148,7 +171,21 @@ impl Order {
                 let order_id = c.str_arg(0)?.to_owned();
                 let key = super::opt_str(&c, 1)?;
                 let order = Json::from(c.arg(2)?.clone());
-                let r = me.create(order_id, key, order).await;
+                let deadline = c
+                    .request
+                    .attachments
+                    .get("timeout")
+                    .and_then(|t| t.parse().ok())
+                    .map(|ms| saga_deadline(Instant::now(), Duration::from_millis(ms)));
+                // Its own task: a handler the server abandons (its caller's
+                // timeout) must not stop a saga half way.
+                let saga = tokio::spawn({
+                    let me = me.clone();
+                    async move { me.create(order_id, key, order, deadline).await }
+                });
+                let r = saga.await.map_err(|e| {
+                    Fault::new(Status::ServerError, format!("order.create failed: {e}"))
+                })?;
                 me.count(match &r {
                     Ok(j) => match j["outcome"].as_str() {
                         Some("confirmed") if j["replayed"] == true => "replayed",
@@ -171,6 +208,7 @@ impl Order {
         order_id: String,
         key: Option<String>,
         order: Json,
+        deadline: Option<Instant>,
     ) -> Result<Json, Fault> {
         let text = |k: &str| match order[k].as_str() {
             Some(s) if !s.is_empty() => Ok(s.to_owned()),
@@ -189,6 +227,7 @@ impl Order {
             order_id: order_id.clone(),
             path: Vec::new(),
             commit: Json::Null,
+            deadline,
         };
         let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::from);
         let args = vec![
@@ -237,10 +276,11 @@ impl Order {
         let took = saga
             .step(&self.stock, "deduct", args, |j| {
                 format!(
-                    "{} (stock {} version {})",
+                    "{} (stock {} version {}, batch of {})",
                     outcome(j),
                     j["stock"],
-                    j["version"]
+                    j["version"],
+                    j["batch"]
                 )
             })
             .await;
@@ -291,6 +331,25 @@ impl Order {
         let confirmed = saga
             .step(&self.db, "order_set_state", args, set_state("confirmed"))
             .await;
+        let confirmed = match confirmed {
+            // The commit's fate is unknown (a timeout, a lost connection):
+            // everything before it is done, so it is rolled forward (set
+            // again: idempotent) rather than undone.
+            Err(f) if f.status != Status::ServiceError => {
+                tracing::warn!(order = %id, "db.order_set_state(confirmed): {f}; setting it again");
+                let args = vec![id.as_str().into(), "confirmed".into()];
+                self.retry(
+                    &mut saga,
+                    &self.db,
+                    "order_set_state",
+                    args,
+                    set_state("confirmed"),
+                )
+                .await
+                .ok_or(f)
+            }
+            r => r,
+        };
         match confirmed {
             Ok(_) => Ok(stored.answer(&saga, "confirmed", None)),
             Err(f) => Err(self
@@ -325,7 +384,8 @@ impl Order {
             let args = vec![code.as_str().into(), id.as_str().into()];
             ok &= self
                 .retry(saga, &self.coupon, "release", args, outcome)
-                .await;
+                .await
+                .is_some();
         }
         ok &= self
             .retry(
@@ -335,7 +395,8 @@ impl Order {
                 vec![id.as_str().into()],
                 outcome,
             )
-            .await;
+            .await
+            .is_some();
         ok && self.cancel(saga).await
     }
 
@@ -349,9 +410,11 @@ impl Order {
             set_state("cancelled"),
         )
         .await
+        .is_some()
     }
 
-    /// A compensation, retried until it is answered or `compensate` passes.
+    /// A compensation (or the commit rolled forward), retried until it is
+    /// answered or `compensate` passes; outside the saga's deadline.
     async fn retry(
         &self,
         saga: &mut Saga,
@@ -359,19 +422,26 @@ impl Order {
         method: &str,
         args: Vec<Value>,
         describe: impl Fn(&Json) -> String,
-    ) -> bool {
+    ) -> Option<Json> {
         let deadline = Instant::now() + self.compensate;
         loop {
-            match saga.step(c, method, args.clone(), &describe).await {
-                Ok(_) => return true,
+            match saga.call(c, method, args.clone(), &describe, None).await {
+                Ok(j) => return Some(j),
                 Err(f) if f.status == Status::ServiceError || Instant::now() >= deadline => {
                     tracing::warn!(order = %saga.order_id, "compensation {}.{method}: {f}", c.service());
-                    return false;
+                    return None;
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
+}
+
+/// When a saga's forward steps must be done, for a caller that waits
+/// `timeout`: a fifth of it (at least 200 ms) is kept for compensating and
+/// answering.
+fn saga_deadline(now: Instant, timeout: Duration) -> Instant {
+    now + timeout.saturating_sub((timeout / 5).max(Duration::from_millis(200)))
 }
 
 /// The order as `db` holds it, for the answer.

@@ -1,26 +1,34 @@
 //! The `stock` service: takes an order's units with the story's optimistic
-//! lock. It reads the SKU's `(stock, version)` from `db`, asks `db` to take
-//! the units if the version is still the one read (`UPDATE stock SET
-//! stock=?, version=version+1 WHERE sku=? AND version=?`), and on a
-//! conflict tries again with the version the conflict reported, up to
-//! `max_cas_attempts`. Never below zero (`db` refuses, the service answers
-//! sold out), and once per order id (a replayed take is answered as such).
+//! lock — read the SKU's `(stock, version)`, then `UPDATE stock SET
+//! stock=?, version=? WHERE sku=? AND version=?` — made to hold under a
+//! surge: the deductions waiting on one SKU are **coalesced** into one
+//! compare-and-set in one transaction (`db.stock_take_batch`), each order
+//! still its own stock-move row, oldest first ([`coalesce`], docs/rpc.md
+//! "The hot item"). Never below zero (the db decides each order in turn and
+//! answers sold out when too few are left), and once per order id (a
+//! replayed take is answered as such).
 //!
 //! | method | arguments | answer |
 //! |---|---|---|
-//! | `deduct` | order_id, sku, n | `{outcome: taken \| replayed \| sold_out \| already_restored, stock, version, cas_attempts, commit}` |
+//! | `deduct` | order_id, sku, n | `{outcome: taken \| replayed \| sold_out \| already_restored, stock, version, cas_attempts, batch, waited_ms, commit}` |
 //! | `restore` | order_id | `{outcome: restored \| already_restored \| nothing_taken, …}` (the compensation) |
 //! | `get` | sku | `{stock, version}` or null |
 
+pub mod coalesce;
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
+use tokio::sync::oneshot;
 
-use super::{call, field, service_error, Provider, ProviderConfig};
+use super::{call, service_error, Provider, ProviderConfig};
 use crate::control;
-use crate::db::Stock as Level;
+use crate::db::{BatchTake, Stock as Level};
 use crate::rpc::{Call, Consumer, Fault, Services, Status, Value};
+use coalesce::{Answer, Coalescer, Deducted, Failure, Limits, Op, Reply, Ticket};
 
 /// The stock service's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,91 +36,45 @@ use crate::rpc::{Call, Consumer, Fault, Services, Status, Value};
 pub struct StockConfig {
     #[serde(default)]
     pub provider: ProviderConfig,
-    /// Compare-and-set attempts before giving up on a hot SKU.
+    /// Compare-and-sets one batch may make before its orders are answered
+    /// with an error (each conflict means another provider or a restore
+    /// wrote first, so some order made progress).
     #[serde(default = "default_max_cas_attempts")]
     pub max_cas_attempts: u32,
+    /// Orders decided in one compare-and-set (one transaction, one change
+    /// in the log).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
 }
 
 fn default_max_cas_attempts() -> u32 {
-    256
+    64
+}
+fn default_max_batch() -> usize {
+    512
 }
 
-/// The compare-and-set loop, sans-IO: it says which version to try next
-/// given what `db` answered.
-#[derive(Debug, Clone)]
-pub struct CasLoop {
-    attempts: u32,
-    max: u32,
-}
-
-/// What the loop does next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Ask `db` to take at this version.
-    Take { version: i64 },
-    /// Finished: `outcome` (`taken`, `replayed`, `sold_out`,
-    /// `already_restored`) and the level `db` reported.
-    Done {
-        outcome: &'static str,
-        level: Option<Level>,
-    },
-    /// Every attempt conflicted.
-    GiveUp,
-}
-
-impl CasLoop {
-    pub fn new(max: u32) -> CasLoop {
-        CasLoop {
-            attempts: 0,
-            max: max.max(1),
-        }
-    }
-
-    /// Attempts made so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    fn take(&mut self, version: i64) -> Step {
-        if self.attempts >= self.max {
-            return Step::GiveUp;
-        }
-        self.attempts += 1;
-        Step::Take { version }
-    }
-
-    /// After reading the level.
-    pub fn read(&mut self, level: Level) -> Step {
-        self.take(level.version)
-    }
-
-    /// After `db.stock_take` answered `outcome` (with `level`: the stock
-    /// after a take, or the current one with a conflict or sold out).
-    pub fn answered(&mut self, outcome: &str, level: Option<Level>) -> Result<Step, String> {
-        let done = |outcome| Ok(Step::Done { outcome, level });
-        match (outcome, level) {
-            ("taken", _) => done("taken"),
-            ("replayed", _) => done("replayed"),
-            ("insufficient", _) => done("sold_out"),
-            ("already_restored", _) => done("already_restored"),
-            ("conflict", Some(current)) => Ok(self.take(current.version)),
-            (other, _) => Err(format!("db.stock_take answered {other:?}")),
-        }
-    }
-}
-
-fn level(j: &Json) -> Option<Level> {
-    Some(Level {
-        stock: j["stock"].as_i64()?,
-        version: j["version"].as_i64()?,
-    })
+/// A deduction answers this much before its caller's `timeout`, so the
+/// caller gets the answer and not its own timeout.
+fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now + timeout.saturating_sub((timeout / 10).max(Duration::from_millis(50)))
 }
 
 /// The stock service.
 pub struct Stock {
     db: Arc<Consumer>,
-    max_cas_attempts: u32,
+    hot: Mutex<Hot>,
     counters: Mutex<Counters>,
+}
+
+/// A deduction's answer, with its batch's commit.
+type Answered = (Result<Deducted, Failure>, Json);
+
+/// The coalescer and the deductions waiting for its answers.
+struct Hot {
+    core: Coalescer,
+    waiters: HashMap<Ticket, oneshot::Sender<Answered>>,
+    next: Ticket,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -122,19 +84,26 @@ struct Counters {
     replayed: u64,
     sold_out: u64,
     already_restored: u64,
-    gave_up: u64,
-    /// Compare-and-set attempts that found another writer first.
-    cas_conflicts: u64,
+    /// Deductions answered with an error, by reason.
+    failed: std::collections::BTreeMap<&'static str, u64>,
     cas_attempts_max: u32,
+    waited_ms_max: u64,
     restores: u64,
-    errors: u64,
 }
 
 impl Stock {
     pub fn new(p: &Provider, config: StockConfig) -> Arc<Stock> {
+        let limits = Limits {
+            max_batch: config.max_batch,
+            max_cas_attempts: config.max_cas_attempts,
+        };
         Arc::new(Stock {
             db: p.consumer("db"),
-            max_cas_attempts: config.max_cas_attempts,
+            hot: Mutex::new(Hot {
+                core: Coalescer::new(limits),
+                waiters: HashMap::new(),
+                next: 1,
+            }),
             counters: Mutex::default(),
         })
     }
@@ -143,79 +112,191 @@ impl Stock {
         f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    fn hot(&self) -> std::sync::MutexGuard<'_, Hot> {
+        self.hot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn report(self: &Arc<Self>) -> control::Report {
         let s = self.clone();
         Arc::new(move || {
             let c = serde_json::to_value(&*s.counters.lock().unwrap_or_else(|e| e.into_inner()));
-            json!({"counters": c.unwrap_or_default(), "db": s.db.status()})
+            let (batches, waiting) = {
+                let h = s.hot();
+                (
+                    serde_json::to_value(h.core.stats()).unwrap_or_default(),
+                    h.core.waiting(),
+                )
+            };
+            json!({
+                "counters": c.unwrap_or_default(),
+                "coalescing": batches,
+                "waiting": waiting,
+                "db": s.db.status(),
+            })
         })
     }
 
-    /// Takes `n` of `sku` for `order_id` (the CAS loop).
-    pub async fn deduct(&self, order_id: &str, sku: &str, n: i64) -> Result<Json, Fault> {
+    /// Takes `n` of `sku` for `order_id` in the SKU's next batch; answers
+    /// a little before `timeout`.
+    pub async fn deduct(
+        self: &Arc<Self>,
+        order_id: &str,
+        sku: &str,
+        n: i64,
+        timeout: Duration,
+    ) -> Result<Json, Fault> {
         self.count(|c| c.deducts += 1);
-        let (got, _) = call(&self.db, "stock_get", vec![sku.into()], order_id).await;
-        let Some(first) = level(&got?) else {
-            return Err(service_error(format!("unknown sku {sku:?}")));
+        let now = Instant::now();
+        let until = deadline(now, timeout);
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut h = self.hot();
+            let ticket = h.next;
+            h.next += 1;
+            h.waiters.insert(ticket, tx);
+            h.core.push(now, ticket, sku, order_id, n, until);
+        }
+        self.drive();
+        let answer = tokio::select! {
+            a = &mut rx => a,
+            _ = tokio::time::sleep_until(until.into()) => {
+                // Still queued: the coalescer answers it now. At the db:
+                // its batch's answer (or the db call's timeout) comes.
+                self.drive();
+                rx.await
+            }
         };
-        let mut cas = CasLoop::new(self.max_cas_attempts);
-        let mut step = cas.read(first);
-        loop {
-            match step {
-                Step::Take { version } => {
-                    let args = vec![
-                        order_id.into(),
-                        sku.into(),
-                        Value::Long(n),
-                        Value::Long(version),
-                    ];
-                    let (r, _) = call(&self.db, "stock_take", args, order_id).await;
-                    let r = r?;
-                    let outcome = field(&r, "outcome", "db.stock_take")?;
-                    let lvl = level(&r).or_else(|| level(&r["current"]));
-                    if outcome == "conflict" {
-                        // No backoff: a growing one would starve the oldest
-                        // orders behind newcomers that read the newest version.
-                        self.count(|c| c.cas_conflicts += 1);
-                    }
-                    step = cas.answered(outcome, lvl).map_err(service_error)?;
-                    if let Step::Done { .. } = step {
-                        let commit = r["commit"].clone();
-                        return Ok(self.done(&step, &cas, commit));
-                    }
+        let (answer, commit) = answer
+            .map_err(|_| Fault::new(Status::ServerError, "stock.deduct: its answer was lost"))?;
+        self.finish(sku, answer, commit)
+    }
+
+    /// Runs the coalescer: answers what it decided, sends what it asks.
+    fn drive(self: &Arc<Self>) {
+        let (mut ops, mut answers) = (Vec::new(), Vec::new());
+        let mut h = self.hot();
+        h.core.poll(Instant::now(), &mut ops, &mut answers);
+        deliver(&mut h, answers, &Json::Null);
+        drop(h);
+        for op in ops {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let (reply, commit) = me.run(&op).await;
+                let mut answers = Vec::new();
+                {
+                    let mut h = me.hot();
+                    h.core
+                        .on_reply(Instant::now(), op.sku(), reply, &mut answers);
+                    deliver(&mut h, answers, &commit);
                 }
-                Step::GiveUp => {
-                    self.count(|c| c.gave_up += 1);
-                    return Err(service_error(format!(
-                        "{sku}: {} compare-and-set attempts all conflicted",
-                        cas.attempts()
-                    )));
+                me.drive();
+            });
+        }
+    }
+
+    /// One db call of the coalescer: its reply, and the commit it made.
+    async fn run(&self, op: &Op) -> (Reply, Json) {
+        match op {
+            Op::Read { sku } => {
+                let (r, _) = call(&self.db, "stock_get", vec![sku.as_str().into()], sku).await;
+                let reply = match r {
+                    Ok(j) if j.is_null() => Reply::Level(None),
+                    Ok(j) => match level(&j) {
+                        Some(l) => Reply::Level(Some(l)),
+                        None => Reply::Failed(bad_answer("stock_get", &j)),
+                    },
+                    Err(f) => Reply::Failed(f),
+                };
+                (reply, Json::Null)
+            }
+            Op::Take {
+                sku,
+                version,
+                takes,
+            } => {
+                let list = takes
+                    .iter()
+                    .map(|t| {
+                        Value::Map(vec![
+                            ("order_id".into(), t.order_id.as_str().into()),
+                            ("n".into(), Value::Long(t.n)),
+                        ])
+                    })
+                    .collect();
+                let args = vec![
+                    sku.as_str().into(),
+                    Value::Long(*version),
+                    Value::List(list),
+                ];
+                let trace = format!("batch of {} on {sku}", takes.len());
+                let (r, _) = call(&self.db, "stock_take_batch", args, &trace).await;
+                match r {
+                    Ok(j) => match serde_json::from_value::<BatchTake>(j.clone()) {
+                        Ok(b) => (Reply::Batch(b), j["commit"].clone()),
+                        Err(_) => (
+                            Reply::Failed(bad_answer("stock_take_batch", &j)),
+                            Json::Null,
+                        ),
+                    },
+                    Err(f) => (Reply::Failed(f), Json::Null),
                 }
-                Step::Done { .. } => unreachable!("returned above"),
             }
         }
     }
 
-    fn done(&self, step: &Step, cas: &CasLoop, commit: Json) -> Json {
-        let Step::Done { outcome, level } = step else {
-            return Json::Null;
-        };
-        self.count(|c| {
-            c.cas_attempts_max = c.cas_attempts_max.max(cas.attempts());
-            match *outcome {
-                "taken" => c.taken += 1,
-                "replayed" => c.replayed += 1,
-                "sold_out" => c.sold_out += 1,
-                _ => c.already_restored += 1,
+    fn finish(
+        &self,
+        sku: &str,
+        answer: Result<Deducted, Failure>,
+        commit: Json,
+    ) -> Result<Json, Fault> {
+        match answer {
+            Ok(d) => {
+                self.count(|c| {
+                    c.cas_attempts_max = c.cas_attempts_max.max(d.cas_attempts);
+                    c.waited_ms_max = c.waited_ms_max.max(d.waited.as_millis() as u64);
+                    match d.outcome {
+                        coalesce::Outcome::Taken => c.taken += 1,
+                        coalesce::Outcome::Replayed => c.replayed += 1,
+                        coalesce::Outcome::SoldOut => c.sold_out += 1,
+                        coalesce::Outcome::AlreadyRestored => c.already_restored += 1,
+                    }
+                });
+                Ok(json!({
+                    "outcome": d.outcome.name(),
+                    "stock": d.level.stock,
+                    "version": d.level.version,
+                    "cas_attempts": d.cas_attempts,
+                    "batch": d.batch,
+                    "waited_ms": d.waited.as_millis() as u64,
+                    "commit": commit,
+                }))
             }
-        });
-        json!({
-            "outcome": outcome,
-            "stock": level.map(|l| l.stock),
-            "version": level.map(|l| l.version),
-            "cas_attempts": cas.attempts(),
-            "commit": commit,
-        })
+            Err(f) => {
+                let (reason, fault) = match f {
+                    Failure::GaveUp { waited } => (
+                        "gave_up",
+                        service_error(format!(
+                            "{sku}: gave up after {} ms in the queue (deadline); nothing taken",
+                            waited.as_millis()
+                        )),
+                    ),
+                    Failure::Conflicts { attempts } => (
+                        "conflicts",
+                        service_error(format!(
+                            "{sku}: {attempts} compare-and-sets all conflicted; nothing taken"
+                        )),
+                    ),
+                    Failure::UnknownSku => {
+                        ("unknown_sku", service_error(format!("unknown sku {sku:?}")))
+                    }
+                    Failure::Mismatch(m) => ("mismatch", service_error(m)),
+                    Failure::Db(f) => ("db", f),
+                };
+                self.count(|c| *c.failed.entry(reason).or_default() += 1);
+                Err(fault)
+            }
+        }
     }
 
     /// The service's methods.
@@ -232,11 +313,13 @@ impl Stock {
                         format!("deduct of {n} units"),
                     ));
                 }
-                let r = me.deduct(order_id, sku, n).await;
-                if r.is_err() {
-                    me.count(|c| c.errors += 1);
-                }
-                r.map(Value::from)
+                let timeout = c
+                    .request
+                    .attachments
+                    .get("timeout")
+                    .and_then(|t| t.parse().ok())
+                    .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+                me.deduct(order_id, sku, n, timeout).await.map(Value::from)
             }
         });
         let me = self.clone();
@@ -262,89 +345,29 @@ impl Stock {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A deduction's deadline when its call names no `timeout` (the server's
+/// own handler timeout then applies).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-    fn l(stock: i64, version: i64) -> Option<Level> {
-        Some(Level { stock, version })
-    }
-
-    #[test]
-    fn takes_at_the_version_read() {
-        let mut cas = CasLoop::new(8);
-        assert_eq!(cas.read(l(50, 7).unwrap()), Step::Take { version: 7 });
-        let s = cas.answered("taken", l(49, 8)).unwrap();
-        assert_eq!(
-            s,
-            Step::Done {
-                outcome: "taken",
-                level: l(49, 8)
-            }
-        );
-        assert_eq!(cas.attempts(), 1);
-    }
-
-    #[test]
-    fn a_conflict_retries_with_the_version_it_reported() {
-        let mut cas = CasLoop::new(8);
-        cas.read(l(50, 7).unwrap());
-        assert_eq!(
-            cas.answered("conflict", l(48, 9)).unwrap(),
-            Step::Take { version: 9 }
-        );
-        assert_eq!(
-            cas.answered("conflict", l(47, 10)).unwrap(),
-            Step::Take { version: 10 }
-        );
-        let s = cas.answered("taken", l(46, 11)).unwrap();
-        assert!(matches!(
-            s,
-            Step::Done {
-                outcome: "taken",
-                ..
-            }
-        ));
-        assert_eq!(cas.attempts(), 3);
-    }
-
-    #[test]
-    fn gives_up_after_max_attempts() {
-        let mut cas = CasLoop::new(2);
-        cas.read(l(5, 1).unwrap());
-        assert_eq!(
-            cas.answered("conflict", l(4, 2)).unwrap(),
-            Step::Take { version: 2 }
-        );
-        assert_eq!(cas.answered("conflict", l(3, 3)).unwrap(), Step::GiveUp);
-    }
-
-    #[test]
-    fn sold_out_replayed_and_restored_end_the_loop() {
-        for (db, ours) in [
-            ("insufficient", "sold_out"),
-            ("replayed", "replayed"),
-            ("already_restored", "already_restored"),
-        ] {
-            let mut cas = CasLoop::new(4);
-            cas.read(l(0, 50).unwrap());
-            let s = cas.answered(db, l(0, 50)).unwrap();
-            assert_eq!(
-                s,
-                Step::Done {
-                    outcome: ours,
-                    level: l(0, 50)
-                },
-                "{db}"
-            );
+fn deliver(h: &mut Hot, answers: Vec<Answer>, commit: &Json) {
+    for a in answers {
+        if let Some(tx) = h.waiters.remove(&a.ticket) {
+            // The caller may have gone (its handler timed out): nothing to do.
+            let _ = tx.send((a.result, commit.clone()));
         }
     }
+}
 
-    #[test]
-    fn an_unknown_answer_or_a_conflict_without_level_is_an_error() {
-        let mut cas = CasLoop::new(4);
-        cas.read(l(1, 1).unwrap());
-        assert!(cas.answered("maybe", None).is_err());
-        assert!(cas.answered("conflict", None).is_err());
-    }
+fn level(j: &Json) -> Option<Level> {
+    Some(Level {
+        stock: j["stock"].as_i64()?,
+        version: j["version"].as_i64()?,
+    })
+}
+
+fn bad_answer(method: &str, j: &Json) -> Fault {
+    Fault::new(
+        Status::BadResponse,
+        format!("db.{method} answered what stock cannot read: {j}"),
+    )
 }

@@ -146,6 +146,137 @@ fn stock_restore_happens_once_and_a_late_take_is_refused() {
     assert_eq!(db.stock_get("book").unwrap().unwrap().stock, 5);
 }
 
+fn takes(ids: &[&str]) -> Vec<TakeRequest> {
+    ids.iter()
+        .map(|id| TakeRequest {
+            order_id: id.to_string(),
+            n: 1,
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_is_one_compare_and_set_oldest_first_until_sold_out() {
+    let (_d, mut db) = db();
+    db.seed_stock("book", 2).unwrap();
+    let head = db.head().unwrap();
+    let r = db
+        .stock_take_batch("book", 0, &takes(&["o1", "o2", "o3"]))
+        .unwrap();
+    use TakeOutcome::*;
+    assert_eq!(
+        r,
+        BatchTake::Applied {
+            stock: Stock {
+                stock: 0,
+                version: 2
+            },
+            takes: vec![Taken, Taken, Insufficient],
+        }
+    );
+    // One transaction, one change: the stock row and a move per order taken.
+    assert_eq!(db.head().unwrap(), head + 1);
+    let c = db.changes_after(head, 10).unwrap();
+    assert_eq!(c[0].op, "stock_take_batch");
+    assert_eq!(c[0].rows.len(), 3, "{:?}", c[0].rows);
+    let moves: Vec<String> = db
+        .stock_moves()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.order_id)
+        .collect();
+    assert_eq!(moves, ["o1", "o2"]);
+}
+
+#[test]
+fn a_batch_at_a_stale_version_changes_nothing() {
+    let (_d, mut db) = db();
+    db.seed_stock("book", 5).unwrap();
+    db.stock_take("o0", "book", 1, None).unwrap();
+    let head = db.head().unwrap();
+    let current = Stock {
+        stock: 4,
+        version: 1,
+    };
+    assert_eq!(
+        db.stock_take_batch("book", 0, &takes(&["o1"])).unwrap(),
+        BatchTake::Conflict { current }
+    );
+    assert_eq!(db.head().unwrap(), head, "a conflict logs no change");
+    assert_eq!(db.stock_get("book").unwrap(), Some(current));
+}
+
+#[test]
+fn a_batch_replays_what_was_taken_refuses_what_was_restored_and_takes_once() {
+    let (_d, mut db) = db();
+    db.seed_stock("book", 5).unwrap();
+    db.stock_take("o1", "book", 1, None).unwrap(); // version 1
+    assert_eq!(db.stock_restore("o2").unwrap(), Restore::NothingTaken); // tombstone, no version
+    db.stock_take("o3", "book", 2, None).unwrap(); // version 2
+                                                   // o4 twice in one batch: the second finds the first's move.
+    let r = db
+        .stock_take_batch("book", 2, &takes(&["o1", "o2", "o3", "o4", "o4"]))
+        .unwrap();
+    use TakeOutcome::*;
+    assert_eq!(
+        r,
+        BatchTake::Applied {
+            stock: Stock {
+                stock: 1,
+                version: 3
+            },
+            takes: vec![
+                Replayed,
+                AlreadyRestored,
+                Mismatch {
+                    took: "2 x book".into()
+                },
+                Taken,
+                Replayed
+            ],
+        }
+    );
+    // Nothing taken: no change logged, the version unchanged.
+    let head = db.head().unwrap();
+    let r = db.stock_take_batch("book", 3, &takes(&["o1"])).unwrap();
+    assert!(matches!(
+        r,
+        BatchTake::Applied {
+            stock: Stock { version: 3, .. },
+            ..
+        }
+    ));
+    assert_eq!(db.head().unwrap(), head);
+    assert!(matches!(
+        db.stock_take_batch(
+            "book",
+            3,
+            &[TakeRequest {
+                order_id: "o9".into(),
+                n: 0
+            }]
+        ),
+        Err(DbError::BadAmount { .. })
+    ));
+}
+
+#[test]
+fn replication_messages_are_cut_to_a_byte_budget() {
+    let (_d, mut db) = db();
+    db.seed_stock("book", 1000).unwrap();
+    let ids: Vec<String> = (0..100).map(|i| format!("ord-{i:016x}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for (v, chunk) in refs.chunks(50).enumerate() {
+        db.stock_take_batch("book", 50 * v as i64, &takes(chunk))
+            .unwrap();
+    }
+    assert_eq!(db.changes_within(0, 10, usize::MAX).unwrap().len(), 3);
+    // Each batch's change is several kB: a budget of one lets one through.
+    let big = db.changes_within(1, 10, 1).unwrap();
+    assert_eq!(big.len(), 1);
+    assert_eq!(big[0].rows.len(), 51);
+}
+
 #[test]
 fn coupon_is_reserved_and_consumed_once_per_order() {
     let (_d, mut db) = db();
