@@ -276,6 +276,13 @@ pub(crate) fn server_address(topology: &str) -> Option<String> {
     Some(addr.split('/').next()?.to_string())
 }
 
+/// `d11 bench core`: [`element_core`] and [`mobile_core`] on their own.
+pub fn core() -> Result<()> {
+    let v = json!({ "element_core": element_core(), "mobile_core": mobile_core(2_000_000) });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 /// The element alone, no driver and no syscalls: nanoseconds per frame
 /// through `Router::on_frame` (ARP resolved, default route) and through a
 /// `Null`, on the same 74-byte ICMP echo frame.

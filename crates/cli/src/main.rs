@@ -158,6 +158,8 @@ enum BenchCmd {
     Rpc(bench_rpc::RpcArgs),
     /// Orders/s and latency against 1, 10, 100, 1000 simulated phones (d11 load) vs. the direct baseline.
     Phones(bench_phones::PhonesArgs),
+    /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
+    Core,
     /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
     Report(bench_report::ReportArgs),
 }
@@ -198,6 +200,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Phones(args)) => {
             bench_phones::phones(&args).map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Bench(BenchCmd::Core) => bench::core().map(|_| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Report(args)) => {
             bench_report::report(&args).map(|_| ExitCode::SUCCESS)
         }

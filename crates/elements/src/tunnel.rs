@@ -73,6 +73,7 @@ impl Endpoint {
 
     /// A datagram to our port 2152 on `port`: answers Echo Requests and
     /// absorbs path management itself; a G-PDU comes back to the element.
+    #[inline]
     pub fn receive<'a>(
         &mut self,
         router: &mut Router,
@@ -164,6 +165,7 @@ impl Endpoint {
 
     /// Sends a G-PDU carrying `tpdu` in tunnel `teid` from `me` to `peer`.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn send_g_pdu(
         &mut self,
         router: &mut Router,
@@ -215,13 +217,14 @@ impl Endpoint {
         udp.emit(&mut b);
         repr.emit(&mut b);
         b.extend_from_slice(payload);
-        router.route_local(cx, ingress, &b, out);
+        router.l3_mut().send_ip_to(cx, ingress, peer, &b, out);
         self.scratch = b;
     }
 }
 
 /// The T-PDU as an IPv4 packet, or the drop reason: the lab's bearers carry
 /// IPv4 only [TS 29.281 § 5.1: the T-PDU is the user's packet].
+#[inline]
 pub fn tpdu_ipv4(tpdu: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
     match tpdu.first().map(|b| b >> 4) {
         Some(4) => {}

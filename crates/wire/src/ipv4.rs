@@ -219,18 +219,39 @@ impl Ipv4Repr {
     }
     /// Appends the 20-byte header with its checksum.
     pub fn emit(&self, buf: &mut Vec<u8>) {
-        let start = buf.len();
         let total = (MIN_HEADER_LEN + self.payload_len).min(usize::from(u16::MAX)) as u16;
         let flags: u16 = if self.dont_frag { 0x4000 } else { 0 };
-        buf.extend_from_slice(&[0x45, 0]);
-        buf.extend_from_slice(&total.to_be_bytes());
-        buf.extend_from_slice(&self.ident.to_be_bytes());
-        buf.extend_from_slice(&flags.to_be_bytes());
-        buf.extend_from_slice(&[self.ttl, self.protocol, 0, 0]);
-        buf.extend_from_slice(&self.src.octets());
-        buf.extend_from_slice(&self.dst.octets());
-        let c = checksum::checksum(&buf[start..]);
-        buf[start + 10..start + 12].copy_from_slice(&c.to_be_bytes());
+        let ([t0, t1], [i0, i1], [f0, f1]) = (
+            total.to_be_bytes(),
+            self.ident.to_be_bytes(),
+            flags.to_be_bytes(),
+        );
+        let ([s0, s1, s2, s3], [d0, d1, d2, d3]) = (self.src.octets(), self.dst.octets());
+        let mut h = [
+            0x45,
+            0,
+            t0,
+            t1,
+            i0,
+            i1,
+            f0,
+            f1,
+            self.ttl,
+            self.protocol,
+            0,
+            0,
+            s0,
+            s1,
+            s2,
+            s3,
+            d0,
+            d1,
+            d2,
+            d3,
+        ];
+        let [c0, c1] = checksum::checksum(&h).to_be_bytes();
+        (h[10], h[11]) = (c0, c1);
+        buf.extend_from_slice(&h);
     }
 }
 

@@ -162,10 +162,12 @@ impl UdpRepr {
     /// for the 16-bit length field is the caller's bug; the length saturates.
     pub fn emit(&self, buf: &mut Vec<u8>) {
         let len = (HEADER_LEN + self.payload_len).min(usize::from(u16::MAX)) as u16;
-        buf.extend_from_slice(&self.src_port.to_be_bytes());
-        buf.extend_from_slice(&self.dst_port.to_be_bytes());
-        buf.extend_from_slice(&len.to_be_bytes());
-        buf.extend_from_slice(&[0, 0]);
+        let ([s0, s1], [d0, d1], [l0, l1]) = (
+            self.src_port.to_be_bytes(),
+            self.dst_port.to_be_bytes(),
+            len.to_be_bytes(),
+        );
+        buf.extend_from_slice(&[s0, s1, d0, d1, l0, l1, 0, 0]);
     }
 
     /// Appends the header and `payload` (of `payload_len` octets) with the

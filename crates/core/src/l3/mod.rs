@@ -384,7 +384,7 @@ impl L3 {
     /// Classifies a frame from `port` and handles what is the layer's: the
     /// checks of RFC 1812 § 5.2–5.3 on the frame and the IP header, ARP,
     /// echo requests and the local transports. See [`Input`].
-    #[inline]
+    #[inline(always)]
     pub fn input<'a>(
         &mut self,
         cx: &mut Ctx,
@@ -434,7 +434,7 @@ impl L3 {
     }
 
     /// The IPv4 checks and the local/transit split for a packet from `port`.
-    #[inline]
+    #[inline(always)]
     pub fn ip_input<'a>(
         &mut self,
         cx: &mut Ctx,
@@ -472,6 +472,7 @@ impl L3 {
     /// goes to a claimed tunnel port or a bound socket (else port
     /// unreachable, as a traceroute to the element expects), TCP to the TCP
     /// stack (which resets what no socket takes); the rest is the element's.
+    #[inline(always)]
     fn deliver_local<'a>(
         &mut self,
         cx: &mut Ctx,
@@ -479,15 +480,17 @@ impl L3 {
         ip: Ipv4Packet<&'a [u8]>,
         out: &mut Outbox,
     ) -> Input<'a> {
-        let mut pkt = std::mem::take(&mut self.scratch);
-        pkt.clear();
-        let echo = self.build_echo_reply(&ip, &mut pkt);
-        if echo {
-            self.send_ip(cx, port, &pkt, out);
-        }
-        self.scratch = pkt;
-        if echo {
-            return Input::Done;
+        if ip.protocol() == protocol::ICMP {
+            let mut pkt = std::mem::take(&mut self.scratch);
+            pkt.clear();
+            let echo = self.build_echo_reply(&ip, &mut pkt);
+            if echo {
+                self.send_ip(cx, port, &pkt, out);
+            }
+            self.scratch = pkt;
+            if echo {
+                return Input::Done;
+            }
         }
         let whole = ip.frag_offset() == 0 && !ip.more_frags();
         match ip.protocol() {
@@ -585,10 +588,24 @@ impl L3 {
         let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
             return;
         };
-        let Some((_, hop)) = self.lookup(ip.dst()) else {
+        self.send_ip_to(cx, ingress, ip.dst(), pkt, out);
+    }
+
+    /// [`L3::send_ip`] for a packet built here whose destination the
+    /// caller knows (a tunnel's outer packet): no parse on the way out.
+    #[inline]
+    pub fn send_ip_to(
+        &mut self,
+        cx: &mut Ctx,
+        ingress: PortId,
+        dst: Ipv4Addr,
+        pkt: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some((_, hop)) = self.lookup(dst) else {
             return out.drop_frame(ingress, DropReason::NoRoute);
         };
-        self.send_via(cx, ingress, hop, ip.dst(), pkt, out);
+        self.send_via(cx, ingress, hop, dst, pkt, out);
     }
 
     /// Sends `pkt` to `dst` through `hop`: at once if its next hop's MAC
