@@ -594,10 +594,15 @@ async fn a_call_with_a_deadline_cuts_its_attempts_to_it_and_fails_over_no_later(
     let ms: u64 = v.as_str().unwrap().parse().unwrap();
     assert!((1..=300).contains(&ms), "{ms}");
     // A slow provider: the one attempt uses up the deadline, and no
-    // failover to the other starts after it.
+    // failover to the other starts after it. The server's handler deadline
+    // and the caller's end together: whichever side notices first names it.
     let t = consumer.call_traced("slow", vec![], within(100)).await;
     assert_eq!(t.tried.len(), 1, "{:?}", t.tried);
-    assert_eq!(t.result.unwrap_err().status, Status::ClientTimeout);
+    let status = t.result.unwrap_err().status;
+    assert!(
+        matches!(status, Status::ClientTimeout | Status::ServerTimeout),
+        "{status:?}"
+    );
     // A deadline already past: no attempt at all.
     let t = consumer.call_traced("budget", vec![], within(0)).await;
     assert!(t.tried.is_empty());
