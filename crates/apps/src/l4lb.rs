@@ -43,10 +43,11 @@ use tracing::{debug, error, info, warn};
 
 pub use balance::Balance;
 pub use health::{HealthConfig, InitState};
+pub use tcplog::Termination;
 
 use balance::{Balancer, Candidate};
 use health::{Health, Transition};
-use tcplog::{TcpLog, Termination};
+use tcplog::TcpLog;
 
 /// Bytes one direction of a session holds at most before the other side
 /// has taken them.
@@ -440,9 +441,8 @@ impl L4lb {
         Some(i)
     }
 
-    /// Copies bytes both ways until both sides closed, one failed or idled
-    /// out, or the session is killed; answers how it ended and the bytes
-    /// sent to the client.
+    /// Relays backend `i`'s session until it ends; answers how it ended
+    /// and the bytes sent to the client.
     async fn proxy(
         &self,
         i: usize,
@@ -450,48 +450,20 @@ impl L4lb {
         mut server: TcpStream,
         mut killed: watch::Receiver<()>,
     ) -> (Termination, u64) {
-        let activity = Activity::new();
-        let to_client = AtomicU64::new(0);
-        let client_idle = Duration::from_millis(self.config.client_timeout_ms);
-        let server_idle = Duration::from_millis(self.config.server_timeout_ms);
-        let (mut cr, mut cw) = client.split();
-        let (mut sr, mut sw) = server.split();
-        let [up_bytes, down_bytes] = &self.bytes[i];
-        let (up_meters, down_meters) = ([up_bytes], [down_bytes, &to_client]);
-        let up = pump(
-            &mut cr,
-            &mut sw,
-            [client_idle, server_idle],
-            &activity,
-            &up_meters,
-        );
-        let down = pump(
-            &mut sr,
-            &mut cw,
-            [server_idle, client_idle],
-            &activity,
-            &down_meters,
-        );
-        tokio::pin!(up, down);
-        let (mut up_done, mut down_done) = (false, false);
-        let termination = loop {
-            tokio::select! {
-                r = &mut up, if !up_done => match r {
-                    Ok(()) => up_done = true,
-                    Err(Fault::Read(timeout)) => break side(Side::Client, timeout),
-                    Err(Fault::Write(timeout)) => break side(Side::Server, timeout),
-                },
-                r = &mut down, if !down_done => match r {
-                    Ok(()) => down_done = true,
-                    Err(Fault::Read(timeout)) => break side(Side::Server, timeout),
-                    Err(Fault::Write(timeout)) => break side(Side::Client, timeout),
-                },
-                _ = killed.changed() => break Termination::Killed,
-            }
-            if up_done && down_done {
-                break Termination::Normal;
-            }
+        let idle = Idle {
+            client: Duration::from_millis(self.config.client_timeout_ms),
+            server: Duration::from_millis(self.config.server_timeout_ms),
         };
+        let [up, down] = &self.bytes[i];
+        let to_client = AtomicU64::new(0);
+        let termination = relay(
+            client.split(),
+            server.split(),
+            idle,
+            [up, down, &to_client],
+            killed.changed(),
+        )
+        .await;
         (termination, to_client.load(Ordering::Relaxed))
     }
 
@@ -651,6 +623,72 @@ impl L4lb {
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A session's idle timeouts, each side's.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    pub client: Duration,
+    pub server: Duration,
+}
+
+/// A session's relay: copies bytes both ways between the client's and the
+/// server's connection (each given as its read and write halves) until both
+/// sides have closed (each end of stream passed on as a half-close), one
+/// side fails or idles out, or `killed` resolves; answers how it ended.
+/// `meters` count the bytes written client → server, server → client, and
+/// again server → client. Over any streams: the sessions run it on TCP, the
+/// fuzz target (`fuzz/fuzz_targets/l4lb.rs`) on in-memory pipes.
+pub async fn relay<CR, CW, SR, SW>(
+    (mut cr, mut cw): (CR, CW),
+    (mut sr, mut sw): (SR, SW),
+    idle: Idle,
+    meters: [&AtomicU64; 3],
+    killed: impl Future,
+) -> Termination
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let [up_bytes, down_bytes, to_client] = meters;
+    let (up_meters, down_meters) = ([up_bytes], [down_bytes, to_client]);
+    let up = pump(
+        &mut cr,
+        &mut sw,
+        [idle.client, idle.server],
+        &activity,
+        &up_meters,
+    );
+    let down = pump(
+        &mut sr,
+        &mut cw,
+        [idle.server, idle.client],
+        &activity,
+        &down_meters,
+    );
+    tokio::pin!(up, down, killed);
+    let (mut up_done, mut down_done) = (false, false);
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(Fault::Read(timeout)) => return side(Side::Client, timeout),
+                Err(Fault::Write(timeout)) => return side(Side::Server, timeout),
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(Fault::Read(timeout)) => return side(Side::Server, timeout),
+                Err(Fault::Write(timeout)) => return side(Side::Client, timeout),
+            },
+            _ = &mut killed => return Termination::Killed,
+        }
+        if up_done && down_done {
+            return Termination::Normal;
+        }
     }
 }
 
