@@ -55,12 +55,19 @@ impl End {
     }
 
     async fn send(&mut self, bytes: &[u8]) {
-        if let Some(w) = &mut self.w {
-            // Refused once the other side is gone: nothing more counts as sent.
-            if w.write_all(bytes).await.is_ok() {
-                self.sent.extend_from_slice(bytes);
-            } else {
-                self.w = None;
+        let Some(w) = &mut self.w else { return };
+        // Refused once the other side is gone: only what was taken counts.
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match w.write(rest).await {
+                Ok(n) if n > 0 => {
+                    self.sent.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                _ => {
+                    self.w = None;
+                    return;
+                }
             }
         }
     }
