@@ -769,7 +769,15 @@ async fn plaintext_bytes_go_through_hyper_and_the_router_like_a_client() {
     assert!(reply.contains("\"served_by\":\"vm-ctl\""), "{reply}");
     assert_eq!(rows(&ctl), 1);
     let reply = ctl.serve_plaintext(b"GET /nowhere HTTP/1.1\r\n\r\n").await;
-    assert!(reply.starts_with(b"HTTP/1.1 404 "), "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"HTTP/1.1 404 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
     let reply = ctl.serve_plaintext(b"\x16\x03\x01 not http\r\n\r\n").await;
-    assert!(reply.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 }

@@ -849,8 +849,7 @@ mod tests {
         let small_stack = std::thread::Builder::new().stack_size(256 * 1024);
         let results = small_stack
             .spawn(|| {
-                [0x70, 0x55, 0x56, 0x58, b'M']
-                    .map(|code| Value::from_bytes(&[code; 100_000]))
+                [0x70, 0x55, 0x56, 0x58, b'M'].map(|code| Value::from_bytes(&[code; 100_000]))
             })
             .unwrap()
             .join()
