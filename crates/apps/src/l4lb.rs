@@ -28,7 +28,7 @@ mod tcplog;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,8 @@ pub struct L4lb {
     config: L4lbConfig,
     /// The address `serve` listens on (`config.listen` may say port 0).
     listening: OnceLock<SocketAddr>,
+    /// Accepted connections come with TCP_NODELAY set (see [`L4lb::bind`]).
+    nodelay_inherited: OnceLock<bool>,
     pool: Mutex<Pool>,
     /// Bytes per backend: client → server, server → client.
     bytes: Vec<[AtomicU64; 2]>,
@@ -245,14 +247,24 @@ impl L4lb {
             }),
             config,
             listening: OnceLock::new(),
+            nodelay_inherited: OnceLock::new(),
             counters: Counters::default(),
         })
     }
 
     /// Binds `config.listen` and serves.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let listener = crate::listen(self.config.listen, self.config.maxconn)?;
+        let listener = self.bind()?;
         self.serve(listener, shutdown).await
+    }
+
+    /// A listener on `config.listen` made for the sessions ([`crate::listen`]):
+    /// Nagle off on the listening socket, which Linux copies to every
+    /// connection it accepts (one `setsockopt` less per session), and a
+    /// backlog as deep as `maxconn` (HAProxy's `backlog`), for the
+    /// connections waiting while it is reached.
+    pub fn bind(&self) -> io::Result<TcpListener> {
+        crate::listen(self.config.listen, self.config.maxconn)
     }
 
     /// Serves on a bound listener until `shutdown`, then stops accepting and
@@ -338,7 +350,14 @@ impl L4lb {
     ) {
         let accept_date = time::OffsetDateTime::now_utc();
         let start = Instant::now();
-        let _ = client.set_nodelay(true);
+        // Looked at once: a listener from `bind` hands every connection over
+        // with Nagle off already.
+        if !*self
+            .nodelay_inherited
+            .get_or_init(|| client.nodelay().unwrap_or(false))
+        {
+            let _ = client.set_nodelay(true);
+        }
         let (connected, retries) = self.connect().await;
         let connect = connected.is_ok().then(|| start.elapsed());
         let server = connected.as_ref().ok().map(|&(i, _)| i);
@@ -635,8 +654,9 @@ pub struct Idle {
 
 /// A session's relay: copies bytes both ways between the client's and the
 /// server's connection (each given as its read and write halves) until both
-/// sides have closed (each end of stream passed on as a half-close), one
-/// side fails or idles out, or `killed` resolves; answers how it ended.
+/// sides have closed (an end of stream passed on as a half-close while the
+/// other direction goes on), one side fails or idles out, or `killed`
+/// resolves; answers how it ended.
 /// `meters` count the bytes written client → server, server → client, and
 /// again server → client. Over any streams: the sessions run it on TCP, the
 /// fuzz target (`fuzz/fuzz_targets/l4lb.rs`) on in-memory pipes.
@@ -656,12 +676,14 @@ where
     let activity = Activity::new();
     let [up_bytes, down_bytes, to_client] = meters;
     let (up_meters, down_meters) = ([up_bytes], [down_bytes, to_client]);
+    let (up_eof, down_eof) = (AtomicBool::new(false), AtomicBool::new(false));
     let up = pump(
         &mut cr,
         &mut sw,
         [idle.client, idle.server],
         &activity,
         &up_meters,
+        [&up_eof, &down_eof],
     );
     let down = pump(
         &mut sr,
@@ -669,6 +691,7 @@ where
         [idle.server, idle.client],
         &activity,
         &down_meters,
+        [&down_eof, &up_eof],
     );
     tokio::pin!(up, down, killed);
     let (mut up_done, mut down_done) = (false, false);
@@ -739,24 +762,31 @@ fn side(side: Side, timeout: bool) -> Termination {
     }
 }
 
-/// Copies one direction until end of stream, then half-closes the writer.
-/// `idle` is the reader's and the writer's side timeout; `meters` count the
-/// bytes written.
+/// Copies one direction until end of stream, then half-closes the writer
+/// unless the other direction has ended already (`done`: this direction's
+/// flag and the other's): the session closes both sockets next, and a close
+/// sends the FIN anyway, so the `shutdown(2)` would be a wasted system
+/// call. Neither socket holds unread bytes by then (each read its end of
+/// stream), so the close is a FIN, never a reset. `idle` is the reader's
+/// and the writer's side timeout; `meters` count the bytes written. The
+/// buffer is filled in its spare capacity (`read_buf`): never zeroed.
 async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
     idle: [Duration; 2],
     activity: &Activity,
     meters: &[&AtomicU64],
+    done: [&AtomicBool; 2],
 ) -> Result<(), Fault>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0; BUFFER];
+    let mut buf = Vec::with_capacity(BUFFER);
     loop {
+        buf.clear();
         let n = loop {
-            match timeout_at(activity.deadline(idle[0]), reader.read(&mut buf)).await {
+            match timeout_at(activity.deadline(idle[0]), reader.read_buf(&mut buf)).await {
                 Ok(Ok(n)) => break n,
                 Ok(Err(_)) => return Err(Fault::Read(false)),
                 Err(_) if activity.deadline(idle[0]) > tokio::time::Instant::now() => {}
@@ -764,6 +794,10 @@ where
             }
         };
         if n == 0 {
+            done[0].store(true, Ordering::Relaxed);
+            if done[1].load(Ordering::Relaxed) {
+                return Ok(());
+            }
             return match timeout(idle[1], writer.shutdown()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Fault::Write(false)),
@@ -771,7 +805,7 @@ where
             };
         }
         activity.touch();
-        match timeout(idle[1], writer.write_all(&buf[..n])).await {
+        match timeout(idle[1], writer.write_all(&buf)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Fault::Write(false)),
             Err(_) => return Err(Fault::Write(true)),
@@ -799,6 +833,10 @@ impl crate::app::App for L4lbApp {
     const NAME: &'static str = "l4lb";
     const SUMMARY: &'static str = "the L4 load balancer (HAProxy's mode tcp)";
     type Settings = L4lbConfig;
+    // One event loop: its work per event is a few system calls, so a second
+    // worker only adds the futex wakeups and context switches of handing
+    // sessions between threads (measured in docs/order.md).
+    const WORKERS: usize = 1;
     fn run(
         env: crate::app::AppEnv,
         c: L4lbConfig,
@@ -806,10 +844,8 @@ impl crate::app::App for L4lbApp {
         shutdown: crate::app::Shutdown,
     ) -> crate::app::Running {
         Box::pin(async move {
-            // HAProxy's `backlog`: as deep as `maxconn`, for the
-            // connections waiting while it is reached.
-            let listener = crate::listen(c.listen, c.maxconn)?;
             let lb = L4lb::new(&env.node, c);
+            let listener = lb.bind()?;
             let report = {
                 let lb = lb.clone();
                 Arc::new(move || lb.status())
