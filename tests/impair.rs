@@ -12,17 +12,7 @@ const RIGHT: &str = "10.2.0.2";
 /// A lab named `imp-TAG-PID`, taken down on drop like [`Lab::up`]'s.
 fn lab_up(tag: &str) -> Lab {
     let name = format!("imp-{tag}-{}", std::process::id() % 100_000);
-    let _ = d11(&["down", "--name", &name]);
-    let lab = Lab { name };
-    let out = d11(&[
-        "up",
-        "-t",
-        &topology("pair.toml").to_string_lossy(),
-        "--name",
-        &lab.name,
-    ]);
-    assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
-    lab
+    Lab::up_named(&name, &topology("pair.toml"))
 }
 
 fn impair(lab: &Lab, args: &[&str]) -> std::process::Output {

@@ -1,10 +1,83 @@
 //! End-to-end tests of a lab's life: `d11 up`, `d11 down` (idempotent,
-//! `--all`), broken topologies, failed builds, panicking tests. Root only.
+//! `--all`), broken topologies, failed builds, panicking and killed tests.
+//! Root only.
 
 mod support;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use support::*;
+
+/// Set in the child of [`a_killed_test_leaves_no_lab_behind`].
+const OWNER_CHILD: &str = "D11_TEST_OWNER_CHILD";
+
+/// Not a test of its own (it returns at once): the child process of
+/// [`a_killed_test_leaves_no_lab_behind`], this test binary run again with
+/// [`OWNER_CHILD`] set. It brings a lab up through the tests' own guard,
+/// prints its name and waits to be killed.
+#[test]
+fn owner_child() {
+    if std::env::var_os(OWNER_CHILD).is_none() {
+        return;
+    }
+    let lab = Lab::up("carrier.toml", "owner");
+    // libtest has printed "test owner_child ... " on this line already.
+    println!("owned-lab={}", lab.name);
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_killed_test_leaves_no_lab_behind() {
+    let _s = serial();
+    if !root_or_skip("a_killed_test_leaves_no_lab_behind") {
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "owner_child", "--nocapture", "--test-threads=1"])
+        .env(OWNER_CHILD, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let name = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| Some(l.split_once("owned-lab=")?.1.trim().to_string()));
+    let Some(name) = name else {
+        let _ = child.kill();
+        panic!("the child brought no lab up: {:?}", child.wait());
+    };
+    assert_eq!(namespaces(&format!("{name}-")).len(), 7);
+    assert!(Path::new("/run/d11").join(&name).exists());
+
+    // SIGKILL: no destructor, no signal handler, no `d11 down`.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = Instant::now();
+    // The supervisor sees the owner's pidfd at once, gives the elements up
+    // to 2 s to stop, then deletes the namespaces: 15 s is a generous bound.
+    let bound = Duration::from_secs(15);
+    let gone = || {
+        namespaces(&format!("{name}-")).is_empty()
+            && !Path::new("/run/d11").join(&name).exists()
+            && lab_processes(&name).is_empty()
+    };
+    while !gone() && t0.elapsed() < bound {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t0.elapsed();
+    if !gone() {
+        // Leave nothing behind either way, then fail.
+        let _ = d11(&["down", "--name", &name]);
+        panic!("lab {name} outlived its killed owner by {took:?}");
+    }
+    eprintln!("lab {name} was gone {took:?} after its owner was killed");
+    assert_gone(&name);
+}
 
 #[test]
 fn down_leaves_nothing_and_is_safe_to_repeat() {

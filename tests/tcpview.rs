@@ -11,13 +11,8 @@ use support::*;
 /// A lab named `tcpv-TAG-…` built from `file`, taken down by the guard
 /// like [`Lab::up`]'s.
 fn tcpv_lab(file: &std::path::Path, tag: &str) -> Lab {
-    let lab = Lab {
-        name: format!("tcpv-{tag}-{}", std::process::id() % 100_000),
-    };
-    let _ = d11(&["down", "--name", &lab.name]);
-    let out = d11(&["up", "-t", &file.to_string_lossy(), "--name", &lab.name]);
-    assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
-    lab
+    let name = format!("tcpv-{tag}-{}", std::process::id() % 100_000);
+    Lab::up_named(&name, file)
 }
 
 fn states(rows: &[Value], side: &str) -> Vec<String> {

@@ -8,6 +8,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -58,23 +59,44 @@ pub fn text(o: &Output) -> String {
 }
 
 /// A lab for one test, named after it, that is always taken down — also
-/// when the test panics (the guard's `Drop` runs during unwinding).
+/// when the test panics (the guard's `Drop` runs during unwinding), and
+/// when the test process is killed, even by SIGKILL: the lab's owner is
+/// this process (`d11 up --owner`), so its supervisor takes it down.
 pub struct Lab {
     pub name: String,
 }
 
 impl Lab {
+    /// Lab `t-TAG-PID` from `netns/TOPOLOGY_FILE`.
     pub fn up(topology_file: &str, tag: &str) -> Lab {
         let name = format!("t-{tag}-{}", std::process::id() % 100_000);
-        let _ = d11(&["down", "--name", &name]);
-        let lab = Lab { name };
-        let out = d11(&[
-            "up",
-            "-t",
-            &topology(topology_file).to_string_lossy(),
-            "--name",
-            &lab.name,
-        ]);
+        Lab::up_named(&name, &topology(topology_file))
+    }
+
+    /// Lab `name` from the topology file at `file` (an old lab of that name
+    /// is taken down first).
+    pub fn up_named(name: &str, file: &Path) -> Lab {
+        let _ = d11(&["down", "--name", name]);
+        let lab = Lab {
+            name: name.to_string(),
+        };
+        let me = std::process::id().to_string();
+        // Its own process group: a Ctrl-C or a kill of this test's group
+        // does not stop `d11 up` halfway, before the supervisor that
+        // watches the owner exists.
+        let out = Command::new(d11_bin())
+            .args([
+                "up",
+                "-t",
+                &file.to_string_lossy(),
+                "--name",
+                &lab.name,
+                "--owner",
+                &me,
+            ])
+            .process_group(0)
+            .output()
+            .expect("the d11 binary runs");
         assert!(out.status.success(), "d11 up failed:\n{}", text(&out));
         lab
     }

@@ -63,6 +63,9 @@ pub trait App: 'static {
     /// One line for errors and the docs.
     const SUMMARY: &'static str;
     type Settings: DeserializeOwned + Send + 'static;
+    /// Worker threads of its tokio runtime; 1 is a current-thread runtime,
+    /// one event loop.
+    const WORKERS: usize = 2;
     /// The port it listens on, for the other apps' [`AppEnv::peers`].
     fn listens(_settings: &Self::Settings) -> Option<u16> {
         None
@@ -81,6 +84,8 @@ pub trait App: 'static {
 pub struct AppEntry {
     pub name: &'static str,
     pub summary: &'static str,
+    /// [`App::WORKERS`].
+    pub workers: usize,
     check: fn(&AppEnv, &toml::Table) -> Result<(), ConfigError>,
     listens: fn(&toml::Table) -> Option<u16>,
     run: fn(AppEnv, &toml::Table, UnixListener, Shutdown) -> Result<Running, ConfigError>,
@@ -101,6 +106,7 @@ impl AppEntry {
         AppEntry {
             name: A::NAME,
             summary: A::SUMMARY,
+            workers: A::WORKERS,
             check: |env, config| A::check(env, &parse::<A>(config)?),
             listens: |config| parse::<A>(config).ok().and_then(|s| A::listens(&s)),
             run: |env, config, ctl, shutdown| Ok(A::run(env, parse::<A>(config)?, ctl, shutdown)),

@@ -320,7 +320,7 @@ impl Controller {
         tcp: TcpStream,
         peer: SocketAddr,
         router: Router,
-        mut drain: watch::Receiver<()>,
+        drain: watch::Receiver<()>,
     ) {
         self.count(|c| {
             c.connections += 1;
@@ -348,15 +348,34 @@ impl Controller {
             *c.tls_versions.entry(session.version.clone()).or_default() += 1;
             *c.tls_ciphers.entry(session.cipher.clone()).or_default() += 1;
         });
+        self.serve_http(tls, session, router, drain, false).await;
+        self.count(|c| c.active_connections -= 1);
+    }
 
+    /// HTTP/1.1 on a connection whose TLS is done (or, for
+    /// [`Controller::serve_plaintext`], never was), until the client leaves,
+    /// a timeout fires or the server drains. `half_close`: go on answering
+    /// after the client has shut down its side.
+    async fn serve_http<S>(
+        &self,
+        io: S,
+        session: Session,
+        router: Router,
+        mut drain: watch::Receiver<()>,
+        half_close: bool,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = session.peer;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(session.clone());
             router.clone().oneshot(req.map(Body::new))
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
+            .half_close(half_close)
             .header_read_timeout(Duration::from_millis(self.config.header_timeout_ms));
-        let conn = http.serve_connection(TokioIo::new(tls), service);
+        let conn = http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let served = tokio::select! {
             served = conn.as_mut() => served,
@@ -373,7 +392,33 @@ impl Controller {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
-        self.count(|c| c.active_connections -= 1);
+    }
+
+    /// Serves one client's HTTP/1.1 bytes, as TLS would have decrypted them,
+    /// through the same hyper connection, router and handlers as a real
+    /// client, and answers the bytes written back. The client's side is shut
+    /// down after `request`, as a client that sent everything and waits. The
+    /// request handling without socket or TLS: the fuzz target
+    /// (`fuzz/fuzz_targets/controller.rs`) runs it on arbitrary bytes.
+    pub async fn serve_plaintext(self: &Arc<Self>, request: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let session = Session {
+            peer: SocketAddr::from(([192, 0, 2, 1], 40000)),
+            version: "plaintext".into(),
+            cipher: "-".into(),
+        };
+        // Never closed: no drain.
+        let (_drain_tx, drain) = watch::channel(());
+        let served = self.serve_http(server, session, self.router(), drain, true);
+        let client = async move {
+            let _ = client.write_all(request).await;
+            let _ = client.shutdown().await;
+            let mut reply = Vec::new();
+            let _ = client.read_to_end(&mut reply).await;
+            reply
+        };
+        tokio::join!(served, client).1
     }
 
     fn handshake_failed(&self, peer: SocketAddr, reason: &'static str, e: &dyn std::fmt::Display) {

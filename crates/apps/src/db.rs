@@ -24,7 +24,7 @@ mod store;
 
 use std::path::PathBuf;
 
-pub use frame::{Msg, ReplError, MAX_FRAME};
+pub use frame::{check_ack, check_batch, read_msg, write_msg, Msg, ReplError, MAX_FRAME};
 pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written, REPLICATION_PORT};
 pub use standby::{Standby, StandbyConfig};
 pub use store::{

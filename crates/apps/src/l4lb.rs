@@ -28,7 +28,7 @@ mod tcplog;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,10 +43,11 @@ use tracing::{debug, error, info, warn};
 
 pub use balance::Balance;
 pub use health::{HealthConfig, InitState};
+pub use tcplog::Termination;
 
 use balance::{Balancer, Candidate};
 use health::{Health, Transition};
-use tcplog::{TcpLog, Termination};
+use tcplog::TcpLog;
 
 /// Bytes one direction of a session holds at most before the other side
 /// has taken them.
@@ -162,6 +163,8 @@ pub struct L4lb {
     config: L4lbConfig,
     /// The address `serve` listens on (`config.listen` may say port 0).
     listening: OnceLock<SocketAddr>,
+    /// Accepted connections come with TCP_NODELAY set (see [`L4lb::bind`]).
+    nodelay_inherited: OnceLock<bool>,
     pool: Mutex<Pool>,
     /// Bytes per backend: client → server, server → client.
     bytes: Vec<[AtomicU64; 2]>,
@@ -244,14 +247,24 @@ impl L4lb {
             }),
             config,
             listening: OnceLock::new(),
+            nodelay_inherited: OnceLock::new(),
             counters: Counters::default(),
         })
     }
 
     /// Binds `config.listen` and serves.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let listener = crate::listen(self.config.listen, self.config.maxconn)?;
+        let listener = self.bind()?;
         self.serve(listener, shutdown).await
+    }
+
+    /// A listener on `config.listen` made for the sessions ([`crate::listen`]):
+    /// Nagle off on the listening socket, which Linux copies to every
+    /// connection it accepts (one `setsockopt` less per session), and a
+    /// backlog as deep as `maxconn` (HAProxy's `backlog`), for the
+    /// connections waiting while it is reached.
+    pub fn bind(&self) -> io::Result<TcpListener> {
+        crate::listen(self.config.listen, self.config.maxconn)
     }
 
     /// Serves on a bound listener until `shutdown`, then stops accepting and
@@ -337,7 +350,14 @@ impl L4lb {
     ) {
         let accept_date = time::OffsetDateTime::now_utc();
         let start = Instant::now();
-        let _ = client.set_nodelay(true);
+        // Looked at once: a listener from `bind` hands every connection over
+        // with Nagle off already.
+        if !*self
+            .nodelay_inherited
+            .get_or_init(|| client.nodelay().unwrap_or(false))
+        {
+            let _ = client.set_nodelay(true);
+        }
         let (connected, retries) = self.connect().await;
         let connect = connected.is_ok().then(|| start.elapsed());
         let server = connected.as_ref().ok().map(|&(i, _)| i);
@@ -440,9 +460,8 @@ impl L4lb {
         Some(i)
     }
 
-    /// Copies bytes both ways until both sides closed, one failed or idled
-    /// out, or the session is killed; answers how it ended and the bytes
-    /// sent to the client.
+    /// Relays backend `i`'s session until it ends; answers how it ended
+    /// and the bytes sent to the client.
     async fn proxy(
         &self,
         i: usize,
@@ -450,48 +469,20 @@ impl L4lb {
         mut server: TcpStream,
         mut killed: watch::Receiver<()>,
     ) -> (Termination, u64) {
-        let activity = Activity::new();
-        let to_client = AtomicU64::new(0);
-        let client_idle = Duration::from_millis(self.config.client_timeout_ms);
-        let server_idle = Duration::from_millis(self.config.server_timeout_ms);
-        let (mut cr, mut cw) = client.split();
-        let (mut sr, mut sw) = server.split();
-        let [up_bytes, down_bytes] = &self.bytes[i];
-        let (up_meters, down_meters) = ([up_bytes], [down_bytes, &to_client]);
-        let up = pump(
-            &mut cr,
-            &mut sw,
-            [client_idle, server_idle],
-            &activity,
-            &up_meters,
-        );
-        let down = pump(
-            &mut sr,
-            &mut cw,
-            [server_idle, client_idle],
-            &activity,
-            &down_meters,
-        );
-        tokio::pin!(up, down);
-        let (mut up_done, mut down_done) = (false, false);
-        let termination = loop {
-            tokio::select! {
-                r = &mut up, if !up_done => match r {
-                    Ok(()) => up_done = true,
-                    Err(Fault::Read(timeout)) => break side(Side::Client, timeout),
-                    Err(Fault::Write(timeout)) => break side(Side::Server, timeout),
-                },
-                r = &mut down, if !down_done => match r {
-                    Ok(()) => down_done = true,
-                    Err(Fault::Read(timeout)) => break side(Side::Server, timeout),
-                    Err(Fault::Write(timeout)) => break side(Side::Client, timeout),
-                },
-                _ = killed.changed() => break Termination::Killed,
-            }
-            if up_done && down_done {
-                break Termination::Normal;
-            }
+        let idle = Idle {
+            client: Duration::from_millis(self.config.client_timeout_ms),
+            server: Duration::from_millis(self.config.server_timeout_ms),
         };
+        let [up, down] = &self.bytes[i];
+        let to_client = AtomicU64::new(0);
+        let termination = relay(
+            client.split(),
+            server.split(),
+            idle,
+            [up, down, &to_client],
+            killed.changed(),
+        )
+        .await;
         (termination, to_client.load(Ordering::Relaxed))
     }
 
@@ -654,6 +645,76 @@ impl L4lb {
     }
 }
 
+/// A session's idle timeouts, each side's.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    pub client: Duration,
+    pub server: Duration,
+}
+
+/// A session's relay: copies bytes both ways between the client's and the
+/// server's connection (each given as its read and write halves) until both
+/// sides have closed (an end of stream passed on as a half-close while the
+/// other direction goes on), one side fails or idles out, or `killed`
+/// resolves; answers how it ended.
+/// `meters` count the bytes written client → server, server → client, and
+/// again server → client. Over any streams: the sessions run it on TCP, the
+/// fuzz target (`fuzz/fuzz_targets/l4lb.rs`) on in-memory pipes.
+pub async fn relay<CR, CW, SR, SW>(
+    (mut cr, mut cw): (CR, CW),
+    (mut sr, mut sw): (SR, SW),
+    idle: Idle,
+    meters: [&AtomicU64; 3],
+    killed: impl Future,
+) -> Termination
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let [up_bytes, down_bytes, to_client] = meters;
+    let (up_meters, down_meters) = ([up_bytes], [down_bytes, to_client]);
+    let (up_eof, down_eof) = (AtomicBool::new(false), AtomicBool::new(false));
+    let up = pump(
+        &mut cr,
+        &mut sw,
+        [idle.client, idle.server],
+        &activity,
+        &up_meters,
+        [&up_eof, &down_eof],
+    );
+    let down = pump(
+        &mut sr,
+        &mut cw,
+        [idle.server, idle.client],
+        &activity,
+        &down_meters,
+        [&down_eof, &up_eof],
+    );
+    tokio::pin!(up, down, killed);
+    let (mut up_done, mut down_done) = (false, false);
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(Fault::Read(timeout)) => return side(Side::Client, timeout),
+                Err(Fault::Write(timeout)) => return side(Side::Server, timeout),
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(Fault::Read(timeout)) => return side(Side::Server, timeout),
+                Err(Fault::Write(timeout)) => return side(Side::Client, timeout),
+            },
+            _ = &mut killed => return Termination::Killed,
+        }
+        if up_done && down_done {
+            return Termination::Normal;
+        }
+    }
+}
+
 /// When a byte last moved either way in a session.
 struct Activity {
     start: Instant,
@@ -701,24 +762,31 @@ fn side(side: Side, timeout: bool) -> Termination {
     }
 }
 
-/// Copies one direction until end of stream, then half-closes the writer.
-/// `idle` is the reader's and the writer's side timeout; `meters` count the
-/// bytes written.
+/// Copies one direction until end of stream, then half-closes the writer
+/// unless the other direction has ended already (`done`: this direction's
+/// flag and the other's): the session closes both sockets next, and a close
+/// sends the FIN anyway, so the `shutdown(2)` would be a wasted system
+/// call. Neither socket holds unread bytes by then (each read its end of
+/// stream), so the close is a FIN, never a reset. `idle` is the reader's
+/// and the writer's side timeout; `meters` count the bytes written. The
+/// buffer is filled in its spare capacity (`read_buf`): never zeroed.
 async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
     idle: [Duration; 2],
     activity: &Activity,
     meters: &[&AtomicU64],
+    done: [&AtomicBool; 2],
 ) -> Result<(), Fault>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0; BUFFER];
+    let mut buf = Vec::with_capacity(BUFFER);
     loop {
+        buf.clear();
         let n = loop {
-            match timeout_at(activity.deadline(idle[0]), reader.read(&mut buf)).await {
+            match timeout_at(activity.deadline(idle[0]), reader.read_buf(&mut buf)).await {
                 Ok(Ok(n)) => break n,
                 Ok(Err(_)) => return Err(Fault::Read(false)),
                 Err(_) if activity.deadline(idle[0]) > tokio::time::Instant::now() => {}
@@ -726,6 +794,10 @@ where
             }
         };
         if n == 0 {
+            done[0].store(true, Ordering::Relaxed);
+            if done[1].load(Ordering::Relaxed) {
+                return Ok(());
+            }
             return match timeout(idle[1], writer.shutdown()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Fault::Write(false)),
@@ -733,7 +805,7 @@ where
             };
         }
         activity.touch();
-        match timeout(idle[1], writer.write_all(&buf[..n])).await {
+        match timeout(idle[1], writer.write_all(&buf)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Fault::Write(false)),
             Err(_) => return Err(Fault::Write(true)),
@@ -761,6 +833,10 @@ impl crate::app::App for L4lbApp {
     const NAME: &'static str = "l4lb";
     const SUMMARY: &'static str = "the L4 load balancer (HAProxy's mode tcp)";
     type Settings = L4lbConfig;
+    // One event loop: its work per event is a few system calls, so a second
+    // worker only adds the futex wakeups and context switches of handing
+    // sessions between threads (measured in docs/order.md).
+    const WORKERS: usize = 1;
     fn run(
         env: crate::app::AppEnv,
         c: L4lbConfig,
@@ -768,10 +844,8 @@ impl crate::app::App for L4lbApp {
         shutdown: crate::app::Shutdown,
     ) -> crate::app::Running {
         Box::pin(async move {
-            // HAProxy's `backlog`: as deep as `maxconn`, for the
-            // connections waiting while it is reached.
-            let listener = crate::listen(c.listen, c.maxconn)?;
             let lb = L4lb::new(&env.node, c);
+            let listener = lb.bind()?;
             let report = {
                 let lb = lb.clone();
                 Arc::new(move || lb.status())

@@ -24,7 +24,10 @@ pub mod shop;
 /// a lab namespace); tokio's `TcpListener::bind` asks for 1,024, which a
 /// surge of phones overflows: the kernel then drops SYNs (a full accept
 /// queue drops them even with SYN cookies) and each waits a retransmission.
-/// Address reuse as `TcpListener::bind` sets it.
+/// Address reuse as `TcpListener::bind` sets it, and TCP_NODELAY, which
+/// Linux copies from the listening socket to every connection it accepts:
+/// each of our servers wants Nagle off, and the l4lb saves a `setsockopt`
+/// per session (it checks once that the option came along).
 pub fn listen(
     addr: std::net::SocketAddr,
     backlog: usize,
@@ -34,6 +37,7 @@ pub fn listen(
         std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(backlog.clamp(128, u32::MAX as usize) as u32)
 }

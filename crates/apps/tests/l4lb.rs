@@ -114,9 +114,9 @@ async fn start_lb(backends: &[SocketAddr], extra: Value) -> Lb {
         config[k] = v.clone();
     }
     let config: L4lbConfig = serde_json::from_value(config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let lb = L4lb::new("test", config);
+    let listener = lb.bind().unwrap();
+    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let served = tokio::spawn(lb.clone().serve(listener, async {
         let _ = stopped.await;
@@ -620,4 +620,21 @@ async fn serve_refuses_an_invalid_config() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`backends`"), "{err}");
+}
+
+#[tokio::test]
+async fn the_listener_hands_over_connections_with_nagle_off() {
+    let config: L4lbConfig =
+        serde_json::from_value(json!({"listen": "127.0.0.1:0", "backends": ["127.0.0.1:9"]}))
+            .unwrap();
+    let listener = L4lb::new("test", config).bind().unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    assert!(
+        accepted.nodelay().unwrap(),
+        "TCP_NODELAY is copied from the listener"
+    );
+    drop(client);
 }

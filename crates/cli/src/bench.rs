@@ -100,9 +100,19 @@ impl<'a> LabGuard<'a> {
     ) -> Result<(LabGuard<'a>, Duration)> {
         let _ = d11(exe, &["down", "--name", name]).output();
         let t0 = Instant::now();
+        // Owned by this process: a bench killed even by SIGKILL leaves no lab.
+        let me = std::process::id().to_string();
         let out = d11(
             exe,
-            &["up", "-t", &topology.to_string_lossy(), "--name", name],
+            &[
+                "up",
+                "-t",
+                &topology.to_string_lossy(),
+                "--name",
+                name,
+                "--owner",
+                &me,
+            ],
         )
         .stdout(Stdio::null())
         .output()

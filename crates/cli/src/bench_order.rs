@@ -22,7 +22,9 @@
 //!   `balance roundrobin`, both controllers with `check` — configured like
 //!   the `l4lb` (timeouts, retries, maxconn, a tcplog line per connection).
 //!   It runs in the lab's namespace only and dies with the lab. If haproxy
-//!   is not installed the variant is skipped, saying so and how to install it.
+//!   is not installed the bench installs Debian's package, its own service
+//!   kept from starting and disabled; only if that fails is the variant
+//!   skipped, saying why.
 //!
 //! Each lab runs every client count once per round; the labs alternate for
 //! `--rounds` rounds, every figure is the median of its rounds and every
@@ -52,7 +54,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, clap::Args)]
 pub struct OrderBenchArgs {
     /// Concurrent phone-app clients, one run for each count.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,1000")]
     pub clients: Vec<usize>,
     /// Seconds measured in each run (after a one-second warm-up).
     #[arg(long, default_value_t = 5)]
@@ -124,14 +126,16 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
         }
     }
     let mut skipped = vec![];
-    let haproxy = find_program("haproxy");
-    if variants.contains(&Variant::Haproxy) && haproxy.is_none() {
-        eprintln!(
-            "bench: haproxy is not installed, so the haproxy variant is skipped \
-             (install it with: apt-get install -y haproxy)"
-        );
-        variants.retain(|v| *v != Variant::Haproxy);
-        skipped.push("haproxy");
+    let mut haproxy = None;
+    if variants.contains(&Variant::Haproxy) {
+        match find_or_install_haproxy() {
+            Ok(p) => haproxy = Some(p),
+            Err(why) => {
+                eprintln!("bench: the haproxy variant is skipped: {why}");
+                variants.retain(|v| *v != Variant::Haproxy);
+                skipped.push("haproxy");
+            }
+        }
     }
     let clients: Vec<usize> = args.clients.iter().map(|&n| n.max(1)).collect();
     let scratch = Scratch::new()?;
@@ -266,6 +270,68 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// haproxy's path; if it is missing, Debian's package installed now (the
+/// bench runs as root). The package's own service must not run on the
+/// machine: it is kept from starting during the install (`policy-rc.d`
+/// answering 101, unless one is already in place) and disabled after it
+/// (`systemctl disable --now` and `mask` under systemd, `update-rc.d
+/// disable` and `service stop` otherwise). The bench starts its own haproxy
+/// in vm-lb only.
+fn find_or_install_haproxy() -> Result<PathBuf, String> {
+    if let Some(p) = find_program("haproxy") {
+        return Ok(p);
+    }
+    eprintln!("bench: haproxy is not installed: installing Debian's package (its service kept stopped and disabled)");
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt;
+        let text = "#!/bin/sh\n# d11 bench order: no service starts while haproxy is installed\nexit 101\n";
+        std::fs::write(policy, text)
+            .and_then(|()| std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755)))
+            .map_err(|e| format!("writing {}: {e}", policy.display()))?;
+    }
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .output()
+    };
+    let install = ["install", "-y", "--no-install-recommends", "haproxy"];
+    let mut out = apt(&install);
+    if !out.as_ref().is_ok_and(|o| o.status.success()) {
+        // A fresh machine has no package lists yet.
+        let _ = apt(&["update"]);
+        out = apt(&install);
+    }
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    let quiet = |program: &str, args: &[&str]| {
+        let _ = std::process::Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    if Path::new("/run/systemd/system").exists() {
+        quiet("systemctl", &["disable", "--now", "haproxy.service"]);
+        quiet("systemctl", &["mask", "haproxy.service"]);
+    } else {
+        quiet("update-rc.d", &["haproxy", "disable"]);
+        quiet("service", &["haproxy", "stop"]);
+    }
+    match (find_program("haproxy"), out) {
+        (Some(p), _) => Ok(p),
+        (None, Ok(o)) => Err(format!(
+            "apt-get install haproxy failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        (None, Err(e)) => Err(format!("cannot run apt-get: {e}")),
+    }
 }
 
 /// HAProxy's configuration for vm-lb: what the l4lb does with its defaults
@@ -893,7 +959,10 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
     }
     if let Some(s) = r["skipped"].as_array().filter(|s| !s.is_empty()) {
         let names: Vec<&str> = s.iter().filter_map(|x| x.as_str()).collect();
-        println!("skipped: {} (not installed)", names.join(", "));
+        println!(
+            "skipped: {} (not installed, and installing failed)",
+            names.join(", ")
+        );
     }
     println!(
         "lab / machine: cores busy during the runs, the lab's processes (and this load \

@@ -130,8 +130,10 @@ impl Runner {
 fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     let topo = topology.to_string_lossy();
     println!("{}", heading(&format!("Chapter 1: the lab is built from {topo}: one namespace per node, real veth and TAP wires, one process per element")));
-    println!("$ d11 up -t {topo} --name {lab}");
-    let up = d.run(&["up", "-t", &topo, "--name", lab])?;
+    // Owned by this process: a demo killed even by SIGKILL leaves no lab.
+    let me = std::process::id().to_string();
+    println!("$ d11 up -t {topo} --name {lab} --owner {me}");
+    let up = d.run(&["up", "-t", &topo, "--name", lab, "--owner", &me])?;
     print!("{}", String::from_utf8_lossy(&up.stdout));
     if !up.status.success() {
         bail!(

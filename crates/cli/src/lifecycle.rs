@@ -2,7 +2,9 @@
 
 use crate::need_root;
 use anyhow::{bail, Context, Result};
-use d11_lab::{netns_name, ChildSpec, RunDir, Supervisor, SupervisorState, Topology};
+use d11_lab::{
+    netns_name, ChildSpec, Owner, RunDir, Stopped, Supervisor, SupervisorState, Topology,
+};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -26,15 +28,22 @@ pub fn check(topo: &Topology) -> Result<(), d11_lab::TopologyError> {
     Ok(())
 }
 
-pub fn up(topology: &Path, lab: &str) -> Result<()> {
+/// `owner`: the pid of a process whose exit takes the lab down (the
+/// supervisor watches it; see `d11_lab::Owner`).
+pub fn up(topology: &Path, lab: &str, owner: Option<u32>) -> Result<()> {
     d11_lab::check_lab_name(lab)?;
     let topo = Topology::load(topology)?;
     check(&topo)?;
     need_root("d11 up")?;
+    // Named by pid and start time now, while it surely runs (it is usually
+    // our parent), so a pid reused later is never mistaken for it.
+    let owner = owner
+        .map(|pid| Owner::of(pid).with_context(|| format!("--owner {pid}: no such process")))
+        .transpose()?;
     let t0 = Instant::now();
     d11_lab::build(lab, &topo)?;
     // The namespaces and wires exist: from here on a failure takes them down again.
-    if let Err(e) = make_pki(lab, &topo).and_then(|()| start(lab, &topo)) {
+    if let Err(e) = make_pki(lab, &topo).and_then(|()| start(lab, &topo, owner)) {
         let _ = d11_lab::teardown(lab);
         return Err(e);
     }
@@ -64,7 +73,7 @@ fn make_pki(lab: &str, topo: &Topology) -> Result<()> {
 
 /// Starts the supervisor, detached in its own process group, and waits until
 /// every element answers.
-fn start(lab: &str, topo: &Topology) -> Result<()> {
+fn start(lab: &str, topo: &Topology, owner: Option<Owner>) -> Result<()> {
     let dir = RunDir::new(lab);
     std::fs::create_dir_all(dir.logs_dir()).context("creating the logs directory")?;
     let log = std::fs::OpenOptions::new()
@@ -73,9 +82,12 @@ fn start(lab: &str, topo: &Topology) -> Result<()> {
         .open(dir.log_file("supervisor"))
         .context("opening the supervisor's log")?;
     let exe = std::env::current_exe().context("finding the d11 binary")?;
-    Command::new(exe)
-        .args(["supervise", "--name", lab])
-        .stdin(Stdio::null())
+    let mut sup = Command::new(exe);
+    sup.args(["supervise", "--name", lab]);
+    if let Some(o) = owner {
+        sup.args(["--owner", &o.to_string()]);
+    }
+    sup.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0)
@@ -160,8 +172,9 @@ fn supervised(topo: &Topology) -> Vec<String> {
 }
 
 /// The supervisor process: one `d11 run` per element and app, restarted
-/// when it dies.
-pub fn supervise(lab: &str) -> Result<()> {
+/// when it dies. If the lab's owner dies, it takes the whole lab down.
+pub fn supervise(lab: &str, owner: Option<Owner>) -> Result<()> {
+    crate::run::init_tracing();
     let dir = RunDir::new(lab);
     let topo = dir.topology().context("reading the lab's topology")?;
     let exe: OsString = std::env::current_exe()
@@ -182,7 +195,14 @@ pub fn supervise(lab: &str) -> Result<()> {
             node,
         })
         .collect();
-    Supervisor::new(dir, children).run()?;
+    match Supervisor::new(dir, children).owned_by(owner).run()? {
+        Stopped::Signal => {}
+        Stopped::OwnerGone => {
+            let report = d11_lab::teardown(lab)
+                .with_context(|| format!("taking lab {lab} down after its owner died"))?;
+            tracing::info!(lab, %report, "lab down: its owner died");
+        }
+    }
     Ok(())
 }
 

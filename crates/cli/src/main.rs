@@ -60,6 +60,10 @@ enum Cmd {
         topology: PathBuf,
         #[command(flatten)]
         lab: LabArg,
+        /// Take the lab down when process PID exits, even killed by SIGKILL
+        /// (what tests pass, so a killed test leaves no namespace behind).
+        #[arg(long, value_name = "PID")]
+        owner: Option<u32>,
     },
     /// Stop the elements and remove every namespace, wire and process of a lab (safe to repeat).
     Down {
@@ -133,6 +137,9 @@ enum Cmd {
     Supervise {
         #[command(flatten)]
         lab: LabArg,
+        /// Take the lab down when this process (PID:STARTTIME) exits.
+        #[arg(long)]
+        owner: Option<d11_lab::Owner>,
     },
     /// Run one element of a lab in its namespace (started by the supervisor).
     #[command(hide = true)]
@@ -168,7 +175,11 @@ fn main() -> ExitCode {
     d11_io::default_sigpipe();
     let cli = Cli::parse();
     let res: Result<ExitCode> = match cli.cmd {
-        Cmd::Up { topology, lab } => lifecycle::up(&topology, &lab.name).map(|_| ExitCode::SUCCESS),
+        Cmd::Up {
+            topology,
+            lab,
+            owner,
+        } => lifecycle::up(&topology, &lab.name, owner).map(|_| ExitCode::SUCCESS),
         Cmd::Down { lab, all } => lifecycle::down(&lab.name, all).map(|_| ExitCode::SUCCESS),
         Cmd::Status { lab, json } => status::status(&lab.name, json).map(|_| ExitCode::SUCCESS),
         Cmd::Show {
@@ -204,7 +215,9 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Report(args)) => {
             bench_report::report(&args).map(|_| ExitCode::SUCCESS)
         }
-        Cmd::Supervise { lab } => lifecycle::supervise(&lab.name).map(|_| ExitCode::SUCCESS),
+        Cmd::Supervise { lab, owner } => {
+            lifecycle::supervise(&lab.name, owner).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };
     match res {

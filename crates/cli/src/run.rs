@@ -67,7 +67,7 @@ pub fn run(lab: &str, node: &str) -> Result<()> {
 
 /// Logs to stderr (the supervisor appends it to logs/NODE.log); `RUST_LOG`
 /// chooses the level, `info` by default (packets are at `trace`).
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()

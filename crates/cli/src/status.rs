@@ -14,6 +14,9 @@ pub struct LabStatus {
     pub lab: String,
     pub description: String,
     pub supervisor_pid: Option<u32>,
+    /// The process whose exit takes the lab down (`d11 up --owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<u32>,
     pub nodes: Vec<NodeStatus>,
     pub wires: Vec<WireRow>,
 }
@@ -138,6 +141,7 @@ pub fn collect(lab: &str) -> Result<LabStatus> {
         lab: lab.to_string(),
         description: topo.description.clone(),
         supervisor_pid: sup.as_ref().map(|s| s.pid),
+        owner_pid: sup.as_ref().and_then(|s| s.owner),
         nodes,
         wires,
     })
@@ -145,6 +149,9 @@ pub fn collect(lab: &str) -> Result<LabStatus> {
 
 fn print_table(v: &LabStatus) {
     println!("lab {}: {}", v.lab, v.description);
+    if let Some(owner) = v.owner_pid {
+        println!("owned by pid {owner}: the lab goes down when it exits");
+    }
     println!(
         "{:<10} {:<8} {:<8} {:>8} {:<9} {:>8}  ports (rx/tx frames, drops)",
         "node", "kind", "role", "pid", "state", "restarts"

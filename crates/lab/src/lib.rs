@@ -29,8 +29,8 @@ pub use names::{
     MAX_NODE_NAME, RUN_ROOT,
 };
 pub use supervisor::{
-    stop_supervisor, supervisor_pid, ChildSpec, ChildState, ChildStatus, Supervisor,
-    SupervisorError, SupervisorState,
+    stop_supervisor, supervisor_pid, ChildSpec, ChildState, ChildStatus, Owner, Stopped,
+    Supervisor, SupervisorError, SupervisorState, OWNER_POLL,
 };
 pub use teardown::{list_labs, teardown, teardown_all, TeardownError, TeardownReport};
 pub use topology::{

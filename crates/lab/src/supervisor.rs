@@ -7,10 +7,23 @@
 //! a backoff: 100 ms, doubling to 5 s, back to 100 ms once a child has run
 //! 10 s. SIGTERM or SIGINT stops the lab's children (SIGTERM, 2 s, SIGKILL).
 //!
+//! A lab may have an [`Owner`] (`d11 up --owner PID`, which the tests' lab
+//! guard passes): the process it was started for. When the owner dies —
+//! even by SIGKILL, when no destructor and no signal handler runs — the
+//! supervisor stops the children and returns [`Stopped::OwnerGone`], and
+//! `d11 supervise` takes the whole lab down. The supervisor is a daemon
+//! (`d11 up` has exited, the owner is not its parent), so
+//! `PR_SET_PDEATHSIG` cannot serve: it watches the owner through a pidfd
+//! (`pidfd_open(2)`, Linux 5.3), which polls readable when the owner exits
+//! and names that one process even if its pid is reused; the owner's start
+//! time, taken by `d11 up`, proves the pidfd was opened for the right
+//! process. On a kernel without pidfds it checks `/proc` every
+//! [`OWNER_POLL`] instead.
+//!
 //! The loop is one `poll` on a signalfd (SIGCHLD, SIGTERM, SIGINT, SIGHUP)
-//! with the next restart as its timeout: no busy loop, no signal handlers.
-//! Every change is written to `supervisor.json` (temporary file + rename), so
-//! `d11 status` never reads half a state.
+//! and the owner's pidfd, with the next restart as its timeout: no busy
+//! loop, no signal handlers. Every change is written to `supervisor.json`
+//! (temporary file + rename), so `d11 status` never reads half a state.
 
 use crate::names::RunDir;
 use crate::procfs;
@@ -20,6 +33,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -33,6 +47,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const HEALTHY: Duration = Duration::from_secs(10);
 /// How long children get between SIGTERM and SIGKILL when the lab stops.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the owner is looked for in `/proc` when pidfds are missing.
+pub const OWNER_POLL: Duration = Duration::from_millis(500);
 
 /// Why the supervisor, its state or stopping it failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +77,104 @@ pub enum SupervisorError {
     /// The supervisor did not exit even on SIGKILL.
     #[error("supervisor pid {0} survived SIGKILL")]
     Stuck(i32),
+}
+
+/// The process a lab was started for: its pid and start time (in clock ticks
+/// since boot), which together name one process for good. Written
+/// `PID:TICKS` on the supervisor's command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// The running process `pid`, if there is one.
+    pub fn of(pid: u32) -> Option<Owner> {
+        let p = i32::try_from(pid).ok()?;
+        let start_time = procfs::start_time(p)?;
+        procfs::is_running(p).then_some(Owner { pid, start_time })
+    }
+
+    /// True while this very process runs (a zombie has exited; a reused pid
+    /// has another start time).
+    pub fn is_alive(&self) -> bool {
+        Owner::of(self.pid) == Some(*self)
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.pid, self.start_time)
+    }
+}
+
+impl std::str::FromStr for Owner {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Owner, String> {
+        let bad = || format!("{s:?} is not PID:STARTTIME");
+        let (pid, start) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Owner {
+            pid: pid.parse().map_err(|_| bad())?,
+            start_time: start.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// How the supervisor learns that its owner died.
+enum OwnerWatch {
+    /// No owner: the lab lives until `d11 down`.
+    None,
+    /// A pidfd, readable once the owner has exited.
+    Pidfd(Owner, OwnedFd),
+    /// No pidfds on this kernel: `/proc` every [`OWNER_POLL`].
+    Poll(Owner),
+}
+
+impl OwnerWatch {
+    fn new(owner: Option<Owner>) -> OwnerWatch {
+        let Some(owner) = owner else {
+            return OwnerWatch::None;
+        };
+        match i32::try_from(owner.pid).map(sys::pidfd_open) {
+            // Opened for the right process only if it still has the owner's
+            // start time now that the pidfd pins it; if not, it is gone and
+            // `gone` says so at once.
+            Ok(Ok(fd)) => OwnerWatch::Pidfd(owner, fd),
+            // ESRCH: already gone; polling sees that on the first check.
+            Ok(Err(e)) => {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    tracing::info!(error = %e, "no pidfd for the owner; polling /proc");
+                }
+                OwnerWatch::Poll(owner)
+            }
+            Err(_) => OwnerWatch::Poll(owner),
+        }
+    }
+
+    /// The longest the loop may sleep before looking again.
+    fn poll_interval(&self) -> Option<Duration> {
+        matches!(self, OwnerWatch::Poll(_)).then_some(OWNER_POLL)
+    }
+
+    /// True once the owner has exited. `readable`: the pidfd polled readable.
+    fn gone(&self, readable: bool) -> bool {
+        match self {
+            OwnerWatch::None => false,
+            OwnerWatch::Pidfd(o, _) => readable || !o.is_alive(),
+            OwnerWatch::Poll(o) => !o.is_alive(),
+        }
+    }
+}
+
+/// Why [`Supervisor::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT (`d11 down`, Ctrl-C).
+    Signal,
+    /// The owner died: the caller takes the lab down.
+    OwnerGone,
 }
 
 /// One child to keep running.
@@ -112,6 +226,9 @@ pub struct ChildState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorState {
     pub pid: u32,
+    /// The process whose death takes the lab down, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
     pub nodes: BTreeMap<String, ChildState>,
 }
 
@@ -268,10 +385,12 @@ fn spawn(spec: &ChildSpec) -> io::Result<i32> {
     Ok(cmd.spawn()?.id() as i32)
 }
 
-/// Keeps one process per element running until SIGTERM or SIGINT.
+/// Keeps one process per element running until SIGTERM or SIGINT, or until
+/// its owner dies.
 pub struct Supervisor {
     run_dir: RunDir,
     children: Vec<Child>,
+    owner: Option<Owner>,
 }
 
 impl Supervisor {
@@ -290,13 +409,24 @@ impl Supervisor {
                 restart_at: None,
             })
             .collect();
-        Supervisor { run_dir, children }
+        Supervisor {
+            run_dir,
+            children,
+            owner: None,
+        }
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops every child and returns.
-    /// Call it from a single-threaded process (the `d11 supervise` command):
-    /// it blocks those signals in the calling thread only.
-    pub fn run(mut self) -> Result<(), SupervisorError> {
+    /// Stops the lab also when `owner` exits ([`Stopped::OwnerGone`]).
+    pub fn owned_by(mut self, owner: Option<Owner>) -> Supervisor {
+        self.owner = owner;
+        self
+    }
+
+    /// Runs until SIGTERM or SIGINT or the owner's death, then stops every
+    /// child and says why it returned. Call it from a single-threaded process
+    /// (the `d11 supervise` command): it blocks those signals in the calling
+    /// thread only.
+    pub fn run(mut self) -> Result<Stopped, SupervisorError> {
         let threads = procfs::thread_count().unwrap_or(1);
         if threads > 1 {
             return Err(SupervisorError::Threads(threads));
@@ -316,9 +446,11 @@ impl Supervisor {
                 source,
             }
         })?;
+        let watch = OwnerWatch::new(self.owner);
         tracing::info!(
             pid = me,
             children = self.children.len(),
+            owner = ?self.owner.map(|o| o.pid),
             "supervisor started"
         );
         let now = Instant::now();
@@ -327,23 +459,43 @@ impl Supervisor {
         }
         self.save();
 
-        let mut stopping = false;
-        while !stopping {
+        let mut stopping = None;
+        // Checked before the first wait too: an owner gone before the
+        // supervisor started never makes its pidfd readable.
+        let mut owner_readable = false;
+        while stopping.is_none() {
+            if watch.gone(owner_readable) {
+                tracing::info!(owner = ?self.owner.map(|o| o.pid), "the lab's owner is gone; supervisor stopping");
+                stopping = Some(Stopped::OwnerGone);
+                break;
+            }
             let now = Instant::now();
             let next = self.children.iter().filter_map(|c| c.restart_at).min();
-            signals
-                .wait(next.map(|t| t.saturating_duration_since(now)))
-                .map_err(|source| SupervisorError::Sys {
-                    what: "poll",
-                    source,
-                })?;
+            let timeout = [
+                next.map(|t| t.saturating_duration_since(now)),
+                watch.poll_interval(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let fd = match &watch {
+                OwnerWatch::Pidfd(_, fd) => Some(fd.as_fd()),
+                _ => None,
+            };
+            owner_readable =
+                signals
+                    .wait_with(fd, timeout)
+                    .map_err(|source| SupervisorError::Sys {
+                        what: "poll",
+                        source,
+                    })?;
             while let Some(sig) = signals.read().map_err(|source| SupervisorError::Sys {
                 what: "reading the signalfd",
                 source,
             })? {
                 if sig == libc::SIGTERM as u32 || sig == libc::SIGINT as u32 {
                     tracing::info!(signal = sig, "supervisor stopping");
-                    stopping = true;
+                    stopping = Some(Stopped::Signal);
                 }
             }
             let now = Instant::now();
@@ -354,7 +506,7 @@ impl Supervisor {
                     changed = true;
                 }
             }
-            if !stopping {
+            if stopping.is_none() {
                 for c in &mut self.children {
                     if c.restart_at.is_some_and(|t| t <= now) {
                         c.restarts += 1;
@@ -370,7 +522,7 @@ impl Supervisor {
         self.stop_children(&signals);
         let _ = std::fs::remove_file(&pid_file);
         tracing::info!("supervisor stopped");
-        Ok(())
+        Ok(stopping.unwrap_or(Stopped::Signal))
     }
 
     /// SIGTERM to every child's process group, up to [`STOP_GRACE`], then SIGKILL.
@@ -415,6 +567,7 @@ impl Supervisor {
     fn save(&self) {
         let state = SupervisorState {
             pid: std::process::id(),
+            owner: self.owner.map(|o| o.pid),
             nodes: self
                 .children
                 .iter()
@@ -443,6 +596,7 @@ mod tests {
     fn state_json_has_the_documented_shape() {
         let s = SupervisorState {
             pid: 7,
+            owner: None,
             nodes: BTreeMap::from([(
                 "a2".to_string(),
                 ChildState {
@@ -457,6 +611,23 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"pid": 7, "nodes": {"a2": {"pid": 123, "restarts": 0, "state": "running", "last_exit": "signal 9"}}})
+        );
+    }
+
+    #[test]
+    fn an_owner_is_written_pid_colon_start_time_and_read_back() {
+        let me = Owner::of(std::process::id()).expect("this process runs");
+        assert!(me.is_alive());
+        assert_eq!(me.to_string().parse::<Owner>(), Ok(me));
+        assert!("12".parse::<Owner>().is_err());
+        assert!("12:x".parse::<Owner>().is_err());
+        let reused = Owner {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(
+            !reused.is_alive(),
+            "a pid with another start time is another process"
         );
     }
 

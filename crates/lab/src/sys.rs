@@ -1,10 +1,11 @@
 //! The few system calls std does not offer: entering a network namespace,
-//! signals (signalfd, kill, waitpid) and tying a child's life to its parent.
+//! signals (signalfd, kill, waitpid), tying a child's life to its parent and
+//! watching a process that is not our child (pidfd).
 //! Every `unsafe` of the crate is here, each with its `// SAFETY:` note.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -84,6 +85,21 @@ pub(crate) fn prepare_child(cmd: &mut Command) {
     }
 }
 
+/// A file descriptor for process `pid` that polls readable once it has
+/// exited (`pidfd_open(2)`, Linux 5.3): it names the process it was opened
+/// for even if the pid is reused later, and works for any process, not only
+/// our children.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no memory arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Signals taken out of asynchronous delivery and read from a file
 /// descriptor instead, so the supervisor's loop is one `poll`.
 pub(crate) struct SignalFd {
@@ -119,20 +135,35 @@ impl SignalFd {
 
     /// Waits until a signal is pending or `timeout` passes (`None`: forever).
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.wait_with(None, timeout).map(drop)
+    }
+
+    /// Waits until a signal is pending, `other` is readable, or `timeout`
+    /// passes (`None`: forever). True if `other` is readable.
+    pub(crate) fn wait_with(
+        &self,
+        other: Option<BorrowedFd<'_>>,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
         let ms = timeout.map_or(-1, |t| {
             // Round up so a deadline is never woken up for just before it.
             let ms = t.as_micros().div_ceil(1000);
             libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
         });
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
+        let pollfd = |fd: libc::c_int| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: `pfd` is one valid pollfd, as the count says.
-        match check(unsafe { libc::poll(&mut pfd, 1, ms) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            r => r.map(drop),
+        let mut pfds = [
+            pollfd(self.fd.as_raw_fd()),
+            pollfd(other.map_or(-1, |o| o.as_raw_fd())),
+        ];
+        // SAFETY: `pfds` is an array of valid pollfds, as the count says (a
+        // negative fd is skipped by poll).
+        match check(unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            r => r.map(|_| pfds[1].revents != 0),
         }
     }
 

@@ -5,8 +5,8 @@
 //! single-threaded.
 
 use d11_lab::{
-    stop_supervisor, supervisor_pid, ChildSpec, ChildStatus, RunDir, Supervisor, SupervisorError,
-    SupervisorState,
+    stop_supervisor, supervisor_pid, ChildSpec, ChildStatus, Owner, RunDir, Stopped, Supervisor,
+    SupervisorError, SupervisorState,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 const ENV_DIR: &str = "D11_SUPERVISOR_UNDER_TEST";
 const ENV_MODE: &str = "D11_SUPERVISOR_MODE";
+const ENV_OWNER: &str = "D11_SUPERVISOR_OWNER";
+/// The supervisor's exit status when it stopped because its owner died.
+const EXIT_OWNER_GONE: i32 = 3;
 const LAB: &str = "t-sup";
 
 fn spec(rd: &RunDir, node: &str, argv: &[&str]) -> ChildSpec {
@@ -39,8 +42,12 @@ fn supervise(dir: &Path, mode: &str) -> ! {
         ],
         _ => vec![spec(&rd, "sleeper", &["sleep", "1000"])],
     };
-    match Supervisor::new(rd, children).run() {
-        Ok(()) => std::process::exit(0),
+    let owner = std::env::var(ENV_OWNER)
+        .ok()
+        .map(|o| o.parse::<Owner>().unwrap());
+    match Supervisor::new(rd, children).owned_by(owner).run() {
+        Ok(Stopped::Signal) => std::process::exit(0),
+        Ok(Stopped::OwnerGone) => std::process::exit(EXIT_OWNER_GONE),
         Err(e) => {
             eprintln!("supervisor: {e}");
             std::process::exit(1)
@@ -49,11 +56,16 @@ fn supervise(dir: &Path, mode: &str) -> ! {
 }
 
 fn start(dir: &Path, mode: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env(ENV_DIR, dir)
-        .env(ENV_MODE, mode)
-        .spawn()
-        .unwrap()
+    start_owned(dir, mode, None)
+}
+
+fn start_owned(dir: &Path, mode: &str, owner: Option<Owner>) -> Child {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env(ENV_DIR, dir).env(ENV_MODE, mode);
+    if let Some(o) = owner {
+        c.env(ENV_OWNER, o.to_string());
+    }
+    c.spawn().unwrap()
 }
 
 fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -234,6 +246,61 @@ fn children_die_with_the_supervisor() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The owner is not the supervisor's parent (as with `d11 up --owner`):
+/// killing it with SIGKILL stops the supervisor and its children.
+fn the_owners_death_stops_the_supervisor_and_its_children() {
+    let root = temp_root("owner");
+    let rd = RunDir::under(&root, LAB);
+    let mut owner_proc = Reap(Command::new("sleep").arg("1000").spawn().unwrap());
+    let owner = Owner::of(owner_proc.0.id()).expect("the owner runs");
+    let mut sup = Reap(start_owned(&root, "one", Some(owner)));
+    assert!(wait_for(Duration::from_secs(5), || state(&rd)
+        .is_some_and(|s| s.nodes["sleeper"].pid.is_some())));
+    let s = state(&rd).unwrap();
+    assert_eq!(s.owner, Some(owner.pid), "supervisor.json names the owner");
+    let sleeper = s.nodes["sleeper"].pid.unwrap();
+    assert!(
+        alive(sup.0.id()),
+        "the supervisor runs while its owner does"
+    );
+    assert!(kill_with(owner.pid, "KILL"));
+    let _ = owner_proc.0.wait();
+    // pidfd: noticed at once; the sleeper gets SIGTERM and exits on it.
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(sup.0.id())),
+        "the supervisor outlived its owner"
+    );
+    let status = sup.0.wait().unwrap();
+    assert_eq!(status.code(), Some(EXIT_OWNER_GONE), "{status:?}");
+    assert!(!alive(sleeper), "child {sleeper} outlived the owner");
+    assert!(!rd.supervisor_pid_file().exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// An owner that is already gone when the supervisor starts (its pid maybe
+/// reused: the start time differs) stops it at once.
+fn an_owner_gone_before_the_start_stops_it_at_once() {
+    let root = temp_root("owner-gone");
+    let rd = RunDir::under(&root, LAB);
+    let me = Owner::of(std::process::id()).unwrap();
+    let stale = Owner {
+        start_time: me.start_time + 1,
+        ..me
+    };
+    let mut sup = Reap(start_owned(&root, "one", Some(stale)));
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(sup.0.id())),
+        "the supervisor ran for an owner that is gone"
+    );
+    assert_eq!(sup.0.wait().unwrap().code(), Some(EXIT_OWNER_GONE));
+    let s = state(&rd).expect("supervisor.json written");
+    assert!(
+        s.nodes.values().all(|c| c.state == ChildStatus::Stopped),
+        "{s:?}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 fn a_multithreaded_process_is_refused() {
     let root = temp_root("threads");
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -257,7 +324,7 @@ fn main() {
             &std::env::var(ENV_MODE).unwrap_or_default(),
         );
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 5] = [
         (
             "restarts_with_backoff_counted_and_sigterm_stops_all",
             restarts_with_backoff_counted_and_sigterm_stops_all,
@@ -265,6 +332,14 @@ fn main() {
         (
             "children_die_with_the_supervisor",
             children_die_with_the_supervisor,
+        ),
+        (
+            "the_owners_death_stops_the_supervisor_and_its_children",
+            the_owners_death_stops_the_supervisor_and_its_children,
+        ),
+        (
+            "an_owner_gone_before_the_start_stops_it_at_once",
+            an_owner_gone_before_the_start_stops_it_at_once,
         ),
         (
             "a_multithreaded_process_is_refused",

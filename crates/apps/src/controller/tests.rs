@@ -755,3 +755,29 @@ fn the_config_takes_an_order_service_table() {
     let config: ControllerConfig = serde_json::from_str("{}").unwrap();
     assert!(config.order_service.is_none());
 }
+
+#[tokio::test]
+async fn plaintext_bytes_go_through_hyper_and_the_router_like_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller("vm-ctl", dir.path());
+    let request = format!(
+        "POST /purchaseOrder HTTP/1.1\r\nHost: www.geektime.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{STORY}",
+        STORY.len()
+    );
+    let reply = String::from_utf8(ctl.serve_plaintext(request.as_bytes()).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 201 Created\r\n"), "{reply}");
+    assert!(reply.contains("\"served_by\":\"vm-ctl\""), "{reply}");
+    assert_eq!(rows(&ctl), 1);
+    let reply = ctl.serve_plaintext(b"GET /nowhere HTTP/1.1\r\n\r\n").await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 404 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let reply = ctl.serve_plaintext(b"\x16\x03\x01 not http\r\n\r\n").await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}

@@ -101,6 +101,34 @@ impl ReplError {
     }
 }
 
+/// The standby's rule for a batch of changes: each one's seq is the one
+/// after the last received (`last`). Answers the batch's last seq.
+pub fn check_batch(last: u64, changes: &[Change]) -> Result<u64, ReplError> {
+    let mut last = last;
+    for c in changes {
+        if c.seq != last + 1 {
+            return Err(ReplError::OutOfOrder {
+                expected: last + 1,
+                got: c.seq,
+            });
+        }
+        last = c.seq;
+    }
+    Ok(last)
+}
+
+/// The primary's rule for a standby's ack: not beyond the last change
+/// `sent`, not below the previous ack `prev`.
+pub fn check_ack(seq: u64, sent: u64, prev: u64) -> Result<(), ReplError> {
+    if seq > sent {
+        return Err(ReplError::AckBeyondSent { ack: seq, sent });
+    }
+    if seq < prev {
+        return Err(ReplError::AckBackwards { ack: seq, prev });
+    }
+    Ok(())
+}
+
 /// Writes one message.
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> Result<(), ReplError> {
     let body = serde_json::to_vec(msg).map_err(|e| DbError::Encode(e.to_string()))?;

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::frame::{read_msg, write_msg, Msg, ReplError, MAX_FRAME};
+use super::frame::{check_ack, read_msg, write_msg, Msg, ReplError, MAX_FRAME};
 use super::{Db, DbError};
 
 /// When a write returns to its caller.
@@ -509,13 +509,7 @@ impl Primary {
                     got: msg.kind(),
                 });
             };
-            let sent = sent.load(Ordering::Acquire);
-            if seq > sent {
-                return Err(ReplError::AckBeyondSent { ack: seq, sent });
-            }
-            if seq < prev {
-                return Err(ReplError::AckBackwards { ack: seq, prev });
-            }
+            check_ack(seq, sent.load(Ordering::Acquire), prev)?;
             prev = seq;
             if let Some(v) = self.lock().standbys.get_mut(&id) {
                 v.acked = seq;

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::frame::{read_msg, write_msg, Msg, ReplError};
+use super::frame::{check_batch, read_msg, write_msg, Msg, ReplError};
 use super::{Applied, Change, Db, DbError};
 
 /// The standby's settings.
@@ -237,15 +237,7 @@ impl Standby {
                 Msg::Changes { head, changes } => {
                     *progressed = true;
                     self.lock().head = head;
-                    for c in &changes {
-                        if c.seq != last + 1 {
-                            return Err(ReplError::OutOfOrder {
-                                expected: last + 1,
-                                got: c.seq,
-                            });
-                        }
-                        last = c.seq;
-                    }
+                    last = check_batch(last, &changes)?;
                     applied = self.apply(changes).await?;
                 }
                 other => {

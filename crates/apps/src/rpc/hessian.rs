@@ -447,62 +447,68 @@ impl<'a> Reader<'a> {
                 self.pos = at;
                 Value::Binary(self.binary()?)
             }
-            // list: variable/fixed, typed/untyped
-            0x55 | 0x56 | 0x70..=0x77 | 0x57 | 0x58 | 0x78..=0x7f => {
+            // list: variable/fixed, typed/untyped. Nested before its type
+            // and length are read: those are values too, and a type that is
+            // itself a typed list must count as a level, or a chain of them
+            // recurses without bound.
+            0x55 | 0x56 | 0x70..=0x77 | 0x57 | 0x58 | 0x78..=0x7f => self.nested(|r| {
                 if matches!(code, 0x55 | 0x56 | 0x70..=0x77) {
-                    self.type_name()?;
+                    r.type_name()?;
                 }
                 let len = match code {
-                    0x56 | 0x58 => Some(self.length()?),
+                    0x56 | 0x58 => Some(r.length()?),
                     0x70..=0x77 => Some(usize::from(code - 0x70)),
                     0x78..=0x7f => Some(usize::from(code - 0x78)),
                     _ => None,
                 };
-                self.nest()?;
                 let mut items = Vec::with_capacity(len.unwrap_or(0).min(1024));
                 match len {
                     Some(n) => {
                         for _ in 0..n {
-                            items.push(self.value()?);
+                            items.push(r.value()?);
                         }
                     }
                     None => {
-                        while self.peek() != Some(b'Z') {
-                            items.push(self.value()?);
+                        while r.peek() != Some(b'Z') {
+                            items.push(r.value()?);
                         }
-                        self.pos += 1;
+                        r.pos += 1;
                     }
                 }
-                self.depth -= 1;
-                Value::List(items)
-            }
+                Ok(Value::List(items))
+            })?,
             // map: typed M type (k v)* Z or untyped H (k v)* Z
-            b'M' | b'H' => {
+            b'M' | b'H' => self.nested(|r| {
                 if code == b'M' {
-                    self.type_name()?;
+                    r.type_name()?;
                 }
-                self.nest()?;
                 let mut entries = Vec::new();
-                while self.peek() != Some(b'Z') {
-                    let k = self.value()?;
-                    let v = self.value()?;
+                while r.peek() != Some(b'Z') {
+                    let k = r.value()?;
+                    let v = r.value()?;
                     entries.push((k, v));
                 }
-                self.pos += 1;
-                self.depth -= 1;
-                Value::Map(entries)
-            }
+                r.pos += 1;
+                Ok(Value::Map(entries))
+            })?,
             _ => return Err(HessianError::Unsupported { code, at }),
         };
         Ok(v)
     }
 
-    fn nest(&mut self) -> Result<(), HessianError> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
+    /// Reads a list or map one level deeper, at most [`MAX_DEPTH`] levels
+    /// (whatever `read` answers, the level is left again).
+    fn nested(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<Value, HessianError>,
+    ) -> Result<Value, HessianError> {
+        if self.depth >= MAX_DEPTH {
             return Err(HessianError::TooDeep);
         }
-        Ok(())
+        self.depth += 1;
+        let v = read(self);
+        self.depth -= 1;
+        v
     }
 
     /// A list length: an int.
@@ -831,6 +837,33 @@ mod tests {
         assert_eq!(Value::from_bytes(&[0x79; 100]), Err(HessianError::TooDeep));
         // A huge declared length with nothing behind it neither allocates nor panics.
         assert!(Value::from_bytes(&unhex("587fffffff")).is_err());
+    }
+
+    /// Found while fuzzing (fuzz/fuzz_targets/hessian.rs): a list's type
+    /// (`x70`–`x77`, `x55`, `x56`) and a fixed list's length (`x56`, `x58`)
+    /// are values read before the list counted as a level, so 10,000 bytes
+    /// of `x70` (a typed list whose type is a typed list, …) overflowed the
+    /// stack: a crash of the whole service on one hostile body.
+    #[test]
+    fn a_chain_of_lists_in_types_and_lengths_is_too_deep_not_a_stack_overflow() {
+        let small_stack = std::thread::Builder::new().stack_size(256 * 1024);
+        let results = small_stack
+            .spawn(|| {
+                [0x70, 0x55, 0x56, 0x58, b'M'].map(|code| Value::from_bytes(&[code; 100_000]))
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        for r in results {
+            assert_eq!(r, Err(HessianError::TooDeep));
+        }
+        // As deep as allowed still reads, and the depth is left again.
+        let mut deep = vec![0x79; MAX_DEPTH];
+        deep.push(b'N');
+        let mut two = deep.clone();
+        two.extend_from_slice(&deep);
+        let mut r = Reader::new(&two);
+        assert!(r.value().is_ok() && r.value().is_ok() && r.is_empty());
     }
 
     #[test]
