@@ -6,7 +6,7 @@ D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracep
 
 d11_install_packages() {
   if [ "$(id -u)" -ne 0 ]; then
-    echo "note: not root, so no packages are installed and the root end-to-end tests will skip" >&2
+    echo "note: not root, so no packages are installed and the root end-to-end tests are listed as ignored" >&2
     return 0
   fi
   local missing=()

@@ -12,11 +12,10 @@ use support::*;
 const SERVER: &str = "203.0.113.10";
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn phone_pings_and_traces_the_server_through_four_routers() {
     let _s = serial();
-    if !root_or_skip("phone_pings_and_traces_the_server_through_four_routers") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "trace");
     let ping = lab.sh(
         "phone",
@@ -45,11 +44,10 @@ fn phone_pings_and_traces_the_server_through_four_routers() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn every_wire_carries_the_same_packet_with_its_own_macs_and_one_less_ttl() {
     let _s = serial();
-    if !root_or_skip("every_wire_carries_the_same_packet_with_its_own_macs_and_one_less_ttl") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "macs");
     let dir = Scratch::new("macs");
     let file = dir.path("ping.pcapng");
@@ -137,11 +135,10 @@ fn every_wire_carries_the_same_packet_with_its_own_macs_and_one_less_ttl() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn capture_of_ping_traceroute_and_iperf3_has_no_malformed_frame() {
     let _s = serial();
-    if !root_or_skip("capture_of_ping_traceroute_and_iperf3_has_no_malformed_frame") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "malformed");
     let dir = Scratch::new("malformed");
     let file = dir.path("all.pcapng");
@@ -186,11 +183,10 @@ fn inject(lab: &Lab, node: &str, ifname: &str, frames_hex: &[String]) {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn garbage_at_a_router_port_is_counted_and_forwarding_goes_on() {
     let _s = serial();
-    if !root_or_skip("garbage_at_a_router_port_is_counted_and_forwarding_goes_on") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "garbage");
     let status = lab.status();
     let mac = macs(&status);
@@ -286,11 +282,10 @@ fn hex_encode(b: &[u8]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_killed_router_is_restarted_and_counted() {
     let _s = serial();
-    if !root_or_skip("a_killed_router_is_restarted_and_counted") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "restart");
     let pid = node(&lab.status(), "c1")["pid"]
         .as_u64()
@@ -327,11 +322,10 @@ fn a_killed_router_is_restarted_and_counted() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn two_labs_run_side_by_side() {
     let _s = serial();
-    if !root_or_skip("two_labs_run_side_by_side") {
-        return;
-    }
+    require_root();
     let a = Lab::up("carrier.toml", "side-a");
     let b = Lab::up("carrier.toml", "side-b");
     for lab in [&a, &b] {

@@ -17,11 +17,10 @@ const CTL_MAC: &str = "02:00:00:00:01:20";
 const OTHER_MAC: &str = "02:00:00:00:02:10";
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn vm_lb_reaches_vm_ctl_across_hosts_in_vxlan_vni_1001() {
     let _s = serial();
-    if !root_or_skip("vm_lb_reaches_vm_ctl_across_hosts_in_vxlan_vni_1001") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("cloud.toml", "overlay");
     let dir = Scratch::new("overlay");
     let file = dir.path("all.pcapng");
@@ -82,11 +81,10 @@ fn vm_lb_reaches_vm_ctl_across_hosts_in_vxlan_vni_1001() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn nothing_vm_other_sends_reaches_a_shop_vm() {
     let _s = serial();
-    if !root_or_skip("nothing_vm_other_sends_reaches_a_shop_vm") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("cloud.toml", "isolation");
     let dir = Scratch::new("isolation");
     let file = dir.path("all.pcapng");
@@ -160,11 +158,10 @@ fn nothing_vm_other_sends_reaches_a_shop_vm() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_kernels_vxlan_device_talks_to_our_vswitches_on_vni_1001() {
     let _s = serial();
-    if !root_or_skip("the_kernels_vxlan_device_talks_to_our_vswitches_on_vni_1001") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("cloud.toml", "kvxlan");
     // The kernel's VTEP, inside the test lab's kvtep namespace only.
     for cmd in [
@@ -208,11 +205,10 @@ fn the_kernels_vxlan_device_talks_to_our_vswitches_on_vni_1001() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn bad_vxlan_is_counted_and_forwarding_goes_on() {
     let _s = serial();
-    if !root_or_skip("bad_vxlan_is_counted_and_forwarding_goes_on") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("cloud.toml", "badvxlan");
     let inner = format!(
         "{}{}0800{}",
@@ -247,11 +243,10 @@ fn bad_vxlan_is_counted_and_forwarding_goes_on() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_internet_reaches_vm_lb_through_the_vip_and_only_there() {
     let _s = serial();
-    if !root_or_skip("the_internet_reaches_vm_lb_through_the_vip_and_only_there") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("cloud.toml", "dnat");
     let dir = Scratch::new("dnat");
     std::fs::write(dir.path("index.html"), "double11 shop\n").expect("page");
@@ -348,13 +343,10 @@ fn the_internet_reaches_vm_lb_through_the_vip_and_only_there() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn in_the_story_lab_the_server_and_the_phone_reach_the_vip_and_the_azs_each_other() {
     let _s = serial();
-    if !root_or_skip(
-        "in_the_story_lab_the_server_and_the_phone_reach_the_vip_and_the_azs_each_other",
-    ) {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "story-cloud");
     // The VIP's :443 reaches the l4lb in vm-lb, which proxies to a
     // controller: the server (straight) and the phone (GTP-U, the pgw's

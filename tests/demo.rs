@@ -8,11 +8,10 @@ mod support;
 use support::*;
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
     let _s = serial();
-    if !root_or_skip("the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down") {
-        return;
-    }
+    require_root();
     let name = format!("t-demo-{}", std::process::id() % 100_000);
     let dir = Scratch::new("demo");
     let file = dir.path("demo.pcapng");
@@ -56,11 +55,10 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_demo_refuses_a_lab_that_is_already_up_and_leaves_it_alone() {
     let _s = serial();
-    if !root_or_skip("the_demo_refuses_a_lab_that_is_already_up_and_leaves_it_alone") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "demo-busy");
     let o = d11(&["demo", "--name", &lab.name]);
     assert!(!o.status.success());

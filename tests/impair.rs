@@ -51,11 +51,10 @@ fn ping(lab: &Lab, n: u32) -> (f64, f64, BTreeSet<u32>) {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn loss_off_delay_and_the_same_seed_on_a_hosts_wire() {
     let _s = serial();
-    if !root_or_skip("loss_off_delay_and_the_same_seed_on_a_hosts_wire") {
-        return;
-    }
+    require_root();
     let lab = lab_up("loss");
     // ARP settled first, so the impaired direction carries only the pings.
     assert_eq!(ping(&lab, 3).0, 0.0);
@@ -112,11 +111,10 @@ fn loss_off_delay_and_the_same_seed_on_a_hosts_wire() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn tcp_completes_through_five_percent_loss_with_retransmissions() {
     let _s = serial();
-    if !root_or_skip("tcp_completes_through_five_percent_loss_with_retransmissions") {
-        return;
-    }
+    require_root();
     let lab = lab_up("tcp");
     let dir = Scratch::new("impair-tcp");
     lab.sh("right", &["iperf3", "-s", "-1", "-D", "-B", RIGHT]);

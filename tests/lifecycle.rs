@@ -32,11 +32,10 @@ fn owner_child() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_killed_test_leaves_no_lab_behind() {
     let _s = serial();
-    if !root_or_skip("a_killed_test_leaves_no_lab_behind") {
-        return;
-    }
+    require_root();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "owner_child", "--nocapture", "--test-threads=1"])
         .env(OWNER_CHILD, "1")
@@ -80,11 +79,10 @@ fn a_killed_test_leaves_no_lab_behind() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn down_leaves_nothing_and_is_safe_to_repeat() {
     let _s = serial();
-    if !root_or_skip("down_leaves_nothing_and_is_safe_to_repeat") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("carrier.toml", "down");
     let name = lab.name.clone();
     // A user's own process inside the lab must not keep it alive.
@@ -107,11 +105,10 @@ fn down_leaves_nothing_and_is_safe_to_repeat() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_panicking_test_still_tears_its_lab_down() {
     let _s = serial();
-    if !root_or_skip("a_panicking_test_still_tears_its_lab_down") {
-        return;
-    }
+    require_root();
     let r = std::thread::spawn(|| {
         let lab = Lab::up("carrier.toml", "panic");
         std::fs::write(std::env::temp_dir().join("d11-panic-lab"), &lab.name).unwrap();
@@ -124,11 +121,10 @@ fn a_panicking_test_still_tears_its_lab_down() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn down_all_removes_every_lab() {
     let _s = serial();
-    if !root_or_skip("down_all_removes_every_lab") {
-        return;
-    }
+    require_root();
     // A private state root, so `--all` cannot reach labs outside this test.
     let dir = Scratch::new("all");
     let root = dir.path("run");
@@ -165,11 +161,10 @@ fn down_all_removes_every_lab() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_broken_topology_gets_one_line_naming_the_key_and_leaves_nothing() {
     let _s = serial();
-    if !root_or_skip("a_broken_topology_gets_one_line_naming_the_key_and_leaves_nothing") {
-        return;
-    }
+    require_root();
     let dir = Scratch::new("broken");
     let good = std::fs::read_to_string(topology("carrier.toml")).unwrap();
     let cases = [
@@ -204,11 +199,10 @@ fn a_broken_topology_gets_one_line_naming_the_key_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_build_that_fails_removes_what_it_made_and_spares_others() {
     let _s = serial();
-    if !root_or_skip("a_build_that_fails_removes_what_it_made_and_spares_others") {
-        return;
-    }
+    require_root();
     let name = format!("t-midway-{}", std::process::id() % 100_000);
     // Someone else's namespace with the name the lab wants for c2: the build
     // must stop there, undo its own work and leave the stranger alone.

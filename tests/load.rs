@@ -16,11 +16,10 @@ fn confirmed_orders(lab: &Lab) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn twenty_simulated_phones_each_place_two_orders_from_their_own_address() {
     let _s = serial();
-    if !root_or_skip("twenty_simulated_phones_each_place_two_orders_from_their_own_address") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "load");
     let before = confirmed_orders(&lab);
     let o = d11(&[
@@ -84,11 +83,10 @@ fn order_states(lab: &Lab) -> Vec<(String, String)> {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
     let _s = serial();
-    if !root_or_skip("the_sgw_killed_under_load_comes_back_and_no_order_is_doubled") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "sgwkill");
     let pid = node(&lab.status(), "sgw")["pid"]
         .as_u64()
@@ -183,11 +181,10 @@ fn sql_count(lab: &Lab, query: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_thousand_orders_from_a_hundred_phones_through_a_lossy_radio_and_s5_are_each_recorded_once() {
     let _s = serial();
-    if !root_or_skip("a_thousand_orders_from_a_hundred_phones_through_a_lossy_radio_and_s5_are_each_recorded_once") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "lossy");
     for (wire, spec) in [("ue:eth0", "loss=5%"), ("sgw:s5", "loss=1%")] {
         let o = d11(&["impair", "--name", &lab.name, wire, spec]);
@@ -249,11 +246,10 @@ fn a_thousand_orders_from_a_hundred_phones_through_a_lossy_radio_and_s5_are_each
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn ten_thousand_simulated_phones_attach_at_once_with_bounded_memory() {
     let _s = serial();
-    if !root_or_skip("ten_thousand_simulated_phones_attach_at_once_with_bounded_memory") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "attach");
     let o = d11(&[
         "load",
@@ -342,12 +338,10 @@ fn outcome_count(report: &Value, label: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_thousand_phones_buy_the_hot_item_at_once_and_each_order_is_confirmed_once() {
     let _s = serial();
-    if !root_or_skip("a_thousand_phones_buy_the_hot_item_at_once_and_each_order_is_confirmed_once")
-    {
-        return;
-    }
+    require_root();
     // A fresh lab: the seed's 1,000 books, 1,000 buyers at midnight.
     let lab = Lab::up("double11.toml", "hot1k");
     let v = load_json(&lab, &["--phones", "1000", "--orders", "1"]);
@@ -412,13 +406,10 @@ fn surge(tag: &str, impair: Option<&str>) -> (Lab, Value) {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_out() {
     let _s = serial();
-    if !root_or_skip(
-        "ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_out",
-    ) {
-        return;
-    }
+    require_root();
     let (lab, v) = surge("surge", None);
     let r = &v["report"];
     assert_eq!(
@@ -444,12 +435,11 @@ fn ten_thousand_phones_at_once_buy_five_thousand_books_and_the_rest_hear_sold_ou
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn ten_thousand_phones_through_a_lossy_radio_each_201_is_confirmed_once_and_each_failure_is_clean()
 {
     let _s = serial();
-    if !root_or_skip("ten_thousand_phones_through_a_lossy_radio_each_201_is_confirmed_once_and_each_failure_is_clean") {
-        return;
-    }
+    require_root();
     let (lab, v) = surge("surgeloss", Some("loss=5%"));
     let r = &v["report"];
     assert_eq!(outcome_count(r, "5xx"), 0, "{r}");

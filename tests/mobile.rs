@@ -20,11 +20,10 @@ fn in_nat_pool(ip: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_phone_pings_traces_curls_and_iperfs_through_both_tunnels_and_the_nat() {
     let _s = serial();
-    if !root_or_skip("the_phone_pings_traces_curls_and_iperfs_through_both_tunnels_and_the_nat") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "mobile");
     let ping = lab.sh("ue", &["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER]);
     assert!(ping.contains("3 received"), "{ping}");
@@ -128,13 +127,10 @@ fn the_phone_pings_traces_curls_and_iperfs_through_both_tunnels_and_the_nat() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malformed() {
     let _s = serial();
-    if !root_or_skip(
-        "every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malformed",
-    ) {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "mobstack");
     let m = macs(&lab.status());
     let dir = Scratch::new("mobstack");

@@ -53,11 +53,10 @@ fn order_rows(lab: &Lab, key: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy() {
     let _s = serial();
-    if !root_or_skip("the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "order");
 
     // The phone app: TLS to the lab root, 201 with an order id.
@@ -193,11 +192,10 @@ fn the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn bad_requests_garbage_and_floods_get_clear_answers_and_orders_keep_flowing() {
     let _s = serial();
-    if !root_or_skip("bad_requests_garbage_and_floods_get_clear_answers_and_orders_keep_flowing") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "badorder");
     let root = root_pem(&lab);
     let root = root.to_str().unwrap();

@@ -134,11 +134,10 @@ fn header(len: u32) -> String {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn one_order_crosses_the_services_by_rpc_and_lands_once_on_both_databases() {
     let _s = serial();
-    if !root_or_skip("one_order_crosses_the_services_by_rpc_and_lands_once_on_both_databases") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "shop");
 
     // The registry lists every service; stock twice (one per AZ).
@@ -278,11 +277,10 @@ fn one_order_crosses_the_services_by_rpc_and_lands_once_on_both_databases() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn fifty_in_stock_two_hundred_phones_fifty_orders() {
     let _s = serial();
-    if !root_or_skip("fifty_in_stock_two_hundred_phones_fifty_orders") {
-        return;
-    }
+    require_root();
     let scratch = Scratch::new("oversell");
     let topo = std::fs::read_to_string(topology("double11.toml")).unwrap();
     let fifty = topo.replace("stock = 1000 }", "stock = 50 }");
@@ -330,11 +328,10 @@ fn fifty_in_stock_two_hundred_phones_fifty_orders() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn stock_providers_killed_during_orders_lose_and_double_nothing() {
     let _s = serial();
-    if !root_or_skip("stock_providers_killed_during_orders_lose_and_double_nothing") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "failover");
     let pid = node(&lab.status(), "vm-stock")["pid"]
         .as_u64()
@@ -433,11 +430,10 @@ fn stock_providers_killed_during_orders_lose_and_double_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn corrupt_frames_unknown_services_and_oversized_bodies_get_clear_errors() {
     let _s = serial();
-    if !root_or_skip("corrupt_frames_unknown_services_and_oversized_bodies_get_clear_errors") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "rpcbad");
     let order_svc = "192.168.1.40:20880";
     // From vm-lb (another host's VM): a bad magic closes that connection.
@@ -468,11 +464,10 @@ fn corrupt_frames_unknown_services_and_oversized_bodies_get_clear_errors() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn every_wire_captured_while_phones_order_decodes_without_a_broken_frame() {
     let _s = serial();
-    if !root_or_skip("every_wire_captured_while_phones_order_decodes_without_a_broken_frame") {
-        return;
-    }
+    require_root();
     // The replication port is bound to no dissector of this tshark and
     // registered to no protocol in its copy of the IANA registry.
     let port = d11_apps::db::REPLICATION_PORT;

@@ -27,11 +27,10 @@ fn states(rows: &[Value], side: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire() {
     let _s = serial();
-    if !root_or_skip("the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire") {
-        return;
-    }
+    require_root();
     let lab = tcpv_lab(&topology("double11.toml"), "e2e");
     let scratch = Scratch::new("tcpview");
     let svg = scratch.path("order.svg");
@@ -162,13 +161,12 @@ fn impair_drops(lab: &Lab, node_name: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn with_loss_on_the_radio_wire_the_view_shows_retransmissions() {
     // (A lost segment is resent in about five orders out of six at this
     // rate: four orders all without one happen about once in 1,300 runs.)
     let _s = serial();
-    if !root_or_skip("with_loss_on_the_radio_wire_the_view_shows_retransmissions") {
-        return;
-    }
+    require_root();
     // netns/double11.toml with 10% loss each way on the radio wire, seeded.
     let scratch = Scratch::new("tcpview-loss");
     let toml = std::fs::read_to_string(topology("double11.toml")).unwrap();

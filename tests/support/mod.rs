@@ -21,14 +21,8 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// True when the test may build labs; prints why not otherwise.
-pub fn root_or_skip(test: &str) -> bool {
-    let root = d11_io::is_root();
-    if !root {
-        eprintln!("skipped {test}: needs root (network namespaces)");
-    }
-    root
-}
+mod root;
+pub use root::require_root;
 
 pub fn d11_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_d11"))

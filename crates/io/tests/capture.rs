@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run, veth, Netns};
+use common::{require_root, run, veth, Netns};
 use d11_core::pcapng::PcapngWriter;
 use d11_io::{stop_on_signals, Capture, CapturePoint};
 use std::sync::atomic::Ordering;
@@ -30,8 +30,9 @@ fn tshark(args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn capture_of_two_wires_is_one_clean_pcapng_with_named_interfaces() {
-    need_root!();
+    require_root();
     let a = Netns::new("capa");
     let b = Netns::new("capb");
     veth(&a, "a0", &b, "b0");

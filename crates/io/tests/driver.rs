@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{veth, DriverThread, Netns};
+use common::{require_root, veth, DriverThread, Netns};
 use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_io::PortAttach;
 use serde_json::{json, Value};
@@ -49,8 +49,9 @@ fn wire(tag: &str) -> (Netns, Netns, Netns) {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn driver_forwards_frames_between_namespaces_and_reports_counters() {
-    need_root!();
+    require_root();
     let (a, e, _b) = wire("fw");
     let d = DriverThread::spawn(&e, "fw", PassAcross, vec![packet("e0"), packet("e1")]);
     let ping = a.sh(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.0.2.2"]);
@@ -80,8 +81,9 @@ fn driver_forwards_frames_between_namespaces_and_reports_counters() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_silent_control_client_is_dropped_without_stalling_the_datapath() {
-    need_root!();
+    require_root();
     let (a, e, _b) = wire("sc");
     let d = DriverThread::spawn(&e, "sc", PassAcross, vec![packet("e0"), packet("e1")]);
     let mut silent = UnixStream::connect(&d.control).unwrap();

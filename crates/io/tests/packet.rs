@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{veth, Netns};
+use common::{require_root, veth, Netns};
 use d11_io::{with_netns, PacketSocket, RecvMeta};
 use d11_wire::checksum;
 use std::net::Ipv4Addr;
@@ -89,8 +89,9 @@ fn l4_checksum_ok(f: &[u8]) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn partial_checksums_from_a_kernel_peer_with_tx_offload_are_completed() {
-    need_root!();
+    require_root();
     let (k, _e, s) = kernel_peer("cs");
     let mut buf = vec![0u8; 2048];
     let tcp = "import socket\ns = socket.socket()\ns.settimeout(0.3)\ntry: s.connect(('192.0.2.2', 9))\nexcept OSError: pass";
@@ -122,8 +123,9 @@ fn partial_checksums_from_a_kernel_peer_with_tx_offload_are_completed() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn an_oversized_frame_is_reported_at_its_true_length() {
-    need_root!();
+    require_root();
     let (k, _e, s) = kernel_peer("tr");
     k.run(&["ping", "-c", "1", "-W", "0.2", "-s", "1000", "192.0.2.2"]);
     let mut small = [0u8; 64];
@@ -133,8 +135,9 @@ fn an_oversized_frame_is_reported_at_its_true_length() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_vlan_tag_the_kernel_stripped_is_put_back() {
-    need_root!();
+    require_root();
     let (k, _e, s) = kernel_peer("vl");
     let tx = with_netns(&k.name, || PacketSocket::open("k0"))
         .unwrap()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{veth, Netns};
+use common::{require_root, veth, Netns};
 use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_io::{ControlServer, NetnsGuard, Port, PortAttach};
 use serde_json::{json, Value};
@@ -40,7 +40,7 @@ fn main() {
     if let (Ok(ns), Ok(sock)) = (std::env::var(CHILD_NETNS), std::env::var(CHILD_SOCKET)) {
         std::process::exit(child(&ns, Path::new(&sock)));
     }
-    need_root!();
+    require_root();
     println!("test sigterm_stops_a_driver_process_cleanly ...");
     sigterm_stops_a_driver_process_cleanly();
     println!("test sigterm_stops_a_driver_process_cleanly ... ok");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{DriverThread, Netns};
+use common::{require_root, DriverThread, Netns};
 use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_io::{Port, PortAttach};
 use d11_wire::arp::{ArpOp, ArpRepr};
@@ -93,8 +93,9 @@ fn ping(h: &Netns, dst: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_tap_in_another_namespace_carries_frames_both_ways_and_survives_a_restart() {
-    need_root!();
+    require_root();
     let h = host("taph");
     let e = Netns::new("tape");
     let attach = || {
@@ -156,8 +157,9 @@ fn a_tap_in_another_namespace_carries_frames_both_ways_and_survives_a_restart() 
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn tap_attach_errors_name_the_device_and_create_nothing() {
-    need_root!();
+    require_root();
     let h = host("tapx");
     h.sh(&[
         "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",

@@ -183,10 +183,9 @@ fn nothing_left(lab: &str) {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn carrier_builds_every_namespace_wire_address_and_route_and_tears_down_clean() {
-    if !root_or_skip("carrier_builds_every_namespace_wire_address_and_route_and_tears_down_clean") {
-        return;
-    }
+    require_root();
     let _s = serial();
     let lab = lab_name("lab");
     let _guard = LabGuard(lab.clone());
@@ -221,10 +220,9 @@ fn carrier_builds_every_namespace_wire_address_and_route_and_tears_down_clean() 
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn every_shipped_topology_builds() {
-    if !root_or_skip("every_shipped_topology_builds") {
-        return;
-    }
+    require_root();
     let _s = serial();
     for file in [
         "double11.toml",
@@ -269,10 +267,9 @@ fn every_shipped_topology_builds() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn teardown_stops_processes_users_started_in_the_nodes() {
-    if !root_or_skip("teardown_stops_processes_users_started_in_the_nodes") {
-        return;
-    }
+    require_root();
     let _s = serial();
     let lab = lab_name("procs");
     let _guard = LabGuard(lab.clone());
@@ -305,10 +302,9 @@ fn teardown_stops_processes_users_started_in_the_nodes() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn teardown_finds_the_namespaces_when_the_run_dir_is_gone() {
-    if !root_or_skip("teardown_finds_the_namespaces_when_the_run_dir_is_gone") {
-        return;
-    }
+    require_root();
     let _s = serial();
     let lab = lab_name("orphan");
     let _guard = LabGuard(lab.clone());
@@ -320,10 +316,9 @@ fn teardown_finds_the_namespaces_when_the_run_dir_is_gone() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_name_clash_is_refused_and_leaves_the_other_namespace_alone() {
-    if !root_or_skip("a_name_clash_is_refused_and_leaves_the_other_namespace_alone") {
-        return;
-    }
+    require_root();
     let _s = serial();
     let lab = lab_name("clash");
     let _guard = LabGuard(lab.clone());
@@ -350,10 +345,9 @@ fn a_name_clash_is_refused_and_leaves_the_other_namespace_alone() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn building_a_lab_twice_is_refused_and_the_first_stays() {
-    if !root_or_skip("building_a_lab_twice_is_refused_and_the_first_stays") {
-        return;
-    }
+    require_root();
     let _s = serial();
     let lab = lab_name("twice");
     let _guard = LabGuard(lab.clone());
@@ -365,10 +359,9 @@ fn building_a_lab_twice_is_refused_and_the_first_stays() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn two_labs_run_side_by_side() {
-    if !root_or_skip("two_labs_run_side_by_side") {
-        return;
-    }
+    require_root();
     let _s = serial();
     let (a, b) = (lab_name("side-a"), lab_name("side-b"));
     let (_ga, _gb) = (LabGuard(a.clone()), LabGuard(b.clone()));

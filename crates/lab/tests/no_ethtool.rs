@@ -26,10 +26,9 @@ b = "two:eth0"
 "#;
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn a_build_failing_midway_removes_all_it_made() {
-    if !root_or_skip("a_build_failing_midway_removes_all_it_made") {
-        return;
-    }
+    require_root();
     let lab = lab_name("midway");
     let _guard = LabGuard(lab.clone());
     // A PATH with `ip` and nothing else.

@@ -9,17 +9,9 @@ use std::process::{Command, Output};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Prints the skip line and returns from the test unless we are root.
-#[macro_export]
-macro_rules! need_root {
-    () => {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("skipped: needs root");
-            return;
-        }
-    };
-}
+#[path = "../../../../tests/support/root.rs"]
+mod root;
+pub use root::require_root;
 
 /// Runs a command; panics with its stderr if it fails; returns stdout.
 pub fn sh(args: &[&str]) -> String {

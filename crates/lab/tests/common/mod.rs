@@ -6,20 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// True when the test may build labs; prints why not otherwise.
-pub fn root_or_skip(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let uids = s.lines().find_map(|l| l.strip_prefix("Uid:"))?.to_string();
-            uids.split_whitespace().nth(1).map(|e| e == "0")
-        })
-        .unwrap_or(false);
-    if !root {
-        eprintln!("skipped {test}: needs root");
-    }
-    root
-}
+#[path = "../../../../tests/support/root.rs"]
+mod root;
+pub use root::require_root;
 
 pub fn netns_file(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
