@@ -5,7 +5,7 @@
 //! [`Ipv4Cidr`]), the checksum arithmetic etherparse lacks (RFC 1071 sums and
 //! the RFC 1624 incremental update used when a router decrements TTL), and the
 //! small builders for the frames an element originates itself (ARP, ICMP).
-//! Headers etherparse does not know (GTP-U, VXLAN, BGP, …) follow smoltcp's
+//! Headers etherparse does not know (GTP-U, VXLAN, SCTP, …) follow smoltcp's
 //! `Packet<T>` / `Repr` pattern in modules of their own.
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ pub mod ethernet;
 pub mod gtpu;
 pub mod icmp;
 pub mod ipv4;
+pub mod sctp;
 pub mod udp;
 pub mod vxlan;
 
