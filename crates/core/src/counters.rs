@@ -86,6 +86,14 @@ drop_reasons! {
     VxlanInnerTruncated = "vxlan_inner_truncated",
     /// A VPC address no VM holds (the controller placed none there); a host unreachable was sent when allowed.
     UnknownStation = "unknown_station",
+    /// SCTP with a verification tag that is not the association's [RFC 9260 § 8.5].
+    SctpBadTag = "sctp_bad_verification_tag",
+    /// SCTP for no association; answered with ABORT where RFC 9260 § 8.4 says so.
+    SctpOutOfTheBlue = "sctp_out_of_the_blue",
+    /// A COOKIE ECHO that is not ours, or stale (answered with ERROR Stale Cookie) [RFC 9260 § 5.1.5].
+    SctpBadCookie = "sctp_bad_cookie",
+    /// SCTP DATA beyond the receive window, not acknowledged [RFC 9260 § 6.2].
+    SctpWindowFull = "sctp_receive_window_full",
     /// The port's socket buffer was full: the kernel dropped the frame
     /// before the element could read it (packet(7) `PACKET_STATISTICS`).
     KernelQueueFull = "kernel_queue_full",

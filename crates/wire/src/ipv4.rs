@@ -31,6 +31,7 @@ pub mod protocol {
     pub const ICMP: u8 = 1;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    pub const SCTP: u8 = 132;
 }
 
 /// Why bytes are not a well-formed IPv4 packet.

@@ -21,9 +21,11 @@
 //!
 //! Transports (sans-IO, like the rest): UDP by port through a small socket
 //! table ([`udp`]), TCP through smoltcp with this layer as its IP device
-//! ([`tcp`]). A control plane is a state machine that reads and writes
-//! those sockets; the element calls [`L3::poll`] after it ran.
+//! ([`tcp`]), SCTP through associations of our own ([`sctp`]). A control
+//! plane is a state machine that reads and writes those sockets; the
+//! element calls [`L3::poll`] after it ran.
 
+pub mod sctp;
 pub mod tcp;
 pub mod udp;
 
@@ -37,6 +39,7 @@ use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::{protocol, Ipv4Packet, Ipv4Repr};
 use d11_wire::udp::{UdpPacket, UdpRepr};
 use d11_wire::{Ipv4Cidr, MacAddr};
+pub use sctp::{AssocId, SctpStack};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddrV4};
 pub use tcp::{TcpHandle, TcpStack, TcpState};
@@ -215,6 +218,8 @@ pub struct L3 {
     udp: UdpSockets,
     /// Made when the first TCP segment arrives or a socket is opened.
     tcp: Option<TcpStack>,
+    /// Made when the first SCTP packet arrives or an association is opened.
+    sctp: Option<SctpStack>,
     /// UDP to a port no socket holds comes back as [`Input::Local`]
     /// instead of a port unreachable.
     unbound_udp_to_element: bool,
@@ -259,6 +264,7 @@ impl L3 {
             tunnels: Vec::new(),
             udp: UdpSockets::default(),
             tcp: None,
+            sctp: None,
             unbound_udp_to_element: false,
             last_now: Instant::ZERO,
             scratch: Vec::new(),
@@ -538,7 +544,15 @@ impl L3 {
                 self.poll(cx, out);
                 Input::Done
             }
-            protocol::UDP | protocol::TCP => {
+            protocol::SCTP if whole => {
+                let (src, dst) = (ip.src(), ip.dst());
+                if let Err(reason) = self.sctp_stack(cx).receive(cx, src, dst, ip.payload_ref()) {
+                    out.drop_frame(port, reason);
+                }
+                self.poll(cx, out);
+                Input::Done
+            }
+            protocol::UDP | protocol::TCP | protocol::SCTP => {
                 // No reassembly for the element's own transports.
                 out.drop_frame(port, DropReason::UnsupportedProtocol);
                 Input::Done
@@ -844,9 +858,19 @@ impl L3 {
         self.tcp.as_mut().expect("made above")
     }
 
-    /// Runs the TCP stack (segments due, timers) and sends what it has to
-    /// send. Call it after a control plane wrote to or read from a socket.
+    /// The element's SCTP endpoint, made on first use.
+    pub fn sctp_stack(&mut self, cx: &mut Ctx) -> &mut SctpStack {
+        if self.sctp.is_none() {
+            let mtu = self.ports().map(|(_, p)| p.mtu).min().unwrap_or(1500);
+            self.sctp = Some(SctpStack::new(cx, usize::from(mtu)));
+        }
+        self.sctp.as_mut().expect("made above")
+    }
+
+    /// Runs the transports (segments due, timers) and sends what they have
+    /// to send. Call it after a control plane wrote to or read from a socket.
     pub fn poll(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.poll_sctp(cx, out);
         let Some(tcp) = self.tcp.as_mut() else {
             return;
         };
@@ -861,8 +885,35 @@ impl L3 {
         }
     }
 
+    /// SCTP packets in IPv4 with DF set, as RFC 9260 § 8.8 asks when the
+    /// path MTU is known (the association sizes its packets to the port's).
+    fn poll_sctp(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        let Some(sctp) = self.sctp.as_mut() else {
+            return;
+        };
+        let sent: Vec<sctp::Outgoing> = sctp.transmit().collect();
+        let mut pkt = std::mem::take(&mut self.scratch);
+        for o in sent {
+            pkt.clear();
+            Ipv4Repr {
+                src: o.src,
+                dst: o.dst,
+                protocol: protocol::SCTP,
+                ttl: DEFAULT_TTL,
+                ident: self.next_ident(),
+                dont_frag: true,
+                payload_len: o.sctp.len(),
+            }
+            .emit(&mut pkt);
+            pkt.extend_from_slice(&o.sctp);
+            let ingress = self.egress_for(o.dst);
+            self.send_ip(cx, ingress, &pkt, out);
+        }
+        self.scratch = pkt;
+    }
+
     /// ARP retries and failures (each queued packet a host unreachable back
-    /// towards its source and an `arp_timeout` drop) and TCP's timers.
+    /// towards its source and an `arp_timeout` drop), TCP's and SCTP's timers.
     pub fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         self.last_now = cx.now;
         let mut events = Vec::new();
@@ -883,6 +934,12 @@ impl L3 {
                 }
             }
         }
+        if let Some(sctp) = self.sctp.as_mut() {
+            if sctp.poll_at().is_some_and(|t| t <= cx.now) {
+                sctp.on_timer(cx);
+                self.poll_sctp(cx, out);
+            }
+        }
         if self.tcp.as_ref().is_some_and(|t| t.due(cx.now)) {
             self.poll(cx, out);
         }
@@ -891,10 +948,8 @@ impl L3 {
     /// When [`L3::on_timer`] wants to run next.
     pub fn poll_at(&self) -> Option<Instant> {
         let tcp = self.tcp.as_ref().and_then(TcpStack::poll_at);
-        match (self.arp.poll_at(), tcp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let sctp = self.sctp.as_ref().and_then(SctpStack::poll_at);
+        [self.arp.poll_at(), tcp, sctp].into_iter().flatten().min()
     }
 
     /// The FIB, ARP cache, what was originated and the open sockets.
@@ -921,6 +976,9 @@ impl L3 {
         let mut sockets = self.udp.report();
         if let Some(t) = &self.tcp {
             sockets.extend(t.report());
+        }
+        if let Some(s) = &self.sctp {
+            sockets.extend(s.sockets());
         }
         L3Report {
             fib,

@@ -1,5 +1,5 @@
-//! The layer on its own: ARP, ping, the UDP table, TCP through smoltcp
-//! between two layers wired back to back, with and without loss.
+//! The layer on its own: ARP, ping, the UDP table, TCP through smoltcp and
+//! SCTP between two layers wired back to back, with and without loss.
 
 use super::*;
 use crate::Rng;
@@ -370,4 +370,93 @@ fn tcp_sockets_show_in_the_report_with_rfc_state_names() {
             ("tcp", "192.0.2.1:179", "LISTEN")
         ]
     );
+}
+
+/// A associates with B's listener on 36412 and sends 40 messages on two
+/// streams; B echoes each. Returns the frames lost.
+fn echo_over_sctp(loss: f64, seed: u64) -> u32 {
+    let mut w = Wire::new(loss, seed);
+    w.ends[1].sctp_stack(&mut w.cx[1]).listen(36412);
+    let id = w.ends[0].sctp_stack(&mut w.cx[0]).connect(
+        &mut w.cx[0],
+        "192.0.2.1:36412".parse().unwrap(),
+        "192.0.2.2:36412".parse().unwrap(),
+        2,
+    );
+    let sent: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| vec![i; 1 + usize::from(i) * 70])
+        .collect();
+    let (mut queued, mut back) = (false, Vec::new());
+    w.run(|w| {
+        let (cx, a) = (&mut w.cx[0], &mut w.ends[0]);
+        let up = a.sctp_stack(cx).state(id) == Some(sctp::AssocState::Established);
+        if up && !queued {
+            for (i, s) in sent.iter().enumerate() {
+                let stack = a.sctp_stack(cx);
+                stack.send(cx, id, (i % 2) as u16, 18, s).unwrap();
+            }
+            queued = true;
+        }
+        while let Some((_, m)) = a.sctp_stack(cx).recv() {
+            back.push(m.data);
+        }
+        let (cx, b) = (&mut w.cx[1], &mut w.ends[1]);
+        while let Some((bid, m)) = b.sctp_stack(cx).recv() {
+            b.sctp_stack(cx)
+                .send(cx, bid, m.stream, m.ppid, &m.data)
+                .unwrap();
+        }
+        back.len() == sent.len()
+    });
+    // Per stream, the echoes come back in the order sent.
+    for stream in 0..2 {
+        let want: Vec<_> = sent.iter().skip(stream).step_by(2).collect();
+        let got: Vec<_> = back
+            .iter()
+            .filter(|m| sent.iter().position(|s| s == *m).unwrap() % 2 == stream)
+            .collect();
+        assert_eq!(got, want, "stream {stream}");
+    }
+    w.lost
+}
+
+#[test]
+fn sctp_over_two_layers_associates_and_echoes_in_order_per_stream() {
+    let lost = echo_over_sctp(0.0, 3);
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn sctp_retransmits_what_a_lossy_wire_drops_and_the_same_seed_loses_the_same_frames() {
+    let lost = echo_over_sctp(0.05, 13);
+    assert!(lost > 0, "some frames were lost");
+    assert_eq!(echo_over_sctp(0.05, 13), lost, "the seed replays the run");
+}
+
+#[test]
+fn sctp_leaves_in_ipv4_with_df_and_protocol_132_and_shows_in_the_report() {
+    let mut l = warm_a();
+    let mut cx = Ctx::new(Instant::ZERO, 1);
+    l.sctp_stack(&mut cx).listen(36412);
+    l.sctp_stack(&mut cx).connect(
+        &mut cx,
+        "192.0.2.1:5000".parse().unwrap(),
+        "192.0.2.2:36412".parse().unwrap(),
+        1,
+    );
+    let mut o = Outbox::new();
+    l.poll(&mut cx, &mut o);
+    let f = frames(&o);
+    assert_eq!(f.len(), 1);
+    let ip = Ipv4Packet::new_checked(&f[0][14..]).unwrap();
+    assert_eq!((ip.protocol(), ip.dont_frag()), (132, true));
+    assert!(ip.verify_checksum());
+    let states: Vec<_> = l
+        .report()
+        .sockets
+        .iter()
+        .filter(|s| s.proto == "sctp")
+        .map(|s| s.state.clone())
+        .collect();
+    assert_eq!(states, ["LISTEN", "COOKIE-WAIT"]);
 }
