@@ -1,5 +1,6 @@
 //! Every parser we wrote: no input may panic, and what parses re-emits.
 #![no_main]
+use d11_wire::gtpv2c::{self, GtpcPacket};
 use d11_wire::sctp::{ChunkRepr, SctpPacket, SctpRepr};
 use d11_wire::vxlan::{VxlanPacket, VxlanRepr};
 use d11_wire::{arp::ArpRepr, ethernet::EthernetFrame, icmp, ipv4::Ipv4Packet};
@@ -33,6 +34,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(VxlanRepr::parse(&again), r);
         assert_eq!(again.payload(), v.payload());
         let _ = (v.flags(), v.to_string());
+    }
+    if let Ok(p) = GtpcPacket::new_checked(data) {
+        let _ = (p.teid(), p.seq(), p.to_string());
+        for ie in p.ies_ref().map_while(Result::ok) {
+            let _ = (gtpv2c::ie::Fteid::parse(ie.value), gtpv2c::ie::tbcd(ie.value), gtpv2c::ie::apn(ie.value));
+            let _ = gtpv2c::ies(ie.value).count();
+        }
     }
     if let Ok(p) = SctpPacket::new_checked(data) {
         // Each chunk that parses re-emits to one that parses the same.

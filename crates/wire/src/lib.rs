@@ -14,6 +14,7 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod gtpu;
+pub mod gtpv2c;
 pub mod icmp;
 pub mod ipv4;
 pub mod sctp;
