@@ -1,5 +1,6 @@
 //! Every parser we wrote: no input may panic, and what parses re-emits.
 #![no_main]
+use d11_wire::diameter::{self, DiameterPacket};
 use d11_wire::gtpv2c::{self, GtpcPacket};
 use d11_wire::sctp::{ChunkRepr, SctpPacket, SctpRepr};
 use d11_wire::vxlan::{VxlanPacket, VxlanRepr};
@@ -40,6 +41,13 @@ fuzz_target!(|data: &[u8]| {
         for ie in p.ies_ref().map_while(Result::ok) {
             let _ = (gtpv2c::ie::Fteid::parse(ie.value), gtpv2c::ie::tbcd(ie.value), gtpv2c::ie::apn(ie.value));
             let _ = gtpv2c::ies(ie.value).count();
+        }
+    }
+    let _ = diameter::message_len(data);
+    if let Ok(p) = DiameterPacket::new_checked(data) {
+        let _ = (p.command_code(), p.to_string());
+        for a in p.avps_ref().map_while(Result::ok) {
+            let _ = (a.u32(), a.utf8(), a.ipv4(), a.group().count());
         }
     }
     if let Ok(p) = SctpPacket::new_checked(data) {

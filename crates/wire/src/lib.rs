@@ -12,6 +12,7 @@
 pub mod addr;
 pub mod arp;
 pub mod checksum;
+pub mod diameter;
 pub mod ethernet;
 pub mod gtpu;
 pub mod gtpv2c;
