@@ -151,7 +151,7 @@ pub fn message_len(stream: &[u8]) -> Option<Result<usize, DiameterError>> {
         return Some(Err(DiameterError::Version(stream[0])));
     }
     let len = u24(&stream[1..4]);
-    Some(if len < HEADER_LEN || len % 4 != 0 {
+    Some(if len < HEADER_LEN || !len.is_multiple_of(4) {
         Err(DiameterError::Length)
     } else if len > MAX_MESSAGE {
         Err(DiameterError::TooLong)
@@ -286,7 +286,7 @@ pub fn avps(bytes: &[u8]) -> impl Iterator<Item = Result<Avp<'_>, DiameterError>
             rest = &[];
             return Some(Err(DiameterError::AvpLength));
         }
-        rest = b.get((len + 3) / 4 * 4..).unwrap_or(&[]);
+        rest = b.get(len.next_multiple_of(4)..).unwrap_or(&[]);
         Some(Ok(Avp {
             code: be32(&b[0..4]),
             vendor: (header == 12).then(|| be32(&b[8..12])),
@@ -372,7 +372,7 @@ impl MessageBuilder {
     fn close(&mut self, start: usize) {
         let len = (self.buf.len() - start).min(0xff_ffff) as u32;
         self.buf[start + 5..start + 8].copy_from_slice(&len.to_be_bytes()[1..]);
-        let padded = (self.buf.len() + 3) / 4 * 4;
+        let padded = self.buf.len().next_multiple_of(4);
         self.buf.resize(padded, 0);
     }
 

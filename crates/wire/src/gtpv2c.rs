@@ -495,7 +495,7 @@ mod tests {
     use proptest::prelude::*;
 
     // Written from TS 29.274 with Python's struct.pack, then decoded by
-    // pycrate 0.7 (`pycrate_mobile.TS29274_GTPC.parse_GTPC`: every IE typed,
+    // pycrate 0.8.1 (`pycrate_mobile.TS29274_GTPC.parse_GTPC`: every IE typed,
     // the mandatory ones present, re-encoded byte for byte) and by tshark 4
     // (no malformed packet, no expert note): crates/wire/fixtures/gtpv2c.py,
     // which writes them to /tmp/gtpv2c-fixtures.pcap for tshark. The MME is 172.16.4.1, the SGW 172.16.4.2 (S11),
