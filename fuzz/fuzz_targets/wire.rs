@@ -1,6 +1,7 @@
 //! Every parser we wrote: no input may panic, and what parses re-emits.
 #![no_main]
 use d11_wire::diameter::{self, DiameterPacket};
+use d11_wire::nas::{EmmMessage, EsmMessage, Pdu};
 use d11_wire::gtpv2c::{self, GtpcPacket};
 use d11_wire::sctp::{ChunkRepr, SctpPacket, SctpRepr};
 use d11_wire::vxlan::{VxlanPacket, VxlanRepr};
@@ -41,6 +42,15 @@ fuzz_target!(|data: &[u8]| {
         for ie in p.ies_ref().map_while(Result::ok) {
             let _ = (gtpv2c::ie::Fteid::parse(ie.value), gtpv2c::ie::tbcd(ie.value), gtpv2c::ie::apn(ie.value));
             let _ = gtpv2c::ies(ie.value).count();
+        }
+    }
+    // What NAS parses re-emits to the same message.
+    if let Ok(Pdu::Plain(_)) = Pdu::parse(data) {
+        if let Ok(m) = EmmMessage::parse(data) {
+            assert_eq!(EmmMessage::parse(&m.to_vec()).as_ref(), Ok(&m));
+        }
+        if let Ok(m) = EsmMessage::parse(data) {
+            assert_eq!(EsmMessage::parse(&m.to_vec()).as_ref(), Ok(&m));
         }
     }
     let _ = diameter::message_len(data);

@@ -18,6 +18,7 @@ pub mod gtpu;
 pub mod gtpv2c;
 pub mod icmp;
 pub mod ipv4;
+pub mod nas;
 pub mod sctp;
 pub mod udp;
 pub mod vxlan;
