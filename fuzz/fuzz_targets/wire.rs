@@ -3,6 +3,7 @@
 use d11_wire::diameter::{self, DiameterPacket};
 use d11_wire::nas::{EmmMessage, EsmMessage, Pdu};
 use d11_wire::gtpv2c::{self, GtpcPacket};
+use d11_wire::s1ap::{self, S1apPdu};
 use d11_wire::sctp::{ChunkRepr, SctpPacket, SctpRepr};
 use d11_wire::vxlan::{VxlanPacket, VxlanRepr};
 use d11_wire::{arp::ArpRepr, ethernet::EthernetFrame, icmp, ipv4::Ipv4Packet};
@@ -51,6 +52,14 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(m) = EsmMessage::parse(data) {
             assert_eq!(EsmMessage::parse(&m.to_vec()).as_ref(), Ok(&m));
+        }
+    }
+    // What S1AP parses re-emits to the same PDU; no IE value panics.
+    if let Ok(p) = S1apPdu::parse(data) {
+        assert_eq!(S1apPdu::parse(&p.to_vec()).as_ref(), Ok(&p));
+        for i in &p.ies {
+            let v = &i.value;
+            let _ = (s1ap::ie::enb_ue_id(v), s1ap::ie::nas_pdu(v), s1ap::ie::erab_to_setup_list(v), s1ap::ie::cause(v));
         }
     }
     let _ = diameter::message_len(data);
