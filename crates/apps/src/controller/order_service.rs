@@ -86,7 +86,7 @@ impl OrderServiceConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderServiceReport {
     pub registry: String,
-    pub consumer: Json,
+    pub consumer: crate::rpc::ConsumerReport,
     /// Calls allowed in flight at once.
     pub actives: usize,
     pub in_flight: usize,

@@ -580,7 +580,7 @@ mod rpc_mode {
         let status = ctl.status();
         assert_eq!(status.orders, "rpc");
         assert_eq!(status.orders_created, 1);
-        assert_eq!(status.order_service.unwrap().consumer["calls"], 1);
+        assert_eq!(status.order_service.unwrap().consumer.calls, 1);
     }
 
     #[tokio::test]
