@@ -15,7 +15,7 @@
 //! vswitch/null CPU ratio is reported, every round's ratio beside it.
 
 use crate::cores::{self, VSwitchCore};
-use crate::lab::{self, LabGuard, NodeLoad};
+use crate::lab::{self, LabGuard, NodeLoad, Throughput};
 use crate::{cell, finite, ratio};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -49,10 +49,8 @@ const HOSTS: [&str; 2] = ["hosta", "hostb"];
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Variant {
-    pub tcp_mbit_s: Option<f64>,
-    pub udp64_sent_pps: Option<f64>,
-    pub udp64_received_pps: Option<f64>,
-    pub udp64_loss: Option<f64>,
+    #[serde(flatten)]
+    pub rate: Throughput,
     /// Each element's CPU and frames at 20,000 frames/s.
     pub fixed_load: BTreeMap<String, NodeLoad>,
     /// hosta and hostb together, CPU ns per frame at the fixed load.
@@ -211,10 +209,8 @@ fn run_variant(lab: &LabGuard, elements: bool, seconds: u32) -> Result<Variant> 
         server: "vm-ctl",
         server_ip: SERVER_IP,
     };
+    let rate = Throughput::measure(lab, &ends, seconds)?;
     let secs = seconds.to_string();
-    let tcp = lab::iperf(lab, &ends, &["-t", &secs])?.tcp_mbit_s()?;
-    // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
-    let udp = lab::iperf(lab, &ends, &["-u", "-b", "0", "-l", "18", "-t", &secs])?.udp(seconds);
     let work = || {
         if elements {
             lab::element_work(&lab.name)
@@ -230,10 +226,7 @@ fn run_variant(lab: &LabGuard, elements: bool, seconds: u32) -> Result<Variant> 
     )?;
     let fixed_load = NodeLoad::between(&before, &work()?);
     Ok(Variant {
-        tcp_mbit_s: Some(tcp),
-        udp64_sent_pps: Some(udp.sent_pps()),
-        udp64_received_pps: Some(udp.received_pps()),
-        udp64_loss: Some(udp.loss()),
+        rate,
         hosts_ns_per_frame: NodeLoad::chain(&fixed_load, &HOSTS),
         fixed_load,
         peak_rss_kib: if elements {
@@ -250,7 +243,11 @@ fn cpu_ratio(v: &Variants) -> Option<f64> {
 }
 
 fn summarise(variants: Variants) -> CloudReport {
-    let (k, n, v) = (&variants.kernel, &variants.null, &variants.vswitch);
+    let (k, n, v) = (
+        &variants.kernel.rate,
+        &variants.null.rate,
+        &variants.vswitch.rate,
+    );
     let ratios = Ratios {
         vswitch_vs_null_cpu_per_frame: cpu_ratio(&variants),
         vswitch_vs_null_cost_per_frame_udp64: ratio(n.udp64_received_pps, v.udp64_received_pps),
@@ -272,24 +269,14 @@ fn summarise(variants: Variants) -> CloudReport {
 }
 
 fn print_report(r: &CloudReport) {
-    println!(
-        "\n{:<8} {:>12} {:>14} {:>14} {:>7}",
-        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
-    );
+    println!("\n{}", Throughput::header());
     let v = &r.variants;
     for (name, v) in [
         ("kernel", &v.kernel),
         ("null", &v.null),
         ("vswitch", &v.vswitch),
     ] {
-        println!(
-            "{:<8} {:>12} {:>14} {:>14} {:>6}%",
-            name,
-            cell(v.tcp_mbit_s, 0),
-            cell(v.udp64_sent_pps, 0),
-            cell(v.udp64_received_pps, 0),
-            cell(v.udp64_loss.map(|l| 100.0 * l), 1),
-        );
+        println!("{}", v.rate.line(name));
     }
     println!("\nelement CPU ns/frame at 20k frames/s (64 B UDP), per position:");
     for (name, v) in [("null", &v.null), ("vswitch", &v.vswitch)] {

@@ -10,7 +10,7 @@
 //! the kernel), peak RSS per element and `d11 up` wall time of the carrier lab.
 
 use crate::cores::{self, MobileCore, RouterCore};
-use crate::lab::{self, Ends, LabGuard, NodeLoad};
+use crate::lab::{self, Ends, LabGuard, NodeLoad, Throughput};
 use crate::{cell, ratio};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -38,10 +38,8 @@ pub struct ForwardArgs {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Variant {
-    pub tcp_mbit_s: Option<f64>,
-    pub udp64_sent_pps: Option<f64>,
-    pub udp64_received_pps: Option<f64>,
-    pub udp64_loss: Option<f64>,
+    #[serde(flatten)]
+    pub rate: Throughput,
     /// Element CPU per received frame at 20,000 frames/s (labs of elements only).
     pub cpu_ns_per_frame: Option<f64>,
     /// VmHWM of each element, KiB.
@@ -141,10 +139,8 @@ fn run_variant(
         server_ip: &server_ip,
     };
     let (lab, _) = LabGuard::up(exe, topology, &format!("bench-{name}"))?;
+    let rate = Throughput::measure(&lab, &ends, seconds)?;
     let secs = seconds.to_string();
-    let tcp = lab::iperf(&lab, &ends, &["-t", &secs])?.tcp_mbit_s()?;
-    // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
-    let udp = lab::iperf(&lab, &ends, &["-u", "-b", "0", "-l", "18", "-t", &secs])?.udp(seconds);
     // CPU per frame at one fixed offered load that every variant carries
     // without loss, so batching per wakeup is the same for null and router.
     let work = || {
@@ -162,10 +158,7 @@ fn run_variant(
     )?;
     let after = work()?;
     Ok(Variant {
-        tcp_mbit_s: Some(tcp),
-        udp64_sent_pps: Some(udp.sent_pps()),
-        udp64_received_pps: Some(udp.received_pps()),
-        udp64_loss: Some(udp.loss()),
+        rate,
         cpu_ns_per_frame: NodeLoad::chain(&NodeLoad::between(&before, &after), &[]),
         peak_rss_kib: if elements {
             lab::peak_rss(&lab.name)?
@@ -191,10 +184,17 @@ fn time_up(exe: &Path, carrier: &Path, runs: u32) -> Result<UpTiming> {
 }
 
 fn summarise(variants: Variants, up: UpTiming) -> ForwardReport {
-    let (k, n, r) = (&variants.kernel, &variants.null, &variants.router);
+    let (k, n, r) = (
+        &variants.kernel.rate,
+        &variants.null.rate,
+        &variants.router.rate,
+    );
     // Cost per frame is the inverse of the rate: router cost / null cost = null pps / router pps.
     let ratios = Ratios {
-        router_vs_null_cpu_per_frame: ratio(r.cpu_ns_per_frame, n.cpu_ns_per_frame),
+        router_vs_null_cpu_per_frame: ratio(
+            variants.router.cpu_ns_per_frame,
+            variants.null.cpu_ns_per_frame,
+        ),
         router_vs_null_cost_per_frame_udp64: ratio(n.udp64_received_pps, r.udp64_received_pps),
         router_vs_null_cost_tcp: ratio(n.tcp_mbit_s, r.tcp_mbit_s),
         router_vs_kernel_cost_per_frame_udp64: ratio(k.udp64_received_pps, r.udp64_received_pps),
@@ -210,25 +210,14 @@ fn summarise(variants: Variants, up: UpTiming) -> ForwardReport {
 }
 
 fn print_report(r: &ForwardReport) {
-    println!(
-        "\n{:<8} {:>12} {:>14} {:>14} {:>7} {:>14}",
-        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss", "CPU ns/frame"
-    );
+    println!("\n{} {:>14}", Throughput::header(), "CPU ns/frame");
     let v = &r.variants;
     for (name, v) in [
         ("kernel", &v.kernel),
         ("null", &v.null),
         ("router", &v.router),
     ] {
-        println!(
-            "{:<8} {:>12} {:>14} {:>14} {:>6}% {:>14}",
-            name,
-            cell(v.tcp_mbit_s, 0),
-            cell(v.udp64_sent_pps, 0),
-            cell(v.udp64_received_pps, 0),
-            cell(v.udp64_loss.map(|l| 100.0 * l), 1),
-            cell(v.cpu_ns_per_frame, 0),
-        );
+        println!("{} {:>14}", v.rate.line(name), cell(v.cpu_ns_per_frame, 0));
     }
     let q = &r.ratios;
     println!();

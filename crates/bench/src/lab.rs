@@ -215,6 +215,53 @@ pub fn iperf(lab: &LabGuard, ends: &Ends, extra: &[&str]) -> Result<Iperf3> {
     bail!("iperf3 server never answered: {last_err}")
 }
 
+/// TCP and 64-byte UDP at full speed from one end of a lab to the other.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Throughput {
+    pub tcp_mbit_s: Option<f64>,
+    pub udp64_sent_pps: Option<f64>,
+    pub udp64_received_pps: Option<f64>,
+    pub udp64_loss: Option<f64>,
+}
+
+impl Throughput {
+    /// An iperf3 TCP run, then 64-byte UDP at full speed (`-b 0`), `seconds` each.
+    pub fn measure(lab: &LabGuard, ends: &Ends, seconds: u32) -> Result<Throughput> {
+        let secs = seconds.to_string();
+        let tcp = iperf(lab, ends, &["-t", &secs])?.tcp_mbit_s()?;
+        // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
+        let udp = iperf(lab, ends, &["-u", "-b", "0", "-l", "18", "-t", &secs])?.udp(seconds);
+        Ok(Throughput {
+            tcp_mbit_s: Some(tcp),
+            udp64_sent_pps: Some(udp.sent_pps()),
+            udp64_received_pps: Some(udp.received_pps()),
+            udp64_loss: Some(udp.loss()),
+        })
+    }
+
+    /// The head of the benches' throughput table.
+    pub fn header() -> String {
+        format!(
+            "{:<8} {:>12} {:>14} {:>14} {:>7}",
+            "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
+        )
+    }
+
+    /// One line of that table.
+    pub fn line(&self, name: &str) -> String {
+        use crate::cell;
+        format!(
+            "{:<8} {:>12} {:>14} {:>14} {:>6}%",
+            name,
+            cell(self.tcp_mbit_s, 0),
+            cell(self.udp64_sent_pps, 0),
+            cell(self.udp64_received_pps, 0),
+            cell(self.udp64_loss.map(|l| 100.0 * l), 1),
+        )
+    }
+}
+
 /// The address of the topology's `server` node (its first port's).
 pub fn server_address(topology: &Path) -> Result<String> {
     let t = d11_lab::Topology::load(topology)?;

@@ -15,7 +15,7 @@
 //! table at 1 and 100,000 entries.
 
 use crate::cores::{self, MobileCore};
-use crate::lab::{self, LabGuard, NodeLoad};
+use crate::lab::{self, LabGuard, NodeLoad, Throughput};
 use crate::{cell, finite, median, ratio, RoundRatio};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -51,10 +51,8 @@ const GOAL: f64 = 1.3;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Run {
-    pub tcp_mbit_s: Option<f64>,
-    pub udp64_sent_pps: Option<f64>,
-    pub udp64_received_pps: Option<f64>,
-    pub udp64_loss: Option<f64>,
+    #[serde(flatten)]
+    pub rate: Throughput,
     pub fixed_load_loss: Option<f64>,
     pub fixed_load: BTreeMap<String, NodeLoad>,
     pub peak_rss_kib: BTreeMap<String, Option<u64>>,
@@ -89,10 +87,8 @@ pub struct PerFrame {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Variant {
-    pub tcp_mbit_s: Option<f64>,
-    pub udp64_sent_pps: Option<f64>,
-    pub udp64_received_pps: Option<f64>,
-    pub udp64_loss: Option<f64>,
+    #[serde(flatten)]
+    pub rate: Throughput,
     pub fixed_load_loss: Option<f64>,
     pub fixed_load: BTreeMap<String, PerFrame>,
     pub chain_ns_per_frame: Option<f64>,
@@ -179,10 +175,8 @@ fn run_variant(exe: &Path, name: &str, topology: &Path, seconds: u32) -> Result<
     };
     let (lab, _) = LabGuard::up(exe, topology, &format!("bench-mobile-{name}"))?;
     lab.warm_up("ue", &server_ip)?;
+    let rate = Throughput::measure(&lab, &ends, seconds)?;
     let secs = seconds.to_string();
-    let tcp = lab::iperf(&lab, &ends, &["-t", &secs])?.tcp_mbit_s()?;
-    // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
-    let udp = lab::iperf(&lab, &ends, &["-u", "-b", "0", "-l", "18", "-t", &secs])?.udp(seconds);
     // CPU per frame at one fixed offered load that both variants carry
     // without loss, so batching per wakeup is alike in both.
     let before = lab::element_work(&lab.name)?;
@@ -194,10 +188,7 @@ fn run_variant(exe: &Path, name: &str, topology: &Path, seconds: u32) -> Result<
     .udp(seconds);
     let after = lab::element_work(&lab.name)?;
     Ok(Run {
-        tcp_mbit_s: Some(tcp),
-        udp64_sent_pps: Some(udp.sent_pps()),
-        udp64_received_pps: Some(udp.received_pps()),
-        udp64_loss: Some(udp.loss()),
+        rate,
         fixed_load_loss: Some(fixed.loss()),
         fixed_load: NodeLoad::between(&before, &after),
         peak_rss_kib: lab::peak_rss(&lab.name)?,
@@ -235,10 +226,12 @@ fn summarise(rounds: &[Round]) -> MobileReport {
             rss.insert(node.to_string(), peak);
         }
         Variant {
-            tcp_mbit_s: med(&|r| r.tcp_mbit_s),
-            udp64_sent_pps: med(&|r| r.udp64_sent_pps),
-            udp64_received_pps: med(&|r| r.udp64_received_pps),
-            udp64_loss: med(&|r| r.udp64_loss),
+            rate: Throughput {
+                tcp_mbit_s: med(&|r| r.rate.tcp_mbit_s),
+                udp64_sent_pps: med(&|r| r.rate.udp64_sent_pps),
+                udp64_received_pps: med(&|r| r.rate.udp64_received_pps),
+                udp64_loss: med(&|r| r.rate.udp64_loss),
+            },
             fixed_load_loss: med(&|r| r.fixed_load_loss),
             fixed_load: fixed,
             chain_ns_per_frame: med(&|r| r.chain()),
@@ -258,9 +251,9 @@ fn summarise(rounds: &[Round]) -> MobileReport {
             .collect(),
         mobile_vs_null_cpu_per_frame_chain: paired(&|m, n| ratio(m.chain(), n.chain())),
         mobile_vs_null_cost_per_frame_udp64: paired(&|m, n| {
-            ratio(n.udp64_received_pps, m.udp64_received_pps)
+            ratio(n.rate.udp64_received_pps, m.rate.udp64_received_pps)
         }),
-        mobile_vs_null_cost_tcp: paired(&|m, n| ratio(n.tcp_mbit_s, m.tcp_mbit_s)),
+        mobile_vs_null_cost_tcp: paired(&|m, n| ratio(n.rate.tcp_mbit_s, m.rate.tcp_mbit_s)),
     };
     MobileReport {
         rounds: rounds.len(),
@@ -279,20 +272,10 @@ fn print_report(r: &MobileReport) {
         "\nmedians of {} rounds (null, then mobile, each round)",
         r.rounds
     );
-    println!(
-        "{:<8} {:>12} {:>14} {:>14} {:>7}",
-        "variant", "TCP Mbit/s", "UDP64 sent/s", "UDP64 rcvd/s", "loss"
-    );
+    println!("{}", Throughput::header());
     let v = &r.variants;
     for (name, v) in [("null", &v.null), ("mobile", &v.mobile)] {
-        println!(
-            "{:<8} {:>12} {:>14} {:>14} {:>6}%",
-            name,
-            cell(v.tcp_mbit_s, 0),
-            cell(v.udp64_sent_pps, 0),
-            cell(v.udp64_received_pps, 0),
-            cell(v.udp64_loss.map(|l| 100.0 * l), 1),
-        );
+        println!("{}", v.rate.line(name));
     }
     println!(
         "\nelement CPU ns/frame at 20k frames/s (64 B UDP ue → server), per position \
@@ -445,8 +428,11 @@ mod tests {
                     ns_per_frame: Some(cpu as f64),
                 };
                 Run {
-                    tcp_mbit_s: Some(100.0),
-                    udp64_received_pps: Some(1000.0),
+                    rate: Throughput {
+                        tcp_mbit_s: Some(100.0),
+                        udp64_received_pps: Some(1000.0),
+                        ..Throughput::default()
+                    },
                     fixed_load: POSITIONS
                         .iter()
                         .map(|p| (p.to_string(), node.clone()))

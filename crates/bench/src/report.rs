@@ -723,13 +723,13 @@ fn core_rows(r: &CoreReport) -> Vec<Row> {
 fn forward_rows(r: &ForwardReport) -> Vec<Row> {
     let v = &r.variants;
     let mut rows = throughput_rows(
-        (v.router.tcp_mbit_s, v.router.udp64_received_pps),
+        (v.router.rate.tcp_mbit_s, v.router.rate.udp64_received_pps),
         (
             "kernel forwarding",
-            v.kernel.tcp_mbit_s,
-            v.kernel.udp64_received_pps,
+            v.kernel.rate.tcp_mbit_s,
+            v.kernel.rate.udp64_received_pps,
         ),
-        (v.null.tcp_mbit_s, v.null.udp64_received_pps),
+        (v.null.rate.tcp_mbit_s, v.null.rate.udp64_received_pps),
     );
     rows.push(
         Row::new(
@@ -771,13 +771,13 @@ fn forward_rows(r: &ForwardReport) -> Vec<Row> {
 fn cloud_rows(r: &CloudReport) -> Vec<Row> {
     let v = &r.variants;
     let mut rows = throughput_rows(
-        (v.vswitch.tcp_mbit_s, v.vswitch.udp64_received_pps),
+        (v.vswitch.rate.tcp_mbit_s, v.vswitch.rate.udp64_received_pps),
         (
             "kernel vxlan",
-            v.kernel.tcp_mbit_s,
-            v.kernel.udp64_received_pps,
+            v.kernel.rate.tcp_mbit_s,
+            v.kernel.rate.udp64_received_pps,
         ),
-        (v.null.tcp_mbit_s, v.null.udp64_received_pps),
+        (v.null.rate.tcp_mbit_s, v.null.rate.udp64_received_pps),
     );
     rows.push(
         Row::new(
@@ -825,14 +825,14 @@ fn mobile_rows(r: &MobileReport) -> Vec<Row> {
     for (what, m, n, cost) in [
         (
             "TCP, Mbit/s (iperf3)",
-            v.mobile.tcp_mbit_s,
-            v.null.tcp_mbit_s,
+            v.mobile.rate.tcp_mbit_s,
+            v.null.rate.tcp_mbit_s,
             &q.mobile_vs_null_cost_tcp,
         ),
         (
             "64 B UDP received, frames/s",
-            v.mobile.udp64_received_pps,
-            v.null.udp64_received_pps,
+            v.mobile.rate.udp64_received_pps,
+            v.null.rate.udp64_received_pps,
             &q.mobile_vs_null_cost_per_frame_udp64,
         ),
     ] {
@@ -1078,7 +1078,10 @@ fn pps_rows(b: &Benches) -> Vec<PpsRow> {
         rows.push(PpsRow {
             element: "router",
             lab: "forward: 4 routers in a row",
-            chain: (v.router.udp64_received_pps, v.null.udp64_received_pps),
+            chain: (
+                v.router.rate.udp64_received_pps,
+                v.null.rate.udp64_received_pps,
+            ),
             cpu: (v.router.cpu_ns_per_frame, v.null.cpu_ns_per_frame),
             core: (
                 f.element_core.router_ns_per_frame,
@@ -1088,7 +1091,10 @@ fn pps_rows(b: &Benches) -> Vec<PpsRow> {
     }
     if let Some(c) = cl {
         let v = &c.variants;
-        let chain = (v.vswitch.udp64_received_pps, v.null.udp64_received_pps);
+        let chain = (
+            v.vswitch.rate.udp64_received_pps,
+            v.null.rate.udp64_received_pps,
+        );
         rows.push(PpsRow {
             element: "switch",
             lab: "cloud: tor, between the vSwitches",
@@ -1118,7 +1124,10 @@ fn pps_rows(b: &Benches) -> Vec<PpsRow> {
             rows.push(PpsRow {
                 element,
                 lab: "mobile: enb → sgw → pgw (GTP-U, NAT)",
-                chain: (v.mobile.udp64_received_pps, v.null.udp64_received_pps),
+                chain: (
+                    v.mobile.rate.udp64_received_pps,
+                    v.null.rate.udp64_received_pps,
+                ),
                 cpu: (v.mobile.ns_per_frame(element), v.null.ns_per_frame(element)),
                 core: (core, mc.null_ns_per_frame),
             });
@@ -1126,7 +1135,7 @@ fn pps_rows(b: &Benches) -> Vec<PpsRow> {
     }
     if let Some(f) = fw {
         let v = &f.variants;
-        let null = v.null.udp64_received_pps;
+        let null = v.null.rate.udp64_received_pps;
         rows.push(PpsRow {
             element: "null",
             lab: "forward: 4 nulls in a row",
@@ -1140,7 +1149,7 @@ fn pps_rows(b: &Benches) -> Vec<PpsRow> {
         rows.push(PpsRow {
             element: "kernel forwarding",
             lab: "forward: 4 namespaces routing",
-            chain: (v.kernel.udp64_received_pps, null),
+            chain: (v.kernel.rate.udp64_received_pps, null),
             cpu: none,
             core: none,
         });
@@ -1150,7 +1159,10 @@ fn pps_rows(b: &Benches) -> Vec<PpsRow> {
         rows.push(PpsRow {
             element: "kernel vxlan + bridges",
             lab: "cloud: hosta, tor, hostb",
-            chain: (v.kernel.udp64_received_pps, v.null.udp64_received_pps),
+            chain: (
+                v.kernel.rate.udp64_received_pps,
+                v.null.rate.udp64_received_pps,
+            ),
             cpu: none,
             core: none,
         });

@@ -73,8 +73,6 @@ const WARMUP_CALLS: usize = 200;
 /// One call's deadline; a call that misses it counts as an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The two paths, in the order each round runs them.
-
 /// Elements' CPU and frames per call, in all and by element.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
