@@ -619,6 +619,8 @@ mod tests {
             "/../../netns/bench-rpc.toml"
         )))
         .unwrap();
+        // Every element's settings as `d11 up` checks them (the lab has no apps).
+        t.check_elements().unwrap();
         let addr = |node: &str| t.node(node).unwrap().ports[0].address.unwrap().to_string();
         assert_eq!(addr(CLIENT_NODE), "192.168.1.10/24");
         assert_eq!(addr(SERVER_NODE), format!("{SERVER_IP}/24"));
