@@ -162,7 +162,7 @@ fn config(data: &[u8]) {
     let Ok(c) = serde_json::from_slice::<L4lbConfig>(data) else { return };
     if c.validate().is_ok() && c.backends.len() <= 64 {
         let lb = L4lb::new("vm-lb", c);
-        let _ = lb.status().to_string();
+        let _ = serde_json::to_string(&lb.status());
     }
 }
 

@@ -26,6 +26,11 @@ const MAX_LINE: u64 = 1024;
 /// What the app reports under `"report"`.
 pub type Report = Arc<dyn Fn() -> Value + Send + Sync>;
 
+/// The app's typed report as JSON: the control socket is where it becomes JSON.
+pub fn report<T: serde::Serialize>(f: impl Fn() -> T + Send + Sync + 'static) -> Report {
+    Arc::new(move || serde_json::to_value(f()).unwrap_or(Value::Null))
+}
+
 /// Binds `path` (replacing a stale socket left by a crashed predecessor)
 /// and answers clients until the task is dropped.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {

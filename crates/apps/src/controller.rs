@@ -164,6 +164,39 @@ impl Orders {
     }
 }
 
+/// What a controller reports on its control socket (`d11 show vm-ctl`):
+/// its connections, TLS handshakes, requests by status and orders by
+/// outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerReport {
+    pub name: String,
+    /// `local` (it records orders itself) or `rpc` (the order service does).
+    pub orders: String,
+    pub connections: u64,
+    pub active_connections: u64,
+    pub tls_handshakes: u64,
+    /// Failed handshakes by reason.
+    pub tls_handshake_failures: BTreeMap<String, u64>,
+    pub tls_versions: BTreeMap<String, u64>,
+    pub tls_ciphers: BTreeMap<String, u64>,
+    pub header_timeouts: u64,
+    /// Requests by HTTP status (`"201"`).
+    pub requests: BTreeMap<String, u64>,
+    pub orders_created: u64,
+    pub orders_replayed: u64,
+    pub idempotency_conflicts: u64,
+    pub store_errors: u64,
+    pub orders_sold_out: u64,
+    pub orders_cancelled: u64,
+    /// Calls of `order.create` that failed, by RPC status name.
+    pub order_service_faults: BTreeMap<String, u64>,
+    /// Answers of `order.create` lacking a field or of the wrong shape.
+    pub order_service_bad_answers: u64,
+    /// With `orders = "rpc"`: the order service's client side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_service: Option<order_service::OrderServiceReport>,
+}
+
 /// What the control socket reports.
 #[derive(Default)]
 struct Counters {
@@ -450,37 +483,38 @@ impl Controller {
     }
 
     /// Counters for the control socket.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> ControllerReport {
         let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let requests: BTreeMap<String, u64> = c
-            .requests
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        let mut status = json!({
-            "name": self.name,
-            "orders": self.orders.mode(),
-            "connections": c.connections,
-            "active_connections": c.active_connections,
-            "tls_handshakes": c.tls_handshakes,
-            "tls_handshake_failures": c.tls_handshake_failures,
-            "tls_versions": c.tls_versions,
-            "tls_ciphers": c.tls_ciphers,
-            "header_timeouts": c.header_timeouts,
-            "requests": requests,
-            "orders_created": c.orders_created,
-            "orders_replayed": c.orders_replayed,
-            "idempotency_conflicts": c.idempotency_conflicts,
-            "store_errors": c.store_errors,
-            "orders_sold_out": c.orders_sold_out,
-            "orders_cancelled": c.orders_cancelled,
-            "order_service_faults": c.order_service_faults,
-            "order_service_bad_answers": c.order_service_bad_answers,
-        });
-        if let Orders::Rpc(service) = &self.orders {
-            status["order_service"] = service.status();
+        let names =
+            |m: &BTreeMap<&'static str, u64>| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        ControllerReport {
+            name: self.name.clone(),
+            orders: self.orders.mode().into(),
+            connections: c.connections,
+            active_connections: c.active_connections,
+            tls_handshakes: c.tls_handshakes,
+            tls_handshake_failures: names(&c.tls_handshake_failures),
+            tls_versions: c.tls_versions.clone(),
+            tls_ciphers: c.tls_ciphers.clone(),
+            header_timeouts: c.header_timeouts,
+            requests: c
+                .requests
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            orders_created: c.orders_created,
+            orders_replayed: c.orders_replayed,
+            idempotency_conflicts: c.idempotency_conflicts,
+            store_errors: c.store_errors,
+            orders_sold_out: c.orders_sold_out,
+            orders_cancelled: c.orders_cancelled,
+            order_service_faults: names(&c.order_service_faults),
+            order_service_bad_answers: c.order_service_bad_answers,
+            order_service: match &self.orders {
+                Orders::Rpc(service) => Some(service.status()),
+                Orders::Local(_) => None,
+            },
         }
-        status
     }
 
     /// A fresh order id: 64 random bits.
@@ -1040,7 +1074,7 @@ impl crate::app::App for ControllerApp {
             let ctl_app = Controller::new(&env.node, c, tls, &env.order_store)?;
             let report = {
                 let c = ctl_app.clone();
-                Arc::new(move || c.status())
+                crate::control::report(move || c.status())
             };
             // Ready (answering its control socket) once it can place orders.
             if !ctl_app

@@ -25,8 +25,11 @@ mod store;
 use std::path::PathBuf;
 
 pub use frame::{check_ack, check_batch, read_msg, write_msg, Msg, ReplError, MAX_FRAME};
-pub use primary::{Primary, PrimaryConfig, Replicated, ReplicationMode, Written, REPLICATION_PORT};
-pub use standby::{Standby, StandbyConfig};
+pub use primary::{
+    Primary, PrimaryConfig, PrimaryReport, Replicated, ReplicationMode, StandbyLink, Written,
+    REPLICATION_PORT,
+};
+pub use standby::{Standby, StandbyConfig, StandbyReport};
 pub use store::{
     Applied, BatchTake, Cas, Change, CommitHook, CouponOutcome, CouponRow, CouponState, Db,
     MoveState, NewOrder, Order, OrderCreated, OrderState, Restore, RowImage, StateChange, Stock,

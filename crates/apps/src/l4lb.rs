@@ -32,8 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -155,6 +154,74 @@ impl L4lbConfig {
             None => Ok(()),
         }
     }
+}
+
+/// What the l4lb reports on its control socket (`d11 show vm-lb`), in the
+/// spirit of HAProxy's stats: the frontend's totals and each backend
+/// server's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct L4lbReport {
+    pub frontend: FrontendReport,
+    pub backend: BackendReport,
+}
+
+/// The listener's totals; `bytes_in` is client → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendReport {
+    pub name: String,
+    pub listen: String,
+    pub maxconn: usize,
+    pub active: usize,
+    /// Every connection taken from the listener.
+    pub accepted: u64,
+    /// The times it stopped taking them at `maxconn`.
+    pub maxconn_pauses: u64,
+    pub no_backend: u64,
+    pub connect_failures: u64,
+    pub client_timeouts: u64,
+    pub server_timeouts: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// The backend: how it balances and its servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendReport {
+    pub name: String,
+    pub balance: Balance,
+    /// Servers passing their health checks.
+    pub up: usize,
+    pub servers: Vec<ServerReport>,
+}
+
+/// One backend server, as HAProxy's stats show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerReport {
+    /// `BACKEND/ADDR`.
+    pub name: String,
+    pub address: String,
+    /// `UP` or `DOWN`.
+    pub status: String,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    pub last_check: Option<CheckReport>,
+    pub ms_since_change: u64,
+    pub active: usize,
+    /// Sessions so far.
+    pub total: u64,
+    pub connect_failures: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// A health check's result: HAProxy's status code (`L4OK`, `L4CON`, …),
+/// reason and info.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub code: String,
+    pub reason: String,
+    pub info: Option<String>,
+    pub duration_ms: u64,
 }
 
 /// A running load balancer: configuration, backend state and counters.
@@ -581,63 +648,64 @@ impl L4lb {
     /// spirit of HAProxy's stats CSV. `bytes_in` is client → server;
     /// `accepted` counts every connection taken from the listener;
     /// `maxconn_pauses` the times it stopped taking them at `maxconn`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> L4lbReport {
         let pool = self.pool();
-        let servers: Vec<Value> = pool
+        let servers = pool
             .servers
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 let [bytes_in, bytes_out] = &self.bytes[i];
-                let last_check = s.last_check.as_ref().map(|c| {
-                    json!({
-                        "code": c.code,
-                        "reason": c.reason,
-                        "info": c.info,
-                        "duration_ms": c.duration.as_millis() as u64,
-                    })
-                });
-                json!({
-                    "name": format!("{}/{}", self.config.backend_name, self.config.backends[i]),
-                    "address": self.config.backends[i].to_string(),
-                    "status": if s.health.is_up() { "UP" } else { "DOWN" },
-                    "checks_passed": s.checks_passed,
-                    "checks_failed": s.checks_failed,
-                    "last_check": last_check,
-                    "ms_since_change": s.last_change.elapsed().as_millis() as u64,
-                    "active": s.active,
-                    "total": s.total,
-                    "connect_failures": s.connect_failures,
-                    "bytes_in": bytes_in.load(Ordering::Relaxed),
-                    "bytes_out": bytes_out.load(Ordering::Relaxed),
-                })
+                ServerReport {
+                    name: format!("{}/{}", self.config.backend_name, self.config.backends[i]),
+                    address: self.config.backends[i].to_string(),
+                    status: if s.health.is_up() { "UP" } else { "DOWN" }.into(),
+                    checks_passed: s.checks_passed,
+                    checks_failed: s.checks_failed,
+                    last_check: s.last_check.as_ref().map(|c| CheckReport {
+                        code: c.code.into(),
+                        reason: c.reason.into(),
+                        info: c.info.clone(),
+                        duration_ms: c.duration.as_millis() as u64,
+                    }),
+                    ms_since_change: s.last_change.elapsed().as_millis() as u64,
+                    active: s.active,
+                    total: s.total,
+                    connect_failures: s.connect_failures,
+                    bytes_in: bytes_in.load(Ordering::Relaxed),
+                    bytes_out: bytes_out.load(Ordering::Relaxed),
+                }
             })
             .collect();
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sum = |k: usize| self.bytes.iter().map(|b| load(&b[k])).sum::<u64>();
-        json!({
-            "frontend": {
-                "name": self.name,
-                "listen": self.listening.get().unwrap_or(&self.config.listen).to_string(),
-                "maxconn": self.config.maxconn,
-                "active": c.active.load(Ordering::Relaxed),
-                "accepted": load(&c.accepted),
-                "maxconn_pauses": load(&c.maxconn_pauses),
-                "no_backend": load(&c.no_backend),
-                "connect_failures": load(&c.connect_failures),
-                "client_timeouts": load(&c.client_timeouts),
-                "server_timeouts": load(&c.server_timeouts),
-                "bytes_in": sum(0),
-                "bytes_out": sum(1),
+        L4lbReport {
+            frontend: FrontendReport {
+                name: self.name.clone(),
+                listen: self
+                    .listening
+                    .get()
+                    .unwrap_or(&self.config.listen)
+                    .to_string(),
+                maxconn: self.config.maxconn,
+                active: c.active.load(Ordering::Relaxed),
+                accepted: load(&c.accepted),
+                maxconn_pauses: load(&c.maxconn_pauses),
+                no_backend: load(&c.no_backend),
+                connect_failures: load(&c.connect_failures),
+                client_timeouts: load(&c.client_timeouts),
+                server_timeouts: load(&c.server_timeouts),
+                bytes_in: sum(0),
+                bytes_out: sum(1),
             },
-            "backend": {
-                "name": self.config.backend_name,
-                "balance": self.config.balance,
-                "up": pool.servers.iter().filter(|s| s.health.is_up()).count(),
-                "servers": servers,
+            backend: BackendReport {
+                name: self.config.backend_name.clone(),
+                balance: self.config.balance,
+                up: pool.servers.iter().filter(|s| s.health.is_up()).count(),
+                servers,
             },
-        })
+        }
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
@@ -848,7 +916,7 @@ impl crate::app::App for L4lbApp {
             let listener = lb.bind()?;
             let report = {
                 let lb = lb.clone();
-                Arc::new(move || lb.status())
+                crate::control::report(move || lb.status())
             };
             tokio::spawn(crate::control::serve(ctl, env.node.clone(), "l4lb", report));
             info!(addr = %listener.local_addr()?, "l4lb up");

@@ -16,7 +16,7 @@
 
 use crate::phone::{self, OrderError, OrderRequest};
 use crate::pki;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,8 @@ pub struct LoadConfig {
 /// last byte as the phone app reports it (`OrderOutcome::elapsed_ms`; the
 /// closing handshake after it is the client's time, not the order's), in
 /// milliseconds (nearest-rank percentiles).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Latency {
     pub min: f64,
     pub p50: f64,
@@ -73,7 +74,7 @@ impl Latency {
 
 /// What a run came to, counting only orders that ended in the measured
 /// stretch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     pub clients: usize,
     /// The measured stretch.

@@ -71,7 +71,35 @@ pub struct OrderOutcome {
     pub elapsed_ms: f64,
 }
 
+/// The fields of the controller's JSON reply the phone's users read
+/// (`d11 demo`); the reply itself stays in [`OrderOutcome::body`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct OrderReply {
+    /// `created`, `replayed`, …
+    pub status: Option<String>,
+    pub order_id: Option<String>,
+    pub served_by: Option<String>,
+    /// The order as the controller took it (the story's JSON).
+    pub order: Option<Value>,
+    /// With the shop's backend: the order service's calls and commit
+    /// ([`rpc_lines`] tells them).
+    pub rpc: Option<RpcTrail>,
+}
+
+/// The order service's trail in a reply: one entry per RPC call.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RpcTrail {
+    pub path: Vec<Value>,
+}
+
 impl OrderOutcome {
+    /// The reply's fields, as far as it has them.
+    pub fn reply(&self) -> OrderReply {
+        OrderReply::deserialize(&self.body).unwrap_or_default()
+    }
+
     /// The reply's `order_id`, if it has one.
     pub fn order_id(&self) -> Option<&str> {
         self.body.get("order_id").and_then(Value::as_str)

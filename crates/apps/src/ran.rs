@@ -21,7 +21,7 @@
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -753,13 +753,13 @@ fn drive(
 }
 
 /// Counts per outcome and latency of the orders that succeeded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RanReport {
     pub phones: usize,
     pub orders: usize,
     pub ok: usize,
     pub failed: usize,
-    pub by_outcome: BTreeMap<&'static str, usize>,
+    pub by_outcome: BTreeMap<String, usize>,
     pub latency_ms: crate::load::Latency,
     pub retransmissions: u64,
     pub seconds: f64,
@@ -771,7 +771,7 @@ impl Ran {
         let mut by_outcome = BTreeMap::new();
         let mut ms = Vec::new();
         for r in &self.done {
-            *by_outcome.entry(r.outcome.label()).or_insert(0) += 1;
+            *by_outcome.entry(r.outcome.label().to_string()).or_insert(0) += 1;
             if r.outcome.ok() {
                 ms.push(r.ms);
             }

@@ -47,9 +47,11 @@ pub mod hessian;
 pub mod registry;
 pub mod server;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, ClientReport};
 pub use codec::{Fault, Request, Status};
-pub use consumer::{Balance, CallOptions, Consumer, ConsumerConfig, Traced};
+pub use consumer::{
+    Balance, CallOptions, Consumer, ConsumerConfig, ConsumerReport, ProviderReport, Traced,
+};
 pub use hessian::Value;
-pub use registry::{Providers, Registry};
-pub use server::{Call, Server, ServerConfig, Services};
+pub use registry::{Providers, Registry, RegistryReport};
+pub use server::{Call, Server, ServerConfig, ServerReport, Services};

@@ -260,12 +260,11 @@ pub async fn run(
                 reg.services(),
             );
             let listener = bind(&server, c.listen).await?;
-            let report: control::Report = {
+            let report = {
                 let (reg, server) = (reg.clone(), server.clone());
-                Arc::new(move || {
-                    let mut r = reg.status();
-                    r["server"] = server.status();
-                    r
+                control::report(move || RegistryAppReport {
+                    registry: reg.status(),
+                    server: server.status(),
                 })
             };
             tokio::spawn(control::serve(ctl, ctx.node.clone(), "registry", report));
@@ -318,6 +317,31 @@ pub struct Provider {
 /// what it calls before it answers its control socket anyway (`d11 up`
 /// waits for that answer: the lab is up when the shop can take orders).
 pub const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// What a shop service reports: its own report, the name and address it
+/// registered, and its RPC server's counters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct Served<T> {
+    #[serde(flatten)]
+    pub service: T,
+    pub provider: Registered,
+    pub server: crate::rpc::ServerReport,
+}
+
+/// A provider as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Registered {
+    pub service: String,
+    pub addr: String,
+}
+
+/// What the registry app reports (`d11 show vm-reg`): the table and its server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct RegistryAppReport {
+    #[serde(flatten)]
+    pub registry: crate::rpc::RegistryReport,
+    pub server: crate::rpc::ServerReport,
+}
 
 impl Provider {
     pub fn new(ctx: &Ctx, config: ProviderConfig) -> anyhow::Result<Provider> {
@@ -385,26 +409,28 @@ impl Provider {
     /// Serves `services` (registered as `name` at the VM's address) until
     /// `shutdown`, then unregisters, so consumers stop choosing it before
     /// it goes.
-    pub async fn run(
+    pub async fn run<R: serde::Serialize + 'static>(
         self,
         ctx: Ctx,
         ctl: UnixListener,
         name: &'static str,
         services: Services,
-        report: control::Report,
+        report: impl Fn() -> R + Send + Sync + 'static,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let listen = self.config.server.listen;
         let server = Server::new(&ctx.node, self.config.server.clone(), services);
         let listener = bind(&server, listen).await?;
         let addr = SocketAddr::new(ctx.advertise, listener.local_addr()?.port()).to_string();
-        let full: control::Report = {
+        let full = {
             let (server, addr) = (server.clone(), addr.clone());
-            Arc::new(move || {
-                let mut r = report();
-                r["provider"] = json!({"service": name, "addr": addr});
-                r["server"] = server.status();
-                r
+            control::report(move || Served {
+                service: report(),
+                provider: Registered {
+                    service: name.into(),
+                    addr: addr.clone(),
+                },
+                server: server.status(),
             })
         };
         let serving = server.serve(listener);

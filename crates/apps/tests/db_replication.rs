@@ -208,12 +208,12 @@ async fn the_standby_holds_the_same_rows_after_500_operations() {
         "the day's orders: (500 - 24 seeds) / 5 steps, rounded up"
     );
     let status = s.it.status();
-    assert_eq!(status["lag_changes"], 0, "{status}");
-    assert_eq!(status["connected"], true);
-    assert_eq!(status["duplicates_skipped"], 0);
+    assert_eq!(status.lag_changes, 0, "{status:?}");
+    assert!(status.connected);
+    assert_eq!(status.duplicates_skipped, 0);
     let status = p.it.status();
-    assert_eq!(status["standbys"][0]["name"], "vm-db2", "{status}");
-    assert_eq!(status["standbys"][0]["lag_changes"], 0);
+    assert_eq!(status.standbys[0].name, "vm-db2", "{status:?}");
+    assert_eq!(status.standbys[0].lag_changes, 0);
     s.stop().await;
     p.stop().await;
 }
@@ -224,7 +224,7 @@ async fn a_sync_write_returns_only_after_the_standby_applied_it() {
     let (p, addr) = primary(dir.path(), config(ReplicationMode::Sync)).await;
     let s = standby(dir.path(), addr);
     eventually("the standby to connect", || async {
-        s.it.status()["connected"] == true
+        s.it.status().connected
     })
     .await;
     // A second connection to the standby's file, as an outside observer.
@@ -245,8 +245,8 @@ async fn a_sync_write_returns_only_after_the_standby_applied_it() {
         assert!(observer.head().unwrap() >= seq, "op {i}: not in the file");
     }
     let status = p.it.status();
-    assert_eq!(status["sync_timeouts"], 0, "{status}");
-    assert!(status["sync_acked"].as_u64().unwrap() > 50);
+    assert_eq!(status.sync_timeouts, 0, "{status:?}");
+    assert!(status.sync_acked > 50);
     assert_same_rows(&p.it, &s.it).await;
     s.stop().await;
     p.stop().await;
@@ -277,9 +277,9 @@ async fn a_sync_write_without_a_standby_times_out_and_says_so() {
         50
     );
     let status = p.it.status();
-    assert_eq!(status["sync_timeouts"], 1, "{status}");
-    assert_eq!(status["lag_changes"], 1);
-    assert!(status["lag_ms"].as_u64().unwrap() >= 200, "{status}");
+    assert_eq!(status.sync_timeouts, 1, "{status:?}");
+    assert_eq!(status.lag_changes, 1);
+    assert!(status.lag_ms >= 200, "{status:?}");
     p.stop().await;
 }
 
@@ -290,17 +290,17 @@ async fn an_async_standby_lags_then_catches_up() {
     day(&p.it, 0..500).await;
     let head = p.it.read(|db| db.head()).await.unwrap();
     let status = p.it.status();
-    assert_eq!(status["seq"], head, "{status}");
-    assert_eq!(status["lag_changes"], head, "nobody has anything yet");
+    assert_eq!(status.seq, head, "{status:?}");
+    assert_eq!(status.lag_changes, head, "nobody has anything yet");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let status = p.it.status();
-    assert!(status["lag_ms"].as_u64().unwrap() >= 50, "{status}");
+    assert!(status.lag_ms >= 50, "{status:?}");
     let s = standby(dir.path(), addr);
     caught_up(&p.it, &s.it).await;
     let status = p.it.status();
-    assert_eq!(status["lag_changes"], 0, "{status}");
-    assert_eq!(status["lag_ms"], 0, "{status}");
-    assert_eq!(s.it.status()["applied_seq"], head);
+    assert_eq!(status.lag_changes, 0, "{status:?}");
+    assert_eq!(status.lag_ms, 0, "{status:?}");
+    assert_eq!(s.it.status().applied_seq, head);
     assert_same_rows(&p.it, &s.it).await;
     s.stop().await;
     p.stop().await;
@@ -418,10 +418,10 @@ async fn corrupt_or_out_of_order_input_closes_the_connection_and_the_standby_rec
     );
 
     let status = s.it.status();
-    assert_eq!(status["disconnects"]["bad_message"], 1, "{status}");
-    assert_eq!(status["disconnects"]["out_of_order"], 1, "{status}");
-    assert_eq!(status["disconnects"]["too_long"], 1, "{status}");
-    assert_eq!(status["connects"], 4);
+    assert_eq!(status.disconnects["bad_message"], 1, "{status:?}");
+    assert_eq!(status.disconnects["out_of_order"], 1, "{status:?}");
+    assert_eq!(status.disconnects["too_long"], 1, "{status:?}");
+    assert_eq!(status.connects, 4);
     assert_eq!(s.it.applied(), 1);
     s.stop().await;
 }
@@ -438,7 +438,7 @@ async fn the_primary_closes_a_corrupt_connection_and_keeps_serving() {
     closed(&mut raw).await;
     // Counted as the session ends, just after the socket closes.
     eventually("both closes counted", || async {
-        let d = &p.it.status()["disconnects"];
+        let d = &p.it.status().disconnects;
         d["bad_message"] == 1 && d["ahead_of_primary"] == 1
     })
     .await;
@@ -457,7 +457,7 @@ async fn concurrent_sync_writers_are_each_acknowledged() {
     let (p, addr) = primary(dir.path(), config(ReplicationMode::Sync)).await;
     let s = standby(dir.path(), addr);
     eventually("the standby to connect", || async {
-        s.it.status()["connected"] == true
+        s.it.status().connected
     })
     .await;
     p.it.write(|db| db.seed_stock("book", 1000)).await.unwrap();
@@ -484,7 +484,7 @@ async fn concurrent_sync_writers_are_each_acknowledged() {
     for w in writers {
         w.await.unwrap();
     }
-    assert_eq!(p.it.status()["sync_acked"], 241);
+    assert_eq!(p.it.status().sync_acked, 241);
     assert_same_rows(&p.it, &s.it).await;
     s.stop().await;
     p.stop().await;
@@ -508,6 +508,6 @@ async fn a_silent_primary_is_dropped_after_the_idle_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
     let (mut c, _) = listener.accept().await.unwrap();
     assert_eq!(read_frame(&mut c).await["type"], "hello");
-    assert_eq!(s.status()["disconnects"]["idle"], 1);
+    assert_eq!(s.status().disconnects["idle"], 1);
     task.abort();
 }

@@ -130,8 +130,9 @@ async fn start_lb(backends: &[SocketAddr], extra: Value) -> Lb {
 }
 
 impl Lb {
+    /// The report as the control socket sends it.
     fn status(&self) -> Value {
-        self.lb.status()
+        serde_json::to_value(self.lb.status()).expect("the report as JSON")
     }
 
     fn server(&self, i: usize) -> Value {
@@ -595,11 +596,7 @@ async fn run_binds_the_configured_address_and_status_shows_it() {
     }));
     let start = Instant::now();
     let addr: SocketAddr = loop {
-        let listen = lb.status()["frontend"]["listen"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let listen = lb.status().frontend.listen.parse().unwrap();
         if listen != "127.0.0.1:0".parse().unwrap() {
             break listen;
         }

@@ -65,11 +65,11 @@ async fn clients_place_orders_with_a_full_handshake_each_and_count_them() {
     // Every order, counted or not, was a new connection with a full
     // handshake (no resumption) and a new order in the store.
     let status = ctl.status();
-    let handshakes = status["tls_handshakes"].as_u64().unwrap();
-    assert_eq!(status["connections"].as_u64().unwrap(), handshakes);
-    assert!(handshakes >= report.orders, "{status}");
-    assert_eq!(status["orders_created"].as_u64().unwrap(), handshakes);
-    assert_eq!(status["orders_replayed"].as_u64().unwrap(), 0);
+    let handshakes = status.tls_handshakes;
+    assert_eq!(status.connections, handshakes);
+    assert!(handshakes >= report.orders, "{status:?}");
+    assert_eq!(status.orders_created, handshakes);
+    assert_eq!(status.orders_replayed, 0);
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

@@ -1,22 +1,34 @@
 //! `d11 demo`: up, order, trace, down — narrated chapter by chapter.
 //!
 //! The demo knows no protocol: it runs the other `d11` commands as child
-//! processes with `--json` (`up`, `order`, `trace`, `status`, `show`), reads
-//! the TCP segments of the trace's capture with tshark when it is installed,
-//! and tells what those outputs say happened in this run. Every number it
-//! prints comes from one of them. The lab always goes down at the end: on
+//! processes with `--json` (`up`, `order`, `trace`, `status`) and reads
+//! their output as the types they print ([`LabStatus`], [`TraceJson`]),
+//! asks the elements and the load balancer for their reports on their
+//! control sockets (as `d11 show` does: `SgwReport`, `PgwReport`,
+//! `VgwReport`, `L4lbReport`), reads the TCP connections of the trace's
+//! capture with `d11_lab::tcpview`, and tells what those say happened in
+//! this run. Every number it prints comes from one of them. The lab always goes down at the end: on
 //! success, on error and on Ctrl-C ([`DemoLab`]'s `Drop`; SIGINT and SIGTERM
 //! only set a flag in this process, checked after each step).
 
 use crate::need_root;
+use crate::status::LabStatus;
+use crate::trace::TraceJson;
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use d11_apps::l4lb::L4lbReport;
+use d11_apps::phone::OrderOutcome;
+use d11_core::nat::NatEntryView;
+use d11_elements::{pgw::PgwReport, sgw::SgwReport, vgw::VgwReport};
+use d11_lab::tcpview::{self, Dir, Flags, Pick, Row, State};
+use d11_lab::trace::{Hop, Pair, Tunnel};
+use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Options of `d11 demo`.
 #[derive(Debug, clap::Args)]
@@ -112,8 +124,8 @@ impl Runner {
         Ok(out)
     }
 
-    /// `d11 ARGS` that must succeed, its stdout as JSON.
-    fn json(&self, args: &[&str]) -> Result<Value> {
+    /// `d11 ARGS` that must succeed, its stdout read as `T`.
+    fn json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
         let out = self.run(args)?;
         if !out.status.success() {
             bail!(
@@ -141,8 +153,8 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
             String::from_utf8_lossy(&up.stderr).trim()
         );
     }
-    let status = d.json(&["status", "--name", lab, "--json"])?;
-    let net = Net::from_status(&status)?;
+    let status: LabStatus = d.json(&["status", "--name", lab, "--json"])?;
+    let net = Net::from_status(&status);
 
     println!(
         "\n{}",
@@ -151,7 +163,7 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
         )
     );
     println!("$ d11 order --name {lab} --json");
-    let order = d.json(&["order", "--name", lab, "--json"])?;
+    let order: OrderOutcome = d.json(&["order", "--name", lab, "--json"])?;
     print!("{}", chapter6(&order)?);
 
     println!(
@@ -160,54 +172,70 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     );
     let f = file.to_string_lossy();
     println!("$ d11 trace --name {lab} -w {f} --json");
-    let trace = d.json(&["trace", "--name", lab, "-w", &f, "--json"])?;
-    let hops = trace["hops"].as_array().context("the trace has no hops")?;
-    print!("{}", hop_table(hops)?);
-    print!("{}", trace_summary(&trace)?);
+    let trace: TraceJson = d.json(&["trace", "--name", lab, "-w", &f, "--json"])?;
+    let hops = &trace.hops;
+    if hops.is_empty() {
+        bail!("the trace has no hops");
+    }
+    print!("{}", crate::trace::table(hops));
+    print!("{}", trace_summary(&trace));
 
-    let client: SocketAddrV4 = parse(&trace, "/order/local")?;
-    let remote: SocketAddrV4 = parse(&trace, "/order/remote")?;
-    let proxied = proxy_leg(hops)?;
-    println!("\n{}", heading("Chapter 5 in this run: the TCP segments of the traced order, read from the capture with tshark"));
-    match tcp_segments(file, &first_wire(hops)?, client) {
-        Ok(segs) => {
+    let (client, remote) = ends(&trace.order)?;
+    let proxied = proxy_leg(hops);
+    println!(
+        "\n{}",
+        heading(
+            "Chapter 5 in this run: the TCP segments of the traced order, read from the capture"
+        )
+    );
+    let frames = crate::trace::read_capture(file);
+    let story = |wire: &str, a: SocketAddrV4, b: SocketAddrV4| -> Result<String> {
+        let frames = frames.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let view = tcpview::analyse(frames, wire, Pick::Between(a, b))?;
+        Ok(tcp_story(&view.rows))
+    };
+    match story(&hops[0].wire, client, remote) {
+        Ok(s) => {
             println!("the phone's connection {client} → {remote}:");
-            print!("{}", tcp_story(&segs, client));
+            print!("{s}");
         }
         Err(e) => println!("({e}; the trace above shows the request's first data segment only)"),
     }
-    if let Some((new, last)) = proxied {
-        match tcp_segments(file, &last, new) {
-            Ok(segs) => {
+    if let Some((new, backend, last)) = proxied {
+        match story(&last, new, backend) {
+            Ok(s) => {
                 println!(
                     "the load balancer's own connection {new} → the controller, seen on {last}:"
                 );
-                print!("{}", tcp_story(&segs, new));
+                print!("{s}");
             }
             Err(e) => println!("({e})"),
         }
     }
 
     // The elements' and apps' own tables, after the traced order.
-    let bearers = show_role(d, lab, &net, "sgw", Some("bearers"))?;
-    let pgw_nat = show_role(d, lab, &net, "pgw", Some("nat"))?;
-    let vgw_nat = show_role(d, lab, &net, "vgw", Some("nat"))?;
-    let lb = show_role(d, lab, &net, "l4lb", None)?;
+    let sgw: Option<SgwReport> = report_of(lab, &net, "sgw")?;
+    let pgw: Option<PgwReport> = report_of(lab, &net, "pgw")?;
+    let vgw: Option<VgwReport> = report_of(lab, &net, "vgw")?;
+    let lb: Option<L4lbReport> = report_of(lab, &net, "l4lb")?;
+    let bearers = sgw.map(|r| r.tunnel.bearers).unwrap_or_default();
+    let pgw_nat = pgw.map(|r| r.nat).unwrap_or_default();
+    let vgw_nat = vgw.map(|r| r.nat).unwrap_or_default();
 
-    let ch = chapters(hops)?;
+    let ch = chapters(hops);
     println!("\n{}", heading("Chapter 7: through the eNodeB, both GTP-U tunnels and the PGW's NAT, then the carriers"));
     print!("{}", narrate_hops(&net, hops, ch.seven.clone()));
-    print!("{}", chapter7_tables(&trace, &bearers, &pgw_nat)?);
+    print!("{}", chapter7_tables(&trace, &bearers, &pgw_nat, client));
     println!(
         "\n{}",
         heading("Chapter 8: into the data centre: the cloud gateway's DNAT and VXLAN")
     );
     print!("{}", narrate_hops(&net, hops, ch.eight.clone()));
-    print!("{}", chapter8_tables(hops, &pgw_nat, &vgw_nat, client)?);
+    print!("{}", chapter8_tables(hops, &pgw_nat, &vgw_nat, client));
     println!("\n{}", heading("Chapter 9: the L4 proxy ends the phone's TCP and opens a new connection to a controller"));
     print!("{}", narrate_hops(&net, hops, ch.nine.clone()));
-    print!("{}", chapter9_tables(&trace, &lb)?);
-    if let Some(s) = chapter10(&trace["order"]) {
+    print!("{}", chapter9_tables(&trace, lb.as_ref())?);
+    if let Some(s) = chapter10(&trace.order) {
         println!(
             "\n{}",
             heading("Chapter 10: the controller calls the order service by RPC")
@@ -220,16 +248,20 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `d11 show LAB NODE [TABLE] --json` of the node with `role`, or Null when
-/// the topology has none (the narration then says so).
-fn show_role(d: &Runner, lab: &str, net: &Net, role: &str, table: Option<&str>) -> Result<Value> {
+/// The report of the node with `role`, from its control socket (what `d11
+/// show NODE` prints), or `None` when the topology has none (the narration
+/// then says so).
+fn report_of<T: DeserializeOwned>(lab: &str, net: &Net, role: &str) -> Result<Option<T>> {
     let Some(node) = net.node_with_role(role) else {
-        return Ok(Value::Null);
+        return Ok(None);
     };
-    let mut args = vec!["show", "--name", lab, node];
-    args.extend(table);
-    args.push("--json");
-    d.json(&args)
+    let dir = d11_lab::RunDir::new(lab);
+    let status = d11_io::status(&dir.socket(node), Duration::from_secs(2))
+        .with_context(|| format!("asking {node} for its report"))?;
+    let report = status
+        .report()
+        .with_context(|| format!("{node}'s report is not a {role}'s"))?;
+    Ok(Some(report))
 }
 
 /// A chapter's title, bold on a terminal.
@@ -242,31 +274,12 @@ fn heading(s: &str) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Reading the JSON.
-
-fn at<'a>(v: &'a Value, ptr: &str) -> Result<&'a Value> {
-    v.pointer(ptr)
-        .filter(|x| !x.is_null())
-        .with_context(|| format!("no {ptr} in the output"))
-}
-
-fn text<'a>(v: &'a Value, ptr: &str) -> Result<&'a str> {
-    at(v, ptr)?
-        .as_str()
-        .with_context(|| format!("{ptr} is not a string"))
-}
-
-fn num(v: &Value, ptr: &str) -> Result<u64> {
-    at(v, ptr)?
-        .as_u64()
-        .with_context(|| format!("{ptr} is not a number"))
-}
-
-fn parse<T: std::str::FromStr>(v: &Value, ptr: &str) -> Result<T> {
-    text(v, ptr)?
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{ptr} is not what it should be"))
+/// The order's two ends, as IPv4 socket addresses.
+fn ends(order: &OrderOutcome) -> Result<(SocketAddrV4, SocketAddrV4)> {
+    match (order.local, order.remote) {
+        (std::net::SocketAddr::V4(a), std::net::SocketAddr::V4(b)) => Ok((a, b)),
+        _ => bail!("the order went over IPv6: the lab is IPv4"),
+    }
 }
 
 /// What `d11 status --json` says about the lab's nodes and ports.
@@ -281,24 +294,21 @@ struct Net {
 }
 
 impl Net {
-    fn from_status(status: &Value) -> Result<Net> {
+    fn from_status(status: &LabStatus) -> Net {
         let mut net = Net::default();
-        for n in status["nodes"].as_array().context("status has no nodes")? {
-            let name = n["name"].as_str().context("a node without a name")?;
-            if let Some(r) = n["role"].as_str() {
-                net.roles.insert(name.into(), r.into());
+        for n in &status.nodes {
+            if let Some(r) = &n.role {
+                net.roles.insert(n.name.clone(), r.clone());
             }
-            for p in n["ports"].as_array().into_iter().flatten() {
-                let port = format!("{name}:{}", p["name"].as_str().unwrap_or("?"));
-                if let Some(m) = p["mac"].as_str() {
-                    net.macs.insert(m.into(), port.clone());
-                }
-                if let Some(peer) = p["peer"].as_str() {
-                    net.peers.insert(port, peer.into());
+            for p in &n.ports {
+                let port = format!("{}:{}", n.name, p.name);
+                net.macs.insert(p.mac.clone(), port.clone());
+                if let Some(peer) = &p.peer {
+                    net.peers.insert(port, peer.clone());
                 }
             }
         }
-        Ok(net)
+        net
     }
 
     fn node_with_role(&self, role: &str) -> Option<&str> {
@@ -309,21 +319,21 @@ impl Net {
     }
 
     /// A MAC with the port that holds it, when the lab knows it.
-    fn mac(&self, mac: &str) -> String {
-        match self.macs.get(mac) {
+    fn mac(&self, mac: &d11_wire::MacAddr) -> String {
+        let mac = mac.to_string();
+        match self.macs.get(&mac) {
             Some(p) => format!("{mac} ({p})"),
-            None => mac.to_string(),
+            None => mac,
         }
     }
 
     /// The node that put `hop`'s frame on its wire: the owner of the source
     /// MAC when it is an end of the wire, else the wire's other end from
     /// the receiver.
-    fn sender(&self, hop: &Value) -> String {
-        let wire = hop["wire"].as_str().unwrap_or("?");
-        let here = node_of(wire);
-        let there = self.peers.get(wire).map(|p| node_of(p)).unwrap_or("?");
-        let src = hop["eth"]["src"].as_str().and_then(|m| self.macs.get(m));
+    fn sender(&self, hop: &Hop) -> String {
+        let here = node_of(&hop.wire);
+        let there = self.peers.get(&hop.wire).map(|p| node_of(p)).unwrap_or("?");
+        let src = self.macs.get(&hop.stack.eth.src.to_string());
         match src.map(|p| node_of(p)) {
             Some(n) if n == here || n == there => n.to_string(),
             _ => there.to_string(),
@@ -346,104 +356,104 @@ fn tls_name(v: &str) -> String {
     v.replace("TLSv1_", "TLS 1.")
 }
 
+fn missing(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("no {what} in the order's reply")
+}
+
 /// Chapters 5 and 6 from `d11 order --json`.
-fn chapter6(order: &Value) -> Result<String> {
+fn chapter6(order: &OrderOutcome) -> Result<String> {
     let mut s = String::new();
-    let status = num(order, "/status")?;
+    let reply = order.reply();
     writeln!(
         s,
         "The phone app in ue connected from {} to {} (www.geektime.com in the phone's hosts file): \
          TCP three-way handshake, then {} with {}, the server's chain verified against the lab root only.",
-        text(order, "/local")?,
-        text(order, "/remote")?,
-        tls_name(text(order, "/tls_version")?),
-        text(order, "/cipher")?
+        order.local,
+        order.remote,
+        tls_name(&order.tls_version),
+        order.cipher
     )?;
-    let sent = serde_json::to_string(&serde_json::json!({ "order": at(order, "/body/order")? }))?;
+    let sent = serde_json::to_string(&serde_json::json!({
+        "order": reply.order.as_ref().ok_or_else(|| missing("order"))?
+    }))?;
     writeln!(
         s,
         "POST /purchaseOrder, Content-Type: application/json, Idempotency-Key: {}",
-        text(order, "/idempotency_key")?
+        order.idempotency_key
     )?;
     writeln!(s, "{sent}")?;
-    let attempts = num(order, "/attempts")?;
+    let attempts = order.attempts;
     writeln!(
         s,
-        "→ {status} {} in {:.1} ms ({attempts} attempt{}): order {} served by {}.",
-        order["body"]["status"].as_str().unwrap_or(""),
-        order["elapsed_ms"].as_f64().unwrap_or(0.0),
+        "→ {} {} in {:.1} ms ({attempts} attempt{}): order {} served by {}.",
+        order.status,
+        reply.status.as_deref().unwrap_or(""),
+        order.elapsed_ms,
         if attempts == 1 { "" } else { "s" },
-        text(order, "/body/order_id")?,
-        text(order, "/body/served_by")?
+        reply
+            .order_id
+            .as_deref()
+            .ok_or_else(|| missing("order_id"))?,
+        reply
+            .served_by
+            .as_deref()
+            .ok_or_else(|| missing("served_by"))?
     )?;
-    for e in order["errors"].as_array().into_iter().flatten() {
-        writeln!(
-            s,
-            "  (retried with the same key after: {})",
-            e.as_str().unwrap_or("?")
-        )?;
+    for e in &order.errors {
+        writeln!(s, "  (retried with the same key after: {e})")?;
     }
     Ok(s)
 }
 
-fn ip_port(h: &Value, side: &str) -> String {
-    format!(
-        "{}:{}",
-        h["ip"][side].as_str().unwrap_or("?"),
-        h["ports"][side]
-    )
+fn src(h: &Hop) -> SocketAddrV4 {
+    SocketAddrV4::new(h.stack.ip.src, h.stack.ports.src)
 }
 
-fn flow(h: &Value) -> String {
-    format!("{} → {}", ip_port(h, "src"), ip_port(h, "dst"))
+fn dst(h: &Hop) -> SocketAddrV4 {
+    SocketAddrV4::new(h.stack.ip.dst, h.stack.ports.dst)
 }
 
-fn pair(v: &Value) -> String {
-    format!(
-        "{} → {}",
-        v["src"].as_str().unwrap_or("?"),
-        v["dst"].as_str().unwrap_or("?")
-    )
+fn flow(h: &Hop) -> String {
+    format!("{} → {}", src(h), dst(h))
 }
 
-fn tunnel(h: &Value) -> String {
-    if let Some(t) = h["tunnel"]["gtpu"]["teid"].as_u64() {
-        format!("TEID {t:#x}")
-    } else if let Some(v) = h["tunnel"]["vxlan"]["vni"].as_u64() {
-        format!("VNI {v}")
-    } else {
-        "-".into()
+fn pair<T: std::fmt::Display>(v: Option<&Pair<T>>) -> String {
+    match v {
+        Some(p) => format!("{} → {}", p.src, p.dst),
+        None => "? → ?".into(),
     }
 }
 
-/// The per-hop table, exactly as `d11 trace` prints it.
-fn hop_table(hops: &[Value]) -> Result<String> {
-    let hops: Vec<d11_lab::trace::Hop> = hops
-        .iter()
-        .map(|h| serde_json::from_value(h.clone()).context("a hop of d11 trace --json"))
-        .collect::<Result<_>>()?;
-    Ok(crate::trace::table(&hops))
+fn teid(h: &Hop) -> Option<u32> {
+    match h.stack.tunnel {
+        Some(Tunnel::Gtpu { teid }) => Some(teid),
+        _ => None,
+    }
 }
 
-fn trace_summary(trace: &Value) -> Result<String> {
-    let hops = at(trace, "/hops")?.as_array().context("hops")?;
-    let checks: usize = hops
-        .iter()
-        .map(|h| h["checks"].as_array().map_or(0, Vec::len))
-        .sum();
-    let t0 = hops.first().and_then(|h| h["ts_ns"].as_u64()).unwrap_or(0);
-    let t1 = hops.last().and_then(|h| h["ts_ns"].as_u64()).unwrap_or(t0);
-    Ok(format!(
+fn vni(h: &Hop) -> Option<u32> {
+    match h.stack.tunnel {
+        Some(Tunnel::Vxlan { vni }) => Some(vni),
+        _ => None,
+    }
+}
+
+fn trace_summary(trace: &TraceJson) -> String {
+    let hops = &trace.hops;
+    let checks: usize = hops.iter().map(|h| h.checks.len()).sum();
+    let t0 = hops.first().map_or(0, |h| h.ts_ns);
+    let t1 = hops.last().map_or(t0, |h| h.ts_ns);
+    format!(
         "{} hops, {checks} checks against the topology: {}. The POST's TLS record took {} µs from the phone's radio to {}.\n",
         hops.len(),
-        if trace["ok"] == true {
+        if trace.ok {
             "every row as the topology implies ✓"
         } else {
             "SOME ROWS DIFFER ✗"
         },
         t1.saturating_sub(t0) / 1000,
-        hops.last().and_then(|h| h["wire"].as_str()).unwrap_or("?")
-    ))
+        hops.last().map_or("?", |h| h.wire.as_str())
+    )
 }
 
 /// Where the hops of chapters 7, 8 and 9 start and end.
@@ -456,103 +466,86 @@ struct Chapters {
 
 /// The first VXLAN hop opens chapter 8; the load balancer's new connection
 /// opens chapter 9.
-fn chapters(hops: &[Value]) -> Result<Chapters> {
+fn chapters(hops: &[Hop]) -> Chapters {
     let vxlan = hops
         .iter()
-        .position(|h| !h["tunnel"]["vxlan"].is_null())
+        .position(|h| vni(h).is_some())
         .unwrap_or(hops.len());
     let proxy = new_connection(hops).unwrap_or(hops.len()).max(vxlan);
-    Ok(Chapters {
+    Chapters {
         seven: 0..vxlan,
         eight: vxlan..proxy,
         nine: proxy..hops.len(),
-    })
+    }
 }
 
-/// The index of the hop where the segment left a proxy on a new connection:
-/// its source is the previous hop's destination address.
-fn new_connection(hops: &[Value]) -> Option<usize> {
-    (1..hops.len()).find(|&i| {
-        let (p, h) = (&hops[i - 1], &hops[i]);
-        h["ip"]["src"] == p["ip"]["dst"] && h["ports"]["src"] != p["ports"]["dst"]
-    })
+/// A proxy's own new connection: `h` leaves from the address `p` went to,
+/// from another port.
+fn is_new_connection(p: &Hop, h: &Hop) -> bool {
+    h.stack.ip.src == p.stack.ip.dst && h.stack.ports.src != p.stack.ports.dst
 }
 
-/// The proxy's new connection (its source) and the wire of the last hop.
-fn proxy_leg(hops: &[Value]) -> Result<Option<(SocketAddrV4, String)>> {
-    let Some(i) = new_connection(hops) else {
-        return Ok(None);
-    };
-    let src = ip_port(&hops[i], "src").parse()?;
-    let last = hops.last().and_then(|h| h["wire"].as_str()).unwrap_or("?");
-    Ok(Some((src, last.to_string())))
+/// The index of the hop where the segment left a proxy on a new connection.
+fn new_connection(hops: &[Hop]) -> Option<usize> {
+    (1..hops.len()).find(|&i| is_new_connection(&hops[i - 1], &hops[i]))
 }
 
-fn first_wire(hops: &[Value]) -> Result<String> {
-    Ok(text(hops.first().context("no hops")?, "/wire")?.to_string())
+/// The proxy's new connection (its source and the backend) and the wire of
+/// the last hop.
+fn proxy_leg(hops: &[Hop]) -> Option<(SocketAddrV4, SocketAddrV4, String)> {
+    let i = new_connection(hops)?;
+    let last = hops.last()?;
+    Some((src(&hops[i]), dst(last), last.wire.clone()))
 }
 
 /// One sentence per hop: what the node that sent it did to the segment,
 /// read from how its headers differ from the previous hop's.
-fn narrate_hops(net: &Net, hops: &[Value], range: std::ops::Range<usize>) -> String {
+fn narrate_hops(net: &Net, hops: &[Hop], range: std::ops::Range<usize>) -> String {
     let mut s = String::new();
     for i in range {
         let h = &hops[i];
-        let wire = h["wire"].as_str().unwrap_or("?");
         let by = net.sender(h);
-        let ttl = h["ttl"].as_u64().unwrap_or(0);
+        let ttl = h.stack.ttl;
         let line = match i.checked_sub(1).map(|j| &hops[j]) {
             None => format!(
                 "{by} sends {}, TTL {ttl}, from {} to {}: the MAC its ARP for the default gateway got.",
                 flow(h),
-                net.mac(h["eth"]["src"].as_str().unwrap_or("?")),
-                net.mac(h["eth"]["dst"].as_str().unwrap_or("?"))
+                net.mac(&h.stack.eth.src),
+                net.mac(&h.stack.eth.dst)
             ),
-            Some(p) => describe(net, p, h, &by, ttl),
+            Some(p) => describe(net, p, h, &by),
         };
-        let _ = writeln!(s, "  {:<14} {line}", wire);
+        let _ = writeln!(s, "  {:<14} {line}", h.wire);
     }
     s
 }
 
-fn describe(net: &Net, p: &Value, h: &Value, by: &str, ttl: u64) -> String {
-    let pttl = p["ttl"].as_u64().unwrap_or(0);
+fn describe(net: &Net, p: &Hop, h: &Hop, by: &str) -> String {
+    let (ttl, pttl) = (h.stack.ttl, p.stack.ttl);
+    let (hs, ps) = (&h.stack, &p.stack);
     let mut acts = Vec::new();
-    if ttl + 1 == pttl {
+    if u16::from(ttl) + 1 == u16::from(pttl) {
         acts.push(format!("routes it (TTL {pttl} → {ttl})"));
     }
-    if h["ip"]["src"] != p["ip"]["src"] && h["ports"]["dst"] == p["ports"]["dst"] {
-        acts.push(format!(
-            "SNATs the source {} → {}",
-            ip_port(p, "src"),
-            ip_port(h, "src")
-        ));
-    } else if h["ip"]["dst"] != p["ip"]["dst"] && h["ip"]["src"] == p["ip"]["src"] {
-        acts.push(format!(
-            "DNATs the destination {} → {}",
-            ip_port(p, "dst"),
-            ip_port(h, "dst")
-        ));
+    if hs.ip.src != ps.ip.src && hs.ports.dst == ps.ports.dst {
+        acts.push(format!("SNATs the source {} → {}", src(p), src(h)));
+    } else if hs.ip.dst != ps.ip.dst && hs.ip.src == ps.ip.src {
+        acts.push(format!("DNATs the destination {} → {}", dst(p), dst(h)));
     }
     let acts = acts.join(" and ");
-    if h["ip"]["src"] == p["ip"]["dst"] && h["ports"]["src"] != p["ports"]["dst"] {
+    if is_new_connection(p, h) {
         return format!(
             "{by}'s {} ended the phone's TCP there and sends the same TLS record on its own new connection {}, TTL {ttl} (a fresh packet from its own stack).",
             net.role(by),
             flow(h)
         );
     }
-    let gtpu = |v: &Value| v["tunnel"]["gtpu"]["teid"].as_u64();
-    let vxlan = |v: &Value| v["tunnel"]["vxlan"]["vni"].as_u64();
-    let outer = pair(&h["outer_ip"]);
-    let inner = || {
-        format!(
-            "{} → {}",
-            net.mac(h["inner_eth"]["src"].as_str().unwrap_or("?")),
-            net.mac(h["inner_eth"]["dst"].as_str().unwrap_or("?"))
-        )
+    let outer = pair(hs.outer_ip.as_ref());
+    let inner = || match &hs.inner_eth {
+        Some(e) => format!("{} → {}", net.mac(&e.src), net.mac(&e.dst)),
+        None => "? → ?".into(),
     };
-    match (gtpu(p), gtpu(h), vxlan(p), vxlan(h)) {
+    match (teid(p), teid(h), vni(p), vni(h)) {
         (None, Some(t), _, _) => format!(
             "{by} puts the phone's IP packet (its MAC header left behind) in GTP-U TEID {t:#x}, {outer}; the inner packet is unchanged, TTL {ttl}."
         ),
@@ -562,10 +555,10 @@ fn describe(net: &Net, p: &Value, h: &Value, by: &str, ttl: u64) -> String {
         (Some(_), None, _, _) => format!(
             "{by} ends the tunnel{}{acts}; MACs {}.",
             if acts.is_empty() { "" } else { ", " },
-            pair(&h["eth"])
+            pair(Some(&hs.eth))
         ),
         (None, None, None, Some(v)) | (None, None, Some(_), Some(v))
-            if outer != pair(&p["outer_ip"]) =>
+            if outer != pair(ps.outer_ip.as_ref()) =>
         {
             if acts.is_empty() {
                 format!(
@@ -581,7 +574,7 @@ fn describe(net: &Net, p: &Value, h: &Value, by: &str, ttl: u64) -> String {
         }
         (_, _, Some(_), Some(_)) => format!(
             "the underlay switch forwards the VXLAN packet by MAC, unchanged, to {}.",
-            node_of(h["wire"].as_str().unwrap_or("?"))
+            node_of(&h.wire)
         ),
         (_, _, Some(_), None) => format!(
             "{by}'s vSwitch takes the frame out of VXLAN and hands it to the VM's vNIC: {}, TTL {ttl}.",
@@ -589,146 +582,138 @@ fn describe(net: &Net, p: &Value, h: &Value, by: &str, ttl: u64) -> String {
         ),
         _ if !acts.is_empty() => format!(
             "{by} {acts}: new MACs {}, the IP addresses unchanged.",
-            pair(&h["eth"])
+            pair(Some(&hs.eth))
         ),
-        _ => format!("{by} forwards it: MACs {}, TTL {ttl}.", pair(&h["eth"])),
+        _ => format!("{by} forwards it: MACs {}, TTL {ttl}.", pair(Some(&hs.eth))),
     }
 }
 
 /// The bearer and NAT tables behind chapter 7's rows.
-fn chapter7_tables(trace: &Value, bearers: &Value, pgw_nat: &Value) -> Result<String> {
+fn chapter7_tables(
+    trace: &TraceJson,
+    bearers: &[d11_elements::bearer::Bearer],
+    pgw_nat: &[NatEntryView],
+    client: SocketAddrV4,
+) -> String {
     let mut s = String::new();
-    let hops = at(trace, "/hops")?.as_array().context("hops")?;
-    let teids: Vec<String> = hops
+    let teids: Vec<String> = trace
+        .hops
         .iter()
-        .filter(|h| !h["tunnel"]["gtpu"].is_null())
-        .map(tunnel)
+        .filter_map(teid)
+        .map(|t| format!("TEID {t:#x}"))
         .collect();
-    if let Some(b) = bearers.as_array().and_then(|b| b.first()) {
-        writeln!(
+    if let Some(b) = bearers.first() {
+        let _ = writeln!(
             s,
             "The bearer of IMSI {} (d11 show sgw bearers): uplink enb → sgw TEID {:#x}, sgw → pgw TEID {:#x}; downlink pgw → sgw {:#x}, sgw → enb {:#x}. Seen on the wires: {}.",
-            b["imsi"].as_str().unwrap_or("?"),
-            num(b, "/sgw_s1u_teid")?,
-            num(b, "/pgw_teid")?,
-            num(b, "/sgw_s5_teid")?,
-            num(b, "/enb_teid")?,
+            b.imsi,
+            b.sgw_s1u_teid.0,
+            b.pgw_teid.0,
+            b.sgw_s5_teid.0,
+            b.enb_teid.0,
             teids.join(", ")
-        )?;
+        );
     }
-    let local = text(trace, "/order/local")?;
-    match nat_entry(pgw_nat, "src", local) {
+    let _ = match nat_entry(pgw_nat, &client.to_string()) {
         Some(e) => writeln!(
             s,
-            "The PGW's NAT entry (d11 show pgw nat): {} {} ↔ {}, {} packets out and {} back, {}.",
-            e["proto"].as_str().unwrap_or("?"),
-            local,
-            e["reply_dst"].as_str().unwrap_or("?"),
-            e["packets_orig"],
-            e["packets_reply"],
-            e["state"].as_str().unwrap_or("?")
-        )?,
-        None => writeln!(s, "(no NAT entry for {local} in the PGW's table)")?,
-    }
-    Ok(s)
+            "The PGW's NAT entry (d11 show pgw nat): {} {client} ↔ {}, {} packets out and {} back, {}.",
+            e.proto, e.reply_dst, e.packets_orig, e.packets_reply, e.state
+        ),
+        None => writeln!(s, "(no NAT entry for {client} in the PGW's table)"),
+    };
+    s
 }
 
-fn nat_entry<'a>(table: &'a Value, key: &str, addr: &str) -> Option<&'a Value> {
-    table.as_array()?.iter().find(|e| e[key] == addr)
+/// The entry of a NAT table whose original source is `addr`.
+fn nat_entry<'a>(table: &'a [NatEntryView], addr: &str) -> Option<&'a NatEntryView> {
+    table.iter().find(|e| e.src == addr)
 }
 
 fn chapter8_tables(
-    hops: &[Value],
-    pgw_nat: &Value,
-    vgw_nat: &Value,
+    hops: &[Hop],
+    pgw_nat: &[NatEntryView],
+    vgw_nat: &[NatEntryView],
     client: SocketAddrV4,
-) -> Result<String> {
+) -> String {
     let mut s = String::new();
-    let public = nat_entry(pgw_nat, "src", &client.to_string())
-        .and_then(|e| e["reply_dst"].as_str())
-        .map(str::to_string);
-    let entry = public.as_deref().and_then(|p| nat_entry(vgw_nat, "src", p));
-    match entry {
+    let public = nat_entry(pgw_nat, &client.to_string()).map(|e| e.reply_dst.as_str());
+    let _ = match public.and_then(|p| nat_entry(vgw_nat, p)) {
         Some(e) => writeln!(
             s,
             "The cloud gateway's NAT entry (d11 show vgw nat): {} → {} becomes {} → {}; the phone's public address stays the source, so the VM sees who called.",
-            e["src"].as_str().unwrap_or("?"),
-            e["dst"].as_str().unwrap_or("?"),
-            e["src"].as_str().unwrap_or("?"),
-            e["reply_src"].as_str().unwrap_or("?")
-        )?,
-        None => writeln!(s, "(no entry for the phone's public address in the vgw's NAT table)")?,
-    }
-    if let Some(v) = hops
-        .iter()
-        .find_map(|h| h["tunnel"]["vxlan"]["vni"].as_u64())
-    {
-        writeln!(
+            e.src, e.dst, e.src, e.reply_src
+        ),
+        None => writeln!(s, "(no entry for the phone's public address in the vgw's NAT table)"),
+    };
+    if let Some(v) = hops.iter().find_map(vni) {
+        let _ = writeln!(
             s,
             "VNI {v} is the tenant's 24-bit VXLAN id: a vSwitch hands the frame only to a VM in that VNI."
-        )?;
+        );
     }
-    Ok(s)
+    s
 }
 
-fn chapter9_tables(trace: &Value, lb: &Value) -> Result<String> {
+fn chapter9_tables(trace: &TraceJson, lb: Option<&L4lbReport>) -> Result<String> {
     let mut s = String::new();
-    let hops = at(trace, "/hops")?.as_array().context("hops")?;
+    let hops = &trace.hops;
     let last = hops.last().context("no hops")?;
-    let backend = ip_port(last, "dst");
-    if let Some(servers) = lb["backend"]["servers"].as_array() {
+    let backend = dst(last);
+    if let Some(lb) = lb {
+        let b = &lb.backend;
         writeln!(
             s,
             "The load balancer chose {backend} ({} balancing, {} of {} servers UP; d11 show vm-lb):",
-            lb["backend"]["balance"].as_str().unwrap_or("?"),
-            lb["backend"]["up"],
-            servers.len()
+            b.balance,
+            b.up,
+            b.servers.len()
         )?;
-        for srv in servers {
+        for srv in &b.servers {
             writeln!(
                 s,
                 "  {:<24} {:<4} {} session{} so far, last check {}",
-                srv["name"].as_str().unwrap_or("?"),
-                srv["status"].as_str().unwrap_or("?"),
-                srv["total"],
-                if srv["total"] == 1 { "" } else { "s" },
-                srv["last_check"]["code"].as_str().unwrap_or("-")
+                srv.name,
+                srv.status,
+                srv.total,
+                if srv.total == 1 { "" } else { "s" },
+                srv.last_check.as_ref().map_or("-", |c| c.code.as_str())
             )?;
         }
     }
     // The new connection starts at TTL 64; a lower TTL at the controller
     // means a router was on the way.
-    let detour =
-        new_connection(hops).is_some_and(|i| last["ttl"].as_u64() < hops[i]["ttl"].as_u64());
+    let detour = new_connection(hops).is_some_and(|i| last.stack.ttl < hops[i].stack.ttl);
     if detour {
         writeln!(s, "The controller is in the other AZ's subnet, so the vgw (the VPC's router) routed the new connection between the subnets: VXLAN to the vgw and back, TTL one lower.")?;
     }
+    let reply = trace.order.reply();
     writeln!(
         s,
         "The controller on {} answered {} {}: order {} (served_by {}), TLS ending at the controller, the proxy never saw the plaintext.",
-        node_of(last["wire"].as_str().unwrap_or("?")),
-        trace["order"]["status"],
-        trace["order"]["body"]["status"].as_str().unwrap_or(""),
-        text(trace, "/order/body/order_id")?,
-        text(trace, "/order/body/served_by")?
+        node_of(&last.wire),
+        trace.order.status,
+        reply.status.as_deref().unwrap_or(""),
+        reply.order_id.as_deref().ok_or_else(|| missing("order_id"))?,
+        reply.served_by.as_deref().ok_or_else(|| missing("served_by"))?
     )?;
     Ok(s)
 }
 
 /// Chapter 10 from the reply's `rpc` path, when the controller called the
 /// order service (a controller-only lab's reply has none).
-fn chapter10(order: &Value) -> Option<String> {
-    let lines = d11_apps::phone::rpc_lines(&order["body"]);
+fn chapter10(order: &OrderOutcome) -> Option<String> {
+    let lines = d11_apps::phone::rpc_lines(&order.body);
     if lines.is_empty() {
         return None;
     }
-    let body = &order["body"];
-    let calls = body["rpc"]["path"].as_array().map_or(0, Vec::len);
+    let reply = order.reply();
+    let calls = reply.rpc.map_or(0, |r| r.path.len());
     let mut s = format!(
         "{} did not record order {} itself: it called order.create by RPC, on a provider the registry listed. \
          The order service reported {calls} call{} behind it, and the database's commit:\n",
-        body["served_by"].as_str().unwrap_or("the controller"),
-        body["order_id"].as_str().unwrap_or("?"),
+        reply.served_by.as_deref().unwrap_or("the controller"),
+        reply.order_id.as_deref().unwrap_or("?"),
         if calls == 1 { "" } else { "s" },
     );
     for line in lines {
@@ -738,9 +723,9 @@ fn chapter10(order: &Value) -> Option<String> {
     Some(s)
 }
 
-fn capture_hint(trace: &Value) -> String {
-    let cap = trace["capture"].as_str().unwrap_or("?");
-    let secrets = trace["secrets_in_capture"] == true;
+fn capture_hint(trace: &TraceJson) -> String {
+    let cap = trace.capture.display();
+    let secrets = trace.secrets_in_capture;
     format!(
         "{cap}: every wire of the lab during the traced order, one pcapng interface per wire (node:port){}.\n\
          Open it in Wireshark (wireshark {cap}) and filter `http`: the POST and the 201 show decrypted with no setup{}.\n",
@@ -750,96 +735,33 @@ fn capture_hint(trace: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// TCP segments from the capture (tshark), and the states they show.
+// The TCP connection of one wire (d11_lab::tcpview), told state by state.
 
-/// One TCP segment as tshark decoded it on one wire.
-#[derive(Debug, Clone, PartialEq)]
-struct Segment {
-    t: f64,
-    src: SocketAddrV4,
-    flags: u16,
-    len: u32,
-}
-
-const FIN: u16 = 0x01;
-const SYN: u16 = 0x02;
-const RST: u16 = 0x04;
-const ACK: u16 = 0x10;
-
-fn tcp_segments(file: &Path, wire: &str, client: SocketAddrV4) -> Result<Vec<Segment>> {
-    let filter = format!(
-        "frame.interface_name == \"{wire}\" && ip.addr == {} && tcp.port == {}",
-        client.ip(),
-        client.port()
-    );
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(["-Y", &filter, "-T", "fields", "-E", "separator=|"])
-        .args([
-            "-e",
-            "frame.time_relative",
-            "-e",
-            "ip.src",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "tcp.flags",
-            "-e",
-            "tcp.len",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|_| {
-            anyhow::anyhow!("tshark is not installed (apt install tshark) to list the TCP segments")
-        })?;
-    if !out.status.success() {
-        bail!("tshark could not read {}", file.display());
-    }
-    Ok(parse_segments(&String::from_utf8_lossy(&out.stdout)))
-}
-
-fn parse_segments(text: &str) -> Vec<Segment> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('|').collect();
-            let [t, ip, port, flags, len] = f.as_slice() else {
-                return None;
-            };
-            Some(Segment {
-                t: t.parse().ok()?,
-                src: SocketAddrV4::new(ip.parse().ok()?, port.parse().ok()?),
-                flags: u16::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?,
-                len: len.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-fn flag_names(f: u16) -> String {
+/// Flags as the story names them: `SYN,ACK`.
+fn flag_names(f: &Flags) -> String {
     let names: Vec<&str> = [
-        (SYN, "SYN"),
-        (FIN, "FIN"),
-        (RST, "RST"),
-        (0x08, "PSH"),
-        (ACK, "ACK"),
+        (f.syn, "SYN"),
+        (f.fin, "FIN"),
+        (f.rst, "RST"),
+        (f.psh, "PSH"),
+        (f.ack, "ACK"),
     ]
     .iter()
-    .filter(|(b, _)| f & b != 0)
+    .filter(|(b, _)| *b)
     .map(|(_, n)| *n)
     .collect();
     names.join(",")
 }
 
 /// The segments of one connection, with the opener's TCP state (RFC 9293
-/// § 3.3.2) as each one shows it: the handshake, the data, the close.
-fn tcp_story(segs: &[Segment], client: SocketAddrV4) -> String {
+/// § 3.3.2) after each one that changes it, as `d11_lab::tcpview` follows
+/// it: the handshake, the data in between, the close.
+fn tcp_story(rows: &[Row]) -> String {
     let mut s = String::new();
-    let t0 = segs.first().map_or(0.0, |x| x.t);
-    let (mut client_fin, mut server_fin, mut reset) = (false, false, false);
+    let mut state = State::Closed;
+    let (mut reset, mut client_fin, mut late_data) = (false, false, false);
     // Data segments since the last state change: count, bytes up, bytes down.
     let mut data = (0usize, 0u32, 0u32);
-    let mut late_data = false;
     let flush = |s: &mut String, data: &mut (usize, u32, u32)| {
         if data.0 > 0 {
             let _ = writeln!(
@@ -853,67 +775,58 @@ fn tcp_story(segs: &[Segment], client: SocketAddrV4) -> String {
         }
         *data = (0, 0, 0);
     };
-    for g in segs {
-        let from_client = g.src == client;
-        let f = g.flags;
-        let next = if f & RST != 0 {
+    for r in rows {
+        let from_client = r.dir == Dir::ClientToServer;
+        if r.len > 0 && !from_client && client_fin {
+            late_data = true;
+        }
+        client_fin |= from_client && r.flags.fin;
+        let next = if r.flags.rst {
             let was = reset;
             reset = true;
             Some(match (was, from_client, late_data) {
-                (true, _, _) => "still CLOSED: RST again",
+                (true, _, _) => "still CLOSED: RST again".to_string(),
                 (false, true, true) => {
-                    "CLOSED: data came after the app had closed its socket, so its stack answers RST"
+                    "CLOSED: data came after the app had closed its socket, so its stack answers RST".into()
                 }
-                (false, true, false) => "CLOSED (reset by the opener)",
-                (false, false, _) => "CLOSED (reset by the peer)",
+                (false, true, false) => "CLOSED (reset by the opener)".into(),
+                (false, false, _) => "CLOSED (reset by the peer)".into(),
             })
-        } else if from_client && f & SYN != 0 {
-            Some("SYN-SENT")
-        } else if !from_client && f & SYN != 0 && f & ACK != 0 {
-            Some("ESTABLISHED (after its ACK)")
-        } else if from_client && f & FIN != 0 && !client_fin {
-            client_fin = true;
-            Some(if server_fin { "LAST-ACK" } else { "FIN-WAIT-1" })
-        } else if !from_client && f & FIN != 0 && !server_fin {
-            server_fin = true;
-            Some(if reset {
-                "(the opener has no connection left)"
-            } else if client_fin {
-                "TIME-WAIT (after its ACK)"
-            } else {
-                "CLOSE-WAIT"
+        } else if r.client != state {
+            Some(match r.client {
+                State::Established if !from_client => "ESTABLISHED (after its ACK)".into(),
+                State::TimeWait if !from_client => "TIME-WAIT (after its ACK)".into(),
+                other => other.to_string(),
             })
         } else {
             None
         };
-        if g.len > 0 && !from_client && client_fin {
-            late_data = true;
-        }
+        state = r.client;
         match next {
             Some(n) => {
                 flush(&mut s, &mut data);
                 let _ = writeln!(
                     s,
                     "  {:>8.3} ms  {}  {:<8} {:>5} B   → {n}",
-                    (g.t - t0) * 1000.0,
+                    r.t_ns as f64 / 1e6,
                     if from_client { "→" } else { "←" },
-                    flag_names(f),
-                    g.len
+                    flag_names(&r.flags),
+                    r.len
                 );
             }
-            None if g.len > 0 => {
+            None if r.len > 0 => {
                 data.0 += 1;
                 if from_client {
-                    data.1 += g.len;
+                    data.1 += r.len;
                 } else {
-                    data.2 += g.len;
+                    data.2 += r.len;
                 }
             }
             None => {}
         }
     }
     flush(&mut s, &mut data);
-    if segs.is_empty() {
+    if rows.is_empty() {
         let _ = writeln!(s, "  (no segments of this connection on the wire)");
     }
     s
@@ -922,7 +835,7 @@ fn tcp_story(segs: &[Segment], client: SocketAddrV4) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// A hop of `d11 trace --json` as this run's trace printed it.
     #[allow(clippy::too_many_arguments)]
@@ -954,7 +867,14 @@ mod tests {
     const NEW: (&str, &str) = ("192.168.1.10", "192.168.2.20");
 
     /// The hops of a real run whose order went to vm-ctl2 (the other AZ).
-    fn hops() -> Vec<Value> {
+    fn hops() -> Vec<Hop> {
+        hop_values()
+            .into_iter()
+            .map(|h| serde_json::from_value(h).expect("a hop of d11 trace --json"))
+            .collect()
+    }
+
+    fn hop_values() -> Vec<Value> {
         let gw = ("02:00:00:00:00:01", "02:00:00:00:00:11");
         let vm = ("02:00:00:00:0a:01", "02:00:00:00:01:10");
         vec![
@@ -1081,7 +1001,11 @@ mod tests {
         ]
     }
 
-    fn order() -> Value {
+    fn order() -> OrderOutcome {
+        serde_json::from_value(order_value()).expect("d11 order --json")
+    }
+
+    fn order_value() -> Value {
         json!({
             "status": 201,
             "body": {"status": "created", "order_id": "ord-0e635ab44146009a", "served_by": "vm-ctl2",
@@ -1092,8 +1016,10 @@ mod tests {
         })
     }
 
-    fn trace() -> Value {
-        json!({"order": order(), "capture": "/tmp/d11-demo.pcapng", "secrets_in_capture": true, "hops": hops(), "ok": true})
+    fn trace() -> TraceJson {
+        serde_json::from_value(json!({"order": order_value(), "capture": "/tmp/d11-demo.pcapng",
+                                      "secrets_in_capture": true, "hops": hop_values(), "ok": true}))
+        .expect("d11 trace --json")
     }
 
     fn net() -> Net {
@@ -1109,7 +1035,33 @@ mod tests {
             {"name": "vm-lb", "role": "l4lb", "ports": [{"name": "eth0", "mac": "02:00:00:00:01:10", "peer": "hosta:lb"}]},
             {"name": "vm-ctl2", "role": "controller", "ports": [{"name": "eth0", "mac": "02:00:00:00:01:21", "peer": "hostb:ctl2"}]},
         ]});
-        Net::from_status(&status).expect("canned status")
+        // What d11 status --json adds around the names, roles, MACs and peers.
+        let mut status = status;
+        for n in status["nodes"].as_array_mut().unwrap() {
+            let role = n["role"].clone();
+            n["kind"] = json!(if role.is_null() { "host" } else { "element" });
+            for (k, v) in [
+                ("netns", json!("t-ue")),
+                ("pid", json!(1)),
+                ("state", json!("running")),
+                ("restarts", json!(0)),
+                ("last_exit", Value::Null),
+                ("answering", json!(true)),
+                ("report", Value::Null),
+            ] {
+                n[k] = v;
+            }
+            for p in n["ports"].as_array_mut().unwrap() {
+                p["address"] = Value::Null;
+                p["mtu"] = json!(1500);
+                p["counters"] = Value::Null;
+            }
+        }
+        status["lab"] = json!("t");
+        status["description"] = json!("canned");
+        status["supervisor_pid"] = json!(1);
+        status["wires"] = json!([]);
+        Net::from_status(&serde_json::from_value(status).expect("d11 status --json"))
     }
 
     #[test]
@@ -1132,7 +1084,7 @@ mod tests {
     fn chapter10_tells_the_rpc_path_only_when_the_reply_has_one() {
         assert_eq!(chapter10(&order()), None);
         let mut o = order();
-        o["body"]["rpc"] = json!({
+        o.body["rpc"] = json!({
             "path": [
                 {"call": "db.order_create", "provider": "192.168.1.60:20880", "tried": 1, "ms": 1.2, "result": "created"},
                 {"call": "stock.deduct", "provider": "192.168.1.50:20880", "tried": 1, "ms": 3.4, "result": "taken", "cas_attempts": 2},
@@ -1160,14 +1112,14 @@ mod tests {
     #[test]
     fn an_order_without_its_id_is_an_error_that_names_the_field() {
         let mut o = order();
-        o["body"].as_object_mut().unwrap().remove("order_id");
+        o.body.as_object_mut().unwrap().remove("order_id");
         let e = chapter6(&o).unwrap_err().to_string();
-        assert!(e.contains("/body/order_id"), "{e}");
+        assert!(e.contains("order_id"), "{e}");
     }
 
     #[test]
     fn hops_split_into_chapters_at_the_first_vxlan_hop_and_the_proxys_new_connection() {
-        let c = chapters(&hops()).unwrap();
+        let c = chapters(&hops());
         assert_eq!(
             c,
             Chapters {
@@ -1176,8 +1128,9 @@ mod tests {
                 nine: 8..12
             }
         );
-        let (src, last) = proxy_leg(&hops()).unwrap().unwrap();
+        let (src, backend, last) = proxy_leg(&hops()).unwrap();
         assert_eq!(src.to_string(), "192.168.1.10:54998");
+        assert_eq!(backend.to_string(), "192.168.2.20:443");
         assert_eq!(last, "vm-ctl2:eth0");
     }
 
@@ -1240,12 +1193,13 @@ mod tests {
     #[test]
     fn the_tables_name_the_teids_the_nat_mappings_and_the_backend() {
         let t = trace();
-        let bearers = json!([{"imsi": "001010000000001", "ue_ip": "10.45.0.2", "enb_teid": 256, "sgw_s1u_teid": 512, "sgw_s5_teid": 768, "pgw_teid": 1024}]);
-        let pgw = json!([{"proto": "tcp", "state": "closing", "src": "10.45.0.2:43606", "dst": "203.0.113.24:443",
-                          "reply_src": "203.0.113.24:443", "reply_dst": "198.51.100.139:43606", "packets_orig": 11, "packets_reply": 9}]);
-        let vgw = json!([{"proto": "tcp", "state": "closing", "src": "198.51.100.139:43606", "dst": "203.0.113.24:443",
-                          "reply_src": "192.168.1.10:443", "reply_dst": "198.51.100.139:43606"}]);
-        let s7 = chapter7_tables(&t, &bearers, &pgw).unwrap();
+        let client: SocketAddrV4 = "10.45.0.2:43606".parse().unwrap();
+        let bearers: Vec<d11_elements::bearer::Bearer> = serde_json::from_value(json!([{"imsi": "001010000000001", "ue_ip": "10.45.0.2", "enb_teid": 256, "sgw_s1u_teid": 512, "sgw_s5_teid": 768, "pgw_teid": 1024}])).unwrap();
+        let pgw: Vec<NatEntryView> = serde_json::from_value(json!([{"proto": "tcp", "state": "closing", "src": "10.45.0.2:43606", "dst": "203.0.113.24:443",
+                          "reply_src": "203.0.113.24:443", "reply_dst": "198.51.100.139:43606", "expires_in_s": 10, "packets_orig": 11, "packets_reply": 9}])).unwrap();
+        let vgw: Vec<NatEntryView> = serde_json::from_value(json!([{"proto": "tcp", "state": "closing", "src": "198.51.100.139:43606", "dst": "203.0.113.24:443",
+                          "reply_src": "192.168.1.10:443", "reply_dst": "198.51.100.139:43606", "expires_in_s": 10, "packets_orig": 11, "packets_reply": 9}])).unwrap();
+        let s7 = chapter7_tables(&t, &bearers, &pgw, client);
         assert!(s7.contains("enb → sgw TEID 0x200, sgw → pgw TEID 0x400; downlink pgw → sgw 0x300, sgw → enb 0x100"), "{s7}");
         assert!(
             s7.contains("Seen on the wires: TEID 0x200, TEID 0x400"),
@@ -1255,13 +1209,22 @@ mod tests {
             s7.contains("tcp 10.45.0.2:43606 ↔ 198.51.100.139:43606, 11 packets out and 9 back"),
             "{s7}"
         );
-        let s8 = chapter8_tables(&hops(), &pgw, &vgw, "10.45.0.2:43606".parse().unwrap()).unwrap();
+        let s8 = chapter8_tables(&hops(), &pgw, &vgw, client);
         assert!(s8.contains("198.51.100.139:43606 → 203.0.113.24:443 becomes 198.51.100.139:43606 → 192.168.1.10:443"), "{s8}");
         assert!(s8.contains("VNI 1001"), "{s8}");
-        let lb = json!({"backend": {"balance": "roundrobin", "up": 2, "servers": [
-            {"name": "ctl/192.168.1.20:443", "status": "UP", "total": 1, "last_check": {"code": "L4OK"}},
-            {"name": "ctl/192.168.2.20:443", "status": "UP", "total": 1, "last_check": {"code": "L4OK"}}]}});
-        let s9 = chapter9_tables(&t, &lb).unwrap();
+        let server = |addr: &str| {
+            json!({"name": format!("ctl/{addr}"), "address": addr, "status": "UP",
+            "checks_passed": 3, "checks_failed": 0, "ms_since_change": 10, "active": 0, "total": 1,
+            "connect_failures": 0, "bytes_in": 1, "bytes_out": 1,
+            "last_check": {"code": "L4OK", "reason": "Layer4 check passed", "info": null, "duration_ms": 0}})
+        };
+        let lb: L4lbReport = serde_json::from_value(json!({
+            "frontend": {"name": "vm-lb", "listen": "192.168.1.10:443", "maxconn": 4096, "active": 0,
+                         "accepted": 1, "maxconn_pauses": 0, "no_backend": 0, "connect_failures": 0,
+                         "client_timeouts": 0, "server_timeouts": 0, "bytes_in": 1, "bytes_out": 1},
+            "backend": {"name": "ctl", "balance": "roundrobin", "up": 2,
+                        "servers": [server("192.168.1.20:443"), server("192.168.2.20:443")]}})).unwrap();
+        let s9 = chapter9_tables(&t, Some(&lb)).unwrap();
         assert!(
             s9.contains("chose 192.168.2.20:443 (roundrobin balancing, 2 of 2 servers UP"),
             "{s9}"
@@ -1275,32 +1238,56 @@ mod tests {
             s9.contains("order ord-0e635ab44146009a (served_by vm-ctl2)"),
             "{s9}"
         );
-        let table = hop_table(&hops()).unwrap();
+        let table = crate::trace::table(&hops());
         assert_eq!(table.lines().count(), 13, "{table}");
         assert!(
             table.lines().nth(2).unwrap().contains("TEID 0x200"),
             "{table}"
         );
-        assert!(trace_summary(&t).unwrap().contains("12 hops"));
+        assert!(trace_summary(&t).contains("12 hops"));
         assert!(capture_hint(&t).contains("Decryption Secrets Block"));
     }
 
     #[test]
-    fn tcp_states_are_read_from_the_segments_flags() {
-        // tshark -T fields -e frame.time_relative -e ip.src -e tcp.srcport -e tcp.flags -e tcp.len,
-        // the phone's wire in a real run: it closed first, and answered the
-        // server's close_notify that came after its FIN with RST.
-        let text = "0.000000000|10.45.0.2|43618|0x0002|0\n\
-                    0.002814878|203.0.113.24|443|0x0012|0\n\
-                    0.002865322|10.45.0.2|43618|0x0010|0\n\
-                    0.003340636|10.45.0.2|43618|0x0018|258\n\
-                    0.004872074|203.0.113.24|443|0x0010|1348\n\
-                    0.007970823|10.45.0.2|43618|0x0011|0\n\
-                    0.011029563|203.0.113.24|443|0x0018|24\n\
-                    0.011045486|10.45.0.2|43618|0x0004|0\n";
-        let segs = parse_segments(text);
-        assert_eq!(segs.len(), 8);
-        let s = tcp_story(&segs, "10.45.0.2:43618".parse().unwrap());
+    fn the_openers_states_are_told_from_the_tcpview_rows() {
+        // The phone's wire in a real run (as tshark showed it): it closed
+        // first, and answered the server's close_notify that came after its
+        // FIN with RST; the states are tcpview's after each segment.
+        use State::*;
+        let row = |ms: f64, up: bool, flags: &str, len: u32, client: State, server: State| Row {
+            t_ns: (ms * 1e6) as u64,
+            dir: if up {
+                Dir::ClientToServer
+            } else {
+                Dir::ServerToClient
+            },
+            flags: Flags {
+                syn: flags.contains('S'),
+                ack: flags.contains('A'),
+                fin: flags.contains('F'),
+                rst: flags.contains('R'),
+                psh: flags.contains('P'),
+                urg: false,
+            },
+            seq: 0,
+            ack: None,
+            len,
+            win: 65535,
+            client,
+            server,
+            notes: vec![],
+        };
+        let rows = [
+            row(0.0, true, "S", 0, SynSent, SynReceived),
+            row(2.814878, false, "SA", 0, Established, SynReceived),
+            row(2.865322, true, "A", 0, Established, Established),
+            row(3.340636, true, "PA", 258, Established, Established),
+            row(4.872074, false, "A", 1348, Established, Established),
+            row(7.970823, true, "FA", 0, FinWait1, CloseWait),
+            row(11.029563, false, "PA", 24, FinWait2, CloseWait),
+            row(11.045486, true, "R", 0, Closed, Closed),
+        ];
+        let s = tcp_story(&rows);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 6, "{s}");
         assert!(
@@ -1322,12 +1309,18 @@ mod tests {
             "{s}"
         );
         assert!(
-            lines[4].ends_with("… 1 data segment: 0 B up, 24 B down"),
+            lines[4].contains("PSH,ACK")
+                && lines[4].contains("24 B")
+                && lines[4].ends_with("→ FIN-WAIT-2"),
             "{s}"
         );
         assert!(
             lines[5].contains("RST") && lines[5].contains("data came after the app had closed"),
             "{s}"
+        );
+        assert_eq!(
+            tcp_story(&[]),
+            "  (no segments of this connection on the wire)\n"
         );
     }
 }

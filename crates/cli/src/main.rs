@@ -3,16 +3,9 @@
 //! User commands (`up`, `down`, `status`, `exec`, `capture`, `impair`, `order`, `trace`, `tcpview`, `demo`, `bench`) and the
 //! two the lab runs itself (`supervise`, `run`). This crate holds no
 //! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
-//! elements', I/O is `d11-io`'s.
+//! elements', I/O is `d11-io`'s, the benches are `d11-bench`'s.
 
 mod apps;
-mod bench;
-mod bench_cloud;
-mod bench_mobile;
-mod bench_order;
-mod bench_phones;
-mod bench_report;
-mod bench_rpc;
 mod capture;
 mod demo;
 mod impair;
@@ -154,21 +147,21 @@ enum Cmd {
 #[derive(Subcommand)]
 enum BenchCmd {
     /// iperf3 TCP and 64-byte UDP through four routers vs. kernel forwarding and null elements.
-    Forward(bench::ForwardArgs),
+    Forward(d11_bench::forward::ForwardArgs),
     /// iperf3 TCP and 64-byte UDP vm-lb → vm-ctl across two vSwitches vs. null elements and kernel vxlan.
-    Cloud(bench_cloud::CloudArgs),
+    Cloud(d11_bench::cloud::CloudArgs),
     /// iperf3 TCP and 64-byte UDP ue → server through enb, sgw and pgw (GTP-U, NAT) vs. null elements.
-    Mobile(bench_mobile::MobileArgs),
+    Mobile(d11_bench::mobile::MobileArgs),
     /// Orders/s and p50/p99 latency of N phone-app clients over the whole path vs. straight to a controller, and l4lb vs. haproxy.
-    Order(bench_order::OrderBenchArgs),
+    Order(d11_bench::order::OrderBenchArgs),
     /// RPC round trips/s and calls/s with K in flight on one connection vm-a → vm-b across two vSwitches vs. loopback in vm-a.
-    Rpc(bench_rpc::RpcArgs),
+    Rpc(d11_bench::rpc::RpcArgs),
     /// Orders/s and latency against 1, 10, 100, 1000 simulated phones (d11 load) vs. the direct baseline.
-    Phones(bench_phones::PhonesArgs),
+    Phones(d11_bench::phones::PhonesArgs),
     /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
-    Core,
+    Core(d11_bench::cores::CoreArgs),
     /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
-    Report(bench_report::ReportArgs),
+    Report(d11_bench::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -201,20 +194,7 @@ fn main() -> ExitCode {
         Cmd::Trace(args) => trace::run(&args),
         Cmd::Tcpview(args) => tcpview::run(&args),
         Cmd::Demo(args) => demo::demo(&args).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench(BenchCmd::Forward(args)) => bench::forward(&args).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench(BenchCmd::Cloud(args)) => bench_cloud::cloud(&args).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench(BenchCmd::Mobile(args)) => {
-            bench_mobile::mobile(&args).map(|_| ExitCode::SUCCESS)
-        }
-        Cmd::Bench(BenchCmd::Order(args)) => bench_order::order(&args).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench(BenchCmd::Rpc(args)) => bench_rpc::rpc(&args).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench(BenchCmd::Phones(args)) => {
-            bench_phones::phones(&args).map(|_| ExitCode::SUCCESS)
-        }
-        Cmd::Bench(BenchCmd::Core) => bench::core().map(|_| ExitCode::SUCCESS),
-        Cmd::Bench(BenchCmd::Report(args)) => {
-            bench_report::report(&args).map(|_| ExitCode::SUCCESS)
-        }
+        Cmd::Bench(cmd) => bench(cmd).map(|_| ExitCode::SUCCESS),
         Cmd::Supervise { lab, owner } => {
             lifecycle::supervise(&lab.name, owner).map(|_| ExitCode::SUCCESS)
         }
@@ -241,9 +221,38 @@ fn main() -> ExitCode {
 }
 
 /// Refuses to go on without root, in one line.
-pub fn need_root(what: &str) -> Result<()> {
-    if !d11_io::is_root() {
-        anyhow::bail!("{what} creates network namespaces and must run as root (try sudo)");
+pub use d11_bench::need_root;
+
+/// `d11 bench …`: the benches are `d11-bench`'s.
+fn bench(cmd: BenchCmd) -> Result<()> {
+    use d11_bench::*;
+    match cmd {
+        BenchCmd::Forward(a) => forward::forward(&a),
+        BenchCmd::Cloud(a) => cloud::cloud(&a),
+        BenchCmd::Mobile(a) => mobile::mobile(&a),
+        BenchCmd::Order(a) => order::order(&a),
+        BenchCmd::Rpc(a) => rpc::rpc(&a),
+        BenchCmd::Phones(a) => phones::phones(&a),
+        BenchCmd::Core(a) => cores::core(&a),
+        BenchCmd::Report(a) => report::report(&a),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bench_command_of_the_report_parses_as_the_bench_expects() {
+        use d11_bench::report::BENCHES;
+        use std::path::Path;
+        let (j, t) = (Path::new("/o/x.json"), Path::new("netns"));
+        for b in BENCHES {
+            for quick in [false, true] {
+                let mut argv = vec!["d11".to_string()];
+                argv.extend(b.args(quick, j, t));
+                Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{}: {e}", argv.join(" ")));
+            }
+        }
+    }
 }

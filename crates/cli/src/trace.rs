@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use d11_apps::phone::OrderOutcome;
 use d11_lab::trace::{self, Frame, Hop, Tunnel};
 use d11_lab::RunDir;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -22,6 +22,19 @@ pub struct TraceArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `d11 trace --json` prints (and `d11 demo` reads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceJson {
+    /// The traced order, as `d11 order --json` gave it.
+    pub order: OrderOutcome,
+    pub capture: PathBuf,
+    /// The capture holds the order's TLS secrets (a Decryption Secrets Block).
+    pub secrets_in_capture: bool,
+    pub hops: Vec<Hop>,
+    /// Every hop as the topology implies.
+    pub ok: bool,
 }
 
 pub fn run(args: &TraceArgs) -> Result<ExitCode> {
@@ -45,13 +58,13 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
     trace::check(&topo, &mut hops);
     let ok = hops.iter().all(Hop::ok);
     if args.json {
-        let v = json!({
-            "order": placed,
-            "capture": file,
-            "secrets_in_capture": rec.secrets,
-            "hops": hops,
-            "ok": ok,
-        });
+        let v = TraceJson {
+            order: placed,
+            capture: file,
+            secrets_in_capture: rec.secrets,
+            hops,
+            ok,
+        };
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", table(&hops));

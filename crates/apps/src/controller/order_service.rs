@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 
 use crate::rpc::{
@@ -78,6 +78,21 @@ impl OrderServiceConfig {
             ..ConsumerConfig::default()
         }
     }
+}
+
+/// What the controller reports of its order service: the registry it
+/// follows, the RPC consumer's own counters (`rpc::Consumer::status`) and
+/// its call slots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderServiceReport {
+    pub registry: String,
+    pub consumer: crate::rpc::ConsumerReport,
+    /// Calls allowed in flight at once.
+    pub actives: usize,
+    pub in_flight: usize,
+    /// Calls waiting for a slot now, and the longest any waited (ms).
+    pub waiting: usize,
+    pub waited_ms_max: u64,
 }
 
 /// The controller's consumer of `order`.
@@ -163,16 +178,16 @@ impl OrderService {
     }
 
     /// The registry and the consumer's counters, for the control socket.
-    pub fn status(&self) -> Json {
+    pub fn status(&self) -> OrderServiceReport {
         use std::sync::atomic::Ordering::Relaxed;
-        json!({
-            "registry": self.registry.to_string(),
-            "consumer": self.consumer.status(),
-            "actives": self.actives,
-            "in_flight": self.actives - self.slots.available_permits(),
-            "waiting": self.waiting.load(Relaxed),
-            "waited_ms_max": self.waited_ms_max.load(Relaxed),
-        })
+        OrderServiceReport {
+            registry: self.registry.to_string(),
+            consumer: self.consumer.status(),
+            actives: self.actives,
+            in_flight: self.actives - self.slots.available_permits(),
+            waiting: self.waiting.load(Relaxed),
+            waited_ms_max: self.waited_ms_max.load(Relaxed),
+        }
     }
 }
 
@@ -393,19 +408,16 @@ mod tests {
             serde_json::from_str(r#"{"registry":"127.0.0.1:9","actives":1}"#).unwrap();
         let service = OrderService::start(&config);
         let first = service.slot().await;
-        assert_eq!(service.status()["in_flight"], 1);
+        assert_eq!(service.status().in_flight, 1);
         let second = service.slot();
         tokio::pin!(second);
         // Not granted while the first holds the only slot.
         assert!(futures_poll_once(second.as_mut()).await.is_none());
-        assert_eq!(service.status()["waiting"], 1);
+        assert_eq!(service.status().waiting, 1);
         drop(first);
         let _second = second.await;
         let s = service.status();
-        assert_eq!(
-            (s["waiting"].as_u64(), s["in_flight"].as_u64()),
-            (Some(0), Some(1))
-        );
+        assert_eq!((s.waiting, s.in_flight), (0, 1));
     }
 
     /// Polls `f` once: its output if it is ready.

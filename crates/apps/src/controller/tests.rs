@@ -67,8 +67,8 @@ async fn the_story_order_is_created_with_201() {
     assert!(headers.get("idempotent-replayed").is_none());
     assert_eq!(rows(&ctl), 1);
     let status = ctl.status();
-    assert_eq!(status["orders_created"], 1);
-    assert_eq!(status["requests"]["201"], 1);
+    assert_eq!(status.orders_created, 1);
+    assert_eq!(status.requests["201"], 1);
 }
 
 #[tokio::test]
@@ -301,7 +301,7 @@ async fn other_methods_are_405_and_other_paths_404() {
     let (status, _, body) = call(&ctl, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["served_by"], "vm-ctl");
-    let requests = &ctl.status()["requests"];
+    let requests = &ctl.status().requests;
     assert_eq!(requests["405"], 2);
     assert_eq!(requests["404"], 1);
     assert_eq!(requests["200"], 1);
@@ -324,7 +324,7 @@ async fn the_same_key_replays_the_same_order_on_either_controller() {
     assert_eq!(first, again);
     assert_eq!(again["served_by"], "vm-ctl");
     assert_eq!(rows(&ctl), 1);
-    assert_eq!(ctl2.status()["orders_replayed"], 1);
+    assert_eq!(ctl2.status().orders_replayed, 1);
 
     // The same key with another order is refused.
     let other = STORY.replace("\"68\"", "\"69\"");
@@ -399,7 +399,7 @@ async fn a_coupon_is_optional_and_checked() {
     let (_, _, body) = order(&ctl, None, STORY).await;
     assert!(body["order"].get("coupon").is_none(), "{body}");
     assert_eq!(rows(&ctl), 3);
-    assert_eq!(ctl.status()["orders"], "local");
+    assert_eq!(ctl.status().orders, "local");
 }
 
 // ---------------------------------------------------------------------------
@@ -578,9 +578,9 @@ mod rpc_mode {
         assert!(!dir.path().join("orders.sqlite").exists());
 
         let status = ctl.status();
-        assert_eq!(status["orders"], "rpc");
-        assert_eq!(status["orders_created"], 1);
-        assert_eq!(status["order_service"]["consumer"]["calls"], 1);
+        assert_eq!(status.orders, "rpc");
+        assert_eq!(status.orders_created, 1);
+        assert_eq!(status.order_service.unwrap().consumer.calls, 1);
     }
 
     #[tokio::test]
@@ -614,12 +614,8 @@ mod rpc_mode {
         );
         let s = ctl.status();
         assert_eq!(
-            (
-                s["orders_created"].as_u64(),
-                s["orders_replayed"].as_u64(),
-                s["idempotency_conflicts"].as_u64()
-            ),
-            (Some(2), Some(1), Some(1))
+            (s.orders_created, s.orders_replayed, s.idempotency_conflicts),
+            (2, 1, 1)
         );
     }
 
@@ -639,10 +635,10 @@ mod rpc_mode {
         assert_eq!(body["outcome"], "cancelled");
         assert!(body.get("rpc").is_none(), "{body}");
         let s = ctl.status();
-        assert_eq!(s["orders_sold_out"], 1);
-        assert_eq!(s["orders_cancelled"], 1);
-        assert_eq!(s["orders_created"], 0);
-        assert_eq!(s["requests"]["409"], 2);
+        assert_eq!(s.orders_sold_out, 1);
+        assert_eq!(s.orders_cancelled, 1);
+        assert_eq!(s.orders_created, 0);
+        assert_eq!(s.requests["409"], 2);
     }
 
     #[tokio::test]
@@ -673,15 +669,11 @@ mod rpc_mode {
         );
 
         let s = ctl.status();
-        assert_eq!(s["order_service_faults"]["service_error"], 1);
-        assert_eq!(s["order_service_bad_answers"], 1);
-        let timeouts = s["order_service_faults"]["client_timeout"]
-            .as_u64()
-            .unwrap_or(0)
-            + s["order_service_faults"]["server_timeout"]
-                .as_u64()
-                .unwrap_or(0);
-        assert_eq!(timeouts, 1, "{s}");
+        let faults = |k: &str| s.order_service_faults.get(k).copied().unwrap_or(0);
+        assert_eq!(faults("service_error"), 1);
+        assert_eq!(s.order_service_bad_answers, 1);
+        let timeouts = faults("client_timeout") + faults("server_timeout");
+        assert_eq!(timeouts, 1, "{s:?}");
     }
 
     #[tokio::test]
@@ -703,7 +695,7 @@ mod rpc_mode {
         let ctl = rpc_controller("vm-ctl", dir.path(), gone, 300);
         let (status, _, body) = order(&ctl, None, STORY).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert_eq!(ctl.status()["order_service_faults"]["client_error"], 1);
+        assert_eq!(ctl.status().order_service_faults["client_error"], 1);
     }
 
     #[tokio::test]

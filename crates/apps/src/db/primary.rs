@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -155,6 +154,41 @@ struct Counters {
     connections: u64,
     disconnects: BTreeMap<&'static str, u64>,
     standbys: BTreeMap<u64, StandbyView>,
+}
+
+/// What the primary reports of its replication (`replication` in `d11
+/// show vm-db`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryReport {
+    /// `primary`.
+    pub role: String,
+    pub mode: ReplicationMode,
+    /// The last change committed here, and the last a standby acknowledged.
+    pub seq: u64,
+    pub acked: u64,
+    pub lag_changes: u64,
+    pub lag_ms: u64,
+    pub standbys: Vec<StandbyLink>,
+    pub writes: u64,
+    pub sync_acked: u64,
+    pub sync_timeouts: u64,
+    pub sync_timeout_ms: u64,
+    pub sync_wait_ms_max: u64,
+    pub connections: u64,
+    /// Standby connections ended, by reason.
+    pub disconnects: BTreeMap<String, u64>,
+}
+
+/// One connected standby, as the primary reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyLink {
+    pub name: String,
+    pub peer: String,
+    pub connected_ms: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub lag_changes: u64,
+    pub lag_ms: u64,
 }
 
 /// One connected standby, as the primary sees it.
@@ -522,7 +556,7 @@ impl Primary {
     }
 
     /// What the control socket reports.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> PrimaryReport {
         let head = *self.head.borrow();
         let acked = self.acked();
         let now = now_ms();
@@ -531,36 +565,42 @@ impl Primary {
             _ => 0,
         };
         let c = self.lock();
-        let standbys: Vec<Value> = c
+        let standbys = c
             .standbys
             .values()
-            .map(|v| {
-                json!({
-                    "name": v.name,
-                    "peer": v.peer.to_string(),
-                    "connected_ms": v.since.elapsed().as_millis() as u64,
-                    "sent": v.sent,
-                    "acked": v.acked,
-                    "lag_changes": head.saturating_sub(v.acked),
-                    "lag_ms": v.unacked.front().map(|(_, at)| now.saturating_sub(*at)).unwrap_or(0),
-                })
+            .map(|v| StandbyLink {
+                name: v.name.clone(),
+                peer: v.peer.to_string(),
+                connected_ms: v.since.elapsed().as_millis() as u64,
+                sent: v.sent,
+                acked: v.acked,
+                lag_changes: head.saturating_sub(v.acked),
+                lag_ms: v
+                    .unacked
+                    .front()
+                    .map(|(_, at)| now.saturating_sub(*at))
+                    .unwrap_or(0),
             })
             .collect();
-        json!({
-            "role": "primary",
-            "mode": self.config.mode,
-            "seq": head,
-            "acked": acked,
-            "lag_changes": head.saturating_sub(acked),
-            "lag_ms": lag_ms,
-            "standbys": standbys,
-            "writes": c.writes,
-            "sync_acked": c.sync_acked,
-            "sync_timeouts": c.sync_timeouts,
-            "sync_timeout_ms": self.config.sync_timeout_ms,
-            "sync_wait_ms_max": c.sync_wait_ms_max,
-            "connections": c.connections,
-            "disconnects": c.disconnects,
-        })
+        PrimaryReport {
+            role: "primary".into(),
+            mode: self.config.mode,
+            seq: head,
+            acked,
+            lag_changes: head.saturating_sub(acked),
+            lag_ms,
+            standbys,
+            writes: c.writes,
+            sync_acked: c.sync_acked,
+            sync_timeouts: c.sync_timeouts,
+            sync_timeout_ms: self.config.sync_timeout_ms,
+            sync_wait_ms_max: c.sync_wait_ms_max,
+            connections: c.connections,
+            disconnects: c
+                .disconnects
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+        }
     }
 }

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -80,6 +79,29 @@ pub struct Standby {
     db: Arc<Mutex<Db>>,
     applied: watch::Sender<u64>,
     counters: Mutex<Counters>,
+}
+
+/// What a standby reports of its replication (`replication` in `d11 show
+/// vm-db2`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct StandbyReport {
+    /// `standby`.
+    pub role: String,
+    pub name: String,
+    pub primary: String,
+    pub connected: bool,
+    pub applied_seq: u64,
+    /// The primary's last seq, as last heard.
+    pub primary_seq: u64,
+    pub lag_changes: u64,
+    /// Commit on the primary → commit here, for the last change applied.
+    pub apply_delay_ms: u64,
+    pub applied_changes: u64,
+    pub duplicates_skipped: u64,
+    pub connects: u64,
+    /// Connections to the primary ended, by reason.
+    pub disconnects: BTreeMap<String, u64>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Default)]
@@ -283,23 +305,27 @@ impl Standby {
     }
 
     /// What the control socket reports.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> StandbyReport {
         let applied = self.applied();
         let c = self.lock();
-        json!({
-            "role": "standby",
-            "name": self.name,
-            "primary": self.config.primary.to_string(),
-            "connected": c.connected,
-            "applied_seq": applied,
-            "primary_seq": c.head,
-            "lag_changes": c.head.saturating_sub(applied),
-            "apply_delay_ms": c.apply_delay_ms,
-            "applied_changes": c.applied_changes,
-            "duplicates_skipped": c.duplicates,
-            "connects": c.connects,
-            "disconnects": c.disconnects,
-            "last_error": c.last_error,
-        })
+        StandbyReport {
+            role: "standby".into(),
+            name: self.name.clone(),
+            primary: self.config.primary.to_string(),
+            connected: c.connected,
+            applied_seq: applied,
+            primary_seq: c.head,
+            lag_changes: c.head.saturating_sub(applied),
+            apply_delay_ms: c.apply_delay_ms,
+            applied_changes: c.applied_changes,
+            duplicates_skipped: c.duplicates,
+            connects: c.connects,
+            disconnects: c
+                .disconnects
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            last_error: c.last_error.clone(),
+        }
     }
 }

@@ -14,6 +14,16 @@ pub enum Balance {
     LeastConn,
 }
 
+/// HAProxy's name of the algorithm (`balance roundrobin`).
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "roundrobin",
+            Balance::LeastConn => "leastconn",
+        })
+    }
+}
+
 /// What the balancer needs to know about one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -79,6 +78,23 @@ pub struct Client {
     next_id: Arc<AtomicU64>,
     active: AtomicUsize,
     counters: Arc<Mutex<Counters>>,
+}
+
+/// What an RPC client reports of its connection to one provider.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ClientReport {
+    pub addr: String,
+    /// Calls in flight.
+    pub active: usize,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub connections_lost: u64,
+    pub calls: u64,
+    pub ok: u64,
+    /// Failed calls, by status name.
+    pub faults: std::collections::BTreeMap<String, u64>,
+    pub heartbeats_sent: u64,
+    pub heartbeat_replies: u64,
 }
 
 #[derive(Default)]
@@ -402,19 +418,19 @@ impl Client {
     }
 
     /// Counters for the control socket.
-    pub fn status(&self) -> Json {
+    pub fn status(&self) -> ClientReport {
         let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        json!({
-            "addr": self.addr.to_string(),
-            "active": self.active(),
-            "connects": c.connects,
-            "connect_failures": c.connect_failures,
-            "connections_lost": c.connections_lost,
-            "calls": c.calls,
-            "ok": c.ok,
-            "faults": c.faults,
-            "heartbeats_sent": c.heartbeats_sent,
-            "heartbeat_replies": c.heartbeat_replies,
-        })
+        ClientReport {
+            addr: self.addr.to_string(),
+            active: self.active(),
+            connects: c.connects,
+            connect_failures: c.connect_failures,
+            connections_lost: c.connections_lost,
+            calls: c.calls,
+            ok: c.ok,
+            faults: c.faults.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            heartbeats_sent: c.heartbeats_sent,
+            heartbeat_replies: c.heartbeat_replies,
+        }
     }
 }

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -177,6 +176,31 @@ pub struct Consumer {
     config: ConsumerConfig,
     providers: watch::Receiver<Providers>,
     state: Mutex<State>,
+}
+
+/// What a consumer reports: the service it calls, how it chooses, and
+/// each provider with its client's counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ConsumerReport {
+    pub service: String,
+    pub balance: String,
+    /// The registry's revision of the provider list.
+    pub revision: Option<u64>,
+    pub calls: u64,
+    pub failovers: u64,
+    pub no_provider: u64,
+    pub providers: Vec<ProviderReport>,
+}
+
+/// One provider as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ProviderReport {
+    pub addr: String,
+    /// Left out of the choice for now (it failed lately).
+    pub skipped: bool,
+    /// Calls sent to it.
+    pub chosen: u64,
+    pub client: super::client::ClientReport,
 }
 
 struct State {
@@ -425,30 +449,27 @@ impl Consumer {
     }
 
     /// The provider list and per-provider counters, for the control socket.
-    pub fn status(&self) -> Json {
+    pub fn status(&self) -> ConsumerReport {
         let st = self.state();
         let now = Instant::now();
-        let providers: Vec<Json> = st
-            .list
-            .iter()
-            .map(|p| {
-                json!({
-                    "addr": p.client.addr().to_string(),
-                    "skipped": p.skipped(now),
-                    "chosen": *p.chosen.lock().unwrap_or_else(|e| e.into_inner()),
-                    "client": p.client.status(),
+        ConsumerReport {
+            service: self.service.to_string(),
+            balance: format!("{:?}", self.config.balance),
+            revision: st.revision,
+            calls: st.calls,
+            failovers: st.failovers,
+            no_provider: st.no_provider,
+            providers: st
+                .list
+                .iter()
+                .map(|p| ProviderReport {
+                    addr: p.client.addr().to_string(),
+                    skipped: p.skipped(now),
+                    chosen: *p.chosen.lock().unwrap_or_else(|e| e.into_inner()),
+                    client: p.client.status(),
                 })
-            })
-            .collect();
-        json!({
-            "service": self.service,
-            "balance": format!("{:?}", self.config.balance),
-            "revision": st.revision,
-            "calls": st.calls,
-            "failovers": st.failovers,
-            "no_provider": st.no_provider,
-            "providers": providers,
-        })
+                .collect(),
+        }
     }
 }
 

@@ -27,7 +27,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -70,6 +69,29 @@ impl Providers {
             .collect::<Option<_>>()?;
         Some(Providers { revision, addrs })
     }
+}
+
+/// What the registry reports (`d11 show vm-reg`): every service and its
+/// providers' leases.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegistryReport {
+    /// Bumped by every change.
+    pub revision: u64,
+    pub services: BTreeMap<String, ServiceReport>,
+}
+
+/// One service: its revision and providers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceReport {
+    pub revision: u64,
+    pub providers: Vec<Lease>,
+}
+
+/// A provider's address and what is left of its lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    pub addr: String,
+    pub expires_in_ms: u64,
 }
 
 /// The registry's state: services, their providers and when each expires.
@@ -280,22 +302,32 @@ impl Registry {
     }
 
     /// Every service and its providers, for the control socket and `d11 show`.
-    pub fn status(&self) -> Json {
+    pub fn status(&self) -> RegistryReport {
         let t = self.table();
         let now = Instant::now();
-        let services: serde_json::Map<String, Json> = t
+        let services = t
             .services
             .iter()
             .map(|(s, e)| {
-                let providers: Vec<Json> = e
+                let providers = e
                     .providers
                     .iter()
-                    .map(|(a, exp)| json!({"addr": a, "expires_in_ms": exp.saturating_duration_since(now).as_millis() as u64}))
+                    .map(|(a, exp)| Lease {
+                        addr: a.clone(),
+                        expires_in_ms: exp.saturating_duration_since(now).as_millis() as u64,
+                    })
                     .collect();
-                (s.clone(), json!({"revision": e.revision, "providers": providers}))
+                let entry = ServiceReport {
+                    revision: e.revision,
+                    providers,
+                };
+                (s.clone(), entry)
             })
             .collect();
-        json!({"revision": t.counter, "services": services})
+        RegistryReport {
+            revision: t.counter,
+            services,
+        }
     }
 }
 

@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -195,6 +194,28 @@ pub struct Server {
     listening: OnceLock<SocketAddr>,
     started: Instant,
     counters: Mutex<Counters>,
+}
+
+/// What an RPC server reports (under `server` in a service's report).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ServerReport {
+    pub name: String,
+    pub listen: Option<String>,
+    pub uptime_ms: u64,
+    /// `service.method` names it answers.
+    pub services: Vec<String>,
+    pub connections: u64,
+    pub active_connections: u64,
+    pub idle_closed: u64,
+    pub requests: u64,
+    pub in_flight: u64,
+    pub heartbeats: u64,
+    /// Responses sent, by status name.
+    pub responses: BTreeMap<String, u64>,
+    /// Frames refused, by reason.
+    pub bad_frames: BTreeMap<String, u64>,
+    /// Calls answered, by `service.method`.
+    pub calls: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -440,22 +461,24 @@ impl Server {
     }
 
     /// Counters for the control socket.
-    pub fn status(&self) -> Json {
+    pub fn status(&self) -> ServerReport {
         let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        json!({
-            "name": self.name,
-            "listen": self.local_addr().map(|a| a.to_string()),
-            "uptime_ms": self.started.elapsed().as_millis() as u64,
-            "services": self.services.names(),
-            "connections": c.connections,
-            "active_connections": c.active_connections,
-            "idle_closed": c.idle_closed,
-            "requests": c.requests,
-            "in_flight": c.in_flight,
-            "heartbeats": c.heartbeats,
-            "responses": c.responses,
-            "bad_frames": c.bad_frames,
-            "calls": c.calls,
-        })
+        let names =
+            |m: &BTreeMap<&'static str, u64>| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        ServerReport {
+            name: self.name.clone(),
+            listen: self.local_addr().map(|a| a.to_string()),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            services: self.services.names(),
+            connections: c.connections,
+            active_connections: c.active_connections,
+            idle_closed: c.idle_closed,
+            requests: c.requests,
+            in_flight: c.in_flight,
+            heartbeats: c.heartbeats,
+            responses: names(&c.responses),
+            bad_frames: names(&c.bad_frames),
+            calls: c.calls.clone(),
+        }
     }
 }

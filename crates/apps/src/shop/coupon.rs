@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use super::{call, field, Provider, ProviderConfig};
-use crate::control;
 use crate::rpc::{Call, Consumer, Services, Value};
 
 /// The coupon service's settings.
@@ -43,6 +42,14 @@ fn refusal(op: &str, code: &str, coupon: &Json) -> String {
     }
 }
 
+/// What the coupon service reports (`d11 show vm-coupon`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct CouponReport {
+    /// Calls by outcome.
+    pub counters: BTreeMap<String, u64>,
+    pub db: crate::rpc::ConsumerReport,
+}
+
 impl Coupon {
     pub fn new(p: &Provider) -> Arc<Coupon> {
         Arc::new(Coupon {
@@ -51,12 +58,12 @@ impl Coupon {
         })
     }
 
-    pub fn report(self: &Arc<Self>) -> control::Report {
+    pub fn report(self: &Arc<Self>) -> impl Fn() -> CouponReport + Send + Sync + 'static {
         let s = self.clone();
-        Arc::new(move || {
-            let c = s.counters.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            json!({"counters": c, "db": s.db.status()})
-        })
+        move || CouponReport {
+            counters: s.counters.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            db: s.db.status(),
+        }
     }
 
     /// The service's methods.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value as Json};
+use serde_json::json;
 use tokio::net::UnixListener;
 
 use super::{opt_str, Ctx, ProviderConfig};
@@ -104,7 +104,7 @@ pub(super) async fn run(
         let sb = crate::db::Standby::open(&ctx.node, &path, standby)?;
         let report: control::Report = {
             let sb = sb.clone();
-            Arc::new(move || views.report(sb.status()))
+            control::report(move || views.report(Replication::Standby(sb.status())))
         };
         tokio::spawn(control::serve(ctl, ctx.node.clone(), "db", report));
         sb.run(shutdown).await;
@@ -112,9 +112,9 @@ pub(super) async fn run(
     }
     let primary = Primary::open(&path, c.primary.clone().unwrap_or_default())?;
     let p = super::Provider::new(&ctx, c.provider)?;
-    let report: control::Report = {
+    let report = {
         let primary = primary.clone();
-        Arc::new(move || views.report(primary.status()))
+        move || views.report(Replication::Primary(primary.status()))
     };
     // Standbys first, so a sync seed can be acknowledged.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -156,37 +156,97 @@ struct Views(Mutex<Db>);
 const VIEW_ORDERS: usize = 20;
 
 impl Views {
-    fn report(&self, replication: Json) -> Json {
+    fn report(&self, replication: Replication) -> DbReport {
         let db = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let tables = || -> Result<Json, DbError> {
+        let tables = || -> Result<DbTables, DbError> {
             let orders = db.orders()?;
             let count = |s: OrderState| orders.iter().filter(|o| o.state == s).count();
-            let latest: Vec<Json> = orders
+            let latest = orders
                 .iter()
                 .rev()
                 .take(VIEW_ORDERS)
-                .map(|o| {
-                    json!({"order_id": o.order_id, "state": o.state, "sku": o.sku,
-                           "coupon": o.coupon, "price": o.price, "created_at": o.created_at})
+                .map(|o| OrderView {
+                    order_id: o.order_id.clone(),
+                    state: o.state,
+                    sku: o.sku.clone(),
+                    coupon: o.coupon.clone(),
+                    price: o.price.clone(),
+                    created_at: o.created_at.clone(),
                 })
                 .collect();
-            Ok(json!({
-                "stock": db.stock_all()?,
-                "orders": {
-                    "total": orders.len(),
-                    "confirmed": count(OrderState::Confirmed),
-                    "pending": count(OrderState::Pending),
-                    "cancelled": count(OrderState::Cancelled),
-                    "latest": latest,
+            Ok(DbTables {
+                stock: db.stock_all()?,
+                orders: OrderCounts {
+                    total: orders.len(),
+                    confirmed: count(OrderState::Confirmed),
+                    pending: count(OrderState::Pending),
+                    cancelled: count(OrderState::Cancelled),
+                    latest,
                 },
-                "coupons": db.coupons()?,
-                "head_seq": db.head()?,
-            }))
+                coupons: db.coupons()?,
+                head_seq: db.head()?,
+            })
         };
-        let mut r = tables().unwrap_or_else(|e| json!({"error": e.to_string()}));
-        r["replication"] = replication;
-        r
+        let (tables, error) = match tables() {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        DbReport {
+            tables,
+            error,
+            replication,
+        }
     }
+}
+
+/// What a database node reports (`d11 show vm-db`): its tables, and its
+/// side of the replication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DbReport {
+    #[serde(flatten)]
+    pub tables: Option<DbTables>,
+    /// Why the tables could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub replication: Replication,
+}
+
+/// The primary's or the standby's side of the replication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Replication {
+    Primary(crate::db::PrimaryReport),
+    Standby(crate::db::StandbyReport),
+}
+
+/// The shop's tables as a view lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DbTables {
+    pub stock: Vec<crate::db::StockRow>,
+    pub orders: OrderCounts,
+    pub coupons: Vec<crate::db::CouponRow>,
+    pub head_seq: u64,
+}
+
+/// Orders by state, and the latest few.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCounts {
+    pub total: usize,
+    pub confirmed: usize,
+    pub pending: usize,
+    pub cancelled: usize,
+    pub latest: Vec<OrderView>,
+}
+
+/// One order as a view lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub state: OrderState,
+    pub sku: String,
+    pub coupon: Option<String>,
+    pub price: String,
+    pub created_at: String,
 }
 
 /// What a write's change did on its way to the standby, in words.
@@ -349,3 +409,79 @@ fn take_requests(v: &Value) -> Result<Vec<TakeRequest>, Fault> {
 }
 
 type CouponOp = fn(&mut Db, &str, &str) -> Result<crate::db::CouponOutcome, DbError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{PrimaryReport, ReplicationMode, StandbyReport, StockRow};
+
+    fn tables() -> DbTables {
+        DbTables {
+            stock: vec![StockRow {
+                sku: "geektime-68".into(),
+                stock: 999,
+                version: 2,
+            }],
+            orders: OrderCounts {
+                total: 1,
+                confirmed: 1,
+                pending: 0,
+                cancelled: 0,
+                latest: vec![],
+            },
+            coupons: vec![],
+            head_seq: 7,
+        }
+    }
+
+    #[test]
+    fn a_db_report_reads_back_as_itself_on_either_side_of_the_replication() {
+        let primary = DbReport {
+            tables: Some(tables()),
+            error: None,
+            replication: Replication::Primary(PrimaryReport {
+                role: "primary".into(),
+                mode: ReplicationMode::default(),
+                seq: 7,
+                acked: 7,
+                lag_changes: 0,
+                lag_ms: 0,
+                standbys: vec![],
+                writes: 3,
+                sync_acked: 3,
+                sync_timeouts: 0,
+                sync_timeout_ms: 500,
+                sync_wait_ms_max: 1,
+                connections: 1,
+                disconnects: Default::default(),
+            }),
+        };
+        let standby = DbReport {
+            tables: None,
+            error: Some("database is locked".into()),
+            replication: Replication::Standby(StandbyReport {
+                role: "standby".into(),
+                name: "vm-db2".into(),
+                primary: "192.168.1.60:4407".into(),
+                connected: true,
+                applied_seq: 7,
+                primary_seq: 7,
+                lag_changes: 0,
+                apply_delay_ms: 0,
+                applied_changes: 7,
+                duplicates_skipped: 0,
+                connects: 1,
+                disconnects: Default::default(),
+                last_error: None,
+            }),
+        };
+        for r in [primary, standby] {
+            let v = serde_json::to_value(&r).unwrap();
+            // The shape `d11 show vm-db` has always printed: tables at the top.
+            assert_eq!(v.get("head_seq").is_some(), r.tables.is_some(), "{v}");
+            assert!(v["replication"]["role"].is_string(), "{v}");
+            let back: DbReport = serde_json::from_value(v).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+}

@@ -40,7 +40,6 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::{call_until, field, service_error, Hop, Provider, ProviderConfig};
-use crate::control;
 use crate::rpc::{Call, Consumer, Fault, Services, Status, Value};
 
 /// The order service's settings.
@@ -130,6 +129,15 @@ fn set_state(state: &str) -> impl Fn(&Json) -> String + '_ {
     }
 }
 
+/// What the order service reports (`d11 show vm-order`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct OrderReport {
+    /// Sagas by outcome.
+    pub counters: BTreeMap<String, u64>,
+    /// Its consumers of db, stock and coupon.
+    pub consumers: Vec<crate::rpc::ConsumerReport>,
+}
+
 impl Order {
     pub fn new(p: &Provider, config: OrderConfig) -> Arc<Order> {
         Arc::new(Order {
@@ -150,15 +158,15 @@ impl Order {
             .or_default() += 1;
     }
 
-    pub fn report(self: &Arc<Self>) -> control::Report {
+    pub fn report(self: &Arc<Self>) -> impl Fn() -> OrderReport + Send + Sync + 'static {
         let s = self.clone();
-        Arc::new(move || {
-            let c = s.counters.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            json!({
-                "counters": c,
-                "consumers": [s.db.status(), s.stock.status(), s.coupon.status()],
-            })
-        })
+        move || {
+            let c = s.counters.lock().unwrap_or_else(|e| e.into_inner());
+            OrderReport {
+                counters: c.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                consumers: vec![s.db.status(), s.stock.status(), s.coupon.status()],
+            }
+        }
     }
 
     /// The service's methods.

@@ -25,7 +25,6 @@ use serde_json::{json, Value as Json};
 use tokio::sync::oneshot;
 
 use super::{call, service_error, Provider, ProviderConfig};
-use crate::control;
 use crate::db::{BatchTake, Stock as Level};
 use crate::rpc::{Call, Consumer, Fault, Services, Status, Value};
 use coalesce::{Answer, Coalescer, Deducted, Failure, Limits, Op, Reply, Ticket};
@@ -77,18 +76,30 @@ struct Hot {
     next: Ticket,
 }
 
-#[derive(Default, serde::Serialize)]
-struct Counters {
-    deducts: u64,
-    taken: u64,
-    replayed: u64,
-    sold_out: u64,
-    already_restored: u64,
+/// What the stock service reports (`d11 show vm-stock`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct StockReport {
+    pub counters: Counters,
+    /// The coalescer's batches (docs/rpc.md, "The hot item").
+    pub coalescing: coalesce::Stats,
+    /// Deductions queued or at the db now.
+    pub waiting: usize,
+    pub db: crate::rpc::ConsumerReport,
+}
+
+/// The stock service's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Counters {
+    pub deducts: u64,
+    pub taken: u64,
+    pub replayed: u64,
+    pub sold_out: u64,
+    pub already_restored: u64,
     /// Deductions answered with an error, by reason.
-    failed: std::collections::BTreeMap<&'static str, u64>,
-    cas_attempts_max: u32,
-    waited_ms_max: u64,
-    restores: u64,
+    pub failed: std::collections::BTreeMap<String, u64>,
+    pub cas_attempts_max: u32,
+    pub waited_ms_max: u64,
+    pub restores: u64,
 }
 
 impl Stock {
@@ -116,24 +127,18 @@ impl Stock {
         self.hot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn report(self: &Arc<Self>) -> control::Report {
+    pub fn report(self: &Arc<Self>) -> impl Fn() -> StockReport + Send + Sync + 'static {
         let s = self.clone();
-        Arc::new(move || {
-            let c = serde_json::to_value(&*s.counters.lock().unwrap_or_else(|e| e.into_inner()));
-            let (batches, waiting) = {
-                let h = s.hot();
-                (
-                    serde_json::to_value(h.core.stats()).unwrap_or_default(),
-                    h.core.waiting(),
-                )
-            };
-            json!({
-                "counters": c.unwrap_or_default(),
-                "coalescing": batches,
-                "waiting": waiting,
-                "db": s.db.status(),
-            })
-        })
+        move || {
+            let counters = s.counters.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let h = s.hot();
+            StockReport {
+                counters,
+                coalescing: h.core.stats().clone(),
+                waiting: h.core.waiting(),
+                db: s.db.status(),
+            }
+        }
     }
 
     /// Takes `n` of `sku` for `order_id` in the SKU's next batch; answers
@@ -293,7 +298,7 @@ impl Stock {
                     Failure::Mismatch(m) => ("mismatch", service_error(m)),
                     Failure::Db(f) => ("db", f),
                 };
-                self.count(|c| *c.failed.entry(reason).or_default() += 1);
+                self.count(|c| *c.failed.entry(reason.to_string()).or_default() += 1);
                 Err(fault)
             }
         }

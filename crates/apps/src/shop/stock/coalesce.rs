@@ -162,7 +162,7 @@ struct Sku {
 }
 
 /// Counters, for the control socket.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub batches: u64,
     pub cas_attempts: u64,

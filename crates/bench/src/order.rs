@@ -39,19 +39,22 @@
 //! ports 1024-65535, in its own namespace, so connections in TIME_WAIT do
 //! not run the ports out at thousands of orders a second.
 
-use crate::bench::{median, LabGuard};
+use crate::lab::{self, LabGuard};
+use crate::{cell, finite, median};
 use anyhow::{bail, Context, Result};
-use d11_apps::load::{self, Latency, LoadConfig};
+use d11_apps::controller::ControllerReport;
+use d11_apps::load::{self, Latency, LoadConfig, LoadReport};
 use d11_apps::phone::{self, OrderRequest};
 use d11_lab::{RunDir, Topology};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Options of `d11 bench order`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct OrderBenchArgs {
     /// Concurrent phone-app clients, one run for each count.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,1000")]
@@ -78,7 +81,10 @@ pub struct OrderBenchArgs {
 }
 
 /// One lab of the comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Variant {
     /// The phone and one controller on one veth.
     Direct,
@@ -91,7 +97,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Variant::Direct => "direct",
             Variant::Full => "full",
@@ -116,9 +122,150 @@ const LB_NODE: &str = "vm-lb";
 const LB_LISTEN: &str = "192.168.1.10:443";
 const CONTROLLERS: [&str; 2] = ["192.168.1.20:443", "192.168.2.20:443"];
 
+/// Which part of the lab a process is, for CPU per order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Part {
+    /// The load generator: this process.
+    #[serde(rename = "phone")]
+    Phone,
+    #[serde(rename = "elements")]
+    Elements,
+    /// The l4lb or haproxy.
+    #[serde(rename = "load balancer")]
+    LoadBalancer,
+    #[serde(rename = "controllers")]
+    Controllers,
+    /// The shop's services: registry, order, stock, coupon, db and its standby.
+    #[serde(rename = "services")]
+    Services,
+}
+
+/// CPU used during one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuUse {
+    pub wall_s: f64,
+    /// Cores busy over the run: the whole machine, its softirq, the lab's
+    /// processes (and this load generator).
+    pub machine_cores_busy: Option<f64>,
+    pub softirq_cores: Option<f64>,
+    pub lab_cores_busy: Option<f64>,
+    /// CPU µs per order made, by part of the lab.
+    pub us_per_order: BTreeMap<Part, Option<f64>>,
+    pub machine_us_per_order: Option<f64>,
+    pub lab_us_per_order: Option<f64>,
+    pub cpu_s_by_process: BTreeMap<String, f64>,
+    pub element_frames_per_order: Option<f64>,
+    pub element_us_per_frame: Option<f64>,
+}
+
+/// One client count on one lab in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub load: LoadReport,
+    /// Orders the controllers counted, in all and by controller.
+    pub orders_created: u64,
+    pub orders_created_by: BTreeMap<String, u64>,
+    pub cpu: CpuUse,
+    /// The controllers' own time per order (their access log's `us=`).
+    pub controller_handler_us: Latency,
+}
+
+/// One round: each lab's runs by client count.
+pub type Round = BTreeMap<Variant, BTreeMap<usize, Run>>;
+
+/// One lab at one client count: medians of the rounds (errors summed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Figures {
+    pub orders_per_s: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub errors: u64,
+    pub machine_cores_busy: Option<f64>,
+    pub lab_cores_busy: Option<f64>,
+    pub element_frames_per_order: Option<f64>,
+    pub element_us_per_frame: Option<f64>,
+    pub controller_handler_us_p50: Option<f64>,
+    pub controller_handler_us_p99: Option<f64>,
+    pub softirq_cores: Option<f64>,
+    pub machine_us_per_order: Option<f64>,
+    pub lab_us_per_order: Option<f64>,
+    pub us_per_order: BTreeMap<Part, f64>,
+}
+
+/// A ratio by client count, each the median of the rounds' ratios; `None`
+/// when one of its two labs did not run.
+pub type ByClients = Option<BTreeMap<usize, Option<f64>>>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ratios {
+    pub full_vs_direct_orders_per_s: ByClients,
+    pub full_vs_direct_p50: ByClients,
+    pub backend_vs_local_orders_per_s: ByClients,
+    pub backend_vs_local_p50: ByClients,
+    pub backend_vs_local_orders_per_cpu_s: ByClients,
+    pub l4lb_vs_haproxy_orders_per_s: ByClients,
+    pub l4lb_vs_haproxy_p50: ByClients,
+    /// Orders per CPU-second of the lab's processes: what the runs would
+    /// reach with the machine to themselves, so other work on it matters
+    /// less (the inverse ratio of CPU per order).
+    pub full_vs_direct_orders_per_cpu_s: ByClients,
+    pub l4lb_vs_haproxy_orders_per_cpu_s: ByClients,
+    pub l4lb_vs_haproxy_lb_cpu_per_order: ByClients,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Goals {
+    pub full_vs_direct_orders_per_s: f64,
+    pub l4lb_vs_haproxy_orders_per_s: f64,
+}
+
+impl Default for Goals {
+    fn default() -> Goals {
+        Goals {
+            full_vs_direct_orders_per_s: GOAL_FULL_VS_DIRECT,
+            l4lb_vs_haproxy_orders_per_s: GOAL_L4LB_VS_HAPROXY,
+        }
+    }
+}
+
+/// How the bench ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub clients: Vec<usize>,
+    pub seconds: u32,
+    pub warmup_s: f64,
+    pub rounds: u32,
+    pub cpus: usize,
+}
+
+/// What `d11 bench order` measures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrderReport {
+    pub variants: BTreeMap<Variant, BTreeMap<usize, Figures>>,
+    pub ratios: Ratios,
+    pub goals: Goals,
+    pub rounds: Vec<Round>,
+    pub config: Config,
+    /// Labs that could not run (haproxy not installed and not installable).
+    pub skipped: Vec<String>,
+}
+
+impl OrderReport {
+    /// `variant`'s figures at `n` clients, if it ran.
+    pub fn at(&self, variant: Variant, n: usize) -> Option<&Figures> {
+        self.variants.get(&variant)?.get(&n)
+    }
+}
+
+/// `d11 bench order`.
 pub fn order(args: &OrderBenchArgs) -> Result<()> {
     crate::need_root("d11 bench order")?;
-    let exe = std::env::current_exe().context("cannot find the d11 binary")?;
+    let exe = lab::d11_exe()?;
     let mut variants: Vec<Variant> = vec![];
     for v in &args.variants {
         if !variants.contains(v) {
@@ -133,7 +280,7 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
             Err(why) => {
                 eprintln!("bench: the haproxy variant is skipped: {why}");
                 variants.retain(|v| *v != Variant::Haproxy);
-                skipped.push("haproxy");
+                skipped.push("haproxy".to_string());
             }
         }
     }
@@ -148,21 +295,17 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
         &scratch.0,
     )?;
     drop(scratch);
-    let mut report = summarise(&rounds, &variants, &clients);
-    report["config"] = json!({
-        "clients": clients,
-        "seconds": args.seconds,
-        "warmup_s": WARMUP.as_secs_f64(),
-        "rounds": args.rounds.max(1),
-        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-    });
-    report["skipped"] = json!(skipped);
-    print_report(&report, &variants, &clients);
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    let mut report = summarise(rounds, &variants, &clients);
+    report.config = Config {
+        clients,
+        seconds: args.seconds,
+        warmup_s: WARMUP.as_secs_f64(),
+        rounds: args.rounds.max(1),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+    };
+    report.skipped = skipped;
+    print_report(&report, &variants);
+    crate::write_json(args.json.as_deref(), &report)
 }
 
 /// A directory for this run's files, removed when dropped.
@@ -189,7 +332,7 @@ fn run_rounds(
     clients: &[usize],
     haproxy: Option<&Path>,
     scratch: &Path,
-) -> Result<Vec<serde_json::Map<String, Value>>> {
+) -> Result<Vec<Round>> {
     let full = with_stock(Topology::load(&args.topologies.join("double11.toml"))?);
     let write = |name: &str, topo: Topology| -> Result<PathBuf> {
         let p = scratch.join(name);
@@ -208,12 +351,12 @@ fn run_rounds(
     }
     let mut rounds = vec![];
     for round in 1..=args.rounds.max(1) {
-        let mut results = serde_json::Map::new();
+        let mut results = Round::new();
         for (v, file) in variants.iter().zip(&files) {
             eprintln!("bench: round {round}, {} ({})", v.name(), file.display());
             let r = run_lab(exe, *v, file, haproxy, clients, args.seconds)
                 .with_context(|| format!("variant {}", v.name()))?;
-            results.insert(v.name().to_string(), r);
+            results.insert(*v, r);
         }
         rounds.push(results);
     }
@@ -237,7 +380,7 @@ fn without_lb_app(mut topo: Topology) -> Result<Topology> {
 const BENCH_STOCK: i64 = 1_000_000_000;
 
 /// The topology with every seeded SKU at [`BENCH_STOCK`].
-pub(crate) fn with_stock(mut topo: Topology) -> Topology {
+pub fn with_stock(mut topo: Topology) -> Topology {
     for n in &mut topo.nodes {
         let rows = n.config.get_mut("seed").and_then(|s| s.get_mut("stock"));
         for row in rows
@@ -419,7 +562,7 @@ fn run_lab(
     haproxy: Option<&Path>,
     clients: &[usize],
     seconds: u32,
-) -> Result<Value> {
+) -> Result<BTreeMap<usize, Run>> {
     let (lab, _) = LabGuard::up(exe, topology, &format!("bench-order-{}", v.name()))?;
     let dir = RunDir::new(&lab.name);
     let topo = dir.topology().context("reading the lab's topology")?;
@@ -434,7 +577,7 @@ fn run_lab(
     };
     let req = order_request(&lab.name, &dir)?;
     wait_for_an_order(&lab.name, &req)?;
-    let mut runs = serde_json::Map::new();
+    let mut runs = BTreeMap::new();
     for &n in clients {
         let before = Snapshot::take(&dir, lb.as_ref())?;
         let t0 = Instant::now();
@@ -449,42 +592,32 @@ fn run_lab(
         })??;
         let wall = t0.elapsed().as_secs_f64();
         let after = Snapshot::take(&dir, lb.as_ref())?;
-        let made: u64 = after
+        let by: BTreeMap<String, u64> = after
             .orders_created
             .iter()
             .map(|(node, n1)| {
-                let n0 = before.orders_created.iter().find(|(b, _)| b == node);
-                n1.saturating_sub(n0.map_or(0, |(_, n)| *n))
-            })
-            .sum();
-        let per_controller: serde_json::Map<String, Value> = after
-            .orders_created
-            .iter()
-            .map(|(node, n1)| {
-                let n0 = before.orders_created.iter().find(|(b, _)| b == node);
-                (
-                    node.clone(),
-                    json!(n1.saturating_sub(n0.map_or(0, |(_, n)| *n))),
-                )
+                let n0 = before.orders_created.get(node).copied().unwrap_or(0);
+                (node.clone(), n1.saturating_sub(n0))
             })
             .collect();
+        let made: u64 = by.values().sum();
         eprintln!(
             "bench:   {} clients: {:.0} orders/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
             n, report.orders_per_s, report.latency_ms.p50, report.latency_ms.p99, report.errors
         );
         runs.insert(
-            n.to_string(),
-            json!({
-                "load": report,
-                "orders_created": made,
-                "orders_created_by": per_controller,
-                "cpu": after.cpu_since(&before, wall, made),
-                "controller_handler_us": after.handler_us_since(&before),
-            }),
+            n,
+            Run {
+                load: report,
+                orders_created: made,
+                orders_created_by: by,
+                cpu: after.cpu_since(&before, wall, made),
+                controller_handler_us: after.handler_us_since(&before),
+            },
         );
     }
     drop(lb);
-    Ok(Value::Object(runs))
+    Ok(runs)
 }
 
 /// TIME_WAIT reuse and every ephemeral port in `node`'s own namespace.
@@ -552,11 +685,12 @@ fn wait_for_an_order(lab: &str, req: &OrderRequest) -> Result<()> {
 /// CPU times and order counters at one moment.
 struct Snapshot {
     /// (process, its part, CPU ticks so far).
-    procs: Vec<(String, &'static str, u64)>,
+    procs: Vec<(String, Part, u64)>,
     /// The machine's busy and softirq ticks, all CPUs.
     busy: u64,
     softirq: u64,
-    orders_created: Vec<(String, u64)>,
+    /// Orders each controller counted.
+    orders_created: BTreeMap<String, u64>,
     /// Frames the elements received, all ports.
     element_frames: u64,
     /// Each controller's log and its length.
@@ -567,33 +701,36 @@ impl Snapshot {
     fn take(dir: &RunDir, haproxy: Option<&Haproxy>) -> Result<Snapshot> {
         let mut procs = vec![(
             "phone".to_string(),
-            "phone",
+            Part::Phone,
             proc_ticks(std::process::id()).context("reading /proc/self/stat")?,
         )];
         let topo = dir.topology()?;
         let state = d11_lab::SupervisorState::load(dir)?;
-        let (mut orders_created, mut element_frames, mut logs) = (vec![], 0, vec![]);
-        let status =
-            |node: &str| d11_io::query(&dir.socket(node), "status", Duration::from_secs(2));
+        let (mut orders_created, mut element_frames, mut logs) = (BTreeMap::new(), 0, vec![]);
+        let status = |node: &str| d11_io::status(&dir.socket(node), Duration::from_secs(2));
         for (node, s) in &state.nodes {
             let Some(pid) = s.pid else { continue };
             let part = match topo.node(node).and_then(|n| n.app.as_deref()) {
                 Some("controller") => {
-                    let n = status(node)?["report"]["orders_created"].as_u64();
-                    orders_created.push((node.clone(), n.unwrap_or(0)));
+                    let report: ControllerReport = status(node)?
+                        .report()
+                        .with_context(|| format!("{node}'s report"))?;
+                    orders_created.insert(node.clone(), report.orders_created);
                     let log = dir.log_file(node);
                     let len = std::fs::metadata(&log).map_or(0, |m| m.len());
                     logs.push((log, len));
-                    "controllers"
+                    Part::Controllers
                 }
-                Some("l4lb") => "load balancer",
-                Some(_) => "services",
+                Some("l4lb") => Part::LoadBalancer,
+                Some(_) => Part::Services,
                 None => {
                     let st = status(node)?;
-                    element_frames += st["ports"].as_object().map_or(0, |p| {
-                        p.values().filter_map(|c| c["rx_frames"].as_u64()).sum()
-                    });
-                    "elements"
+                    element_frames += st
+                        .ports
+                        .iter()
+                        .map(|(_, p)| p.counters.rx_frames)
+                        .sum::<u64>();
+                    Part::Elements
                 }
             };
             procs.push((node.clone(), part, proc_ticks(pid).unwrap_or(0)));
@@ -601,7 +738,7 @@ impl Snapshot {
         if let Some(h) = haproxy {
             procs.push((
                 format!("{LB_NODE} (haproxy)"),
-                "load balancer",
+                Part::LoadBalancer,
                 proc_ticks(h.0.id()).unwrap_or(0),
             ));
         }
@@ -618,11 +755,11 @@ impl Snapshot {
 
     /// CPU used since `before`: cores busy over `wall` seconds, and per
     /// order (`orders` made in between, every one counted or not) by part.
-    fn cpu_since(&self, before: &Snapshot, wall: f64, orders: u64) -> Value {
+    fn cpu_since(&self, before: &Snapshot, wall: f64, orders: u64) -> CpuUse {
         let secs = |ticks: u64| ticks as f64 / TICKS_PER_S;
         let per_order_us = |ticks: u64| (orders > 0).then(|| secs(ticks) * 1e6 / orders as f64);
-        let mut parts = serde_json::Map::new();
-        let mut by_process = serde_json::Map::new();
+        let mut parts: BTreeMap<Part, u64> = BTreeMap::new();
+        let mut by_process = BTreeMap::new();
         let mut total = 0;
         for (name, part, t1) in &self.procs {
             let t0 = before
@@ -632,30 +769,26 @@ impl Snapshot {
                 .map_or(0, |(_, _, t)| *t);
             let used = t1.saturating_sub(t0);
             total += used;
-            by_process.insert(name.clone(), json!(secs(used)));
-            let sum = parts.entry(part.to_string()).or_insert(json!(0));
-            *sum = json!(sum.as_u64().unwrap_or(0) + used);
+            by_process.insert(name.clone(), secs(used));
+            *parts.entry(*part).or_insert(0) += used;
         }
-        let per_order: serde_json::Map<String, Value> = parts
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(per_order_us(v.as_u64().unwrap_or(0)))))
-            .collect();
         let busy = self.busy.saturating_sub(before.busy);
         let softirq = self.softirq.saturating_sub(before.softirq);
         let frames = self.element_frames.saturating_sub(before.element_frames);
-        let element_ticks = parts.get("elements").and_then(Value::as_u64).unwrap_or(0);
-        json!({
-            "wall_s": wall,
-            "machine_cores_busy": secs(busy) / wall,
-            "softirq_cores": secs(softirq) / wall,
-            "lab_cores_busy": secs(total) / wall,
-            "us_per_order": per_order,
-            "machine_us_per_order": per_order_us(busy),
-            "lab_us_per_order": per_order_us(total),
-            "cpu_s_by_process": by_process,
-            "element_frames_per_order": (orders > 0 && frames > 0).then(|| frames as f64 / orders as f64),
-            "element_us_per_frame": (frames > 0).then(|| secs(element_ticks) * 1e6 / frames as f64),
-        })
+        let element_ticks = parts.get(&Part::Elements).copied().unwrap_or(0);
+        CpuUse {
+            wall_s: wall,
+            machine_cores_busy: finite(secs(busy) / wall),
+            softirq_cores: finite(secs(softirq) / wall),
+            lab_cores_busy: finite(secs(total) / wall),
+            us_per_order: parts.iter().map(|(p, t)| (*p, per_order_us(*t))).collect(),
+            machine_us_per_order: per_order_us(busy),
+            lab_us_per_order: per_order_us(total),
+            cpu_s_by_process: by_process,
+            element_frames_per_order: (orders > 0 && frames > 0)
+                .then(|| frames as f64 / orders as f64),
+            element_us_per_frame: (frames > 0).then(|| secs(element_ticks) * 1e6 / frames as f64),
+        }
     }
 
     /// The controllers' handler times (`us=` of their access log lines for
@@ -712,121 +845,113 @@ fn machine_ticks() -> Option<(u64, u64)> {
 }
 
 /// Medians over the rounds, and the ratios the issue asks for.
-fn summarise(
-    rounds: &[serde_json::Map<String, Value>],
-    variants: &[Variant],
-    clients: &[usize],
-) -> Value {
-    let get = |r: &serde_json::Map<String, Value>, v: &str, n: usize, path: &[&str]| {
-        let mut x = &r.get(v).unwrap_or(&Value::Null)[n.to_string()];
-        for k in path {
-            x = &x[*k];
-        }
-        x.as_f64().unwrap_or(f64::NAN)
+fn summarise(rounds: Vec<Round>, variants: &[Variant], clients: &[usize]) -> OrderReport {
+    let nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
+    let get = |r: &Round, v: Variant, n: usize, f: &dyn Fn(&Run) -> Option<f64>| {
+        nan(r.get(&v).and_then(|runs| runs.get(&n)).and_then(f))
     };
-    let over = |v: &str, n: usize, path: &[&str]| -> f64 {
-        median(rounds.iter().map(|r| get(r, v, n, path)).collect())
+    let over = |v: Variant, n: usize, f: &dyn Fn(&Run) -> Option<f64>| {
+        finite(median(rounds.iter().map(|r| get(r, v, n, f)).collect()))
     };
-    let mut out = serde_json::Map::new();
-    for v in variants {
-        let v = v.name();
-        let mut per_n = serde_json::Map::new();
+    let orders_per_s = |r: &Run| Some(r.load.orders_per_s);
+    let p50 = |r: &Run| Some(r.load.latency_ms.p50);
+    let lab_us = |r: &Run| r.cpu.lab_us_per_order;
+    let mut out = BTreeMap::new();
+    for &v in variants {
+        let mut per_n = BTreeMap::new();
         for &n in clients {
             let errors: u64 = rounds
                 .iter()
-                .map(|r| {
-                    r.get(v).unwrap_or(&Value::Null)[n.to_string()]["load"]["errors"]
-                        .as_u64()
-                        .unwrap_or(0)
-                })
+                .filter_map(|r| r.get(&v)?.get(&n))
+                .map(|run| run.load.errors)
                 .sum();
-            let mut us = serde_json::Map::new();
+            let mut us = BTreeMap::new();
             for part in [
-                "phone",
-                "elements",
-                "load balancer",
-                "controllers",
-                "services",
+                Part::Phone,
+                Part::Elements,
+                Part::LoadBalancer,
+                Part::Controllers,
+                Part::Services,
             ] {
-                let x = over(v, n, &["cpu", "us_per_order", part]);
-                if x.is_finite() {
-                    us.insert(part.into(), json!(x));
+                if let Some(x) = over(v, n, &|r| r.cpu.us_per_order.get(&part).copied().flatten()) {
+                    us.insert(part, x);
                 }
             }
             per_n.insert(
-                n.to_string(),
-                json!({
-                    "orders_per_s": over(v, n, &["load", "orders_per_s"]),
-                    "p50_ms": over(v, n, &["load", "latency_ms", "p50"]),
-                    "p99_ms": over(v, n, &["load", "latency_ms", "p99"]),
-                    "errors": errors,
-                    "machine_cores_busy": over(v, n, &["cpu", "machine_cores_busy"]),
-                    "lab_cores_busy": over(v, n, &["cpu", "lab_cores_busy"]),
-                    "element_frames_per_order": over(v, n, &["cpu", "element_frames_per_order"]),
-                    "element_us_per_frame": over(v, n, &["cpu", "element_us_per_frame"]),
-                    "controller_handler_us_p50": over(v, n, &["controller_handler_us", "p50"]),
-                    "controller_handler_us_p99": over(v, n, &["controller_handler_us", "p99"]),
-                    "softirq_cores": over(v, n, &["cpu", "softirq_cores"]),
-                    "machine_us_per_order": over(v, n, &["cpu", "machine_us_per_order"]),
-                    "lab_us_per_order": over(v, n, &["cpu", "lab_us_per_order"]),
-                    "us_per_order": us,
-                }),
+                n,
+                Figures {
+                    orders_per_s: over(v, n, &orders_per_s),
+                    p50_ms: over(v, n, &p50),
+                    p99_ms: over(v, n, &|r| Some(r.load.latency_ms.p99)),
+                    errors,
+                    machine_cores_busy: over(v, n, &|r| r.cpu.machine_cores_busy),
+                    lab_cores_busy: over(v, n, &|r| r.cpu.lab_cores_busy),
+                    element_frames_per_order: over(v, n, &|r| r.cpu.element_frames_per_order),
+                    element_us_per_frame: over(v, n, &|r| r.cpu.element_us_per_frame),
+                    controller_handler_us_p50: over(v, n, &|r| Some(r.controller_handler_us.p50)),
+                    controller_handler_us_p99: over(v, n, &|r| Some(r.controller_handler_us.p99)),
+                    softirq_cores: over(v, n, &|r| r.cpu.softirq_cores),
+                    machine_us_per_order: over(v, n, &|r| r.cpu.machine_us_per_order),
+                    lab_us_per_order: over(v, n, &lab_us),
+                    us_per_order: us,
+                },
             );
         }
-        out.insert(v.to_string(), Value::Object(per_n));
+        out.insert(v, per_n);
     }
     // Each ratio is the median over the rounds of that round's ratio.
-    let ratio = |a: &str, b: &str, key: &[&str]| -> Value {
-        if !out.contains_key(a) || !out.contains_key(b) || a == b {
-            return Value::Null;
+    let ratio = |a: Variant, b: Variant, f: &dyn Fn(&Run) -> Option<f64>| -> ByClients {
+        if !variants.contains(&a) || !variants.contains(&b) || a == b {
+            return None;
         }
-        let per_n: serde_json::Map<String, Value> = clients
-            .iter()
-            .map(|&n| {
-                let r = median(
-                    rounds
-                        .iter()
-                        .map(|r| get(r, a, n, key) / get(r, b, n, key))
-                        .collect(),
-                );
-                (n.to_string(), json!(r))
-            })
-            .collect();
-        Value::Object(per_n)
+        Some(
+            clients
+                .iter()
+                .map(|&n| {
+                    let each = rounds.iter().map(|r| get(r, a, n, f) / get(r, b, n, f));
+                    (n, finite(median(each.collect())))
+                })
+                .collect(),
+        )
     };
-    json!({
-        "variants": out,
-        "ratios": {
-            "full_vs_direct_orders_per_s": ratio("full", "direct", &["load", "orders_per_s"]),
-            "full_vs_direct_p50": ratio("full", "direct", &["load", "latency_ms", "p50"]),
-            "backend_vs_local_orders_per_s": ratio("full", "local", &["load", "orders_per_s"]),
-            "backend_vs_local_p50": ratio("full", "local", &["load", "latency_ms", "p50"]),
-            "backend_vs_local_orders_per_cpu_s": ratio("local", "full", &["cpu", "lab_us_per_order"]),
-            "l4lb_vs_haproxy_orders_per_s": ratio("full", "haproxy", &["load", "orders_per_s"]),
-            "l4lb_vs_haproxy_p50": ratio("full", "haproxy", &["load", "latency_ms", "p50"]),
-            // Orders per CPU-second of the lab's processes: what the runs
-            // would reach with the machine to themselves, so other work on
-            // it matters less (the inverse ratio of CPU per order).
-            "full_vs_direct_orders_per_cpu_s": ratio("direct", "full", &["cpu", "lab_us_per_order"]),
-            "l4lb_vs_haproxy_orders_per_cpu_s": ratio("haproxy", "full", &["cpu", "lab_us_per_order"]),
-            "l4lb_vs_haproxy_lb_cpu_per_order": ratio("full", "haproxy", &["cpu", "us_per_order", "load balancer"]),
-        },
-        "goals": {
-            "full_vs_direct_orders_per_s": GOAL_FULL_VS_DIRECT,
-            "l4lb_vs_haproxy_orders_per_s": GOAL_L4LB_VS_HAPROXY,
-        },
-        "rounds": rounds,
-    })
+    let lb_us = |r: &Run| {
+        r.cpu
+            .us_per_order
+            .get(&Part::LoadBalancer)
+            .copied()
+            .flatten()
+    };
+    use Variant::{Direct, Full, Haproxy, Local};
+    let ratios = Ratios {
+        full_vs_direct_orders_per_s: ratio(Full, Direct, &orders_per_s),
+        full_vs_direct_p50: ratio(Full, Direct, &p50),
+        backend_vs_local_orders_per_s: ratio(Full, Local, &orders_per_s),
+        backend_vs_local_p50: ratio(Full, Local, &p50),
+        backend_vs_local_orders_per_cpu_s: ratio(Local, Full, &lab_us),
+        l4lb_vs_haproxy_orders_per_s: ratio(Full, Haproxy, &orders_per_s),
+        l4lb_vs_haproxy_p50: ratio(Full, Haproxy, &p50),
+        full_vs_direct_orders_per_cpu_s: ratio(Direct, Full, &lab_us),
+        l4lb_vs_haproxy_orders_per_cpu_s: ratio(Haproxy, Full, &lab_us),
+        l4lb_vs_haproxy_lb_cpu_per_order: ratio(Full, Haproxy, &lb_us),
+    };
+    OrderReport {
+        variants: out,
+        ratios,
+        goals: Goals::default(),
+        rounds,
+        ..OrderReport::default()
+    }
 }
 
-fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+fn print_report(r: &OrderReport, variants: &[Variant]) {
     let what = |v: Variant| match v {
         Variant::Direct => "ue ──veth── vm-ctl, no elements",
         Variant::Full => "double11: the whole path, l4lb in vm-lb, the shop's RPC backend",
         Variant::Local => "double11: the whole path, controllers recording orders themselves",
         Variant::Haproxy => "double11: the whole path, Debian's haproxy in vm-lb",
     };
+    let clients = &r.config.clients;
+    let none = Figures::default();
     for &v in variants {
         println!("\n{} ({})", v.name(), what(v));
         println!(
@@ -846,110 +971,101 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
             "all"
         );
         for &n in clients {
-            let x = &r["variants"][v.name()][n.to_string()];
-            let us = |part: &str| {
-                x["us_per_order"][part]
-                    .as_f64()
-                    .map_or("-".to_string(), |u| format!("{u:.0}"))
-            };
+            let x = r.at(v, n).unwrap_or(&none);
+            let us = |part: Part| cell(x.us_per_order.get(&part).copied(), 0);
             println!(
-                "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>6}  {:>4.2} {:>7.2} {:>23} {:>8} {:>5} {:>5} {:>6} {:>7.0}",
+                "{:>7} {:>9} {:>8} {:>8} {:>6}  {:>4} {:>7} {:>23} {:>8} {:>5} {:>5} {:>6} {:>7}",
                 n,
-                num(&x["orders_per_s"]),
-                num(&x["p50_ms"]),
-                num(&x["p99_ms"]),
-                x["errors"].as_u64().unwrap_or(0),
-                num(&x["lab_cores_busy"]),
-                num(&x["machine_cores_busy"]),
-                us("phone"),
-                us("elements"),
-                us("load balancer"),
-                us("controllers"),
-                us("services"),
-                num(&x["lab_us_per_order"]),
+                cell(x.orders_per_s, 0),
+                cell(x.p50_ms, 2),
+                cell(x.p99_ms, 2),
+                x.errors,
+                cell(x.lab_cores_busy, 2),
+                cell(x.machine_cores_busy, 2),
+                us(Part::Phone),
+                us(Part::Elements),
+                us(Part::LoadBalancer),
+                us(Part::Controllers),
+                us(Part::Services),
+                cell(x.lab_us_per_order, 0),
             );
         }
         for &n in clients {
-            let x = &r["variants"][v.name()][n.to_string()];
-            let elements = if x["element_frames_per_order"]
-                .as_f64()
-                .is_some_and(f64::is_finite)
-            {
-                format!(
-                    "elements {:.0} frames per order at {:.1} µs CPU per frame; ",
-                    num(&x["element_frames_per_order"]),
-                    num(&x["element_us_per_frame"])
-                )
-            } else {
-                String::new()
+            let x = r.at(v, n).unwrap_or(&none);
+            let elements = match x.element_frames_per_order {
+                Some(f) => format!(
+                    "elements {f:.0} frames per order at {} µs CPU per frame; ",
+                    cell(x.element_us_per_frame, 1)
+                ),
+                None => String::new(),
             };
             println!(
-                "{:>7}: {elements}controller handler (after TLS, SQLite insert and commit included) p50 {:.0} µs, p99 {:.0} µs",
+                "{:>7}: {elements}controller handler (after TLS, SQLite insert and commit included) p50 {} µs, p99 {} µs",
                 n,
-                num(&x["controller_handler_us_p50"]),
-                num(&x["controller_handler_us_p99"]),
+                cell(x.controller_handler_us_p50, 0),
+                cell(x.controller_handler_us_p99, 0),
             );
         }
     }
     println!();
-    let q = &r["ratios"];
-    for (key, goal, text) in [
+    let q = &r.ratios;
+    for (per_n, goal, text) in [
         (
-            "full_vs_direct_orders_per_s",
+            &q.full_vs_direct_orders_per_s,
             Some(GOAL_FULL_VS_DIRECT),
             "orders/s, full path / direct",
         ),
         (
-            "full_vs_direct_p50",
+            &q.full_vs_direct_p50,
             None,
             "p50 latency, full path / direct",
         ),
         (
-            "l4lb_vs_haproxy_orders_per_s",
+            &q.l4lb_vs_haproxy_orders_per_s,
             Some(GOAL_L4LB_VS_HAPROXY),
             "orders/s, l4lb / haproxy (same full path)",
         ),
-        ("l4lb_vs_haproxy_p50", None, "p50 latency, l4lb / haproxy"),
+        (&q.l4lb_vs_haproxy_p50, None, "p50 latency, l4lb / haproxy"),
         (
-            "backend_vs_local_orders_per_s",
+            &q.backend_vs_local_orders_per_s,
             None,
             "orders/s, with the shop's RPC backend / controller-only (same full path)",
         ),
         (
-            "backend_vs_local_p50",
+            &q.backend_vs_local_p50,
             None,
             "p50 latency, with the backend / controller-only",
         ),
         (
-            "backend_vs_local_orders_per_cpu_s",
+            &q.backend_vs_local_orders_per_cpu_s,
             None,
             "orders per CPU-second of the lab, with the backend / controller-only",
         ),
         (
-            "full_vs_direct_orders_per_cpu_s",
+            &q.full_vs_direct_orders_per_cpu_s,
             None,
             "orders per CPU-second of the lab, full path / direct",
         ),
         (
-            "l4lb_vs_haproxy_orders_per_cpu_s",
+            &q.l4lb_vs_haproxy_orders_per_cpu_s,
             None,
             "orders per CPU-second of the lab, l4lb / haproxy",
         ),
         (
-            "l4lb_vs_haproxy_lb_cpu_per_order",
+            &q.l4lb_vs_haproxy_lb_cpu_per_order,
             None,
             "load balancer's own CPU per order, l4lb / haproxy",
         ),
     ] {
-        let Some(per_n) = q[key].as_object() else {
+        let Some(per_n) = per_n else {
             continue;
         };
         let list: Vec<String> = clients
             .iter()
-            .map(|n| format!("{n}: {:.2}x", num(&per_n[&n.to_string()])))
+            .map(|n| format!("{n}: {}x", cell(per_n.get(n).copied().flatten(), 2)))
             .collect();
         let verdict = goal.map_or(String::new(), |g| {
-            let met = per_n.values().all(|x| num(x) >= g);
+            let met = per_n.values().all(|x| x.is_some_and(|x| x >= g));
             format!(
                 "  (goal >= {g:.1}x: {})",
                 if met { "met" } else { "missed" }
@@ -957,11 +1073,10 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
         });
         println!("{text}, by clients: {}{verdict}", list.join(", "));
     }
-    if let Some(s) = r["skipped"].as_array().filter(|s| !s.is_empty()) {
-        let names: Vec<&str> = s.iter().filter_map(|x| x.as_str()).collect();
+    if !r.skipped.is_empty() {
         println!(
             "skipped: {} (not installed, and installing failed)",
-            names.join(", ")
+            r.skipped.join(", ")
         );
     }
     println!(
@@ -971,8 +1086,8 @@ fn print_report(r: &Value, variants: &[Variant], clients: &[usize]) {
          generator, lb = l4lb or haproxy, ctl = both controllers, SQLite included when local; \
          svc = the shop's services (registry, order, stock, coupon, db and its standby); all = the \
          lab's processes together, whose inverse is orders per CPU-second).",
-        r["config"]["cpus"].as_u64().unwrap_or(0)
-    );
+        r.config.cpus
+    )
 }
 
 #[cfg(test)]
@@ -1072,11 +1187,62 @@ mod tests {
         assert_eq!(ue.hosts[0].name, "www.geektime.com");
     }
 
+    fn run(orders_per_s: f64, lab_us: f64) -> Run {
+        Run {
+            load: LoadReport {
+                clients: 1,
+                seconds: 1.0,
+                orders: orders_per_s as u64,
+                errors: 1,
+                error_kinds: BTreeMap::new(),
+                orders_per_s,
+                latency_ms: Latency {
+                    p50: 1000.0 / orders_per_s,
+                    ..Latency::default()
+                },
+            },
+            orders_created: 0,
+            orders_created_by: BTreeMap::new(),
+            cpu: CpuUse {
+                lab_us_per_order: Some(lab_us),
+                us_per_order: [(Part::LoadBalancer, Some(lab_us / 10.0))].into(),
+                ..CpuUse::default()
+            },
+            controller_handler_us: Latency::default(),
+        }
+    }
+
     #[test]
-    fn medians_skip_missing_figures() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, f64::NAN, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0]), 2.5);
-        assert!(median(vec![]).is_nan());
+    fn figures_are_medians_of_the_rounds_and_ratios_medians_of_each_rounds_ratio() {
+        let round = |direct: f64, full: f64| -> Round {
+            [
+                (Variant::Direct, [(8, run(direct, 100.0))].into()),
+                (Variant::Full, [(8, run(full, 400.0))].into()),
+            ]
+            .into()
+        };
+        // The second round's direct lab was slow: its ratio is the outlier.
+        let rounds = vec![
+            round(1000.0, 400.0),
+            round(500.0, 450.0),
+            round(1000.0, 420.0),
+        ];
+        let r = summarise(rounds, &[Variant::Direct, Variant::Full], &[8]);
+        let full = r.at(Variant::Full, 8).unwrap();
+        assert_eq!(full.orders_per_s, Some(420.0));
+        assert_eq!(full.errors, 3);
+        assert_eq!(full.us_per_order[&Part::LoadBalancer], 40.0);
+        let q = r.ratios.full_vs_direct_orders_per_s.as_ref().unwrap();
+        assert_eq!(q[&8], Some(0.42));
+        assert_eq!(
+            r.ratios.full_vs_direct_orders_per_cpu_s.as_ref().unwrap()[&8],
+            Some(0.25)
+        );
+        // No haproxy lab: no ratio against it (null in JSON), not a NaN.
+        assert_eq!(r.ratios.l4lb_vs_haproxy_orders_per_s, None);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""load balancer":40.0"#), "{text}");
+        let back: OrderReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -9,15 +9,18 @@
 //! `ceil(orders / phones)`, one after the other); the figure is orders that
 //! got their 201 over the run's wall time, as `d11 load` reports it.
 
-use crate::bench::LabGuard;
+use crate::lab::{self, LabGuard};
+use crate::order::{self, Figures, OrderReport, Variant};
+use crate::{cell, ratio};
 use anyhow::{bail, Context, Result};
+use d11_apps::ran::RanReport;
 use d11_lab::Topology;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Options of `d11 bench phones`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PhonesArgs {
     /// Simulated phones, one run for each count.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
@@ -36,23 +39,42 @@ pub struct PhonesArgs {
     pub json: Option<PathBuf>,
 }
 
+/// One count of phones beside as many direct clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhonesRun {
+    pub phones: usize,
+    pub simulated: RanReport,
+    pub direct: Option<Figures>,
+    pub orders_per_s_vs_direct: Option<f64>,
+}
+
+/// What `d11 bench phones` measures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PhonesReport {
+    pub runs: Vec<PhonesRun>,
+}
+
+/// What this bench reads of `d11 load --json`.
+#[derive(Deserialize)]
+struct LoadOutput {
+    report: RanReport,
+}
+
+/// `d11 bench phones`.
 pub fn phones(args: &PhonesArgs) -> Result<()> {
     crate::need_root("d11 bench phones")?;
-    let exe = std::env::current_exe().context("cannot find the d11 binary")?;
+    let exe = lab::d11_exe()?;
     let counts: Vec<usize> = args.phones.iter().map(|&n| n.max(1)).collect();
     let direct = direct_baseline(&exe, args, &counts)?;
     let sim = simulated(&exe, args, &counts)?;
-    let report = compose(&counts, &sim, &direct);
-    print(&report, &counts);
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    let report = compose(&counts, sim, &direct);
+    print(&report);
+    crate::write_json(args.json.as_deref(), &report)
 }
 
 /// The direct lab with the same numbers of kernel-stack clients.
-fn direct_baseline(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<Value> {
+fn direct_baseline(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<OrderReport> {
     let file = std::env::temp_dir().join(format!("d11-bench-phones-{}.json", std::process::id()));
     let clients: Vec<String> = counts.iter().map(usize::to_string).collect();
     let out = Command::new(exe)
@@ -73,21 +95,20 @@ fn direct_baseline(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<Va
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let v: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    let text = std::fs::read(&file);
     let _ = std::fs::remove_file(&file);
-    Ok(v["variants"]["direct"].clone())
+    serde_json::from_slice(&text?).context("reading d11 bench order's JSON")
 }
 
 /// `d11 load` on the whole lab (its seed stock raised so no run sells out).
-fn simulated(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<Vec<Value>> {
-    let topo =
-        crate::bench_order::with_stock(Topology::load(&args.topologies.join("double11.toml"))?);
+fn simulated(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<Vec<RanReport>> {
+    let topo = order::with_stock(Topology::load(&args.topologies.join("double11.toml"))?);
     let file = std::env::temp_dir().join(format!("d11-bench-phones-{}.toml", std::process::id()));
     std::fs::write(&file, toml::to_string(&topo)?)?;
     let guard = LabGuard::up(exe, &file, "bench-phones");
     let _ = std::fs::remove_file(&file);
     let (lab, _) = guard?;
-    let load = |phones: usize, orders: usize| -> Result<Value> {
+    let load = |phones: usize, orders: usize| -> Result<RanReport> {
         let out = Command::new(exe)
             .args(["load", "--name", &lab.name, "--json"])
             .args([
@@ -98,8 +119,8 @@ fn simulated(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<Vec<Valu
             ])
             .output()
             .context("running d11 load")?;
-        serde_json::from_slice::<Value>(&out.stdout)
-            .map(|v| v["report"].clone())
+        serde_json::from_slice::<LoadOutput>(&out.stdout)
+            .map(|o| o.report)
             .with_context(|| format!("d11 load: {}", String::from_utf8_lossy(&out.stderr).trim()))
     };
     load(1, 3).context("warming the lab up")?;
@@ -112,27 +133,27 @@ fn simulated(exe: &Path, args: &PhonesArgs, counts: &[usize]) -> Result<Vec<Valu
     Ok(runs)
 }
 
-fn compose(counts: &[usize], sim: &[Value], direct: &Value) -> Value {
-    let rows: Vec<Value> = counts
+fn compose(counts: &[usize], sim: Vec<RanReport>, direct: &OrderReport) -> PhonesReport {
+    let runs = counts
         .iter()
         .zip(sim)
         .map(|(&n, s)| {
-            let d = &direct[n.to_string()];
-            let ratio = s["orders_per_s"].as_f64().unwrap_or(f64::NAN)
-                / d["orders_per_s"].as_f64().unwrap_or(f64::NAN);
-            json!({
-                "phones": n,
-                "simulated": s,
-                "direct": d,
-                "orders_per_s_vs_direct": ratio,
-            })
+            let d = direct.at(Variant::Direct, n).cloned();
+            PhonesRun {
+                phones: n,
+                orders_per_s_vs_direct: ratio(
+                    Some(s.orders_per_s),
+                    d.as_ref().and_then(|d| d.orders_per_s),
+                ),
+                simulated: s,
+                direct: d,
+            }
         })
         .collect();
-    json!({ "runs": rows })
+    PhonesReport { runs }
 }
 
-fn print(r: &Value, counts: &[usize]) {
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+fn print(r: &PhonesReport) {
     println!(
         "{:>7} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>7}   {:>9} {:>8}   {:>7}",
         "phones",
@@ -147,22 +168,21 @@ fn print(r: &Value, counts: &[usize]) {
         "p50 ms",
         "ratio"
     );
-    for (i, n) in counts.iter().enumerate() {
-        let row = &r["runs"][i];
-        let (s, d) = (&row["simulated"], &row["direct"]);
+    for row in &r.runs {
+        let (s, d) = (&row.simulated, row.direct.as_ref());
         println!(
-            "{:>7} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>7.1}   {:>9.0} {:>8.2}   {:>6.2}x",
-            n,
-            s["orders"].as_u64().unwrap_or(0),
-            s["failed"].as_u64().unwrap_or(0),
-            f(&s["orders_per_s"]),
-            f(&s["latency_ms"]["p50"]),
-            f(&s["latency_ms"]["p99"]),
-            s["retransmissions"].as_u64().unwrap_or(0),
-            f(&s["seconds"]),
-            f(&d["orders_per_s"]),
-            f(&d["p50_ms"]),
-            f(&row["orders_per_s_vs_direct"]),
+            "{:>7} {:>8} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>7.1}   {:>9} {:>8}   {:>6}x",
+            row.phones,
+            s.orders,
+            s.failed,
+            s.orders_per_s,
+            s.latency_ms.p50,
+            s.latency_ms.p99,
+            s.retransmissions,
+            s.seconds,
+            cell(d.and_then(|d| d.orders_per_s), 0),
+            cell(d.and_then(|d| d.p50_ms), 2),
+            cell(row.orders_per_s_vs_direct, 2),
         );
     }
     println!(
@@ -176,17 +196,39 @@ fn print(r: &Value, counts: &[usize]) {
 mod tests {
     use super::*;
 
+    pub(crate) fn ran(orders: usize, failed: usize, orders_per_s: f64) -> RanReport {
+        RanReport {
+            phones: 1,
+            orders,
+            ok: orders - failed,
+            failed,
+            by_outcome: Default::default(),
+            latency_ms: Default::default(),
+            retransmissions: 0,
+            seconds: 1.0,
+            orders_per_s,
+        }
+    }
+
     #[test]
     fn each_count_is_set_beside_the_direct_clients_of_the_same_number() {
-        let sim = vec![
-            json!({"orders": 3, "failed": 0, "orders_per_s": 50.0}),
-            json!({"orders": 10, "failed": 1, "orders_per_s": 100.0}),
-        ];
-        let direct = json!({"1": {"orders_per_s": 500.0}, "10": {"orders_per_s": 1000.0}});
-        let r = compose(&[1, 10], &sim, &direct);
-        assert_eq!(r["runs"][0]["phones"], 1);
-        assert_eq!(r["runs"][0]["orders_per_s_vs_direct"], 0.1);
-        assert_eq!(r["runs"][1]["direct"]["orders_per_s"], 1000.0);
-        assert_eq!(r["runs"][1]["simulated"]["failed"], 1);
+        let fig = |x: f64| Figures {
+            orders_per_s: Some(x),
+            ..Figures::default()
+        };
+        let direct = OrderReport {
+            variants: [(Variant::Direct, [(1, fig(500.0)), (10, fig(1000.0))].into())].into(),
+            ..OrderReport::default()
+        };
+        let r = compose(&[1, 10], vec![ran(3, 0, 50.0), ran(10, 1, 100.0)], &direct);
+        assert_eq!(r.runs[0].phones, 1);
+        assert_eq!(r.runs[0].orders_per_s_vs_direct, Some(0.1));
+        assert_eq!(
+            r.runs[1].direct.as_ref().unwrap().orders_per_s,
+            Some(1000.0)
+        );
+        assert_eq!(r.runs[1].simulated.failed, 1);
+        let back: PhonesReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 }

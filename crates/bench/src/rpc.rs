@@ -17,17 +17,20 @@
 //! calls outstanding on the same connection: calls/s), every call a
 //! `bench.echo` of a 32-byte string whose answer is checked. Around the
 //! VXLAN runs the elements' CPU time and received frames are read
-//! ([`bench::element_work`]) for the elements' CPU per call. All four runs
+//! ([`lab::element_work`]) for the elements' CPU per call. All four runs
 //! are repeated `--rounds` times; every figure is the median of its rounds
 //! and every ratio the median of the rounds' ratios, each round listed.
 //!
 //! Both runtimes are single-threaded, the same for both paths, so the
 //! ratios compare the paths and not the scheduling.
 
-use crate::bench::{self, median, LabGuard};
+use crate::lab::{self, LabGuard, NodeWork};
+use crate::{cell, finite, median, RoundRatio};
 use anyhow::{Context, Result};
+use d11_apps::load::Latency;
 use d11_apps::rpc::{Call, Client, ClientConfig, Request, Server, ServerConfig, Services, Value};
-use serde_json::{json, Value as Json};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Options of `d11 bench rpc`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RpcArgs {
     /// Seconds of each run (sequential and pipelined, loopback and VXLAN).
     #[arg(long, default_value_t = 5.0)]
@@ -70,12 +73,120 @@ const WARMUP_CALLS: usize = 200;
 /// One call's deadline; a call that misses it counts as an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The two paths, in the order each round runs them.
-const PATHS: [&str; 2] = ["loopback", "vxlan"];
+/// Elements' CPU and frames per call, in all and by element.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ElementCost {
+    pub cpu_us_per_call: Option<f64>,
+    pub frames_per_call: Option<f64>,
+    pub by_element: BTreeMap<String, NodeCost>,
+}
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeCost {
+    pub cpu_us_per_call: Option<f64>,
+    pub frames_per_call: Option<f64>,
+}
+
+/// One run on one connection: sequential (with its latencies) or pipelined.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunFigures {
+    pub calls: u64,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<usize>,
+    pub calls_per_s: Option<f64>,
+    /// Sequential runs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<Latency>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// The VXLAN path only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elements: Option<ElementCost>,
+}
+
+/// Both runs of one path in one round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PathRound {
+    pub sequential: RunFigures,
+    pub pipelined: RunFigures,
+}
+
+impl PathRound {
+    fn seq_elements(&self) -> Option<&ElementCost> {
+        self.sequential.elements.as_ref()
+    }
+}
+
+/// One round: loopback, then VXLAN.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Round {
+    pub loopback: PathRound,
+    pub vxlan: PathRound,
+}
+
+/// One path's figures, medians of the rounds (errors summed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PathFigures {
+    pub sequential_calls_per_s: Option<f64>,
+    pub sequential_p50_us: Option<f64>,
+    pub sequential_p99_us: Option<f64>,
+    pub pipelined_calls_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential_element_cpu_us_per_call: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipelined_element_cpu_us_per_call: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential_element_frames_per_call: Option<f64>,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Paths {
+    pub loopback: PathFigures,
+    pub vxlan: PathFigures,
+}
+
+/// VXLAN ÷ loopback, each the median of the rounds' ratios.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ratios {
+    pub sequential_calls_per_s: RoundRatio,
+    pub sequential_p50_us: RoundRatio,
+    pub pipelined_calls_per_s: RoundRatio,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub seconds: f64,
+    pub rounds: usize,
+    pub in_flight: usize,
+    pub payload_bytes: usize,
+    pub cpus: usize,
+}
+
+/// What `d11 bench rpc` measures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RpcReport {
+    pub paths: Paths,
+    pub ratios_vxlan_vs_loopback: Ratios,
+    pub rounds: Vec<Round>,
+    pub config: Config,
+}
+
+/// `d11 bench rpc`.
 pub fn rpc(args: &RpcArgs) -> Result<()> {
     crate::need_root("d11 bench rpc")?;
-    let exe = std::env::current_exe().context("cannot find the d11 binary")?;
+    let exe = lab::d11_exe()?;
     let file = args.topologies.join("bench-rpc.toml");
     eprintln!("bench: rpc ({})", file.display());
     let (lab, _) = LabGuard::up(&exe, &file, "bench-rpc")?;
@@ -93,43 +204,36 @@ pub fn rpc(args: &RpcArgs) -> Result<()> {
     let k = args.in_flight.max(1);
     let mut rounds = vec![];
     for round in 1..=args.rounds.max(1) {
-        let mut r = serde_json::Map::new();
-        for (path, server) in PATHS.iter().zip([&loopback, &vxlan]) {
-            let elements = *path == "vxlan";
+        let run = |path: &str, server: &EchoServer, elements: bool| -> Result<PathRound> {
             let fig = run_path(&lab, &client_ns, server.addr, seconds, k, elements)
                 .with_context(|| format!("round {round}, {path}"))?;
             eprintln!(
-                "bench: round {round}, {path:<8}: sequential {:.0} round trips/s (p50 {:.0} µs, p99 {:.0} µs), \
-                 {k} in flight {:.0} calls/s",
-                num(&fig["sequential"]["calls_per_s"]),
-                num(&fig["sequential"]["latency_us"]["p50"]),
-                num(&fig["sequential"]["latency_us"]["p99"]),
-                num(&fig["pipelined"]["calls_per_s"]),
+                "bench: round {round}, {path:<8}: sequential {} round trips/s (p50 {} µs, p99 {} µs), \
+                 {k} in flight {} calls/s",
+                cell(fig.sequential.calls_per_s, 0),
+                cell(fig.sequential.latency_us.as_ref().map(|l| l.p50), 0),
+                cell(fig.sequential.latency_us.as_ref().map(|l| l.p99), 0),
+                cell(fig.pipelined.calls_per_s, 0),
             );
-            r.insert(path.to_string(), fig);
-        }
-        rounds.push(r);
+            Ok(fig)
+        };
+        rounds.push(Round {
+            loopback: run("loopback", &loopback, false)?,
+            vxlan: run("vxlan", &vxlan, true)?,
+        });
     }
     drop((loopback, vxlan));
     drop(lab);
-    let mut report = summarise(&rounds);
-    report["config"] = json!({
-        "seconds": seconds.as_secs_f64(),
-        "rounds": rounds.len(),
-        "in_flight": k,
-        "payload_bytes": PAYLOAD.len(),
-        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-    });
+    let mut report = summarise(rounds);
+    report.config = Config {
+        seconds: seconds.as_secs_f64(),
+        rounds: report.rounds.len(),
+        in_flight: k,
+        payload_bytes: PAYLOAD.len(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+    };
     print_report(&report);
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
-fn num(v: &Json) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
+    crate::write_json(args.json.as_deref(), &report)
 }
 
 /// The sequential and the pipelined run of one path; with `elements`, the
@@ -141,10 +245,10 @@ fn run_path(
     seconds: Duration,
     k: usize,
     elements: bool,
-) -> Result<Json> {
-    let work = || -> Result<Vec<(String, u64, u64)>> {
+) -> Result<PathRound> {
+    let work = || -> Result<Vec<NodeWork>> {
         if elements {
-            bench::element_work(&lab.name)
+            lab::element_work(&lab.name)
         } else {
             Ok(vec![])
         }
@@ -155,38 +259,38 @@ fn run_path(
     let mut pipe = in_netns(Some(netns), pipelined(addr, seconds, k))??;
     let after = work()?;
     if elements {
-        seq["elements"] = element_cost(&before, &mid, seq["calls"].as_u64().unwrap_or(0));
-        pipe["elements"] = element_cost(&mid, &after, pipe["calls"].as_u64().unwrap_or(0));
+        seq.elements = Some(element_cost(&before, &mid, seq.calls));
+        pipe.elements = Some(element_cost(&mid, &after, pipe.calls));
     }
-    Ok(json!({ "sequential": seq, "pipelined": pipe }))
-}
-
-/// Element CPU µs and frames received per call between two readings of
-/// [`bench::element_work`], in all and by element.
-fn element_cost(before: &[(String, u64, u64)], after: &[(String, u64, u64)], calls: u64) -> Json {
-    let per_call = |x: u64| (calls > 0).then(|| x as f64 / calls as f64);
-    let (mut cpu, mut frames) = (0u64, 0u64);
-    let mut by_node = serde_json::Map::new();
-    for (node, c1, f1) in after {
-        let Some((_, c0, f0)) = before.iter().find(|(n, _, _)| n == node) else {
-            continue;
-        };
-        let (c, f) = (c1.saturating_sub(*c0), f1.saturating_sub(*f0));
-        cpu += c;
-        frames += f;
-        by_node.insert(
-            node.clone(),
-            json!({ "cpu_us_per_call": per_call(c).map(|x| x / 1e3), "frames_per_call": per_call(f) }),
-        );
-    }
-    json!({
-        "cpu_us_per_call": per_call(cpu).map(|x| x / 1e3),
-        "frames_per_call": per_call(frames),
-        "by_element": by_node,
+    Ok(PathRound {
+        sequential: seq,
+        pipelined: pipe,
     })
 }
 
-/// Runs `fut` on a single-threaded runtime on a thread inside namespace
+/// Element CPU µs and frames received per call between two readings of
+/// [`lab::element_work`], in all and by element.
+fn element_cost(before: &[NodeWork], after: &[NodeWork], calls: u64) -> ElementCost {
+    let per_call = |x: u64| (calls > 0).then(|| x as f64 / calls as f64);
+    let loads = lab::NodeLoad::between(before, after);
+    let cost = |cpu_ns: u64, frames: u64| NodeCost {
+        cpu_us_per_call: per_call(cpu_ns).map(|x| x / 1e3),
+        frames_per_call: per_call(frames),
+    };
+    let total = cost(
+        loads.values().map(|l| l.cpu_ns).sum(),
+        loads.values().map(|l| l.rx_frames).sum(),
+    );
+    ElementCost {
+        cpu_us_per_call: total.cpu_us_per_call,
+        frames_per_call: total.frames_per_call,
+        by_element: loads
+            .iter()
+            .map(|(n, l)| (n.clone(), cost(l.cpu_ns, l.rx_frames)))
+            .collect(),
+    }
+}
+
 /// `netns` (this one when `None`), so every socket it opens lives there.
 fn in_netns<T: Send + 'static>(
     netns: Option<&str>,
@@ -318,7 +422,8 @@ async fn warm_client(addr: SocketAddr) -> Result<Client> {
 }
 
 /// One call in flight for `seconds`: round trips/s and latency in µs.
-async fn sequential(addr: SocketAddr, seconds: Duration) -> Result<Json> {
+/// One call in flight for `seconds`: round trips/s and latency in µs.
+async fn sequential(addr: SocketAddr, seconds: Duration) -> Result<RunFigures> {
     let client = warm_client(addr).await?;
     let mut us = Vec::with_capacity(100_000);
     let (mut errors, mut last_error) = (0u64, None);
@@ -335,19 +440,19 @@ async fn sequential(addr: SocketAddr, seconds: Duration) -> Result<Json> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let calls = us.len() as u64;
-    let latency = d11_apps::load::Latency::of(&mut us);
-    Ok(json!({
-        "calls": calls,
-        "seconds": wall,
-        "calls_per_s": calls as f64 / wall,
-        "latency_us": latency,
-        "errors": errors,
-        "last_error": last_error,
-    }))
+    Ok(RunFigures {
+        calls,
+        seconds: wall,
+        calls_per_s: finite(calls as f64 / wall),
+        latency_us: Some(Latency::of(&mut us)),
+        errors,
+        last_error,
+        ..RunFigures::default()
+    })
 }
 
 /// `k` calls in flight on one connection for `seconds`: calls/s.
-async fn pipelined(addr: SocketAddr, seconds: Duration, k: usize) -> Result<Json> {
+async fn pipelined(addr: SocketAddr, seconds: Duration, k: usize) -> Result<RunFigures> {
     let client = Arc::new(warm_client(addr).await?);
     let t0 = Instant::now();
     let deadline = t0 + seconds;
@@ -376,94 +481,69 @@ async fn pipelined(addr: SocketAddr, seconds: Duration, k: usize) -> Result<Json
         last_error = last_error.or(last);
     }
     let wall = t0.elapsed().as_secs_f64();
-    Ok(json!({
-        "calls": calls,
-        "seconds": wall,
-        "in_flight": k,
-        "calls_per_s": calls as f64 / wall,
-        "errors": errors,
-        "last_error": last_error,
-    }))
-}
-
-/// The figure at `key` (a path of object keys) of one round.
-fn at<'a>(round: &'a serde_json::Map<String, Json>, path: &str, key: &[&str]) -> &'a Json {
-    let mut x = round.get(path).unwrap_or(&Json::Null);
-    for k in key {
-        x = &x[*k];
-    }
-    x
-}
-
-/// The figures the report gives, as (name, key path).
-const FIGURES: [(&str, &[&str]); 7] = [
-    ("sequential_calls_per_s", &["sequential", "calls_per_s"]),
-    ("sequential_p50_us", &["sequential", "latency_us", "p50"]),
-    ("sequential_p99_us", &["sequential", "latency_us", "p99"]),
-    ("pipelined_calls_per_s", &["pipelined", "calls_per_s"]),
-    (
-        "sequential_element_cpu_us_per_call",
-        &["sequential", "elements", "cpu_us_per_call"],
-    ),
-    (
-        "pipelined_element_cpu_us_per_call",
-        &["pipelined", "elements", "cpu_us_per_call"],
-    ),
-    (
-        "sequential_element_frames_per_call",
-        &["sequential", "elements", "frames_per_call"],
-    ),
-];
-
-/// Medians over the rounds, and the ratios VXLAN / loopback.
-fn summarise(rounds: &[serde_json::Map<String, Json>]) -> Json {
-    let mut paths = serde_json::Map::new();
-    for path in PATHS {
-        let mut figs = serde_json::Map::new();
-        for (name, key) in FIGURES {
-            let m = median(rounds.iter().map(|r| num(at(r, path, key))).collect());
-            if m.is_finite() {
-                figs.insert(name.into(), json!(m));
-            }
-        }
-        let errors: u64 = rounds
-            .iter()
-            .flat_map(|r| ["sequential", "pipelined"].map(|run| at(r, path, &[run, "errors"])))
-            .filter_map(Json::as_u64)
-            .sum();
-        figs.insert("errors".into(), json!(errors));
-        paths.insert(path.into(), Json::Object(figs));
-    }
-    let ratio = |key: &[&str]| {
-        let per_round: Vec<f64> = rounds
-            .iter()
-            .map(|r| num(at(r, "vxlan", key)) / num(at(r, "loopback", key)))
-            .collect();
-        json!({ "median": median(per_round.clone()), "rounds": per_round })
-    };
-    json!({
-        "paths": paths,
-        "ratios_vxlan_vs_loopback": {
-            "sequential_calls_per_s": ratio(&["sequential", "calls_per_s"]),
-            "sequential_p50_us": ratio(&["sequential", "latency_us", "p50"]),
-            "pipelined_calls_per_s": ratio(&["pipelined", "calls_per_s"]),
-        },
-        "rounds": rounds,
+    Ok(RunFigures {
+        calls,
+        seconds: wall,
+        in_flight: Some(k),
+        calls_per_s: finite(calls as f64 / wall),
+        errors,
+        last_error,
+        ..RunFigures::default()
     })
 }
 
-fn print_report(r: &Json) {
-    let k = r["config"]["in_flight"].as_u64().unwrap_or(0);
-    let opt = |v: &Json, prec: usize| {
-        v.as_f64()
-            .map_or("-".to_string(), |x| format!("{x:.prec$}"))
+/// Medians over the rounds, and the ratios VXLAN / loopback.
+fn summarise(rounds: Vec<Round>) -> RpcReport {
+    let nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
+    let path = |of: &dyn Fn(&Round) -> &PathRound| {
+        let med = |f: &dyn Fn(&PathRound) -> Option<f64>| {
+            finite(median(rounds.iter().map(|r| nan(f(of(r)))).collect()))
+        };
+        PathFigures {
+            sequential_calls_per_s: med(&|p| p.sequential.calls_per_s),
+            sequential_p50_us: med(&|p| p.sequential.latency_us.as_ref().map(|l| l.p50)),
+            sequential_p99_us: med(&|p| p.sequential.latency_us.as_ref().map(|l| l.p99)),
+            pipelined_calls_per_s: med(&|p| p.pipelined.calls_per_s),
+            sequential_element_cpu_us_per_call: med(&|p| p.seq_elements()?.cpu_us_per_call),
+            pipelined_element_cpu_us_per_call: med(&|p| {
+                p.pipelined.elements.as_ref()?.cpu_us_per_call
+            }),
+            sequential_element_frames_per_call: med(&|p| p.seq_elements()?.frames_per_call),
+            errors: rounds
+                .iter()
+                .map(|r| of(r).sequential.errors + of(r).pipelined.errors)
+                .sum(),
+        }
     };
+    let ratio = |f: &dyn Fn(&PathRound) -> Option<f64>| {
+        RoundRatio::of(
+            rounds
+                .iter()
+                .map(|r| nan(f(&r.vxlan)) / nan(f(&r.loopback)))
+                .collect(),
+        )
+    };
+    RpcReport {
+        paths: Paths {
+            loopback: path(&|r| &r.loopback),
+            vxlan: path(&|r| &r.vxlan),
+        },
+        ratios_vxlan_vs_loopback: Ratios {
+            sequential_calls_per_s: ratio(&|p| p.sequential.calls_per_s),
+            sequential_p50_us: ratio(&|p| p.sequential.latency_us.as_ref().map(|l| l.p50)),
+            pipelined_calls_per_s: ratio(&|p| p.pipelined.calls_per_s),
+        },
+        rounds,
+        config: Config::default(),
+    }
+}
+
+fn print_report(r: &RpcReport) {
+    let c = &r.config;
+    let k = c.in_flight;
     println!(
         "\nbench.echo of {} bytes, one connection, {} s runs, median of {} rounds ({} CPUs)",
-        r["config"]["payload_bytes"],
-        r["config"]["seconds"],
-        r["config"]["rounds"],
-        r["config"]["cpus"],
+        c.payload_bytes, c.seconds, c.rounds, c.cpus,
     );
     println!(
         "{:<9} {:>14} {:>8} {:>8} {:>16} {:>22} {:>22}",
@@ -475,69 +555,53 @@ fn print_report(r: &Json) {
         "element µs/call seq",
         "element µs/call pipe",
     );
-    for path in PATHS {
-        let p = &r["paths"][path];
+    for (path, p) in [("loopback", &r.paths.loopback), ("vxlan", &r.paths.vxlan)] {
         println!(
-            "{:<9} {:>14.0} {:>8.0} {:>8.0} {:>16.0} {:>22} {:>22}",
+            "{:<9} {:>14} {:>8} {:>8} {:>16} {:>22} {:>22}",
             path,
-            num(&p["sequential_calls_per_s"]),
-            num(&p["sequential_p50_us"]),
-            num(&p["sequential_p99_us"]),
-            num(&p["pipelined_calls_per_s"]),
-            opt(&p["sequential_element_cpu_us_per_call"], 1),
-            opt(&p["pipelined_element_cpu_us_per_call"], 1),
+            cell(p.sequential_calls_per_s, 0),
+            cell(p.sequential_p50_us, 0),
+            cell(p.sequential_p99_us, 0),
+            cell(p.pipelined_calls_per_s, 0),
+            cell(p.sequential_element_cpu_us_per_call, 1),
+            cell(p.pipelined_element_cpu_us_per_call, 1),
         );
     }
-    let v = &r["paths"]["vxlan"];
     println!(
         "vxlan: {} frames received by the elements per sequential call (a frame counts at hosta, tor \
          and hostb: a request and its answer alone are 6)",
-        opt(&v["sequential_element_frames_per_call"], 1)
+        cell(r.paths.vxlan.sequential_element_frames_per_call, 1)
     );
-    let q = &r["ratios_vxlan_vs_loopback"];
+    let q = &r.ratios_vxlan_vs_loopback;
     println!();
-    for (key, what) in [
+    for (x, what) in [
         (
-            "sequential_calls_per_s",
+            &q.sequential_calls_per_s,
             "sequential round trips/s, vxlan / loopback",
         ),
         (
-            "sequential_p50_us",
+            &q.sequential_p50_us,
             "sequential p50 latency, vxlan / loopback",
         ),
         (
-            "pipelined_calls_per_s",
+            &q.pipelined_calls_per_s,
             "pipelined calls/s, vxlan / loopback",
         ),
     ] {
-        let rounds: Vec<String> = q[key]["rounds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| format!("{:.2}", num(x)))
-            .collect();
-        println!(
-            "{:>6.2}x  {what}   (rounds: {})",
-            num(&q[key]["median"]),
-            rounds.join(" ")
-        );
+        println!("{:>6}x  {what}   (rounds: {})", cell(x.median, 2), x.list());
     }
     println!("\nround  loopback seq/s  pipe/s   vxlan seq/s  pipe/s");
-    for (i, round) in r["rounds"].as_array().into_iter().flatten().enumerate() {
-        let f = |path: &str, run: &str| num(&round[path][run]["calls_per_s"]);
+    for (i, round) in r.rounds.iter().enumerate() {
         println!(
-            "{:>5}  {:>14.0} {:>7.0}  {:>12.0} {:>7.0}",
+            "{:>5}  {:>14} {:>7}  {:>12} {:>7}",
             i + 1,
-            f("loopback", "sequential"),
-            f("loopback", "pipelined"),
-            f("vxlan", "sequential"),
-            f("vxlan", "pipelined"),
+            cell(round.loopback.sequential.calls_per_s, 0),
+            cell(round.loopback.pipelined.calls_per_s, 0),
+            cell(round.vxlan.sequential.calls_per_s, 0),
+            cell(round.vxlan.pipelined.calls_per_s, 0),
         );
     }
-    let errors: u64 = PATHS
-        .iter()
-        .filter_map(|p| r["paths"][*p]["errors"].as_u64())
-        .sum();
+    let errors = r.paths.loopback.errors + r.paths.vxlan.errors;
     if errors > 0 {
         println!("errors: {errors} calls failed or timed out (see --json for the last error of each run)");
     }
@@ -555,7 +619,8 @@ mod tests {
             "/../../netns/bench-rpc.toml"
         )))
         .unwrap();
-        crate::lifecycle::check(&t).unwrap();
+        // Every element's settings as `d11 up` checks them (the lab has no apps).
+        t.check_elements().unwrap();
         let addr = |node: &str| t.node(node).unwrap().ports[0].address.unwrap().to_string();
         assert_eq!(addr(CLIENT_NODE), "192.168.1.10/24");
         assert_eq!(addr(SERVER_NODE), format!("{SERVER_IP}/24"));
@@ -586,35 +651,50 @@ mod tests {
             .unwrap()
             .unwrap();
         for r in [&seq, &pipe] {
-            assert!(r["calls"].as_u64().unwrap() > 0, "{r}");
-            assert_eq!(r["errors"], 0, "{r}");
+            assert!(r.calls > 0, "{r:?}");
+            assert_eq!(r.errors, 0, "{r:?}");
         }
-        assert!(seq["latency_us"]["p99"].as_f64().unwrap() > 0.0, "{seq}");
+        assert!(seq.latency_us.as_ref().unwrap().p99 > 0.0, "{seq:?}");
     }
 
     #[test]
     fn element_cost_is_per_call_and_ratios_are_medians_of_rounds() {
-        let before = vec![("hosta".to_string(), 1_000, 10)];
-        let after = vec![("hosta".to_string(), 21_000, 30)];
-        let c = element_cost(&before, &after, 10);
-        assert_eq!(c["cpu_us_per_call"], 2.0);
-        assert_eq!(c["frames_per_call"], 2.0);
-        let round = |lo: f64, vx: f64| {
-            let mut m = serde_json::Map::new();
-            for (p, x) in [("loopback", lo), ("vxlan", vx)] {
-                m.insert(
-                    p.into(),
-                    json!({ "sequential": { "calls_per_s": x, "errors": 0 },
-                            "pipelined": { "calls_per_s": x, "errors": 0 } }),
-                );
-            }
-            m
+        let w = |cpu_ns, frames| NodeWork {
+            node: "hosta".into(),
+            cpu_ns,
+            frames,
         };
-        let s = summarise(&[round(100.0, 50.0), round(100.0, 10.0), round(100.0, 40.0)]);
+        let c = element_cost(&[w(1_000, 10)], &[w(21_000, 30)], 10);
+        assert_eq!(c.cpu_us_per_call, Some(2.0));
+        assert_eq!(c.frames_per_call, Some(2.0));
+        assert_eq!(c.by_element["hosta"].frames_per_call, Some(2.0));
+        let round = |lo: f64, vx: f64| {
+            let p = |x: f64| {
+                let run = RunFigures {
+                    calls_per_s: Some(x),
+                    ..RunFigures::default()
+                };
+                PathRound {
+                    sequential: run.clone(),
+                    pipelined: run,
+                }
+            };
+            Round {
+                loopback: p(lo),
+                vxlan: p(vx),
+            }
+        };
+        let s = summarise(vec![
+            round(100.0, 50.0),
+            round(100.0, 10.0),
+            round(100.0, 40.0),
+        ]);
         assert_eq!(
-            s["ratios_vxlan_vs_loopback"]["sequential_calls_per_s"]["median"],
-            0.4
+            s.ratios_vxlan_vs_loopback.sequential_calls_per_s.median,
+            Some(0.4)
         );
-        assert_eq!(s["paths"]["vxlan"]["pipelined_calls_per_s"], 40.0);
+        assert_eq!(s.paths.vxlan.pipelined_calls_per_s, Some(40.0));
+        let back: RpcReport = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }
