@@ -170,4 +170,5 @@ pub fn registry() -> AppRegistry {
         .with::<crate::shop::StockApp>()
         .with::<crate::shop::CouponApp>()
         .with::<crate::shop::DbApp>()
+        .with::<crate::hss::HssApp>()
 }

@@ -11,6 +11,7 @@ pub mod app;
 pub mod control;
 pub mod controller;
 pub mod db;
+pub mod hss;
 pub mod l4lb;
 pub mod load;
 pub mod phone;
