@@ -22,6 +22,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 mod root;
+#[allow(unused_imports)] // a test binary that needs no root (tshark.rs)
 pub use root::require_root;
 
 pub fn d11_bin() -> PathBuf {
@@ -223,12 +224,12 @@ pub fn bad_frames(file: &Path) -> Vec<Vec<String>> {
 
 /// Frames of a capture that are broken as Wireshark opens the file — TCP
 /// reassembly on, unlike [`bad_frames`] — with IP, TCP and UDP checksums
-/// checked: malformed, an error-level expert info (a bad checksum is one),
+/// checked (SCTP's CRC32c too): malformed, an error-level expert info (a bad checksum is one),
 /// or a dissector's "undecoded" note (a frame read as a protocol it is
 /// not), as `[number, wire, protocol, info, expert message]`.
 pub fn broken_frames(file: &Path) -> Vec<Vec<String>> {
     let checks = ["ip", "tcp", "udp"].map(|p| format!("{p}.check_checksum:TRUE"));
-    let mut options = Vec::new();
+    let mut options = vec!["-o", "sctp.checksum:CRC-32C"];
     for c in &checks {
         options.extend(["-o", c.as_str()]);
     }
