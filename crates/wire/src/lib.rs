@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod arp;
+pub mod bgp;
 pub mod checksum;
 pub mod diameter;
 pub mod ethernet;
