@@ -45,6 +45,13 @@ impl<T> Fib<T> {
         self.tables[i].1.insert(key, value)
     }
 
+    /// The value for exactly `prefix` (host bits ignored).
+    pub fn get(&self, prefix: Ipv4Cidr) -> Option<&T> {
+        let len = prefix.prefix_len();
+        let (_, t) = self.tables.iter().find(|(l, _)| *l == len)?;
+        t.get(&u32::from(prefix.network().addr()))
+    }
+
     pub fn remove(&mut self, prefix: Ipv4Cidr) -> Option<T> {
         let len = prefix.prefix_len();
         let i = self.tables.iter().position(|(l, _)| *l == len)?;

@@ -40,7 +40,17 @@ pub fn parse<T: DeserializeOwned>(table: &toml::Table, owner: &str) -> Result<T,
             } else {
                 format!("config.{path}")
             },
-            message: format!("{} ({owner})", e.into_inner()),
+            // toml's messages add lines naming the table ("in `bgp.neighbors`"),
+            // which the key already says: one line.
+            message: format!(
+                "{} ({owner})",
+                e.into_inner()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+            ),
         }
     })
 }
@@ -73,5 +83,9 @@ mod tests {
         let e = parse::<NoSettings>(&t, "role y").unwrap_err();
         assert_eq!(e.key, "config.b");
         assert!(e.message.contains("unknown field `b`"), "{e}");
+        let t: toml::Table = toml::from_str("a = [ { n = 1, m = 2 } ]").unwrap();
+        let e = parse::<S>(&t, "role x").unwrap_err();
+        assert_eq!(e.key, "config.a[0].m");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
     }
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bearer;
+pub mod bgp;
 pub mod enb;
 pub mod null;
 pub mod pgw;

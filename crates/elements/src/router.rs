@@ -10,9 +10,10 @@
 //! (rewrite MACs, decrement TTL with an incremental checksum [RFC 1624],
 //! transmit — or queue behind ARP, fragment, or answer with ICMP).
 
+use crate::bgp::{BgpReport, BgpSettings, RibRow, Speaker};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use d11_core::l3::{Input, L3Port, NextHop, RouteSource, L3};
-use d11_core::settings::{ConfigError, NoSettings};
+use d11_core::settings::ConfigError;
 use d11_core::{AnyElement, Ctx, DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EthernetFrame};
 use d11_wire::icmp::IcmpError;
@@ -58,13 +59,31 @@ impl RouterConfig {
     }
 }
 
-/// What a router reports: its IP layer's tables.
-pub type RouterReport = d11_core::l3::L3Report;
+/// The router role's `config` (docs/topology.md): a BGP speaker, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    #[serde(default)]
+    pub bgp: Option<BgpSettings>,
+}
 
-/// An IPv4 router with static routes.
+/// What a router reports: its IP layer's tables, and its BGP speaker's
+/// sessions (`bgp`) and Loc-RIB (`rib`) when it has one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouterReport {
+    #[serde(flatten)]
+    pub l3: d11_core::l3::L3Report,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rib: Option<Vec<RibRow>>,
+}
+
+/// An IPv4 router with static routes, and BGP when configured.
 #[derive(Debug)]
 pub struct Router {
     l3: L3,
+    bgp: Option<Speaker>,
 }
 
 impl Router {
@@ -79,7 +98,30 @@ impl Router {
                 tracing::warn!(%e, "static route skipped");
             }
         }
-        Router { l3 }
+        Router { l3, bgp: None }
+    }
+
+    /// The router with a BGP speaker (`config.bgp`); the error names the
+    /// setting.
+    pub fn with_bgp(cfg: RouterConfig, bgp: &BgpSettings) -> Result<Router, ConfigError> {
+        let statics: Vec<Ipv4Cidr> = cfg.routes.iter().map(|r| r.to).collect();
+        let mut r = Router::new(cfg);
+        r.bgp = Some(Speaker::new(bgp, &r.l3, &statics)?);
+        Ok(r)
+    }
+
+    /// The BGP speaker, if the router has one.
+    pub fn bgp(&self) -> Option<&Speaker> {
+        self.bgp.as_ref()
+    }
+
+    /// The router's report as its type.
+    pub fn router_report(&self) -> RouterReport {
+        RouterReport {
+            l3: self.l3.report(),
+            bgp: self.bgp.as_ref().map(|b| b.report(&self.l3)),
+            rib: self.bgp.as_ref().map(Speaker::rib),
+        }
     }
 
     /// The router's IP layer (its addresses, ARP, FIB and transports).
@@ -114,7 +156,13 @@ impl Router {
         out: &mut Outbox,
     ) {
         match input {
-            Input::Done => {}
+            Input::Done => {
+                // ARP, ping, or a segment for one of its sockets: the
+                // speaker reads what arrived.
+                if let Some(b) = &mut self.bgp {
+                    b.run(cx, &mut self.l3, out);
+                }
+            }
             Input::Transit(ip) => self.forward(cx, port, frame, &ip, out),
             Input::Local(_) | Input::Tunnel { .. } => {
                 out.drop_frame(port, DropReason::UnsupportedProtocol)
@@ -177,15 +225,19 @@ impl Router {
 impl Role for Router {
     const INFO: RoleInfo = RoleInfo {
         name: "router",
-        summary: "IPv4 router with static routes: every port has an address",
+        summary: "IPv4 router with static routes and BGP: every port has an address",
         addressing: Addressing::All,
         bridges: false,
         isolates_tenants: false,
         routes: true,
     };
-    type Settings = NoSettings;
-    fn build(node: &ElementNode, _: NoSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
-        Ok(Box::new(Router::new(RouterConfig::from_node(node)?)))
+    type Settings = RouterSettings;
+    fn build(node: &ElementNode, s: RouterSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        let cfg = RouterConfig::from_node(node)?;
+        Ok(Box::new(match &s.bgp {
+            Some(b) => Router::with_bgp(cfg, b)?,
+            None => Router::new(cfg),
+        }))
     }
 }
 
@@ -212,14 +264,21 @@ impl Element for Router {
 
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         self.l3.on_timer(cx, out);
+        if let Some(b) = &mut self.bgp {
+            b.run(cx, &mut self.l3, out);
+        }
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.l3.poll_at()
+        let l3 = self.l3.poll_at();
+        match self.bgp.as_ref().and_then(Speaker::poll_at) {
+            Some(b) => Some(l3.map_or(b, |a| a.min(b))),
+            None => l3,
+        }
     }
 
     fn report(&self) -> serde_json::Value {
-        d11_core::report_json(&self.l3.report())
+        d11_core::report_json(&self.router_report())
     }
 }
 

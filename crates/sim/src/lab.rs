@@ -95,6 +95,11 @@ impl SimLab {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
+    /// Every node's name, in name order.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
     /// The wire `a--b`.
     ///
     /// # Panics

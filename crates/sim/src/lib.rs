@@ -316,6 +316,12 @@ impl Sim {
         }
     }
 
+    /// Changes a link's delay and loss from now on (a cable cut is a loss
+    /// of 1.0); frames already on the wire arrive as they were sent.
+    pub fn set_link_params(&mut self, id: LinkId, params: LinkParams) {
+        self.links[id.0].params = params;
+    }
+
     pub fn link_stats(&self, id: LinkId) -> LinkStats {
         self.links[id.0].stats
     }

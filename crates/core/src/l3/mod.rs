@@ -66,6 +66,11 @@ pub enum RouteSource {
     Connected,
     /// Written in the topology.
     Static,
+    /// Learned by the element's BGP speaker: its best route to the prefix
+    /// [RFC 4271 § 9.1.3]. Never replaces a connected or static route to the
+    /// same prefix (those are preferred, as a router's administrative
+    /// distance has it).
+    Bgp,
 }
 
 /// Where the FIB sends a destination.
@@ -303,6 +308,64 @@ impl L3 {
     /// Removes the route to exactly `to`, if there is one.
     pub fn remove_route(&mut self, to: Ipv4Cidr) -> Option<NextHop> {
         self.fib.remove(to)
+    }
+
+    /// The route to exactly `to`, if there is one.
+    pub fn route(&self, to: Ipv4Cidr) -> Option<NextHop> {
+        self.fib.get(to).copied()
+    }
+
+    /// Installs a routing protocol's route to `to` through the neighbour
+    /// `via` (out of the port whose subnet holds it), unless a connected or
+    /// static route to exactly `to` is there: false then, or when `via` is
+    /// on no connected subnet.
+    pub fn install_learned(&mut self, to: Ipv4Cidr, via: Ipv4Addr, source: RouteSource) -> bool {
+        if self
+            .fib
+            .get(to)
+            .is_some_and(|h| matches!(h.source, RouteSource::Connected | RouteSource::Static))
+        {
+            return false;
+        }
+        self.add_route(to, via, source).is_ok()
+    }
+
+    /// Removes the route to exactly `to` if `source` put it there.
+    pub fn remove_learned(&mut self, to: Ipv4Cidr, source: RouteSource) -> bool {
+        if self.fib.get(to).is_some_and(|h| h.source == source) {
+            self.fib.remove(to);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The neighbour a packet to `ip` is handed to when `ip` is a learned
+    /// route's next hop: `ip` itself on a connected subnet, else the `via`
+    /// of the connected or static route that covers it (one recursive step,
+    /// never through a learned route) [RFC 4271 § 5.1.3, § 9.1.2.1].
+    pub fn resolve_next_hop(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.is_local(ip) {
+            return None;
+        }
+        let on_link = self.ports().any(|(_, p)| {
+            p.address.contains(ip)
+                && ip != p.address.broadcast()
+                && ip != p.address.network().addr()
+        });
+        if on_link {
+            return Some(ip);
+        }
+        self.fib
+            .iter()
+            .filter(|(p, h)| h.source == RouteSource::Static && p.contains(ip))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .and_then(|(_, h)| h.via)
+    }
+
+    /// How many routes the FIB holds.
+    pub fn fib_len(&self) -> usize {
+        self.fib.len()
     }
 
     /// The most specific route to `dst`.
@@ -865,6 +928,16 @@ impl L3 {
             self.sctp = Some(SctpStack::new(cx, usize::from(mtu)));
         }
         self.sctp.as_mut().expect("made above")
+    }
+
+    /// The TCP stack, to look at, if there is one.
+    pub fn tcp_ref(&self) -> Option<&TcpStack> {
+        self.tcp.as_ref()
+    }
+
+    /// The element's TCP stack if a socket or a segment made it already.
+    pub fn tcp_stack_if_made(&mut self) -> Option<&mut TcpStack> {
+        self.tcp.as_mut()
     }
 
     /// Runs the transports (segments due, timers) and sends what they have

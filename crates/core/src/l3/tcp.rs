@@ -218,6 +218,20 @@ impl TcpStack {
         self.sockets.get_mut::<tcp::Socket>(h.0)
     }
 
+    /// The far end of a socket that has one (connected, or a listener that
+    /// took a SYN).
+    pub fn remote(&self, h: TcpHandle) -> Option<SocketAddrV4> {
+        let e = self.sockets.get::<tcp::Socket>(h.0).remote_endpoint()?;
+        match e.addr {
+            IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, e.port)),
+        }
+    }
+
+    /// Bytes a socket holds that the far end has not acknowledged yet.
+    pub fn unacked(&self, h: TcpHandle) -> usize {
+        self.sockets.get::<tcp::Socket>(h.0).send_queue()
+    }
+
     /// Forgets a closed socket.
     pub fn remove(&mut self, h: TcpHandle) {
         self.sockets.remove(h.0);

@@ -97,3 +97,48 @@ pub fn tshark_agrees(sim: &mut Sim, file: &str) -> bool {
     );
     true
 }
+
+/// Runs `lab` until BGP has converged: every router with a speaker has
+/// every neighbour Established, nothing waits to be sent or acknowledged,
+/// and no Loc-RIB changed for a second of virtual time. Returns how long
+/// that took; panics (naming what is not there yet) after `max`.
+pub fn converge(lab: &mut d11_sim::SimLab, max: Duration) -> Duration {
+    use d11_elements::router::RouterReport;
+    let t0 = lab.now();
+    let step = Duration::from_millis(100);
+    let mut last: Option<Vec<u64>> = None;
+    let mut stable = Duration::ZERO;
+    loop {
+        lab.sim.run_for(step);
+        let mut changes = vec![];
+        let mut missing = vec![];
+        for name in lab.node_names() {
+            let id = lab.node(&name);
+            let st = lab.sim.status(id);
+            let Ok(r) = st.report::<RouterReport>() else {
+                continue;
+            };
+            let Some(b) = r.bgp else { continue };
+            changes.push(b.rib_changes);
+            for n in &b.neighbors {
+                if n.state != d11_elements::bgp::FsmState::Established {
+                    missing.push(format!("{name}→{} {}", n.address, n.state));
+                }
+            }
+            if b.pending {
+                missing.push(format!("{name} has updates pending"));
+            }
+        }
+        if missing.is_empty() && last.as_ref() == Some(&changes) {
+            stable += step;
+        } else {
+            stable = Duration::ZERO;
+        }
+        last = Some(changes);
+        let took = lab.now().saturating_since(t0);
+        if stable >= Duration::from_secs(1) {
+            return took - stable;
+        }
+        assert!(took < max, "BGP not converged after {took:?}: {missing:?}");
+    }
+}
