@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// How long `d11 up` waits for every element and app to answer on its
 /// control socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `d11 up` then waits for the routers' BGP to converge.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Checks every element's and app's settings before anything is built; the
 /// error names the file, line and key.
@@ -43,10 +45,16 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>) -> Result<()> {
     let t0 = Instant::now();
     d11_lab::build(lab, &topo)?;
     // The namespaces and wires exist: from here on a failure takes them down again.
-    if let Err(e) = make_pki(lab, &topo).and_then(|()| start(lab, &topo, owner)) {
-        let _ = d11_lab::teardown(lab);
-        return Err(e);
-    }
+    let converged = make_pki(lab, &topo)
+        .and_then(|()| start(lab, &topo, owner))
+        .and_then(|()| crate::converge::wait(lab, &topo, CONVERGE_TIMEOUT));
+    let converged = match converged {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = d11_lab::teardown(lab);
+            return Err(e);
+        }
+    };
     let took = t0.elapsed();
     let elements = topo.elements().len();
     println!(
@@ -57,6 +65,13 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>) -> Result<()> {
         topo.wires.len(),
         topology.display()
     );
+    if let Some(c) = converged {
+        println!(
+            "  BGP: {} sessions Established between the lab's routers, routes converged {:.2} s after the last element answered",
+            c.sessions / 2,
+            c.took.as_secs_f64()
+        );
+    }
     println!(
         "  d11 status --name {lab}    d11 exec --name {lab} NODE -- CMD    d11 down --name {lab}"
     );

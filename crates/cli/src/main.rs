@@ -7,6 +7,7 @@
 
 mod apps;
 mod capture;
+mod converge;
 mod demo;
 mod impair;
 mod lifecycle;

@@ -1,9 +1,10 @@
 //! The whole double11 lab in memory, from the same topology file `d11 up`
 //! builds (netns/double11.toml): the phone's packets cross enb, sgw and pgw
 //! (GTP-U, NAT), the routers a2, c1, c2 and border, the cloud gateway (DNAT,
-//! VXLAN) and the vSwitches of both hosts, on a virtual clock. The hosts'
-//! apps do not run here: the test plays the load balancer in vm-lb (a TCP
-//! relay to vm-ctl) and the controller in vm-ctl (an echo).
+//! VXLAN) and the vSwitches of both hosts, on a virtual clock, once the
+//! routers' BGP sessions have come up and their routes converged. The
+//! hosts' apps do not run here: the test plays the load balancer in vm-lb
+//! (a TCP relay to vm-ctl) and the controller in vm-ctl (an echo).
 
 mod common;
 
@@ -30,6 +31,8 @@ fn lab(seed: u64, loss: f64) -> SimLab {
     })
     .expect("every node of double11.toml builds");
     lab.sim.capture_pcapng();
+    // The routers learn their routes by BGP first, as `d11 up` waits for.
+    common::converge(&mut lab, Duration::from_secs(60));
     lab
 }
 
@@ -73,12 +76,18 @@ fn the_phone_pings_through_the_mobile_core_the_nat_and_the_carriers() {
 /// relays them on a connection of its own to vm-ctl, which echoes; vm-lb
 /// relays the echo back. Returns what the phone got.
 fn order_sized_exchange(lab: &mut SimLab, n: usize) -> Vec<u8> {
+    order_from_port(lab, n, 41000)
+}
+
+/// [`order_sized_exchange`] from the phone's `port` (a new connection
+/// each time: the phone's and vm-lb's ports are `port` and `port + 1000`).
+fn order_from_port(lab: &mut SimLab, n: usize, port: u16) -> Vec<u8> {
     let data: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
     let lb_in = lab.host("vm-lb").tcp_listen(443);
     let ctl = lab.host("vm-ctl").tcp_listen(443);
     let phone = lab
         .host("ue")
-        .tcp_connect(41000, SocketAddrV4::new(VIP, 443));
+        .tcp_connect(port, SocketAddrV4::new(VIP, 443));
     let mut lb_out = None;
     let (mut sent, mut back) = (0, Vec::new());
     for _ in 0..200_000 {
@@ -94,8 +103,8 @@ fn order_sized_exchange(lab: &mut SimLab, n: usize) -> Vec<u8> {
         // vm-lb: a new connection to vm-ctl once the phone's is there.
         let lb = lab.host("vm-lb");
         let from_phone = lb.tcp_recv(lb_in);
-        let out =
-            *lb_out.get_or_insert_with(|| lb.tcp_connect(42000, SocketAddrV4::new(VM_CTL, 443)));
+        let out = *lb_out
+            .get_or_insert_with(|| lb.tcp_connect(port + 1000, SocketAddrV4::new(VM_CTL, 443)));
         if !from_phone.is_empty() {
             assert_eq!(
                 lb.tcp_send(out, &from_phone),
@@ -156,4 +165,79 @@ fn seeded_loss_on_the_radio_and_s5_retransmits_and_the_same_seed_replays_it() {
         b.sim.pcapng(),
         "the same seed, the same frames"
     );
+}
+
+/// The best route to `prefix` in `router`'s Loc-RIB: (learned from, AS_PATH).
+fn best(lab: &SimLab, router: &str, prefix: &str) -> Option<(String, String)> {
+    let r: d11_elements::router::RouterReport = lab.sim.status(lab.node(router)).report().unwrap();
+    r.rib?
+        .into_iter()
+        .find(|r| r.best && r.prefix.to_string() == prefix)
+        .map(|r| (r.from, r.as_path))
+}
+
+#[test]
+fn chapter_2_the_shop_is_reached_by_bgp_and_over_c3_while_c2_is_down() {
+    let mut lab = lab(4, 0.0);
+    // The cloud's prefix reached the mobile carrier over AS 64510 (c1 wins
+    // the tie with c3 on the lower BGP Identifier).
+    assert_eq!(
+        best(&lab, "a2", "203.0.113.0/24"),
+        Some(("192.0.2.2".into(), "64510 64600".into()))
+    );
+    assert_eq!(
+        best(&lab, "border", "198.51.100.128/25"),
+        Some(("192.0.2.9".into(), "64510 64500".into()))
+    );
+    assert_eq!(order_sized_exchange(&mut lab, 5_000).len(), 5_000);
+    // c2 goes dark: every wire of it loses everything.
+    let dead = LinkParams {
+        delay: Duration::from_micros(100),
+        loss: 1.0,
+    };
+    let wires = [
+        "c1:c1c2--c2:c2c1",
+        "c2:c2bd--border:bdc2",
+        "c2:srv--server:eth0",
+    ];
+    for w in wires {
+        let l = lab.link(w);
+        lab.sim.set_link_params(l, dead);
+    }
+    // Within the hold time (9 s) plus a second, both ends choose c3.
+    lab.sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        best(&lab, "a2", "203.0.113.0/24"),
+        Some(("192.0.2.14".into(), "64520 64600".into()))
+    );
+    assert_eq!(
+        best(&lab, "border", "198.51.100.128/25"),
+        Some(("192.0.2.17".into(), "64520 64500".into()))
+    );
+    // The phone's connection now crosses a2, c3 and the border.
+    assert_eq!(order_from_port(&mut lab, 5_000, 41001).len(), 5_000);
+    let c3 = lab.sim.status(lab.node("c3"));
+    assert!(
+        c3.ports.iter().all(|(_, p)| p.counters.tx_bytes > 5_000),
+        "{:?}",
+        c3.ports
+    );
+    // c2 is back: the sessions return and c1/c2 are best again.
+    for w in wires {
+        let l = lab.link(w);
+        lab.sim.set_link_params(
+            l,
+            LinkParams {
+                delay: Duration::from_micros(100),
+                loss: 0.0,
+            },
+        );
+    }
+    common::converge(&mut lab, Duration::from_secs(60));
+    assert_eq!(
+        best(&lab, "a2", "203.0.113.0/24"),
+        Some(("192.0.2.2".into(), "64510 64600".into()))
+    );
+    assert_eq!(order_from_port(&mut lab, 5_000, 41002).len(), 5_000);
+    common::tshark_agrees(&mut lab.sim, "double11-bgp-failover.pcapng");
 }
