@@ -1,6 +1,6 @@
 //! Root end-to-end test of `d11 demo` on netns/double11.toml: the narrated
-//! up, order, trace and down in a lab of its own (about 3 s), which leaves
-//! nothing behind. The narration itself is unit-tested on canned JSON in
+//! up (captured from its first frame: chapter 2's BGP), order, trace and
+//! down in a lab of its own (about 3 s), which leaves nothing behind. The narration itself is unit-tested on canned JSON in
 //! crates/cli/src/demo.rs.
 
 mod support;
@@ -30,6 +30,14 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
     assert_gone(&name);
     assert!(o.status.success(), "d11 demo failed:\n{out}");
     for want in [
+        "Chapter 2",
+        "OPEN v4 AS 64500 hold 9 s id 192.0.2.1",
+        "4-octet AS 64600",
+        "c1 → a2      203.0.113.0/24 with AS_PATH [64510 64600], NEXT_HOP 192.0.2.2",
+        "a2 heard 2 paths to 203.0.113.0/24",
+        "the lower BGP Identifier wins (192.0.2.2 against 192.0.2.14): c1",
+        "203.0.113.0/24 via 192.0.2.2 on a2c1",
+        "a2 routes it (TTL 63 → 62) by its BGP route 203.0.113.0/24 via c1 (AS_PATH 64510 64600)",
         "Chapters 5 and 6",
         "TLS 1.",
         "→ 201 created",
@@ -52,6 +60,10 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         assert!(out.contains(want), "no {want:?} in:\n{out}");
     }
     assert!(file.exists(), "the capture stays after the lab is down");
+    let start = dir.path("demo-bgp.pcapng");
+    assert!(start.exists(), "so does the capture of the lab's start");
+    let broken = broken_frames_per_wire(&start);
+    assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
 }
 
 #[test]

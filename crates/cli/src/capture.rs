@@ -52,6 +52,56 @@ pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> 
     })
 }
 
+/// A capture of every wire running in a thread of its own until
+/// [`Background::stop`] (`d11 up --capture`: the lab's first frames, BGP's
+/// OPENs and UPDATEs among them).
+pub(crate) struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<d11_io::CaptureStats>>,
+}
+
+impl Background {
+    /// Opens a socket on every wire of `lab` (which must be built) and
+    /// starts writing what they see into `file`.
+    pub(crate) fn start(lab: &str, file: &Path) -> Result<Background> {
+        need_root("d11 up --capture")?;
+        let dir = RunDir::new(lab);
+        let topo = dir.topology().context("reading the lab's topology")?;
+        let points: Vec<d11_io::CapturePoint> = topo
+            .capture_points(lab)
+            .into_iter()
+            .map(|p| d11_io::CapturePoint {
+                label: p.label,
+                netns: p.netns,
+                ifname: p.ifname,
+            })
+            .collect();
+        let mut cap = d11_io::Capture::open(&points)?;
+        let out =
+            std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut w =
+                PcapngWriter::new(BufWriter::new(out)).context("writing the pcapng header")?;
+            let stats = cap.run(&mut w, || flag.load(std::sync::atomic::Ordering::Relaxed))?;
+            let mut inner = w.into_inner();
+            std::io::Write::flush(&mut inner).context("flushing the pcapng")?;
+            Ok(stats)
+        });
+        Ok(Background { stop, thread })
+    }
+
+    /// Stops after the frames in flight ([`DRAIN`]); what was written.
+    pub(crate) fn stop(self) -> Result<d11_io::CaptureStats> {
+        std::thread::sleep(DRAIN);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the capture thread panicked"))?
+    }
+}
+
 /// What [`record`] did.
 pub(crate) struct Recording {
     pub stats: d11_io::CaptureStats,

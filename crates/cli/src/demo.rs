@@ -141,11 +141,13 @@ impl Runner {
 
 fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     let topo = topology.to_string_lossy();
+    let bgp_file = bgp_capture(file);
+    let bgp_f = bgp_file.to_string_lossy();
     println!("{}", heading(&format!("Chapter 1: the lab is built from {topo}: one namespace per node, real veth and TAP wires, one process per element")));
     // Owned by this process: a demo killed even by SIGKILL leaves no lab.
     let me = std::process::id().to_string();
-    println!("$ d11 up -t {topo} --name {lab} --owner {me}");
-    let up = d.run(&["up", "-t", &topo, "--name", lab, "--owner", &me])?;
+    println!("$ d11 up -t {topo} --name {lab} --owner {me} --capture {bgp_f}");
+    let up = d.run(&["up", "-t", &topo, "--name", lab, "--owner", &me, "--capture", &bgp_f])?;
     print!("{}", String::from_utf8_lossy(&up.stdout));
     if !up.status.success() {
         bail!(
@@ -155,6 +157,12 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     }
     let status: LabStatus = d.json(&["status", "--name", lab, "--json"])?;
     let net = Net::from_status(&status);
+
+    println!(
+        "\n{}",
+        heading("Chapter 2: tell the world: the cloud's border announces the shop's prefix over eBGP, the carriers pass it on (eBGP between ASes, iBGP inside one)")
+    );
+    print!("{}", chapter2(d, lab, &net, topology, &bgp_file)?);
 
     println!(
         "\n{}",
@@ -248,6 +256,59 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where `d11 up --capture` records the lab's first moments: next to the
+/// trace's capture, `-bgp` added to its name.
+fn bgp_capture(file: &Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map_or("d11-demo".into(), |s| s.to_string_lossy().to_string());
+    file.with_file_name(format!("{stem}-bgp.pcapng"))
+}
+
+/// Chapter 2 from the start capture and the routers' tables.
+fn chapter2(d: &Runner, lab: &str, net: &Net, topology: &Path, file: &Path) -> Result<String> {
+    let frames = crate::trace::read_capture(file)?;
+    let messages = d11_lab::bgplog::messages(&frames);
+    let start_ns = frames.iter().map(|f| f.ts_ns).min().unwrap_or(0);
+    let vip = d11_lab::Topology::load(topology).ok().and_then(|t| {
+        t.nodes
+            .iter()
+            .flat_map(|n| n.hosts.iter())
+            .map(|h| h.address)
+            .next()
+    });
+    let mut routers = Vec::new();
+    for (node, role) in &net.roles {
+        if role != "router" {
+            continue;
+        }
+        let report: d11_elements::router::RouterReport = d
+            .json(&["show", "--name", lab, node, "--json"])
+            .with_context(|| format!("{node}'s report"))?;
+        if let (Some(bgp), Some(rib)) = (report.bgp, report.rib) {
+            routers.push(crate::demo_bgp::RouterTables {
+                name: node.clone(),
+                bgp,
+                rib,
+                fib: report.l3.fib,
+            });
+        }
+    }
+    // Routers in the order of the path the shop's prefix took to the phone: the
+    // one deciding between carriers first (more candidates first).
+    routers.sort_by_key(|r| std::cmp::Reverse(r.rib.len()));
+    let f = file.to_string_lossy();
+    Ok(crate::demo_bgp::Chapter2 {
+        messages: &messages,
+        start_ns,
+        names: &net.addrs,
+        vip,
+        routers: &routers,
+        file: &f,
+    }
+    .tell())
+}
+
 /// The report of the node with `role`, from its control socket (what `d11
 /// show NODE` prints), or `None` when the topology has none (the narration
 /// then says so).
@@ -291,6 +352,8 @@ struct Net {
     macs: BTreeMap<String, String>,
     /// `node:port` → the other end of its wire.
     peers: BTreeMap<String, String>,
+    /// Port address → node.
+    addrs: BTreeMap<std::net::Ipv4Addr, String>,
 }
 
 impl Net {
@@ -303,6 +366,13 @@ impl Net {
             for p in &n.ports {
                 let port = format!("{}:{}", n.name, p.name);
                 net.macs.insert(p.mac.clone(), port.clone());
+                if let Some(a) = p
+                    .address
+                    .as_deref()
+                    .and_then(|a| a.parse::<d11_wire::Ipv4Cidr>().ok())
+                {
+                    net.addrs.insert(a.addr(), n.name.clone());
+                }
                 if let Some(peer) = &p.peer {
                     net.peers.insert(port, peer.clone());
                 }
@@ -525,7 +595,10 @@ fn describe(net: &Net, p: &Hop, h: &Hop, by: &str) -> String {
     let (hs, ps) = (&h.stack, &p.stack);
     let mut acts = Vec::new();
     if u16::from(ttl) + 1 == u16::from(pttl) {
-        acts.push(format!("routes it (TTL {pttl} → {ttl})"));
+        acts.push(format!(
+            "routes it (TTL {pttl} → {ttl}){}",
+            h.route.as_ref().map_or(String::new(), |r| route_used(net, r))
+        ));
     }
     if hs.ip.src != ps.ip.src && hs.ports.dst == ps.ports.dst {
         acts.push(format!("SNATs the source {} → {}", src(p), src(h)));
@@ -586,6 +659,31 @@ fn describe(net: &Net, p: &Hop, h: &Hop, by: &str) -> String {
         ),
         _ => format!("{by} forwards it: MACs {}, TTL {ttl}.", pair(Some(&hs.eth))),
     }
+}
+
+/// `d11 trace`'s route for a routed hop, as words: " by its BGP route
+/// 203.0.113.0/24 via c1 (AS_PATH 64510 64600)".
+fn route_used(net: &Net, r: &d11_lab::trace::HopRoute) -> String {
+    let source = match r.source {
+        d11_core::l3::RouteSource::Bgp => "BGP",
+        d11_core::l3::RouteSource::Static => "static",
+        d11_core::l3::RouteSource::Connected => "connected",
+    };
+    let via = r
+        .via
+        .map(|v| {
+            format!(
+                " via {}",
+                net.addrs.get(&v).cloned().unwrap_or_else(|| v.to_string())
+            )
+        })
+        .unwrap_or_default();
+    let path = r
+        .as_path
+        .as_ref()
+        .map(|p| format!(" (AS_PATH {p})"))
+        .unwrap_or_default();
+    format!(" by its {source} route {}{via}{path}", r.prefix)
 }
 
 /// The bearer and NAT tables behind chapter 7's rows.

@@ -30,9 +30,11 @@ pub fn check(topo: &Topology) -> Result<(), d11_lab::TopologyError> {
     Ok(())
 }
 
-/// `owner`: the pid of a process whose exit takes the lab down (the
-/// supervisor watches it; see `d11_lab::Owner`).
-pub fn up(topology: &Path, lab: &str, owner: Option<u32>) -> Result<()> {
+/// `d11 up`. `owner`: the pid of a process whose exit takes the lab down
+/// (the supervisor watches it; see `d11_lab::Owner`). With `capture`, every
+/// wire is recorded into that file from before the elements start until
+/// the routes have converged.
+pub fn up(topology: &Path, lab: &str, owner: Option<u32>, capture: Option<&Path>) -> Result<()> {
     d11_lab::check_lab_name(lab)?;
     let topo = Topology::load(topology)?;
     check(&topo)?;
@@ -45,12 +47,23 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>) -> Result<()> {
     let t0 = Instant::now();
     d11_lab::build(lab, &topo)?;
     // The namespaces and wires exist: from here on a failure takes them down again.
+    let recording = match capture
+        .map(|f| crate::capture::Background::start(lab, f))
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = d11_lab::teardown(lab);
+            return Err(e);
+        }
+    };
     let converged = make_pki(lab, &topo)
         .and_then(|()| start(lab, &topo, owner))
         .and_then(|()| crate::converge::wait(lab, &topo, CONVERGE_TIMEOUT));
-    let converged = match converged {
-        Ok(c) => c,
-        Err(e) => {
+    let captured = recording.map(|r| r.stop()).transpose();
+    let (converged, captured) = match (converged, captured) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
             let _ = d11_lab::teardown(lab);
             return Err(e);
         }
@@ -70,6 +83,13 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>) -> Result<()> {
             "  BGP: {} sessions Established between the lab's routers, routes converged {:.2} s after the last element answered",
             c.sessions / 2,
             c.took.as_secs_f64()
+        );
+    }
+    if let (Some(stats), Some(file)) = (captured, capture) {
+        println!(
+            "  captured {} frames of the lab's start into {}",
+            stats.frames,
+            file.display()
         );
     }
     println!(

@@ -9,6 +9,7 @@ mod apps;
 mod capture;
 mod converge;
 mod demo;
+mod demo_bgp;
 mod impair;
 mod lifecycle;
 mod load;
@@ -58,6 +59,9 @@ enum Cmd {
         /// (what tests pass, so a killed test leaves no namespace behind).
         #[arg(long, value_name = "PID")]
         owner: Option<u32>,
+        /// Record every wire into this pcapng from before the elements start until the routes have converged (the BGP sessions' first messages).
+        #[arg(long, value_name = "FILE.pcapng")]
+        capture: Option<PathBuf>,
     },
     /// Stop the elements and remove every namespace, wire and process of a lab (safe to repeat).
     Down {
@@ -173,7 +177,8 @@ fn main() -> ExitCode {
             topology,
             lab,
             owner,
-        } => lifecycle::up(&topology, &lab.name, owner).map(|_| ExitCode::SUCCESS),
+            capture,
+        } => lifecycle::up(&topology, &lab.name, owner, capture.as_deref()).map(|_| ExitCode::SUCCESS),
         Cmd::Down { lab, all } => lifecycle::down(&lab.name, all).map(|_| ExitCode::SUCCESS),
         Cmd::Status { lab, json } => status::status(&lab.name, json).map(|_| ExitCode::SUCCESS),
         Cmd::Show {

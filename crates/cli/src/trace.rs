@@ -5,7 +5,8 @@
 use crate::LabArg;
 use anyhow::{bail, Context, Result};
 use d11_apps::phone::OrderOutcome;
-use d11_lab::trace::{self, Frame, Hop, Tunnel};
+use d11_elements::router::RouterReport;
+use d11_lab::trace::{self, Frame, Hop, HopRoute, Tunnel};
 use d11_lab::RunDir;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -56,6 +57,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
     let mut hops = trace::follow(&frames, &signature);
     let topo = dir.topology().context("reading the lab's topology")?;
     trace::check(&topo, &mut hops);
+    add_routes(&dir, &topo, &mut hops);
     let ok = hops.iter().all(Hop::ok);
     if args.json {
         let v = TraceJson {
@@ -88,6 +90,27 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Names, for each hop a router forwarded, the route it used: its FIB's
+/// match for the destination and, for BGP, the best path (asked of the
+/// router's control socket after the order; a router that does not answer
+/// leaves the hop without one).
+pub(crate) fn add_routes(dir: &RunDir, topo: &d11_lab::Topology, hops: &mut [Hop]) {
+    let mut reports: std::collections::BTreeMap<String, Option<RouterReport>> = Default::default();
+    for i in 1..hops.len() {
+        let Some(router) = trace::router_between(topo, &hops[i - 1], &hops[i]) else {
+            continue;
+        };
+        let report = reports.entry(router.clone()).or_insert_with(|| {
+            d11_io::status(&dir.socket(&router), std::time::Duration::from_secs(1))
+                .ok()
+                .and_then(|s| s.report::<RouterReport>().ok())
+        });
+        if let Some(r) = report {
+            hops[i].route = HopRoute::lookup(&router, r, hops[i].stack.ip.dst);
+        }
+    }
 }
 
 /// Places one order (`d11 order --json`) while capturing every wire of
@@ -178,6 +201,9 @@ pub(crate) fn table(hops: &[Hop]) -> String {
             st.ttl,
             if h.ok() { "✓" } else { "✗" }
         );
+        if let Some(r) = &h.route {
+            let _ = writeln!(s, "   ↳ {r}");
+        }
         for c in h.checks.iter().filter(|c| !c.ok) {
             let _ = writeln!(s, "   ✗ {}", c.what);
         }

@@ -1681,7 +1681,7 @@ impl Speaker {
                         uptime_ms: s.map(|s| now.saturating_since(s.since).as_millis() as u64),
                         hold_time: s.map(|s| s.hold),
                         peer_id: s.map(|s| s.peer_id),
-                        capabilities: s.map(|s| s.capabilities.clone()).unwrap_or_default(),
+                        capabilities: s.map(|s| s.capabilities.join(", ")),
                         four_octet_as: s.map(|s| s.four_octet),
                         route_refresh: s.map(|s| s.route_refresh),
                         received: p.adj_in.len(),
@@ -1692,8 +1692,15 @@ impl Speaker {
                         last_notification_sent: p.last_sent.as_ref().map(|n| n.to_string()),
                         last_notification_received: p.last_received.as_ref().map(|n| n.to_string()),
                         last_error: p.last_error.clone(),
-                        counters: p.counters.clone(),
                     }
+                })
+                .collect(),
+            counters: self
+                .peers
+                .iter()
+                .map(|p| NeighborCounters {
+                    address: p.n.address,
+                    counters: p.counters.clone(),
                 })
                 .collect(),
             loc_rib: self.loc_rib.len(),
@@ -1799,6 +1806,8 @@ pub struct BgpReport {
     pub local_as: u32,
     pub router_id: Ipv4Addr,
     pub neighbors: Vec<NeighborReport>,
+    /// Each neighbour's message counts, in the order of `neighbors`.
+    pub counters: Vec<NeighborCounters>,
     /// Prefixes in the Loc-RIB.
     pub loc_rib: usize,
     /// Changes of the Loc-RIB since the start.
@@ -1822,7 +1831,7 @@ pub struct NeighborReport {
     pub hold_time: Option<u16>,
     pub peer_id: Option<Ipv4Addr>,
     /// What the neighbour's OPEN announced.
-    pub capabilities: Vec<String>,
+    pub capabilities: Option<String>,
     pub four_octet_as: Option<bool>,
     pub route_refresh: Option<bool>,
     /// Prefixes in its Adj-RIB-In: received, and accepted by the import policy.
@@ -1835,6 +1844,13 @@ pub struct NeighborReport {
     pub last_notification_sent: Option<String>,
     pub last_notification_received: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// One neighbour's counters in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighborCounters {
+    pub address: Ipv4Addr,
+    #[serde(flatten)]
     pub counters: PeerCounters,
 }
 

@@ -11,6 +11,7 @@
 //! Namespaces are `LAB-NODE` ([`netns_name`]); runtime state lives in
 //! [`RunDir`] (`/run/d11/LAB/`). The schema: `docs/topology.md`.
 
+pub mod bgplog;
 mod build;
 mod cmd;
 mod names;

@@ -70,8 +70,8 @@ pub struct Stack {
     pub payload: Vec<u8>,
 }
 
-/// One row of the table: where the segment was seen, its headers, and the
-/// checks against the topology.
+/// One row of the table: where the segment was seen, its headers, the
+/// checks against the topology, and the route the router before it used.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hop {
     pub wire: String,
@@ -79,6 +79,86 @@ pub struct Hop {
     #[serde(flatten)]
     pub stack: Stack,
     pub checks: Vec<Check>,
+    /// Filled by [`HopRoute::lookup`] for a hop a router forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<HopRoute>,
+}
+
+/// The route a router used for a hop's packet: its FIB's longest match for
+/// the destination and, for a BGP route, the Loc-RIB's best path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopRoute {
+    pub router: String,
+    pub prefix: d11_wire::Ipv4Cidr,
+    pub via: Option<Ipv4Addr>,
+    pub source: d11_core::l3::RouteSource,
+    /// A BGP route's AS_PATH and the neighbour it was learned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_from: Option<String>,
+}
+
+impl HopRoute {
+    /// The route `router` (whose report is `report`) has to `dst`.
+    pub fn lookup(
+        router: &str,
+        report: &d11_elements::router::RouterReport,
+        dst: Ipv4Addr,
+    ) -> Option<HopRoute> {
+        let f = report
+            .l3
+            .fib
+            .iter()
+            .filter(|r| r.prefix.contains(dst))
+            .max_by_key(|r| r.prefix.prefix_len())?;
+        let best = report
+            .rib
+            .iter()
+            .flatten()
+            .find(|r| r.best && r.prefix == f.prefix)
+            .filter(|_| f.source == d11_core::l3::RouteSource::Bgp);
+        Some(HopRoute {
+            router: router.to_string(),
+            prefix: f.prefix,
+            via: f.via,
+            source: f.source,
+            as_path: best.map(|b| b.as_path.clone()),
+            learned_from: best.map(|b| b.from.clone()),
+        })
+    }
+}
+
+impl std::fmt::Display for HopRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            d11_core::l3::RouteSource::Connected => "connected",
+            d11_core::l3::RouteSource::Static => "static",
+            d11_core::l3::RouteSource::Bgp => "BGP",
+        };
+        write!(f, "{}'s route {} ", self.router, self.prefix)?;
+        match self.via {
+            Some(v) => write!(f, "via {v} ({source}")?,
+            None => write!(f, "({source}")?,
+        }
+        if let Some(p) = &self.as_path {
+            write!(f, ", AS_PATH {p}")?;
+        }
+        if let Some(n) = &self.learned_from {
+            write!(f, ", learned from {n}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The router (role `router`) that forwarded `hop`'s packet after `prev`:
+/// the node both wires share.
+pub fn router_between(topo: &Topology, prev: &Hop, hop: &Hop) -> Option<String> {
+    let node = shared_node(topo, &prev.wire, &hop.wire)?;
+    let n = topo.node(&node)?;
+    topo.role(n)
+        .is_some_and(|r| r.info.name == "router")
+        .then_some(node)
 }
 
 impl Hop {
@@ -256,6 +336,7 @@ pub fn follow(frames: &[Frame], signature: &[u8]) -> Vec<Hop> {
                 ts_ns: f.ts_ns,
                 stack,
                 checks: Vec::new(),
+                route: None,
             })
         })
         .collect();
@@ -593,6 +674,7 @@ mod tests {
                 ts_ns: i as u64,
                 stack: s.clone(),
                 checks: Vec::new(),
+                route: None,
             })
             .collect();
         check(topo, &mut hops);
