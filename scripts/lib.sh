@@ -2,7 +2,10 @@
 # Sourced, not run.
 
 # Debian packages the lab and its tests use (only when root; nothing else is touched).
-D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps curl openssl ca-certificates)
+D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps curl openssl ca-certificates bird2 gobgpd)
+# Routing daemons the BGP interop tests and bench run inside lab namespaces;
+# their packages' services must never start on the host.
+D11_HOST_SERVICES_OFF=(bird.service gobgpd.service)
 
 d11_install_packages() {
   if [ "$(id -u)" -ne 0 ]; then
@@ -19,7 +22,17 @@ d11_install_packages() {
     # tshark asks whether non-root users may capture; answer no without a prompt.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
+    # No service starts during the install (invoke-rc.d asks policy-rc.d).
+    local policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$policy" ]; then rm -f "$policy"; fi
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now "${D11_HOST_SERVICES_OFF[@]}" >/dev/null 2>&1 || true
+    fi
   fi
 }
 

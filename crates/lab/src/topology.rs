@@ -203,6 +203,10 @@ pub struct Wire {
     /// name, so runs repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Host ↔ element only: a veth pair instead of a TAP, the host's end
+    /// with its offloads off, as a kernel peer (BIRD, GoBGP) is wired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub veth: bool,
 }
 
 /// One direction of a wire.
@@ -232,6 +236,7 @@ impl Wire {
             a_to_b: None,
             b_to_a: None,
             seed: None,
+            veth: false,
         }
     }
 
@@ -720,10 +725,11 @@ impl Topology {
         })
     }
 
-    /// What `w` is made of: a TAP when exactly one end is a host.
+    /// What `w` is made of: a TAP when exactly one end is a host (unless
+    /// the wire asks for a veth).
     pub fn wire_kind(&self, w: &Wire) -> WireKind {
         let is_host = |e: &WireEnd| self.node(&e.node).is_some_and(|n| n.kind == NodeKind::Host);
-        if is_host(&w.a) != is_host(&w.b) {
+        if is_host(&w.a) != is_host(&w.b) && !w.veth {
             WireKind::Tap
         } else {
             WireKind::Veth
@@ -844,8 +850,10 @@ impl Topology {
                     port: p.name.clone(),
                 };
                 let peer = self.peer(&me);
+                let wire = self.wires.iter().find(|w| w.a == me || w.b == me);
+                let tap = wire.is_some_and(|w| self.wire_kind(w) == WireKind::Tap);
                 let attach = match peer.and_then(|e| self.node(&e.node)) {
-                    Some(h) if h.kind == NodeKind::Host => PortAttach::Tap {
+                    Some(h) if h.kind == NodeKind::Host && tap => PortAttach::Tap {
                         host_node: h.name.clone(),
                         ifname: peer.map(|e| e.port.clone()).unwrap_or_default(),
                     },
@@ -853,7 +861,6 @@ impl Topology {
                         ifname: p.name.clone(),
                     },
                 };
-                let wire = self.wires.iter().find(|w| w.a == me || w.b == me);
                 let mut impair = [None, None];
                 for dir in WireDir::BOTH {
                     let Some(w) = wire else { continue };
@@ -983,6 +990,25 @@ b = "mid:h"
         assert_eq!(r.ports[0].mtu, DEFAULT_MTU);
         assert_eq!(r.ports[1].mac(&r.name).to_string(), "02:00:00:00:00:99");
         assert!(!t.node("left").unwrap().ip_forward());
+    }
+
+    #[test]
+    fn a_host_element_wire_may_be_a_veth_for_a_kernel_peer() {
+        let t = pair();
+        assert_eq!(t.wire_kind(&t.wires[0]), WireKind::Tap);
+        let text = PAIR
+            .replace(
+                "{ name = \"h\", address = \"10.3.0.1/24\" }",
+                "{ name = \"h\", address = \"10.3.0.1/24\", mtu = 9000 }",
+            )
+            .replace("a = \"left:eth0\"\nb = \"r:l\"", "a = \"left:eth0\"\nb = \"r:l\"\nveth = true");
+        let t = Topology::parse(&text, "pair.toml").unwrap();
+        assert_eq!(t.wire_kind(&t.wires[0]), WireKind::Veth);
+        let r = t.element("r").unwrap();
+        assert_eq!(r.ports[0].attach, PortAttach::Veth { ifname: "l".into() });
+        let bad = text.replace("a = \"r:r2\"\nb = \"mid:r\"", "a = \"r:r2\"\nb = \"mid:r\"\nveth = true");
+        let e = Topology::parse(&bad, "pair.toml").unwrap_err();
+        assert_eq!(e.key(), "wires[1].veth", "{e}");
     }
 
     #[test]

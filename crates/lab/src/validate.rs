@@ -400,6 +400,12 @@ impl Topology {
                     "neither end is an element, so nothing can apply the impairment (impair a wire with an element at one end)",
                 ));
             }
+            if w.veth && self.nodes[a.0].kind == self.nodes[b.0].kind {
+                return Err(self.error_at(
+                    &format!("wires[{k}].veth"),
+                    "only a wire between a host and an element can choose veth over TAP (two elements or two hosts are always joined by a veth)",
+                ));
+            }
             let (pa, pb) = (&self.nodes[a.0].ports[a.1], &self.nodes[b.0].ports[b.1]);
             if pa.mtu != pb.mtu {
                 return Err(self.error_at(
