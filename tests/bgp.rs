@@ -77,7 +77,7 @@ protocol kernel {
   ipv4 { import none; export where source = RTS_BGP; };
 }
 protocol bgp border {
-  local 198.18.1.2 as 65001;
+  local 198.18.1.2 as 4200000001;
   neighbor 198.18.1.1 as 64600;
   hold time 9;
   connect retry time 5;
@@ -99,7 +99,23 @@ const GOBGP_CONF: &str = r#"
     hold-time = 9
     keepalive-interval = 3
     connect-retry = 5
+    # After `gobgp neighbor reset` GoBGP stays Idle this long, closing
+    # what it is offered (30 s by default).
+    idle-hold-time-after-reset = 3
 "#;
+
+/// A child stopped as Ctrl-C stops it (SIGINT, then waited for) when the
+/// guard goes, also when the test panics.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
 
 /// `d11 exec LAB NODE -- ARGS` left running (the lab's teardown stops it).
 fn spawn_in(lab: &Lab, node: &str, args: &[&str], log: &std::path::Path) -> Child {
@@ -141,47 +157,100 @@ fn bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps() 
         a.extend_from_slice(args);
         lab.sh("gobgp", &a)
     };
-    // The sessions' first frames, captured while the peers start.
+    // Every wire, recorded from before the peers start to the end of the
+    // flaps (stopped by SIGINT, as Ctrl-C stops it).
     let cap = dir.path("interop.pcapng");
-    let mut capture = Command::new(d11_bin())
-        .args(["capture", "--name", &lab.name, "-w", &cap.to_string_lossy(), "--seconds", "8"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("d11 capture runs");
+    let capture = Background(
+        Command::new(d11_bin())
+            .args(["capture", "--name", &lab.name, "-w", &cap.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("d11 capture runs"),
+    );
     std::thread::sleep(Duration::from_millis(500));
-    lab.sh("bird", &["ip", "addr", "add", "198.18.10.1/32", "dev", "lo"]);
-    lab.sh("gobgp", &["ip", "addr", "add", "198.18.20.1/32", "dev", "lo"]);
+    lab.sh(
+        "bird",
+        &["ip", "addr", "add", "198.18.10.1/32", "dev", "lo"],
+    );
+    lab.sh(
+        "gobgp",
+        &["ip", "addr", "add", "198.18.20.1/32", "dev", "lo"],
+    );
     let pid = dir.path("bird.pid");
     lab.sh(
         "bird",
-        &["bird", "-c", &bird_conf.to_string_lossy(), "-s", &ctl, "-P", &pid.to_string_lossy()],
+        &[
+            "bird",
+            "-c",
+            &bird_conf.to_string_lossy(),
+            "-s",
+            &ctl,
+            "-P",
+            &pid.to_string_lossy(),
+        ],
     );
     let mut gobgpd = spawn_in(
         &lab,
         "gobgp",
-        &["gobgpd", "-f", &gobgp_conf.to_string_lossy(), "-p", "--api-hosts", "127.0.0.1:50051"],
+        &[
+            "gobgpd",
+            "-f",
+            &gobgp_conf.to_string_lossy(),
+            "-p",
+            "--api-hosts",
+            "127.0.0.1:50051",
+        ],
         &dir.path("gobgpd.log"),
     );
     eventually(Duration::from_secs(30), "both sessions Established", || {
         states(&lab, "border") == [FsmState::Established, FsmState::Established]
     });
     eventually(Duration::from_secs(10), "GoBGP's API up", || {
-        lab.exec("gobgp", &["gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib", "add", "198.18.20.0/24"])
-            .status
-            .success()
+        lab.exec(
+            "gobgp",
+            &[
+                "gobgp",
+                "-u",
+                "127.0.0.1",
+                "-p",
+                "50051",
+                "global",
+                "rib",
+                "add",
+                "198.18.20.0/24",
+            ],
+        )
+        .status
+        .success()
     });
 
     // Each learned the cloud's prefix: AS_PATH 64600, next hop our address.
-    eventually(Duration::from_secs(10), "BIRD holding 203.0.113.0/24", || {
-        birdc(&["show", "route", "203.0.113.0/24", "all"]).contains("BGP.as_path: 64600")
-    });
+    eventually(
+        Duration::from_secs(10),
+        "BIRD holding 203.0.113.0/24",
+        || birdc(&["show", "route", "203.0.113.0/24", "all"]).contains("BGP.as_path: 64600"),
+    );
     let r = birdc(&["show", "route", "203.0.113.0/24", "all"]);
     assert!(r.contains("BGP.next_hop: 198.18.1.1"), "{r}");
     assert!(r.contains("BGP.origin: IGP"), "{r}");
     let rib: Value = serde_json::from_str(&gobgp(&["global", "rib", "-j"])).expect("gobgp's JSON");
-    let attrs = rib["203.0.113.0/24"][0]["attrs"].as_array().cloned().unwrap_or_default();
-    let attr = |t: u64| attrs.iter().find(|a| a["type"] == t).cloned().unwrap_or_default();
-    assert_eq!(attr(2)["as_paths"][0]["asns"], serde_json::json!([64600]), "{attrs:?}");
+    let attrs = rib["203.0.113.0/24"][0]["attrs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let attr = |t: u64| {
+        attrs
+            .iter()
+            .find(|a| a["type"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        attr(2)["as_paths"][0]["asns"],
+        serde_json::json!([64600]),
+        "{attrs:?}"
+    );
     assert_eq!(attr(3)["nexthop"], "198.18.1.5", "{attrs:?}");
 
     // Their prefixes are in our FIB and the shop reaches them.
@@ -190,18 +259,34 @@ fn bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps() 
             && installed(&lab, "border", "198.18.20.0/24").as_deref() == Some("198.18.1.6")
     });
     let rib = report(&lab, "border").rib.unwrap();
-    let from_bird = rib.iter().find(|r| r.prefix.to_string() == "198.18.10.0/24").unwrap();
-    assert_eq!((from_bird.as_path.as_str(), from_bird.best), ("65001", true));
+    let from_bird = rib
+        .iter()
+        .find(|r| r.prefix.to_string() == "198.18.10.0/24")
+        .unwrap();
+    assert_eq!(
+        (from_bird.as_path.as_str(), from_bird.best),
+        ("4200000001", true)
+    );
     for ip in ["198.18.10.1", "198.18.20.1"] {
         let o = lab.exec("shop", &["ping", "-c", "2", "-W", "2", ip]);
         assert!(o.status.success(), "shop → {ip}: {}", text(&o));
     }
-    // Every frame of the sessions' start decodes.
-    let _ = capture.wait();
-    let broken = broken_frames_per_wire(&cap);
-    assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
-    let bgp_frames = tshark_fields(&cap, "bgp", &["frame.number"]);
-    assert!(bgp_frames.len() >= 8, "OPENs, KEEPALIVEs and UPDATEs: {}", bgp_frames.len());
+
+    // Route refresh (RFC 2918): BIRD keeps no Adj-RIB-In, so `reload in`
+    // asks the border for its Adj-RIB-Out again (GoBGP keeps one and asks
+    // nobody); BIRD keeps the route.
+    let refreshes = || {
+        report(&lab, "border").bgp.unwrap().counters[0]
+            .counters
+            .refreshes
+    };
+    birdc(&["reload", "in", "border"]);
+    eventually(
+        Duration::from_secs(10),
+        "BIRD's ROUTE-REFRESH answered",
+        || refreshes() >= 1,
+    );
+    assert!(birdc(&["show", "route", "203.0.113.0/24", "all"]).contains("BGP.as_path: 64600"));
 
     // Their side flaps: BIRD shuts the session down, then brings it back;
     // GoBGP resets it.
@@ -216,29 +301,79 @@ fn bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps() 
     );
     birdc(&["enable", "border"]);
     gobgp(&["neighbor", "198.18.1.5", "reset"]);
-    eventually(Duration::from_secs(30), "both back after their flaps", || {
-        states(&lab, "border") == [FsmState::Established, FsmState::Established]
-            && installed(&lab, "border", "198.18.10.0/24").is_some()
-            && installed(&lab, "border", "198.18.20.0/24").is_some()
-    });
+    let established = |i: usize| {
+        report(&lab, "border").bgp.unwrap().counters[i]
+            .counters
+            .established
+    };
+    eventually(
+        Duration::from_secs(30),
+        "both back after their flaps",
+        || {
+            states(&lab, "border") == [FsmState::Established, FsmState::Established]
+                && established(0) >= 2
+                && established(1) >= 2
+                && installed(&lab, "border", "198.18.10.0/24").is_some()
+                && installed(&lab, "border", "198.18.20.0/24").is_some()
+        },
+    );
 
     // Our side flaps: the border's process dies; the supervisor restarts
     // it and both peers come back to it.
-    let pid = node(&lab.status(), "border")["pid"].as_u64().expect("a pid");
+    let pid = node(&lab.status(), "border")["pid"]
+        .as_u64()
+        .expect("a pid");
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    eventually(Duration::from_secs(40), "the sessions back after the border restarted", || {
-        node(&lab.status(), "border")["restarts"] == 1
-            && states(&lab, "border") == [FsmState::Established, FsmState::Established]
-            && installed(&lab, "border", "198.18.10.0/24").is_some()
-            && installed(&lab, "border", "198.18.20.0/24").is_some()
-    });
-    eventually(Duration::from_secs(20), "BIRD re-learning the cloud's prefix", || {
-        birdc(&["show", "route", "203.0.113.0/24", "all"]).contains("BGP.as_path: 64600")
-    });
+    eventually(
+        Duration::from_secs(40),
+        "the sessions back after the border restarted",
+        || {
+            node(&lab.status(), "border")["restarts"] == 1
+                && states(&lab, "border") == [FsmState::Established, FsmState::Established]
+                && installed(&lab, "border", "198.18.10.0/24").is_some()
+                && installed(&lab, "border", "198.18.20.0/24").is_some()
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "BIRD re-learning the cloud's prefix",
+        || birdc(&["show", "route", "203.0.113.0/24", "all"]).contains("BGP.as_path: 64600"),
+    );
     for ip in ["198.18.10.1", "198.18.20.1"] {
         let o = lab.exec("shop", &["ping", "-c", "2", "-W", "2", ip]);
-        assert!(o.status.success(), "shop → {ip} after the flaps: {}", text(&o));
+        assert!(
+            o.status.success(),
+            "shop → {ip} after the flaps: {}",
+            text(&o)
+        );
     }
+
+    // Every frame of the whole run decodes in tshark: the OPENs (BIRD's
+    // with AS_TRANS and its 4-octet AS in the capability), UPDATEs,
+    // KEEPALIVEs, ROUTE-REFRESHes and the NOTIFICATIONs of the flaps.
+    drop(capture);
+    let broken = broken_frames_per_wire(&cap);
+    assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
+    let types: std::collections::BTreeSet<String> = tshark_fields(&cap, "bgp", &["bgp.type"])
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t.split(',').map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    let all: Vec<String> = ["1", "2", "3", "4", "5"].map(String::from).into();
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        all,
+        "OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH"
+    );
+    let as_trans = tshark_fields(
+        &cap,
+        "bgp.type == 1 && bgp.open.myas == 23456",
+        &["bgp.cap.4as"],
+    );
+    assert!(
+        as_trans.iter().flatten().any(|a| a.contains("4200000001")),
+        "BIRD's OPEN: AS_TRANS and its AS in the capability: {as_trans:?}"
+    );
     drop(lab);
     let _ = gobgpd.wait();
 }
@@ -280,20 +415,29 @@ fn the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back() {
         return;
     }
     let lab = Lab::up("double11.toml", "bgpcut");
-    assert!(best_is(&lab, VIA_C1), "{:?}", best(&lab, "a2", "203.0.113.0/24"));
+    assert!(
+        best_is(&lab, VIA_C1),
+        "{:?}",
+        best(&lab, "a2", "203.0.113.0/24")
+    );
     let wires = traced_order(&lab);
     assert!(wires.contains(&"a2:a2c1".to_string()), "{wires:?}");
     let o = d11(&["impair", "--name", &lab.name, "c1--c2", "loss=100%"]);
     assert!(o.status.success(), "{}", text(&o));
     // The hold timers (9 s) expire at both ends; c1 and c2 withdraw; a2 and
     // the border choose c3.
-    eventually(Duration::from_secs(30), "a2 choosing c3", || best_is(&lab, VIA_C3));
+    eventually(Duration::from_secs(30), "a2 choosing c3", || {
+        best_is(&lab, VIA_C3)
+    });
     eventually(Duration::from_secs(10), "the border choosing c3", || {
         best(&lab, "border", "198.51.100.128/25").is_some_and(|b| b.0 == "192.0.2.17")
     });
     let c1 = report(&lab, "c1").bgp.unwrap();
     let to_c2 = c1.neighbors.iter().find(|n| n.remote_as == 64510).unwrap();
-    assert_eq!(to_c2.last_notification_sent.as_deref(), Some("4/0 Hold Timer Expired"));
+    assert_eq!(
+        to_c2.last_notification_sent.as_deref(),
+        Some("4/0 Hold Timer Expired")
+    );
     let wires = traced_order(&lab);
     assert!(
         wires.contains(&"a2:a2c3".to_string()) && wires.contains(&"c3:c3bd".to_string()),
@@ -302,7 +446,9 @@ fn the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back() {
     // The wire is back: the iBGP session returns and c1 is best again.
     let o = d11(&["impair", "--name", &lab.name, "c1--c2", "off"]);
     assert!(o.status.success(), "{}", text(&o));
-    eventually(Duration::from_secs(30), "a2 back on c1", || best_is(&lab, VIA_C1));
+    eventually(Duration::from_secs(30), "a2 back on c1", || {
+        best_is(&lab, VIA_C1)
+    });
     eventually(Duration::from_secs(10), "the border back on c2", || {
         best(&lab, "border", "198.51.100.128/25").is_some_and(|b| b.0 == "192.0.2.9")
     });
@@ -317,28 +463,50 @@ fn c2_frozen_fails_over_and_c2_killed_comes_back_by_itself() {
         return;
     }
     let lab = Lab::up("double11.toml", "bgpc2");
-    let pid = node(&lab.status(), "c2")["pid"].as_u64().expect("c2's pid").to_string();
+    let pid = node(&lab.status(), "c2")["pid"]
+        .as_u64()
+        .expect("c2's pid")
+        .to_string();
     // Frozen: no RST, no NOTIFICATION, silence until the hold timers expire.
     let _ = Command::new("kill").args(["-STOP", &pid]).status();
-    eventually(Duration::from_secs(30), "a2 choosing c3 while c2 is frozen", || best_is(&lab, VIA_C3));
+    eventually(
+        Duration::from_secs(30),
+        "a2 choosing c3 while c2 is frozen",
+        || best_is(&lab, VIA_C3),
+    );
     let wires = traced_order(&lab);
     assert!(wires.contains(&"a2:a2c3".to_string()), "{wires:?}");
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
-    eventually(Duration::from_secs(40), "a2 back on c1 after c2 woke", || best_is(&lab, VIA_C1));
+    eventually(
+        Duration::from_secs(40),
+        "a2 back on c1 after c2 woke",
+        || best_is(&lab, VIA_C1),
+    );
     // Killed: the supervisor restarts it; its neighbours notice (a reset on
     // their next keepalive, or the hold timer) and take it back.
     let _ = Command::new("kill").args(["-9", &pid]).status();
-    eventually(Duration::from_secs(40), "c2 restarted and its sessions back", || {
-        let s = lab.status();
-        let c2 = node(&s, "c2");
-        c2["restarts"] == 1
-            && c2["state"] == "running"
-            && states(&lab, "c2") == [FsmState::Established, FsmState::Established]
-            && best_is(&lab, VIA_C1)
-    });
+    eventually(
+        Duration::from_secs(40),
+        "c2 restarted and its sessions back",
+        || {
+            let s = lab.status();
+            let c2 = node(&s, "c2");
+            c2["restarts"] == 1
+                && c2["state"] == "running"
+                && states(&lab, "c2") == [FsmState::Established, FsmState::Established]
+                && best_is(&lab, VIA_C1)
+        },
+    );
     let c1 = report(&lab, "c1").bgp.unwrap();
-    let n = c1.counters.iter().find(|c| c.address.to_string() == "192.0.2.6").unwrap();
-    assert!(n.counters.established >= 3, "up, frozen and back, killed and back: {n:?}");
+    let n = c1
+        .counters
+        .iter()
+        .find(|c| c.address.to_string() == "192.0.2.6")
+        .unwrap();
+    assert!(
+        n.counters.established >= 3,
+        "up, frozen and back, killed and back: {n:?}"
+    );
     let wires = traced_order(&lab);
     assert!(wires.contains(&"a2:a2c1".to_string()), "{wires:?}");
 }

@@ -147,7 +147,17 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     // Owned by this process: a demo killed even by SIGKILL leaves no lab.
     let me = std::process::id().to_string();
     println!("$ d11 up -t {topo} --name {lab} --owner {me} --capture {bgp_f}");
-    let up = d.run(&["up", "-t", &topo, "--name", lab, "--owner", &me, "--capture", &bgp_f])?;
+    let up = d.run(&[
+        "up",
+        "-t",
+        &topo,
+        "--name",
+        lab,
+        "--owner",
+        &me,
+        "--capture",
+        &bgp_f,
+    ])?;
     print!("{}", String::from_utf8_lossy(&up.stdout));
     if !up.status.success() {
         bail!(

@@ -142,7 +142,13 @@ impl Chapter2<'_> {
         }
         let paths: Vec<String> = cands
             .iter()
-            .map(|c| format!("via {} AS_PATH [{}]", self.neighbor_name(&c.from), c.as_path))
+            .map(|c| {
+                format!(
+                    "via {} AS_PATH [{}]",
+                    self.neighbor_name(&c.from),
+                    c.as_path
+                )
+            })
             .collect();
         let others: Vec<&&RibRow> = cands.iter().filter(|c| !c.best).collect();
         let why = others

@@ -178,7 +178,8 @@ fn main() -> ExitCode {
             lab,
             owner,
             capture,
-        } => lifecycle::up(&topology, &lab.name, owner, capture.as_deref()).map(|_| ExitCode::SUCCESS),
+        } => lifecycle::up(&topology, &lab.name, owner, capture.as_deref())
+            .map(|_| ExitCode::SUCCESS),
         Cmd::Down { lab, all } => lifecycle::down(&lab.name, all).map(|_| ExitCode::SUCCESS),
         Cmd::Status { lab, json } => status::status(&lab.name, json).map(|_| ExitCode::SUCCESS),
         Cmd::Show {

@@ -1001,12 +1001,18 @@ b = "mid:h"
                 "{ name = \"h\", address = \"10.3.0.1/24\" }",
                 "{ name = \"h\", address = \"10.3.0.1/24\", mtu = 9000 }",
             )
-            .replace("a = \"left:eth0\"\nb = \"r:l\"", "a = \"left:eth0\"\nb = \"r:l\"\nveth = true");
+            .replace(
+                "a = \"left:eth0\"\nb = \"r:l\"",
+                "a = \"left:eth0\"\nb = \"r:l\"\nveth = true",
+            );
         let t = Topology::parse(&text, "pair.toml").unwrap();
         assert_eq!(t.wire_kind(&t.wires[0]), WireKind::Veth);
         let r = t.element("r").unwrap();
         assert_eq!(r.ports[0].attach, PortAttach::Veth { ifname: "l".into() });
-        let bad = text.replace("a = \"r:r2\"\nb = \"mid:r\"", "a = \"r:r2\"\nb = \"mid:r\"\nveth = true");
+        let bad = text.replace(
+            "a = \"r:r2\"\nb = \"mid:r\"",
+            "a = \"r:r2\"\nb = \"mid:r\"\nveth = true",
+        );
         let e = Topology::parse(&bad, "pair.toml").unwrap_err();
         assert_eq!(e.key(), "wires[1].veth", "{e}");
     }

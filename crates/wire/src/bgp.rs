@@ -429,11 +429,28 @@ impl fmt::Display for Capability {
             Capability::Multiprotocol { afi, safi } => write!(f, "multiprotocol {afi}/{safi}"),
             Capability::RouteRefresh => write!(f, "route-refresh"),
             Capability::FourOctetAs(a) => write!(f, "4-octet AS {a}"),
-            Capability::Unknown { code, data } => {
-                write!(f, "capability {code} ({} octets)", data.len())
-            }
+            Capability::Unknown { code, data } => match unsupported_capability_name(*code) {
+                Some(name) => write!(f, "{name} (not used)"),
+                None => write!(f, "capability {code} ({} octets)", data.len()),
+            },
         }
     }
+}
+
+/// Names of capabilities BIRD and GoBGP offer that this speaker does not
+/// use, so `d11 show ROUTER bgp` says what a peer offered (IANA "Capability
+/// Codes" registry).
+fn unsupported_capability_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        5 => "extended next hop (RFC 8950)",
+        6 => "extended message (RFC 8654)",
+        64 => "graceful restart (RFC 4724)",
+        69 => "ADD-PATH (RFC 7911)",
+        70 => "enhanced route refresh (RFC 7313)",
+        71 => "long-lived graceful restart (RFC 9494)",
+        73 => "FQDN",
+        _ => return None,
+    })
 }
 
 /// An OPEN optional parameter [RFC 4271 § 4.2].
