@@ -424,11 +424,14 @@ fn the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back() {
     assert!(wires.contains(&"a2:a2c1".to_string()), "{wires:?}");
     let o = d11(&["impair", "--name", &lab.name, "c1--c2", "loss=100%"]);
     assert!(o.status.success(), "{}", text(&o));
+    let cut = Instant::now();
     // The hold timers (9 s) expire at both ends; c1 and c2 withdraw; a2 and
     // the border choose c3.
     eventually(Duration::from_secs(30), "a2 choosing c3", || {
         best_is(&lab, VIA_C3)
     });
+    // A figure for the log (the bench measures it: `d11 bench bgp`).
+    eprintln!("a2 on c3 {:?} after the cut (hold time 9 s)", cut.elapsed());
     eventually(Duration::from_secs(10), "the border choosing c3", || {
         best(&lab, "border", "198.51.100.128/25").is_some_and(|b| b.0 == "192.0.2.17")
     });
@@ -446,9 +449,11 @@ fn the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back() {
     // The wire is back: the iBGP session returns and c1 is best again.
     let o = d11(&["impair", "--name", &lab.name, "c1--c2", "off"]);
     assert!(o.status.success(), "{}", text(&o));
+    let back = Instant::now();
     eventually(Duration::from_secs(30), "a2 back on c1", || {
         best_is(&lab, VIA_C1)
     });
+    eprintln!("a2 back on c1 {:?} after the wire healed", back.elapsed());
     eventually(Duration::from_secs(10), "the border back on c2", || {
         best(&lab, "border", "198.51.100.128/25").is_some_and(|b| b.0 == "192.0.2.9")
     });
