@@ -18,12 +18,14 @@
 //! | [`order`] | `order` | orders/s: full path vs. direct, l4lb vs. haproxy, backend vs. controller-only |
 //! | [`rpc`] | `rpc` | RPC across VXLAN vs. loopback |
 //! | [`phones`] | `phones` | simulated phones (`d11 load`) vs. direct clients |
+//! | [`bgp`] | `bgp` | 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence vs. the hold time |
 //! | [`cores`] | `core` | each element's `on_frame` alone vs. a null element, no root |
 //! | [`report`] | `report` | all of them, one report |
 //!
 //! The harness the lab benches share (a lab that goes down when dropped,
 //! iperf3, the elements' CPU and frames) is in [`lab`].
 
+pub mod bgp;
 pub mod cloud;
 pub mod cores;
 pub mod forward;

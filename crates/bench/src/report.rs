@@ -79,10 +79,12 @@ pub enum Bench {
     Phones,
     /// The same with simulated phones (`d11 load`: own address, bearer, stack) on the whole path.
     SimPhones,
+    /// BGP: 100k prefixes vs. BIRD, the FIB with 100k routes vs. 10, convergence vs. the hold time.
+    Bgp,
 }
 
 /// Every bench, in the order a report runs them.
-pub const BENCHES: [Bench; 8] = [
+pub const BENCHES: [Bench; 9] = [
     Bench::Core,
     Bench::Forward,
     Bench::Cloud,
@@ -91,6 +93,7 @@ pub const BENCHES: [Bench; 8] = [
     Bench::Rpc,
     Bench::Phones,
     Bench::SimPhones,
+    Bench::Bgp,
 ];
 
 impl Bench {
@@ -115,6 +118,7 @@ impl Bench {
             Bench::SimPhones => {
                 "sim-phones: orders against the number of simulated phones (d11 load), whole path vs. direct"
             }
+            Bench::Bgp => "bgp: 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence",
         }
     }
 
@@ -135,7 +139,9 @@ impl Bench {
             a.extend(["--json".into(), json.to_string_lossy().into_owned()]);
             return a;
         }
-        if quick && self == Bench::SimPhones {
+        if quick && self == Bench::Bgp {
+            a.extend(["--prefixes", "10000", "--seconds", "2"].map(String::from));
+        } else if quick && self == Bench::SimPhones {
             a.extend(
                 ["--phones", "1,10,100", "--orders", "100", "--seconds", "2"].map(String::from),
             );
@@ -210,6 +216,8 @@ pub struct Benches {
     pub phones: Option<Outcome<OrderReport>>,
     #[serde(rename = "sim-phones", skip_serializing_if = "Option::is_none")]
     pub sim_phones: Option<Outcome<PhonesReport>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<Outcome<crate::bgp::BgpBench>>,
 }
 
 /// One bench's section of bench.md, whatever its result type.
@@ -266,6 +274,7 @@ impl Benches {
             Bench::Rpc => self.rpc = Some(run_bench(exe, b, args)?),
             Bench::Phones => self.phones = Some(run_bench(exe, b, args)?),
             Bench::SimPhones => self.sim_phones = Some(run_bench(exe, b, args)?),
+            Bench::Bgp => self.bgp = Some(run_bench(exe, b, args)?),
         }
         Ok(())
     }
@@ -289,6 +298,7 @@ impl Benches {
                     before: sim_phones_table(r),
                     ..Body::default()
                 }),
+                Bench::Bgp => section(b, &self.bgp, |r| Body::rows(bgp_rows(r))),
             })
             .collect();
         out.sort_by_key(|s| BENCHES.iter().position(|b| *b == s.bench));
@@ -986,6 +996,21 @@ fn phones_table(r: &OrderReport) -> String {
 
 /// `d11 bench phones`: simulated phones on the whole path beside the same
 /// number of kernel-stack clients straight to a controller.
+/// `d11 bench bgp`'s own figures ([`crate::bgp::BgpBench::figures`]) as rows.
+fn bgp_rows(r: &crate::bgp::BgpBench) -> Vec<Row> {
+    let goal = |g: crate::bgp::Goal| {
+        if g.of_value {
+            Goal::value_at_most(g.limit)
+        } else {
+            Goal::ratio_at_most(g.limit)
+        }
+    };
+    let row = |f: crate::bgp::Figure| {
+        Row::new(f.figure, f.value, f.baseline, f.base).goal(f.goal.and_then(goal))
+    };
+    r.figures().into_iter().map(row).collect()
+}
+
 fn sim_phones_table(r: &PhonesReport) -> String {
     let mut s = String::from(
         "| phones | orders | failed | orders/s | p50 ms | p99 ms | retransmissions | \
@@ -1483,6 +1508,16 @@ mod tests {
                                    "latency_ms": {"p50": 9.0, "p99": 20.0}, "retransmissions": 0},
                      "direct": {"orders_per_s": 100.0, "p50_ms": 1.0}}
                 ]})),
+                "bgp": ok(json!({
+                    "prefixes": 1000,
+                    "ours": { "propagation_s": 0.5, "mid_rss_kib_before": 1000, "mid_rss_kib_after": 2000,
+                              "cpu_ns_per_frame_10_routes": 1000.0, "cpu_ns_per_frame_all_routes": 1100.0 },
+                    "bird": { "propagation_s": 1.0, "mid_rss_kib_before": 500, "mid_rss_kib_after": 1000,
+                              "cpu_ns_per_frame_10_routes": null, "cpu_ns_per_frame_all_routes": null },
+                    "core": null,
+                    "convergence": { "hold_time_s": 9.0, "order_again_s": 11.0, "attempts": 10 },
+                    "skipped": []
+                })),
                 "core": ok(json!({"frames": 10,
                     "element_core": {"router_ns_per_frame": 30.0, "null_ns_per_frame": 15.0},
                     "mobile_core": {"pgw_uplink_ns_per_frame": 90.0, "null_ns_per_frame": 10.0,
@@ -1508,6 +1543,14 @@ mod tests {
                 "{}",
                 b.name()
             );
+        }
+        // bgp: its own figures, each goal judged here.
+        for row in [
+            "| 1000 prefixes west → mid → east, s | 0.50 | BIRD as mid | 1.00 | 0.50× | ≤ 1.00×: met |",
+            "| mid's RSS with 1000 routes, KiB | 2000 | BIRD as mid | 1000 | 2.00× | ≤ 1.00×: **missed** |",
+            "| an order again after the preferred path is cut, s | 11.0 | hold time | 9.00 | 1.22× | ≤ 10.0: **missed** |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
         }
         // forward: router against kernel forwarding and against nulls.
         assert!(md.contains(

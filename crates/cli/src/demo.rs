@@ -607,7 +607,9 @@ fn describe(net: &Net, p: &Hop, h: &Hop, by: &str) -> String {
     if u16::from(ttl) + 1 == u16::from(pttl) {
         acts.push(format!(
             "routes it (TTL {pttl} → {ttl}){}",
-            h.route.as_ref().map_or(String::new(), |r| route_used(net, r))
+            h.route
+                .as_ref()
+                .map_or(String::new(), |r| route_used(net, r))
         ));
     }
     if hs.ip.src != ps.ip.src && hs.ports.dst == ps.ports.dst {

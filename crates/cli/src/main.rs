@@ -163,6 +163,8 @@ enum BenchCmd {
     Rpc(d11_bench::rpc::RpcArgs),
     /// Orders/s and latency against 1, 10, 100, 1000 simulated phones (d11 load) vs. the direct baseline.
     Phones(d11_bench::phones::PhonesArgs),
+    /// BGP: 100k prefixes through our router vs. BIRD in its place (time, RSS), the data plane with 100k routes vs. 10, an order again after the preferred path is cut vs. the hold time.
+    Bgp(d11_bench::bgp::BgpArgs),
     /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
     Core(d11_bench::cores::CoreArgs),
     /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
@@ -240,6 +242,7 @@ fn bench(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Order(a) => order::order(&a),
         BenchCmd::Rpc(a) => rpc::rpc(&a),
         BenchCmd::Phones(a) => phones::phones(&a),
+        BenchCmd::Bgp(a) => bgp::bgp(&a),
         BenchCmd::Core(a) => cores::core(&a),
         BenchCmd::Report(a) => report::report(&a),
     }
