@@ -1873,7 +1873,6 @@ pub struct RibRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::role::{ElementNode, NodePort};
     use d11_core::L3Port;
     use d11_wire::bgp::AsPath;
     use d11_wire::MacAddr;

@@ -624,7 +624,7 @@ fn malformed_attributes_withdraw_the_routes_and_keep_the_session() {
     lab.sim.run_for(Duration::from_millis(200));
     let n = neighbor(&lab);
     assert_eq!(
-        (n.received, n.accepted, n.counters.as_path_loops),
+        (n.received, n.accepted, counters(&lab).as_path_loops),
         (1, 0, 1)
     );
     // An unrecognized well-known attribute resets the session (RFC 4271 § 6.3).
