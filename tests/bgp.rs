@@ -12,7 +12,7 @@
 //!   withdraws the routes and the order takes c3; back, the sessions return
 //!   and c1 is best again. c2 killed comes back by itself.
 //!
-//! The interop test skips (saying so) when bird or gobgpd is not installed
+//! The interop test fails, saying so, when bird or gobgpd is not installed
 //! (`scripts/lib.sh` installs them).
 
 mod support;
@@ -131,15 +131,14 @@ fn spawn_in(lab: &Lab, node: &str, args: &[&str], log: &std::path::Path) -> Chil
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps() {
     let _s = serial();
-    if !root_or_skip("bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps") {
-        return;
-    }
-    if !which("bird") || !which("gobgpd") {
-        eprintln!("skipped: bird (bird2) or gobgpd not installed (scripts/lib.sh installs them)");
-        return;
-    }
+    require_root();
+    assert!(
+        which("bird") && which("gobgpd"),
+        "bird (bird2) and gobgpd must be installed: scripts/lib.sh installs them"
+    );
     let dir = Scratch::new("bgp-interop");
     let lab = Lab::up("bgp-interop.toml", "bgpi");
     let (bird_conf, gobgp_conf) = (dir.path("bird.conf"), dir.path("gobgpd.toml"));
@@ -409,11 +408,10 @@ fn traced_order(lab: &Lab) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back() {
     let _s = serial();
-    if !root_or_skip("the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "bgpcut");
     assert!(
         best_is(&lab, VIA_C1),
@@ -462,11 +460,10 @@ fn the_preferred_path_cut_fails_over_to_c3_at_the_hold_time_and_comes_back() {
 }
 
 #[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn c2_frozen_fails_over_and_c2_killed_comes_back_by_itself() {
     let _s = serial();
-    if !root_or_skip("c2_frozen_fails_over_and_c2_killed_comes_back_by_itself") {
-        return;
-    }
+    require_root();
     let lab = Lab::up("double11.toml", "bgpc2");
     let pid = node(&lab.status(), "c2")["pid"]
         .as_u64()
