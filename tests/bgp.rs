@@ -32,12 +32,20 @@ fn report(lab: &Lab, node: &str) -> RouterReport {
 
 /// Polls `what` every 200 ms until it holds; panics naming `doing` after
 /// `limit` (a deadline for a test that would hang, not a measurement).
-fn eventually(limit: Duration, doing: &str, mut what: impl FnMut() -> bool) {
+fn eventually(limit: Duration, doing: &str, what: impl FnMut() -> bool) {
+    assert!(within(limit, what), "not {doing} after {limit:?}");
+}
+
+/// Whether `what` held within `limit`, polled every 200 ms.
+fn within(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();
     while !what() {
-        assert!(t0.elapsed() < limit, "not {doing} after {limit:?}");
+        if t0.elapsed() > limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    true
 }
 
 fn states(lab: &Lab, node: &str) -> Vec<FsmState> {
@@ -305,16 +313,19 @@ fn bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps() 
             .counters
             .established
     };
-    eventually(
-        Duration::from_secs(30),
-        "both back after their flaps",
-        || {
-            states(&lab, "border") == [FsmState::Established, FsmState::Established]
-                && established(0) >= 2
-                && established(1) >= 2
-                && installed(&lab, "border", "198.18.10.0/24").is_some()
-                && installed(&lab, "border", "198.18.20.0/24").is_some()
-        },
+    let back = within(Duration::from_secs(30), || {
+        states(&lab, "border") == [FsmState::Established, FsmState::Established]
+            && established(0) >= 2
+            && established(1) >= 2
+            && installed(&lab, "border", "198.18.10.0/24").is_some()
+            && installed(&lab, "border", "198.18.20.0/24").is_some()
+    });
+    assert!(
+        back,
+        "not both back after their flaps after 30 s:\n{}\n{}\n{}",
+        text(&d11(&["show", "--name", &lab.name, "border", "bgp"])),
+        birdc(&["show", "protocols", "all", "border"]),
+        gobgp(&["neighbor"]),
     );
 
     // Our side flaps: the border's process dies; the supervisor restarts
