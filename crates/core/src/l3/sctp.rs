@@ -314,8 +314,10 @@ fn extend(tsn: u32, reference: u64) -> u64 {
 }
 
 impl SctpStack {
-    /// A stack whose cookie key and tags come from `cx.rng`.
+    /// A stack whose cookie key and tags come from `cx.rng`, sizing its
+    /// packets for `mtu` (at least IPv4's 576, RFC 791).
     pub fn new(cx: &mut Ctx, mtu: usize) -> SctpStack {
+        let mtu = mtu.clamp(576, usize::from(u16::MAX));
         let mut key = [0u8; 32];
         for k in key.chunks_mut(8) {
             k.copy_from_slice(&cx.rng.next_u64().to_le_bytes());
@@ -1998,6 +2000,16 @@ mod tests {
                 p.drops
             );
         }
+    }
+
+    #[test]
+    fn a_port_mtu_below_ipv4s_minimum_is_taken_as_576() {
+        let mut p = Pair::new(13);
+        p.enb = SctpStack::new(&mut p.cx, 40);
+        let (e, _) = p.up();
+        p.enb.send(&mut p.cx, e, 0, 18, &[7; 2000]).unwrap();
+        p.pump(&mut never);
+        assert_eq!(p.mme.recv().map(|(_, m)| m.data.len()), Some(2000));
     }
 
     #[test]
