@@ -10,11 +10,17 @@
 //! T-PDUs to the UE in Ethernet frames. Real LTE carries no Ethernet on the
 //! radio; the lab's TAP does, as the story's drawing keeps inner MACs.
 //!
-//! Ports, in order: `radio` (address = the UE's gateway), `s1u`.
+//! With `mme` in its settings it also speaks S1AP to the MME
+//! ([`crate::s1link`]), from an optional third port `s1mme`.
+//!
+//! Ports, in order: `radio` (address = the UE's gateway), `s1u`, and
+//! optionally `s1mme`.
 
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
+use crate::mme::Plmn;
 use crate::router::{Router, RouterConfig};
+use crate::s1link::{S1Config, S1Link, S1Row};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
@@ -54,6 +60,26 @@ pub struct EnbSettings {
     /// Many bearers in one line each (`d11 load`'s simulated phones).
     #[serde(default)]
     bearer_ranges: Vec<BearerRange>,
+    /// The MME's S1-MME address: with it, the eNodeB sets up S1.
+    #[serde(default)]
+    mme: Option<Ipv4Addr>,
+    /// Its PLMN, macro eNodeB id and tracking area code (S1 Setup).
+    #[serde(default = "default_plmn")]
+    plmn: Plmn,
+    #[serde(default = "default_enb_id")]
+    enb_id: u32,
+    #[serde(default = "default_tac")]
+    tac: u16,
+}
+
+fn default_plmn() -> Plmn {
+    Plmn([0x00, 0xf1, 0x10])
+}
+fn default_enb_id() -> u32 {
+    1
+}
+fn default_tac() -> u16 {
+    1
 }
 
 /// What an eNodeB reports: its IP layer, bearers and GTP-U paths.
@@ -63,6 +89,9 @@ pub struct EnbReport {
     pub l3: d11_core::l3::L3Report,
     #[serde(flatten)]
     pub tunnel: TunnelReport,
+    /// Its S1-MME, when it has an MME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s1: Option<S1Row>,
 }
 
 /// The eNodeB.
@@ -76,6 +105,7 @@ pub struct Enb {
     gateway_mac: d11_wire::MacAddr,
     radio_mtu: u16,
     s1u_addr: Ipv4Addr,
+    s1: Option<S1Link>,
 }
 
 impl Enb {
@@ -99,7 +129,25 @@ impl Enb {
             router,
             bearers,
             sgw: cfg.sgw,
+            s1: None,
         })
+    }
+
+    /// Sets up S1 with the MME once running.
+    pub fn with_s1(mut self, cfg: S1Config) -> Enb {
+        self.s1 = Some(S1Link::new(cfg));
+        self
+    }
+
+    /// Its S1-MME, if it has an MME.
+    pub fn s1(&self) -> Option<&S1Link> {
+        self.s1.as_ref()
+    }
+
+    fn serve_s1(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        if let Some(s1) = self.s1.as_mut() {
+            s1.serve(self.router.l3_mut(), cx, out);
+        }
     }
 
     /// The bearer table, for a control plane to drive.
@@ -154,7 +202,7 @@ impl Enb {
 impl Role for Enb {
     const INFO: RoleInfo = RoleInfo {
         name: "enb",
-        summary: "eNodeB: the UE's radio (TAP) and the S1-U tunnel; ports radio, s1u",
+        summary: "eNodeB: the UE's radio (TAP), the S1-U tunnel and S1AP to the MME; ports radio, s1u[, s1mme]",
         addressing: Addressing::All,
         bridges: false,
         isolates_tenants: false,
@@ -162,14 +210,29 @@ impl Role for Enb {
     };
     type Settings = EnbSettings;
     fn build(node: &ElementNode, c: EnbSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        let names: &[&str] = match node.ports.len() {
+            3 => &["radio", "s1u", "s1mme"],
+            _ => &["radio", "s1u"],
+        };
         let mut e = Enb::new(EnbConfig {
-            router: RouterConfig::for_ports(node, &["radio", "s1u"])?,
+            router: RouterConfig::for_ports(node, names)?,
             sgw: c.sgw,
             gateway_mac: c.gateway_mac,
             bearers: c.bearers,
         })
         .map_err(bearer::bearer_error)?;
         bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
+        if c.enb_id >= 1 << 20 {
+            return Err(ConfigError::new("config.enb_id", "a macro eNodeB id has 20 bits"));
+        }
+        if let Some(mme) = c.mme {
+            e = e.with_s1(S1Config {
+                mme,
+                plmn: c.plmn,
+                enb_id: c.enb_id,
+                tac: c.tac,
+            });
+        }
         Ok(Box::new(e))
     }
 }
@@ -193,22 +256,28 @@ impl Element for Enb {
                     self.downlink(cx, g, out);
                 }
             }
-            other => self.router.handle(cx, port, frame, other, out),
+            other => {
+                self.router.handle(cx, port, frame, other, out);
+                self.serve_s1(cx, out);
+            }
         }
     }
 
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
-        self.router.on_timer(cx, out)
+        self.router.on_timer(cx, out);
+        self.serve_s1(cx, out);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.router.poll_at()
+        let s1 = self.s1.as_ref().and_then(S1Link::poll_at);
+        [self.router.poll_at(), s1].into_iter().flatten().min()
     }
 
     fn report(&self) -> serde_json::Value {
         d11_core::report_json(&EnbReport {
             l3: self.router.l3().report(),
             tunnel: TunnelReport::new(&self.bearers, &self.gtpu),
+            s1: self.s1.as_ref().map(S1Link::row),
         })
     }
 }

@@ -8,10 +8,12 @@
 pub mod bearer;
 pub mod bgp;
 pub mod enb;
+pub mod mme;
 pub mod null;
 pub mod pgw;
 pub mod role;
 pub mod router;
+pub mod s1link;
 pub mod sgw;
 pub mod switch;
 pub mod tunnel;
@@ -31,4 +33,5 @@ pub fn registry() -> Registry {
         .with::<pgw::Pgw>()
         .with::<vswitch::VSwitch>()
         .with::<vgw::Vgw>()
+        .with::<mme::Mme>()
 }

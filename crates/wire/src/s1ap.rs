@@ -797,7 +797,10 @@ pub mod ie {
     /// CauseNas: normal-release, authentication-failure, detach, unspecified.
     pub const NAS_NORMAL_RELEASE: u8 = 0;
     pub const NAS_DETACH: u8 = 2;
-    const CAUSE_ROOT: [u64; 5] = [36, 2, 4, 7, 5];
+    /// CauseMisc has six: unknown-PLMN (5) is the last [§ 9.2.1.3].
+    const CAUSE_ROOT: [u64; 5] = [36, 2, 4, 7, 6];
+    /// CauseMisc unknown-PLMN: an S1 Setup for a PLMN the MME does not serve.
+    pub const MISC_UNKNOWN_PLMN: u8 = 5;
     pub fn cause_value(c: Cause) -> Vec<u8> {
         let (group, v) = match c {
             Cause::RadioNetwork(v) => (0, v),
@@ -856,6 +859,10 @@ mod tests {
         "200900220000030000400200010008400200010033400f000032400a0a1fac10010100000501";
     const UE_CONTEXT_RELEASE_COMMAND: &str = "0017001000000200630004000100010002400124";
     const UE_CONTEXT_RELEASE_COMPLETE: &str = "2017000f000002000040020001000840020001";
+    // pycrate 0.8.1: S1AP_PDU.set_val(('unsuccessfulOutcome', {'procedureCode': 17,
+    //   'criticality': 'reject', 'value': ('S1SetupFailure', {'protocolIEs': [{'id': 2,
+    //   'criticality': 'ignore', 'value': ('Cause', ('misc', 'unknown-PLMN'))}]})})); to_aper()
+    const S1_SETUP_FAILURE: &str = "401100080000010002400145";
     const BIG_IDS: &str = "000b4080ef00000300000005c0fedcba980008000480abcdef001a0080d680d407420129060000f110000100c75201c101090908696e7465726e657405010a2d000227b080000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201000d04c0000201";
 
     const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
@@ -1020,6 +1027,15 @@ mod tests {
                     proc::UE_CONTEXT_RELEASE,
                     Reject,
                     ids(Ignore),
+                ),
+            ),
+            (
+                S1_SETUP_FAILURE,
+                pdu(
+                    Kind::Unsuccessful,
+                    proc::S1_SETUP,
+                    Reject,
+                    vec![ie(id::CAUSE, Ignore, cause_value(Cause::Misc(MISC_UNKNOWN_PLMN)))],
                 ),
             ),
         ]

@@ -921,6 +921,11 @@ impl L3 {
         self.tcp.as_mut().expect("made above")
     }
 
+    /// The element's SCTP endpoint if one was made (for reports).
+    pub fn sctp(&self) -> Option<&SctpStack> {
+        self.sctp.as_ref()
+    }
+
     /// The element's SCTP endpoint, made on first use.
     pub fn sctp_stack(&mut self, cx: &mut Ctx) -> &mut SctpStack {
         if self.sctp.is_none() {

@@ -1,0 +1,427 @@
+//! `mme`: the Mobility Management Entity, the control plane of the lab's
+//! EPC (chapter 3: the phone attaches).
+//!
+//! Read TS 36.413 § 8.7.3 first (S1 Setup: the eNodeB's first message on
+//! its association, answered with the MME's served GUMMEIs or refused with
+//! a cause), then § 7 (S1AP over SCTP, destination port 36412, PPID 18;
+//! non-UE signalling on one stream, each UE's on a stream of its own) and
+//! TS 23.401 § 5.3.2.1 for the attach this element grows into.
+//!
+//! Today: S1AP over the element layer's SCTP ([`d11_core::l3::sctp`]):
+//! it listens on 36412 of every address, answers S1 Setup for its PLMN and
+//! refuses it (S1 Setup Failure, cause misc "unknown-PLMN") for others,
+//! and keeps one row per eNodeB. Not yet: the per-UE NAS state machine
+//! (TS 24.301 § 5.5.1), the Diameter client to the HSS (S6a) and the
+//! GTPv2-C client to the SGW (S11) — `PROGRESS-attach.md` says where the
+//! work stands.
+//!
+//! Ports, in order: `s1mme` (towards the eNodeB), `s6a` (towards the HSS).
+
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
+use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
+use d11_core::l3::{L3Report, RouteSource};
+use d11_core::settings::ConfigError;
+use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, Outbox, PortId, L3};
+use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+
+/// The stream of non-UE signalling [TS 36.412 § 7].
+pub const NON_UE_STREAM: u16 = 0;
+
+/// A PLMN identity as S1AP and NAS carry it: MCC and MNC digits in TBCD,
+/// `F` filling a two-digit MNC [TS 24.008 § 10.5.1.13].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Plmn(pub [u8; 3]);
+
+impl Plmn {
+    /// From five or six digits, MCC first ("00101": MCC 001, MNC 01).
+    pub fn parse(s: &str) -> Option<Plmn> {
+        let d: Vec<u8> = s
+            .bytes()
+            .map(|c| c.is_ascii_digit().then(|| c - b'0'))
+            .collect::<Option<_>>()?;
+        let (mcc, mnc) = match d.len() {
+            5 => ([d[0], d[1], d[2]], [d[3], d[4], 0xf]),
+            6 => ([d[0], d[1], d[2]], [d[3], d[4], d[5]]),
+            _ => return None,
+        };
+        Some(Plmn([
+            mcc[1] << 4 | mcc[0],
+            mnc[2] << 4 | mcc[2],
+            mnc[1] << 4 | mnc[0],
+        ]))
+    }
+}
+
+impl std::fmt::Display for Plmn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        let digit = |x: u8| char::from(b'0' + (x & 0xf));
+        write!(
+            f,
+            "{}{}{}{}{}",
+            digit(b[0]),
+            digit(b[0] >> 4),
+            digit(b[1]),
+            digit(b[2]),
+            digit(b[2] >> 4)
+        )?;
+        if b[1] >> 4 != 0xf {
+            write!(f, "{}", digit(b[1] >> 4))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Plmn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Plmn, D::Error> {
+        let s = String::deserialize(d)?;
+        Plmn::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?}: a PLMN is 5 or 6 digits, MCC first"))
+        })
+    }
+}
+
+impl Serialize for Plmn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn default_plmn() -> Plmn {
+    Plmn([0x00, 0xf1, 0x10])
+}
+fn default_group() -> u16 {
+    0x8001
+}
+fn default_code() -> u8 {
+    1
+}
+
+/// `config` of an `mme` node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmeSettings {
+    /// The PLMN it serves ("00101", the test network's).
+    #[serde(default = "default_plmn")]
+    pub plmn: Plmn,
+    /// MME group id and MME code: with the PLMN, its GUMMEI [TS 23.003 § 2.8].
+    #[serde(default = "default_group")]
+    pub group: u16,
+    #[serde(default = "default_code")]
+    pub code: u8,
+}
+
+/// One eNodeB with an association to the MME.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnbRow {
+    pub assoc: AssocId,
+    pub remote: SocketAddrV4,
+    /// Its macro eNodeB id and PLMN, once its S1 Setup Request came.
+    pub enb_id: Option<u32>,
+    pub plmn: Option<Plmn>,
+    pub tacs: Vec<u16>,
+    /// `ready` after an S1 Setup Response, `refused` after a Failure,
+    /// `waiting` before its request.
+    pub s1: String,
+}
+
+/// What the MME counts besides its transports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmeCounters {
+    pub s1_setups: u64,
+    pub s1_setup_failures: u64,
+    /// S1AP that does not decode (answered with nothing: an Error
+    /// Indication needs a decodable procedure code).
+    pub s1ap_malformed: u64,
+    /// SCTP messages with a payload protocol identifier other than 18.
+    pub s1ap_wrong_ppid: u64,
+    /// Procedures this MME does not handle yet.
+    pub s1ap_unhandled: u64,
+}
+
+/// `d11 show mme`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmeReport {
+    #[serde(flatten)]
+    pub l3: L3Report,
+    pub plmn: Plmn,
+    pub group: u16,
+    pub code: u8,
+    pub enbs: Vec<EnbRow>,
+    pub associations: Vec<AssocRow>,
+    pub sctp: SctpCounters,
+    pub counters: MmeCounters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum S1State {
+    Waiting,
+    Ready,
+    Refused,
+}
+
+#[derive(Debug)]
+struct EnbPeer {
+    remote: SocketAddrV4,
+    enb_id: Option<u32>,
+    plmn: Option<Plmn>,
+    tacs: Vec<u16>,
+    state: S1State,
+}
+
+/// The MME.
+#[derive(Debug)]
+pub struct Mme {
+    l3: L3,
+    cfg: MmeSettings,
+    listening: bool,
+    enbs: BTreeMap<AssocId, EnbPeer>,
+    counters: MmeCounters,
+}
+
+impl Mme {
+    pub fn new(l3: L3, cfg: MmeSettings) -> Mme {
+        Mme {
+            l3,
+            cfg,
+            listening: false,
+            enbs: BTreeMap::new(),
+            counters: MmeCounters::default(),
+        }
+    }
+
+    /// Reads what the transports hold, answers it, lets the layer send.
+    fn serve(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        let sctp = self.l3.sctp_stack(cx);
+        if !self.listening {
+            sctp.listen(s1ap::PORT);
+            self.listening = true;
+        }
+        while let Some(e) = sctp.next_event() {
+            match e {
+                SctpEvent::Up { id, .. } | SctpEvent::Restarted { id } => {
+                    let remote = sctp
+                        .rows()
+                        .into_iter()
+                        .find(|r| r.id == id)
+                        .map(|r| r.remote);
+                    if let Some(remote) = remote {
+                        tracing::info!(%remote, "eNodeB association up");
+                        self.enbs.insert(
+                            id,
+                            EnbPeer {
+                                remote,
+                                enb_id: None,
+                                plmn: None,
+                                tacs: vec![],
+                                state: S1State::Waiting,
+                            },
+                        );
+                    }
+                }
+                SctpEvent::Down { id, reason } => {
+                    tracing::info!(?reason, "eNodeB association down");
+                    self.enbs.remove(&id);
+                }
+            }
+        }
+        while let Some((assoc, m)) = self.l3.sctp_stack(cx).recv() {
+            if m.ppid != s1ap::PPID {
+                self.counters.s1ap_wrong_ppid += 1;
+                continue;
+            }
+            match S1apPdu::parse(&m.data) {
+                Ok(pdu) => self.s1ap(cx, assoc, pdu),
+                Err(e) => {
+                    tracing::debug!(%e, "S1AP that does not decode");
+                    self.counters.s1ap_malformed += 1;
+                }
+            }
+        }
+        self.l3.poll(cx, out);
+    }
+
+    fn s1ap(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: S1apPdu) {
+        match (pdu.kind, pdu.procedure) {
+            (Kind::Initiating, proc::S1_SETUP) => self.s1_setup(cx, assoc, &pdu),
+            _ => self.counters.s1ap_unhandled += 1,
+        }
+    }
+
+    /// S1 Setup [TS 36.413 § 8.7.3]: the eNodeB's id and the tracking
+    /// areas it broadcasts; ours if one of them is in our PLMN.
+    fn s1_setup(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: &S1apPdu) {
+        let enb = pdu.ie(id::GLOBAL_ENB_ID).map(ie::global_enb_id);
+        let tas = pdu.ie(id::SUPPORTED_TAS).map(ie::supported_tas);
+        let (Some(Ok((plmn, enb_id))), Some(Ok(tas))) = (enb, tas) else {
+            self.counters.s1ap_malformed += 1;
+            return self.s1_setup_failure(cx, assoc, ie::Cause::Protocol(PROTOCOL_SEMANTIC));
+        };
+        let ours = tas
+            .iter()
+            .any(|(_, plmns)| plmns.contains(&self.cfg.plmn.0));
+        if let Some(p) = self.enbs.get_mut(&assoc) {
+            p.enb_id = Some(enb_id);
+            p.plmn = Some(Plmn(plmn));
+            p.tacs = tas.iter().map(|t| t.0).collect();
+            p.state = if ours { S1State::Ready } else { S1State::Refused };
+        }
+        if !ours {
+            return self.s1_setup_failure(cx, assoc, ie::Cause::Misc(ie::MISC_UNKNOWN_PLMN));
+        }
+        tracing::info!(enb_id, "S1 Setup");
+        self.counters.s1_setups += 1;
+        let c = &self.cfg;
+        let answer = S1apPdu {
+            kind: Kind::Successful,
+            procedure: proc::S1_SETUP,
+            criticality: Criticality::Reject,
+            ies: vec![
+                ProtocolIe {
+                    id: id::SERVED_GUMMEIS,
+                    criticality: Criticality::Reject,
+                    value: ie::served_gummeis_value(c.plmn.0, c.group, c.code),
+                },
+                ProtocolIe {
+                    id: id::RELATIVE_MME_CAPACITY,
+                    criticality: Criticality::Ignore,
+                    value: ie::relative_capacity_value(255),
+                },
+            ],
+        };
+        self.send_non_ue(cx, assoc, &answer);
+    }
+
+    fn s1_setup_failure(&mut self, cx: &mut Ctx, assoc: AssocId, cause: ie::Cause) {
+        self.counters.s1_setup_failures += 1;
+        let answer = S1apPdu {
+            kind: Kind::Unsuccessful,
+            procedure: proc::S1_SETUP,
+            criticality: Criticality::Reject,
+            ies: vec![ProtocolIe {
+                id: id::CAUSE,
+                criticality: Criticality::Ignore,
+                value: ie::cause_value(cause),
+            }],
+        };
+        self.send_non_ue(cx, assoc, &answer);
+    }
+
+    fn send_non_ue(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: &S1apPdu) {
+        let bytes = pdu.to_vec();
+        if let Err(e) = self
+            .l3
+            .sctp_stack(cx)
+            .send(cx, assoc, NON_UE_STREAM, s1ap::PPID, &bytes)
+        {
+            tracing::warn!(%e, "S1AP not sent");
+        }
+    }
+
+    pub fn report_typed(&self) -> MmeReport {
+        let (associations, sctp) = match self.l3.sctp() {
+            Some(s) => (s.rows(), s.counters().clone()),
+            None => (vec![], SctpCounters::default()),
+        };
+        MmeReport {
+            l3: self.l3.report(),
+            plmn: self.cfg.plmn,
+            group: self.cfg.group,
+            code: self.cfg.code,
+            enbs: self
+                .enbs
+                .iter()
+                .map(|(&assoc, p)| EnbRow {
+                    assoc,
+                    remote: p.remote,
+                    enb_id: p.enb_id,
+                    plmn: p.plmn,
+                    tacs: p.tacs.clone(),
+                    s1: match p.state {
+                        S1State::Waiting => "waiting",
+                        S1State::Ready => "ready",
+                        S1State::Refused => "refused",
+                    }
+                    .into(),
+                })
+                .collect(),
+            associations,
+            sctp,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// CauseProtocol semantic-error [TS 36.413 § 9.2.1.3].
+const PROTOCOL_SEMANTIC: u8 = 4;
+
+impl Role for Mme {
+    const INFO: RoleInfo = RoleInfo {
+        name: "mme",
+        summary: "MME: S1AP over SCTP 36412 towards the eNodeB; ports s1mme, s6a",
+        addressing: Addressing::All,
+        bridges: false,
+        isolates_tenants: false,
+        routes: false,
+    };
+    type Settings = MmeSettings;
+    fn build(node: &ElementNode, s: MmeSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
+        node.expect_ports(&["s1mme", "s6a"])?;
+        let mut l3 = L3::with_ports(node.l3_ports()?);
+        for (i, r) in node.routes.iter().enumerate() {
+            l3.add_route(r.to, r.via, RouteSource::Static)
+                .map_err(|e| ConfigError::new(format!("routes[{i}]"), e.to_string()))?;
+        }
+        Ok(Box::new(Mme::new(l3, s)))
+    }
+}
+
+impl Element for Mme {
+    fn on_frame(&mut self, cx: &mut Ctx, port: PortId, frame: &[u8], out: &mut Outbox) {
+        match self.l3.input(cx, port, frame, out) {
+            Input::Done => {}
+            Input::Transit(_) => out.drop_frame(port, DropReason::NotForUs),
+            Input::Local(_) | Input::Tunnel { .. } => {
+                out.drop_frame(port, DropReason::UnsupportedProtocol)
+            }
+        }
+        self.serve(cx, out);
+    }
+
+    fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        self.l3.on_timer(cx, out);
+        self.serve(cx, out);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        if !self.listening {
+            return Some(Instant::ZERO);
+        }
+        self.l3.poll_at()
+    }
+
+    fn report(&self) -> serde_json::Value {
+        d11_core::report_json(&self.report_typed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plmn_reads_and_prints_in_tbcd() {
+        // TS 24.008 § 10.5.1.13: MCC 001 MNC 01 is 00 F1 10, as pycrate's
+        // S1 Setup Request fixture in crates/wire/src/s1ap.rs carries it.
+        assert_eq!(Plmn::parse("00101"), Some(Plmn([0x00, 0xf1, 0x10])));
+        assert_eq!(Plmn([0x00, 0xf1, 0x10]).to_string(), "00101");
+        // MCC 310 MNC 410: 13 00 14.
+        assert_eq!(Plmn::parse("310410"), Some(Plmn([0x13, 0x00, 0x14])));
+        assert_eq!(Plmn([0x13, 0x00, 0x14]).to_string(), "310410");
+        assert_eq!(Plmn::parse("0010"), None);
+        assert_eq!(Plmn::parse("0010x"), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! The eNodeB's end of S1-MME: its SCTP association to the MME and the
+//! S1AP procedures it starts.
+//!
+//! Read TS 36.412 § 7 (SCTP: the eNodeB initiates the association to the
+//! MME's port 36412, PPID 18, non-UE signalling on stream 0) and TS 36.413
+//! § 8.7.3 (S1 Setup: the eNodeB's first S1AP message, with its Global
+//! eNB ID and the tracking areas it broadcasts; on S1 Setup Failure it
+//! waits before trying again, § 8.7.3.4).
+//!
+//! Today: the association and S1 Setup, again after the association goes
+//! down. Next (`PROGRESS-attach.md`): Initial UE Message, the NAS relay,
+//! Initial Context Setup and UE Context Release.
+
+use crate::mme::{Plmn, NON_UE_STREAM};
+use d11_core::l3::sctp::{AssocId, SctpEvent, DEFAULT_STREAMS};
+use d11_core::{Ctx, Instant, Outbox, L3};
+use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// How long after a lost association or a refused setup the eNodeB tries
+/// again (TS 36.413's Time to wait is the MME's to give; the lab's is
+/// fixed).
+pub const RETRY: Duration = Duration::from_secs(1);
+/// After an S1 Setup Failure.
+pub const RETRY_REFUSED: Duration = Duration::from_secs(10);
+
+/// The S1 settings of an eNodeB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S1Config {
+    pub mme: Ipv4Addr,
+    pub plmn: Plmn,
+    /// Its macro eNodeB id (20 bits) [TS 36.413 § 9.2.1.37].
+    pub enb_id: u32,
+    /// The tracking area its cell broadcasts.
+    pub tac: u16,
+}
+
+/// Where the eNodeB's S1 stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum S1State {
+    /// No association; trying again at `retry_at`.
+    Idle,
+    /// INIT sent.
+    Connecting,
+    /// S1 Setup Request sent.
+    SetupSent,
+    /// S1 Setup Response received: UEs may attach.
+    Ready,
+    /// S1 Setup Failure received.
+    Refused,
+}
+
+/// The S1 row of the eNodeB's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S1Row {
+    pub mme: SocketAddrV4,
+    pub state: S1State,
+    pub assoc: Option<AssocId>,
+    /// The MME's GUMMEI from its S1 Setup Response: PLMN, group, code.
+    pub gummei: Option<(Plmn, u16, u8)>,
+    pub setups: u64,
+    /// S1AP from the MME that does not decode or that this side does not handle.
+    pub s1ap_dropped: u64,
+}
+
+/// The eNodeB's end of S1-MME.
+#[derive(Debug)]
+pub struct S1Link {
+    cfg: S1Config,
+    state: S1State,
+    assoc: Option<AssocId>,
+    retry_at: Instant,
+    gummei: Option<(Plmn, u16, u8)>,
+    setups: u64,
+    s1ap_dropped: u64,
+}
+
+impl S1Link {
+    pub fn new(cfg: S1Config) -> S1Link {
+        S1Link {
+            cfg,
+            state: S1State::Idle,
+            assoc: None,
+            retry_at: Instant::ZERO,
+            gummei: None,
+            setups: 0,
+            s1ap_dropped: 0,
+        }
+    }
+
+    pub fn state(&self) -> S1State {
+        self.state
+    }
+
+    /// When [`S1Link::serve`] must run without a frame.
+    pub fn poll_at(&self) -> Option<Instant> {
+        matches!(self.state, S1State::Idle | S1State::Refused).then_some(self.retry_at)
+    }
+
+    /// Connects when due, reads the association's events and messages,
+    /// answers them, and lets the layer send.
+    pub fn serve(&mut self, l3: &mut L3, cx: &mut Ctx, out: &mut Outbox) {
+        if self.state == S1State::Refused && cx.now >= self.retry_at {
+            if let Some(id) = self.assoc.take() {
+                l3.sctp_stack(cx).abort(id);
+            }
+            self.state = S1State::Idle;
+        }
+        if self.state == S1State::Idle && cx.now >= self.retry_at {
+            self.connect(l3, cx);
+        }
+        while let Some(e) = l3.sctp_stack(cx).next_event() {
+            match e {
+                SctpEvent::Up { id, .. } | SctpEvent::Restarted { id }
+                    if Some(id) == self.assoc =>
+                {
+                    self.s1_setup(l3, cx, id)
+                }
+                SctpEvent::Down { id, reason } if Some(id) == self.assoc => {
+                    tracing::info!(?reason, "S1-MME association down");
+                    self.assoc = None;
+                    self.state = S1State::Idle;
+                    self.retry_at = cx.now + RETRY;
+                }
+                _ => {}
+            }
+        }
+        while let Some((assoc, m)) = l3.sctp_stack(cx).recv() {
+            if Some(assoc) != self.assoc || m.ppid != s1ap::PPID {
+                self.s1ap_dropped += 1;
+                continue;
+            }
+            match S1apPdu::parse(&m.data) {
+                Ok(pdu) => self.s1ap(l3, cx, assoc, pdu),
+                Err(_) => self.s1ap_dropped += 1,
+            }
+        }
+        l3.poll(cx, out);
+    }
+
+    fn connect(&mut self, l3: &mut L3, cx: &mut Ctx) {
+        let Some(local) = l3
+            .lookup(self.cfg.mme)
+            .and_then(|(_, hop)| l3.port(hop.port))
+            .map(|p| p.address.addr())
+        else {
+            // No route to the MME: try again later.
+            self.retry_at = cx.now + RETRY_REFUSED;
+            return;
+        };
+        let remote = SocketAddrV4::new(self.cfg.mme, s1ap::PORT);
+        let id = l3.sctp_stack(cx).connect(
+            cx,
+            SocketAddrV4::new(local, s1ap::PORT),
+            remote,
+            DEFAULT_STREAMS,
+        );
+        self.assoc = Some(id);
+        self.state = S1State::Connecting;
+    }
+
+    /// S1 Setup Request [TS 36.413 § 9.1.8.4].
+    fn s1_setup(&mut self, l3: &mut L3, cx: &mut Ctx, assoc: AssocId) {
+        let c = &self.cfg;
+        let req = S1apPdu {
+            kind: Kind::Initiating,
+            procedure: proc::S1_SETUP,
+            criticality: Criticality::Reject,
+            ies: vec![
+                ProtocolIe {
+                    id: id::GLOBAL_ENB_ID,
+                    criticality: Criticality::Reject,
+                    value: ie::global_enb_id_value(c.plmn.0, c.enb_id),
+                },
+                ProtocolIe {
+                    id: id::SUPPORTED_TAS,
+                    criticality: Criticality::Reject,
+                    value: ie::supported_tas_value(c.tac, c.plmn.0),
+                },
+                ProtocolIe {
+                    id: id::PAGING_DRX,
+                    criticality: Criticality::Ignore,
+                    value: ie::paging_drx_value(2),
+                },
+            ],
+        };
+        let sent = l3
+            .sctp_stack(cx)
+            .send(cx, assoc, NON_UE_STREAM, s1ap::PPID, &req.to_vec());
+        if let Err(e) = sent {
+            tracing::warn!(%e, "S1 Setup Request not sent");
+            return;
+        }
+        self.state = S1State::SetupSent;
+    }
+
+    fn s1ap(&mut self, _l3: &mut L3, cx: &mut Ctx, _assoc: AssocId, pdu: S1apPdu) {
+        match (pdu.kind, pdu.procedure) {
+            (Kind::Successful, proc::S1_SETUP) => {
+                match pdu.ie(id::SERVED_GUMMEIS).map(ie::served_gummei) {
+                    Some(Ok((plmn, group, code))) => {
+                        tracing::info!(group, code, "S1 Setup Response: S1 ready");
+                        self.gummei = Some((Plmn(plmn), group, code));
+                        self.state = S1State::Ready;
+                        self.setups += 1;
+                    }
+                    _ => self.s1ap_dropped += 1,
+                }
+            }
+            (Kind::Unsuccessful, proc::S1_SETUP) => {
+                let cause = pdu.ie(id::CAUSE).map(ie::cause);
+                tracing::warn!(?cause, "S1 Setup Failure");
+                self.state = S1State::Refused;
+                // Try again with a new association later.
+                self.retry_at = cx.now + RETRY_REFUSED;
+            }
+            _ => self.s1ap_dropped += 1,
+        }
+    }
+
+    pub fn row(&self) -> S1Row {
+        S1Row {
+            mme: SocketAddrV4::new(self.cfg.mme, s1ap::PORT),
+            state: self.state,
+            assoc: self.assoc,
+            gummei: self.gummei,
+            setups: self.setups,
+            s1ap_dropped: self.s1ap_dropped,
+        }
+    }
+}
