@@ -14,6 +14,7 @@ pub mod pgw;
 pub mod role;
 pub mod router;
 pub mod s1link;
+pub mod s6a;
 pub mod sgw;
 pub mod switch;
 pub mod tunnel;

@@ -10,14 +10,16 @@
 //! Today: S1AP over the element layer's SCTP ([`d11_core::l3::sctp`]):
 //! it listens on 36412 of every address, answers S1 Setup for its PLMN and
 //! refuses it (S1 Setup Failure, cause misc "unknown-PLMN") for others,
-//! and keeps one row per eNodeB. Not yet: the per-UE NAS state machine
-//! (TS 24.301 § 5.5.1), the Diameter client to the HSS (S6a) and the
-//! GTPv2-C client to the SGW (S11) — `PROGRESS-attach.md` says where the
-//! work stands.
+//! and keeps one row per eNodeB; with `hss` set, its Diameter peer
+//! ([`crate::s6a`]) connects to the HSS over the layer's TCP (CER/CEA,
+//! watchdog). Not yet: the per-UE NAS state machine (TS 24.301 § 5.5.1)
+//! with its S6a requests, and the GTPv2-C client to the SGW (S11) —
+//! `PROGRESS-attach.md` says where the work stands.
 //!
 //! Ports, in order: `s1mme` (towards the eNodeB), `s6a` (towards the HSS).
 
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
+use crate::s6a::{S6aConfig, S6aPeer, S6aRow};
 use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
 use d11_core::l3::{L3Report, RouteSource};
 use d11_core::settings::ConfigError;
@@ -25,7 +27,7 @@ use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, Outbox, Por
 use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The stream of non-UE signalling [TS 36.412 § 7].
 pub const NON_UE_STREAM: u16 = 0;
@@ -99,6 +101,12 @@ fn default_group() -> u16 {
 fn default_code() -> u8 {
     1
 }
+fn default_origin_host() -> String {
+    "mme.epc.lab".into()
+}
+fn default_realm() -> String {
+    "epc.lab".into()
+}
 
 /// `config` of an `mme` node.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +120,14 @@ pub struct MmeSettings {
     pub group: u16,
     #[serde(default = "default_code")]
     pub code: u8,
+    /// The HSS's S6a address (Diameter over TCP 3868).
+    #[serde(default)]
+    pub hss: Option<Ipv4Addr>,
+    /// Its Diameter identity and realm [RFC 6733 § 6.3, § 6.4].
+    #[serde(default = "default_origin_host")]
+    pub origin_host: String,
+    #[serde(default = "default_realm")]
+    pub realm: String,
 }
 
 /// One eNodeB with an association to the MME.
@@ -151,6 +167,9 @@ pub struct MmeReport {
     pub group: u16,
     pub code: u8,
     pub enbs: Vec<EnbRow>,
+    /// Its Diameter peer, when it has an HSS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s6a: Option<S6aRow>,
     pub associations: Vec<AssocRow>,
     pub sctp: SctpCounters,
     pub counters: MmeCounters,
@@ -179,13 +198,22 @@ pub struct Mme {
     cfg: MmeSettings,
     listening: bool,
     enbs: BTreeMap<AssocId, EnbPeer>,
+    s6a: Option<S6aPeer>,
     counters: MmeCounters,
 }
 
 impl Mme {
     pub fn new(l3: L3, cfg: MmeSettings) -> Mme {
+        let s6a = cfg.hss.map(|hss| {
+            S6aPeer::new(S6aConfig {
+                hss,
+                origin_host: cfg.origin_host.clone(),
+                realm: cfg.realm.clone(),
+            })
+        });
         Mme {
             l3,
+            s6a,
             cfg,
             listening: false,
             enbs: BTreeMap::new(),
@@ -240,6 +268,9 @@ impl Mme {
                     self.counters.s1ap_malformed += 1;
                 }
             }
+        }
+        if let Some(s6a) = self.s6a.as_mut() {
+            s6a.serve(&mut self.l3, cx);
         }
         self.l3.poll(cx, out);
     }
@@ -331,6 +362,7 @@ impl Mme {
             plmn: self.cfg.plmn,
             group: self.cfg.group,
             code: self.cfg.code,
+            s6a: self.s6a.as_ref().map(S6aPeer::row),
             enbs: self
                 .enbs
                 .iter()
@@ -361,7 +393,7 @@ const PROTOCOL_SEMANTIC: u8 = 4;
 impl Role for Mme {
     const INFO: RoleInfo = RoleInfo {
         name: "mme",
-        summary: "MME: S1AP over SCTP 36412 towards the eNodeB; ports s1mme, s6a",
+        summary: "MME: S1AP over SCTP 36412 towards the eNodeB, S6a (Diameter over TCP) to the HSS; ports s1mme, s6a",
         addressing: Addressing::All,
         bridges: false,
         isolates_tenants: false,
@@ -400,7 +432,8 @@ impl Element for Mme {
         if !self.listening {
             return Some(Instant::ZERO);
         }
-        self.l3.poll_at()
+        let s6a = self.s6a.as_ref().and_then(S6aPeer::poll_at);
+        [self.l3.poll_at(), s6a].into_iter().flatten().min()
     }
 
     fn report(&self) -> serde_json::Value {

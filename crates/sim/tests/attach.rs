@@ -1,14 +1,21 @@
 //! Chapter 3 in memory: the mobile core's control plane on the double11
 //! topology (netns/double11.toml), on a virtual clock. Today: the eNodeB's
 //! S1 Setup with the MME over the layer's SCTP, clean and under loss, and
-//! refused for a PLMN the MME does not serve; every frame decoded by tshark
-//! with SCTP's CRC32c checked.
+//! refused for a PLMN the MME does not serve; the MME's Diameter peer with
+//! the HSS (the hss app's own answers, `d11_apps::hss::Hss::answer` over
+//! SQLite, behind the simulated hss host's TCP); every frame decoded by
+//! tshark with SCTP's CRC32c checked.
 
 mod common;
 
 use d11_elements::enb::EnbReport;
 use d11_elements::mme::{MmeReport, Plmn};
+use d11_apps::hss::{Hss, HssSettings};
 use d11_elements::s1link::S1State;
+use d11_elements::s6a::PeerState;
+use d11_core::l3::TcpHandle;
+use d11_wire::diameter::{message_len, DiameterPacket};
+use std::net::Ipv4Addr;
 use d11_lab::Topology;
 use d11_sim::{LinkParams, SimLab};
 use std::process::Command;
@@ -126,4 +133,94 @@ fn an_mme_of_another_plmn_refuses_the_s1_setup_and_the_enb_tries_again_later() {
         let causes = tshark(&mut lab, "attach-s1-refused.pcapng", "s1ap.S1SetupFailure_element", &["s1ap.misc"]);
         assert_eq!(causes.expect("tshark ran"), ["5", "5"], "unknown-PLMN");
     }
+}
+
+/// The hss app's answers played behind the simulated hss host's TCP 3868.
+struct HssPlay {
+    hss: Hss,
+    _dir: tempfile::TempDir,
+    conn: TcpHandle,
+    rx: Vec<u8>,
+}
+
+impl HssPlay {
+    fn new(lab: &mut SimLab, text: &str) -> HssPlay {
+        let topo = Topology::parse(text, "double11.toml").expect("loads");
+        let node = topo.nodes.iter().find(|n| n.name == "hss").expect("an hss node");
+        let settings: HssSettings =
+            d11_core::settings::parse(&node.config, "hss").expect("hss settings");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let hss = Hss::open(&dir.path().join("hss.sqlite"), &settings, Ipv4Addr::new(172, 16, 5, 2), 1)
+            .expect("the hss opens");
+        let conn = lab.host("hss").tcp_listen(3868);
+        HssPlay { hss, _dir: dir, conn, rx: vec![] }
+    }
+
+    /// Runs the lab for `d`, answering what the MME asks every 10 ms.
+    fn run(&mut self, lab: &mut SimLab, d: Duration) {
+        let end = lab.now() + d;
+        while lab.now() < end {
+            lab.sim.run_for(Duration::from_millis(10));
+            let got = lab.host("hss").tcp_recv(self.conn);
+            self.rx.extend_from_slice(&got);
+            while let Some(Ok(n)) = message_len(&self.rx) {
+                if n > self.rx.len() {
+                    break;
+                }
+                let msg: Vec<u8> = self.rx.drain(..n).collect();
+                let req = DiameterPacket::new_checked(&msg[..]).expect("the MME's message parses");
+                if let Some(a) = self.hss.answer(&req) {
+                    lab.host("hss").tcp_send(self.conn, &a);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_mme_opens_its_s6a_peer_with_the_hss_and_keeps_it_with_watchdogs() {
+    let mut lab = lab(TOPOLOGY, 3, 0.0);
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(2));
+    let (_, mme) = reports(&lab);
+    let s6a = mme.s6a.expect("the mme has an hss");
+    assert_eq!(s6a.state, PeerState::Open);
+    assert_eq!(s6a.hss_host.as_deref(), Some("hss.epc.lab"));
+    assert_eq!(s6a.counters.connects, 1);
+    // Two watchdog intervals: two DWRs answered, the peer still open.
+    hss.run(&mut lab, Duration::from_secs(65));
+    let s6a = reports(&lab).1.s6a.expect("an hss");
+    assert_eq!((s6a.state, s6a.counters.watchdogs, s6a.counters.closed), (PeerState::Open, 2, 0));
+    assert_eq!(hss.hss.report().counters.peers, 0, "peers count the app's TCP accepts, not these");
+    if common::tshark_agrees(&mut lab.sim, "attach-s6a.pcapng") {
+        let diameter = tshark(
+            &mut lab,
+            "attach-s6a.pcapng",
+            "diameter",
+            &["ip.src", "diameter.cmd.code", "diameter.flags.request"],
+        )
+        .expect("tshark ran before");
+        assert_eq!(
+            diameter,
+            [
+                "172.16.5.1\t257\t1", "172.16.5.2\t257\t0",
+                "172.16.5.1\t280\t1", "172.16.5.2\t280\t0",
+                "172.16.5.1\t280\t1", "172.16.5.2\t280\t0",
+            ],
+            "CER/CEA, then DWR/DWA twice"
+        );
+    }
+}
+
+#[test]
+fn an_hss_that_answers_nothing_costs_the_mme_its_connection_after_two_watchdog_intervals() {
+    let mut lab = lab(TOPOLOGY, 4, 0.0);
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(2));
+    assert_eq!(reports(&lab).1.s6a.expect("an hss").state, PeerState::Open);
+    // The hss host stops reading: the DWR goes unanswered.
+    lab.sim.run_for(Duration::from_secs(61));
+    let s6a = reports(&lab).1.s6a.expect("an hss");
+    assert_eq!(s6a.counters.closed, 1, "{s6a:?}");
+    assert_ne!(s6a.state, PeerState::Open);
 }
