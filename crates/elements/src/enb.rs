@@ -20,7 +20,7 @@ use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::mme::Plmn;
 use crate::router::{Router, RouterConfig};
-use crate::s1link::{S1Config, S1Link, S1Row};
+use crate::s1link::{S1Config, S1Link, S1Row, ETHERTYPE_NAS};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
@@ -145,9 +145,27 @@ impl Enb {
     }
 
     fn serve_s1(&mut self, cx: &mut Ctx, out: &mut Outbox) {
-        if let Some(s1) = self.s1.as_mut() {
-            s1.serve(self.router.l3_mut(), cx, out);
+        let Some(s1) = self.s1.as_mut() else {
+            return;
+        };
+        s1.serve(self.router.l3_mut(), cx, out);
+        for (mac, nas) in s1.take_downlink() {
+            out.build(RADIO, |f| {
+                ethernet::emit_header(f, mac, self.radio_mac, EtherType::from(ETHERTYPE_NAS));
+                f.extend_from_slice(&nas);
+            });
         }
+    }
+
+    /// NAS from a phone in the radio carriage ([`crate::s1link`]).
+    fn radio_nas(&mut self, cx: &mut Ctx, src: MacAddr, nas: &[u8], out: &mut Outbox) {
+        let Some(s1) = self.s1.as_mut() else {
+            return out.drop_frame(RADIO, DropReason::UnsupportedEtherType);
+        };
+        if nas.is_empty() || !s1.uplink_nas(self.router.l3_mut(), cx, src, nas) {
+            out.drop_frame(RADIO, DropReason::UnsupportedProtocol);
+        }
+        self.serve_s1(cx, out);
     }
 
     /// The bearer table, for a control plane to drive.
@@ -246,6 +264,13 @@ impl Element for Enb {
                     && !eth.src().is_multicast()
                 {
                     return self.uplink(cx, frame, out);
+                }
+                if eth.ethertype() == EtherType::from(ETHERTYPE_NAS)
+                    && (eth.dst() == self.radio_mac || eth.dst().is_broadcast())
+                    && !eth.src().is_multicast()
+                {
+                    let src = eth.src();
+                    return self.radio_nas(cx, src, &frame[ethernet::HEADER_LEN..], out);
                 }
             }
         }

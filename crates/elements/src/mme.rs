@@ -24,7 +24,10 @@ use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
 use d11_core::l3::{L3Report, RouteSource};
 use d11_core::settings::ConfigError;
 use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, Outbox, PortId, L3};
+use d11_wire::diameter::{self as dia, avp, cmd, find, DiameterPacket, VENDOR_3GPP};
+use d11_wire::nas::{cause, EmmMessage, MobileIdentity, Pdu};
 use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
+use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -144,6 +147,54 @@ pub struct EnbRow {
     pub s1: String,
 }
 
+/// Where a UE's attach stands [TS 24.301 § 5.1.3.4, the MME's EMM states,
+/// with the step of the attach it waits on].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmmState {
+    /// Attach Request read; the HSS's vector asked for (AIR).
+    WaitVector,
+    /// Authentication Request sent [§ 5.4.2].
+    WaitAuthentication,
+    /// EMM-DEREGISTERED after a reject; the context goes with its release.
+    Deregistered,
+}
+
+/// One UE in `d11 show mme ues`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UeRow {
+    pub imsi: String,
+    pub emm: EmmState,
+    pub mme_ue_id: u32,
+    pub enb_ue_id: u32,
+    /// The EMM cause it was rejected with.
+    pub rejected: Option<u8>,
+}
+
+/// A vector from the HSS [TS 33.401 § 6.1.2].
+#[derive(Debug, Clone)]
+struct Vector {
+    rand: [u8; 16],
+    #[allow(dead_code)] // RES is checked against it in the next slice
+    xres: Vec<u8>,
+    autn: [u8; 16],
+    #[allow(dead_code)] // the security context's root, next slice
+    kasme: [u8; 32],
+}
+
+#[derive(Debug)]
+struct UeCtx {
+    enb: AssocId,
+    enb_ue_id: u32,
+    stream: u16,
+    imsi: String,
+    emm: EmmState,
+    vector: Option<Vector>,
+    /// The S6a session of its requests.
+    session: String,
+    rejected: Option<u8>,
+}
+
 /// What the MME counts besides its transports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmeCounters {
@@ -156,6 +207,14 @@ pub struct MmeCounters {
     pub s1ap_wrong_ppid: u64,
     /// Procedures this MME does not handle yet.
     pub s1ap_unhandled: u64,
+    pub attach_requests: u64,
+    pub attach_rejects: u64,
+    pub vectors: u64,
+    /// NAS that does not decode or does not fit the UE's state (an EMM
+    /// Status or nothing, TS 24.301 § 7).
+    pub nas_dropped: u64,
+    /// S6a answers for no UE, or that do not parse.
+    pub s6a_dropped: u64,
 }
 
 /// `d11 show mme`.
@@ -167,6 +226,7 @@ pub struct MmeReport {
     pub group: u16,
     pub code: u8,
     pub enbs: Vec<EnbRow>,
+    pub ues: Vec<UeRow>,
     /// Its Diameter peer, when it has an HSS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s6a: Option<S6aRow>,
@@ -199,6 +259,10 @@ pub struct Mme {
     listening: bool,
     enbs: BTreeMap<AssocId, EnbPeer>,
     s6a: Option<S6aPeer>,
+    ues: BTreeMap<u32, UeCtx>,
+    /// The UE an S6a request was for, by its hop-by-hop id.
+    pending: HashMap<u32, u32>,
+    next_ue: u32,
     counters: MmeCounters,
 }
 
@@ -217,6 +281,9 @@ impl Mme {
             cfg,
             listening: false,
             enbs: BTreeMap::new(),
+            ues: BTreeMap::new(),
+            pending: HashMap::new(),
+            next_ue: 1,
             counters: MmeCounters::default(),
         }
     }
@@ -272,12 +339,21 @@ impl Mme {
         if let Some(s6a) = self.s6a.as_mut() {
             s6a.serve(&mut self.l3, cx);
         }
+        while let Some(a) = self.s6a.as_mut().and_then(S6aPeer::answer) {
+            self.s6a_answer(cx, &a);
+        }
+        if let Some(s6a) = self.s6a.as_mut() {
+            // What the answers asked for goes out now.
+            s6a.serve(&mut self.l3, cx);
+        }
         self.l3.poll(cx, out);
     }
 
     fn s1ap(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: S1apPdu) {
         match (pdu.kind, pdu.procedure) {
             (Kind::Initiating, proc::S1_SETUP) => self.s1_setup(cx, assoc, &pdu),
+            (Kind::Initiating, proc::INITIAL_UE_MESSAGE) => self.initial_ue(cx, assoc, &pdu),
+            (Kind::Initiating, proc::UPLINK_NAS_TRANSPORT) => self.uplink_nas(cx, assoc, &pdu),
             _ => self.counters.s1ap_unhandled += 1,
         }
     }
@@ -352,6 +428,227 @@ impl Mme {
         }
     }
 
+    /// Initial UE Message [TS 36.413 § 8.6.2.1]: a new UE context and its
+    /// first NAS message, an Attach Request [TS 24.301 § 5.5.1.2.2].
+    fn initial_ue(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: &S1apPdu) {
+        let enb_ue_id = pdu.ie(id::ENB_UE_S1AP_ID).map(ie::enb_ue_id);
+        let nas = pdu.ie(id::NAS_PDU).map(ie::nas_pdu);
+        let (Some(Ok(enb_ue_id)), Some(Ok(nas))) = (enb_ue_id, nas) else {
+            self.counters.s1ap_malformed += 1;
+            return;
+        };
+        if !self.enbs.get(&assoc).is_some_and(|e| e.state == S1State::Ready) {
+            self.counters.s1ap_unhandled += 1;
+            return;
+        }
+        let msg = match Pdu::parse(nas) {
+            Ok(Pdu::Plain(m)) => EmmMessage::parse(m),
+            Ok(Pdu::Protected { .. }) => {
+                // No security context survives here: a GUTI attach with a
+                // protected request starts over with the IMSI (next slices).
+                self.counters.nas_dropped += 1;
+                return;
+            }
+            Err(e) => Err(e),
+        };
+        let mme_ue_id = self.next_ue;
+        self.next_ue = self.next_ue.wrapping_add(1).max(1);
+        let stream = 1 + (enb_ue_id % 15) as u16;
+        let mut ue = UeCtx {
+            enb: assoc,
+            enb_ue_id,
+            stream,
+            imsi: String::new(),
+            emm: EmmState::WaitVector,
+            vector: None,
+            session: String::new(),
+            rejected: None,
+        };
+        let imsi = match msg {
+            Ok(EmmMessage::AttachRequest {
+                identity: MobileIdentity::Imsi(imsi),
+                ..
+            }) => imsi,
+            Ok(EmmMessage::AttachRequest { .. }) => {
+                // A GUTI this MME did not give: TS 24.301 § 5.4.4 asks
+                // for the IMSI (Identity Request) — not built yet.
+                self.counters.attach_requests += 1;
+                self.ues.insert(mme_ue_id, ue);
+                return self.reject(cx, mme_ue_id, cause::UE_IDENTITY_CANNOT_BE_DERIVED);
+            }
+            Ok(_) => {
+                self.counters.nas_dropped += 1;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%e, "Attach Request that does not decode");
+                self.counters.nas_dropped += 1;
+                self.ues.insert(mme_ue_id, ue);
+                return self.reject(cx, mme_ue_id, cause::INVALID_MANDATORY_INFORMATION);
+            }
+        };
+        self.counters.attach_requests += 1;
+        tracing::info!(%imsi, mme_ue_id, "Attach Request");
+        ue.imsi = imsi;
+        self.ues.insert(mme_ue_id, ue);
+        self.ask_vector(cx, mme_ue_id);
+    }
+
+    /// AIR [TS 29.272 § 5.2.3.1]: one E-UTRAN vector for the UE.
+    fn ask_vector(&mut self, cx: &mut Ctx, mme_ue_id: u32) {
+        let plmn = self.cfg.plmn.0;
+        let (Some(s6a), Some(ue)) = (self.s6a.as_mut(), self.ues.get_mut(&mme_ue_id)) else {
+            return self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE);
+        };
+        ue.session = s6a.session_id(cx);
+        let imsi = ue.imsi.clone();
+        let v = Some(VENDOR_3GPP);
+        let hbh = s6a.request(cmd::AUTHENTICATION_INFORMATION, &ue.session, |m| {
+            m.utf8(avp::USER_NAME, None, &imsi)
+                .grouped(avp::REQUESTED_EUTRAN_AUTHENTICATION_INFO, v, |g| {
+                    g.u32(avp::NUMBER_OF_REQUESTED_VECTORS, v, 1)
+                        .u32(avp::IMMEDIATE_RESPONSE_PREFERRED, v, 1);
+                })
+                .avp(avp::VISITED_PLMN_ID, v, true, &plmn);
+        });
+        match hbh {
+            Some(h) => {
+                self.pending.insert(h, mme_ue_id);
+            }
+            None => self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE),
+        }
+    }
+
+    /// An S6a answer: to the UE whose request it answers.
+    fn s6a_answer(&mut self, cx: &mut Ctx, msg: &[u8]) {
+        let Ok(p) = DiameterPacket::new_checked(msg) else {
+            self.counters.s6a_dropped += 1;
+            return;
+        };
+        let Some(mme_ue_id) = self.pending.remove(&p.hop_by_hop()) else {
+            self.counters.s6a_dropped += 1;
+            return;
+        };
+        if p.command_code() == cmd::AUTHENTICATION_INFORMATION {
+            self.aia(cx, mme_ue_id, &p);
+        } else {
+            self.counters.s6a_dropped += 1;
+        }
+    }
+
+    /// AIA [TS 29.272 § 5.2.3.1.3]: the vector, or the HSS's refusal
+    /// mapped to an EMM cause (TS 29.272 Annex A).
+    fn aia(&mut self, cx: &mut Ctx, mme_ue_id: u32, p: &DiameterPacket<&[u8]>) {
+        let v = Some(VENDOR_3GPP);
+        let avps = p.avp_bytes();
+        let result = find(avps, avp::RESULT_CODE, None)
+            .ok()
+            .flatten()
+            .and_then(|a| a.u32().ok());
+        let experimental = find(avps, avp::EXPERIMENTAL_RESULT, None)
+            .ok()
+            .flatten()
+            .and_then(|e| find(e.data, avp::EXPERIMENTAL_RESULT_CODE, None).ok().flatten())
+            .and_then(|a| a.u32().ok());
+        if result != Some(dia::result::SUCCESS) {
+            let c = match experimental {
+                Some(dia::result::ERROR_USER_UNKNOWN) => cause::EPS_AND_NON_EPS_SERVICES_NOT_ALLOWED,
+                Some(dia::result::ERROR_UNKNOWN_EPS_SUBSCRIPTION) => cause::EPS_SERVICES_NOT_ALLOWED,
+                _ => cause::NETWORK_FAILURE,
+            };
+            return self.reject(cx, mme_ue_id, c);
+        }
+        let vector = (|| {
+            let info = find(avps, avp::AUTHENTICATION_INFO, v).ok()??;
+            let e = find(info.data, avp::E_UTRAN_VECTOR, v).ok()??;
+            let get = |c| find(e.data, c, v).ok().flatten().map(|a| a.data);
+            Some(Vector {
+                rand: get(avp::RAND)?.try_into().ok()?,
+                xres: get(avp::XRES)?.to_vec(),
+                autn: get(avp::AUTN)?.try_into().ok()?,
+                kasme: get(avp::KASME)?.try_into().ok()?,
+            })
+        })();
+        let Some(vector) = vector else {
+            self.counters.s6a_dropped += 1;
+            return self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE);
+        };
+        self.counters.vectors += 1;
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        let req = EmmMessage::AuthenticationRequest {
+            ksi: 0,
+            rand: vector.rand,
+            autn: vector.autn,
+        };
+        ue.vector = Some(vector);
+        ue.emm = EmmState::WaitAuthentication;
+        self.downlink_nas(cx, mme_ue_id, &req.to_vec());
+    }
+
+    /// Uplink NAS Transport [TS 36.413 § 8.6.2.3]: the UE's next message.
+    fn uplink_nas(&mut self, _cx: &mut Ctx, _assoc: AssocId, pdu: &S1apPdu) {
+        let mme_ue_id = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
+        match mme_ue_id {
+            Some(Ok(id)) if self.ues.contains_key(&id) => {
+                // Authentication Response and on: the next slice.
+                self.counters.nas_dropped += 1;
+            }
+            _ => self.counters.s1ap_malformed += 1,
+        }
+    }
+
+    /// Attach Reject [TS 24.301 § 5.5.1.2.5], plain: the UE is left
+    /// EMM-DEREGISTERED.
+    fn reject(&mut self, cx: &mut Ctx, mme_ue_id: u32, emm_cause: u8) {
+        self.counters.attach_rejects += 1;
+        if let Some(ue) = self.ues.get_mut(&mme_ue_id) {
+            tracing::info!(imsi = %ue.imsi, emm_cause, "Attach Reject");
+            ue.emm = EmmState::Deregistered;
+            ue.rejected = Some(emm_cause);
+        }
+        let msg = EmmMessage::AttachReject { cause: emm_cause }.to_vec();
+        self.downlink_nas(cx, mme_ue_id, &msg);
+    }
+
+    /// Downlink NAS Transport [TS 36.413 § 8.6.2.2] on the UE's stream.
+    fn downlink_nas(&mut self, cx: &mut Ctx, mme_ue_id: u32, nas: &[u8]) {
+        let Some(ue) = self.ues.get(&mme_ue_id) else {
+            return;
+        };
+        let pdu = S1apPdu {
+            kind: Kind::Initiating,
+            procedure: proc::DOWNLINK_NAS_TRANSPORT,
+            criticality: Criticality::Ignore,
+            ies: vec![
+                ProtocolIe {
+                    id: id::MME_UE_S1AP_ID,
+                    criticality: Criticality::Reject,
+                    value: ie::mme_ue_id_value(mme_ue_id),
+                },
+                ProtocolIe {
+                    id: id::ENB_UE_S1AP_ID,
+                    criticality: Criticality::Reject,
+                    value: ie::enb_ue_id_value(ue.enb_ue_id),
+                },
+                ProtocolIe {
+                    id: id::NAS_PDU,
+                    criticality: Criticality::Reject,
+                    value: ie::nas_pdu_value(nas),
+                },
+            ],
+        };
+        let (enb, stream) = (ue.enb, ue.stream);
+        if let Err(e) = self
+            .l3
+            .sctp_stack(cx)
+            .send(cx, enb, stream, s1ap::PPID, &pdu.to_vec())
+        {
+            tracing::warn!(%e, "Downlink NAS Transport not sent");
+        }
+    }
+
     pub fn report_typed(&self) -> MmeReport {
         let (associations, sctp) = match self.l3.sctp() {
             Some(s) => (s.rows(), s.counters().clone()),
@@ -363,6 +660,17 @@ impl Mme {
             group: self.cfg.group,
             code: self.cfg.code,
             s6a: self.s6a.as_ref().map(S6aPeer::row),
+            ues: self
+                .ues
+                .iter()
+                .map(|(&mme_ue_id, u)| UeRow {
+                    imsi: u.imsi.clone(),
+                    emm: u.emm,
+                    mme_ue_id,
+                    enb_ue_id: u.enb_ue_id,
+                    rejected: u.rejected,
+                })
+                .collect(),
             enbs: self
                 .enbs
                 .iter()

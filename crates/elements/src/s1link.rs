@@ -8,12 +8,24 @@
 //! waits before trying again, § 8.7.3.4).
 //!
 //! Today: the association and S1 Setup, again after the association goes
-//! down. Next (`PROGRESS-attach.md`): Initial UE Message, the NAS relay,
-//! Initial Context Setup and UE Context Release.
+//! down; the NAS relay (TS 36.413 § 8.6): a phone's first NAS message
+//! opens a UE context with an Initial UE Message, later ones go up in
+//! Uplink NAS Transport, and Downlink NAS Transport comes back down to the
+//! phone it names. Each UE's signalling rides a stream of its own
+//! (TS 36.412 § 7). Next (`PROGRESS-attach.md`): Initial Context Setup
+//! and UE Context Release.
+//!
+//! The radio carriage of NAS (RRC is out of the lab's scope, as UERANSIM's
+//! radio-link simulation leaves it out): an Ethernet frame on the radio
+//! wire from the phone's MAC, EtherType [`ETHERTYPE_NAS`] (IEEE 802's
+//! Local Experimental EtherType 1), whose payload is the NAS PDU itself.
+//! The phone's MAC plays the radio's C-RNTI: it names the UE to the eNodeB.
 
 use crate::mme::{Plmn, NON_UE_STREAM};
 use d11_core::l3::sctp::{AssocId, SctpEvent, DEFAULT_STREAMS};
 use d11_core::{Ctx, Instant, Outbox, L3};
+use d11_wire::MacAddr;
+use std::collections::HashMap;
 use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -25,6 +37,10 @@ use std::time::Duration;
 pub const RETRY: Duration = Duration::from_secs(1);
 /// After an S1 Setup Failure.
 pub const RETRY_REFUSED: Duration = Duration::from_secs(10);
+
+/// The EtherType of NAS on the lab's radio wire: IEEE 802's Local
+/// Experimental EtherType 1 (IEEE Std 802-2014 § 9.2.4).
+pub const ETHERTYPE_NAS: u16 = 0x88b5;
 
 /// The S1 settings of an eNodeB.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +80,26 @@ pub struct S1Row {
     pub setups: u64,
     /// S1AP from the MME that does not decode or that this side does not handle.
     pub s1ap_dropped: u64,
+    /// UE contexts (phones whose NAS the eNodeB relays).
+    pub ues: Vec<UeRow>,
+    /// NAS from the radio before S1 is ready, or for no context.
+    pub nas_dropped: u64,
+}
+
+/// One UE context of the eNodeB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UeRow {
+    pub mac: MacAddr,
+    pub enb_ue_id: u32,
+    pub mme_ue_id: Option<u32>,
+    pub stream: u16,
+}
+
+#[derive(Debug, Clone)]
+struct UeLink {
+    mac: MacAddr,
+    mme_ue_id: Option<u32>,
+    stream: u16,
 }
 
 /// The eNodeB's end of S1-MME.
@@ -76,6 +112,12 @@ pub struct S1Link {
     gummei: Option<(Plmn, u16, u8)>,
     setups: u64,
     s1ap_dropped: u64,
+    nas_dropped: u64,
+    ues: HashMap<u32, UeLink>,
+    by_mac: HashMap<MacAddr, u32>,
+    next_ue: u32,
+    /// NAS for the radio: (the phone's MAC, the PDU).
+    downlink: Vec<(MacAddr, Vec<u8>)>,
 }
 
 impl S1Link {
@@ -88,7 +130,138 @@ impl S1Link {
             gummei: None,
             setups: 0,
             s1ap_dropped: 0,
+            nas_dropped: 0,
+            ues: HashMap::new(),
+            by_mac: HashMap::new(),
+            next_ue: 1,
+            downlink: vec![],
         }
+    }
+
+    /// NAS for the phones, to send on the radio.
+    pub fn take_downlink(&mut self) -> std::vec::Drain<'_, (MacAddr, Vec<u8>)> {
+        self.downlink.drain(..)
+    }
+
+    /// A NAS PDU from the phone at `mac`: an Initial UE Message if it has
+    /// no context yet, else Uplink NAS Transport. False (a counted drop)
+    /// before S1 is ready or while its first message awaits the MME.
+    pub fn uplink_nas(&mut self, l3: &mut L3, cx: &mut Ctx, mac: MacAddr, nas: &[u8]) -> bool {
+        let (Some(assoc), S1State::Ready) = (self.assoc, self.state) else {
+            self.nas_dropped += 1;
+            return false;
+        };
+        let c = &self.cfg;
+        let location = [
+            ProtocolIe {
+                id: id::TAI,
+                criticality: Criticality::Reject,
+                value: ie::tai_value(ie::Tai {
+                    plmn: c.plmn.0,
+                    tac: c.tac,
+                }),
+            },
+            ProtocolIe {
+                id: id::EUTRAN_CGI,
+                criticality: Criticality::Ignore,
+                value: ie::eutran_cgi_value(c.plmn.0, c.enb_id << 8 | 1),
+            },
+        ];
+        let nas_ie = ProtocolIe {
+            id: id::NAS_PDU,
+            criticality: Criticality::Reject,
+            value: ie::nas_pdu_value(nas),
+        };
+        let (pdu, stream) = match self.by_mac.get(&mac).and_then(|i| Some((*i, self.ues.get(i)?))) {
+            Some((enb_ue_id, ue)) => {
+                let Some(mme_ue_id) = ue.mme_ue_id else {
+                    self.nas_dropped += 1;
+                    return false;
+                };
+                let mut ies = vec![
+                    ProtocolIe {
+                        id: id::MME_UE_S1AP_ID,
+                        criticality: Criticality::Reject,
+                        value: ie::mme_ue_id_value(mme_ue_id),
+                    },
+                    ProtocolIe {
+                        id: id::ENB_UE_S1AP_ID,
+                        criticality: Criticality::Reject,
+                        value: ie::enb_ue_id_value(enb_ue_id),
+                    },
+                    nas_ie,
+                ];
+                let [tai, cgi] = location;
+                ies.extend([cgi, ProtocolIe { criticality: Criticality::Ignore, ..tai }]);
+                let pdu = S1apPdu {
+                    kind: Kind::Initiating,
+                    procedure: proc::UPLINK_NAS_TRANSPORT,
+                    criticality: Criticality::Ignore,
+                    ies,
+                };
+                (pdu, ue.stream)
+            }
+            None => {
+                let enb_ue_id = self.next_ue;
+                self.next_ue = (self.next_ue + 1) & 0xff_ffff;
+                let stream = 1 + (enb_ue_id % u32::from(DEFAULT_STREAMS - 1)) as u16;
+                self.ues.insert(
+                    enb_ue_id,
+                    UeLink {
+                        mac,
+                        mme_ue_id: None,
+                        stream,
+                    },
+                );
+                self.by_mac.insert(mac, enb_ue_id);
+                let mut ies = vec![
+                    ProtocolIe {
+                        id: id::ENB_UE_S1AP_ID,
+                        criticality: Criticality::Reject,
+                        value: ie::enb_ue_id_value(enb_ue_id),
+                    },
+                    nas_ie,
+                ];
+                ies.extend(location);
+                ies.push(ProtocolIe {
+                    id: id::RRC_ESTABLISHMENT_CAUSE,
+                    criticality: Criticality::Ignore,
+                    value: ie::rrc_cause_value(ie::RRC_MO_SIGNALLING),
+                });
+                let pdu = S1apPdu {
+                    kind: Kind::Initiating,
+                    procedure: proc::INITIAL_UE_MESSAGE,
+                    criticality: Criticality::Ignore,
+                    ies,
+                };
+                (pdu, stream)
+            }
+        };
+        let sent = l3
+            .sctp_stack(cx)
+            .send(cx, assoc, stream, s1ap::PPID, &pdu.to_vec());
+        if sent.is_err() {
+            self.nas_dropped += 1;
+        }
+        sent.is_ok()
+    }
+
+    /// Downlink NAS Transport [TS 36.413 § 8.6.2.1]: the NAS goes to the
+    /// phone the eNB UE S1AP ID names; the first one tells us the MME's id.
+    fn downlink_nas(&mut self, pdu: &S1apPdu) {
+        let enb = pdu.ie(id::ENB_UE_S1AP_ID).map(ie::enb_ue_id);
+        let mme = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
+        let nas = pdu.ie(id::NAS_PDU).map(ie::nas_pdu);
+        let (Some(Ok(enb)), Some(Ok(mme)), Some(Ok(nas))) = (enb, mme, nas) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        let Some(ue) = self.ues.get_mut(&enb) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        ue.mme_ue_id = Some(mme);
+        self.downlink.push((ue.mac, nas.to_vec()));
     }
 
     pub fn state(&self) -> S1State {
@@ -124,6 +297,8 @@ impl S1Link {
                     self.assoc = None;
                     self.state = S1State::Idle;
                     self.retry_at = cx.now + RETRY;
+                    self.ues.clear();
+                    self.by_mac.clear();
                 }
                 _ => {}
             }
@@ -210,6 +385,7 @@ impl S1Link {
                     _ => self.s1ap_dropped += 1,
                 }
             }
+            (Kind::Initiating, proc::DOWNLINK_NAS_TRANSPORT) => self.downlink_nas(&pdu),
             (Kind::Unsuccessful, proc::S1_SETUP) => {
                 let cause = pdu.ie(id::CAUSE).map(ie::cause);
                 tracing::warn!(?cause, "S1 Setup Failure");
@@ -229,6 +405,21 @@ impl S1Link {
             gummei: self.gummei,
             setups: self.setups,
             s1ap_dropped: self.s1ap_dropped,
+            ues: {
+                let mut v: Vec<UeRow> = self
+                    .ues
+                    .iter()
+                    .map(|(&enb_ue_id, u)| UeRow {
+                        mac: u.mac,
+                        enb_ue_id,
+                        mme_ue_id: u.mme_ue_id,
+                        stream: u.stream,
+                    })
+                    .collect();
+                v.sort_by_key(|u| u.enb_ue_id);
+                v
+            },
+            nas_dropped: self.nas_dropped,
         }
     }
 }

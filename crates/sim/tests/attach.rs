@@ -224,3 +224,123 @@ fn an_hss_that_answers_nothing_costs_the_mme_its_connection_after_two_watchdog_i
     assert_eq!(s6a.counters.closed, 1, "{s6a:?}");
     assert_ne!(s6a.state, PeerState::Open);
 }
+
+const UE_MAC: [u8; 6] = [0x02, 0xae, 0x00, 0x00, 0x00, 0x01];
+/// TS 35.208 test set 1, as double11.toml provisions the phone's USIM.
+const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
+const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
+/// Attach Request with IMSI 001010000000001 and a PDN Connectivity Request
+/// (crates/wire/fixtures/nas.py: read back by pycrate and tshark's nas-eps).
+const ATTACH_REQUEST: &str = "07417108091010000000001002e0e000040201d011";
+
+/// The phone's NAS in the radio carriage: Ethernet from its MAC,
+/// EtherType 0x88B5, the NAS PDU as payload.
+fn radio_nas(lab: &mut SimLab, nas: &[u8]) {
+    let mac = lab.host("ue").mac();
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(nas);
+    lab.host("ue").send_frame(f);
+}
+
+/// The EMM messages the phone got on the radio.
+fn nas_down(lab: &mut SimLab) -> Vec<d11_wire::nas::EmmMessage> {
+    let mac = lab.host("ue").mac();
+    lab.host("ue")
+        .take_frames()
+        .into_iter()
+        .filter(|f| f[12..14] == [0x88, 0xb5])
+        .map(|f| {
+            assert_eq!(f[..6], mac.0, "to the phone's MAC");
+            d11_wire::nas::EmmMessage::parse(&f[14..]).expect("plain EMM")
+        })
+        .collect()
+}
+
+fn key(s: &str) -> [u8; 16] {
+    d11_wire::hex(s).try_into().unwrap()
+}
+
+#[test]
+fn an_attach_request_on_the_radio_brings_the_phone_an_authentication_request_its_usim_accepts() {
+    let _ = UE_MAC;
+    let mut lab = lab(TOPOLOGY, 5, 0.0);
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(1));
+    radio_nas(&mut lab, &d11_wire::hex(ATTACH_REQUEST));
+    hss.run(&mut lab, Duration::from_secs(1));
+    let got = nas_down(&mut lab);
+    let [d11_wire::nas::EmmMessage::AuthenticationRequest { ksi, rand, autn }] = got[..] else {
+        panic!("one Authentication Request: {got:?}");
+    };
+    assert_eq!(ksi, 0);
+    // The HSS's vector is the USIM's: AUTN checks with K/OPc.
+    let usim = d11_security::Milenage::new(&key(K), &key(OPC));
+    let plmn = Plmn::parse("00101").unwrap().0;
+    let answer = d11_security::aka::answer(&usim, &rand, &autn, &[0; 6], &plmn);
+    assert!(matches!(answer, d11_security::aka::Answer::Res { .. }), "{answer:?}");
+    let (enb, mme) = reports(&lab);
+    assert_eq!(mme.ues.len(), 1);
+    let ue = &mme.ues[0];
+    assert_eq!(ue.imsi, "001010000000001");
+    assert_eq!(ue.emm, d11_elements::mme::EmmState::WaitAuthentication);
+    let enb_ue = &enb.s1.expect("an MME").ues[0];
+    assert_eq!((enb_ue.enb_ue_id, enb_ue.mme_ue_id), (ue.enb_ue_id, Some(ue.mme_ue_id)));
+    assert_eq!(mme.counters.vectors, 1);
+    if common::tshark_agrees(&mut lab.sim, "attach-auth.pcapng") {
+        let order = tshark(
+            &mut lab,
+            "attach-auth.pcapng",
+            "s1ap.procedureCode != 17 || (diameter && diameter.cmd.code == 318)",
+            &["ip.src", "s1ap.procedureCode", "diameter.cmd.code", "nas_eps.nas_msg_emm_type"],
+        )
+        .expect("tshark ran");
+        assert_eq!(
+            order,
+            [
+                "172.16.3.1\t12\t\t0x41",
+                "172.16.5.1\t\t318\t",
+                "172.16.5.2\t\t318\t",
+                "172.16.3.2\t11\t\t0x52",
+            ],
+            "Initial UE Message (Attach Request), AIR, AIA, Downlink NAS Transport (Authentication Request)"
+        );
+        // The radio carriage, with the lab's Lua dissector for EtherType 0x88B5.
+        let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/wireshark/d11-radio-nas.lua");
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("attach-auth.pcapng");
+        let out = Command::new("tshark")
+            .args(["-X", &format!("lua_script:{lua}"), "-r"])
+            .arg(&path)
+            .args(["-Y", "eth.type == 0x88b5", "-T", "fields", "-e", "nas_eps.nas_msg_emm_type", "-e", "_ws.malformed"])
+            .output()
+            .expect("tshark ran");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0x41\t\n0x52\t\n", "Attach Request up, Authentication Request down");
+    }
+}
+
+#[test]
+fn an_unknown_imsi_is_rejected_with_emm_cause_8() {
+    use d11_wire::nas::{EmmMessage, MobileIdentity};
+    // The HSS knows 001010000000001 and a range of 10,000 from ...002. (A
+    // barred subscriber gets its vector: the HSS refuses it at Update
+    // Location, after authentication — the next slice.)
+    let text = TOPOLOGY;
+    for (imsi, cause) in [("001019999999999", 8)] {
+        let mut lab = lab(text, 6, 0.0);
+        let mut hss = HssPlay::new(&mut lab, text);
+        hss.run(&mut lab, Duration::from_secs(1));
+        let attach = EmmMessage::AttachRequest {
+            ksi: 7,
+            attach_type: 1,
+            identity: MobileIdentity::Imsi(imsi.into()),
+            ue_network_capability: vec![0xe0, 0xe0],
+            esm: d11_wire::hex("0201d011"),
+        };
+        radio_nas(&mut lab, &attach.to_vec());
+        hss.run(&mut lab, Duration::from_secs(1));
+        assert_eq!(nas_down(&mut lab), [EmmMessage::AttachReject { cause }], "{imsi}");
+        let mme = reports(&lab).1;
+        assert_eq!(mme.ues[0].rejected, Some(cause));
+    }
+}

@@ -64,7 +64,9 @@ pub mod cause {
     pub const ILLEGAL_UE: u8 = 3;
     pub const EPS_SERVICES_NOT_ALLOWED: u8 = 7;
     pub const EPS_AND_NON_EPS_SERVICES_NOT_ALLOWED: u8 = 8;
+    pub const UE_IDENTITY_CANNOT_BE_DERIVED: u8 = 9;
     pub const PLMN_NOT_ALLOWED: u8 = 11;
+    pub const NETWORK_FAILURE: u8 = 17;
     pub const MAC_FAILURE: u8 = 20;
     pub const SYNCH_FAILURE: u8 = 21;
     pub const UE_SECURITY_CAPABILITIES_MISMATCH: u8 = 23;
