@@ -8,6 +8,7 @@
 //! shop behind the controller: registry, order, stock, coupon and db.
 
 pub mod app;
+pub mod baseband;
 pub mod control;
 pub mod controller;
 pub mod db;
