@@ -68,18 +68,32 @@ fn s1_setup_s6a_and_an_attach_request_answered_with_a_challenge_in_real_namespac
 
     // tshark with SCTP's CRC32c checked: the attach's messages in order,
     // nothing malformed, no bad checksum.
-    let crc = ["-o", "sctp.checksum:CRC-32C", "-o", "tcp.desegment_tcp_streams:FALSE"];
+    let crc = [
+        "-o",
+        "sctp.checksum:CRC-32C",
+        "-o",
+        "tcp.desegment_tcp_streams:FALSE",
+    ];
     let seq = tshark_with(
         &file,
         &crc,
         "(s1ap && s1ap.procedureCode != 17) || diameter.cmd.code == 318",
-        &["s1ap.procedureCode", "diameter.cmd.code", "nas_eps.nas_msg_emm_type"],
+        &[
+            "s1ap.procedureCode",
+            "diameter.cmd.code",
+            "nas_eps.nas_msg_emm_type",
+        ],
     );
     let seq: Vec<String> = seq.iter().map(|r| r.join("/")).collect();
     // Each message is seen on both ends of its wire's capture, once per wire.
     let mut distinct = seq.clone();
     distinct.dedup();
     assert_eq!(distinct, ["12//0x41", "/318/", "11//0x52"], "{seq:?}");
-    let bad = tshark_with(&file, &crc, "_ws.malformed || _ws.expert.severity >= error", &["frame.number", "_ws.col.info"]);
+    let bad = tshark_with(
+        &file,
+        &crc,
+        "_ws.malformed || _ws.expert.severity >= error",
+        &["frame.number", "_ws.col.info"],
+    );
     assert!(bad.is_empty(), "{bad:?}");
 }

@@ -281,7 +281,12 @@ pub fn broken_frames_per_wire(file: &Path) -> Vec<Vec<String>> {
     broken
 }
 
-pub fn tshark_with(file: &Path, options: &[&str], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+pub fn tshark_with(
+    file: &Path,
+    options: &[&str],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
     // iperf3's payload is arbitrary bytes that Thrift's heuristic dissector
     // sometimes claims and then calls malformed: not a frame of ours.
     let mut args = vec![

@@ -201,7 +201,9 @@ impl Baseband {
     /// the authentication messages and Attach Reject.
     fn plain(&mut self, msg: EmmMessage) -> Result<Option<Vec<u8>>, BasebandError> {
         match msg {
-            EmmMessage::AuthenticationRequest { rand, autn, .. } => Ok(Some(self.challenge(&rand, &autn))),
+            EmmMessage::AuthenticationRequest { rand, autn, .. } => {
+                Ok(Some(self.challenge(&rand, &autn)))
+            }
             EmmMessage::AuthenticationReject => {
                 self.state = UeState::Rejected(0);
                 Ok(None)
@@ -260,10 +262,16 @@ impl Baseband {
         let replayed_ok = self.capability.starts_with(&ue_security_capability)
             && ue_security_capability.len() >= 2;
         let (reply, header) = if replayed_ok {
-            (EmmMessage::SecurityModeComplete, sec::INTEGRITY_CIPHERED_NEW_CONTEXT)
+            (
+                EmmMessage::SecurityModeComplete,
+                sec::INTEGRITY_CIPHERED_NEW_CONTEXT,
+            )
         } else {
             let c = cause::UE_SECURITY_CAPABILITIES_MISMATCH;
-            (EmmMessage::SecurityModeReject { cause: c }, sec::INTEGRITY_CIPHERED_NEW_CONTEXT)
+            (
+                EmmMessage::SecurityModeReject { cause: c },
+                sec::INTEGRITY_CIPHERED_NEW_CONTEXT,
+            )
         };
         let out = protect(&mut s, header, &reply.to_vec());
         if replayed_ok {

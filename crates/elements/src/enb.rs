@@ -17,8 +17,8 @@
 //! optionally `s1mme`.
 
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
-use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::mme::Plmn;
+use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::s1link::{S1Config, S1Link, S1Row, ETHERTYPE_NAS};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
@@ -241,7 +241,10 @@ impl Role for Enb {
         .map_err(bearer::bearer_error)?;
         bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
         if c.enb_id >= 1 << 20 {
-            return Err(ConfigError::new("config.enb_id", "a macro eNodeB id has 20 bits"));
+            return Err(ConfigError::new(
+                "config.enb_id",
+                "a macro eNodeB id has 20 bits",
+            ));
         }
         if let Some(mme) = c.mme {
             e = e.with_s1(S1Config {

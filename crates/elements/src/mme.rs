@@ -24,14 +24,14 @@ use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
 use d11_core::l3::{L3Report, RouteSource};
 use d11_core::settings::ConfigError;
 use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, Outbox, PortId, L3};
-use d11_wire::diameter::{self as dia, avp, cmd, find, DiameterPacket, VENDOR_3GPP};
 use d11_security::kdf::{self, NasKey};
 use d11_security::nas::{nas_mac, Direction};
+use d11_wire::diameter::{self as dia, avp, cmd, find, DiameterPacket, VENDOR_3GPP};
 use d11_wire::nas::{cause, emit_protected, sec, EmmMessage, MobileIdentity, Pdu};
-use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
-use std::collections::HashMap;
+use d11_wire::s1ap::{self, id, ie, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The stream of non-UE signalling [TS 36.412 § 7].
@@ -401,7 +401,11 @@ impl Mme {
             p.enb_id = Some(enb_id);
             p.plmn = Some(Plmn(plmn));
             p.tacs = tas.iter().map(|t| t.0).collect();
-            p.state = if ours { S1State::Ready } else { S1State::Refused };
+            p.state = if ours {
+                S1State::Ready
+            } else {
+                S1State::Refused
+            };
         }
         if !ours {
             return self.s1_setup_failure(cx, assoc, ie::Cause::Misc(ie::MISC_UNKNOWN_PLMN));
@@ -464,7 +468,11 @@ impl Mme {
             self.counters.s1ap_malformed += 1;
             return;
         };
-        if !self.enbs.get(&assoc).is_some_and(|e| e.state == S1State::Ready) {
+        if !self
+            .enbs
+            .get(&assoc)
+            .is_some_and(|e| e.state == S1State::Ready)
+        {
             self.counters.s1ap_unhandled += 1;
             return;
         }
@@ -544,8 +552,11 @@ impl Mme {
         let hbh = s6a.request(cmd::AUTHENTICATION_INFORMATION, &ue.session, |m| {
             m.utf8(avp::USER_NAME, None, &imsi)
                 .grouped(avp::REQUESTED_EUTRAN_AUTHENTICATION_INFO, v, |g| {
-                    g.u32(avp::NUMBER_OF_REQUESTED_VECTORS, v, 1)
-                        .u32(avp::IMMEDIATE_RESPONSE_PREFERRED, v, 1);
+                    g.u32(avp::NUMBER_OF_REQUESTED_VECTORS, v, 1).u32(
+                        avp::IMMEDIATE_RESPONSE_PREFERRED,
+                        v,
+                        1,
+                    );
                     if let Some(r) = &resync {
                         g.avp(avp::RE_SYNCHRONIZATION_INFO, v, true, r);
                     }
@@ -894,7 +905,11 @@ fn refusal(p: &DiameterPacket<&[u8]>) -> Result<(), u8> {
     let experimental = find(avps, avp::EXPERIMENTAL_RESULT, None)
         .ok()
         .flatten()
-        .and_then(|e| find(e.data, avp::EXPERIMENTAL_RESULT_CODE, None).ok().flatten())
+        .and_then(|e| {
+            find(e.data, avp::EXPERIMENTAL_RESULT_CODE, None)
+                .ok()
+                .flatten()
+        })
         .and_then(|a| a.u32().ok());
     Err(match experimental {
         Some(dia::result::ERROR_USER_UNKNOWN) => cause::EPS_AND_NON_EPS_SERVICES_NOT_ALLOWED,
@@ -921,7 +936,13 @@ fn protect(ue: &mut UeCtx, header: u8, msg: &[u8]) -> Vec<u8> {
 /// An uplink protected PDU checked: its COUNT estimated from the sequence
 /// number and the highest seen [TS 24.301 § 4.4.3.1], the MAC verified
 /// (a replay or a forgery fails it), the message read. None is a counted drop.
-fn unprotect(ue: &mut UeCtx, header: u8, mac: [u8; 4], sn: u8, message: &[u8]) -> Option<EmmMessage> {
+fn unprotect(
+    ue: &mut UeCtx,
+    header: u8,
+    mac: [u8; 4],
+    sn: u8,
+    message: &[u8],
+) -> Option<EmmMessage> {
     let s = ue.sec.as_mut()?;
     if s.eea != 0 && header == sec::INTEGRITY_CIPHERED {
         return None; // EEA2 is not offered by this MME yet

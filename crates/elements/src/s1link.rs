@@ -24,10 +24,10 @@
 use crate::mme::{Plmn, NON_UE_STREAM};
 use d11_core::l3::sctp::{AssocId, SctpEvent, DEFAULT_STREAMS};
 use d11_core::{Ctx, Instant, Outbox, L3};
+use d11_wire::s1ap::{self, id, ie, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use d11_wire::MacAddr;
-use std::collections::HashMap;
-use d11_wire::s1ap::{self, ie, id, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -172,7 +172,11 @@ impl S1Link {
             criticality: Criticality::Reject,
             value: ie::nas_pdu_value(nas),
         };
-        let (pdu, stream) = match self.by_mac.get(&mac).and_then(|i| Some((*i, self.ues.get(i)?))) {
+        let (pdu, stream) = match self
+            .by_mac
+            .get(&mac)
+            .and_then(|i| Some((*i, self.ues.get(i)?)))
+        {
             Some((enb_ue_id, ue)) => {
                 let Some(mme_ue_id) = ue.mme_ue_id else {
                     self.nas_dropped += 1;
@@ -192,7 +196,13 @@ impl S1Link {
                     nas_ie,
                 ];
                 let [tai, cgi] = location;
-                ies.extend([cgi, ProtocolIe { criticality: Criticality::Ignore, ..tai }]);
+                ies.extend([
+                    cgi,
+                    ProtocolIe {
+                        criticality: Criticality::Ignore,
+                        ..tai
+                    },
+                ]);
                 let pdu = S1apPdu {
                     kind: Kind::Initiating,
                     procedure: proc::UPLINK_NAS_TRANSPORT,

@@ -119,7 +119,11 @@ impl S6aPeer {
     /// The Session-Id of a new S6a session [RFC 6733 § 8.8].
     pub fn session_id(&mut self, cx: &Ctx) -> String {
         let id = self.next();
-        format!("{};{};{id}", self.cfg.origin_host, cx.now.total_micros() / 1000)
+        format!(
+            "{};{};{id}",
+            self.cfg.origin_host,
+            cx.now.total_micros() / 1000
+        )
     }
 
     fn next(&mut self) -> u32 {
@@ -149,8 +153,11 @@ impl S6aPeer {
         let mut m = MessageBuilder::new(code, APP_S6A, flags, id, id);
         m.utf8(avp::SESSION_ID, None, session)
             .grouped(avp::VENDOR_SPECIFIC_APPLICATION_ID, None, |g| {
-                g.u32(avp::VENDOR_ID, None, VENDOR_3GPP)
-                    .u32(avp::AUTH_APPLICATION_ID, None, APP_S6A);
+                g.u32(avp::VENDOR_ID, None, VENDOR_3GPP).u32(
+                    avp::AUTH_APPLICATION_ID,
+                    None,
+                    APP_S6A,
+                );
             })
             .u32(avp::AUTH_SESSION_STATE, None, 1); // NO_STATE_MAINTAINED
         self.identity(&mut m);
@@ -167,8 +174,11 @@ impl S6aPeer {
     }
 
     fn identity(&self, m: &mut MessageBuilder) {
-        m.utf8(avp::ORIGIN_HOST, None, &self.cfg.origin_host)
-            .utf8(avp::ORIGIN_REALM, None, &self.cfg.realm);
+        m.utf8(avp::ORIGIN_HOST, None, &self.cfg.origin_host).utf8(
+            avp::ORIGIN_REALM,
+            None,
+            &self.cfg.realm,
+        );
     }
 
     /// When [`S6aPeer::serve`] must run without a frame.
@@ -289,10 +299,17 @@ impl S6aPeer {
         m.ipv4(avp::HOST_IP_ADDRESS, Ipv4Addr::UNSPECIFIED)
             .u32(avp::VENDOR_ID, None, 0)
             .avp(avp::PRODUCT_NAME, None, false, b"d11")
-            .u32(avp::ORIGIN_STATE_ID, None, (cx.now.total_micros() / 1000) as u32)
+            .u32(
+                avp::ORIGIN_STATE_ID,
+                None,
+                (cx.now.total_micros() / 1000) as u32,
+            )
             .grouped(avp::VENDOR_SPECIFIC_APPLICATION_ID, None, |g| {
-                g.u32(avp::VENDOR_ID, None, VENDOR_3GPP)
-                    .u32(avp::AUTH_APPLICATION_ID, None, APP_S6A);
+                g.u32(avp::VENDOR_ID, None, VENDOR_3GPP).u32(
+                    avp::AUTH_APPLICATION_ID,
+                    None,
+                    APP_S6A,
+                );
             });
         self.tx.extend(m.finish());
         self.state = PeerState::WaitCea;

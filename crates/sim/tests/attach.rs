@@ -8,16 +8,16 @@
 
 mod common;
 
+use d11_apps::hss::{Hss, HssSettings};
+use d11_core::l3::TcpHandle;
 use d11_elements::enb::EnbReport;
 use d11_elements::mme::{MmeReport, Plmn};
-use d11_apps::hss::{Hss, HssSettings};
 use d11_elements::s1link::S1State;
 use d11_elements::s6a::PeerState;
-use d11_core::l3::TcpHandle;
-use d11_wire::diameter::{message_len, DiameterPacket};
-use std::net::Ipv4Addr;
 use d11_lab::Topology;
 use d11_sim::{LinkParams, SimLab};
+use d11_wire::diameter::{message_len, DiameterPacket};
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -36,8 +36,16 @@ fn lab(text: &str, seed: u64, s1_loss: f64) -> SimLab {
 }
 
 fn reports(lab: &SimLab) -> (EnbReport, MmeReport) {
-    let enb = lab.sim.status(lab.node("enb")).report().expect("an EnbReport");
-    let mme = lab.sim.status(lab.node("mme")).report().expect("an MmeReport");
+    let enb = lab
+        .sim
+        .status(lab.node("enb"))
+        .report()
+        .expect("an EnbReport");
+    let mme = lab
+        .sim
+        .status(lab.node("mme"))
+        .report()
+        .expect("an MmeReport");
     (enb, mme)
 }
 
@@ -54,7 +62,11 @@ fn tshark(lab: &mut SimLab, file: &str, filter: &str, fields: &[&str]) -> Option
         cmd.args(["-e", f]);
     }
     let out = cmd.output().ok()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(
         String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -123,14 +135,22 @@ fn an_mme_of_another_plmn_refuses_the_s1_setup_and_the_enb_tries_again_later() {
     lab.sim.run_for(Duration::from_secs(2));
     let (enb, mme) = reports(&lab);
     assert_eq!(enb.s1.expect("an MME").state, S1State::Refused);
-    assert_eq!((mme.counters.s1_setups, mme.counters.s1_setup_failures), (0, 1));
+    assert_eq!(
+        (mme.counters.s1_setups, mme.counters.s1_setup_failures),
+        (0, 1)
+    );
     assert_eq!(mme.enbs[0].s1, "refused");
     // A new association and a new request after the wait.
     lab.sim.run_for(Duration::from_secs(10));
     let (_, mme) = reports(&lab);
     assert_eq!(mme.counters.s1_setup_failures, 2);
     if common::tshark_agrees(&mut lab.sim, "attach-s1-refused.pcapng") {
-        let causes = tshark(&mut lab, "attach-s1-refused.pcapng", "s1ap.S1SetupFailure_element", &["s1ap.misc"]);
+        let causes = tshark(
+            &mut lab,
+            "attach-s1-refused.pcapng",
+            "s1ap.S1SetupFailure_element",
+            &["s1ap.misc"],
+        );
         assert_eq!(causes.expect("tshark ran"), ["5", "5"], "unknown-PLMN");
     }
 }
@@ -146,14 +166,28 @@ struct HssPlay {
 impl HssPlay {
     fn new(lab: &mut SimLab, text: &str) -> HssPlay {
         let topo = Topology::parse(text, "double11.toml").expect("loads");
-        let node = topo.nodes.iter().find(|n| n.name == "hss").expect("an hss node");
+        let node = topo
+            .nodes
+            .iter()
+            .find(|n| n.name == "hss")
+            .expect("an hss node");
         let settings: HssSettings =
             d11_core::settings::parse(&node.config, "hss").expect("hss settings");
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let hss = Hss::open(&dir.path().join("hss.sqlite"), &settings, Ipv4Addr::new(172, 16, 5, 2), 1)
-            .expect("the hss opens");
+        let hss = Hss::open(
+            &dir.path().join("hss.sqlite"),
+            &settings,
+            Ipv4Addr::new(172, 16, 5, 2),
+            1,
+        )
+        .expect("the hss opens");
         let conn = lab.host("hss").tcp_listen(3868);
-        HssPlay { hss, _dir: dir, conn, rx: vec![] }
+        HssPlay {
+            hss,
+            _dir: dir,
+            conn,
+            rx: vec![],
+        }
     }
 
     /// Runs the lab for `d`, answering what the MME asks every 10 ms.
@@ -190,8 +224,15 @@ fn the_mme_opens_its_s6a_peer_with_the_hss_and_keeps_it_with_watchdogs() {
     // Two watchdog intervals: two DWRs answered, the peer still open.
     hss.run(&mut lab, Duration::from_secs(65));
     let s6a = reports(&lab).1.s6a.expect("an hss");
-    assert_eq!((s6a.state, s6a.counters.watchdogs, s6a.counters.closed), (PeerState::Open, 2, 0));
-    assert_eq!(hss.hss.report().counters.peers, 0, "peers count the app's TCP accepts, not these");
+    assert_eq!(
+        (s6a.state, s6a.counters.watchdogs, s6a.counters.closed),
+        (PeerState::Open, 2, 0)
+    );
+    assert_eq!(
+        hss.hss.report().counters.peers,
+        0,
+        "peers count the app's TCP accepts, not these"
+    );
     if common::tshark_agrees(&mut lab.sim, "attach-s6a.pcapng") {
         let diameter = tshark(
             &mut lab,
@@ -203,9 +244,12 @@ fn the_mme_opens_its_s6a_peer_with_the_hss_and_keeps_it_with_watchdogs() {
         assert_eq!(
             diameter,
             [
-                "172.16.5.1\t257\t1", "172.16.5.2\t257\t0",
-                "172.16.5.1\t280\t1", "172.16.5.2\t280\t0",
-                "172.16.5.1\t280\t1", "172.16.5.2\t280\t0",
+                "172.16.5.1\t257\t1",
+                "172.16.5.2\t257\t0",
+                "172.16.5.1\t280\t1",
+                "172.16.5.2\t280\t0",
+                "172.16.5.1\t280\t1",
+                "172.16.5.2\t280\t0",
             ],
             "CER/CEA, then DWR/DWA twice"
         );
@@ -279,21 +323,32 @@ fn an_attach_request_on_the_radio_brings_the_phone_an_authentication_request_its
     let usim = d11_security::Milenage::new(&key(K), &key(OPC));
     let plmn = Plmn::parse("00101").unwrap().0;
     let answer = d11_security::aka::answer(&usim, &rand, &autn, &[0; 6], &plmn);
-    assert!(matches!(answer, d11_security::aka::Answer::Res { .. }), "{answer:?}");
+    assert!(
+        matches!(answer, d11_security::aka::Answer::Res { .. }),
+        "{answer:?}"
+    );
     let (enb, mme) = reports(&lab);
     assert_eq!(mme.ues.len(), 1);
     let ue = &mme.ues[0];
     assert_eq!(ue.imsi, "001010000000001");
     assert_eq!(ue.emm, d11_elements::mme::EmmState::WaitAuthentication);
     let enb_ue = &enb.s1.expect("an MME").ues[0];
-    assert_eq!((enb_ue.enb_ue_id, enb_ue.mme_ue_id), (ue.enb_ue_id, Some(ue.mme_ue_id)));
+    assert_eq!(
+        (enb_ue.enb_ue_id, enb_ue.mme_ue_id),
+        (ue.enb_ue_id, Some(ue.mme_ue_id))
+    );
     assert_eq!(mme.counters.vectors, 1);
     if common::tshark_agrees(&mut lab.sim, "attach-auth.pcapng") {
         let order = tshark(
             &mut lab,
             "attach-auth.pcapng",
             "s1ap.procedureCode != 17 || (diameter && diameter.cmd.code == 318)",
-            &["ip.src", "s1ap.procedureCode", "diameter.cmd.code", "nas_eps.nas_msg_emm_type"],
+            &[
+                "ip.src",
+                "s1ap.procedureCode",
+                "diameter.cmd.code",
+                "nas_eps.nas_msg_emm_type",
+            ],
         )
         .expect("tshark ran");
         assert_eq!(
@@ -307,15 +362,31 @@ fn an_attach_request_on_the_radio_brings_the_phone_an_authentication_request_its
             "Initial UE Message (Attach Request), AIR, AIA, Downlink NAS Transport (Authentication Request)"
         );
         // The radio carriage, with the lab's Lua dissector for EtherType 0x88B5.
-        let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/wireshark/d11-radio-nas.lua");
+        let lua = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/wireshark/d11-radio-nas.lua"
+        );
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("attach-auth.pcapng");
         let out = Command::new("tshark")
             .args(["-X", &format!("lua_script:{lua}"), "-r"])
             .arg(&path)
-            .args(["-Y", "eth.type == 0x88b5", "-T", "fields", "-e", "nas_eps.nas_msg_emm_type", "-e", "_ws.malformed"])
+            .args([
+                "-Y",
+                "eth.type == 0x88b5",
+                "-T",
+                "fields",
+                "-e",
+                "nas_eps.nas_msg_emm_type",
+                "-e",
+                "_ws.malformed",
+            ])
             .output()
             .expect("tshark ran");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "0x41\t\n0x52\t\n", "Attach Request up, Authentication Request down");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "0x41\t\n0x52\t\n",
+            "Attach Request up, Authentication Request down"
+        );
     }
 }
 
@@ -339,7 +410,11 @@ fn an_unknown_imsi_is_rejected_with_emm_cause_8() {
         };
         radio_nas(&mut lab, &attach.to_vec());
         hss.run(&mut lab, Duration::from_secs(1));
-        assert_eq!(nas_down(&mut lab), [EmmMessage::AttachReject { cause }], "{imsi}");
+        assert_eq!(
+            nas_down(&mut lab),
+            [EmmMessage::AttachReject { cause }],
+            "{imsi}"
+        );
         let mme = reports(&lab).1;
         assert_eq!(mme.ues[0].rejected, Some(cause));
     }
@@ -384,7 +459,11 @@ fn phone(
     seen
 }
 
-fn attach(text: &str, seed: u64, bb: &mut d11_apps::baseband::Baseband) -> (SimLab, HssPlay, Vec<d11_wire::nas::EmmMessage>) {
+fn attach(
+    text: &str,
+    seed: u64,
+    bb: &mut d11_apps::baseband::Baseband,
+) -> (SimLab, HssPlay, Vec<d11_wire::nas::EmmMessage>) {
     let mut lab = lab(text, seed, 0.0);
     let mut hss = HssPlay::new(&mut lab, text);
     hss.run(&mut lab, Duration::from_secs(1));
@@ -413,16 +492,39 @@ fn the_phone_authenticates_secures_nas_with_eia2_and_the_hss_takes_its_location(
     use d11_apps::baseband::UeState;
     let mut bb = baseband("001010000000001");
     let (mut lab, hss, seen) = attach(TOPOLOGY, 7, &mut bb);
-    assert_eq!(types(&seen), ["authentication request", "security mode command"]);
-    let d11_wire::nas::EmmMessage::SecurityModeCommand { eea, eia, ue_security_capability, .. } = &seen[1] else {
+    assert_eq!(
+        types(&seen),
+        ["authentication request", "security mode command"]
+    );
+    let d11_wire::nas::EmmMessage::SecurityModeCommand {
+        eea,
+        eia,
+        ue_security_capability,
+        ..
+    } = &seen[1]
+    else {
         unreachable!()
     };
-    assert_eq!((*eea, *eia, &ue_security_capability[..]), (0, 2, &[0xe0, 0xe0][..]), "EEA0, EIA2, ours replayed");
+    assert_eq!(
+        (*eea, *eia, &ue_security_capability[..]),
+        (0, 2, &[0xe0, 0xe0][..]),
+        "EEA0, EIA2, ours replayed"
+    );
     assert_eq!(bb.state(), UeState::Secured);
     let mme = reports(&lab).1;
     assert_eq!(mme.ues[0].emm, d11_elements::mme::EmmState::WaitSession);
-    let row = hss.hss.report().listed.into_iter().find(|r| r.imsi == "001010000000001").unwrap();
-    assert_eq!(row.last_mme.as_deref(), Some("mme.epc.lab"), "the HSS knows where it attached");
+    let row = hss
+        .hss
+        .report()
+        .listed
+        .into_iter()
+        .find(|r| r.imsi == "001010000000001")
+        .unwrap();
+    assert_eq!(
+        row.last_mme.as_deref(),
+        Some("mme.epc.lab"),
+        "the HSS knows where it attached"
+    );
     if common::tshark_agrees(&mut lab.sim, "attach-secured.pcapng") {
         let order = tshark(
             &mut lab,
@@ -459,8 +561,19 @@ fn a_barred_subscriber_is_rejected_with_7_after_update_location_under_nas_integr
     assert_ne!(text, TOPOLOGY);
     let mut bb = baseband("001010000000001");
     let (lab, _, seen) = attach(&text, 8, &mut bb);
-    assert_eq!(types(&seen), ["authentication request", "security mode command", "attach reject"]);
-    assert_eq!(bb.state(), UeState::Rejected(7), "the reject's MAC checked by the phone");
+    assert_eq!(
+        types(&seen),
+        [
+            "authentication request",
+            "security mode command",
+            "attach reject"
+        ]
+    );
+    assert_eq!(
+        bb.state(),
+        UeState::Rejected(7),
+        "the reject's MAC checked by the phone"
+    );
     assert_eq!(reports(&lab).1.ues[0].rejected, Some(7));
 }
 
@@ -492,12 +605,19 @@ fn a_usim_ahead_of_the_hss_resynchronises_through_auts_and_attaches() {
     let (lab, hss, seen) = attach(TOPOLOGY, 10, &mut bb);
     assert_eq!(
         types(&seen),
-        ["authentication request", "authentication request", "security mode command"],
+        [
+            "authentication request",
+            "authentication request",
+            "security mode command"
+        ],
         "synch failure, then a fresh vector from the resynchronised HSS"
     );
     assert_eq!(bb.state(), UeState::Secured);
     assert_eq!(hss.hss.report().counters.resyncs, 1);
-    assert_eq!(reports(&lab).1.ues[0].emm, d11_elements::mme::EmmState::WaitSession);
+    assert_eq!(
+        reports(&lab).1.ues[0].emm,
+        d11_elements::mme::EmmState::WaitSession
+    );
 }
 
 #[test]

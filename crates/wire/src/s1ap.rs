@@ -1035,7 +1035,11 @@ mod tests {
                     Kind::Unsuccessful,
                     proc::S1_SETUP,
                     Reject,
-                    vec![ie(id::CAUSE, Ignore, cause_value(Cause::Misc(MISC_UNKNOWN_PLMN)))],
+                    vec![ie(
+                        id::CAUSE,
+                        Ignore,
+                        cause_value(Cause::Misc(MISC_UNKNOWN_PLMN)),
+                    )],
                 ),
             ),
         ]
