@@ -242,6 +242,8 @@ pub struct MmeCounters {
     pub nas_dropped: u64,
     /// S6a answers for no UE, or that do not parse.
     pub s6a_dropped: u64,
+    /// Initial UE Messages dropped with [`MAX_UES`] contexts held.
+    pub ue_table_full: u64,
 }
 
 /// `d11 show mme`.
@@ -486,21 +488,47 @@ impl Mme {
             }
             Err(e) => Err(e),
         };
+        if self.ues.len() >= MAX_UES {
+            self.counters.ue_table_full += 1;
+            return;
+        }
         let mme_ue_id = self.next_ue;
         self.next_ue = self.next_ue.wrapping_add(1).max(1);
         let stream = 1 + (enb_ue_id % 15) as u16;
-        let mut ue = UeCtx {
-            enb: assoc,
-            enb_ue_id,
-            stream,
-            imsi: String::new(),
-            emm: EmmState::WaitVector,
-            vector: None,
-            session: String::new(),
-            rejected: None,
-            capability: vec![],
-            sec: None,
+        self.ues.insert(
+            mme_ue_id,
+            UeCtx {
+                enb: assoc,
+                enb_ue_id,
+                stream,
+                imsi: String::new(),
+                emm: EmmState::WaitVector,
+                vector: None,
+                session: String::new(),
+                rejected: None,
+                capability: vec![],
+                sec: None,
+            },
+        );
+        self.attach_request(cx, mme_ue_id, msg);
+    }
+
+    /// An Attach Request on the UE's context, new or not: a second one
+    /// while an attach is in progress, or after a reject, starts it over
+    /// [TS 24.301 § 5.5.1.2.7 d, e].
+    fn attach_request(
+        &mut self,
+        cx: &mut Ctx,
+        mme_ue_id: u32,
+        msg: Result<EmmMessage, d11_wire::nas::NasError>,
+    ) {
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
         };
+        ue.emm = EmmState::WaitVector;
+        ue.vector = None;
+        ue.sec = None;
+        ue.rejected = None;
         let imsi = match msg {
             Ok(EmmMessage::AttachRequest {
                 identity: MobileIdentity::Imsi(imsi),
@@ -514,7 +542,6 @@ impl Mme {
                 // A GUTI this MME did not give: TS 24.301 § 5.4.4 asks
                 // for the IMSI (Identity Request) — not built yet.
                 self.counters.attach_requests += 1;
-                self.ues.insert(mme_ue_id, ue);
                 return self.reject(cx, mme_ue_id, cause::UE_IDENTITY_CANNOT_BE_DERIVED);
             }
             Ok(_) => {
@@ -524,14 +551,12 @@ impl Mme {
             Err(e) => {
                 tracing::debug!(%e, "Attach Request that does not decode");
                 self.counters.nas_dropped += 1;
-                self.ues.insert(mme_ue_id, ue);
                 return self.reject(cx, mme_ue_id, cause::INVALID_MANDATORY_INFORMATION);
             }
         };
         self.counters.attach_requests += 1;
         tracing::info!(%imsi, mme_ue_id, "Attach Request");
         ue.imsi = imsi;
-        self.ues.insert(mme_ue_id, ue);
         self.ask_vector(cx, mme_ue_id);
     }
 
@@ -652,6 +677,9 @@ impl Mme {
             return;
         };
         let msg = match Pdu::parse(nas) {
+            Ok(Pdu::Plain(m)) if m.get(1) == Some(&d11_wire::nas::emm::ATTACH_REQUEST) => {
+                return self.attach_request(cx, mme_ue_id, EmmMessage::parse(m));
+            }
             Ok(Pdu::Plain(m)) => match EmmMessage::parse(m) {
                 Ok(
                     m @ (EmmMessage::AuthenticationResponse { .. }
@@ -885,6 +913,9 @@ impl Mme {
         }
     }
 }
+
+/// The most UE contexts the MME holds (`d11 load` attaches 10,000).
+pub const MAX_UES: usize = 65_536;
 
 /// RAT-Type EUTRAN [TS 29.212 § 5.3.31].
 const RAT_EUTRAN: u32 = 1004;

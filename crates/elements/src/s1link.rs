@@ -42,6 +42,9 @@ pub const RETRY_REFUSED: Duration = Duration::from_secs(10);
 /// Experimental EtherType 1 (IEEE Std 802-2014 § 9.2.4).
 pub const ETHERTYPE_NAS: u16 = 0x88b5;
 
+/// The most UE contexts the eNodeB holds (`d11 load` attaches 10,000).
+pub const MAX_UES: usize = 65_536;
+
 /// The S1 settings of an eNodeB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S1Config {
@@ -210,6 +213,10 @@ impl S1Link {
                     ies,
                 };
                 (pdu, ue.stream)
+            }
+            None if self.ues.len() >= MAX_UES => {
+                self.nas_dropped += 1;
+                return false;
             }
             None => {
                 let enb_ue_id = self.next_ue;

@@ -269,7 +269,6 @@ fn an_hss_that_answers_nothing_costs_the_mme_its_connection_after_two_watchdog_i
     assert_ne!(s6a.state, PeerState::Open);
 }
 
-const UE_MAC: [u8; 6] = [0x02, 0xae, 0x00, 0x00, 0x00, 0x01];
 /// TS 35.208 test set 1, as double11.toml provisions the phone's USIM.
 const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
 const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
@@ -308,7 +307,6 @@ fn key(s: &str) -> [u8; 16] {
 
 #[test]
 fn an_attach_request_on_the_radio_brings_the_phone_an_authentication_request_its_usim_accepts() {
-    let _ = UE_MAC;
     let mut lab = lab(TOPOLOGY, 5, 0.0);
     let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
     hss.run(&mut lab, Duration::from_secs(1));
@@ -396,28 +394,20 @@ fn an_unknown_imsi_is_rejected_with_emm_cause_8() {
     // The HSS knows 001010000000001 and a range of 10,000 from ...002. (A
     // barred subscriber gets its vector: the HSS refuses it at Update
     // Location, after authentication — the next slice.)
-    let text = TOPOLOGY;
-    for (imsi, cause) in [("001019999999999", 8)] {
-        let mut lab = lab(text, 6, 0.0);
-        let mut hss = HssPlay::new(&mut lab, text);
-        hss.run(&mut lab, Duration::from_secs(1));
-        let attach = EmmMessage::AttachRequest {
-            ksi: 7,
-            attach_type: 1,
-            identity: MobileIdentity::Imsi(imsi.into()),
-            ue_network_capability: vec![0xe0, 0xe0],
-            esm: d11_wire::hex("0201d011"),
-        };
-        radio_nas(&mut lab, &attach.to_vec());
-        hss.run(&mut lab, Duration::from_secs(1));
-        assert_eq!(
-            nas_down(&mut lab),
-            [EmmMessage::AttachReject { cause }],
-            "{imsi}"
-        );
-        let mme = reports(&lab).1;
-        assert_eq!(mme.ues[0].rejected, Some(cause));
-    }
+    let mut lab = lab(TOPOLOGY, 6, 0.0);
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(1));
+    let attach = EmmMessage::AttachRequest {
+        ksi: 7,
+        attach_type: 1,
+        identity: MobileIdentity::Imsi("001019999999999".into()),
+        ue_network_capability: vec![0xe0, 0xe0],
+        esm: d11_wire::hex("0201d011"),
+    };
+    radio_nas(&mut lab, &attach.to_vec());
+    hss.run(&mut lab, Duration::from_secs(1));
+    assert_eq!(nas_down(&mut lab), [EmmMessage::AttachReject { cause: 8 }]);
+    assert_eq!(reports(&lab).1.ues[0].rejected, Some(8));
 }
 
 /// The phone's baseband (`d11_apps::baseband`) with the USIM the topology
@@ -628,4 +618,30 @@ fn a_phone_offering_eia0_alone_is_rejected_with_23() {
     let (_, _, seen) = attach(TOPOLOGY, 11, &mut bb);
     assert_eq!(types(&seen), ["authentication request", "attach reject"]);
     assert_eq!(bb.state(), UeState::Rejected(23));
+}
+
+#[test]
+fn a_rejected_phone_attaches_again_on_the_same_radio_and_s1_context() {
+    use d11_apps::baseband::UeState;
+    let mut stranger = baseband("001019999999999");
+    let (mut lab, mut hss, seen) = attach(TOPOLOGY, 12, &mut stranger);
+    assert_eq!(types(&seen), ["attach reject"]);
+    assert_eq!(stranger.state(), UeState::Rejected(8));
+    // The same phone (MAC) with the right USIM: Uplink NAS Transport this
+    // time, and the MME starts the attach over on the same context.
+    let mut bb = baseband("001010000000001");
+    let req = bb.attach_request();
+    radio_nas(&mut lab, &req);
+    let seen = phone(&mut lab, &mut hss, &mut bb, Duration::from_secs(2));
+    assert_eq!(
+        types(&seen),
+        ["authentication request", "security mode command"]
+    );
+    assert_eq!(bb.state(), UeState::Secured);
+    let mme = reports(&lab).1;
+    assert_eq!(mme.ues.len(), 1, "one context, reused");
+    assert_eq!(
+        (mme.ues[0].imsi.as_str(), mme.ues[0].rejected),
+        ("001010000000001", None)
+    );
 }
