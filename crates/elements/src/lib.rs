@@ -8,6 +8,7 @@
 pub mod bearer;
 pub mod bgp;
 pub mod enb;
+pub mod gtpc;
 pub mod mme;
 pub mod null;
 pub mod pgw;

@@ -18,6 +18,7 @@
 //!
 //! Ports, in order: `s1mme` (towards the eNodeB), `s6a` (towards the HSS).
 
+use crate::gtpc::{GtpcEndpoint, GtpcRow, Incoming};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::s6a::{S6aConfig, S6aPeer, S6aRow};
 use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
@@ -128,6 +129,10 @@ pub struct MmeSettings {
     /// The HSS's S6a address (Diameter over TCP 3868).
     #[serde(default)]
     pub hss: Option<Ipv4Addr>,
+    /// The SGW's S11 address (GTPv2-C, UDP 2123), reached from the
+    /// optional third port `s11`.
+    #[serde(default)]
+    pub sgw: Option<Ipv4Addr>,
     /// Its Diameter identity and realm [RFC 6733 § 6.3, § 6.4].
     #[serde(default = "default_origin_host")]
     pub origin_host: String,
@@ -244,6 +249,10 @@ pub struct MmeCounters {
     pub s6a_dropped: u64,
     /// Initial UE Messages dropped with [`MAX_UES`] contexts held.
     pub ue_table_full: u64,
+    /// Times the SGW's Recovery counter changed.
+    pub sgw_restarts: u64,
+    /// GTPv2-C this MME does not handle yet.
+    pub s11_unhandled: u64,
 }
 
 /// `d11 show mme`.
@@ -259,6 +268,9 @@ pub struct MmeReport {
     /// Its Diameter peer, when it has an HSS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s6a: Option<S6aRow>,
+    /// Its GTPv2-C endpoint on S11, when it has an SGW.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s11: Option<GtpcRow>,
     pub associations: Vec<AssocRow>,
     pub sctp: SctpCounters,
     pub counters: MmeCounters,
@@ -288,6 +300,7 @@ pub struct Mme {
     listening: bool,
     enbs: BTreeMap<AssocId, EnbPeer>,
     s6a: Option<S6aPeer>,
+    s11: Option<GtpcEndpoint>,
     ues: BTreeMap<u32, UeCtx>,
     /// The UE an S6a request was for, by its hop-by-hop id.
     pending: HashMap<u32, u32>,
@@ -307,6 +320,7 @@ impl Mme {
         Mme {
             l3,
             s6a,
+            s11: None,
             cfg,
             listening: false,
             enbs: BTreeMap::new(),
@@ -375,6 +389,7 @@ impl Mme {
             // What the answers asked for goes out now.
             s6a.serve(&mut self.l3, cx);
         }
+        self.serve_s11(cx, out);
         self.l3.poll(cx, out);
     }
 
@@ -384,6 +399,45 @@ impl Mme {
             (Kind::Initiating, proc::INITIAL_UE_MESSAGE) => self.initial_ue(cx, assoc, &pdu),
             (Kind::Initiating, proc::UPLINK_NAS_TRANSPORT) => self.uplink_nas(cx, assoc, &pdu),
             _ => self.counters.s1ap_unhandled += 1,
+        }
+    }
+
+    /// S11: the GTPv2-C endpoint towards the SGW, bound on first use on
+    /// the address facing it; the path echoed [TS 29.274 § 7.8].
+    fn serve_s11(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        let Some(sgw) = self.cfg.sgw else {
+            return;
+        };
+        if self.s11.is_none() {
+            let local = self
+                .l3
+                .lookup(sgw)
+                .and_then(|(_, hop)| self.l3.port(hop.port))
+                .map(|p| p.address.addr());
+            let Some(local) = local else {
+                return;
+            };
+            self.s11 = GtpcEndpoint::bind(&mut self.l3, cx, local);
+            if let Some(s11) = self.s11.as_mut() {
+                s11.watch(sgw);
+            }
+        }
+        let Some(s11) = self.s11.as_mut() else {
+            return;
+        };
+        s11.poll(&mut self.l3, cx, out);
+        while let Some(i) = s11.next() {
+            match i {
+                Incoming::PeerRestarted { peer } => {
+                    // TS 23.007 § 16.1.1: the SGW lost its sessions. The
+                    // sessions are rebuilt once S11 carries them (next slice).
+                    tracing::warn!(%peer, "SGW restarted (Recovery changed)");
+                    self.counters.sgw_restarts += 1;
+                }
+                Incoming::Request { .. } | Incoming::Response { .. } | Incoming::Timeout { .. } => {
+                    self.counters.s11_unhandled += 1;
+                }
+            }
         }
     }
 
@@ -879,6 +933,7 @@ impl Mme {
             group: self.cfg.group,
             code: self.cfg.code,
             s6a: self.s6a.as_ref().map(S6aPeer::row),
+            s11: self.s11.as_ref().map(GtpcEndpoint::row),
             ues: self
                 .ues
                 .iter()
@@ -995,7 +1050,7 @@ const PROTOCOL_SEMANTIC: u8 = 4;
 impl Role for Mme {
     const INFO: RoleInfo = RoleInfo {
         name: "mme",
-        summary: "MME: S1AP over SCTP 36412 towards the eNodeB, S6a (Diameter over TCP) to the HSS; ports s1mme, s6a",
+        summary: "MME: S1AP over SCTP 36412 towards the eNodeB, S6a (Diameter over TCP) to the HSS, S11 (GTPv2-C) to the SGW; ports s1mme, s6a[, s11]",
         addressing: Addressing::All,
         bridges: false,
         isolates_tenants: false,
@@ -1003,7 +1058,10 @@ impl Role for Mme {
     };
     type Settings = MmeSettings;
     fn build(node: &ElementNode, s: MmeSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
-        node.expect_ports(&["s1mme", "s6a"])?;
+        match node.ports.len() {
+            3 => node.expect_ports(&["s1mme", "s6a", "s11"])?,
+            _ => node.expect_ports(&["s1mme", "s6a"])?,
+        }
         let mut l3 = L3::with_ports(node.l3_ports()?);
         for (i, r) in node.routes.iter().enumerate() {
             l3.add_route(r.to, r.via, RouteSource::Static)
@@ -1035,7 +1093,12 @@ impl Element for Mme {
             return Some(Instant::ZERO);
         }
         let s6a = self.s6a.as_ref().and_then(S6aPeer::poll_at);
-        [self.l3.poll_at(), s6a].into_iter().flatten().min()
+        let s11 = match (&self.s11, self.cfg.sgw) {
+            (Some(e), _) => e.poll_at(),
+            (None, Some(_)) => Some(Instant::ZERO),
+            (None, None) => None,
+        };
+        [self.l3.poll_at(), s6a, s11].into_iter().flatten().min()
     }
 
     fn report(&self) -> serde_json::Value {

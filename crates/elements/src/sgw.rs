@@ -8,9 +8,14 @@
 //! SGW's per segment; the inner packet is untouched (not even its TTL: the
 //! SGW is no IP hop for the UE).
 //!
-//! Ports, in order: `s1u`, `s5`.
+//! With a third port `s11` it is a GTPv2-C endpoint there for the MME
+//! ([`crate::gtpc`]: Echo with its Recovery counter today; Create Session
+//! next, `PROGRESS-attach.md`).
+//!
+//! Ports, in order: `s1u`, `s5`, optionally `s11`.
 
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
+use crate::gtpc::{GtpcEndpoint, GtpcRow};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
@@ -57,6 +62,9 @@ pub struct SgwReport {
     #[serde(flatten)]
     pub tunnel: TunnelReport,
     pub relayed: Relayed,
+    /// Its GTPv2-C endpoint on S11, when it has that port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s11: Option<GtpcRow>,
 }
 
 /// G-PDUs switched from S1-U to S5 (uplink) and back (downlink).
@@ -77,6 +85,9 @@ pub struct Sgw {
     /// The address of each port.
     addrs: [Ipv4Addr; 2],
     relayed: [u64; 2],
+    /// The S11 address, when the SGW has the port; its endpoint once bound.
+    s11_addr: Option<Ipv4Addr>,
+    s11: Option<GtpcEndpoint>,
 }
 
 impl Sgw {
@@ -87,6 +98,7 @@ impl Sgw {
         }
         let p = |i: usize| cfg.router.ports[i].address.addr();
         let addrs = [p(0), p(1)];
+        let s11_addr = cfg.router.ports.get(2).map(|q| q.address.addr());
         let mut router = Router::new(cfg.router);
         Ok(Sgw {
             addrs,
@@ -96,7 +108,25 @@ impl Sgw {
             enb: cfg.enb,
             pgw: cfg.pgw,
             relayed: [0; 2],
+            s11_addr,
+            s11: None,
         })
+    }
+
+    /// S11: Echo answered by the endpoint; other requests wait for the
+    /// session handling of the next slice.
+    fn serve_s11(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        let Some(addr) = self.s11_addr else {
+            return;
+        };
+        if self.s11.is_none() {
+            self.s11 = GtpcEndpoint::bind(self.router.l3_mut(), cx, addr);
+        }
+        let Some(s11) = self.s11.as_mut() else {
+            return;
+        };
+        s11.poll(self.router.l3_mut(), cx, out);
+        while s11.next().is_some() {}
     }
 
     /// The bearer table, for a control plane to drive.
@@ -140,7 +170,13 @@ impl Role for Sgw {
     type Settings = SgwSettings;
     fn build(node: &ElementNode, c: SgwSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
         let mut e = Sgw::new(SgwConfig {
-            router: RouterConfig::for_ports(node, &["s1u", "s5"])?,
+            router: RouterConfig::for_ports(
+                node,
+                match node.ports.len() {
+                    3 => &["s1u", "s5", "s11"],
+                    _ => &["s1u", "s5"],
+                },
+            )?,
             enb: c.enb,
             pgw: c.pgw,
             bearers: c.bearers,
@@ -160,16 +196,25 @@ impl Element for Sgw {
                     self.relay(cx, port, g, out);
                 }
             }
-            other => self.router.handle(cx, port, frame, other, out),
+            other => {
+                self.router.handle(cx, port, frame, other, out);
+                self.serve_s11(cx, out);
+            }
         }
     }
 
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
-        self.router.on_timer(cx, out)
+        self.router.on_timer(cx, out);
+        self.serve_s11(cx, out);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.router.poll_at()
+        let s11 = match (&self.s11, self.s11_addr) {
+            (Some(e), _) => e.poll_at(),
+            (None, Some(_)) => Some(Instant::ZERO),
+            (None, None) => None,
+        };
+        [self.router.poll_at(), s11].into_iter().flatten().min()
     }
 
     fn report(&self) -> serde_json::Value {
@@ -180,6 +225,7 @@ impl Element for Sgw {
                 uplink: self.relayed[0],
                 downlink: self.relayed[1],
             },
+            s11: self.s11.as_ref().map(GtpcEndpoint::row),
         })
     }
 }

@@ -645,3 +645,92 @@ fn a_rejected_phone_attaches_again_on_the_same_radio_and_s1_context() {
         ("001010000000001", None)
     );
 }
+
+#[test]
+fn the_mme_echoes_its_sgw_on_s11_and_learns_its_recovery_counter() {
+    use d11_elements::sgw::SgwReport;
+    let mut lab = lab(TOPOLOGY, 13, 0.0);
+    lab.sim.run_for(Duration::from_secs(1));
+    let mme = reports(&lab).1;
+    let sgw: SgwReport = lab
+        .sim
+        .status(lab.node("sgw"))
+        .report()
+        .expect("an SgwReport");
+    let (s11, sgw_s11) = (
+        mme.s11.expect("the mme has an sgw"),
+        sgw.s11.expect("the sgw has s11"),
+    );
+    assert_eq!(s11.local.to_string(), "172.16.4.1:2123");
+    assert_eq!(s11.peers[0].address.to_string(), "172.16.4.2");
+    assert_eq!(
+        s11.peers[0].recovery,
+        Some(sgw_s11.recovery),
+        "the Echo Response's Recovery"
+    );
+    assert_eq!(
+        (
+            s11.counters.echoes,
+            s11.counters.responses_received,
+            s11.outstanding
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        sgw_s11.peers[0].recovery,
+        Some(s11.recovery),
+        "the Echo Request's Recovery"
+    );
+    // Every 60 s after.
+    lab.sim.run_for(Duration::from_secs(60));
+    assert_eq!(reports(&lab).1.s11.expect("s11").counters.echoes, 2);
+    if common::tshark_agrees(&mut lab.sim, "attach-s11-echo.pcapng") {
+        let gtp = tshark(
+            &mut lab,
+            "attach-s11-echo.pcapng",
+            "gtpv2",
+            &["ip.src", "gtpv2.message_type"],
+        )
+        .expect("tshark ran");
+        assert_eq!(gtp.len(), 4, "{gtp:?}");
+        assert_eq!(
+            gtp[..2],
+            ["172.16.4.1\t1", "172.16.4.2\t2"],
+            "Echo Request, Echo Response"
+        );
+    }
+}
+
+#[test]
+fn an_echo_lost_on_s11_is_sent_again_after_t3() {
+    let mut retransmitted = 0;
+    for seed in 1..=8 {
+        let topo = Topology::parse(TOPOLOGY, "double11.toml").expect("loads");
+        let mut lab = SimLab::new(&topo, seed, |w| LinkParams {
+            delay: Duration::from_micros(100),
+            loss: if w.name() == "mme:s11--sgw:s11" {
+                0.5
+            } else {
+                0.0
+            },
+        })
+        .expect("builds");
+        lab.sim.run_for(Duration::from_secs(10));
+        let s11 = reports(&lab).1.s11.expect("s11");
+        let c = &s11.counters;
+        // Answered within N3 tries, or given up after them.
+        assert!(c.responses_received + c.timeouts == 1, "seed {seed}: {c:?}");
+        assert!(
+            c.retransmissions < 3,
+            "at most N3 = 3 tries, seed {seed}: {c:?}"
+        );
+        if c.responses_received == 1 {
+            assert!(s11.peers[0].recovery.is_some());
+        }
+        retransmitted += c.retransmissions;
+    }
+    assert!(
+        retransmitted > 0,
+        "half the frames lost: some seed retransmits"
+    );
+}

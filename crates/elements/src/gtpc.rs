@@ -1,0 +1,344 @@
+//! A GTPv2-C endpoint on the element layer's UDP 2123: the transactions
+//! under S11 (MME–SGW) and S5-C (SGW–PGW).
+//!
+//! Read TS 29.274 § 7.6 first (reliable delivery: a request is sent again
+//! after T3-RESPONSE, at most N3-REQUESTS times; a retransmitted request,
+//! known by its peer and sequence number, gets the response already sent,
+//! not a second one; the response goes to the request's source address and
+//! port), § 7.8 (Echo: an Echo Request is answered with an Echo Response
+//! carrying the Recovery IE; the path is checked every 60 s at most) and
+//! § 7.1.1 (the Recovery counter: a peer whose counter changed has
+//! restarted and lost its sessions, TS 23.007 § 16.1.1).
+//!
+//! The element's own messages ride [`GtpcEndpoint::request`] and
+//! [`GtpcEndpoint::respond`]; what arrives for it comes out of
+//! [`GtpcEndpoint::next`]. Echo is handled here. Our Recovery counter is
+//! drawn from the context's RNG when the element starts (the element keeps
+//! no state across restarts; the real driver seeds the RNG from the clock),
+//! so a restart shows as a new value.
+
+use d11_core::l3::UdpHandle;
+use d11_core::{Ctx, Instant, Outbox, L3};
+use d11_wire::gtpv2c::{self, find, ie_type, msg, GtpcPacket, MessageBuilder};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// T3-RESPONSE and N3-REQUESTS [TS 29.274 § 7.6: operator's choice].
+pub const T3: Duration = Duration::from_secs(3);
+pub const N3: u32 = 3;
+/// How often a path is echoed [TS 29.274 § 7.8: not more often than 60 s].
+pub const ECHO_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the endpoint hands the element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A request (not Echo) to answer with [`GtpcEndpoint::respond`].
+    Request {
+        from: SocketAddrV4,
+        seq: u32,
+        msg: Vec<u8>,
+    },
+    /// The response to our request `seq`.
+    Response { seq: u32, msg: Vec<u8> },
+    /// Our request `seq` went unanswered N3 times.
+    Timeout { seq: u32, peer: Ipv4Addr },
+    /// The peer's Recovery counter changed: it restarted.
+    PeerRestarted { peer: Ipv4Addr },
+}
+
+/// What the endpoint counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GtpcCounters {
+    pub requests_sent: u64,
+    pub retransmissions: u64,
+    pub timeouts: u64,
+    pub responses_received: u64,
+    pub requests_received: u64,
+    /// Retransmitted requests answered from the cache.
+    pub duplicates_answered: u64,
+    pub echoes: u64,
+    /// Datagrams that are not GTPv2-C, or responses to no request.
+    pub dropped: u64,
+}
+
+/// One peer in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRow {
+    pub address: Ipv4Addr,
+    pub recovery: Option<u8>,
+    pub restarts: u64,
+}
+
+/// The endpoint's part of an element's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GtpcRow {
+    pub local: SocketAddrV4,
+    pub recovery: u8,
+    pub peers: Vec<PeerRow>,
+    pub outstanding: usize,
+    pub counters: GtpcCounters,
+}
+
+#[derive(Debug)]
+struct Pending {
+    peer: SocketAddrV4,
+    bytes: Vec<u8>,
+    due: Instant,
+    tries: u32,
+    echo: bool,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    recovery: Option<u8>,
+    restarts: u64,
+    echo_at: Option<Instant>,
+}
+
+/// A GTPv2-C endpoint.
+#[derive(Debug)]
+pub struct GtpcEndpoint {
+    sock: UdpHandle,
+    local: SocketAddrV4,
+    recovery: u8,
+    next_seq: u32,
+    pending: BTreeMap<u32, Pending>,
+    /// Responses sent, for retransmitted requests, until they expire.
+    cache: HashMap<(SocketAddrV4, u32), (Vec<u8>, Instant)>,
+    peers: BTreeMap<Ipv4Addr, Peer>,
+    inbox: VecDeque<Incoming>,
+    counters: GtpcCounters,
+}
+
+impl GtpcEndpoint {
+    /// Binds UDP 2123 on `local`.
+    pub fn bind(l3: &mut L3, cx: &mut Ctx, local: Ipv4Addr) -> Option<GtpcEndpoint> {
+        let sock = l3.udp_bind(Some(local), gtpv2c::PORT).ok()?;
+        Some(GtpcEndpoint {
+            sock,
+            local: SocketAddrV4::new(local, gtpv2c::PORT),
+            recovery: (cx.rng.next_u64() % 255 + 1) as u8,
+            next_seq: (cx.rng.next_u64() & 0xff_ffff) as u32,
+            pending: BTreeMap::new(),
+            cache: HashMap::new(),
+            peers: BTreeMap::new(),
+            inbox: VecDeque::new(),
+            counters: GtpcCounters::default(),
+        })
+    }
+
+    pub fn recovery(&self) -> u8 {
+        self.recovery
+    }
+
+    /// Echoes `peer` now and every [`ECHO_INTERVAL`].
+    pub fn watch(&mut self, peer: Ipv4Addr) {
+        self.peers.entry(peer).or_default().echo_at = Some(Instant::ZERO);
+    }
+
+    /// The next sequence number [TS 29.274 § 7.6: 24 bits].
+    fn seq(&mut self) -> u32 {
+        let s = self.next_seq;
+        self.next_seq = (self.next_seq + 1) & 0xff_ffff;
+        s
+    }
+
+    /// Sends a request that `build` fills in (its header made here with
+    /// `msg_type`, `teid` and a new sequence number); returns the number.
+    pub fn request(
+        &mut self,
+        l3: &mut L3,
+        cx: &mut Ctx,
+        out: &mut Outbox,
+        peer: Ipv4Addr,
+        msg_type: u8,
+        teid: Option<u32>,
+        build: impl FnOnce(&mut MessageBuilder),
+    ) -> u32 {
+        let seq = self.seq();
+        let mut m = MessageBuilder::new(msg_type, teid, seq);
+        build(&mut m);
+        let bytes = m.finish();
+        let to = SocketAddrV4::new(peer, gtpv2c::PORT);
+        l3.udp_send(cx, self.local, to, &bytes, out);
+        self.counters.requests_sent += 1;
+        self.pending.insert(
+            seq,
+            Pending {
+                peer: to,
+                bytes,
+                due: cx.now + T3,
+                tries: 1,
+                echo: msg_type == msg::ECHO_REQUEST,
+            },
+        );
+        seq
+    }
+
+    /// Answers the request `seq` from `to` (its source port), keeping the
+    /// answer for a retransmission of the request.
+    pub fn respond(
+        &mut self,
+        l3: &mut L3,
+        cx: &mut Ctx,
+        out: &mut Outbox,
+        to: SocketAddrV4,
+        bytes: Vec<u8>,
+    ) {
+        let Ok(p) = GtpcPacket::new_checked(&bytes[..]) else {
+            return;
+        };
+        l3.udp_send(cx, self.local, to, &bytes, out);
+        let keep = cx.now + T3 * (N3 + 1);
+        self.cache.insert((to, p.seq()), (bytes, keep));
+    }
+
+    /// What arrived or timed out, for the element.
+    pub fn next(&mut self) -> Option<Incoming> {
+        self.inbox.pop_front()
+    }
+
+    /// When [`GtpcEndpoint::poll`] must run without a frame.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let pending = self.pending.values().map(|p| p.due);
+        let echo = self.peers.values().filter_map(|p| p.echo_at);
+        let cache = self.cache.values().map(|c| c.1);
+        pending.chain(echo).chain(cache).min()
+    }
+
+    /// Reads datagrams, answers Echo, retransmits and times out requests,
+    /// echoes watched peers, forgets old cached responses.
+    pub fn poll(&mut self, l3: &mut L3, cx: &mut Ctx, out: &mut Outbox) {
+        while let Some(d) = l3.udp_recv(self.sock) {
+            self.datagram(l3, cx, out, d.from, &d.payload);
+        }
+        let now = cx.now;
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(&s, _)| s)
+            .collect();
+        for seq in due {
+            let Some(p) = self.pending.get_mut(&seq) else {
+                continue;
+            };
+            if p.tries >= N3 {
+                let p = self.pending.remove(&seq).expect("found above");
+                self.counters.timeouts += 1;
+                if !p.echo {
+                    self.inbox.push_back(Incoming::Timeout {
+                        seq,
+                        peer: *p.peer.ip(),
+                    });
+                }
+                continue;
+            }
+            p.tries += 1;
+            p.due = now + T3;
+            self.counters.retransmissions += 1;
+            let (peer, bytes) = (p.peer, p.bytes.clone());
+            l3.udp_send(cx, self.local, peer, &bytes, out);
+        }
+        let echo_due: Vec<Ipv4Addr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.echo_at.is_some_and(|t| t <= now))
+            .map(|(&a, _)| a)
+            .collect();
+        for peer in echo_due {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.echo_at = Some(now + ECHO_INTERVAL);
+            }
+            let recovery = self.recovery;
+            self.counters.echoes += 1;
+            self.request(l3, cx, out, peer, msg::ECHO_REQUEST, None, |m| {
+                m.ie(ie_type::RECOVERY, 0, &[recovery]);
+            });
+        }
+        self.cache.retain(|_, (_, keep)| *keep > now);
+    }
+
+    fn datagram(
+        &mut self,
+        l3: &mut L3,
+        cx: &mut Ctx,
+        out: &mut Outbox,
+        from: SocketAddrV4,
+        b: &[u8],
+    ) {
+        let Ok(p) = GtpcPacket::new_checked(b) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let (ty, seq) = (p.msg_type(), p.seq());
+        if let Ok(Some(r)) = find(p.ie_bytes(), ie_type::RECOVERY, 0) {
+            if let Some(&v) = r.value.first() {
+                self.recovery_of(*from.ip(), v);
+            }
+        }
+        if msg::is_request(ty) {
+            self.counters.requests_received += 1;
+            if let Some((bytes, _)) = self.cache.get(&(from, seq)) {
+                self.counters.duplicates_answered += 1;
+                let bytes = bytes.clone();
+                return l3.udp_send(cx, self.local, from, &bytes, out);
+            }
+            if ty == msg::ECHO_REQUEST {
+                let mut m = MessageBuilder::new(msg::ECHO_RESPONSE, None, seq);
+                m.ie(ie_type::RECOVERY, 0, &[self.recovery]);
+                return self.respond(l3, cx, out, from, m.finish());
+            }
+            return self.inbox.push_back(Incoming::Request {
+                from,
+                seq,
+                msg: p.message().to_vec(),
+            });
+        }
+        match self.pending.remove(&seq) {
+            Some(q) if q.peer.ip() == from.ip() => {
+                self.counters.responses_received += 1;
+                if !q.echo {
+                    self.inbox.push_back(Incoming::Response {
+                        seq,
+                        msg: p.message().to_vec(),
+                    });
+                }
+            }
+            Some(q) => {
+                self.pending.insert(seq, q);
+                self.counters.dropped += 1;
+            }
+            None => self.counters.dropped += 1,
+        }
+    }
+
+    fn recovery_of(&mut self, peer: Ipv4Addr, v: u8) {
+        let p = self.peers.entry(peer).or_default();
+        if p.recovery.is_some_and(|old| old != v) {
+            p.restarts += 1;
+            self.inbox.push_back(Incoming::PeerRestarted { peer });
+        }
+        p.recovery = Some(v);
+    }
+
+    pub fn row(&self) -> GtpcRow {
+        GtpcRow {
+            local: self.local,
+            recovery: self.recovery,
+            peers: self
+                .peers
+                .iter()
+                .map(|(&address, p)| PeerRow {
+                    address,
+                    recovery: p.recovery,
+                    restarts: p.restarts,
+                })
+                .collect(),
+            outstanding: self.pending.len(),
+            counters: self.counters.clone(),
+        }
+    }
+}
