@@ -1,6 +1,6 @@
 //! Chapter 3 in real namespaces (netns/double11.toml): the enb's S1 Setup
 //! with the mme over the lab's own SCTP on a veth, the mme's S6a peer with
-//! the hss app (kernel TCP, SQLite), and the phone's Attach Request in the
+//! the hss app (kernel TCP, SQLite), GTPv2-C Echo on S11, and the phone's Attach Request in the
 //! radio carriage (EtherType 0x88B5 on its TAP) answered with an
 //! Authentication Request whose vector the hss made. Root only.
 
@@ -45,7 +45,9 @@ fn s1_setup_s6a_and_an_attach_request_answered_with_a_challenge_in_real_namespac
     let m = loop {
         let m = mme(&lab);
         let r = m.get("report").unwrap_or(&m);
-        let ready = r["enbs"][0]["s1"] == "ready" && r["s6a"]["state"] == "open";
+        let ready = r["enbs"][0]["s1"] == "ready"
+            && r["s6a"]["state"] == "open"
+            && r["s11"]["peers"][0]["recovery"].is_u64();
         if ready || Instant::now() > deadline {
             break r.clone();
         }
@@ -54,6 +56,8 @@ fn s1_setup_s6a_and_an_attach_request_answered_with_a_challenge_in_real_namespac
     assert_eq!(m["enbs"][0]["s1"], "ready", "{m}");
     assert_eq!(m["s6a"]["state"], "open", "{m}");
     assert_eq!(m["s6a"]["hss_host"], "hss.epc.lab");
+    // S11: the sgw answered the mme's Echo with its Recovery counter.
+    assert!(m["s11"]["peers"][0]["recovery"].is_u64(), "{m}");
 
     let dir = Scratch::new("attach");
     let file = dir.path("attach.pcapng");

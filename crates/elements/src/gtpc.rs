@@ -12,7 +12,7 @@
 //!
 //! The element's own messages ride [`GtpcEndpoint::request`] and
 //! [`GtpcEndpoint::respond`]; what arrives for it comes out of
-//! [`GtpcEndpoint::next`]. Echo is handled here. Our Recovery counter is
+//! [`GtpcEndpoint::incoming`]. Echo is handled here. Our Recovery counter is
 //! drawn from the context's RNG when the element starts (the element keeps
 //! no state across restarts; the real driver seeds the RNG from the clock),
 //! so a restart shows as a new value.
@@ -30,6 +30,15 @@ pub const T3: Duration = Duration::from_secs(3);
 pub const N3: u32 = 3;
 /// How often a path is echoed [TS 29.274 § 7.8: not more often than 60 s].
 pub const ECHO_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where a request goes and its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTo {
+    pub peer: Ipv4Addr,
+    pub msg_type: u8,
+    /// The peer's TEID for the session, None for Echo (no T flag).
+    pub teid: Option<u32>,
+}
 
 /// What the endpoint hands the element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,18 +154,21 @@ impl GtpcEndpoint {
         s
     }
 
-    /// Sends a request that `build` fills in (its header made here with
-    /// `msg_type`, `teid` and a new sequence number); returns the number.
+    /// Sends a request that `build` fills in (its header made here from
+    /// `to` and a new sequence number); returns the number.
     pub fn request(
         &mut self,
         l3: &mut L3,
         cx: &mut Ctx,
         out: &mut Outbox,
-        peer: Ipv4Addr,
-        msg_type: u8,
-        teid: Option<u32>,
+        to: RequestTo,
         build: impl FnOnce(&mut MessageBuilder),
     ) -> u32 {
+        let RequestTo {
+            peer,
+            msg_type,
+            teid,
+        } = to;
         let seq = self.seq();
         let mut m = MessageBuilder::new(msg_type, teid, seq);
         build(&mut m);
@@ -196,7 +208,7 @@ impl GtpcEndpoint {
     }
 
     /// What arrived or timed out, for the element.
-    pub fn next(&mut self) -> Option<Incoming> {
+    pub fn incoming(&mut self) -> Option<Incoming> {
         self.inbox.pop_front()
     }
 
@@ -254,7 +266,12 @@ impl GtpcEndpoint {
             }
             let recovery = self.recovery;
             self.counters.echoes += 1;
-            self.request(l3, cx, out, peer, msg::ECHO_REQUEST, None, |m| {
+            let to = RequestTo {
+                peer,
+                msg_type: msg::ECHO_REQUEST,
+                teid: None,
+            };
+            self.request(l3, cx, out, to, |m| {
                 m.ie(ie_type::RECOVERY, 0, &[recovery]);
             });
         }

@@ -426,7 +426,7 @@ impl Mme {
             return;
         };
         s11.poll(&mut self.l3, cx, out);
-        while let Some(i) = s11.next() {
+        while let Some(i) = s11.incoming() {
             match i {
                 Incoming::PeerRestarted { peer } => {
                     // TS 23.007 § 16.1.1: the SGW lost its sessions. The

@@ -126,7 +126,7 @@ impl Sgw {
             return;
         };
         s11.poll(self.router.l3_mut(), cx, out);
-        while s11.next().is_some() {}
+        while s11.incoming().is_some() {}
     }
 
     /// The bearer table, for a control plane to drive.
