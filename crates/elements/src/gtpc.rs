@@ -359,3 +359,108 @@ impl GtpcEndpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d11_core::{L3Port, PortId};
+    use d11_wire::hex;
+    use d11_wire::MacAddr;
+
+    // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(
+    //   Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02")/
+    //   IP(src="192.0.2.2", dst="192.0.2.1", id=11, ttl=64)/UDP(sport=40000, dport=2123)/
+    //   Raw(bytes.fromhex("4001000900010200" "0300010007"))).hex())'
+    // tshark: Echo Request, Sequence Number 0x000102, Recovery (Restart Counter) 7.
+    const ECHO_REQUEST: &str = "020000000001020000000002080045000029000b00004011f6b5c0000202c00002019c40084b00158a2940010009000102000300010007";
+
+    fn endpoint() -> (L3, GtpcEndpoint, Ctx) {
+        let mut l3 = L3::with_ports(vec![L3Port {
+            name: "s11".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            address: "192.0.2.1/24".parse().unwrap(),
+            mtu: 1500,
+        }]);
+        l3.learn(
+            Instant::ZERO,
+            "192.0.2.2".parse().unwrap(),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+        );
+        let mut cx = Ctx::new(Instant::ZERO, 1);
+        let e = GtpcEndpoint::bind(&mut l3, &mut cx, "192.0.2.1".parse().unwrap()).unwrap();
+        (l3, e, cx)
+    }
+
+    /// The GTPv2-C messages sent, as (UDP destination port, message).
+    fn sent(o: &Outbox) -> Vec<(u16, Vec<u8>)> {
+        o.frames()
+            .map(|(_, f)| (u16::from_be_bytes([f[36], f[37]]), f[42..].to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn an_echo_request_is_answered_to_its_source_port_and_its_retransmission_from_the_cache() {
+        let (mut l3, mut e, mut cx) = endpoint();
+        let mut o = Outbox::new();
+        l3.input(&mut cx, PortId(0), &hex(ECHO_REQUEST), &mut o);
+        e.poll(&mut l3, &mut cx, &mut o);
+        let first = sent(&o);
+        let r = e.recovery();
+        // Echo Response, the request's sequence number, our Recovery.
+        let want = [&hex("4002000900010200030001")[..], &[0, r]].concat();
+        assert_eq!(first, [(40000, want)], "to the request's source port 40000");
+        assert_eq!(e.row().peers[0].recovery, Some(7));
+        // The same request again: the same response, not a new one.
+        o.clear();
+        l3.input(&mut cx, PortId(0), &hex(ECHO_REQUEST), &mut o);
+        e.poll(&mut l3, &mut cx, &mut o);
+        assert_eq!(sent(&o), first);
+        assert_eq!(e.row().counters.duplicates_answered, 1);
+        assert_eq!(e.incoming(), None, "Echo never reaches the element");
+    }
+
+    #[test]
+    fn a_request_is_sent_three_times_then_times_out() {
+        let (mut l3, mut e, mut cx) = endpoint();
+        let mut o = Outbox::new();
+        let to = RequestTo {
+            peer: "192.0.2.2".parse().unwrap(),
+            msg_type: msg::CREATE_SESSION_REQUEST,
+            teid: Some(0),
+        };
+        let seq = e.request(&mut l3, &mut cx, &mut o, to, |_| {});
+        for t in [3, 6, 9] {
+            cx.now = Instant::from_millis(t * 1000);
+            e.poll(&mut l3, &mut cx, &mut o);
+        }
+        let copies: Vec<_> = sent(&o).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(copies.len(), 3, "N3 = 3 transmissions");
+        assert!(
+            copies.windows(2).all(|w| w[0] == w[1]),
+            "the same bytes each time"
+        );
+        assert_eq!(
+            e.incoming(),
+            Some(Incoming::Timeout {
+                seq,
+                peer: "192.0.2.2".parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_on_2123_is_a_counted_drop() {
+        let (mut l3, mut e, mut cx) = endpoint();
+        let mut o = Outbox::new();
+        // The scapy frame with its GTPv2-C version set to 1: not ours.
+        let mut f = hex(ECHO_REQUEST);
+        f[42] = 0x20;
+        // Fix the UDP checksum by zeroing it (none, RFC 768).
+        f[40] = 0;
+        f[41] = 0;
+        l3.input(&mut cx, PortId(0), &f, &mut o);
+        e.poll(&mut l3, &mut cx, &mut o);
+        assert_eq!(sent(&o), []);
+        assert_eq!(e.row().counters.dropped, 1);
+    }
+}
