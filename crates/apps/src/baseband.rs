@@ -14,6 +14,7 @@
 //! attach up to the HSS's Update Location: Attach Accept and the phone's
 //! address come in the next slice (`PROGRESS-attach.md`).
 
+use crate::hss::{imsi_ok, key};
 use d11_core::settings::ConfigError;
 use d11_security::aka::{self, Answer};
 use d11_security::kdf::{self, NasKey};
@@ -34,29 +35,15 @@ pub struct UsimConfig {
     pub opc: String,
 }
 
-/// 32 hex digits as 16 octets.
-pub fn key16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let v: Option<Vec<u8>> = (0..32)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    v?.try_into().ok()
-}
-
 impl UsimConfig {
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
-        let imsi_ok =
-            (6..=15).contains(&self.imsi.len()) && self.imsi.bytes().all(|c| c.is_ascii_digit());
-        if !imsi_ok {
+        if !imsi_ok(&self.imsi) {
             return Err(ConfigError::new(format!("{at}.imsi"), "6 to 15 digits"));
         }
-        if key16(&self.k).is_none() {
+        if key(&self.k).is_none() {
             return Err(ConfigError::new(format!("{at}.k"), "32 hex digits"));
         }
-        if key16(&self.opc).is_none() {
+        if key(&self.opc).is_none() {
             return Err(ConfigError::new(format!("{at}.opc"), "32 hex digits"));
         }
         Ok(())
@@ -124,7 +111,7 @@ impl Baseband {
     pub fn new(usim: &UsimConfig, plmn: [u8; 3]) -> Option<Baseband> {
         Some(Baseband {
             imsi: usim.imsi.clone(),
-            usim: Milenage::new(&key16(&usim.k)?, &key16(&usim.opc)?),
+            usim: Milenage::new(&key(&usim.k)?, &key(&usim.opc)?),
             sqn_ms: [0; 6],
             plmn,
             state: UeState::Deregistered,

@@ -101,8 +101,8 @@ fn default_apn() -> String {
     "internet".into()
 }
 
-/// 32 hex digits as 16 octets.
-fn key(s: &str) -> Option<[u8; 16]> {
+/// 32 hex digits as 16 octets (K, OPc).
+pub(crate) fn key(s: &str) -> Option<[u8; 16]> {
     if s.len() != 32 {
         return None;
     }
@@ -113,7 +113,8 @@ fn key(s: &str) -> Option<[u8; 16]> {
     v?.try_into().ok()
 }
 
-fn imsi_ok(s: &str) -> bool {
+/// 6 to 15 digits.
+pub(crate) fn imsi_ok(s: &str) -> bool {
     (6..=15).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit())
 }
 
