@@ -73,7 +73,7 @@ pub struct EnbSettings {
 }
 
 fn default_plmn() -> Plmn {
-    Plmn([0x00, 0xf1, 0x10])
+    Plmn::TEST
 }
 fn default_enb_id() -> u32 {
     1

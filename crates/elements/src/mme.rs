@@ -44,6 +44,9 @@ pub const NON_UE_STREAM: u16 = 0;
 pub struct Plmn(pub [u8; 3]);
 
 impl Plmn {
+    /// MCC 001, MNC 01: the test network's, the lab's default.
+    pub const TEST: Plmn = Plmn([0x00, 0xf1, 0x10]);
+
     /// From five or six digits, MCC first ("00101": MCC 001, MNC 01).
     pub fn parse(s: &str) -> Option<Plmn> {
         let d: Vec<u8> = s
@@ -99,7 +102,7 @@ impl Serialize for Plmn {
 }
 
 fn default_plmn() -> Plmn {
-    Plmn([0x00, 0xf1, 0x10])
+    Plmn::TEST
 }
 fn default_group() -> u16 {
     0x8001
