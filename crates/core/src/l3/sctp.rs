@@ -357,14 +357,10 @@ impl SctpStack {
         let tsn = cx.rng.next_u64() as u32;
         let mut a = Assoc::new(local, remote, tag, tsn, streams, self.mtu);
         a.state = AssocState::CookieWait;
-        let mut init = vec![];
-        SctpRepr {
-            src_port: local.port(),
-            dst_port: remote.port(),
-            verification_tag: 0,
-        }
-        .emit(
-            &mut init,
+        let init = packet(
+            local,
+            remote,
+            0,
             &[ChunkRepr::Init(Init {
                 initiate_tag: tag,
                 a_rwnd: RECEIVE_WINDOW,
@@ -374,13 +370,9 @@ impl SctpStack {
                 params: &[],
             })],
         );
-        a.handshake = init.clone();
+        a.handshake = init.sctp.clone();
         a.t1 = Some(cx.now + a.rto);
-        self.out.push(Outgoing {
-            src: *local.ip(),
-            dst: *remote.ip(),
-            sctp: init,
-        });
+        self.out.push(init);
         self.insert(a)
     }
 
@@ -643,20 +635,7 @@ impl SctpStack {
         vtag: u32,
         first: wire::Chunk<'_>,
     ) -> Result<(), DropReason> {
-        let reply = |c: ChunkRepr<'_>| {
-            let mut sctp = vec![];
-            SctpRepr {
-                src_port: local.port(),
-                dst_port: remote.port(),
-                verification_tag: vtag,
-            }
-            .emit(&mut sctp, &[c]);
-            Outgoing {
-                src: *local.ip(),
-                dst: *remote.ip(),
-                sctp,
-            }
-        };
+        let reply = |c: ChunkRepr<'_>| packet(local, remote, vtag, &[c]);
         match first.ty {
             // Never answer an ABORT or a SHUTDOWN COMPLETE (rules 2, 6).
             chunk::ABORT | chunk::SHUTDOWN_COMPLETE | chunk::COOKIE_ACK | chunk::ERROR => {}
@@ -694,24 +673,15 @@ impl SctpStack {
             self.counters.aborts_sent += 1;
             let mut causes = vec![];
             emit_param(&mut causes, cause::INVALID_MANDATORY_PARAMETER, &[], false);
-            let mut sctp = vec![];
-            SctpRepr {
-                src_port: local.port(),
-                dst_port: remote.port(),
-                verification_tag: init.initiate_tag,
-            }
-            .emit(
-                &mut sctp,
+            self.out.push(packet(
+                local,
+                remote,
+                init.initiate_tag,
                 &[ChunkRepr::Abort {
                     reflected: false,
                     causes: &causes,
                 }],
-            );
-            self.out.push(Outgoing {
-                src: *local.ip(),
-                dst: *remote.ip(),
-                sctp,
-            });
+            ));
             return Err(DropReason::Malformed);
         }
         if id.is_none() && !self.listening.contains(&local.port()) {
@@ -756,14 +726,10 @@ impl SctpStack {
         list.extend(unrecognized.iter().map(|u| (param::UNRECOGNIZED, &u[..])));
         let mut ps = vec![];
         emit_params(&mut ps, &list);
-        let mut sctp = vec![];
-        SctpRepr {
-            src_port: local.port(),
-            dst_port: remote.port(),
-            verification_tag: init.initiate_tag,
-        }
-        .emit(
-            &mut sctp,
+        self.out.push(packet(
+            local,
+            remote,
+            init.initiate_tag,
             &[ChunkRepr::InitAck(Init {
                 initiate_tag: tag,
                 a_rwnd: RECEIVE_WINDOW,
@@ -772,12 +738,7 @@ impl SctpStack {
                 initial_tsn: tsn,
                 params: &ps,
             })],
-        );
-        self.out.push(Outgoing {
-            src: *local.ip(),
-            dst: *remote.ip(),
-            sctp,
-        });
+        ));
         self.counters.inits_answered += 1;
         Ok(())
     }
@@ -804,18 +765,8 @@ impl SctpStack {
             let us = (age - COOKIE_LIFE).as_micros().min(u128::from(u32::MAX)) as u32;
             let mut causes = vec![];
             emit_param(&mut causes, cause::STALE_COOKIE, &us.to_be_bytes(), false);
-            let mut sctp = vec![];
-            SctpRepr {
-                src_port: local.port(),
-                dst_port: remote.port(),
-                verification_tag: c.peer_tag,
-            }
-            .emit(&mut sctp, &[ChunkRepr::Error { causes: &causes }]);
-            self.out.push(Outgoing {
-                src: *local.ip(),
-                dst: *remote.ip(),
-                sctp,
-            });
+            let error = [ChunkRepr::Error { causes: &causes }];
+            self.out.push(packet(local, remote, c.peer_tag, &error));
             return Err(DropReason::SctpBadCookie);
         }
         let cookie_ack = |a: &Assoc| a.packet(&[ChunkRepr::CookieAck]);
@@ -1468,6 +1419,27 @@ impl SctpStack {
     }
 }
 
+/// A packet from `local` to `remote` with verification tag `vtag`.
+fn packet(
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    vtag: u32,
+    chunks: &[ChunkRepr<'_>],
+) -> Outgoing {
+    let mut sctp = vec![];
+    SctpRepr {
+        src_port: local.port(),
+        dst_port: remote.port(),
+        verification_tag: vtag,
+    }
+    .emit(&mut sctp, chunks);
+    Outgoing {
+        src: *local.ip(),
+        dst: *remote.ip(),
+        sctp,
+    }
+}
+
 /// A random nonzero tag [§ 5.3.1].
 fn nonzero(cx: &mut Ctx) -> u32 {
     loop {
@@ -1683,18 +1655,7 @@ impl Assoc {
 
     /// A packet to the peer with its tag.
     fn packet(&self, chunks: &[ChunkRepr<'_>]) -> Outgoing {
-        let mut sctp = vec![];
-        SctpRepr {
-            src_port: self.local.port(),
-            dst_port: self.remote.port(),
-            verification_tag: self.peer_tag,
-        }
-        .emit(&mut sctp, chunks);
-        Outgoing {
-            src: *self.local.ip(),
-            dst: *self.remote.ip(),
-            sctp,
-        }
+        packet(self.local, self.remote, self.peer_tag, chunks)
     }
 
     /// § 6.3.1: SRTT and RTTVAR, RTO = SRTT + 4 RTTVAR within its bounds.
