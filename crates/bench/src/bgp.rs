@@ -76,6 +76,9 @@ pub struct Chain {
     pub propagation_s: f64,
     pub mid_rss_kib_before: u64,
     pub mid_rss_kib_after: u64,
+    /// The anonymous part of `mid_rss_kib_after` (RssAnon): the memory the
+    /// process holds for itself, without the pages of its program file.
+    pub mid_anon_kib_after: u64,
     /// mid's CPU per frame at the fixed rate with 10 routes and with all
     /// (our router only: BIRD's mid forwards in its kernel).
     pub cpu_ns_per_frame_10_routes: Option<f64>,
@@ -153,6 +156,13 @@ impl BgpBench {
                 baseline: "BIRD as mid",
                 base: b.map(|c| c.mid_rss_kib_after as f64),
                 goal: ratio(RSS_GOAL),
+            },
+            Figure {
+                figure: format!("mid's anonymous memory (RssAnon) with {n} routes, KiB"),
+                value: o.map(|c| c.mid_anon_kib_after as f64),
+                baseline: "BIRD as mid",
+                base: b.map(|c| c.mid_anon_kib_after as f64),
+                goal: None,
             },
             Figure {
                 figure: "mid's RSS per route, bytes".into(),
@@ -501,12 +511,13 @@ fn chain(
     };
     lab.warm_up("east", TARGET)?;
     let cpu10 = cpu_per_frame()?;
-    let rss_before = vm_rss_kib(mid_pid)?;
+    let rss_before = status_kib(mid_pid, "VmRSS")?;
     let t0 = Instant::now();
     run("west", &["birdc", "-s", &ctl("west"), "enable", "big"])?;
     wait_for(table.len(), Duration::from_secs(600))?;
     let propagation_s = t0.elapsed().as_secs_f64();
-    let rss_after = vm_rss_kib(mid_pid)?;
+    let rss_after = status_kib(mid_pid, "VmRSS")?;
+    let anon_after = status_kib(mid_pid, "RssAnon")?;
     let cpu_all = cpu_per_frame()?;
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
@@ -514,6 +525,7 @@ fn chain(
         propagation_s,
         mid_rss_kib_before: rss_before,
         mid_rss_kib_after: rss_after,
+        mid_anon_kib_after: anon_after,
         cpu_ns_per_frame_10_routes: cpu10,
         cpu_ns_per_frame_all_routes: cpu_all,
     })
@@ -527,14 +539,15 @@ fn cpu_ns(pid: u32) -> Result<u64> {
         .with_context(|| format!("reading /proc/{pid}/schedstat"))
 }
 
-fn vm_rss_kib(pid: u32) -> Result<u64> {
+/// A `kB` field of /proc/PID/status (proc(5)): `VmRSS`, `RssAnon`…
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// The router alone: 64-byte UDP frames to 4,096 addresses inside the
@@ -727,6 +740,7 @@ mod tests {
             propagation_s: s,
             mid_rss_kib_before: 10_000,
             mid_rss_kib_after: rss,
+            mid_anon_kib_after: rss / 2,
             cpu_ns_per_frame_10_routes: Some(1000.0),
             cpu_ns_per_frame_all_routes: Some(1100.0),
         };
@@ -744,7 +758,8 @@ mod tests {
         };
         let f = b.figures();
         assert_eq!((f[0].value, f[0].base), (Some(2.0), Some(4.0)));
-        assert_eq!(f[2].value, Some(10_000.0 * 1024.0 / 1000.0));
+        assert_eq!((f[2].value, f[2].base), (Some(10_000.0), Some(15_000.0)));
+        assert_eq!(f[3].value, Some(10_000.0 * 1024.0 / 1000.0));
         let last = f.last().unwrap();
         assert_eq!(
             last.goal,

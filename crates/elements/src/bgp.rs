@@ -279,6 +279,12 @@ impl BgpSettings {
                 ));
             }
         }
+        if self.neighbors.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::new(
+                key("neighbors".into()),
+                format!("{} neighbours; at most {}", self.neighbors.len(), u16::MAX),
+            ));
+        }
         let mut neighbors: Vec<Neighbor> = Vec::new();
         for (i, n) in self.neighbors.iter().enumerate() {
             let k = |f: &str| key(format!("neighbors[{i}].{f}"));
@@ -408,13 +414,11 @@ struct Session {
     capabilities: Vec<String>,
 }
 
-/// A route of an Adj-RIB-In that passed the import policy.
+/// A route of an Adj-RIB-In that passed the import policy. Where its
+/// packets go is [`Speaker::via`]: its NEXT_HOP, resolved once per address.
 #[derive(Debug, Clone)]
 struct Route {
     attrs: Arc<PathAttrs>,
-    /// The neighbour packets go to (the NEXT_HOP resolved), `None` when it
-    /// cannot be resolved: the route is then not eligible [RFC 4271 § 9.1.2.1].
-    via: Option<Ipv4Addr>,
 }
 
 /// Counters of one neighbour.
@@ -472,6 +476,13 @@ impl Peer {
         }
     }
 
+    /// Forgets the dirty prefixes, and the room a full table's worth of
+    /// them took (a few megabytes with 100,000 routes).
+    fn clear_dirty(&mut self) {
+        self.dirty = Vec::new();
+        self.dirty_set = FastSet::default();
+    }
+
     fn state(&self) -> FsmState {
         let live = || self.conns.iter().filter(|c| !c.dead);
         if self.session.is_some() {
@@ -490,12 +501,25 @@ impl Peer {
     }
 }
 
-/// Where the Loc-RIB's route came from.
+/// Where the Loc-RIB's route came from. Eight octets, so that a Loc-RIB
+/// entry is sixteen: with 100,000 routes every octet counts (docs/bgp.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// Originated by this router (`originate`).
     Local,
-    Peer(usize),
+    /// Learned from `peers[peer]` (at most 65,535, checked in the
+    /// settings); packets go to `via`, its NEXT_HOP resolved.
+    Peer { peer: u16, via: Ipv4Addr },
+}
+
+impl Source {
+    /// The index of the neighbour it came from.
+    fn peer(self) -> Option<usize> {
+        match self {
+            Source::Local => None,
+            Source::Peer { peer, .. } => Some(usize::from(peer)),
+        }
+    }
 }
 
 /// A Loc-RIB entry: the best route to a prefix [RFC 4271 § 9.1.2].
@@ -503,7 +527,6 @@ enum Source {
 struct Best {
     from: Source,
     attrs: Arc<PathAttrs>,
-    via: Option<Ipv4Addr>,
 }
 
 /// A socket being closed: what is left to send, then FIN; reset at the deadline.
@@ -585,7 +608,6 @@ impl Speaker {
                 Best {
                     from: Source::Local,
                     attrs: originated.clone(),
-                    via: None,
                 },
             );
         }
@@ -1192,8 +1214,7 @@ impl Speaker {
                 .as_ref()
                 .is_some_and(|p| p.contains(self.local_as));
             let nh = attrs.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let via = *self
-                .resolved
+            self.resolved
                 .entry(nh)
                 .or_insert_with(|| l3.resolve_next_hop(nh));
             let attrs = self.intern(attrs);
@@ -1204,7 +1225,6 @@ impl Speaker {
             for p in &u.nlri {
                 let route = (!looped && n.import.allows(p)).then(|| Route {
                     attrs: attrs.clone(),
-                    via,
                 });
                 let was = peer.adj_in.insert(*p, route.clone());
                 let was_accepted = matches!(was, Some(Some(_)));
@@ -1246,9 +1266,7 @@ impl Speaker {
         let old = self.loc_rib.get(&p);
         let same = match (old, &new) {
             (None, None) => true,
-            (Some(a), Some(b)) => {
-                a.from == b.from && Arc::ptr_eq(&a.attrs, &b.attrs) && a.via == b.via
-            }
+            (Some(a), Some(b)) => a.from == b.from && Arc::ptr_eq(&a.attrs, &b.attrs),
             _ => false,
         };
         if same {
@@ -1256,8 +1274,7 @@ impl Speaker {
         }
         match &new {
             Some(Best {
-                from: Source::Peer(_),
-                via: Some(via),
+                from: Source::Peer { via, .. },
                 ..
             }) => {
                 l3.install_learned(p, *via, RouteSource::Bgp);
@@ -1280,6 +1297,14 @@ impl Speaker {
         }
     }
 
+    /// The neighbour packets on `r` go to: its NEXT_HOP resolved, `None`
+    /// when it does not resolve (the route is then not eligible [RFC 4271
+    /// § 9.1.2.1]).
+    fn via(&self, r: &Route) -> Option<Ipv4Addr> {
+        let nh = r.attrs.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        self.resolved.get(&nh).copied().flatten()
+    }
+
     /// The best of the routes to `p` [RFC 4271 § 9.1.2.2]: a route the
     /// router originates; else, among the eligible learned ones, the
     /// highest degree of preference (LOCAL_PREF), the shortest AS_PATH, the
@@ -1300,7 +1325,7 @@ impl Speaker {
             .iter()
             .enumerate()
             .filter_map(|(i, peer)| match peer.adj_in.get(&p) {
-                Some(Some(r)) if r.via.is_some() && peer.session.is_some() => Some((i, r)),
+                Some(Some(r)) if self.via(r).is_some() && peer.session.is_some() => Some((i, r)),
                 _ => None,
             })
             .collect();
@@ -1352,9 +1377,11 @@ impl Speaker {
         });
         let (i, r) = c[0];
         Some(Best {
-            from: Source::Peer(i),
+            from: Source::Peer {
+                peer: i as u16,
+                via: self.via(r)?,
+            },
             attrs: r.attrs.clone(),
-            via: r.via,
         })
     }
 
@@ -1369,7 +1396,7 @@ impl Speaker {
     ) -> Option<Arc<PathAttrs>> {
         let best = self.loc_rib.get(p)?;
         let peer = &self.peers[pi];
-        if let Source::Peer(src) = best.from {
+        if let Some(src) = best.from.peer() {
             // Not back to where it came from; internal routes not to
             // internal peers (no route reflection) [§ 9.2].
             if src == pi || (self.peers[src].n.internal && peer.n.internal) {
@@ -1491,6 +1518,10 @@ impl Speaker {
             peer.counters.updates_out += sent;
             peer.counters.messages_out += sent;
         }
+        let peer = &mut self.peers[pi];
+        if peer.dirty.is_empty() && peer.dirty.capacity() > 1024 {
+            peer.clear_dirty();
+        }
     }
 
     /// Writes what the neighbour's connections have queued into their sockets.
@@ -1601,8 +1632,7 @@ impl Speaker {
             tracing::info!(neighbor = %peer.n.address, why, "BGP session down");
             peer.session = None;
             peer.adj_out.clear();
-            peer.dirty.clear();
-            peer.dirty_set.clear();
+            peer.clear_dirty();
             let learned: Vec<Ipv4Cidr> = peer
                 .adj_in
                 .drain()
@@ -1733,14 +1763,14 @@ impl Speaker {
             }
             for (i, peer) in self.peers.iter().enumerate() {
                 if let Some(Some(r)) = peer.adj_in.get(&p) {
-                    let is_best = best.is_some_and(|b| b.from == Source::Peer(i));
+                    let is_best = best.is_some_and(|b| b.from.peer() == Some(i));
                     rows.push(row(
                         p,
                         &r.attrs,
                         r.attrs.next_hop,
                         peer.n.address.to_string(),
                         is_best,
-                        r.via.is_some(),
+                        self.via(r).is_some(),
                     ));
                 }
             }
@@ -1751,9 +1781,9 @@ impl Speaker {
     /// The best route to exactly `p` as a row, for `d11 trace`.
     pub fn best(&self, p: Ipv4Cidr) -> Option<RibRow> {
         let b = self.loc_rib.get(&p)?;
-        let from = match b.from {
-            Source::Local => "local".to_string(),
-            Source::Peer(i) => self.peers[i].n.address.to_string(),
+        let from = match b.from.peer() {
+            None => "local".to_string(),
+            Some(i) => self.peers[i].n.address.to_string(),
         };
         Some(row(p, &b.attrs, b.attrs.next_hop, from, true, true))
     }
@@ -1911,6 +1941,13 @@ mod tests {
     }
 
     #[test]
+    fn a_loc_rib_entry_stays_sixteen_octets() {
+        // docs/bgp.md's memory figure counts on it.
+        assert_eq!(std::mem::size_of::<Best>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Route>>(), 8);
+    }
+
+    #[test]
     fn policies_read_all_none_and_prefix_lists() {
         let s = settings(
             r#"bgp = { local_as = 64500, neighbors = [
@@ -2064,20 +2101,14 @@ mod tests {
                 capabilities: vec![],
             });
             if let Some(a) = r {
-                let via = Some(peer.n.address);
-                peer.adj_in.insert(
-                    p,
-                    Some(Route {
-                        attrs: Arc::new(a),
-                        via,
-                    }),
-                );
+                let nh = a.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                s.resolved.insert(nh, Some(nh));
+                s.peers[i]
+                    .adj_in
+                    .insert(p, Some(Route { attrs: Arc::new(a) }));
             }
         }
-        match s.select(p)?.from {
-            Source::Peer(i) => Some(i),
-            Source::Local => None,
-        }
+        s.select(p)?.from.peer()
     }
 
     fn route(path: &[u32], lp: u32, med: Option<u32>, origin: Origin) -> Option<PathAttrs> {
