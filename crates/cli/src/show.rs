@@ -24,7 +24,21 @@ pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result
             names.join(", ")
         );
     }
-    let status = d11_io::status(&dir.socket(node), Duration::from_secs(1))
+    let socket = dir.socket(node);
+    // A table the element keeps too large for its status (a router's FIB
+    // and Loc-RIB with a whole table) comes on its own, in full.
+    if let Some(t) = table {
+        match d11_io::table::<Value>(&socket, t, Duration::from_secs(30)) {
+            Ok(v) => return print(&v, as_json),
+            Err(d11_io::IoError::Refused { .. }) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("asking {node} (is the lab up? see d11 status --name {lab})")
+                })
+            }
+        }
+    }
+    let status = d11_io::status(&socket, Duration::from_secs(1))
         .with_context(|| format!("asking {node} (is the lab up? see d11 status --name {lab})"))?;
     let mut report = status.report;
     // The ports' impairments (docs/impair.md) as one more table.
@@ -48,11 +62,15 @@ pub fn show(lab: &str, node: &str, table: Option<&str>, as_json: bool) -> Result
             }
         },
     };
+    print(&v, as_json)
+}
+
+fn print(v: &Value, as_json: bool) -> Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        print_value(v, "");
     }
-    print_value(&v, "");
     Ok(())
 }
 

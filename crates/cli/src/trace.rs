@@ -103,9 +103,17 @@ pub(crate) fn add_routes(dir: &RunDir, topo: &d11_lab::Topology, hops: &mut [Hop
             continue;
         };
         let report = reports.entry(router.clone()).or_insert_with(|| {
-            d11_io::status(&dir.socket(&router), std::time::Duration::from_secs(1))
+            let socket = dir.socket(&router);
+            let mut r = d11_io::status(&socket, std::time::Duration::from_secs(1))
                 .ok()
-                .and_then(|s| s.report::<RouterReport>().ok())
+                .and_then(|s| s.report::<RouterReport>().ok())?;
+            // A router whose report cut its FIB: the whole of it, and its Loc-RIB.
+            if r.l3.fib_routes > r.l3.fib.len() {
+                let full = std::time::Duration::from_secs(30);
+                r.l3.fib = d11_io::table(&socket, "fib", full).ok()?;
+                r.rib = d11_io::table(&socket, "rib", full).ok();
+            }
+            Some(r)
         });
         if let Some(r) = report {
             hops[i].route = HopRoute::lookup(&router, r, hops[i].stack.ip.dst);

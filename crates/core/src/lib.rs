@@ -91,6 +91,13 @@ pub trait Element {
     fn report(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// One of the element's tables in full, for those whose rows its
+    /// [`report`](Element::report) cuts at [`status::REPORT_ROWS`] (a
+    /// router's FIB and Loc-RIB holding a whole table): the control
+    /// socket's `table NAME`. `None`: it has no such table.
+    fn table(&self, _name: &str) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// An element that can be handed back as its concrete type (the simulator's
@@ -123,6 +130,9 @@ impl<E: Element + ?Sized> Element for Box<E> {
     }
     fn report(&self) -> serde_json::Value {
         (**self).report()
+    }
+    fn table(&self, name: &str) -> Option<serde_json::Value> {
+        (**self).table(name)
     }
 }
 

@@ -6,6 +6,7 @@
 //! | command | answer |
 //! |---|---|
 //! | `status` | [`Status`] |
+//! | `table NAME` | [`Table`]: one table in full |
 //! | `impair` | [`ImpairReport`] |
 //! | `impair PORT tx\|rx SPEC` | [`ImpairSet`] |
 //! | `ping` | `{"ok": true}` |
@@ -15,6 +16,18 @@ use crate::impair::ImpairStats;
 use crate::PortCounters;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// The most rows of one table a [`Status`] report carries: more (a router
+/// with a whole Internet table) would make every `status` megabytes of
+/// JSON built inside the element's loop. `table NAME` has them all.
+pub const REPORT_ROWS: usize = 1_000;
+
+/// The answer to `table NAME`: that table's rows, in full.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Table {
+    pub table: String,
+    pub rows: serde_json::Value,
+}
 
 /// The answer to `status`: who answers, its ports (elements only) and its
 /// own report (its role's or app's report type, for example

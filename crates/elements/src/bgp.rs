@@ -1744,6 +1744,11 @@ impl Speaker {
     /// `d11 show ROUTER rib` prints it (like `birdc show route all`),
     /// prefixes in address order.
     pub fn rib(&self) -> Vec<RibRow> {
+        self.first_rib_rows(usize::MAX).0
+    }
+
+    /// The first `limit` rows of [`Speaker::rib`], and how many it has.
+    pub fn first_rib_rows(&self, limit: usize) -> (Vec<RibRow>, usize) {
         let mut prefixes: Vec<Ipv4Cidr> = self.loc_rib.keys().copied().collect();
         for p in &self.peers {
             prefixes.extend(
@@ -1756,13 +1761,21 @@ impl Speaker {
         prefixes.sort_by_key(|p| (u32::from(p.addr()), p.prefix_len()));
         prefixes.dedup();
         let mut rows = Vec::new();
+        let mut total = 0;
         for p in prefixes {
             let best = self.loc_rib.get(&p);
             if let Some(b) = best.filter(|b| b.from == Source::Local) {
-                rows.push(row(p, &b.attrs, None, "local".into(), true, true));
+                total += 1;
+                if rows.len() < limit {
+                    rows.push(row(p, &b.attrs, None, "local".into(), true, true));
+                }
             }
             for (i, peer) in self.peers.iter().enumerate() {
                 if let Some(Some(r)) = peer.adj_in.get(&p) {
+                    total += 1;
+                    if rows.len() >= limit {
+                        continue;
+                    }
                     let is_best = best.is_some_and(|b| b.from.peer() == Some(i));
                     rows.push(row(
                         p,
@@ -1775,7 +1788,7 @@ impl Speaker {
                 }
             }
         }
-        rows
+        (rows, total)
     }
 
     /// The best route to exactly `p` as a row, for `d11 trace`.

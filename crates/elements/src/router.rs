@@ -14,6 +14,7 @@ use crate::bgp::{BgpReport, BgpSettings, RibRow, Speaker};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use d11_core::l3::{Input, L3Port, NextHop, RouteSource, L3};
 use d11_core::settings::ConfigError;
+use d11_core::status::REPORT_ROWS;
 use d11_core::{AnyElement, Ctx, DropReason, Element, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EthernetFrame};
 use d11_wire::icmp::IcmpError;
@@ -68,7 +69,9 @@ pub struct RouterSettings {
 }
 
 /// What a router reports: its IP layer's tables, and its BGP speaker's
-/// sessions (`bgp`) and Loc-RIB (`rib`) when it has one.
+/// sessions (`bgp`) and Loc-RIB (`rib`) when it has one. The FIB and the
+/// Loc-RIB stop at [`REPORT_ROWS`] rows each; `table fib` and `table rib`
+/// give them whole.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouterReport {
     #[serde(flatten)]
@@ -77,6 +80,9 @@ pub struct RouterReport {
     pub bgp: Option<BgpReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rib: Option<Vec<RibRow>>,
+    /// How many rows the whole Loc-RIB view has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rib_rows: Option<usize>,
 }
 
 /// An IPv4 router with static routes, and BGP when configured.
@@ -117,10 +123,12 @@ impl Router {
 
     /// The router's report as its type.
     pub fn router_report(&self) -> RouterReport {
+        let rib = self.bgp.as_ref().map(|b| b.first_rib_rows(REPORT_ROWS));
         RouterReport {
             l3: self.l3.report(),
             bgp: self.bgp.as_ref().map(|b| b.report(&self.l3)),
-            rib: self.bgp.as_ref().map(Speaker::rib),
+            rib_rows: rib.as_ref().map(|(_, n)| *n),
+            rib: rib.map(|(r, _)| r),
         }
     }
 
@@ -279,6 +287,14 @@ impl Element for Router {
 
     fn report(&self) -> serde_json::Value {
         d11_core::report_json(&self.router_report())
+    }
+
+    fn table(&self, name: &str) -> Option<serde_json::Value> {
+        match name {
+            "fib" => Some(d11_core::report_json(&self.l3.fib_rows())),
+            "rib" => Some(d11_core::report_json(&self.bgp.as_ref()?.rib())),
+            _ => None,
+        }
     }
 }
 
@@ -482,6 +498,28 @@ mod tests {
             Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Network)
         ));
         assert_eq!(o.drops(), &[(RADIO, DropReason::NoRoute)]);
+    }
+
+    #[test]
+    fn a_whole_table_is_cut_in_the_report_and_whole_in_table_fib() {
+        let mut cfg = a2_config();
+        cfg.routes = (0..3_000u32)
+            .map(|i| StaticRoute {
+                to: Ipv4Cidr::new(Ipv4Addr::from(0x0a00_0000 | i << 8), 24).unwrap(),
+                via: "192.0.2.2".parse().unwrap(),
+            })
+            .collect();
+        let r = Router::new(cfg);
+        let report = r.router_report();
+        assert_eq!(report.l3.fib.len(), REPORT_ROWS);
+        assert_eq!(report.l3.fib_routes, 3_002);
+        let fib: Vec<d11_core::l3::FibRow> =
+            serde_json::from_value(r.table("fib").unwrap()).unwrap();
+        assert_eq!(fib.len(), 3_002);
+        // Most specific first, the report's rows the table's first.
+        assert_eq!(fib[..REPORT_ROWS], report.l3.fib[..]);
+        assert!(r.table("rib").is_none(), "no speaker, no Loc-RIB");
+        assert!(r.table("arp").is_none());
     }
 
     fn a2_config() -> RouterConfig {

@@ -7,6 +7,7 @@
 //! | line     | answer |
 //! |----------|--------|
 //! | `status` | [`Status`]: `{"node","role","pid","uptime_ms","ports":{name: counters},"report": element}` |
+//! | `table NAME` | [`d11_core::status::Table`]: a table the report cuts at `REPORT_ROWS`, in full |
 //! | `ping`   | `{"ok":true}` |
 //! | `impair` | [`d11_core::status::ImpairReport`]: every impaired port |
 //! | `impair PORT tx\|rx SPEC…` | [`d11_core::status::ImpairSet`]; `off` clears (`docs/impair.md`) |
@@ -22,7 +23,7 @@
 use crate::impair::ImpairAnswer;
 use crate::sys::Epoll;
 use crate::IoError;
-use d11_core::status::{PortStatus, Refusal, Status};
+use d11_core::status::{PortStatus, Refusal, Status, Table};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -49,9 +50,11 @@ struct Client {
 }
 
 /// What the driver is asked for: its ports and the element's report for
-/// `status`, or the answer to `impair ARGS`.
+/// `status`, one of the element's tables for `table NAME`, or the answer
+/// to `impair ARGS`.
 pub(crate) enum Request<'a> {
     Status,
+    Table(&'a str),
     Impair(&'a str),
 }
 
@@ -61,6 +64,8 @@ pub(crate) enum Answer {
         ports: Vec<(String, PortStatus)>,
         report: Value,
     },
+    /// `None`: the element has no such table.
+    Table(Option<Value>),
     Impair(ImpairAnswer),
 }
 
@@ -251,6 +256,8 @@ impl ControlServer {
         };
         match c.write_answer() {
             Ok(false) => {
+                // A client that keeps reading a long answer keeps its time.
+                c.deadline = Instant::now() + CLIENT_TIMEOUT;
                 let (fd, token) = (c.stream.as_raw_fd(), CLIENT_TOKENS + slot as u64);
                 if epoll.modify(fd, token, libc::EPOLLOUT).is_err() {
                     self.close(epoll, slot);
@@ -265,14 +272,31 @@ impl ControlServer {
             Request::Impair(&cmd["impair".len()..])
         } else if cmd == "status" {
             Request::Status
+        } else if let Some(name) = cmd.strip_prefix("table ") {
+            Request::Table(name.trim())
         } else if cmd == "ping" {
             return json!({"ok": true});
         } else {
-            let error = format!("unknown command {cmd:?} (try status, ping, impair)");
+            let error = format!("unknown command {cmd:?} (try status, table NAME, ping, impair)");
             return serde_json::to_value(Refusal { error }).unwrap_or_default();
+        };
+        let table = match request {
+            Request::Table(name) => Some(name.to_string()),
+            _ => None,
         };
         let answer = match driver(request) {
             Answer::Impair(a) => serde_json::to_value(a),
+            Answer::Table(Some(rows)) => serde_json::to_value(Table {
+                table: table.unwrap_or_default(),
+                rows,
+            }),
+            Answer::Table(None) => serde_json::to_value(Refusal {
+                error: format!(
+                    "{} has no table {:?} to give in full (its status report has the others)",
+                    self.node,
+                    table.unwrap_or_default()
+                ),
+            }),
             Answer::Status { ports, report } => serde_json::to_value(Status {
                 node: self.node.clone(),
                 role: self.role.clone(),
@@ -321,6 +345,19 @@ impl Drop for ControlServer {
 /// The node's [`Status`], from its control socket.
 pub fn status(path: &Path, timeout: Duration) -> Result<Status, IoError> {
     ask(path, "status", timeout)
+}
+
+/// One of the node's tables in full (`table NAME`), as `T`.
+pub fn table<T: DeserializeOwned>(
+    path: &Path,
+    name: &str,
+    timeout: Duration,
+) -> Result<T, IoError> {
+    let t: Table = ask(path, &format!("table {name}"), timeout)?;
+    T::deserialize(&t.rows).map_err(|e| IoError::Answer {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    })
 }
 
 /// Sends `cmd` and reads the answer as `T`; a refusal (`{"error": …}`) or
@@ -393,14 +430,48 @@ mod tests {
                     server.accept(epoll);
                 } else {
                     let slot = (t - CLIENT_TOKENS) as usize;
-                    server.serve(epoll, slot, |_| Answer::Status {
-                        ports: vec![("p0".into(), PortStatus::default())],
-                        report: json!({"fib": 3}),
+                    server.serve(epoll, slot, |req| match req {
+                        Request::Table("fib") => Answer::Table(Some(big_table())),
+                        Request::Table(_) => Answer::Table(None),
+                        _ => Answer::Status {
+                            ports: vec![("p0".into(), PortStatus::default())],
+                            report: json!({"fib": 3}),
+                        },
                     });
                 }
             }
             server.expire(epoll, Instant::now());
         }
+    }
+
+    /// More rows than one write of the socket takes (a few MB of JSON).
+    fn big_table() -> Value {
+        (0..100_000u32)
+            .map(|i| json!({"prefix": format!("10.{}.{}.0/24", i >> 8 & 255, i & 255), "n": i}))
+            .collect()
+    }
+
+    #[test]
+    fn a_table_comes_whole_and_one_the_element_lacks_is_refused() {
+        let path = temp_socket("table");
+        let mut server = ControlServer::bind(&path, "mid", "router").unwrap();
+        let mut epoll = Epoll::new().unwrap();
+        epoll.add(server.listener_fd(), 0, libc::EPOLLIN).unwrap();
+        let p = path.clone();
+        let client = std::thread::spawn(move || {
+            let t = Duration::from_secs(10);
+            (
+                table::<Vec<Value>>(&p, "fib", t),
+                table::<Value>(&p, "arp", t),
+            )
+        });
+        serve_one(&mut server, &mut epoll);
+        let (fib, arp) = client.join().unwrap();
+        let fib = fib.unwrap();
+        assert_eq!(fib.len(), 100_000);
+        assert_eq!(fib[99_999]["n"], 99_999);
+        let arp = arp.unwrap_err().to_string();
+        assert!(arp.contains("mid has no table \"arp\""), "{arp}");
     }
 
     fn temp_socket(tag: &str) -> PathBuf {

@@ -167,6 +167,7 @@ pub fn run_impaired<E: Element>(
                                 ports: dp.ports(),
                                 report: element.report(),
                             },
+                            Request::Table(name) => Answer::Table(element.table(name)),
                             Request::Impair(args) => {
                                 Answer::Impair(dp.impair.command(args, &dp.names))
                             }

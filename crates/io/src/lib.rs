@@ -27,7 +27,7 @@ mod sys;
 pub mod tap;
 
 pub use capture::{stop_on_signals, Capture, CapturePoint, CaptureStats};
-pub use control::{ask, query, status, ControlServer};
+pub use control::{ask, query, status, table, ControlServer};
 pub use driver::{run, run_impaired};
 pub use error::IoError;
 pub use netns::{with_netns, NetnsGuard};

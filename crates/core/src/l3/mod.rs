@@ -178,7 +178,12 @@ pub struct ArpRow {
 /// The layer's tables, as an element's report carries them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct L3Report {
+    /// The FIB's first [`REPORT_ROWS`](crate::status::REPORT_ROWS) routes
+    /// (most specific first); [`L3::fib_rows`] has them all.
     pub fib: Vec<FibRow>,
+    /// How many routes the FIB holds.
+    #[serde(default)]
+    pub fib_routes: usize,
     pub arp: Vec<ArpRow>,
     pub arp_pending: usize,
     pub originated: Originated,
@@ -1030,11 +1035,23 @@ impl L3 {
         [self.arp.poll_at(), tcp, sctp].into_iter().flatten().min()
     }
 
-    /// The FIB, ARP cache, what was originated and the open sockets.
-    pub fn report(&self) -> L3Report {
-        let mut fib: Vec<FibRow> = self
-            .fib
-            .iter()
+    /// Every route of the FIB as `d11 show NODE fib` prints it, most
+    /// specific first.
+    pub fn fib_rows(&self) -> Vec<FibRow> {
+        self.first_fib_rows(usize::MAX)
+    }
+
+    /// The first `limit` of [`L3::fib_rows`], without building the rest.
+    fn first_fib_rows(&self, limit: usize) -> Vec<FibRow> {
+        let mut routes: Vec<(Ipv4Cidr, &NextHop)> = self.fib.iter().collect();
+        let key = |(p, _): &(Ipv4Cidr, &NextHop)| (std::cmp::Reverse(p.prefix_len()), p.addr());
+        if routes.len() > limit {
+            routes.select_nth_unstable_by_key(limit, key);
+            routes.truncate(limit);
+        }
+        routes.sort_by_key(key);
+        routes
+            .into_iter()
             .map(|(prefix, h)| FibRow {
                 prefix,
                 port: self
@@ -1043,8 +1060,13 @@ impl L3 {
                 via: h.via,
                 source: h.source,
             })
-            .collect();
-        fib.sort_by_key(|r| (std::cmp::Reverse(r.prefix.prefix_len()), r.prefix.addr()));
+            .collect()
+    }
+
+    /// The FIB (its first [`REPORT_ROWS`](crate::status::REPORT_ROWS)
+    /// routes), ARP cache, what was originated and the open sockets.
+    pub fn report(&self) -> L3Report {
+        let fib = self.first_fib_rows(crate::status::REPORT_ROWS);
         let mut arp: Vec<ArpRow> = self
             .arp
             .entries(self.last_now)
@@ -1060,6 +1082,7 @@ impl L3 {
         }
         L3Report {
             fib,
+            fib_routes: self.fib.len(),
             arp,
             arp_pending: self.arp.pending_len(),
             originated: self.originated.clone(),
