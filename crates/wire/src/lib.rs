@@ -14,6 +14,7 @@ pub mod arp;
 pub mod bgp;
 pub mod checksum;
 pub mod diameter;
+pub mod esp;
 pub mod ethernet;
 pub mod gtpu;
 pub mod gtpv2c;
