@@ -86,6 +86,24 @@ drop_reasons! {
     VxlanInnerTruncated = "vxlan_inner_truncated",
     /// A VPC address no VM holds (the controller placed none there); a host unreachable was sent when allowed.
     UnknownStation = "unknown_station",
+    /// ESP shorter than its header, IV, trailer and ICV, or not 4-byte aligned [RFC 4303 § 2].
+    EspTruncated = "esp_truncated",
+    /// ESP with an SPI no inbound SA of this gateway has [RFC 4303 § 3.4.2].
+    EspUnknownSpi = "esp_unknown_spi",
+    /// ESP whose sequence number was already received [RFC 4303 § 3.4.3].
+    EspReplayed = "esp_replayed",
+    /// ESP with a sequence number left of the anti-replay window [RFC 4303 § 3.4.3].
+    EspOutsideWindow = "esp_outside_window",
+    /// ESP whose ICV does not verify: changed on the way, or another key [RFC 4303 § 3.4.4].
+    EspBadIcv = "esp_bad_icv",
+    /// ESP that verified but whose padding or Next Header is wrong [RFC 4303 § 2.4–2.6].
+    EspBadTrailer = "esp_bad_trailer",
+    /// A decrypted packet outside the SA's traffic selectors [RFC 4301 § 5.2].
+    EspSelectorMismatch = "esp_selector_mismatch",
+    /// The outbound SA's sequence number would wrap: rekey needed [RFC 4303 § 3.3.3].
+    EspSeqExhausted = "esp_seq_exhausted",
+    /// A fragment of an outer ESP packet that never completed, or found the reassembly table full.
+    ReassemblyFailed = "reassembly_failed",
     /// SCTP with a verification tag that is not the association's [RFC 9260 § 8.5].
     SctpBadTag = "sctp_bad_verification_tag",
     /// SCTP for no association; answered with ABORT where RFC 9260 § 8.4 says so.

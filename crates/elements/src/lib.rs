@@ -20,6 +20,7 @@ pub mod sgw;
 pub mod switch;
 pub mod tunnel;
 pub mod vgw;
+pub mod vpn;
 pub mod vswitch;
 
 pub use role::{ElementNode, Registry, Role, RoleInfo};

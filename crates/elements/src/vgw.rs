@@ -33,6 +33,7 @@
 
 use crate::role::{Addressing, ElementNode, Rewrites, Role, RoleInfo};
 use crate::router::RouterConfig;
+use crate::vpn::{inner_mtu, SaRow, Vpn, VpnConfig, VpnSettings, VpnStats};
 use crate::vswitch::{emit_vxlan, vxlan_payload, UnderlayPort};
 use d11_core::hash::FastMap;
 use d11_core::l3::{checked_ipv4, RouteSource};
@@ -40,6 +41,7 @@ use d11_core::nat::{DnatRule, Nat, NatConfig, Proto, Side, Timeouts};
 use d11_core::settings::ConfigError;
 use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, L3Port, Outbox, PortId, L3};
 use d11_wire::arp::{ArpOp, ArpRepr};
+use d11_wire::esp;
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
 use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::Ipv4Packet;
@@ -94,6 +96,8 @@ pub struct VgwConfig {
     /// Static DNAT rules (VIP:port → VM:port); SNAT is off, so flows from
     /// inside exist only as replies to translated ones.
     pub nat: NatConfig,
+    /// ESP in tunnel mode to the other region's gateway.
+    pub vpn: Option<VpnConfig>,
 }
 
 /// `config` of a `vgw` node: the VIPs, the tenant's VPC and the DNAT rules.
@@ -111,6 +115,9 @@ pub struct VgwSettings {
     /// The VPC's VMs: address, MAC and the VTEP of the host holding each.
     stations: Vec<VgwStation>,
     dnat: Vec<DnatSettings>,
+    /// The IPsec VPN to another region's VPC, if any (`crate::vpn`).
+    #[serde(default)]
+    vpn: Option<VpnSettings>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -238,6 +245,13 @@ impl VgwSettings {
                 max_entries: 65536,
                 timeouts: Timeouts::default(),
             },
+            vpn: match &self.vpn {
+                None => None,
+                Some(v) => Some(
+                    v.config(&self.gateways)
+                        .map_err(|(k, m)| ConfigError::new(k, m))?,
+                ),
+            },
         })
     }
 }
@@ -252,6 +266,11 @@ pub struct VgwStats {
     /// Packets routed between the VPC's subnets.
     pub routed_in_vpc: u64,
     pub gateway_arp_answered: u64,
+    /// Packets sealed into the VPN, and opened from it into the VPC.
+    #[serde(default)]
+    pub to_vpn: u64,
+    #[serde(default)]
+    pub from_vpn: u64,
 }
 
 /// A VM of the VPC as the gateway knows it.
@@ -274,6 +293,11 @@ pub struct VgwReport {
     pub stats: VgwStats,
     pub originated: d11_core::l3::Originated,
     pub nat_stats: d11_core::nat::NatStats,
+    /// The VPN's two SAs (`d11 show vgw sas`); empty without a VPN.
+    #[serde(default)]
+    pub sas: Vec<SaRow>,
+    #[serde(default)]
+    pub vpn: Option<VpnStats>,
 }
 
 /// A VM's frame came from this inner MAC behind this VTEP: what the gateway
@@ -302,6 +326,9 @@ pub struct Vgw {
     /// packets.
     frame_buf: Vec<u8>,
     vxlan_buf: Vec<u8>,
+    vpn: Option<Vpn>,
+    /// Where an outer ESP packet is built.
+    esp_buf: Vec<u8>,
 }
 
 impl Vgw {
@@ -333,6 +360,8 @@ impl Vgw {
             stats: VgwStats::default(),
             frame_buf: Vec::new(),
             vxlan_buf: Vec::new(),
+            vpn: cfg.vpn.map(Vpn::new),
+            esp_buf: Vec::new(),
         }
     }
 
@@ -469,10 +498,101 @@ impl Vgw {
         match self.l3.input(cx, EXT, frame, out) {
             Input::Done => {}
             Input::Transit(ip) => self.on_outside_packet(cx, &ip, out),
+            Input::Local(ip) if ip.protocol() == esp::PROTOCOL && self.vpn.is_some() => {
+                self.on_esp(cx, &ip, out)
+            }
             Input::Local(_) | Input::Tunnel { .. } => {
                 out.drop_frame(EXT, DropReason::UnsupportedProtocol)
             }
         }
+    }
+
+    /// ESP from the other region's gateway: reassembled if it came in
+    /// fragments, opened (every refusal a counted drop with its reason), and
+    /// the inner packet routed to its VM like any packet of the VPC.
+    fn on_esp(&mut self, cx: &mut Ctx, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
+        let Some(vpn) = self.vpn.as_mut() else {
+            return out.drop_frame(EXT, DropReason::UnsupportedProtocol);
+        };
+        let whole;
+        let outer = if ip.more_frags() || ip.frag_offset() != 0 {
+            match vpn.reassemble(cx.now, ip) {
+                Ok(Some(w)) => whole = w,
+                Ok(None) => return,
+                Err(r) => return out.drop_frame(EXT, r),
+            }
+            match Ipv4Packet::new_checked(&whole[..]) {
+                Ok(p) => p,
+                Err(_) => return out.drop_frame(EXT, DropReason::Malformed),
+            }
+        } else {
+            ip.clone()
+        };
+        let inner = match vpn.open(&outer) {
+            Ok(inner) => inner.to_vec(),
+            Err(r) => return out.drop_frame(EXT, r),
+        };
+        let Ok(p) = Ipv4Packet::new_checked(&inner[..]) else {
+            return out.drop_frame(EXT, DropReason::Malformed);
+        };
+        if p.ttl() <= 1 {
+            return out.drop_frame(EXT, DropReason::TtlExpired);
+        }
+        let Some(st) = self.stations.get(&p.dst()).copied() else {
+            return out.drop_frame(EXT, DropReason::UnknownStation);
+        };
+        self.stats.from_vpn += 1;
+        self.forward_to_station(cx, EXT, st, inner, out);
+    }
+
+    /// A VM's packet for the other region's VPC: sealed into ESP to the
+    /// peer gateway [RFC 4301 § 5.1]. Too big once sealed: with DF,
+    /// fragmentation needed with the MTU left inside the tunnel, from the
+    /// sender's gateway [RFC 4301 § 8.1; RFC 1191]; without, the outer
+    /// packet is fragmented [RFC 4301 § 8.1 "fragment after"; RFC 791].
+    fn to_vpn(&mut self, cx: &mut Ctx, back: Sender, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
+        let me = self.ext.address.addr();
+        let room = inner_mtu(self.ext.mtu);
+        if ip.total_len() > usize::from(room) && ip.dont_frag() {
+            let gw = self.gateway_for(ip.src());
+            let err = IcmpError::FragmentationNeeded { mtu: room };
+            if let Some(v) = self.vpn.as_mut() {
+                v.stats.frag_needed += 1;
+            }
+            self.send_error(cx, UNDERLAY, gw, err, ip, Some(back), out);
+            return out.drop_frame(UNDERLAY, DropReason::NeedsFragmentation);
+        }
+        let mut inner = ip.packet().to_vec();
+        let Ok(mut p) = Ipv4Packet::new_checked(&mut inner[..]) else {
+            return out.drop_frame(UNDERLAY, DropReason::Malformed);
+        };
+        p.decrement_ttl();
+        let ident = self.l3.next_ident();
+        let mut buf = std::mem::take(&mut self.esp_buf);
+        buf.clear();
+        let Some(vpn) = self.vpn.as_mut() else {
+            return out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol);
+        };
+        let inner = Ipv4Packet::new_checked(&inner[..]).expect("checked above");
+        if let Err(r) = vpn.seal(me, ident, &inner, &mut buf) {
+            self.esp_buf = buf;
+            return out.drop_frame(UNDERLAY, r);
+        }
+        let peer = vpn.config().peer;
+        self.stats.to_vpn += 1;
+        if buf.len() > usize::from(self.ext.mtu) {
+            vpn.stats.fragmented += 1;
+            match self.l3.lookup(peer) {
+                Some((_, hop)) => {
+                    let mtu = self.ext.mtu;
+                    self.l3.send_fragments(cx, UNDERLAY, hop, &buf, mtu, out)
+                }
+                None => out.drop_frame(UNDERLAY, DropReason::NoRoute),
+            }
+        } else {
+            self.l3.send_ip_to(cx, UNDERLAY, peer, &buf, out);
+        }
+        self.esp_buf = buf;
     }
 
     /// An IP packet from outside: for the gateway itself, or for a VIP —
@@ -623,6 +743,9 @@ impl Vgw {
             self.stats.routed_in_vpc += 1;
             return self.forward_to_station(cx, UNDERLAY, st, ip.packet().to_vec(), out);
         }
+        if self.vpn.as_ref().is_some_and(|v| v.selects(src, dst)) {
+            return self.to_vpn(cx, back, ip, out);
+        }
         if ip.total_len() > usize::from(self.ext.mtu) {
             if !ip.dont_frag() {
                 return out.drop_frame(UNDERLAY, DropReason::Oversize);
@@ -680,14 +803,20 @@ impl Element for Vgw {
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         self.last_now = cx.now;
         self.nat.expire(cx.now);
+        if let Some(v) = self.vpn.as_mut() {
+            for _ in 0..v.expire(cx.now) {
+                out.drop_frame(EXT, DropReason::ReassemblyFailed);
+            }
+        }
         self.l3.on_timer(cx, out);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        match (self.nat.poll_at(), self.l3.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let vpn = self.vpn.as_ref().and_then(Vpn::poll_at);
+        [self.nat.poll_at(), self.l3.poll_at(), vpn]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn report(&self) -> serde_json::Value {
@@ -707,6 +836,10 @@ impl Element for Vgw {
             stats: self.stats.clone(),
             originated: l3.originated,
             nat_stats: self.nat.stats().clone(),
+            sas: (self.vpn.as_ref())
+                .map(|v| v.sas(self.ext.address.addr()))
+                .unwrap_or_default(),
+            vpn: self.vpn.as_ref().map(|v| v.stats.clone()),
         })
     }
 }
@@ -798,6 +931,7 @@ mod tests {
                 max_entries: 16,
                 timeouts: Timeouts::default(),
             },
+            vpn: None,
         })
     }
 

@@ -323,7 +323,11 @@ impl ReplayWindow {
     pub fn accept(&mut self, seq: u32) {
         if seq > self.top {
             let ahead = seq - self.top;
-            self.bits = if ahead >= WINDOW { 0 } else { self.bits << ahead };
+            self.bits = if ahead >= WINDOW {
+                0
+            } else {
+                self.bits << ahead
+            };
             self.bits |= 1;
             self.top = seq;
         } else if self.top - seq < WINDOW {
@@ -421,13 +425,23 @@ mod tests {
     #[test]
     fn padding_that_is_not_1_2_3_or_longer_than_the_payload_is_refused() {
         let mut buf = vec![];
-        let open = |b: &[u8], buf: &mut Vec<u8>| sa().open(&EspPacket::new_checked(b).unwrap(), buf);
+        let open =
+            |b: &[u8], buf: &mut Vec<u8>| sa().open(&EspPacket::new_checked(b).unwrap(), buf);
         assert_eq!(
             open(&forge(&[0xaa, 1, 1, 4]), &mut buf),
-            Ok(Opened { next_header: 4, len: 1 })
+            Ok(Opened {
+                next_header: 4,
+                len: 1
+            })
         );
-        assert_eq!(open(&forge(&[0xaa, 9, 1, 4]), &mut buf), Err(EspError::BadPadding));
-        assert_eq!(open(&forge(&[0xaa, 0xbb, 200, 4]), &mut buf), Err(EspError::BadPadding));
+        assert_eq!(
+            open(&forge(&[0xaa, 9, 1, 4]), &mut buf),
+            Err(EspError::BadPadding)
+        );
+        assert_eq!(
+            open(&forge(&[0xaa, 0xbb, 200, 4]), &mut buf),
+            Err(EspError::BadPadding)
+        );
     }
 
     #[test]
