@@ -19,6 +19,7 @@ mod show;
 mod status;
 mod tcpview;
 mod trace;
+mod vpn;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -145,7 +145,8 @@ impl VpnSettings {
 pub struct SaRow {
     /// "out" (sealed here) or "in" (opened here).
     pub direction: String,
-    pub spi: u32,
+    /// In hex, as tshark and `ip xfrm` print it.
+    pub spi: String,
     /// The outer source and destination.
     pub from: Ipv4Addr,
     pub to: Ipv4Addr,
@@ -425,7 +426,7 @@ impl Vpn {
         vec![
             SaRow {
                 direction: "out".into(),
-                spi: self.cfg.spi_out.0,
+                spi: self.cfg.spi_out.to_string(),
                 from: me,
                 to: self.cfg.peer,
                 selector_src: self.cfg.local,
@@ -439,7 +440,7 @@ impl Vpn {
             },
             SaRow {
                 direction: "in".into(),
-                spi: self.cfg.spi_in.0,
+                spi: self.cfg.spi_in.to_string(),
                 from: self.cfg.peer,
                 to: me,
                 selector_src: self.cfg.remote,

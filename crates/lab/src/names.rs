@@ -164,6 +164,12 @@ impl RunDir {
         self.path.join("pki")
     }
 
+    /// `vpn/`: the VPN's keys `d11 up` makes (`esp_sa`, Wireshark's ESP SA
+    /// table; `sas.txt`).
+    pub fn vpn_dir(&self) -> PathBuf {
+        self.path.join("vpn")
+    }
+
     /// `orders.sqlite`: the orders the lab's controllers record.
     pub fn order_store(&self) -> PathBuf {
         self.path.join("orders.sqlite")
