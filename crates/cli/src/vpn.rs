@@ -44,11 +44,18 @@ pub fn make_keys(topo: &mut Topology) -> Result<Vec<SaKey>> {
         let Some(vpn) = node.config.get_mut("vpn").and_then(|v| v.as_table_mut()) else {
             continue;
         };
-        let spi = |k: &str| vpn.get(k).and_then(|v| v.as_integer()).and_then(|v| u32::try_from(v).ok());
+        let spi = |k: &str| {
+            vpn.get(k)
+                .and_then(|v| v.as_integer())
+                .and_then(|v| u32::try_from(v).ok())
+        };
         let (Some(out), Some(inb), Some(src)) = (spi("spi_out"), spi("spi_in"), ext) else {
             continue; // the validation already refused it
         };
-        let peer = vpn.get("peer").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+        let peer = vpn
+            .get("peer")
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok());
         let Some(dst) = peer else { continue };
         for s in [out, inb] {
             if !keys.contains_key(&s) {
