@@ -19,6 +19,7 @@
 //! | [`rpc`] | `rpc` | RPC across VXLAN vs. loopback |
 //! | [`phones`] | `phones` | simulated phones (`d11 load`) vs. direct clients |
 //! | [`bgp`] | `bgp` | 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence vs. the hold time |
+//! | [`vpn`] | `vpn` | iperf3 through the VPN vs. the vgw's routing without ESP, ESP alone, the gateway's CPU per frame vs. a null element |
 //! | [`cores`] | `core` | each element's `on_frame` alone vs. a null element, no root |
 //! | [`report`] | `report` | all of them, one report |
 //!
@@ -35,6 +36,7 @@ pub mod order;
 pub mod phones;
 pub mod report;
 pub mod rpc;
+pub mod vpn;
 
 use serde::{Deserialize, Serialize};
 

@@ -81,10 +81,12 @@ pub enum Bench {
     SimPhones,
     /// BGP: 100k prefixes vs. BIRD, the FIB with 100k routes vs. 10, convergence vs. the hold time.
     Bgp,
+    /// The VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway vs. null.
+    Vpn,
 }
 
 /// Every bench, in the order a report runs them.
-pub const BENCHES: [Bench; 9] = [
+pub const BENCHES: [Bench; 10] = [
     Bench::Core,
     Bench::Forward,
     Bench::Cloud,
@@ -94,6 +96,7 @@ pub const BENCHES: [Bench; 9] = [
     Bench::Phones,
     Bench::SimPhones,
     Bench::Bgp,
+    Bench::Vpn,
 ];
 
 impl Bench {
@@ -119,6 +122,7 @@ impl Bench {
                 "sim-phones: orders against the number of simulated phones (d11 load), whole path vs. direct"
             }
             Bench::Bgp => "bgp: 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence",
+            Bench::Vpn => "vpn: iperf3 through the VPN between the regions vs. the vgw's routing without ESP, ESP alone, the gateway vs. a null element",
         }
     }
 
@@ -218,6 +222,8 @@ pub struct Benches {
     pub sim_phones: Option<Outcome<PhonesReport>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp: Option<Outcome<crate::bgp::BgpBench>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<Outcome<crate::vpn::VpnBench>>,
 }
 
 /// One bench's section of bench.md, whatever its result type.
@@ -275,6 +281,7 @@ impl Benches {
             Bench::Phones => self.phones = Some(run_bench(exe, b, args)?),
             Bench::SimPhones => self.sim_phones = Some(run_bench(exe, b, args)?),
             Bench::Bgp => self.bgp = Some(run_bench(exe, b, args)?),
+            Bench::Vpn => self.vpn = Some(run_bench(exe, b, args)?),
         }
         Ok(())
     }
@@ -299,6 +306,7 @@ impl Benches {
                     ..Body::default()
                 }),
                 Bench::Bgp => section(b, &self.bgp, |r| Body::rows(bgp_rows(r))),
+                Bench::Vpn => section(b, &self.vpn, |r| Body::rows(vpn_rows(r))),
             })
             .collect();
         out.sort_by_key(|s| BENCHES.iter().position(|b| *b == s.bench));
@@ -1007,6 +1015,20 @@ fn bgp_rows(r: &crate::bgp::BgpBench) -> Vec<Row> {
     };
     let row = |f: crate::bgp::Figure| {
         Row::new(f.figure, f.value, f.baseline, f.base).goal(f.goal.and_then(goal))
+    };
+    r.figures().into_iter().map(row).collect()
+}
+
+fn vpn_rows(r: &crate::vpn::VpnBench) -> Vec<Row> {
+    let row = |f: crate::vpn::Figure| {
+        let goal = f.goal.and_then(|(limit, at_least)| {
+            if at_least {
+                Goal::ratio_at_least(limit)
+            } else {
+                Goal::ratio_at_most(limit)
+            }
+        });
+        Row::new(f.figure, f.value, f.baseline, f.base).goal(goal)
     };
     r.figures().into_iter().map(row).collect()
 }

@@ -261,6 +261,17 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
         print!("{s}");
     }
 
+    let vpn_file = crate::demo_vpn::capture_file(file);
+    if let Some(s) = crate::demo_vpn::chapter(lab, &vpn_file)? {
+        println!(
+            "\n{}",
+            heading(
+                "Chapter 1, continued: region north, and the IPsec VPN between the regions' VPCs"
+            )
+        );
+        print!("{s}");
+    }
+
     println!("\n{}", heading("The capture"));
     print!("{}", capture_hint(&trace));
     Ok(())

@@ -39,7 +39,7 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>, capture: Option<&Path>
     let mut topo = Topology::load(topology)?;
     check(&topo)?;
     need_root("d11 up")?;
-    let sas = crate::vpn::make_keys(&mut topo)?;
+    let sas = crate::vpn_keys::make_keys(&mut topo)?;
     // Named by pid and start time now, while it surely runs (it is usually
     // our parent), so a pid reused later is never mistaken for it.
     let owner = owner
@@ -59,7 +59,7 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>, capture: Option<&Path>
         }
     };
     let converged = make_pki(lab, &topo)
-        .and_then(|()| crate::vpn::write(lab, &sas))
+        .and_then(|()| crate::vpn_keys::write(lab, &sas))
         .and_then(|()| start(lab, &topo, owner))
         .and_then(|()| crate::converge::wait(lab, &topo, CONVERGE_TIMEOUT));
     let captured = recording.map(|r| r.stop()).transpose();

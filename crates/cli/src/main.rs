@@ -10,6 +10,7 @@ mod capture;
 mod converge;
 mod demo;
 mod demo_bgp;
+mod demo_vpn;
 mod impair;
 mod lifecycle;
 mod load;
@@ -19,7 +20,7 @@ mod show;
 mod status;
 mod tcpview;
 mod trace;
-mod vpn;
+mod vpn_keys;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -168,6 +169,8 @@ enum BenchCmd {
     Bgp(d11_bench::bgp::BgpArgs),
     /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
     Core(d11_bench::cores::CoreArgs),
+    /// The IPsec VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway's CPU vs. null
+    Vpn(d11_bench::vpn::VpnArgs),
     /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
     Report(d11_bench::report::ReportArgs),
 }
@@ -245,6 +248,7 @@ fn bench(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Phones(a) => phones::phones(&a),
         BenchCmd::Bgp(a) => bgp::bgp(&a),
         BenchCmd::Core(a) => cores::core(&a),
+        BenchCmd::Vpn(a) => vpn::vpn(&a),
         BenchCmd::Report(a) => report::report(&a),
     }
 }
