@@ -54,6 +54,11 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         "Chapter 9",
         "new connection 192.168.1.10:",
         "The load balancer chose 192.168.",
+        "Chapter 1, continued: region north",
+        "served by vm-ctl-n",
+        "ESP packets and no packet of either VPC in clear",
+        "ESP SPI 0x00002001",
+        "Dubbo magic 0xdabb",
         "Decryption Secrets Block",
         "d11 down --name",
     ] {

@@ -69,6 +69,7 @@ pub(crate) fn find_rpc(
     frames: &[d11_lab::trace::Frame],
     wire: &str,
     sas: &[TableSa],
+    vpcs: &[d11_wire::Ipv4Cidr],
 ) -> (usize, usize, Option<SeenRpc>) {
     let keys: HashMap<Spi, GcmSa> = sas.iter().map(|s| (s.spi, GcmSa::new(&s.key))).collect();
     let (mut esp, mut clear, mut seen) = (0, 0, None);
@@ -84,9 +85,9 @@ pub(crate) fn find_rpc(
             continue;
         };
         if ip.protocol() != d11_wire::esp::PROTOCOL {
-            // BGP between the routers is theirs; a VPC address is a leak.
-            let vpc = |a: Ipv4Addr| sas.iter().all(|s| s.src != a && s.dst != a);
-            if vpc(ip.src()) && vpc(ip.dst()) && !is_router_talk(&ip) {
+            // A VPC's address outside the tunnel is a leak.
+            let vpc = |a: Ipv4Addr| vpcs.iter().any(|p| p.contains(a));
+            if vpc(ip.src()) || vpc(ip.dst()) {
                 clear += 1;
             }
             continue;
@@ -133,14 +134,6 @@ pub(crate) fn find_rpc(
         });
     }
     (esp, clear, seen)
-}
-
-/// The carriers' own traffic on a wire between them (BGP, ARP is not IP).
-fn is_router_talk(ip: &Ipv4Packet<&[u8]>) -> bool {
-    let p = ip.payload();
-    ip.protocol() == d11_wire::ipv4::protocol::TCP
-        && p.len() >= 4
-        && (p[0..2] == 179u16.to_be_bytes() || p[2..4] == 179u16.to_be_bytes())
 }
 
 /// The chapter, or None when the lab has no VPN. Places an order from the
@@ -219,7 +212,10 @@ pub(crate) fn chapter(lab: &str, file: &Path) -> Result<Option<String>> {
             .map(|w| format!("{}:{}", w.a.node, w.a.port))
     });
     let wire = border.unwrap_or_else(|| "c2:c2bn".into());
-    let (esp, clear, seen) = find_rpc(&frames, &wire, &sas);
+    let vpcs: Vec<d11_wire::Ipv4Cidr> = (gateways.iter())
+        .filter_map(|g| g.config.get("vpn")?.get("local")?.as_str()?.parse().ok())
+        .collect();
+    let (esp, clear, seen) = find_rpc(&frames, &wire, &sas, &vpcs);
     let kept = file.with_extension("esp_sa");
     std::fs::write(&kept, &table)?;
     let mut s = String::new();
@@ -237,9 +233,13 @@ pub(crate) fn chapter(lab: &str, file: &Path) -> Result<Option<String>> {
         );
         return Ok(Some(s));
     };
+    let clear = match clear {
+        0 => "no packet of either VPC in clear".to_string(),
+        n => format!("{n} packets of a VPC in clear (a leak!)"),
+    };
     let _ = writeln!(
         s,
-        "  On {} (a carrier's wire between the regions) the capture holds {esp} ESP packets and {clear} packets of either VPC in clear. One of them:",
+        "  On {} (a carrier's wire between the regions) the capture holds {esp} ESP packets and {clear}. One of them:",
         r.wire
     );
     let _ = writeln!(
@@ -247,9 +247,12 @@ pub(crate) fn chapter(lab: &str, file: &Path) -> Result<Option<String>> {
         "    {} → {}  ESP SPI {} seq {}, {} bytes: SPI, sequence, IV, ciphertext, ICV; nothing of the packet inside is readable",
         r.outer.0, r.outer.1, r.spi, r.seq, r.esp_len
     );
+    let row = (sas.iter().find(|t| t.spi == r.spi))
+        .map(|t| format!("the row {} → {} SPI {}", t.src, t.dst, t.spi))
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        "  Opened with the lab's SA table ({}; AES-GCM-128, RFC 4106), it is the RPC:",
+        "  Opened with {row} of the lab's SA table ({}; AES-GCM-128, RFC 4106), it is the RPC:",
         table_path.display()
     );
     let _ = writeln!(
