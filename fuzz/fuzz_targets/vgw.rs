@@ -1,7 +1,9 @@
 //! The virtual gateway's on_frame and on_timer on arbitrary frames (DNAT,
 //! the VPC's router, the VTEP): never a panic. Part of the time the bytes
 //! arrive as VXLAN from host A (valid outer checksum), or as an external
-//! frame whose IPv4 checksum is fixed, so the fuzzer reaches the NAT.
+//! frame whose IPv4 checksum is fixed, so the fuzzer reaches the NAT, or as
+//! ESP from the VPN's peer (the SA lookup, the window, the ICV, outer
+//! reassembly when the fragment bits say so).
 #![no_main]
 use d11_core::nat::{DnatRule, NatConfig, Proto, Timeouts};
 use d11_core::{Element, Instant, Outbox, PortId};
@@ -44,6 +46,15 @@ fuzz_target!(|data: &[u8]| {
             max_entries: 16,
             timeouts: Timeouts::default(),
         },
+        vpn: Some(d11_elements::vpn::VpnConfig {
+            peer: ip("198.19.24.2"),
+            local: "192.168.0.0/16".parse().unwrap(),
+            remote: "172.20.0.0/16".parse().unwrap(),
+            spi_out: d11_wire::esp::Spi(0x1001),
+            spi_in: d11_wire::esp::Spi(0x2001),
+            key_out: d11_elements::vpn::derived_key(0x1001),
+            key_in: d11_elements::vpn::derived_key(0x2001),
+        }),
     });
     let mut out = Outbox::new();
     if mode & 0x10 != 0 {
@@ -59,6 +70,22 @@ fuzz_target!(|data: &[u8]| {
         let v = if mode & 0x20 != 0 { 1001 } else { 1002 };
         emit_vxlan(&mut f, ip("10.0.0.11"), ip("10.0.0.1"), 1, Vni::new(v).unwrap(), rest);
         (PortId(1), f)
+    } else if mode & 0x0f == 0x0f {
+        // ESP from the peer: an outer header around the fuzzer's bytes,
+        // its fragment field from the second byte.
+        let mut f = vec![];
+        ethernet::emit_header(&mut f, MacAddr([2, 0, 0, 0, 0xe, 2]), MacAddr([2, 0, 0, 0, 0xb, 1]), EtherType::Ipv4);
+        let body = rest.get(2..).unwrap_or_default();
+        d11_wire::ipv4::Ipv4Repr { src: ip("198.19.24.2"), dst: ip("203.0.113.2"), protocol: 50, ttl: 60, ident: 7, dont_frag: false, payload_len: body.len() }.emit(&mut f);
+        if let [a, b, ..] = rest {
+            f[14 + 6] = a & 0x3f;
+            f[14 + 7] = *b;
+        }
+        f.extend_from_slice(body);
+        if let Ok(mut p) = d11_wire::ipv4::Ipv4Packet::new_checked(&mut f[14..]) {
+            p.fill_checksum();
+        }
+        (PortId(0), f)
     } else {
         let mut f = rest.to_vec();
         if mode & 0x40 != 0 && f.len() >= 34 {
