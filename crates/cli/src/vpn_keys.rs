@@ -58,8 +58,8 @@ pub fn make_keys(topo: &mut Topology) -> Result<Vec<SaKey>> {
             .and_then(|s| s.parse().ok());
         let Some(dst) = peer else { continue };
         for s in [out, inb] {
-            if !keys.contains_key(&s) {
-                keys.insert(s, random_key()?);
+            if let std::collections::btree_map::Entry::Vacant(e) = keys.entry(s) {
+                e.insert(random_key()?);
             }
         }
         let hex = |k: &[u8; 20]| d11_elements::vpn::key_hex(k);

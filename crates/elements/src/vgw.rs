@@ -550,7 +550,13 @@ impl Vgw {
     /// fragmentation needed with the MTU left inside the tunnel, from the
     /// sender's gateway [RFC 4301 § 8.1; RFC 1191]; without, the outer
     /// packet is fragmented [RFC 4301 § 8.1 "fragment after"; RFC 791].
-    fn to_vpn(&mut self, cx: &mut Ctx, back: Sender, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
+    fn seal_to_peer(
+        &mut self,
+        cx: &mut Ctx,
+        back: Sender,
+        ip: &Ipv4Packet<&[u8]>,
+        out: &mut Outbox,
+    ) {
         let me = self.ext.address.addr();
         let room = inner_mtu(self.ext.mtu);
         if ip.total_len() > usize::from(room) && ip.dont_frag() {
@@ -744,7 +750,7 @@ impl Vgw {
             return self.forward_to_station(cx, UNDERLAY, st, ip.packet().to_vec(), out);
         }
         if self.vpn.as_ref().is_some_and(|v| v.selects(src, dst)) {
-            return self.to_vpn(cx, back, ip, out);
+            return self.seal_to_peer(cx, back, ip, out);
         }
         if ip.total_len() > usize::from(self.ext.mtu) {
             if !ip.dont_frag() {

@@ -119,6 +119,7 @@ fn vgw() -> Vgw {
             max_entries: 1024,
             timeouts: Timeouts::default(),
         },
+        vpn: None,
     })
 }
 
