@@ -37,21 +37,6 @@ fn curl(lab: &Lab, args: &[&str]) -> Output {
     lab.exec("ue", &cmd)
 }
 
-/// Rows in the lab's order store, read by Python's sqlite3 (not our code).
-fn order_rows(lab: &Lab, key: &str) -> u64 {
-    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
-    let py = format!(
-        "import sqlite3,sys; c=sqlite3.connect('file:{db}?mode=ro', uri=True); \
-         print(c.execute('select count(*) from orders where idempotency_key=?', (sys.argv[1],)).fetchone()[0])"
-    );
-    let o = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", &py, key])
-        .output()
-        .expect("python3 runs");
-    assert!(o.status.success(), "sqlite3: {}", text(&o));
-    text(&o).trim().parse().expect("a count")
-}
-
 #[test]
 #[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
 fn the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy() {

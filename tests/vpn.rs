@@ -83,22 +83,6 @@ fn vgw_sa(lab: &Lab, node_name: &str, direction: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Rows of east's database with this idempotency key, read by Python's
-/// sqlite3 (not our code).
-fn order_rows(lab: &Lab, key: &str) -> u64 {
-    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
-    let py = format!(
-        "import sqlite3,sys; c=sqlite3.connect('file:{db}?mode=ro', uri=True); \
-         print(c.execute('select count(*) from orders where idempotency_key=?', (sys.argv[1],)).fetchone()[0])"
-    );
-    let o = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", &py, key])
-        .output()
-        .expect("python3 runs");
-    assert!(o.status.success(), "sqlite3: {}", text(&o));
-    text(&o).trim().parse().expect("a count")
-}
-
 /// Sends ESP packets captured on east's ext wire again from the internet
 /// host `server`, changed as `how` says, with scapy (raw IP, the kernel
 /// routes it to c2): `replay` the newest as it was, `flip` one bit of the

@@ -379,3 +379,19 @@ pub fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
         .find(|n| n["name"] == name)
         .expect("node in status")
 }
+
+/// Rows of the lab's order database (east's `vm-db`) with this idempotency
+/// key, read by Python's sqlite3 (not our code).
+pub fn order_rows(lab: &Lab, key: &str) -> u64 {
+    let db = format!("/run/d11/{}/db/vm-db.sqlite", lab.name);
+    let py = format!(
+        "import sqlite3,sys; c=sqlite3.connect('file:{db}?mode=ro', uri=True); \
+         print(c.execute('select count(*) from orders where idempotency_key=?', (sys.argv[1],)).fetchone()[0])"
+    );
+    let o = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &py, key])
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "sqlite3: {}", text(&o));
+    text(&o).trim().parse().expect("a count")
+}
