@@ -78,6 +78,8 @@ pub struct Chain {
     pub mid_rss_kib_after: u64,
     /// The anonymous part of `mid_rss_kib_after` (RssAnon): the memory the
     /// process holds for itself, without the pages of its program file.
+    /// (0 in a bench.json written before it was measured.)
+    #[serde(default)]
     pub mid_anon_kib_after: u64,
     /// mid's CPU per frame at the fixed rate with 10 routes and with all
     /// (our router only: BIRD's mid forwards in its kernel).

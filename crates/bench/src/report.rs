@@ -1540,6 +1540,12 @@ mod tests {
                     "convergence": { "hold_time_s": 9.0, "order_again_s": 11.0, "attempts": 10 },
                     "skipped": []
                 })),
+                "vpn": ok(json!({
+                    "vpn_tcp_mbit_s": 500.0, "routed_tcp_mbit_s": 1000.0,
+                    "esp_seal_open_ns": 2000.0, "vgw_route_ns": 160.0,
+                    "vgw_seal_ns": 1100.0, "vgw_open_ns": 1500.0, "null_ns": 15.0,
+                    "lab_vgw_n_ns_per_frame": 3000.0, "lab_border_n_ns_per_frame": 2500.0
+                })),
                 "core": ok(json!({"frames": 10,
                     "element_core": {"router_ns_per_frame": 30.0, "null_ns_per_frame": 15.0},
                     "mobile_core": {"pgw_uplink_ns_per_frame": 90.0, "null_ns_per_frame": 10.0,
@@ -1571,6 +1577,13 @@ mod tests {
             "| 1000 prefixes west → mid → east, s | 0.50 | BIRD as mid | 1.00 | 0.50× | ≤ 1.00×: met |",
             "| mid's RSS with 1000 routes, KiB | 2000 | BIRD as mid | 1000 | 2.00× | ≤ 1.00×: **missed** |",
             "| an order again after the preferred path is cut, s | 11.0 | hold time | 9.00 | 1.22× | ≤ 10.0: **missed** |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
+        // vpn: through the tunnel against the vgw's routing, the lab's gateway against border-n.
+        for row in [
+            "| iperf3 TCP north VM → east VM through the VPN, Mbit/s | 500 | east VM → east VM routed by the vgw between the AZs (VXLAN, no ESP) | 1000 | 0.50× | ≥ 0.80×: **missed** |",
+            "| vgw-n's CPU per frame in the lab during the VPN's iperf3, ns | 3000 | border-n's (a router forwarding the same ESP frames) | 2500 | 1.20× | ≤ 1.50×: met |",
         ] {
             assert!(md.contains(row), "{row}\n{md}");
         }
