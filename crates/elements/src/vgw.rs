@@ -535,12 +535,33 @@ impl Vgw {
         let Ok(p) = Ipv4Packet::new_checked(&inner[..]) else {
             return out.drop_frame(EXT, DropReason::Malformed);
         };
-        if p.ttl() <= 1 {
-            return out.drop_frame(EXT, DropReason::TtlExpired);
+        // The VPC's router answers the other VPC as it answers its own VMs,
+        // back through the tunnel: echo replies from its gateway addresses,
+        // time exceeded and host unreachable from the gateway of the
+        // destination's subnet [RFC 1812 § 4.3].
+        let gw = self.gateway_for(p.dst());
+        let mut answer = Vec::new();
+        if self.is_gateway(p.dst()) {
+            if self.l3.build_echo_reply(&p, &mut answer) {
+                self.send_sealed(cx, EXT, &answer, out);
+                return;
+            }
+            return out.drop_frame(EXT, DropReason::UnsupportedProtocol);
         }
-        let Some(st) = self.stations.get(&p.dst()).copied() else {
-            return out.drop_frame(EXT, DropReason::UnknownStation);
+        let refusal = if p.ttl() <= 1 {
+            Some((IcmpError::TtlExceeded, DropReason::TtlExpired))
+        } else if !self.stations.contains_key(&p.dst()) {
+            Some((IcmpError::HostUnreachable, DropReason::UnknownStation))
+        } else {
+            None
         };
+        if let Some((err, reason)) = refusal {
+            if self.l3.build_icmp_error(cx, gw, err, &p, &mut answer) {
+                self.send_sealed(cx, EXT, &answer, out);
+            }
+            return out.drop_frame(EXT, reason);
+        }
+        let st = self.stations[&p.dst()];
         self.stats.from_vpn += 1;
         self.forward_to_station(cx, EXT, st, inner, out);
     }
@@ -557,7 +578,6 @@ impl Vgw {
         ip: &Ipv4Packet<&[u8]>,
         out: &mut Outbox,
     ) {
-        let me = self.ext.address.addr();
         let room = inner_mtu(self.ext.mtu);
         if ip.total_len() > usize::from(room) && ip.dont_frag() {
             let gw = self.gateway_for(ip.src());
@@ -573,16 +593,26 @@ impl Vgw {
             return out.drop_frame(UNDERLAY, DropReason::Malformed);
         };
         p.decrement_ttl();
+        self.send_sealed(cx, UNDERLAY, &inner, out);
+    }
+
+    /// Seals `inner` (a whole IPv4 packet, ready to go) into ESP to the
+    /// peer and sends it, in outer fragments when it does not fit the ext
+    /// wire. Drops are counted on `ingress`.
+    fn send_sealed(&mut self, cx: &mut Ctx, ingress: PortId, inner: &[u8], out: &mut Outbox) {
+        let me = self.ext.address.addr();
         let ident = self.l3.next_ident();
+        let Ok(inner) = Ipv4Packet::new_checked(inner) else {
+            return out.drop_frame(ingress, DropReason::Malformed);
+        };
+        let Some(vpn) = self.vpn.as_mut() else {
+            return out.drop_frame(ingress, DropReason::UnsupportedProtocol);
+        };
         let mut buf = std::mem::take(&mut self.esp_buf);
         buf.clear();
-        let Some(vpn) = self.vpn.as_mut() else {
-            return out.drop_frame(UNDERLAY, DropReason::UnsupportedProtocol);
-        };
-        let inner = Ipv4Packet::new_checked(&inner[..]).expect("checked above");
         if let Err(r) = vpn.seal(me, ident, &inner, &mut buf) {
             self.esp_buf = buf;
-            return out.drop_frame(UNDERLAY, r);
+            return out.drop_frame(ingress, r);
         }
         let peer = vpn.config().peer;
         self.stats.to_vpn += 1;
@@ -591,12 +621,12 @@ impl Vgw {
             match self.l3.lookup(peer) {
                 Some((_, hop)) => {
                     let mtu = self.ext.mtu;
-                    self.l3.send_fragments(cx, UNDERLAY, hop, &buf, mtu, out)
+                    self.l3.send_fragments(cx, ingress, hop, &buf, mtu, out)
                 }
-                None => out.drop_frame(UNDERLAY, DropReason::NoRoute),
+                None => out.drop_frame(ingress, DropReason::NoRoute),
             }
         } else {
-            self.l3.send_ip_to(cx, UNDERLAY, peer, &buf, out);
+            self.l3.send_ip_to(cx, ingress, peer, &buf, out);
         }
         self.esp_buf = buf;
     }

@@ -310,3 +310,56 @@ fn too_big_with_df_gets_the_tunnels_mtu_and_without_df_crosses_in_outer_fragment
     assert_eq!(e.vpn.unwrap().reassembled, 1);
     common::tshark_agrees(&mut lab.sim, "vpn-mtu.pcapng");
 }
+
+#[test]
+fn a_traceroute_through_the_vpn_sees_both_gateways_and_east_answers_through_the_tunnel() {
+    let mut lab = lab(14);
+    // TTL 1 ends at vgw-n, TTL 2 at vgw (inside the tunnel), 3 arrives.
+    for ttl in 1..=3u8 {
+        lab.host("vm-ctl-n")
+            .ping(VM_ORDER, ttl, 0x17, u16::from(ttl));
+    }
+    // East's gateway address answers, and an address no VM holds is
+    // unreachable, both from east's router back through the tunnel.
+    lab.host("vm-ctl-n")
+        .ping(Ipv4Addr::new(192, 168, 1, 1), 64, 0x18, 1);
+    lab.host("vm-ctl-n")
+        .ping(Ipv4Addr::new(192, 168, 1, 99), 64, 0x19, 1);
+    lab.sim.run_for(Duration::from_secs(2));
+    let mut got: Vec<(Ipv4Addr, String)> = (lab.host("vm-ctl-n").take_received().into_iter())
+        .map(|r| {
+            let what = match r.msg {
+                Message::EchoReply { id, seq, .. } => format!("echo reply {id:#x}/{seq}"),
+                Message::TimeExceeded { quoted, .. } => {
+                    format!("time exceeded for ttl seq {:?}", quoted.echo())
+                }
+                Message::DestUnreachable { code, quoted, .. } => {
+                    format!("unreachable {code} for {}", quoted.dst)
+                }
+                Message::Udp { .. } => "udp".into(),
+            };
+            (r.src, what)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                Ipv4Addr::new(172, 20, 1, 1),
+                "time exceeded for ttl seq Some((23, 1))".to_string()
+            ),
+            (Ipv4Addr::new(192, 168, 1, 1), "echo reply 0x18/1".into()),
+            (
+                Ipv4Addr::new(192, 168, 1, 1),
+                "time exceeded for ttl seq Some((23, 2))".into()
+            ),
+            (
+                Ipv4Addr::new(192, 168, 1, 1),
+                "unreachable 1 for 192.168.1.99".into()
+            ),
+            (VM_ORDER, "echo reply 0x17/3".into()),
+        ]
+    );
+    common::tshark_agrees(&mut lab.sim, "vpn-traceroute.pcapng");
+}
