@@ -28,6 +28,13 @@
 //! wrote it, VIP and all; errors to a VM come from its subnet's gateway and
 //! go back in the tunnel they came from.
 //!
+//! With a `vpn` table the gateway is also the VPC's IPsec VPN gateway
+//! ([`crate::vpn`], docs/vpn.md): a VM's packet from the VPC's prefix to the
+//! other region's is sealed into ESP (tunnel mode) to the peer gateway across
+//! the carriers, and ESP from the peer (protocol 50 to the ext address,
+//! reassembled if it came in fragments) is opened and routed to its VM;
+//! the router's own answers to the other VPC go back through the tunnel.
+//!
 //! One tenant per gateway for now (the shop's VPC); its VNI is the only one
 //! it accepts.
 
@@ -806,7 +813,7 @@ impl Vgw {
 impl Role for Vgw {
     const INFO: RoleInfo = RoleInfo {
         name: "vgw",
-        summary: "the cloud's virtual gateway: ext holds the public address and the VIPs, underlay is its VTEP; DNAT into the tenant's VPC",
+        summary: "the cloud's virtual gateway: ext holds the public address and the VIPs, underlay is its VTEP; DNAT into the tenant's VPC; optionally an IPsec VPN to another region's gateway",
         addressing: Addressing::All,
         bridges: false,
         isolates_tenants: false,
