@@ -14,10 +14,9 @@
 //!
 //! [`EspPacket`] is the view of a received packet; [`GcmSa`] seals and
 //! opens with one key; [`ReplayWindow`] is the receiver's window, sans-IO.
-//! The cipher is RustCrypto's `aes-gcm`.
+//! The cipher is ring's AES-GCM (docs/vpn.md has why and what it costs).
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM};
 use std::fmt;
 
 /// IP protocol number of ESP [RFC 4303 § 2].
@@ -167,7 +166,8 @@ pub struct Opened {
 /// One direction's AES-GCM-128 key with its salt [RFC 4106 § 8.1].
 #[derive(Clone)]
 pub struct GcmSa {
-    cipher: Aes128Gcm,
+    /// ring's AES-GCM, the AES-NI and CLMUL code rustls uses.
+    cipher: LessSafeKey,
     salt: [u8; 4],
 }
 
@@ -180,17 +180,19 @@ impl fmt::Debug for GcmSa {
 impl GcmSa {
     /// From 20 bytes of key material: the AES-128 key, then the salt.
     pub fn new(material: &[u8; KEY_MATERIAL_LEN]) -> GcmSa {
-        let cipher = Aes128Gcm::new_from_slice(&material[..16]).expect("a 16-byte AES key");
+        let key = UnboundKey::new(&AES_128_GCM, &material[..16]).expect("a 16-byte AES key");
+        let cipher = LessSafeKey::new(key);
         let mut salt = [0; 4];
         salt.copy_from_slice(&material[16..]);
         GcmSa { cipher, salt }
     }
 
-    fn nonce(&self, iv: &[u8; IV_LEN]) -> [u8; 12] {
+    /// Salt ‖ IV [RFC 4106 § 4]: unique per packet as long as the IV is.
+    fn nonce(&self, iv: &[u8; IV_LEN]) -> Nonce {
         let mut n = [0; 12];
         n[..4].copy_from_slice(&self.salt);
         n[4..].copy_from_slice(iv);
-        n
+        Nonce::assume_unique_for_key(n)
     }
 
     /// Appends the ESP packet carrying `payload` to `out`: header, IV, the
@@ -221,9 +223,9 @@ impl GcmSa {
         let aad = &head[start..start + HEADER_LEN];
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&self.nonce(&iv)), aad, text)
+            .seal_in_place_separate_tag(self.nonce(&iv), Aad::from(aad), text)
             .expect("a payload within AES-GCM's 64 GiB");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Verifies and decrypts `esp` into `buf` (cleared first); the payload
@@ -235,10 +237,15 @@ impl GcmSa {
     ) -> Result<Opened, EspError> {
         buf.clear();
         buf.extend_from_slice(esp.ciphertext());
-        let tag = Tag::from_slice(esp.icv());
-        let nonce = self.nonce(&esp.iv());
+        let tag = Tag::try_from(esp.icv()).map_err(|_| EspError::BadIcv)?;
         self.cipher
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), esp.aad(), buf, tag)
+            .open_in_place_separate_tag(
+                self.nonce(&esp.iv()),
+                Aad::from(esp.aad()),
+                tag,
+                &mut buf[..],
+                0..,
+            )
             .map_err(|_| EspError::BadIcv)?;
         let n = buf.len();
         let (pad, next_header) = (usize::from(buf[n - 2]), buf[n - 1]);
@@ -417,9 +424,9 @@ mod tests {
         let mut text = plain.to_vec();
         let tag = s
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&s.nonce(&IV)), &head, &mut text)
+            .seal_in_place_separate_tag(s.nonce(&IV), Aad::from(head), &mut text)
             .unwrap();
-        [&head[..], &IV, &text, &tag].concat()
+        [&head[..], &IV, &text, tag.as_ref()].concat()
     }
 
     #[test]
