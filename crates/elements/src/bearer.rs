@@ -295,6 +295,15 @@ impl Bearers {
             .and_then(|&i| self.bearers.get(i as usize))
     }
 
+    /// The bearer of `imsi`.
+    pub fn by_imsi(&self, imsi: &str) -> Option<&Bearer> {
+        let i = *self.by_imsi.get(&imsi_key(imsi))?;
+        self.bearers
+            .get(i as usize)
+            .filter(|b| b.imsi == imsi)
+            .or_else(|| self.bearers.iter().find(|b| b.imsi == imsi))
+    }
+
     pub fn by_ue_ip(&self, ip: Ipv4Addr) -> Option<&Bearer> {
         self.by_ue_ip
             .get(&u32::from(ip))

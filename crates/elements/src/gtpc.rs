@@ -19,6 +19,7 @@
 
 use d11_core::l3::UdpHandle;
 use d11_core::{Ctx, Instant, Outbox, L3};
+use d11_wire::gtpv2c::ie::{self, Fteid};
 use d11_wire::gtpv2c::{self, find, ie_type, msg, GtpcPacket, MessageBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -356,6 +357,142 @@ impl GtpcEndpoint {
                 .collect(),
             outstanding: self.pending.len(),
             counters: self.counters.clone(),
+        }
+    }
+}
+
+/// A Create Session Request [TS 29.274 § 7.2.1, Table 7.2.1-1] read into
+/// what the gateways use; a mandatory IE missing or unreadable is the
+/// Cause of the rejection [§ 7.7.3: Mandatory IE missing (70), Mandatory
+/// IE incorrect (69)].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSession {
+    pub imsi: String,
+    /// The sender's F-TEID for control plane (instance 0): where the
+    /// response and the session's later requests go.
+    pub sender: Fteid,
+    /// The PGW's S5/S8 control plane F-TEID (instance 1; on S11 only).
+    pub pgw: Option<Fteid>,
+    pub apn: String,
+    /// Uplink and downlink APN-AMBR in kbit/s.
+    pub ambr: (u32, u32),
+    /// The default bearer: its EBI, Bearer QoS value and, on S5, the
+    /// SGW's S5/S8-U F-TEID (instance 2, Table 7.2.1-2).
+    pub ebi: u8,
+    pub qos: Vec<u8>,
+    pub bearer_fteid: Option<Fteid>,
+}
+
+impl CreateSession {
+    pub fn parse(ies: &[u8]) -> Result<CreateSession, u8> {
+        let get = |b, ty, inst| match find(b, ty, inst) {
+            Ok(Some(i)) => Ok(i.value),
+            Ok(None) => Err(gtpv2c::cause::MANDATORY_IE_MISSING),
+            Err(_) => Err(gtpv2c::cause::MANDATORY_IE_INCORRECT),
+        };
+        let bad = |_| gtpv2c::cause::MANDATORY_IE_INCORRECT;
+        let imsi = ie::tbcd(get(ies, ie_type::IMSI, 0)?).map_err(bad)?;
+        let sender = Fteid::parse(get(ies, ie_type::FTEID, 0)?).map_err(bad)?;
+        let pgw = match get(ies, ie_type::FTEID, 1) {
+            Ok(v) => Some(Fteid::parse(v).map_err(bad)?),
+            Err(_) => None,
+        };
+        let apn = ie::apn(get(ies, ie_type::APN, 0)?).map_err(bad)?;
+        let ambr = match get(ies, ie_type::AMBR, 0) {
+            Ok(v) => ie::ambr(v).map_err(bad)?,
+            Err(_) => (0, 0),
+        };
+        if ie::octet(get(ies, ie_type::PDN_TYPE, 0)?).map_err(bad)? & 0x07 != gtpv2c::PDN_IPV4 {
+            // Only IPv4 PDNs here [§ 8.34].
+            return Err(gtpv2c::cause::MANDATORY_IE_INCORRECT);
+        }
+        let bc = get(ies, ie_type::BEARER_CONTEXT, 0)?;
+        let ebi = ie::ebi(get(bc, ie_type::EBI, 0)?).map_err(bad)?;
+        if !(5..=15).contains(&ebi) {
+            return Err(gtpv2c::cause::MANDATORY_IE_INCORRECT);
+        }
+        let qos = get(bc, ie_type::BEARER_QOS, 0)?;
+        ie::bearer_qos_qci(qos).map_err(bad)?;
+        let bearer_fteid = match get(bc, ie_type::FTEID, 2) {
+            Ok(v) => Some(Fteid::parse(v).map_err(bad)?),
+            Err(_) => None,
+        };
+        Ok(CreateSession {
+            imsi,
+            sender,
+            pgw,
+            apn,
+            ambr,
+            ebi,
+            qos: qos.to_vec(),
+            bearer_fteid,
+        })
+    }
+}
+
+/// A response that carries only its Cause (a rejection, or a Delete
+/// Session Response), to the peer TEID `teid` [§ 7.2.2: the TEID is
+/// the sender F-TEID's when it could be read, else 0].
+pub fn cause_only(msg_type: u8, teid: u32, seq: u32, cause: u8) -> Vec<u8> {
+    let mut m = MessageBuilder::new(msg_type, Some(teid), seq);
+    m.cause(cause);
+    m.finish()
+}
+
+/// The sender F-TEID's TEID of a request that may not parse, for the
+/// header of its rejection.
+pub fn sender_teid(ies: &[u8]) -> u32 {
+    match find(ies, ie_type::FTEID, 0) {
+        Ok(Some(i)) => Fteid::parse(i.value).map_or(0, |f| f.teid),
+        _ => 0,
+    }
+}
+
+/// The Cause of a response (0 when it has none readable).
+pub fn response_cause(ies: &[u8]) -> u8 {
+    match find(ies, ie_type::CAUSE, 0) {
+        Ok(Some(i)) => ie::cause(i.value).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// One GTPv2-C session in a gateway's report (`d11 show sgw sessions`,
+/// `d11 show pgw sessions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub imsi: String,
+    pub apn: String,
+    pub ue_ip: Option<Ipv4Addr>,
+    pub ebi: u8,
+    /// Its TEID on this gateway's control plane (S11 on the SGW, S5-C on
+    /// the PGW), and the peer's control F-TEID it answers.
+    pub teid: u32,
+    pub peer: SocketAddrV4,
+    pub peer_teid: u32,
+    /// `pending` while the next node has not answered, `active` after.
+    pub state: String,
+}
+
+/// TEIDs an element hands out: counting up from a base far from the
+/// topology's static ones, never 0, skipping those `in_use` says are
+/// taken [TS 29.274 § 5.5.1: the receiver chooses its TEID].
+#[derive(Debug, Clone)]
+pub struct TeidPool {
+    next: u32,
+}
+
+impl TeidPool {
+    pub fn new(base: u32) -> TeidPool {
+        TeidPool { next: base.max(1) }
+    }
+
+    pub fn take(&mut self, in_use: impl Fn(u32) -> bool) -> u32 {
+        loop {
+            let t = self.next;
+            self.next = self.next.wrapping_add(1).max(1);
+            if !in_use(t) {
+                return t;
+            }
         }
     }
 }

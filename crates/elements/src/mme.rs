@@ -18,7 +18,7 @@
 //!
 //! Ports, in order: `s1mme` (towards the eNodeB), `s6a` (towards the HSS).
 
-use crate::gtpc::{GtpcEndpoint, GtpcRow, Incoming};
+use crate::gtpc::{GtpcEndpoint, GtpcRow, Incoming, RequestTo};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::s6a::{S6aConfig, S6aPeer, S6aRow};
 use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
@@ -28,7 +28,9 @@ use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, Outbox, Por
 use d11_security::kdf::{self, NasKey};
 use d11_security::nas::{nas_mac, Direction};
 use d11_wire::diameter::{self as dia, avp, cmd, find, DiameterPacket, VENDOR_3GPP};
-use d11_wire::nas::{cause, emit_protected, sec, EmmMessage, MobileIdentity, Pdu};
+use d11_wire::gtpv2c::ie::Fteid;
+use d11_wire::gtpv2c::{self as v2, ie_type, iface, GtpcPacket};
+use d11_wire::nas::{cause, emit_protected, sec, EmmMessage, EsmMessage, MobileIdentity, Pdu};
 use d11_wire::s1ap::{self, id, ie, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -136,6 +138,10 @@ pub struct MmeSettings {
     /// optional third port `s11`.
     #[serde(default)]
     pub sgw: Option<Ipv4Addr>,
+    /// The PGW's S5-C address the MME names in Create Session (what a
+    /// DNS lookup of the APN gives a real MME, TS 29.303).
+    #[serde(default)]
+    pub pgw: Option<Ipv4Addr>,
     /// Its Diameter identity and realm [RFC 6733 § 6.3, § 6.4].
     #[serde(default = "default_origin_host")]
     pub origin_host: String,
@@ -170,9 +176,12 @@ pub enum EmmState {
     WaitSecurityMode,
     /// Update Location asked of the HSS (ULR) [TS 29.272 § 5.2.1.1].
     WaitLocation,
-    /// The HSS accepted it: the default bearer (Create Session on S11)
-    /// comes next.
+    /// The HSS accepted it: Create Session sent to the SGW on S11
+    /// [TS 23.401 § 5.3.2.1 step 12].
     WaitSession,
+    /// The session made (the UE's address, the SGW's S1-U TEID): Initial
+    /// Context Setup with the Attach Accept sent to the eNodeB.
+    WaitContextSetup,
     /// EMM-DEREGISTERED after a reject; the context goes with its release.
     Deregistered,
 }
@@ -186,6 +195,21 @@ pub struct UeRow {
     pub enb_ue_id: u32,
     /// The EMM cause it was rejected with.
     pub rejected: Option<u8>,
+    /// Its APN and the address the PGW gave it.
+    #[serde(default)]
+    pub apn: String,
+    #[serde(default)]
+    pub ue_ip: Option<Ipv4Addr>,
+}
+
+/// The default bearer the SGW and the PGW made [TS 29.274 § 7.2.2].
+#[derive(Debug, Clone)]
+struct UeSession {
+    /// The SGW's S11 F-TEID (where Modify Bearer and Delete Session go).
+    sgw: Fteid,
+    /// The SGW's S1-U F-TEID, for the eNodeB.
+    s1u: Fteid,
+    ue_ip: Ipv4Addr,
 }
 
 /// A vector from the HSS [TS 33.401 § 6.1.2].
@@ -228,7 +252,20 @@ struct UeCtx {
     /// first), replayed in Security Mode Command.
     capability: Vec<u8>,
     sec: Option<Security>,
+    /// The PTI of its PDN Connectivity Request [TS 24.301 § 6.5.1.2].
+    pti: u8,
+    /// From the HSS's subscription: the APN and APN-AMBR (kbit/s up, down).
+    apn: String,
+    ambr: (u32, u32),
+    bearer: Option<UeSession>,
 }
+
+/// The default bearer's EPS bearer id [TS 24.301 § 9.3.2: 5 is the
+/// first one a UE's PDN connection gets].
+const DEFAULT_EBI: u8 = 5;
+/// QCI 9, ARP priority 9: the default bearer of a best-effort APN
+/// [TS 23.203 Table 6.1.7], as the HSS's subscription says.
+const DEFAULT_QCI: u8 = 9;
 
 /// What the MME counts besides its transports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +293,10 @@ pub struct MmeCounters {
     pub sgw_restarts: u64,
     /// GTPv2-C this MME does not handle yet.
     pub s11_unhandled: u64,
+    /// Create Session answered with "Request accepted", and otherwise
+    /// (refused, or unanswered N3 times).
+    pub sessions_created: u64,
+    pub session_failures: u64,
 }
 
 /// `d11 show mme`.
@@ -307,6 +348,8 @@ pub struct Mme {
     ues: BTreeMap<u32, UeCtx>,
     /// The UE an S6a request was for, by its hop-by-hop id.
     pending: HashMap<u32, u32>,
+    /// The UE an S11 request was for, by its sequence number.
+    pending_s11: HashMap<u32, u32>,
     next_ue: u32,
     counters: MmeCounters,
 }
@@ -329,6 +372,7 @@ impl Mme {
             enbs: BTreeMap::new(),
             ues: BTreeMap::new(),
             pending: HashMap::new(),
+            pending_s11: HashMap::new(),
             next_ue: 1,
             counters: MmeCounters::default(),
         }
@@ -386,7 +430,7 @@ impl Mme {
             s6a.serve(&mut self.l3, cx);
         }
         while let Some(a) = self.s6a.as_mut().and_then(S6aPeer::answer) {
-            self.s6a_answer(cx, &a);
+            self.s6a_answer(cx, out, &a);
         }
         if let Some(s6a) = self.s6a.as_mut() {
             // What the answers asked for goes out now.
@@ -429,7 +473,7 @@ impl Mme {
             return;
         };
         s11.poll(&mut self.l3, cx, out);
-        while let Some(i) = s11.incoming() {
+        while let Some(i) = self.s11.as_mut().and_then(GtpcEndpoint::incoming) {
             match i {
                 Incoming::PeerRestarted { peer } => {
                     // TS 23.007 § 16.1.1: the SGW lost its sessions. The
@@ -437,12 +481,115 @@ impl Mme {
                     tracing::warn!(%peer, "SGW restarted (Recovery changed)");
                     self.counters.sgw_restarts += 1;
                 }
-                Incoming::Request { .. } | Incoming::Response { .. } | Incoming::Timeout { .. } => {
-                    self.counters.s11_unhandled += 1;
+                Incoming::Response { seq, msg } => match self.pending_s11.remove(&seq) {
+                    Some(ue) => self.s11_response(cx, ue, Some(&msg)),
+                    None => self.counters.s11_unhandled += 1,
+                },
+                Incoming::Timeout { seq, .. } => {
+                    if let Some(ue) = self.pending_s11.remove(&seq) {
+                        self.s11_response(cx, ue, None);
+                    }
                 }
+                Incoming::Request { .. } => self.counters.s11_unhandled += 1,
             }
         }
     }
+
+    /// Create Session Request [TS 29.274 § 7.2.1, Table 7.2.1-1] to the
+    /// SGW for the UE's default bearer: its S11 TEID is its MME UE S1AP ID.
+    fn create_session(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32) {
+        let (Some(sgw), Some(pgw)) = (self.cfg.sgw, self.cfg.pgw) else {
+            tracing::warn!("no sgw or pgw in the mme's settings: no session");
+            return self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE);
+        };
+        let plmn = self.cfg.plmn.0;
+        let (Some(s11), Some(ue)) = (self.s11.as_mut(), self.ues.get_mut(&mme_ue_id)) else {
+            return self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE);
+        };
+        ue.emm = EmmState::WaitSession;
+        let Ok(imsi) = v2::ie::tbcd_value(&ue.imsi) else {
+            return self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE);
+        };
+        let me = s11.row().local;
+        let to = RequestTo {
+            peer: sgw,
+            msg_type: v2::msg::CREATE_SESSION_REQUEST,
+            teid: Some(0),
+        };
+        let (apn, ambr) = (ue.apn.clone(), ue.ambr);
+        let seq = s11.request(&mut self.l3, cx, out, to, |m| {
+            m.ie(ie_type::IMSI, 0, &imsi)
+                .ie(ie_type::SERVING_NETWORK, 0, &plmn)
+                .ie(ie_type::RAT_TYPE, 0, &[v2::RAT_EUTRAN])
+                .fteid(0, v2::fteid(iface::S11_MME, mme_ue_id, *me.ip()))
+                .fteid(1, v2::fteid(iface::S5_PGW_GTPC, 0, pgw))
+                .ie(ie_type::APN, 0, &v2::ie::apn_value(&apn))
+                .ie(ie_type::SELECTION_MODE, 0, &[0])
+                .ie(ie_type::PDN_TYPE, 0, &[v2::PDN_IPV4])
+                .ie(
+                    ie_type::PAA,
+                    0,
+                    &v2::ie::paa_ipv4_value(Ipv4Addr::UNSPECIFIED),
+                )
+                .ie(ie_type::APN_RESTRICTION, 0, &[0])
+                .ie(ie_type::AMBR, 0, &v2::ie::ambr_value(ambr.0, ambr.1))
+                .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                    b.ie(ie_type::EBI, 0, &[DEFAULT_EBI]).ie(
+                        ie_type::BEARER_QOS,
+                        0,
+                        &v2::ie::bearer_qos_value(DEFAULT_QCI, 9, false, true),
+                    );
+                });
+        });
+        self.pending_s11.insert(seq, mme_ue_id);
+    }
+
+    /// An answer on S11 for the UE (None: unanswered N3 times).
+    fn s11_response(&mut self, cx: &mut Ctx, mme_ue_id: u32, msg: Option<&[u8]>) {
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        let p = msg.and_then(|m| GtpcPacket::new_checked(m).ok());
+        match (ue.emm, p) {
+            (EmmState::WaitSession, Some(p))
+                if p.msg_type() == v2::msg::CREATE_SESSION_RESPONSE =>
+            {
+                let ies = p.ie_bytes();
+                let made = (|| {
+                    if crate::gtpc::response_cause(ies) != v2::cause::REQUEST_ACCEPTED {
+                        return None;
+                    }
+                    let fteid =
+                        |b, i| Fteid::parse(v2::find(b, ie_type::FTEID, i).ok()??.value).ok();
+                    let sgw = fteid(ies, 0)?;
+                    let paa = v2::find(ies, ie_type::PAA, 0).ok()??;
+                    let ue_ip = v2::ie::paa_ipv4(paa.value).ok()?;
+                    let bc = v2::find(ies, ie_type::BEARER_CONTEXT, 0).ok()??;
+                    let s1u = fteid(bc.value, 0)?;
+                    Some(UeSession { sgw, s1u, ue_ip })
+                })();
+                let Some(session) = made else {
+                    tracing::info!(imsi = %ue.imsi, cause = crate::gtpc::response_cause(ies), "Create Session refused");
+                    self.counters.session_failures += 1;
+                    return self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE);
+                };
+                tracing::info!(imsi = %ue.imsi, ue = %session.ue_ip, "session created");
+                self.counters.sessions_created += 1;
+                ue.bearer = Some(session);
+                ue.emm = EmmState::WaitContextSetup;
+                self.context_setup(cx, mme_ue_id);
+            }
+            (EmmState::WaitSession, None) => {
+                tracing::info!(imsi = %ue.imsi, "Create Session unanswered");
+                self.counters.session_failures += 1;
+                self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE)
+            }
+            _ => self.counters.s11_unhandled += 1,
+        }
+    }
+
+    /// Initial Context Setup with the Attach Accept: the next slice.
+    fn context_setup(&mut self, _cx: &mut Ctx, _mme_ue_id: u32) {}
 
     /// S1 Setup [TS 36.413 § 8.7.3]: the eNodeB's id and the tracking
     /// areas it broadcasts; ours if one of them is in our PLMN.
@@ -565,6 +712,10 @@ impl Mme {
                 rejected: None,
                 capability: vec![],
                 sec: None,
+                pti: 0,
+                apn: String::new(),
+                ambr: (0, 0),
+                bearer: None,
             },
         );
         self.attach_request(cx, mme_ue_id, msg);
@@ -586,13 +737,24 @@ impl Mme {
         ue.vector = None;
         ue.sec = None;
         ue.rejected = None;
+        ue.bearer = None;
         let imsi = match msg {
             Ok(EmmMessage::AttachRequest {
                 identity: MobileIdentity::Imsi(imsi),
                 ue_network_capability,
+                esm,
                 ..
             }) => {
                 ue.capability = ue_network_capability;
+                // The PDN Connectivity Request inside: its PTI comes back
+                // in Activate Default EPS Bearer Context Request.
+                ue.pti = match EsmMessage::parse(&esm) {
+                    Ok(EsmMessage::PdnConnectivityRequest { pti, .. }) => pti,
+                    _ => {
+                        self.counters.attach_requests += 1;
+                        return self.reject(cx, mme_ue_id, cause::INVALID_MANDATORY_INFORMATION);
+                    }
+                };
                 imsi
             }
             Ok(EmmMessage::AttachRequest { .. }) => {
@@ -654,7 +816,7 @@ impl Mme {
     }
 
     /// An S6a answer: to the UE whose request it answers.
-    fn s6a_answer(&mut self, cx: &mut Ctx, msg: &[u8]) {
+    fn s6a_answer(&mut self, cx: &mut Ctx, out: &mut Outbox, msg: &[u8]) {
         let Ok(p) = DiameterPacket::new_checked(msg) else {
             self.counters.s6a_dropped += 1;
             return;
@@ -665,7 +827,7 @@ impl Mme {
         };
         match p.command_code() {
             cmd::AUTHENTICATION_INFORMATION => self.aia(cx, mme_ue_id, &p),
-            cmd::UPDATE_LOCATION => self.ula(cx, mme_ue_id, &p),
+            cmd::UPDATE_LOCATION => self.ula(cx, out, mme_ue_id, &p),
             _ => self.counters.s6a_dropped += 1,
         }
     }
@@ -709,14 +871,37 @@ impl Mme {
 
     /// ULA [TS 29.272 § 5.2.1.1.3]: the subscriber may attach, or the
     /// HSS's refusal as an EMM cause.
-    fn ula(&mut self, cx: &mut Ctx, mme_ue_id: u32, p: &DiameterPacket<&[u8]>) {
+    fn ula(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32, p: &DiameterPacket<&[u8]>) {
         if let Err(c) = refusal(p) {
             return self.reject(cx, mme_ue_id, c);
         }
-        if let Some(ue) = self.ues.get_mut(&mme_ue_id) {
-            tracing::info!(imsi = %ue.imsi, "Update Location accepted");
-            ue.emm = EmmState::WaitSession;
-        }
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        tracing::info!(imsi = %ue.imsi, "Update Location accepted");
+        // The default APN and its AMBR from the subscription [TS 29.272
+        // § 7.3.2, § 7.3.35]; Diameter's bit/s are GTP's kbit/s × 1000.
+        let v = Some(VENDOR_3GPP);
+        let sub = find(p.avp_bytes(), avp::SUBSCRIPTION_DATA, v)
+            .ok()
+            .flatten();
+        let apn = sub.and_then(|s| {
+            let prof = find(s.data, avp::APN_CONFIGURATION_PROFILE, v).ok()??;
+            let conf = find(prof.data, avp::APN_CONFIGURATION, v).ok()??;
+            let name = find(conf.data, avp::SERVICE_SELECTION, None).ok()??;
+            std::str::from_utf8(name.data).ok().map(str::to_string)
+        });
+        let ambr = sub.and_then(|s| {
+            let a = find(s.data, avp::AMBR, v).ok()??;
+            let get = |c| find(a.data, c, v).ok().flatten().and_then(|x| x.u32().ok());
+            Some((
+                get(avp::MAX_REQUESTED_BANDWIDTH_UL)? / 1000,
+                get(avp::MAX_REQUESTED_BANDWIDTH_DL)? / 1000,
+            ))
+        });
+        ue.apn = apn.unwrap_or_else(|| "internet".into());
+        ue.ambr = ambr.unwrap_or((100_000, 100_000));
+        self.create_session(cx, out, mme_ue_id);
     }
 
     /// Uplink NAS Transport [TS 36.413 § 8.6.2.3]: the UE's next message,
@@ -946,6 +1131,8 @@ impl Mme {
                     mme_ue_id,
                     enb_ue_id: u.enb_ue_id,
                     rejected: u.rejected,
+                    apn: u.apn.clone(),
+                    ue_ip: u.bearer.as_ref().map(|s| s.ue_ip),
                 })
                 .collect(),
             enbs: self

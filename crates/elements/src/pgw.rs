@@ -9,9 +9,17 @@
 //! translated back, matched to the UE's bearer and tunnelled to the SGW.
 //! Unsolicited inbound traffic to the pool is dropped and counted.
 //!
+//! S5-C (TS 29.274 § 7.2.1, § 7.2.9): a GTPv2-C endpoint on the `s5`
+//! address ([`crate::gtpc`]). A Create Session Request from the SGW makes
+//! the session: the UE's address from `ue_pool` (the address the IMSI
+//! already holds when it has one: a second Create Session for a UE
+//! replaces its session, § 7.2.1), the PGW's S5-U TEID, a bearer added
+//! with [`Pgw::bearers_mut`]; Delete Session removes it.
+//!
 //! Ports, in order: `s5`, `sgi`.
 
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
+use crate::gtpc::{self, CreateSession, GtpcEndpoint, GtpcRow, Incoming, SessionRow, TeidPool};
 use crate::role::{Addressing, ElementNode, Rewrites, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
@@ -21,13 +29,18 @@ use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
 use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::gtpu::Teid;
+use d11_wire::gtpv2c::{self as v2, ie_type, iface, msg, GtpcPacket, MessageBuilder};
 use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::Ipv4Cidr;
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const S5: PortId = PortId(0);
 pub const SGI: PortId = PortId(1);
+
+/// Where the PGW's own TEIDs start: far above the topology's static ones.
+const TEID_BASE: u32 = 0x0400_0000;
 
 /// What a PGW is built from.
 #[derive(Debug, Clone)]
@@ -166,6 +179,25 @@ pub struct PgwReport {
     pub tunnel: TunnelReport,
     pub nat: Vec<d11_core::nat::NatEntryView>,
     pub nat_stats: d11_core::nat::NatStats,
+    /// Its GTPv2-C endpoint on S5-C, once bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s5c: Option<GtpcRow>,
+    /// The sessions the SGW created (the first [`Bearers::REPORTED`]).
+    #[serde(default)]
+    pub sessions: Vec<SessionRow>,
+    #[serde(default)]
+    pub sessions_total: usize,
+}
+
+/// A session on S5-C, keyed by the PGW's S5-C TEID.
+#[derive(Debug, Clone)]
+struct PgwSession {
+    imsi: String,
+    apn: String,
+    ue_ip: Ipv4Addr,
+    ebi: u8,
+    /// The SGW's S5-C F-TEID.
+    sgw: v2::ie::Fteid,
 }
 
 /// The packet gateway.
@@ -184,6 +216,13 @@ pub struct Pgw {
     /// The packet being translated, reused.
     scratch: Vec<u8>,
     last_now: Instant,
+    /// The UE pool of dynamic addresses, when it has one.
+    ue_pool: Option<Ipv4Cidr>,
+    /// Where the search for a free address starts (the last one given).
+    pool_next: u32,
+    s5c: Option<GtpcEndpoint>,
+    sessions: HashMap<u32, PgwSession>,
+    teids: TeidPool,
 }
 
 impl Pgw {
@@ -207,7 +246,198 @@ impl Pgw {
             ue_mtu: cfg.ue_mtu,
             scratch: Vec::new(),
             last_now: Instant::ZERO,
+            ue_pool: None,
+            pool_next: 0,
+            s5c: None,
+            sessions: HashMap::new(),
+            teids: TeidPool::new(TEID_BASE),
         })
+    }
+
+    /// Gives UEs addresses from `pool` (its first host address is the
+    /// gateway) on Create Session.
+    pub fn with_ue_pool(mut self, pool: Ipv4Cidr) -> Pgw {
+        self.ue_pool = Some(pool.network());
+        self
+    }
+
+    /// A free UE address: the first after the last one given that no
+    /// bearer holds, past the gateway, before the broadcast address.
+    fn free_address(&mut self) -> Option<Ipv4Addr> {
+        let pool = self.ue_pool?;
+        let first = u32::from(pool.addr()) + 2;
+        let last = u32::from(pool.broadcast()).checked_sub(1)?;
+        if last < first {
+            return None;
+        }
+        let n = last - first + 1;
+        let start = self.pool_next.clamp(first, last);
+        for i in 0..n {
+            let a = first + (start - first + i) % n;
+            if self.bearers.by_ue_ip(Ipv4Addr::from(a)).is_none() {
+                self.pool_next = a + 1;
+                return Some(Ipv4Addr::from(a));
+            }
+        }
+        None
+    }
+
+    /// S5-C: the endpoint bound on first use on the `s5` address.
+    fn serve_s5c(&mut self, cx: &mut Ctx, out: &mut Outbox) {
+        if self.s5c.is_none() {
+            let me = self.addrs[S5.index()];
+            self.s5c = GtpcEndpoint::bind(self.router.l3_mut(), cx, me);
+        }
+        let Some(mut e) = self.s5c.take() else {
+            return;
+        };
+        e.poll(self.router.l3_mut(), cx, out);
+        while let Some(i) = e.incoming() {
+            match i {
+                Incoming::Request { from, seq, msg } => {
+                    let answer = self.s5c_request(&msg, seq);
+                    e.respond(self.router.l3_mut(), cx, out, from, answer);
+                }
+                Incoming::PeerRestarted { peer } => {
+                    // TS 23.007 § 16.1.1: the SGW lost its sessions; the
+                    // PGW's go with them.
+                    tracing::warn!(%peer, "SGW restarted: its sessions deleted");
+                    let gone: Vec<u32> = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, s)| s.sgw.addr == peer)
+                        .map(|(&t, _)| t)
+                        .collect();
+                    for t in gone {
+                        self.delete(t);
+                    }
+                }
+                Incoming::Response { .. } | Incoming::Timeout { .. } => {}
+            }
+        }
+        self.s5c = Some(e);
+    }
+
+    /// A request on S5-C, answered.
+    fn s5c_request(&mut self, m: &[u8], seq: u32) -> Vec<u8> {
+        let Ok(p) = GtpcPacket::new_checked(m) else {
+            return Vec::new();
+        };
+        let (ty, ies) = (p.msg_type(), p.ie_bytes());
+        let teid = p.teid().unwrap_or(0);
+        match ty {
+            msg::CREATE_SESSION_REQUEST => match CreateSession::parse(ies) {
+                Ok(cs) => self.create_session(cs, seq),
+                Err(c) => {
+                    tracing::info!(cause = c, "Create Session Request refused");
+                    let to = gtpc::sender_teid(ies);
+                    gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, to, seq, c)
+                }
+            },
+            msg::DELETE_SESSION_REQUEST => {
+                let (peer, c) = match self.sessions.get(&teid) {
+                    Some(s) => (s.sgw.teid, v2::cause::REQUEST_ACCEPTED),
+                    None => (0, v2::cause::CONTEXT_NOT_FOUND),
+                };
+                self.delete(teid);
+                gtpc::cause_only(msg::DELETE_SESSION_RESPONSE, peer, seq, c)
+            }
+            // Other requests: their response type with "Context not found"
+            // when they name no session [TS 29.274 § 7.7.1].
+            ty => gtpc::cause_only(ty.wrapping_add(1), 0, seq, v2::cause::CONTEXT_NOT_FOUND),
+        }
+    }
+
+    /// Create Session [TS 29.274 § 7.2.1]: an address, a TEID, a bearer.
+    fn create_session(&mut self, cs: CreateSession, seq: u32) -> Vec<u8> {
+        let reject = |c| gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, cs.sender.teid, seq, c);
+        let Some(sgw_u) = cs.bearer_fteid else {
+            return reject(v2::cause::MANDATORY_IE_MISSING);
+        };
+        // A UE with a session already: the old one goes, its address stays.
+        let old = self.bearers.by_imsi(&cs.imsi).map(|b| b.ue_ip);
+        if old.is_some() {
+            let gone: Vec<u32> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.imsi == cs.imsi)
+                .map(|(&t, _)| t)
+                .collect();
+            for t in gone {
+                self.sessions.remove(&t);
+            }
+            self.bearers.remove(&cs.imsi);
+        }
+        let Some(ue_ip) = old.or_else(|| self.free_address()) else {
+            return reject(v2::cause::ALL_DYNAMIC_ADDRESSES_OCCUPIED);
+        };
+        let bearers = &self.bearers;
+        let pgw_teid = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
+        let sessions = &self.sessions;
+        let control = self.teids.take(|t| sessions.contains_key(&t));
+        let b = Bearer {
+            imsi: cs.imsi.clone(),
+            ue_ip,
+            enb_teid: Teid(0),
+            sgw_s1u_teid: Teid(0),
+            sgw_s5_teid: Teid(sgw_u.teid),
+            pgw_teid: Teid(pgw_teid),
+        };
+        if let Err(e) = self.bearers.add(b) {
+            tracing::warn!(%e, "Create Session: no bearer");
+            return reject(v2::cause::NO_RESOURCES_AVAILABLE);
+        }
+        tracing::info!(imsi = %cs.imsi, ue = %ue_ip, apn = %cs.apn, "session created");
+        self.sessions.insert(
+            control,
+            PgwSession {
+                imsi: cs.imsi,
+                apn: cs.apn,
+                ue_ip,
+                ebi: cs.ebi,
+                sgw: cs.sender,
+            },
+        );
+        let me = self.addrs[S5.index()];
+        let mut m = MessageBuilder::new(msg::CREATE_SESSION_RESPONSE, Some(cs.sender.teid), seq);
+        m.cause(v2::cause::REQUEST_ACCEPTED)
+            .fteid(0, v2::fteid(iface::S5_PGW_GTPC, control, me))
+            .ie(ie_type::PAA, 0, &v2::ie::paa_ipv4_value(ue_ip))
+            .ie(ie_type::APN_RESTRICTION, 0, &[0])
+            .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                b.ie(ie_type::EBI, 0, &[cs.ebi])
+                    .cause(v2::cause::REQUEST_ACCEPTED)
+                    .fteid(2, v2::fteid(iface::S5_PGW_GTPU, pgw_teid, me));
+            });
+        m.finish()
+    }
+
+    /// Deletes the session with S5-C TEID `teid` and its bearer.
+    fn delete(&mut self, teid: u32) {
+        if let Some(s) = self.sessions.remove(&teid) {
+            tracing::info!(imsi = %s.imsi, "session deleted");
+            self.bearers.remove(&s.imsi);
+        }
+    }
+
+    fn session_rows(&self) -> Vec<SessionRow> {
+        let mut v: Vec<SessionRow> = self
+            .sessions
+            .iter()
+            .map(|(&teid, s)| SessionRow {
+                imsi: s.imsi.clone(),
+                apn: s.apn.clone(),
+                ue_ip: Some(s.ue_ip),
+                ebi: s.ebi,
+                teid,
+                peer: SocketAddrV4::new(s.sgw.addr, v2::PORT),
+                peer_teid: s.sgw.teid,
+                state: "active".into(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.imsi.cmp(&b.imsi));
+        v.truncate(Bearers::REPORTED);
+        v
     }
 
     /// The bearer table, for a control plane to drive.
@@ -347,7 +577,9 @@ impl Role for Pgw {
     };
     type Settings = PgwSettings;
     fn build(node: &ElementNode, c: PgwSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
-        let mut e = Pgw::new(c.config(node)?).map_err(bearer::bearer_error)?;
+        let mut e = Pgw::new(c.config(node)?)
+            .map_err(bearer::bearer_error)?
+            .with_ue_pool(c.ue_pool);
         bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
         Ok(Box::new(e))
     }
@@ -373,21 +605,29 @@ impl Element for Pgw {
                     self.uplink(cx, g, out);
                 }
             }
-            other => self.router.handle(cx, port, frame, other, out),
+            other => {
+                self.router.handle(cx, port, frame, other, out);
+                self.serve_s5c(cx, out);
+            }
         }
     }
 
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         self.last_now = cx.now;
         self.nat.expire(cx.now);
-        self.router.on_timer(cx, out)
+        self.router.on_timer(cx, out);
+        self.serve_s5c(cx, out);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        match (self.router.poll_at(), self.nat.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let s5c = match &self.s5c {
+            Some(e) => e.poll_at(),
+            None => Some(Instant::ZERO),
+        };
+        [self.router.poll_at(), self.nat.poll_at(), s5c]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn report(&self) -> serde_json::Value {
@@ -396,6 +636,178 @@ impl Element for Pgw {
             tunnel: TunnelReport::new(&self.bearers, &self.gtpu),
             nat: self.nat.entries(self.last_now),
             nat_stats: self.nat.stats().clone(),
+            s5c: self.s5c.as_ref().map(GtpcEndpoint::row),
+            sessions: self.session_rows(),
+            sessions_total: self.sessions.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::StaticRoute;
+    use d11_core::nat::NatConfig;
+    use d11_core::L3Port;
+    use d11_wire::arp::ArpRepr;
+    use d11_wire::ethernet::{self, EtherType};
+    use d11_wire::hex;
+    use d11_wire::ipv4::{protocol, Ipv4Repr};
+    use d11_wire::MacAddr;
+
+    const SGW: Ipv4Addr = Ipv4Addr::new(172, 16, 2, 1);
+    const SGW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 2]);
+    const S5_MAC: MacAddr = MacAddr([2, 0, 0, 0, 4, 1]);
+
+    // crates/wire/src/gtpv2c.rs's golden Create Session Request (pycrate
+    // 0.8.1 and tshark read it: crates/wire/fixtures/gtpv2c.py): the MME's
+    // on S11, so no S5-U F-TEID in its bearer context.
+    const CREATE_SESSION_REQUEST: &str = "4820008e00000000000001000100080000010100000000f15300030000f1105200010006570009008a00000001ac100401570009018700000000ac1005024700090008696e7465726e6574800001000063000100014f00050001000000007f0001000048000800000186a0000186a05d001f0049000100055000160064090000000000000000000000000000000000000000";
+
+    fn pgw() -> Pgw {
+        let port = |n: &str, mac, a: &str| L3Port {
+            name: n.into(),
+            mac,
+            address: a.parse().unwrap(),
+            mtu: 1500,
+        };
+        let mut p = Pgw::new(PgwConfig {
+            router: RouterConfig {
+                ports: vec![
+                    port("s5", S5_MAC, "172.16.2.2/24"),
+                    port("sgi", MacAddr([2, 0, 0, 0, 4, 2]), "198.51.100.1/30"),
+                ],
+                routes: vec![StaticRoute {
+                    to: "0.0.0.0/0".parse().unwrap(),
+                    via: "198.51.100.2".parse().unwrap(),
+                }],
+            },
+            sgw: SGW,
+            gateway: Ipv4Addr::new(10, 45, 0, 1),
+            nat_pool: "198.51.100.128/25".parse().unwrap(),
+            ue_mtu: 1400,
+            nat: NatConfig {
+                snat: None,
+                dnat: vec![],
+                max_entries: 16,
+                timeouts: Timeouts::default(),
+            },
+            bearers: vec![],
+        })
+        .unwrap()
+        .with_ue_pool("10.45.0.0/16".parse().unwrap());
+        let mut o = Outbox::new();
+        let mut cx = Ctx::from(Instant::ZERO);
+        p.on_timer(&mut cx, &mut o);
+        let mut b = Vec::new();
+        ArpRepr::request(SGW_MAC, SGW, "172.16.2.2".parse().unwrap()).emit_frame(&mut b);
+        p.on_frame(&mut cx, S5, &b, &mut o);
+        p
+    }
+
+    /// The GTPv2-C answers to `msg` sent from the SGW's 2123.
+    fn ask(p: &mut Pgw, msg: &[u8]) -> Vec<Vec<u8>> {
+        let mut f = Vec::new();
+        ethernet::emit_header(&mut f, S5_MAC, SGW_MAC, EtherType::Ipv4);
+        Ipv4Repr {
+            src: SGW,
+            dst: "172.16.2.2".parse().unwrap(),
+            protocol: protocol::UDP,
+            ttl: 64,
+            ident: 1,
+            dont_frag: false,
+            payload_len: 8 + msg.len(),
+        }
+        .emit(&mut f);
+        f.extend_from_slice(&[0x08, 0x4b, 0x08, 0x4b]);
+        f.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(msg);
+        let mut o = Outbox::new();
+        p.on_frame(&mut Ctx::from(Instant::ZERO), S5, &f, &mut o);
+        o.frames()
+            .filter(|(_, f)| f.len() > 42 && f[36..38] == [0x08, 0x4b])
+            .map(|(_, f)| f[42..].to_vec())
+            .collect()
+    }
+
+    fn cause(m: &[u8]) -> u8 {
+        gtpc::response_cause(GtpcPacket::new_checked(m).unwrap().ie_bytes())
+    }
+
+    /// The golden request with an S5/S8-U SGW F-TEID (instance 2) added
+    /// to its bearer context, as the SGW sends it on S5.
+    fn on_s5(teid: u32) -> Vec<u8> {
+        let mut m = hex(CREATE_SESSION_REQUEST);
+        let f = v2::fteid(iface::S5_SGW_GTPU, teid, SGW).value();
+        let ie = [&[ie_type::FTEID, 0, 9, 2][..], &f].concat();
+        m.extend_from_slice(&ie);
+        // The bearer context (the last IE) and the message grow by 13.
+        let bc = m.len() - ie.len() - 35;
+        assert_eq!(m[bc], ie_type::BEARER_CONTEXT);
+        m[bc + 2] += 13;
+        let len = u16::from_be_bytes([m[2], m[3]]) + 13;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn a_create_session_without_the_sgws_user_plane_fteid_is_refused_with_70() {
+        let mut p = pgw();
+        let got = ask(&mut p, &hex(CREATE_SESSION_REQUEST));
+        assert_eq!(got.len(), 1);
+        assert_eq!(cause(&got[0]), v2::cause::MANDATORY_IE_MISSING);
+        let r = GtpcPacket::new_checked(&got[0][..]).unwrap();
+        assert_eq!(r.teid(), Some(1), "to the sender F-TEID's TEID");
+        assert_eq!(r.seq(), 1);
+        assert!(p.bearers.is_empty());
+    }
+
+    #[test]
+    fn create_session_gives_an_address_a_teid_and_a_bearer_and_delete_takes_them() {
+        let mut p = pgw();
+        let got = ask(&mut p, &on_s5(0x301));
+        assert_eq!(cause(&got[0]), v2::cause::REQUEST_ACCEPTED);
+        let r = GtpcPacket::new_checked(&got[0][..]).unwrap();
+        let ies = r.ie_bytes();
+        let paa = v2::find(ies, ie_type::PAA, 0).unwrap().unwrap();
+        assert_eq!(v2::ie::paa_ipv4(paa.value), Ok(Ipv4Addr::new(10, 45, 0, 2)));
+        let b = p.bearers.by_imsi("001010000000001").unwrap().clone();
+        assert_eq!(
+            (b.sgw_s5_teid, b.ue_ip),
+            (Teid(0x301), Ipv4Addr::new(10, 45, 0, 2))
+        );
+        let ctl = v2::find(ies, ie_type::FTEID, 0).unwrap().unwrap();
+        let ctl = v2::ie::Fteid::parse(ctl.value).unwrap();
+        assert_eq!(ctl.iface, iface::S5_PGW_GTPC);
+        // The same request again is a retransmission: the same answer.
+        assert_eq!(ask(&mut p, &on_s5(0x301)), got);
+        assert_eq!(p.bearers.len(), 1);
+        // Delete Session for another TEID: context not found; for its own: gone.
+        let del = |teid, seq| {
+            let mut m = MessageBuilder::new(msg::DELETE_SESSION_REQUEST, Some(teid), seq);
+            m.ie(ie_type::EBI, 0, &[5]);
+            m.finish()
+        };
+        let got = ask(&mut p, &del(ctl.teid + 1, 9));
+        assert_eq!(cause(&got[0]), v2::cause::CONTEXT_NOT_FOUND);
+        let got = ask(&mut p, &del(ctl.teid, 10));
+        assert_eq!(cause(&got[0]), v2::cause::REQUEST_ACCEPTED);
+        assert!(p.bearers.is_empty() && p.sessions.is_empty());
+    }
+
+    #[test]
+    fn a_mangled_create_session_is_answered_with_its_cause_never_a_panic() {
+        let good = on_s5(0x301);
+        for i in 12..good.len() {
+            for v in [0u8, 0xff, 0x55] {
+                let mut m = good.clone();
+                m[i] = v;
+                let mut p = pgw();
+                for a in ask(&mut p, &m) {
+                    GtpcPacket::new_checked(&a[..]).expect("a GTPv2-C answer");
+                }
+            }
+        }
     }
 }

@@ -9,20 +9,31 @@
 //! SGW is no IP hop for the UE).
 //!
 //! With a third port `s11` it is a GTPv2-C endpoint there for the MME
-//! ([`crate::gtpc`]: Echo with its Recovery counter today; Create Session
-//! next, `PROGRESS-attach.md`).
+//! and on its `s5` address for the PGW ([`crate::gtpc`]). Create Session
+//! [TS 29.274 § 7.2.1; TS 23.401 § 5.3.2.1 steps 12–16]: the MME's
+//! request on S11 makes the SGW's S11 and S5-C TEIDs and its S1-U and
+//! S5-U TEIDs, goes on to the PGW named in it (S5-C), and the PGW's answer
+//! (the UE's address, its S5-U TEID) makes the bearer
+//! ([`Sgw::bearers_mut`]) and the answer to the MME. Modify Bearer
+//! (§ 7.2.7) gives the bearer the eNodeB's S1-U TEID; Delete Session
+//! (§ 7.2.9) ends it on both gateways.
 //!
 //! Ports, in order: `s1u`, `s5`, optionally `s11`.
 
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
-use crate::gtpc::{GtpcEndpoint, GtpcRow};
+use crate::gtpc::{self, CreateSession, GtpcEndpoint, GtpcRow, Incoming, RequestTo};
+use crate::gtpc::{SessionRow, TeidPool};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
-use d11_core::{Ctx, Element, Input, Instant, Outbox, PortId};
-use std::net::Ipv4Addr;
+use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
+use d11_wire::gtpu::Teid;
+use d11_wire::gtpv2c::ie::Fteid;
+use d11_wire::gtpv2c::{self as v2, find, ie_type, iface, msg, GtpcPacket, MessageBuilder};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const S1U: PortId = PortId(0);
 pub const S5: PortId = PortId(1);
@@ -65,6 +76,36 @@ pub struct SgwReport {
     /// Its GTPv2-C endpoint on S11, when it has that port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s11: Option<GtpcRow>,
+    /// Its GTPv2-C endpoint on S5-C, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s5c: Option<GtpcRow>,
+    /// The sessions the MME created (the first [`Bearers::REPORTED`]).
+    #[serde(default)]
+    pub sessions: Vec<SessionRow>,
+    #[serde(default)]
+    pub sessions_total: usize,
+}
+
+/// Where the SGW's own TEIDs start: far above the topology's static ones.
+const TEID_BASE: u32 = 0x0200_0000;
+
+/// A session, keyed by the SGW's S11 TEID.
+#[derive(Debug, Clone)]
+struct SgwSession {
+    imsi: String,
+    apn: String,
+    ebi: u8,
+    /// The MME's S11 F-TEID.
+    mme: Fteid,
+    /// The SGW's S5-C TEID, and the PGW's S5-C F-TEID (its address from
+    /// the MME's request, its TEID from the PGW's answer).
+    s5c: u32,
+    pgw: Fteid,
+    s1u: u32,
+    s5u: u32,
+    ue_ip: Option<Ipv4Addr>,
+    /// The MME's request waiting on the PGW: its source and sequence.
+    waiting: Option<(SocketAddrV4, u32, u8)>,
 }
 
 /// G-PDUs switched from S1-U to S5 (uplink) and back (downlink).
@@ -88,6 +129,13 @@ pub struct Sgw {
     /// The S11 address, when the SGW has the port; its endpoint once bound.
     s11_addr: Option<Ipv4Addr>,
     s11: Option<GtpcEndpoint>,
+    s5c: Option<GtpcEndpoint>,
+    sessions: HashMap<u32, SgwSession>,
+    /// The session of each S5-C request outstanding, by its sequence.
+    s5_pending: HashMap<u32, u32>,
+    /// S11 TEID by S5-C TEID.
+    by_s5c: HashMap<u32, u32>,
+    teids: TeidPool,
 }
 
 impl Sgw {
@@ -110,11 +158,17 @@ impl Sgw {
             relayed: [0; 2],
             s11_addr,
             s11: None,
+            s5c: None,
+            sessions: HashMap::new(),
+            s5_pending: HashMap::new(),
+            by_s5c: HashMap::new(),
+            teids: TeidPool::new(TEID_BASE),
         })
     }
 
-    /// S11: Echo answered by the endpoint; other requests wait for the
-    /// session handling of the next slice.
+    /// S11 and S5-C: the endpoints bound on first use, what they got
+    /// handled. S5-C comes first, so an answer to the MME goes out in the
+    /// same turn as the PGW's.
     fn serve_s11(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         let Some(addr) = self.s11_addr else {
             return;
@@ -122,11 +176,329 @@ impl Sgw {
         if self.s11.is_none() {
             self.s11 = GtpcEndpoint::bind(self.router.l3_mut(), cx, addr);
         }
-        let Some(s11) = self.s11.as_mut() else {
+        if self.s5c.is_none() {
+            let me = self.addrs[S5.index()];
+            self.s5c = GtpcEndpoint::bind(self.router.l3_mut(), cx, me);
+        }
+        let (Some(mut s11), Some(mut s5c)) = (self.s11.take(), self.s5c.take()) else {
             return;
         };
+        s5c.poll(self.router.l3_mut(), cx, out);
         s11.poll(self.router.l3_mut(), cx, out);
-        while s11.incoming().is_some() {}
+        loop {
+            if let Some(i) = s5c.incoming() {
+                self.from_pgw(cx, out, &mut s11, i);
+            } else if let Some(i) = s11.incoming() {
+                self.from_mme(cx, out, &mut s11, &mut s5c, i);
+            } else {
+                break;
+            }
+        }
+        self.s11 = Some(s11);
+        self.s5c = Some(s5c);
+    }
+
+    /// What the MME sends on S11.
+    fn from_mme(
+        &mut self,
+        cx: &mut Ctx,
+        out: &mut Outbox,
+        s11: &mut GtpcEndpoint,
+        s5c: &mut GtpcEndpoint,
+        i: Incoming,
+    ) {
+        let Incoming::Request { from, seq, msg: m } = i else {
+            if let Incoming::PeerRestarted { peer } = i {
+                tracing::warn!(%peer, "MME restarted (Recovery changed)");
+            }
+            return;
+        };
+        let Ok(p) = GtpcPacket::new_checked(&m[..]) else {
+            return;
+        };
+        let (ty, ies, teid) = (p.msg_type(), p.ie_bytes(), p.teid().unwrap_or(0));
+        let l3 = self.router.l3_mut();
+        match ty {
+            msg::CREATE_SESSION_REQUEST => match CreateSession::parse(ies) {
+                Ok(cs) if cs.pgw.is_some() => self.create_session(cx, out, s5c, from, seq, cs),
+                Ok(cs) => {
+                    let c = v2::cause::MANDATORY_IE_MISSING;
+                    let r = gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, cs.sender.teid, seq, c);
+                    s11.respond(l3, cx, out, from, r);
+                }
+                Err(c) => {
+                    tracing::info!(cause = c, "Create Session Request refused");
+                    let to = gtpc::sender_teid(ies);
+                    let r = gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, to, seq, c);
+                    s11.respond(l3, cx, out, from, r);
+                }
+            },
+            msg::MODIFY_BEARER_REQUEST => {
+                let r = self.modify_bearer(teid, ies, seq);
+                s11.respond(self.router.l3_mut(), cx, out, from, r);
+            }
+            msg::DELETE_SESSION_REQUEST => {
+                let Some(s) = self.sessions.remove(&teid) else {
+                    let c = v2::cause::CONTEXT_NOT_FOUND;
+                    let r = gtpc::cause_only(msg::DELETE_SESSION_RESPONSE, 0, seq, c);
+                    return s11.respond(l3, cx, out, from, r);
+                };
+                tracing::info!(imsi = %s.imsi, "Delete Session");
+                self.by_s5c.remove(&s.s5c);
+                self.bearers.remove(&s.imsi);
+                let c = v2::cause::REQUEST_ACCEPTED;
+                let r = gtpc::cause_only(msg::DELETE_SESSION_RESPONSE, s.mme.teid, seq, c);
+                s11.respond(l3, cx, out, from, r);
+                // The PGW's part goes too; its answer changes nothing here.
+                let to = RequestTo {
+                    peer: s.pgw.addr,
+                    msg_type: msg::DELETE_SESSION_REQUEST,
+                    teid: Some(s.pgw.teid),
+                };
+                s5c.request(l3, cx, out, to, |b| {
+                    b.ie(ie_type::EBI, 0, &[s.ebi]);
+                });
+            }
+            ty => {
+                let c = v2::cause::CONTEXT_NOT_FOUND;
+                let r = gtpc::cause_only(ty.wrapping_add(1), 0, seq, c);
+                s11.respond(l3, cx, out, from, r);
+            }
+        }
+    }
+
+    /// Create Session from the MME [TS 29.274 § 7.2.1]: the SGW's TEIDs,
+    /// then its own request to the PGW on S5-C (Table 7.2.1-1 as sent on
+    /// S5: its S5-C F-TEID as the sender's, its S5-U F-TEID in the bearer
+    /// context, instance 2).
+    fn create_session(
+        &mut self,
+        cx: &mut Ctx,
+        out: &mut Outbox,
+        s5c: &mut GtpcEndpoint,
+        from: SocketAddrV4,
+        seq: u32,
+        cs: CreateSession,
+    ) {
+        // A UE with a session already: the old one goes [§ 7.2.1].
+        let old: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.imsi == cs.imsi)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in old {
+            if let Some(s) = self.sessions.remove(&t) {
+                self.by_s5c.remove(&s.s5c);
+            }
+        }
+        self.bearers.remove(&cs.imsi);
+        let sessions = &self.sessions;
+        let by_s5c = &self.by_s5c;
+        let s11_teid = self.teids.take(|t| sessions.contains_key(&t));
+        let s5c_teid = self.teids.take(|t| by_s5c.contains_key(&t));
+        let bearers = &self.bearers;
+        let s1u = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
+        let s5u = self
+            .teids
+            .take(|t| bearers.by_teid(Teid(t)).is_some() || t == s1u);
+        let Some(pgw) = cs.pgw else {
+            return;
+        };
+        let me = self.addrs[S5.index()];
+        let to = RequestTo {
+            peer: pgw.addr,
+            msg_type: msg::CREATE_SESSION_REQUEST,
+            teid: Some(0),
+        };
+        let imsi = v2::ie::tbcd_value(&cs.imsi).unwrap_or_default();
+        let sent = s5c.request(self.router.l3_mut(), cx, out, to, |m| {
+            m.ie(ie_type::IMSI, 0, &imsi)
+                .ie(ie_type::RAT_TYPE, 0, &[v2::RAT_EUTRAN])
+                .fteid(0, v2::fteid(iface::S5_SGW_GTPC, s5c_teid, me))
+                .ie(ie_type::APN, 0, &v2::ie::apn_value(&cs.apn))
+                .ie(ie_type::SELECTION_MODE, 0, &[0])
+                .ie(ie_type::PDN_TYPE, 0, &[v2::PDN_IPV4])
+                .ie(
+                    ie_type::PAA,
+                    0,
+                    &v2::ie::paa_ipv4_value(Ipv4Addr::UNSPECIFIED),
+                )
+                .ie(ie_type::APN_RESTRICTION, 0, &[0])
+                .ie(ie_type::AMBR, 0, &v2::ie::ambr_value(cs.ambr.0, cs.ambr.1))
+                .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                    b.ie(ie_type::EBI, 0, &[cs.ebi])
+                        .ie(ie_type::BEARER_QOS, 0, &cs.qos)
+                        .fteid(2, v2::fteid(iface::S5_SGW_GTPU, s5u, me));
+                });
+        });
+        self.s5_pending.insert(sent, s11_teid);
+        self.by_s5c.insert(s5c_teid, s11_teid);
+        self.sessions.insert(
+            s11_teid,
+            SgwSession {
+                imsi: cs.imsi,
+                apn: cs.apn,
+                ebi: cs.ebi,
+                mme: cs.sender,
+                s5c: s5c_teid,
+                pgw,
+                s1u,
+                s5u,
+                ue_ip: None,
+                waiting: Some((from, seq, cs.ebi)),
+            },
+        );
+    }
+
+    /// What the PGW sends on S5-C: the answer to a Create Session.
+    fn from_pgw(&mut self, cx: &mut Ctx, out: &mut Outbox, s11: &mut GtpcEndpoint, i: Incoming) {
+        let (seq, answer) = match i {
+            Incoming::Response { seq, msg } => (seq, Some(msg)),
+            Incoming::Timeout { seq, .. } => (seq, None),
+            Incoming::Request { .. } | Incoming::PeerRestarted { .. } => return,
+        };
+        let Some(s11_teid) = self.s5_pending.remove(&seq) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&s11_teid) else {
+            return;
+        };
+        let Some((mme_from, mme_seq, ebi)) = s.waiting.take() else {
+            return;
+        };
+        let accepted = answer.as_deref().and_then(|m| {
+            let p = GtpcPacket::new_checked(m).ok()?;
+            let ies = p.ie_bytes();
+            if gtpc::response_cause(ies) != v2::cause::REQUEST_ACCEPTED {
+                return Some(Err(gtpc::response_cause(ies)));
+            }
+            let fteid = |b, inst| {
+                let i = find(b, ie_type::FTEID, inst).ok()??;
+                Fteid::parse(i.value).ok()
+            };
+            let pgw_c = fteid(ies, 0)?;
+            let paa = find(ies, ie_type::PAA, 0).ok()??;
+            let ue_ip = v2::ie::paa_ipv4(paa.value).ok()?;
+            let bc = find(ies, ie_type::BEARER_CONTEXT, 0).ok()??;
+            let pgw_u = fteid(bc.value, 2)?;
+            Some(Ok((pgw_c, ue_ip, pgw_u)))
+        });
+        let mme_teid = s.mme.teid;
+        let (pgw_c, ue_ip, pgw_u) = match accepted {
+            Some(Ok(v)) => v,
+            refused => {
+                let c = match refused {
+                    Some(Err(c)) => c,
+                    None if answer.is_none() => v2::cause::REMOTE_PEER_NOT_RESPONDING,
+                    _ => v2::cause::SYSTEM_FAILURE,
+                };
+                tracing::info!(cause = c, "Create Session refused by the PGW");
+                let s = self.sessions.remove(&s11_teid);
+                if let Some(s) = s {
+                    self.by_s5c.remove(&s.s5c);
+                }
+                let r = gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, mme_teid, mme_seq, c);
+                return s11.respond(self.router.l3_mut(), cx, out, mme_from, r);
+            }
+        };
+        s.pgw = pgw_c;
+        s.ue_ip = Some(ue_ip);
+        let b = Bearer {
+            imsi: s.imsi.clone(),
+            ue_ip,
+            enb_teid: Teid(0),
+            sgw_s1u_teid: Teid(s.s1u),
+            sgw_s5_teid: Teid(s.s5u),
+            pgw_teid: Teid(pgw_u.teid),
+        };
+        let (s1u, imsi) = (s.s1u, s.imsi.clone());
+        let r = match self.bearers.add(b) {
+            Ok(()) => {
+                tracing::info!(%imsi, ue = %ue_ip, "session created");
+                let me11 = self.s11_addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let me1 = self.addrs[S1U.index()];
+                let mut m =
+                    MessageBuilder::new(msg::CREATE_SESSION_RESPONSE, Some(mme_teid), mme_seq);
+                m.cause(v2::cause::REQUEST_ACCEPTED)
+                    .fteid(0, v2::fteid(iface::S11_SGW, s11_teid, me11))
+                    .fteid(1, pgw_c)
+                    .ie(ie_type::PAA, 0, &v2::ie::paa_ipv4_value(ue_ip))
+                    .ie(ie_type::APN_RESTRICTION, 0, &[0])
+                    .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                        b.ie(ie_type::EBI, 0, &[ebi])
+                            .cause(v2::cause::REQUEST_ACCEPTED)
+                            .fteid(0, v2::fteid(iface::S1U_SGW, s1u, me1))
+                            .fteid(2, pgw_u);
+                    });
+                m.finish()
+            }
+            Err(e) => {
+                tracing::warn!(%e, "Create Session: no bearer");
+                let c = v2::cause::NO_RESOURCES_AVAILABLE;
+                gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, mme_teid, mme_seq, c)
+            }
+        };
+        s11.respond(self.router.l3_mut(), cx, out, mme_from, r);
+    }
+
+    /// Modify Bearer [TS 29.274 § 7.2.7]: the eNodeB's S1-U F-TEID
+    /// (instance 0 of the bearer context) for the session's bearer.
+    fn modify_bearer(&mut self, teid: u32, ies: &[u8], seq: u32) -> Vec<u8> {
+        let ty = msg::MODIFY_BEARER_RESPONSE;
+        let Some(s) = self.sessions.get(&teid) else {
+            return gtpc::cause_only(ty, 0, seq, v2::cause::CONTEXT_NOT_FOUND);
+        };
+        let mme = s.mme.teid;
+        let enb = (|| {
+            let bc = find(ies, ie_type::BEARER_CONTEXT, 0).ok()??;
+            let ebi = v2::ie::ebi(find(bc.value, ie_type::EBI, 0).ok()??.value).ok()?;
+            let f = Fteid::parse(find(bc.value, ie_type::FTEID, 0).ok()??.value).ok()?;
+            Some((ebi, f))
+        })();
+        let Some((ebi, enb)) = enb.filter(|(e, _)| *e == s.ebi) else {
+            return gtpc::cause_only(ty, mme, seq, v2::cause::MANDATORY_IE_INCORRECT);
+        };
+        let Some(mut b) = self.bearers.remove(&s.imsi) else {
+            return gtpc::cause_only(ty, mme, seq, v2::cause::CONTEXT_NOT_FOUND);
+        };
+        b.enb_teid = Teid(enb.teid);
+        tracing::info!(imsi = %b.imsi, enb_teid = enb.teid, "Modify Bearer: S1-U to the eNodeB");
+        if self.bearers.add(b).is_err() {
+            return gtpc::cause_only(ty, mme, seq, v2::cause::SYSTEM_FAILURE);
+        }
+        let mut m = MessageBuilder::new(ty, Some(mme), seq);
+        m.cause(v2::cause::REQUEST_ACCEPTED)
+            .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                b.ie(ie_type::EBI, 0, &[ebi])
+                    .cause(v2::cause::REQUEST_ACCEPTED);
+            });
+        m.finish()
+    }
+
+    fn session_rows(&self) -> Vec<SessionRow> {
+        let mut v: Vec<SessionRow> = self
+            .sessions
+            .iter()
+            .map(|(&teid, s)| SessionRow {
+                imsi: s.imsi.clone(),
+                apn: s.apn.clone(),
+                ue_ip: s.ue_ip,
+                ebi: s.ebi,
+                teid,
+                peer: SocketAddrV4::new(s.mme.addr, v2::PORT),
+                peer_teid: s.mme.teid,
+                state: if s.waiting.is_some() {
+                    "pending"
+                } else {
+                    "active"
+                }
+                .into(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.imsi.cmp(&b.imsi));
+        v.truncate(Bearers::REPORTED);
+        v
     }
 
     /// The bearer table, for a control plane to drive.
@@ -148,6 +520,11 @@ impl Sgw {
                 .gtpu
                 .unknown_teid(&mut self.router, cx, port, me, peer, teid, out);
         };
+        if out_teid.0 == 0 {
+            // Before Modify Bearer the eNodeB's TEID is unknown: no
+            // downlink yet [TS 23.401 § 5.3.2.1 step 23].
+            return out.drop_frame(port, DropReason::NoBearer);
+        }
         if let Err(r) = tunnel::tpdu_ipv4(tpdu) {
             return out.drop_frame(port, r);
         }
@@ -226,6 +603,9 @@ impl Element for Sgw {
                 downlink: self.relayed[1],
             },
             s11: self.s11.as_ref().map(GtpcEndpoint::row),
+            s5c: self.s5c.as_ref().map(GtpcEndpoint::row),
+            sessions: self.session_rows(),
+            sessions_total: self.sessions.len(),
         })
     }
 }

@@ -502,7 +502,10 @@ fn the_phone_authenticates_secures_nas_with_eia2_and_the_hss_takes_its_location(
     );
     assert_eq!(bb.state(), UeState::Secured);
     let mme = reports(&lab).1;
-    assert_eq!(mme.ues[0].emm, d11_elements::mme::EmmState::WaitSession);
+    assert_eq!(
+        mme.ues[0].emm,
+        d11_elements::mme::EmmState::WaitContextSetup
+    );
     let row = hss
         .hss
         .report()
@@ -606,7 +609,7 @@ fn a_usim_ahead_of_the_hss_resynchronises_through_auts_and_attaches() {
     assert_eq!(hss.hss.report().counters.resyncs, 1);
     assert_eq!(
         reports(&lab).1.ues[0].emm,
-        d11_elements::mme::EmmState::WaitSession
+        d11_elements::mme::EmmState::WaitContextSetup
     );
 }
 
@@ -644,6 +647,104 @@ fn a_rejected_phone_attaches_again_on_the_same_radio_and_s1_context() {
         (mme.ues[0].imsi.as_str(), mme.ues[0].rejected),
         ("001010000000001", None)
     );
+}
+
+fn gateways(lab: &SimLab) -> (d11_elements::sgw::SgwReport, d11_elements::pgw::PgwReport) {
+    let sgw = lab
+        .sim
+        .status(lab.node("sgw"))
+        .report()
+        .expect("an SgwReport");
+    let pgw = lab
+        .sim
+        .status(lab.node("pgw"))
+        .report()
+        .expect("a PgwReport");
+    (sgw, pgw)
+}
+
+#[test]
+fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5() {
+    let mut bb = baseband("001010000000001");
+    let (mut lab, _, _) = attach(TOPOLOGY, 14, &mut bb);
+    let mme = reports(&lab).1;
+    let ue = &mme.ues[0];
+    assert_eq!(ue.emm, d11_elements::mme::EmmState::WaitContextSetup);
+    assert_eq!(ue.apn, "internet", "the APN of the HSS's subscription");
+    // The IMSI held 10.45.0.2 (the topology's bearer): the PGW replaces
+    // the session and keeps the address [TS 29.274 § 7.2.1].
+    assert_eq!(ue.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
+    assert_eq!(mme.counters.sessions_created, 1);
+    let (sgw, pgw) = gateways(&lab);
+    let (ss, ps) = (&sgw.sessions, &pgw.sessions);
+    assert_eq!(ss.len(), 1, "{ss:?}");
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert_eq!(
+        (ss[0].imsi.as_str(), ss[0].ue_ip, ss[0].state.as_str()),
+        (
+            "001010000000001",
+            Some(Ipv4Addr::new(10, 45, 0, 2)),
+            "active"
+        )
+    );
+    assert_eq!(ss[0].peer.to_string(), "172.16.4.1:2123");
+    assert_eq!(ps[0].peer.to_string(), "172.16.2.1:2123");
+    assert_eq!(ps[0].apn, "internet");
+    assert_eq!(pgw.tunnel.bearers_total, 10_001, "replaced, not added");
+    if common::tshark_agrees(&mut lab.sim, "attach-session.pcapng") {
+        let gtp = tshark(
+            &mut lab,
+            "attach-session.pcapng",
+            "gtpv2 && gtpv2.message_type > 2",
+            &[
+                "ip.src",
+                "ip.dst",
+                "gtpv2.message_type",
+                "gtpv2.cause",
+                "gtpv2.pdn_addr_and_prefix.ipv4",
+            ],
+        )
+        .expect("tshark ran");
+        assert_eq!(
+            gtp,
+            [
+                "172.16.4.1\t172.16.4.2\t32\t\t0.0.0.0",
+                "172.16.2.1\t172.16.2.2\t32\t\t0.0.0.0",
+                "172.16.2.2\t172.16.2.1\t33\t16,16\t10.45.0.2",
+                "172.16.4.2\t172.16.4.1\t33\t16,16\t10.45.0.2",
+            ],
+            "Create Session on S11, on S5-C, and their responses back"
+        );
+    }
+}
+
+#[test]
+fn a_phone_without_an_address_gets_the_first_free_one_of_the_pool() {
+    // Without d11 load's 10,000 static bearers, IMSI ...002 has no address:
+    // the PGW gives it the first free one after the phone's 10.45.0.2.
+    let text: String = TOPOLOGY
+        .lines()
+        .filter(|l| !l.starts_with("config.bearer_ranges"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut bb = baseband("001010000000002");
+    let (lab, _, _) = attach(&text, 15, &mut bb);
+    let ue = &reports(&lab).1.ues[0];
+    assert_eq!(ue.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 3)));
+    let (sgw, pgw) = gateways(&lab);
+    assert_eq!(sgw.tunnel.bearers_total, 2);
+    assert_eq!(pgw.sessions[0].ue_ip, Some(Ipv4Addr::new(10, 45, 0, 3)));
+    // The bearer on both gateways: TEIDs the gateways chose; the eNodeB's
+    // is unknown until Modify Bearer.
+    let imsi = "001010000000002";
+    let b = sgw.tunnel.bearers.iter().find(|b| b.imsi == imsi);
+    let b = b.expect("the sgw's bearer");
+    assert!(b.sgw_s1u_teid.0 >= 0x0200_0000 && b.sgw_s5_teid.0 >= 0x0200_0000);
+    assert_eq!(b.enb_teid.0, 0);
+    let p = pgw.tunnel.bearers.iter().find(|b| b.imsi == imsi);
+    let p = p.expect("the pgw's bearer");
+    assert_eq!((p.pgw_teid, p.sgw_s5_teid), (b.pgw_teid, b.sgw_s5_teid));
+    assert_eq!(p.ue_ip, Ipv4Addr::new(10, 45, 0, 3));
 }
 
 #[test]

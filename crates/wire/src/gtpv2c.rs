@@ -86,6 +86,7 @@ pub mod cause {
     pub const NO_RESOURCES_AVAILABLE: u8 = 73;
     pub const MISSING_OR_UNKNOWN_APN: u8 = 78;
     pub const ALL_DYNAMIC_ADDRESSES_OCCUPIED: u8 = 84;
+    pub const REMOTE_PEER_NOT_RESPONDING: u8 = 100;
 }
 
 /// F-TEID interface types [TS 29.274 § 8.22].
