@@ -21,7 +21,7 @@ use d11_security::kdf::{self, NasKey};
 use d11_security::nas::{nas_mac, Direction};
 use d11_security::Milenage;
 use d11_wire::nas::{
-    cause, emit_protected, sec, EmmMessage, MobileIdentity, NasError, Pdu, KSI_NONE,
+    cause, emit_protected, sec, EmmMessage, EsmMessage, MobileIdentity, NasError, Pdu, KSI_NONE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,9 @@ pub enum UeState {
     AttachRequested,
     /// Security Mode Complete sent: the network holds our keys.
     Secured,
+    /// Attach Accept taken, Attach Complete sent: EMM-REGISTERED with the
+    /// PDN address of the default bearer [TS 24.301 § 5.5.1.2.4].
+    Attached,
     /// Attach Reject or Authentication Reject (cause 0) received.
     Rejected(u8),
 }
@@ -104,6 +107,8 @@ pub struct Baseband {
     kasme: Option<[u8; 32]>,
     sec: Option<Security>,
     capability: Vec<u8>,
+    /// The default bearer's address from the Attach Accept.
+    address: Option<std::net::Ipv4Addr>,
 }
 
 impl Baseband {
@@ -118,6 +123,7 @@ impl Baseband {
             kasme: None,
             sec: None,
             capability: UE_NETWORK_CAPABILITY.to_vec(),
+            address: None,
         })
     }
 
@@ -133,6 +139,11 @@ impl Baseband {
 
     pub fn state(&self) -> UeState {
         self.state
+    }
+
+    /// The address the network gave the phone, once attached.
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.address
     }
 
     pub fn imsi(&self) -> &str {
@@ -273,6 +284,26 @@ impl Baseband {
             EmmMessage::AttachReject { cause } => {
                 self.state = UeState::Rejected(cause);
                 Ok(None)
+            }
+            EmmMessage::AttachAccept { esm, .. } => {
+                // The default bearer: its address, and the accept of it
+                // inside Attach Complete [TS 24.301 § 6.4.1.3].
+                let EsmMessage::ActivateDefaultBearerRequest {
+                    ebi,
+                    pti,
+                    pdn_address,
+                    ..
+                } = EsmMessage::parse(&esm)?
+                else {
+                    return Err(BasebandError::Nas(NasError::IeValue));
+                };
+                self.address = Some(pdn_address);
+                self.state = UeState::Attached;
+                let done = EmmMessage::AttachComplete {
+                    esm: EsmMessage::ActivateDefaultBearerAccept { ebi, pti }.to_vec(),
+                };
+                let s = self.sec.as_mut().ok_or(BasebandError::Integrity)?;
+                Ok(Some(protect(s, sec::INTEGRITY_CIPHERED, &done.to_vec())))
             }
             _ => Ok(None),
         }

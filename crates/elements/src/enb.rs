@@ -17,15 +17,17 @@
 //! optionally `s1mme`.
 
 use crate::bearer::{self, Bearer, BearerError, BearerRange, Bearers, Receiver};
+use crate::gtpc::TeidPool;
 use crate::mme::Plmn;
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};
 use crate::router::{Router, RouterConfig};
-use crate::s1link::{S1Config, S1Link, S1Row, ETHERTYPE_NAS};
+use crate::s1link::{ErabSetup, S1Config, S1Link, S1Row, ETHERTYPE_NAS};
 use crate::tunnel::{self, Endpoint, GPdu, TunnelReport};
 use d11_core::settings::ConfigError;
 use d11_core::AnyElement;
 use d11_core::{Ctx, DropReason, Element, Input, Instant, Outbox, PortId};
 use d11_wire::ethernet::{self, EtherType, EthernetFrame};
+use d11_wire::gtpu::Teid;
 use d11_wire::ipv4::Ipv4Packet;
 use d11_wire::MacAddr;
 use std::net::Ipv4Addr;
@@ -106,7 +108,11 @@ pub struct Enb {
     radio_mtu: u16,
     s1u_addr: Ipv4Addr,
     s1: Option<S1Link>,
+    teids: TeidPool,
 }
+
+/// Where the eNodeB's own S1-U TEIDs start: far above the topology's.
+const TEID_BASE: u32 = 0x0100_0000;
 
 impl Enb {
     pub fn new(cfg: EnbConfig) -> Result<Enb, BearerError> {
@@ -130,6 +136,7 @@ impl Enb {
             bearers,
             sgw: cfg.sgw,
             s1: None,
+            teids: TeidPool::new(TEID_BASE),
         })
     }
 
@@ -154,6 +161,61 @@ impl Enb {
                 ethernet::emit_header(f, mac, self.radio_mac, EtherType::from(ETHERTYPE_NAS));
                 f.extend_from_slice(&nas);
             });
+        }
+        let setups = s1.take_setups();
+        if setups.is_empty() {
+            return;
+        }
+        for e in setups {
+            self.erab_setup(cx, out, e);
+        }
+        self.router.l3_mut().poll(cx, out);
+    }
+
+    /// An E-RAB of Initial Context Setup [TS 36.413 § 8.3.1.2]: the
+    /// eNodeB's TEID, the bearer (uplink to the SGW's S1-U TEID), the NAS
+    /// inside to the phone, the answer to the MME.
+    ///
+    /// The lab's radio is Ethernet, where the UE's address is what tells
+    /// its packets apart (a real eNodeB knows the radio bearer instead):
+    /// the address comes from the Activate Default EPS Bearer Context
+    /// Request the E-RAB carries, readable under EEA0.
+    fn erab_setup(&mut self, cx: &mut Ctx, out: &mut Outbox, e: ErabSetup) {
+        let ErabSetup {
+            mac,
+            enb_ue_id,
+            imsi,
+            erab,
+        } = e;
+        let ue_ip = erab.nas.as_deref().and_then(pdn_address);
+        let made = ue_ip.and_then(|ue_ip| {
+            let bearers = &self.bearers;
+            let teid = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
+            let imsi = imsi.unwrap_or_else(|| format!("ue {mac}"));
+            // A UE attaching again replaces its bearer; so does the
+            // topology's for the address the PGW gave back.
+            self.bearers.remove(&imsi);
+            if let Some(old) = self.bearers.by_ue_ip(ue_ip).map(|b| b.imsi.clone()) {
+                self.bearers.remove(&old);
+            }
+            let b = Bearer {
+                imsi,
+                ue_ip,
+                enb_teid: Teid(teid),
+                sgw_s1u_teid: Teid(erab.teid),
+                sgw_s5_teid: Teid(0),
+                pgw_teid: Teid(0),
+            };
+            self.bearers.add(b).ok().map(|()| (self.s1u_addr, teid))
+        });
+        if let Some(nas) = erab.nas.as_ref().filter(|_| made.is_some()) {
+            out.build(RADIO, |f| {
+                ethernet::emit_header(f, mac, self.radio_mac, EtherType::from(ETHERTYPE_NAS));
+                f.extend_from_slice(nas);
+            });
+        }
+        if let Some(s1) = self.s1.as_mut() {
+            s1.context_setup_response(self.router.l3_mut(), cx, enb_ue_id, erab.erab_id, made);
         }
     }
 
@@ -214,6 +276,23 @@ impl Enb {
             Ok(_) => out.drop_frame(S1U, DropReason::NoBearer),
             Err(r) => out.drop_frame(S1U, r),
         }
+    }
+}
+
+/// The PDN address of the Activate Default EPS Bearer Context Request in
+/// an Attach Accept [TS 24.301 § 8.2.1, § 8.3.6].
+fn pdn_address(nas: &[u8]) -> Option<Ipv4Addr> {
+    use d11_wire::nas::{EmmMessage, EsmMessage, Pdu};
+    let m = match Pdu::parse(nas).ok()? {
+        Pdu::Plain(m) => m,
+        Pdu::Protected { message, .. } => message,
+    };
+    let EmmMessage::AttachAccept { esm, .. } = EmmMessage::parse(m).ok()? else {
+        return None;
+    };
+    match EsmMessage::parse(&esm).ok()? {
+        EsmMessage::ActivateDefaultBearerRequest { pdn_address, .. } => Some(pdn_address),
+        _ => None,
     }
 }
 

@@ -182,6 +182,8 @@ pub enum EmmState {
     /// The session made (the UE's address, the SGW's S1-U TEID): Initial
     /// Context Setup with the Attach Accept sent to the eNodeB.
     WaitContextSetup,
+    /// Attach Complete received: EMM-REGISTERED [TS 24.301 § 5.5.1.2.4].
+    Registered,
     /// EMM-DEREGISTERED after a reject; the context goes with its release.
     Deregistered,
 }
@@ -210,6 +212,10 @@ struct UeSession {
     /// The SGW's S1-U F-TEID, for the eNodeB.
     s1u: Fteid,
     ue_ip: Ipv4Addr,
+    /// The eNodeB's S1-U F-TEID from Initial Context Setup Response, once
+    /// the SGW took it (Modify Bearer accepted).
+    enb: Option<Fteid>,
+    modified: bool,
 }
 
 /// A vector from the HSS [TS 33.401 § 6.1.2].
@@ -224,6 +230,7 @@ struct Vector {
 /// The EPS security context once the UE answered right [TS 33.401 § 7.2].
 #[derive(Debug)]
 struct Security {
+    kasme: [u8; 32],
     knas_int: [u8; 16],
     /// The NAS COUNTs: the next downlink one, and the highest uplink one
     /// seen plus one [TS 24.301 § 4.4.3.1].
@@ -297,6 +304,14 @@ pub struct MmeCounters {
     /// (refused, or unanswered N3 times).
     pub sessions_created: u64,
     pub session_failures: u64,
+    /// Initial Context Setup Responses and Failures from the eNodeB.
+    pub context_setups: u64,
+    pub context_setup_failures: u64,
+    /// Modify Bearer answered "Request accepted" (the eNodeB's S1-U TEID
+    /// on the SGW), and otherwise.
+    pub bearers_modified: u64,
+    pub modify_failures: u64,
+    pub attach_completes: u64,
 }
 
 /// `d11 show mme`.
@@ -419,7 +434,7 @@ impl Mme {
                 continue;
             }
             match S1apPdu::parse(&m.data) {
-                Ok(pdu) => self.s1ap(cx, assoc, pdu),
+                Ok(pdu) => self.s1ap(cx, out, assoc, pdu),
                 Err(e) => {
                     tracing::debug!(%e, "S1AP that does not decode");
                     self.counters.s1ap_malformed += 1;
@@ -440,8 +455,16 @@ impl Mme {
         self.l3.poll(cx, out);
     }
 
-    fn s1ap(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: S1apPdu) {
+    fn s1ap(&mut self, cx: &mut Ctx, out: &mut Outbox, assoc: AssocId, pdu: S1apPdu) {
         match (pdu.kind, pdu.procedure) {
+            (Kind::Successful, proc::INITIAL_CONTEXT_SETUP) => {
+                self.context_setup_done(cx, out, assoc, &pdu)
+            }
+            (Kind::Unsuccessful, proc::INITIAL_CONTEXT_SETUP) => {
+                let id = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
+                tracing::info!(?id, "Initial Context Setup Failure");
+                self.counters.context_setup_failures += 1;
+            }
             (Kind::Initiating, proc::S1_SETUP) => self.s1_setup(cx, assoc, &pdu),
             (Kind::Initiating, proc::INITIAL_UE_MESSAGE) => self.initial_ue(cx, assoc, &pdu),
             (Kind::Initiating, proc::UPLINK_NAS_TRANSPORT) => self.uplink_nas(cx, assoc, &pdu),
@@ -566,7 +589,13 @@ impl Mme {
                     let ue_ip = v2::ie::paa_ipv4(paa.value).ok()?;
                     let bc = v2::find(ies, ie_type::BEARER_CONTEXT, 0).ok()??;
                     let s1u = fteid(bc.value, 0)?;
-                    Some(UeSession { sgw, s1u, ue_ip })
+                    Some(UeSession {
+                        sgw,
+                        s1u,
+                        ue_ip,
+                        enb: None,
+                        modified: false,
+                    })
                 })();
                 let Some(session) = made else {
                     tracing::info!(imsi = %ue.imsi, cause = crate::gtpc::response_cause(ies), "Create Session refused");
@@ -584,12 +613,180 @@ impl Mme {
                 self.counters.session_failures += 1;
                 self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE)
             }
+            (_, Some(p)) if p.msg_type() == v2::msg::MODIFY_BEARER_RESPONSE => {
+                let c = crate::gtpc::response_cause(p.ie_bytes());
+                match ue.bearer.as_mut() {
+                    Some(b) if c == v2::cause::REQUEST_ACCEPTED => {
+                        tracing::info!(imsi = %ue.imsi, "Modify Bearer: the user plane is up");
+                        b.modified = true;
+                        self.counters.bearers_modified += 1;
+                    }
+                    _ => {
+                        tracing::info!(imsi = %ue.imsi, cause = c, "Modify Bearer refused");
+                        self.counters.modify_failures += 1;
+                    }
+                }
+            }
+            (_, None) => self.counters.modify_failures += 1,
             _ => self.counters.s11_unhandled += 1,
         }
     }
 
-    /// Initial Context Setup with the Attach Accept: the next slice.
-    fn context_setup(&mut self, _cx: &mut Ctx, _mme_ue_id: u32) {}
+    /// Initial Context Setup Request [TS 36.413 § 8.3.1; TS 23.401
+    /// § 5.3.2.1 step 17]: KeNB from KASME and the uplink NAS COUNT
+    /// [TS 33.401 A.3], the default bearer's E-RAB towards the SGW's S1-U
+    /// F-TEID, and inside it the Attach Accept with the Activate Default
+    /// EPS Bearer Context Request [TS 24.301 § 5.5.1.2.4, § 6.4.1.2],
+    /// integrity protected (EEA0's null ciphering keeps it readable).
+    fn context_setup(&mut self, cx: &mut Ctx, mme_ue_id: u32) {
+        let (plmn, group, code) = (self.cfg.plmn.0, self.cfg.group, self.cfg.code);
+        let tac = self
+            .ues
+            .get(&mme_ue_id)
+            .and_then(|u| self.enbs.get(&u.enb))
+            .and_then(|e| e.tacs.first().copied())
+            .unwrap_or(1);
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        let (Some(b), Some(s)) = (ue.bearer.clone(), ue.sec.as_ref()) else {
+            return;
+        };
+        // The COUNT of the last uplink message, Security Mode Complete.
+        let kenb = kdf::kenb(&s.kasme, s.ul_count.saturating_sub(1));
+        let esm = EsmMessage::ActivateDefaultBearerRequest {
+            ebi: DEFAULT_EBI,
+            pti: ue.pti,
+            qci: DEFAULT_QCI,
+            apn: ue.apn.clone(),
+            pdn_address: b.ue_ip,
+        };
+        let mut tai_list = vec![0x00];
+        tai_list.extend_from_slice(&plmn);
+        tai_list.extend_from_slice(&tac.to_be_bytes());
+        let accept = EmmMessage::AttachAccept {
+            result: 1, // EPS only
+            t3412: T3412,
+            tai_list,
+            esm: esm.to_vec(),
+            guti: Some(d11_wire::nas::Guti {
+                plmn,
+                mme_group: group,
+                mme_code: code,
+                m_tmsi: 0xc000_0000 | mme_ue_id,
+            }),
+        };
+        let nas = protect(ue, sec::INTEGRITY_CIPHERED, &accept.to_vec());
+        // EEA and EIA octets as S1AP's bit maps: 128-EEA1 first, EEA0 left
+        // out [TS 36.413 § 9.2.1.40; TS 24.301 § 9.9.3.34].
+        let bits = |o: Option<&u8>| u16::from(o.copied().unwrap_or(0) << 1) << 8;
+        let (eea, eia) = (bits(ue.capability.first()), bits(ue.capability.get(1)));
+        let ambr = (u64::from(ue.ambr.1) * 1000, u64::from(ue.ambr.0) * 1000);
+        let ies = vec![
+            ProtocolIe {
+                id: id::MME_UE_S1AP_ID,
+                criticality: Criticality::Reject,
+                value: ie::mme_ue_id_value(mme_ue_id),
+            },
+            ProtocolIe {
+                id: id::ENB_UE_S1AP_ID,
+                criticality: Criticality::Reject,
+                value: ie::enb_ue_id_value(ue.enb_ue_id),
+            },
+            ProtocolIe {
+                id: id::UE_AGGREGATE_MAXIMUM_BITRATE,
+                criticality: Criticality::Reject,
+                value: ie::ue_ambr_value(ambr.0, ambr.1),
+            },
+            ProtocolIe {
+                id: id::E_RAB_TO_BE_SETUP_LIST_CTXT_SU_REQ,
+                criticality: Criticality::Reject,
+                value: ie::erab_to_setup_list_value(&[ie::ErabToSetup {
+                    erab_id: DEFAULT_EBI,
+                    qci: DEFAULT_QCI,
+                    priority: 9,
+                    may_preempt: false,
+                    preemptable: true,
+                    addr: b.s1u.addr,
+                    teid: b.s1u.teid,
+                    nas: Some(nas),
+                }]),
+            },
+            ProtocolIe {
+                id: id::UE_SECURITY_CAPABILITIES,
+                criticality: Criticality::Reject,
+                value: ie::ue_security_capabilities_value(eea, eia),
+            },
+            ProtocolIe {
+                id: id::SECURITY_KEY,
+                criticality: Criticality::Reject,
+                value: ie::security_key_value(&kenb),
+            },
+        ];
+        let pdu = S1apPdu {
+            kind: Kind::Initiating,
+            procedure: proc::INITIAL_CONTEXT_SETUP,
+            criticality: Criticality::Reject,
+            ies,
+        };
+        let (enb, stream) = (ue.enb, ue.stream);
+        if let Err(e) = self
+            .l3
+            .sctp_stack(cx)
+            .send(cx, enb, stream, s1ap::PPID, &pdu.to_vec())
+        {
+            tracing::warn!(%e, "Initial Context Setup Request not sent");
+        }
+    }
+
+    /// Initial Context Setup Response [TS 36.413 § 8.3.1.2]: the eNodeB's
+    /// S1-U F-TEID for the E-RAB goes to the SGW in Modify Bearer Request
+    /// [TS 29.274 § 7.2.7; TS 23.401 § 5.3.2.1 step 23].
+    fn context_setup_done(
+        &mut self,
+        cx: &mut Ctx,
+        out: &mut Outbox,
+        assoc: AssocId,
+        pdu: &S1apPdu,
+    ) {
+        let mme_ue_id = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
+        let erabs = pdu
+            .ie(id::E_RAB_SETUP_LIST_CTXT_SU_RES)
+            .map(ie::erab_setup_list_res);
+        let (Some(Ok(mme_ue_id)), Some(Ok(erabs))) = (mme_ue_id, erabs) else {
+            self.counters.s1ap_malformed += 1;
+            return;
+        };
+        let Some(ue) = self.ues.get_mut(&mme_ue_id).filter(|u| u.enb == assoc) else {
+            self.counters.s1ap_unhandled += 1;
+            return;
+        };
+        let (Some(b), Some(&(_, addr, teid))) = (
+            ue.bearer.as_mut(),
+            erabs.iter().find(|(e, _, _)| *e == DEFAULT_EBI),
+        ) else {
+            self.counters.s1ap_unhandled += 1;
+            return;
+        };
+        self.counters.context_setups += 1;
+        let enb = v2::fteid(iface::S1U_ENODEB, teid, addr);
+        b.enb = Some(enb);
+        let sgw = b.sgw;
+        let Some(s11) = self.s11.as_mut() else {
+            return;
+        };
+        let to = RequestTo {
+            peer: sgw.addr,
+            msg_type: v2::msg::MODIFY_BEARER_REQUEST,
+            teid: Some(sgw.teid),
+        };
+        let seq = s11.request(&mut self.l3, cx, out, to, |m| {
+            m.grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                b.ie(ie_type::EBI, 0, &[DEFAULT_EBI]).fteid(0, enb);
+            });
+        });
+        self.pending_s11.insert(seq, mme_ue_id);
+    }
 
     /// S1 Setup [TS 36.413 § 8.7.3]: the eNodeB's id and the tracking
     /// areas it broadcasts; ours if one of them is in our PLMN.
@@ -977,6 +1174,24 @@ impl Mme {
             (EmmState::WaitSecurityMode, EmmMessage::SecurityModeReject { cause: c }) => {
                 self.reject(cx, mme_ue_id, c)
             }
+            (EmmState::WaitContextSetup, EmmMessage::AttachComplete { esm }) => {
+                // With the Activate Default EPS Bearer Context Accept for
+                // the bearer it was offered [TS 24.301 § 6.4.1.3].
+                let ok = matches!(
+                    EsmMessage::parse(&esm),
+                    Ok(EsmMessage::ActivateDefaultBearerAccept {
+                        ebi: DEFAULT_EBI,
+                        ..
+                    })
+                );
+                if !ok {
+                    self.counters.nas_dropped += 1;
+                    return;
+                }
+                tracing::info!(imsi = %ue.imsi, "Attach Complete: registered");
+                ue.emm = EmmState::Registered;
+                self.counters.attach_completes += 1;
+            }
             _ => self.counters.nas_dropped += 1,
         }
     }
@@ -1003,6 +1218,7 @@ impl Mme {
             return self.reject(cx, mme_ue_id, cause::UE_SECURITY_CAPABILITIES_MISMATCH);
         }
         ue.sec = Some(Security {
+            kasme: v.kasme,
             knas_int: kdf::nas_key(&v.kasme, NasKey::Integrity, 2),
             dl_count: 0,
             ul_count: 0,
@@ -1158,6 +1374,10 @@ impl Mme {
         }
     }
 }
+
+/// T3412, the periodic tracking area update timer: 9 minutes (unit 1 min)
+/// [TS 24.008 § 10.5.7.3], as the wire's Attach Accept fixture has it.
+const T3412: u8 = 0x29;
 
 /// The most UE contexts the MME holds (`d11 load` attaches 10,000).
 pub const MAX_UES: usize = 65_536;

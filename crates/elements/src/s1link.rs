@@ -12,8 +12,12 @@
 //! opens a UE context with an Initial UE Message, later ones go up in
 //! Uplink NAS Transport, and Downlink NAS Transport comes back down to the
 //! phone it names. Each UE's signalling rides a stream of its own
-//! (TS 36.412 § 7). Next (`PROGRESS-attach.md`): Initial Context Setup
-//! and UE Context Release.
+//! (TS 36.412 § 7). Initial Context Setup (TS 36.413 § 8.3.1): the
+//! E-RAB towards the SGW's S1-U F-TEID is handed to the eNodeB
+//! ([`S1Link::take_setups`]), which makes its own TEID and the bearer,
+//! passes the NAS inside to the phone and answers
+//! ([`S1Link::context_setup_response`]). Next (`PROGRESS-attach.md`): UE
+//! Context Release.
 //!
 //! The radio carriage of NAS (RRC is out of the lab's scope, as UERANSIM's
 //! radio-link simulation leaves it out): an Ethernet frame on the radio
@@ -44,6 +48,19 @@ pub const ETHERTYPE_NAS: u16 = 0x88b5;
 
 /// The most UE contexts the eNodeB holds (`d11 load` attaches 10,000).
 pub const MAX_UES: usize = 65_536;
+
+/// The IMSI of a plain Attach Request: it names the UE's bearer in the
+/// eNodeB's table (`d11 show enb`), as the topology's bearers are named.
+fn attach_imsi(nas: &[u8]) -> Option<String> {
+    use d11_wire::nas::{EmmMessage, MobileIdentity};
+    match EmmMessage::parse(nas) {
+        Ok(EmmMessage::AttachRequest {
+            identity: MobileIdentity::Imsi(i),
+            ..
+        }) => Some(i),
+        _ => None,
+    }
+}
 
 /// The S1 settings of an eNodeB.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +120,18 @@ struct UeLink {
     mac: MacAddr,
     mme_ue_id: Option<u32>,
     stream: u16,
+    /// The IMSI of its Attach Request (plain NAS), naming its bearer.
+    imsi: Option<String>,
+}
+
+/// An E-RAB the MME asked for in Initial Context Setup, for the eNodeB
+/// to set up [TS 36.413 § 8.3.1.2].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErabSetup {
+    pub mac: MacAddr,
+    pub enb_ue_id: u32,
+    pub imsi: Option<String>,
+    pub erab: d11_wire::s1ap::ie::ErabToSetup,
 }
 
 /// The eNodeB's end of S1-MME.
@@ -121,6 +150,8 @@ pub struct S1Link {
     next_ue: u32,
     /// NAS for the radio: (the phone's MAC, the PDU).
     downlink: Vec<(MacAddr, Vec<u8>)>,
+    /// E-RABs to set up.
+    erabs: Vec<ErabSetup>,
 }
 
 impl S1Link {
@@ -138,6 +169,102 @@ impl S1Link {
             by_mac: HashMap::new(),
             next_ue: 1,
             downlink: vec![],
+            erabs: vec![],
+        }
+    }
+
+    /// E-RABs from Initial Context Setup Requests, for the eNodeB.
+    pub fn take_setups(&mut self) -> Vec<ErabSetup> {
+        std::mem::take(&mut self.erabs)
+    }
+
+    /// Initial Context Setup Response [TS 36.413 § 9.1.4.2]: the E-RAB set
+    /// up with the eNodeB's S1-U address and TEID; Failure (cause radio
+    /// "unspecified") when `made` is None.
+    pub fn context_setup_response(
+        &mut self,
+        l3: &mut L3,
+        cx: &mut Ctx,
+        enb_ue_id: u32,
+        erab: u8,
+        made: Option<(Ipv4Addr, u32)>,
+    ) {
+        let Some(assoc) = self.assoc else {
+            return;
+        };
+        let Some((mme, stream)) = self
+            .ues
+            .get(&enb_ue_id)
+            .and_then(|u| Some((u.mme_ue_id?, u.stream)))
+        else {
+            return;
+        };
+        let mut ies = vec![
+            ProtocolIe {
+                id: id::MME_UE_S1AP_ID,
+                criticality: Criticality::Ignore,
+                value: ie::mme_ue_id_value(mme),
+            },
+            ProtocolIe {
+                id: id::ENB_UE_S1AP_ID,
+                criticality: Criticality::Ignore,
+                value: ie::enb_ue_id_value(enb_ue_id),
+            },
+        ];
+        let kind = match made {
+            Some((addr, teid)) => {
+                ies.push(ProtocolIe {
+                    id: id::E_RAB_SETUP_LIST_CTXT_SU_RES,
+                    criticality: Criticality::Ignore,
+                    value: ie::erab_setup_list_res_value(&[(erab, addr, teid)]),
+                });
+                Kind::Successful
+            }
+            None => {
+                ies.push(ProtocolIe {
+                    id: id::CAUSE,
+                    criticality: Criticality::Ignore,
+                    value: ie::cause_value(ie::Cause::RadioNetwork(0)),
+                });
+                Kind::Unsuccessful
+            }
+        };
+        let pdu = S1apPdu {
+            kind,
+            procedure: proc::INITIAL_CONTEXT_SETUP,
+            criticality: Criticality::Reject,
+            ies,
+        };
+        if let Err(e) = l3
+            .sctp_stack(cx)
+            .send(cx, assoc, stream, s1ap::PPID, &pdu.to_vec())
+        {
+            tracing::warn!(%e, "Initial Context Setup Response not sent");
+        }
+    }
+
+    /// Initial Context Setup Request [TS 36.413 § 8.3.1]: its E-RABs
+    /// (the default bearer's) for the eNodeB to set up.
+    fn context_setup(&mut self, pdu: &S1apPdu) {
+        let enb = pdu.ie(id::ENB_UE_S1AP_ID).map(ie::enb_ue_id);
+        let erabs = pdu
+            .ie(id::E_RAB_TO_BE_SETUP_LIST_CTXT_SU_REQ)
+            .map(ie::erab_to_setup_list);
+        let (Some(Ok(enb_ue_id)), Some(Ok(erabs))) = (enb, erabs) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        let Some(ue) = self.ues.get(&enb_ue_id) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        for erab in erabs {
+            self.erabs.push(ErabSetup {
+                mac: ue.mac,
+                enb_ue_id,
+                imsi: ue.imsi.clone(),
+                erab,
+            });
         }
     }
 
@@ -175,6 +302,12 @@ impl S1Link {
             criticality: Criticality::Reject,
             value: ie::nas_pdu_value(nas),
         };
+        if let Some(ue) = self.by_mac.get(&mac).and_then(|i| self.ues.get_mut(i)) {
+            // A new attach on the same radio may name another subscriber.
+            if let Some(i) = attach_imsi(nas) {
+                ue.imsi = Some(i);
+            }
+        }
         let (pdu, stream) = match self
             .by_mac
             .get(&mac)
@@ -222,12 +355,14 @@ impl S1Link {
                 let enb_ue_id = self.next_ue;
                 self.next_ue = (self.next_ue + 1) & 0xff_ffff;
                 let stream = 1 + (enb_ue_id % u32::from(DEFAULT_STREAMS - 1)) as u16;
+                let imsi = attach_imsi(nas);
                 self.ues.insert(
                     enb_ue_id,
                     UeLink {
                         mac,
                         mme_ue_id: None,
                         stream,
+                        imsi,
                     },
                 );
                 self.by_mac.insert(mac, enb_ue_id);
@@ -403,6 +538,7 @@ impl S1Link {
                 }
             }
             (Kind::Initiating, proc::DOWNLINK_NAS_TRANSPORT) => self.downlink_nas(&pdu),
+            (Kind::Initiating, proc::INITIAL_CONTEXT_SETUP) => self.context_setup(&pdu),
             (Kind::Unsuccessful, proc::S1_SETUP) => {
                 let cause = pdu.ie(id::CAUSE).map(ie::cause);
                 tracing::warn!(?cause, "S1 Setup Failure");

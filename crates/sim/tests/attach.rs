@@ -484,7 +484,11 @@ fn the_phone_authenticates_secures_nas_with_eia2_and_the_hss_takes_its_location(
     let (mut lab, hss, seen) = attach(TOPOLOGY, 7, &mut bb);
     assert_eq!(
         types(&seen),
-        ["authentication request", "security mode command"]
+        [
+            "authentication request",
+            "security mode command",
+            "attach accept"
+        ]
     );
     let d11_wire::nas::EmmMessage::SecurityModeCommand {
         eea,
@@ -500,12 +504,9 @@ fn the_phone_authenticates_secures_nas_with_eia2_and_the_hss_takes_its_location(
         (0, 2, &[0xe0, 0xe0][..]),
         "EEA0, EIA2, ours replayed"
     );
-    assert_eq!(bb.state(), UeState::Secured);
+    assert_eq!(bb.state(), UeState::Attached);
     let mme = reports(&lab).1;
-    assert_eq!(
-        mme.ues[0].emm,
-        d11_elements::mme::EmmState::WaitContextSetup
-    );
+    assert_eq!(mme.ues[0].emm, d11_elements::mme::EmmState::Registered);
     let row = hss
         .hss
         .report()
@@ -538,8 +539,12 @@ fn the_phone_authenticates_secures_nas_with_eia2_and_the_hss_takes_its_location(
                 "172.16.3.1\t13\t\t4,0\t0x5e",
                 "172.16.5.1\t\t316\t\t",
                 "172.16.5.2\t\t316\t\t",
+                "172.16.3.2\t9\t\t2,0\t0x42",
+                "172.16.3.1\t9\t\t\t",
+                "172.16.3.1\t13\t\t2,0\t0x43",
             ],
-            "attach, AIR/AIA, authentication, security mode (EIA2, EEA0: readable), ULR/ULA"
+            "attach, AIR/AIA, authentication, security mode (EIA2, EEA0: readable), ULR/ULA, \
+             Initial Context Setup with the Attach Accept and its response, Attach Complete"
         );
     }
 }
@@ -601,15 +606,16 @@ fn a_usim_ahead_of_the_hss_resynchronises_through_auts_and_attaches() {
         [
             "authentication request",
             "authentication request",
-            "security mode command"
+            "security mode command",
+            "attach accept"
         ],
         "synch failure, then a fresh vector from the resynchronised HSS"
     );
-    assert_eq!(bb.state(), UeState::Secured);
+    assert_eq!(bb.state(), UeState::Attached);
     assert_eq!(hss.hss.report().counters.resyncs, 1);
     assert_eq!(
         reports(&lab).1.ues[0].emm,
-        d11_elements::mme::EmmState::WaitContextSetup
+        d11_elements::mme::EmmState::Registered
     );
 }
 
@@ -638,9 +644,13 @@ fn a_rejected_phone_attaches_again_on_the_same_radio_and_s1_context() {
     let seen = phone(&mut lab, &mut hss, &mut bb, Duration::from_secs(2));
     assert_eq!(
         types(&seen),
-        ["authentication request", "security mode command"]
+        [
+            "authentication request",
+            "security mode command",
+            "attach accept"
+        ]
     );
-    assert_eq!(bb.state(), UeState::Secured);
+    assert_eq!(bb.state(), UeState::Attached);
     let mme = reports(&lab).1;
     assert_eq!(mme.ues.len(), 1, "one context, reused");
     assert_eq!(
@@ -669,7 +679,7 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
     let (mut lab, _, _) = attach(TOPOLOGY, 14, &mut bb);
     let mme = reports(&lab).1;
     let ue = &mme.ues[0];
-    assert_eq!(ue.emm, d11_elements::mme::EmmState::WaitContextSetup);
+    assert_eq!(ue.emm, d11_elements::mme::EmmState::Registered);
     assert_eq!(ue.apn, "internet", "the APN of the HSS's subscription");
     // The IMSI held 10.45.0.2 (the topology's bearer): the PGW replaces
     // the session and keeps the address [TS 29.274 § 7.2.1].
@@ -690,6 +700,25 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
     assert_eq!(ss[0].peer.to_string(), "172.16.4.1:2123");
     assert_eq!(ps[0].peer.to_string(), "172.16.2.1:2123");
     assert_eq!(ps[0].apn, "internet");
+    assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 2)));
+    assert_eq!(
+        (mme.counters.context_setups, mme.counters.bearers_modified),
+        (1, 1)
+    );
+    // The user plane follows: a ping to the phone's gateway (the PGW
+    // answers it down the tunnel) rides the TEIDs the attach made.
+    lab.host("ue").ping(Ipv4Addr::new(10, 45, 0, 1), 64, 7, 9);
+    lab.sim.run_for(Duration::from_millis(100));
+    let replies: Vec<_> = lab
+        .host("ue")
+        .take_received()
+        .into_iter()
+        .filter_map(|r| match r.msg {
+            d11_sim::Message::EchoReply { seq, .. } => Some((r.src, seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, [(Ipv4Addr::new(10, 45, 0, 1), 9)]);
     assert_eq!(pgw.tunnel.bearers_total, 10_001, "replaced, not added");
     if common::tshark_agrees(&mut lab.sim, "attach-session.pcapng") {
         let gtp = tshark(
@@ -712,8 +741,38 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
                 "172.16.2.1\t172.16.2.2\t32\t\t0.0.0.0",
                 "172.16.2.2\t172.16.2.1\t33\t16,16\t10.45.0.2",
                 "172.16.4.2\t172.16.4.1\t33\t16,16\t10.45.0.2",
+                "172.16.4.1\t172.16.4.2\t34\t\t",
+                "172.16.4.2\t172.16.4.1\t35\t16,16\t",
             ],
-            "Create Session on S11, on S5-C, and their responses back"
+            "Create Session on S11, on S5-C, their responses back, then Modify Bearer"
+        );
+        // The ping on S1-U: up to the SGW's TEID, down to the eNodeB's.
+        let teids = tshark(
+            &mut lab,
+            "attach-session.pcapng",
+            "gtp && icmp",
+            &["ip.dst", "gtp.teid"],
+        )
+        .expect("tshark ran");
+        assert_eq!(teids.len(), 4, "{teids:?}");
+        assert_eq!(teids[0], "172.16.1.2,10.45.0.1\t0x02000002");
+        assert_eq!(teids[3], "172.16.1.1,10.45.0.2\t0x01000000");
+        // The Attach Accept in Initial Context Setup: the bearer's address.
+        let ics = tshark(
+            &mut lab,
+            "attach-session.pcapng",
+            "s1ap.procedureCode == 9",
+            &[
+                "nas_eps.esm.pdn_ipv4",
+                "s1ap.gTP_TEID",
+                "s1ap.transportLayerAddressIPv4",
+            ],
+        )
+        .expect("tshark ran");
+        assert_eq!(
+            ics,
+            ["10.45.0.2\t02000002\t172.16.1.2", "\t01000000\t172.16.1.1"],
+            "the SGW's S1-U F-TEID down, the eNodeB's up"
         );
     }
 }
@@ -734,13 +793,13 @@ fn a_phone_without_an_address_gets_the_first_free_one_of_the_pool() {
     let (sgw, pgw) = gateways(&lab);
     assert_eq!(sgw.tunnel.bearers_total, 2);
     assert_eq!(pgw.sessions[0].ue_ip, Some(Ipv4Addr::new(10, 45, 0, 3)));
-    // The bearer on both gateways: TEIDs the gateways chose; the eNodeB's
-    // is unknown until Modify Bearer.
+    // The bearer on both gateways: TEIDs the gateways chose.
     let imsi = "001010000000002";
     let b = sgw.tunnel.bearers.iter().find(|b| b.imsi == imsi);
     let b = b.expect("the sgw's bearer");
     assert!(b.sgw_s1u_teid.0 >= 0x0200_0000 && b.sgw_s5_teid.0 >= 0x0200_0000);
-    assert_eq!(b.enb_teid.0, 0);
+    // Modify Bearer gave the SGW the eNodeB's TEID, the first it made.
+    assert_eq!(b.enb_teid.0, 0x0100_0000);
     let p = pgw.tunnel.bearers.iter().find(|b| b.imsi == imsi);
     let p = p.expect("the pgw's bearer");
     assert_eq!((p.pgw_teid, p.sgw_s5_teid), (b.pgw_teid, b.sgw_s5_teid));
