@@ -68,9 +68,24 @@ impl Lab {
         Lab::up_named(&name, &topology(topology_file))
     }
 
+    /// [`Lab::up`] recording every wire into `capture` from before the
+    /// elements start until `d11 up` returns (`d11 up --capture`).
+    pub fn up_capturing(topology_file: &str, tag: &str, capture: &Path) -> Lab {
+        let name = format!("t-{tag}-{}", std::process::id() % 100_000);
+        Lab::up_with(
+            &name,
+            &topology(topology_file),
+            &["--capture", &capture.to_string_lossy()],
+        )
+    }
+
     /// Lab `name` from the topology file at `file` (an old lab of that name
     /// is taken down first).
     pub fn up_named(name: &str, file: &Path) -> Lab {
+        Lab::up_with(name, file, &[])
+    }
+
+    fn up_with(name: &str, file: &Path, extra: &[&str]) -> Lab {
         let _ = d11(&["down", "--name", name]);
         let lab = Lab {
             name: name.to_string(),
@@ -89,6 +104,7 @@ impl Lab {
                 "--owner",
                 &me,
             ])
+            .args(extra)
             .process_group(0)
             .output()
             .expect("the d11 binary runs");

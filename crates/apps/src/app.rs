@@ -171,4 +171,5 @@ pub fn registry() -> AppRegistry {
         .with::<crate::shop::CouponApp>()
         .with::<crate::shop::DbApp>()
         .with::<crate::hss::HssApp>()
+        .with::<crate::baseband::BasebandApp>()
 }

@@ -10,9 +10,9 @@
 //! Annex A.
 //!
 //! NAS goes over the lab's radio carriage (`d11_elements::s1link`); this
-//! core is fed NAS PDUs and answers with NAS PDUs. Today it carries the
-//! attach up to the HSS's Update Location: Attach Accept and the phone's
-//! address come in the next slice (`PROGRESS-attach.md`).
+//! core is fed NAS PDUs and answers with NAS PDUs, up to the Attach
+//! Accept (its PDN address) and Attach Complete. [`BasebandApp`] runs it
+//! in the phone's host on an AF_PACKET socket.
 
 use crate::hss::{imsi_ok, key};
 use d11_core::settings::ConfigError;
@@ -319,6 +319,201 @@ fn protect(s: &mut Security, header: u8, msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + 6);
     emit_protected(&mut out, header, mac, sn, msg);
     out
+}
+
+/// How long the phone waits for the network's next NAS message before it
+/// sends its Attach Request again (the lab's T3410/T3411: 3 s, not 15/10).
+const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The PLMN the phone's USIM belongs to: MCC 001 MNC 01, the test
+/// network's, the lab's [TS 24.008 § 10.5.1.13].
+const HOME_PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
+
+fn default_port() -> String {
+    "eth0".into()
+}
+fn default_gateway() -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 45, 0, 1)
+}
+fn default_prefix_len() -> u8 {
+    16
+}
+
+/// `config` of a host running `app = "baseband"`: the USIM and where the
+/// address it is given goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasebandSettings {
+    pub usim: UsimConfig,
+    /// The radio: the interface NAS rides (EtherType 0x88B5).
+    #[serde(default = "default_port")]
+    pub port: String,
+    /// The default route's gateway and the prefix length the PDN address
+    /// is put on the interface with (the UE pool's: 10.45.0.1, /16).
+    #[serde(default = "default_gateway")]
+    pub gateway: std::net::Ipv4Addr,
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
+}
+
+/// What the baseband app reports (`d11 show ue`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasebandReport {
+    pub imsi: String,
+    pub state: UeState,
+    /// The PDN address from the Attach Accept, once on the interface.
+    pub address: Option<std::net::Ipv4Addr>,
+    pub attach_requests: u64,
+    /// NAS from the network this phone refused (MAC, order, decoding).
+    pub nas_refused: u64,
+}
+
+/// `app = "baseband"`: the phone's modem. It attaches over the radio
+/// carriage of NAS (an AF_PACKET socket on the phone's interface,
+/// EtherType 0x88B5, `d11_elements::s1link`), runs [`Baseband`], and on
+/// Attach Accept puts the PDN address and the default route on the
+/// interface; `d11 up` waits until it has.
+pub struct BasebandApp;
+
+impl BasebandApp {
+    /// `ip addr replace ADDR/LEN dev PORT`, `ip route replace default via GW`.
+    fn configure(s: &BasebandSettings, a: std::net::Ipv4Addr) -> anyhow::Result<()> {
+        let run = |args: &[&str]| -> anyhow::Result<()> {
+            let st = std::process::Command::new("ip").args(args).status()?;
+            anyhow::ensure!(st.success(), "ip {} failed: {st}", args.join(" "));
+            Ok(())
+        };
+        let cidr = format!("{a}/{}", s.prefix_len);
+        run(&["addr", "replace", &cidr, "dev", &s.port])?;
+        let gw = s.gateway.to_string();
+        run(&["route", "replace", "default", "via", &gw, "dev", &s.port])
+    }
+}
+
+impl crate::app::App for BasebandApp {
+    const NAME: &'static str = "baseband";
+    const SUMMARY: &'static str =
+        "the phone's baseband: USIM, EPS attach over the radio, the PDN address on eth0";
+    const WORKERS: usize = 1;
+    type Settings = BasebandSettings;
+    fn check(_env: &crate::app::AppEnv, s: &BasebandSettings) -> Result<(), ConfigError> {
+        s.usim.validate("config.usim")?;
+        if s.prefix_len == 0 || s.prefix_len > 32 {
+            return Err(ConfigError::new("config.prefix_len", "1 to 32"));
+        }
+        Ok(())
+    }
+    fn run(
+        env: crate::app::AppEnv,
+        s: BasebandSettings,
+        ctl: tokio::net::UnixListener,
+        shutdown: crate::app::Shutdown,
+    ) -> crate::app::Running {
+        Box::pin(async move {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            use std::sync::{Arc, Mutex};
+            let bb = Baseband::new(&s.usim, HOME_PLMN)
+                .ok_or_else(|| anyhow::anyhow!("config.usim: not a USIM"))?;
+            let mac_text = std::fs::read_to_string(format!("/sys/class/net/{}/address", s.port))?;
+            let mac: Vec<u8> = mac_text
+                .trim()
+                .split(':')
+                .filter_map(|h| u8::from_str_radix(h, 16).ok())
+                .collect();
+            anyhow::ensure!(mac.len() == 6, "{}: no MAC address", s.port);
+            let sock = d11_io::PacketSocket::open(&s.port)?;
+            let report = Arc::new(Mutex::new(BasebandReport {
+                imsi: bb.imsi().to_string(),
+                state: bb.state(),
+                address: None,
+                attach_requests: 0,
+                nas_refused: 0,
+            }));
+            let r = report.clone();
+            tokio::spawn(crate::control::serve(
+                ctl,
+                env.node.clone(),
+                "baseband",
+                crate::control::report(move || r.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+            ));
+            let stop = Arc::new(AtomicBool::new(false));
+            let radio = {
+                let stop = stop.clone();
+                tokio::task::spawn_blocking(move || radio(bb, &s, &sock, &mac, &report, &stop))
+            };
+            tokio::select! {
+                _ = shutdown => {
+                    stop.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
+                r = radio => r?,
+            }
+        })
+    }
+}
+
+/// The phone's radio loop: the Attach Request (again after [`RETRY`] of
+/// silence, until attached), the network's NAS answered, the address put
+/// on the interface. The socket is non-blocking and the app has no unsafe
+/// code to register it with tokio: it is read every 10 ms (100 ms once
+/// attached).
+fn radio(
+    mut bb: Baseband,
+    s: &BasebandSettings,
+    sock: &d11_io::PacketSocket,
+    mac: &[u8],
+    report: &std::sync::Mutex<BasebandReport>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let frame = |nas: &[u8]| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(mac);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.extend_from_slice(nas);
+        f
+    };
+    let mut quiet_until = Instant::now();
+    let mut buf = vec![0u8; 2048];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let attached = bb.state() == UeState::Attached;
+        if !attached && Instant::now() >= quiet_until {
+            let req = bb.attach_request();
+            sock.send(&frame(&req))?;
+            quiet_until = Instant::now() + RETRY;
+            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+            r.attach_requests += 1;
+            r.state = bb.state();
+        }
+        while let Some(m) = sock.recv_frame(&mut buf)? {
+            let f = &buf[..m.len.min(buf.len())];
+            if f.len() < 14 || f[12..14] != [0x88, 0xb5] || f[..6] != *mac {
+                continue;
+            }
+            quiet_until = Instant::now() + RETRY;
+            let reply = bb.on_nas(&f[14..]);
+            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+            match reply {
+                Ok(Some(nas)) => sock.send(&frame(&nas))?,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::info!(%e, "NAS refused");
+                    r.nas_refused += 1;
+                }
+            }
+            if bb.state() == UeState::Attached && r.address.is_none() {
+                if let Some(a) = bb.address() {
+                    BasebandApp::configure(s, a)?;
+                    tracing::info!(address = %a, "attached");
+                    r.address = Some(a);
+                }
+            }
+            r.state = bb.state();
+        }
+        let nap = if attached { 100 } else { 10 };
+        std::thread::sleep(Duration::from_millis(nap));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// How long `d11 up` waits for every element and app to answer on its
 /// control socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `d11 up` then waits for the phones to attach (the mme reaches
+/// the hss within Tc = 5 s of both running; the phone tries every 3 s).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `d11 up` then waits for the routers' BGP to converge.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,6 +64,7 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>, capture: Option<&Path>
     let converged = make_pki(lab, &topo)
         .and_then(|()| crate::vpn_keys::write(lab, &sas))
         .and_then(|()| start(lab, &topo, owner))
+        .and_then(|()| attached(lab, &topo))
         .and_then(|()| crate::converge::wait(lab, &topo, CONVERGE_TIMEOUT));
     let captured = recording.map(|r| r.stop()).transpose();
     let (converged, captured) = match (converged, captured) {
@@ -145,6 +149,35 @@ fn start(lab: &str, topo: &Topology, owner: Option<Owner>) -> Result<()> {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every phone's baseband (`app = "baseband"`) reports it
+/// attached: the network gave it its address (chapter 3).
+fn attached(lab: &str, topo: &Topology) -> Result<()> {
+    let dir = RunDir::new(lab);
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    for spec in topo.apps().into_iter().filter(|a| a.app == "baseband") {
+        let sock = dir.socket(&spec.name);
+        loop {
+            let state = d11_io::query(&sock, "status", Duration::from_millis(300))
+                .ok()
+                .and_then(|v| v["report"]["state"].as_str().map(str::to_string));
+            if state.as_deref() == Some("attached") {
+                break;
+            }
+            if Instant::now() > deadline {
+                let tail = last_line(&dir.log_file(&spec.name));
+                bail!(
+                    "{} did not attach within {}s (its state: {}; last log line: {tail})",
+                    spec.name,
+                    ATTACH_TIMEOUT.as_secs(),
+                    state.as_deref().unwrap_or("unknown")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     Ok(())
