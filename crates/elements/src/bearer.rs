@@ -251,6 +251,44 @@ impl Bearers {
         Ok(())
     }
 
+    /// Adds a bearer, or replaces the one of its IMSI in place (keeping its
+    /// place in the report); its other keys must be new or that bearer's.
+    pub fn put(&mut self, b: Bearer) -> Result<(), BearerError> {
+        let Some(i) = self.slot_of(&b.imsi) else {
+            return self.insert(b, true);
+        };
+        let slot = i as u32;
+        if self
+            .by_ue_ip
+            .get(&u32::from(b.ue_ip))
+            .is_some_and(|&j| j != slot)
+        {
+            return Err(BearerError::DuplicateUeIp(b.ue_ip));
+        }
+        let teids = self.receiver.teids(&b);
+        for (k, t) in teids.iter().enumerate() {
+            if t.0 == 0 {
+                return Err(BearerError::ZeroTeid);
+            }
+            if self.by_teid.get(t).is_some_and(|&j| j != slot) || teids[..k].contains(t) {
+                return Err(BearerError::DuplicateTeid(*t));
+            }
+        }
+        self.unindex(i);
+        tracing::info!(imsi = %b.imsi, ue = %b.ue_ip, "bearer replaced");
+        self.bearers[i] = b;
+        self.index(i);
+        Ok(())
+    }
+
+    fn slot_of(&self, imsi: &str) -> Option<usize> {
+        let i = *self.by_imsi.get(&imsi_key(imsi))? as usize;
+        match self.bearers.get(i) {
+            Some(b) if b.imsi == imsi => Some(i),
+            _ => self.bearers.iter().position(|b| b.imsi == imsi),
+        }
+    }
+
     /// Removes the bearer of `imsi`, returning it.
     pub fn remove(&mut self, imsi: &str) -> Option<Bearer> {
         let i = self.bearers.iter().position(|b| b.imsi == imsi)?;
@@ -297,11 +335,7 @@ impl Bearers {
 
     /// The bearer of `imsi`.
     pub fn by_imsi(&self, imsi: &str) -> Option<&Bearer> {
-        let i = *self.by_imsi.get(&imsi_key(imsi))?;
-        self.bearers
-            .get(i as usize)
-            .filter(|b| b.imsi == imsi)
-            .or_else(|| self.bearers.iter().find(|b| b.imsi == imsi))
+        self.slot_of(imsi).map(|i| &self.bearers[i])
     }
 
     pub fn by_ue_ip(&self, ip: Ipv4Addr) -> Option<&Bearer> {
@@ -393,6 +427,35 @@ pub(crate) mod tests {
         assert!(t.by_ue_ip(Ipv4Addr::new(10, 45, 0, 2)).is_some());
         assert_eq!(t.remove("001010000000001").unwrap(), phone());
         assert!(t.by_teid(Teid(0x200)).is_none() && t.is_empty());
+    }
+
+    #[test]
+    fn put_replaces_the_imsis_bearer_in_its_place_and_refuses_another_ones_keys() {
+        let mut t = Bearers::new(Receiver::Sgw);
+        t.add(phone()).unwrap();
+        let other = Bearer {
+            imsi: "001010000000002".into(),
+            ue_ip: Ipv4Addr::new(10, 45, 0, 3),
+            sgw_s1u_teid: Teid(0x201),
+            sgw_s5_teid: Teid(0x301),
+            ..phone()
+        };
+        t.put(other.clone()).unwrap();
+        let moved = Bearer {
+            sgw_s1u_teid: Teid(0x2000),
+            ..phone()
+        };
+        t.put(moved.clone()).unwrap();
+        assert_eq!(t.iter().next(), Some(&moved), "in the first place still");
+        assert!(t.by_teid(Teid(0x200)).is_none());
+        assert_eq!(t.by_teid(Teid(0x2000)), Some(&moved));
+        let clash = Bearer {
+            sgw_s5_teid: Teid(0x301),
+            ..phone()
+        };
+        assert_eq!(t.put(clash), Err(BearerError::DuplicateTeid(Teid(0x301))));
+        assert_eq!(t.by_imsi(&phone().imsi), Some(&moved), "unchanged");
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

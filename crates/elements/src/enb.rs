@@ -189,15 +189,20 @@ impl Enb {
         } = e;
         let ue_ip = erab.nas.as_deref().and_then(pdn_address);
         let made = ue_ip.and_then(|ue_ip| {
-            let bearers = &self.bearers;
-            let teid = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
             let imsi = imsi.unwrap_or_else(|| format!("ue {mac}"));
-            // A UE attaching again replaces its bearer; so does the
-            // topology's for the address the PGW gave back.
-            self.bearers.remove(&imsi);
-            if let Some(old) = self.bearers.by_ue_ip(ue_ip).map(|b| b.imsi.clone()) {
-                self.bearers.remove(&old);
+            // A UE attaching again replaces its bearer and keeps its TEID
+            // (so does one the topology provisions); another UE's bearer
+            // on the address the PGW gave goes.
+            if let Some(other) = self.bearers.by_ue_ip(ue_ip).map(|b| b.imsi.clone()) {
+                if other != imsi {
+                    self.bearers.remove(&other);
+                }
             }
+            let bearers = &self.bearers;
+            let teid = match bearers.by_imsi(&imsi) {
+                Some(b) => b.enb_teid.0,
+                None => self.teids.take(|t| bearers.by_teid(Teid(t)).is_some()),
+            };
             let b = Bearer {
                 imsi,
                 ue_ip,
@@ -206,7 +211,7 @@ impl Enb {
                 sgw_s5_teid: Teid(0),
                 pgw_teid: Teid(0),
             };
-            self.bearers.add(b).ok().map(|()| (self.s1u_addr, teid))
+            self.bearers.put(b).ok().map(|()| (self.s1u_addr, teid))
         });
         if let Some(nas) = erab.nas.as_ref().filter(|_| made.is_some()) {
             out.build(RADIO, |f| {

@@ -354,25 +354,30 @@ impl Pgw {
         let Some(sgw_u) = cs.bearer_fteid else {
             return reject(v2::cause::MANDATORY_IE_MISSING);
         };
-        // A UE with a session already: the old one goes, its address stays.
-        let old = self.bearers.by_imsi(&cs.imsi).map(|b| b.ue_ip);
-        if old.is_some() {
-            let gone: Vec<u32> = self
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.imsi == cs.imsi)
-                .map(|(&t, _)| t)
-                .collect();
-            for t in gone {
-                self.sessions.remove(&t);
-            }
-            self.bearers.remove(&cs.imsi);
+        // A UE with a session already: the old one goes [§ 7.2.1]; its
+        // address and TEID stay (so a subscriber the topology provisions a
+        // bearer for keeps the address and TEID written there).
+        let gone: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.imsi == cs.imsi)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in gone {
+            self.sessions.remove(&t);
         }
-        let Some(ue_ip) = old.or_else(|| self.free_address()) else {
+        let old = self
+            .bearers
+            .by_imsi(&cs.imsi)
+            .map(|b| (b.ue_ip, b.pgw_teid));
+        let Some(ue_ip) = old.map(|o| o.0).or_else(|| self.free_address()) else {
             return reject(v2::cause::ALL_DYNAMIC_ADDRESSES_OCCUPIED);
         };
         let bearers = &self.bearers;
-        let pgw_teid = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
+        let pgw_teid = match old {
+            Some((_, t)) => t.0,
+            None => self.teids.take(|t| bearers.by_teid(Teid(t)).is_some()),
+        };
         let sessions = &self.sessions;
         let control = self.teids.take(|t| sessions.contains_key(&t));
         let b = Bearer {
@@ -383,7 +388,7 @@ impl Pgw {
             sgw_s5_teid: Teid(sgw_u.teid),
             pgw_teid: Teid(pgw_teid),
         };
-        if let Err(e) = self.bearers.add(b) {
+        if let Err(e) = self.bearers.put(b) {
             tracing::warn!(%e, "Create Session: no bearer");
             return reject(v2::cause::NO_RESOURCES_AVAILABLE);
         }

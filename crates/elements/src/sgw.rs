@@ -292,16 +292,21 @@ impl Sgw {
                 self.by_s5c.remove(&s.s5c);
             }
         }
-        self.bearers.remove(&cs.imsi);
         let sessions = &self.sessions;
         let by_s5c = &self.by_s5c;
         let s11_teid = self.teids.take(|t| sessions.contains_key(&t));
         let s5c_teid = self.teids.take(|t| by_s5c.contains_key(&t));
+        // Its bearer's TEIDs stay when it has one (a subscriber the
+        // topology provisions keeps the TEIDs written there).
         let bearers = &self.bearers;
-        let s1u = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
-        let s5u = self
-            .teids
-            .take(|t| bearers.by_teid(Teid(t)).is_some() || t == s1u);
+        let (s1u, s5u) = match bearers.by_imsi(&cs.imsi) {
+            Some(b) => (b.sgw_s1u_teid.0, b.sgw_s5_teid.0),
+            None => {
+                let s1u = self.teids.take(|t| bearers.by_teid(Teid(t)).is_some());
+                let in_use = |t| bearers.by_teid(Teid(t)).is_some() || t == s1u;
+                (s1u, self.teids.take(in_use))
+            }
+        };
         let Some(pgw) = cs.pgw else {
             return;
         };
@@ -404,16 +409,21 @@ impl Sgw {
         };
         s.pgw = pgw_c;
         s.ue_ip = Some(ue_ip);
+        // The eNodeB's TEID is the old bearer's until Modify Bearer.
+        let enb_teid = self
+            .bearers
+            .by_imsi(&s.imsi)
+            .map_or(Teid(0), |b| b.enb_teid);
         let b = Bearer {
             imsi: s.imsi.clone(),
             ue_ip,
-            enb_teid: Teid(0),
+            enb_teid,
             sgw_s1u_teid: Teid(s.s1u),
             sgw_s5_teid: Teid(s.s5u),
             pgw_teid: Teid(pgw_u.teid),
         };
         let (s1u, imsi) = (s.s1u, s.imsi.clone());
-        let r = match self.bearers.add(b) {
+        let r = match self.bearers.put(b) {
             Ok(()) => {
                 tracing::info!(%imsi, ue = %ue_ip, "session created");
                 let me11 = self.s11_addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -459,12 +469,12 @@ impl Sgw {
         let Some((ebi, enb)) = enb.filter(|(e, _)| *e == s.ebi) else {
             return gtpc::cause_only(ty, mme, seq, v2::cause::MANDATORY_IE_INCORRECT);
         };
-        let Some(mut b) = self.bearers.remove(&s.imsi) else {
+        let Some(mut b) = self.bearers.by_imsi(&s.imsi).cloned() else {
             return gtpc::cause_only(ty, mme, seq, v2::cause::CONTEXT_NOT_FOUND);
         };
         b.enb_teid = Teid(enb.teid);
         tracing::info!(imsi = %b.imsi, enb_teid = enb.teid, "Modify Bearer: S1-U to the eNodeB");
-        if self.bearers.add(b).is_err() {
+        if self.bearers.put(b).is_err() {
             return gtpc::cause_only(ty, mme, seq, v2::cause::SYSTEM_FAILURE);
         }
         let mut m = MessageBuilder::new(ty, Some(mme), seq);

@@ -682,7 +682,7 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
     assert_eq!(ue.emm, d11_elements::mme::EmmState::Registered);
     assert_eq!(ue.apn, "internet", "the APN of the HSS's subscription");
     // The IMSI held 10.45.0.2 (the topology's bearer): the PGW replaces
-    // the session and keeps the address [TS 29.274 § 7.2.1].
+    // the session and keeps the address and its TEID [TS 29.274 § 7.2.1].
     assert_eq!(ue.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
     assert_eq!(mme.counters.sessions_created, 1);
     let (sgw, pgw) = gateways(&lab);
@@ -746,7 +746,8 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
             ],
             "Create Session on S11, on S5-C, their responses back, then Modify Bearer"
         );
-        // The ping on S1-U: up to the SGW's TEID, down to the eNodeB's.
+        // The ping on S1-U: up to the SGW's TEID, down to the eNodeB's —
+        // the topology's for this subscriber, which the gateways keep.
         let teids = tshark(
             &mut lab,
             "attach-session.pcapng",
@@ -755,8 +756,8 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
         )
         .expect("tshark ran");
         assert_eq!(teids.len(), 4, "{teids:?}");
-        assert_eq!(teids[0], "172.16.1.2,10.45.0.1\t0x02000002");
-        assert_eq!(teids[3], "172.16.1.1,10.45.0.2\t0x01000000");
+        assert_eq!(teids[0], "172.16.1.2,10.45.0.1\t0x00000200");
+        assert_eq!(teids[3], "172.16.1.1,10.45.0.2\t0x00000100");
         // The Attach Accept in Initial Context Setup: the bearer's address.
         let ics = tshark(
             &mut lab,
@@ -771,7 +772,7 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
         .expect("tshark ran");
         assert_eq!(
             ics,
-            ["10.45.0.2\t02000002\t172.16.1.2", "\t01000000\t172.16.1.1"],
+            ["10.45.0.2\t00000200\t172.16.1.2", "\t00000100\t172.16.1.1"],
             "the SGW's S1-U F-TEID down, the eNodeB's up"
         );
     }
