@@ -7,16 +7,19 @@
 //! non-UE signalling on one stream, each UE's on a stream of its own) and
 //! TS 23.401 § 5.3.2.1 for the attach this element grows into.
 //!
-//! Today: S1AP over the element layer's SCTP ([`d11_core::l3::sctp`]):
-//! it listens on 36412 of every address, answers S1 Setup for its PLMN and
-//! refuses it (S1 Setup Failure, cause misc "unknown-PLMN") for others,
-//! and keeps one row per eNodeB; with `hss` set, its Diameter peer
-//! ([`crate::s6a`]) connects to the HSS over the layer's TCP (CER/CEA,
-//! watchdog). Not yet: the per-UE NAS state machine (TS 24.301 § 5.5.1)
-//! with its S6a requests, and the GTPv2-C client to the SGW (S11) —
+//! S1AP rides the element layer's SCTP ([`d11_core::l3::sctp`]): it
+//! listens on 36412 of every address, answers S1 Setup for its PLMN and
+//! refuses it (S1 Setup Failure, cause misc "unknown-PLMN") for others.
+//! Per UE it runs the attach of TS 24.301 § 5.5.1 (EMM states in
+//! [`EmmState`]): the HSS's vector over its Diameter peer ([`crate::s6a`]),
+//! authentication, NAS security (EIA2, EEA0), Update Location, Create
+//! Session to the SGW on S11 ([`crate::gtpc`], TS 29.274 § 7.2.1), Initial
+//! Context Setup with the Attach Accept (TS 36.413 § 8.3.1), Modify Bearer
+//! (§ 7.2.7) and Attach Complete. Not yet: detach and UE Context Release —
 //! `PROGRESS-attach.md` says where the work stands.
 //!
-//! Ports, in order: `s1mme` (towards the eNodeB), `s6a` (towards the HSS).
+//! Ports, in order: `s1mme` (towards the eNodeB), `s6a` (towards the HSS),
+//! optionally `s11` (towards the SGW).
 
 use crate::gtpc::{GtpcEndpoint, GtpcRow, Incoming, RequestTo};
 use crate::role::{Addressing, ElementNode, Role, RoleInfo};

@@ -187,9 +187,9 @@ impl Sgw {
         s11.poll(self.router.l3_mut(), cx, out);
         loop {
             if let Some(i) = s5c.incoming() {
-                self.from_pgw(cx, out, &mut s11, i);
+                self.on_s5c(cx, out, &mut s11, i);
             } else if let Some(i) = s11.incoming() {
-                self.from_mme(cx, out, &mut s11, &mut s5c, i);
+                self.on_s11(cx, out, &mut s11, &mut s5c, i);
             } else {
                 break;
             }
@@ -199,7 +199,7 @@ impl Sgw {
     }
 
     /// What the MME sends on S11.
-    fn from_mme(
+    fn on_s11(
         &mut self,
         cx: &mut Ctx,
         out: &mut Outbox,
@@ -357,7 +357,7 @@ impl Sgw {
     }
 
     /// What the PGW sends on S5-C: the answer to a Create Session.
-    fn from_pgw(&mut self, cx: &mut Ctx, out: &mut Outbox, s11: &mut GtpcEndpoint, i: Incoming) {
+    fn on_s5c(&mut self, cx: &mut Ctx, out: &mut Outbox, s11: &mut GtpcEndpoint, i: Incoming) {
         let (seq, answer) = match i {
             Incoming::Response { seq, msg } => (seq, Some(msg)),
             Incoming::Timeout { seq, .. } => (seq, None),
