@@ -62,6 +62,8 @@ pub enum UeState {
     /// Attach Accept taken, Attach Complete sent: EMM-REGISTERED with the
     /// PDN address of the default bearer [TS 24.301 § 5.5.1.2.4].
     Attached,
+    /// Detach Request sent; Detach Accept awaited [§ 5.5.2.2].
+    Detaching,
     /// Attach Reject or Authentication Reject (cause 0) received.
     Rejected(u8),
 }
@@ -109,6 +111,8 @@ pub struct Baseband {
     capability: Vec<u8>,
     /// The default bearer's address from the Attach Accept.
     address: Option<std::net::Ipv4Addr>,
+    /// The GUTI the Attach Accept gave, its identity in a Detach Request.
+    guti: Option<d11_wire::nas::Guti>,
 }
 
 impl Baseband {
@@ -124,6 +128,7 @@ impl Baseband {
             sec: None,
             capability: UE_NETWORK_CAPABILITY.to_vec(),
             address: None,
+            guti: None,
         })
     }
 
@@ -144,6 +149,27 @@ impl Baseband {
     /// The address the network gave the phone, once attached.
     pub fn address(&self) -> Option<std::net::Ipv4Addr> {
         self.address
+    }
+
+    /// A UE-initiated EPS detach, not a switch-off (type 1), naming the
+    /// UE by its GUTI [TS 24.301 § 5.5.2.2.1, § 8.2.11.1]; None when not
+    /// attached.
+    pub fn detach_request(&mut self) -> Option<Vec<u8>> {
+        if self.state != UeState::Attached {
+            return None;
+        }
+        let identity = match self.guti {
+            Some(g) => MobileIdentity::Guti(g),
+            None => MobileIdentity::Imsi(self.imsi.clone()),
+        };
+        let req = EmmMessage::DetachRequest {
+            ksi: 0,
+            detach_type: 1,
+            identity,
+        };
+        let s = self.sec.as_mut()?;
+        self.state = UeState::Detaching;
+        Some(protect(s, sec::INTEGRITY_CIPHERED, &req.to_vec()))
     }
 
     pub fn imsi(&self) -> &str {
@@ -285,7 +311,13 @@ impl Baseband {
                 self.state = UeState::Rejected(cause);
                 Ok(None)
             }
-            EmmMessage::AttachAccept { esm, .. } => {
+            EmmMessage::DetachAccept if self.state == UeState::Detaching => {
+                self.state = UeState::Deregistered;
+                self.address = None;
+                Ok(None)
+            }
+            EmmMessage::AttachAccept { esm, guti, .. } => {
+                self.guti = guti;
                 // The default bearer: its address, and the accept of it
                 // inside Attach Complete [TS 24.301 § 6.4.1.3].
                 let EsmMessage::ActivateDefaultBearerRequest {

@@ -162,6 +162,14 @@ impl Enb {
                 f.extend_from_slice(&nas);
             });
         }
+        for (imsi, mac) in s1.take_released() {
+            // The released UE's bearer goes: its TEID is refused from now.
+            let imsi = imsi.unwrap_or_else(|| format!("ue {mac}"));
+            self.bearers.remove(&imsi);
+        }
+        let Some(s1) = self.s1.as_mut() else {
+            return;
+        };
         let setups = s1.take_setups();
         if setups.is_empty() {
             return;

@@ -187,6 +187,9 @@ pub enum EmmState {
     WaitContextSetup,
     /// Attach Complete received: EMM-REGISTERED [TS 24.301 § 5.5.1.2.4].
     Registered,
+    /// The UE's Detach Request taken: Delete Session sent on S11
+    /// [TS 23.401 § 5.3.8.2.1]; Detach Accept and the release follow.
+    Detaching,
     /// EMM-DEREGISTERED after a reject; the context goes with its release.
     Deregistered,
 }
@@ -268,6 +271,8 @@ struct UeCtx {
     apn: String,
     ambr: (u32, u32),
     bearer: Option<UeSession>,
+    /// Its Detach Request was a switch-off: no Detach Accept.
+    switch_off: bool,
 }
 
 /// The default bearer's EPS bearer id [TS 24.301 § 9.3.2: 5 is the
@@ -315,6 +320,9 @@ pub struct MmeCounters {
     pub bearers_modified: u64,
     pub modify_failures: u64,
     pub attach_completes: u64,
+    pub detaches: u64,
+    /// UE Context Release Complete from the eNodeB: contexts removed.
+    pub releases: u64,
 }
 
 /// `d11 show mme`.
@@ -463,6 +471,7 @@ impl Mme {
             (Kind::Successful, proc::INITIAL_CONTEXT_SETUP) => {
                 self.context_setup_done(cx, out, assoc, &pdu)
             }
+            (Kind::Successful, proc::UE_CONTEXT_RELEASE) => self.released(assoc, &pdu),
             (Kind::Unsuccessful, proc::INITIAL_CONTEXT_SETUP) => {
                 let id = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
                 tracing::info!(?id, "Initial Context Setup Failure");
@@ -470,7 +479,7 @@ impl Mme {
             }
             (Kind::Initiating, proc::S1_SETUP) => self.s1_setup(cx, assoc, &pdu),
             (Kind::Initiating, proc::INITIAL_UE_MESSAGE) => self.initial_ue(cx, assoc, &pdu),
-            (Kind::Initiating, proc::UPLINK_NAS_TRANSPORT) => self.uplink_nas(cx, assoc, &pdu),
+            (Kind::Initiating, proc::UPLINK_NAS_TRANSPORT) => self.uplink_nas(cx, out, assoc, &pdu),
             _ => self.counters.s1ap_unhandled += 1,
         }
     }
@@ -616,6 +625,16 @@ impl Mme {
                 self.counters.session_failures += 1;
                 self.reject(cx, mme_ue_id, cause::NETWORK_FAILURE)
             }
+            (EmmState::Detaching, p)
+                if p.as_ref()
+                    .is_none_or(|p| p.msg_type() == v2::msg::DELETE_SESSION_RESPONSE) =>
+            {
+                // Delete Session answered (or not: the SGW's state goes
+                // either way): Detach Accept, then the release.
+                let c = p.map(|p| crate::gtpc::response_cause(p.ie_bytes()));
+                tracing::info!(imsi = %ue.imsi, cause = ?c, "Delete Session answered");
+                self.detach_accept(cx, mme_ue_id);
+            }
             (_, Some(p)) if p.msg_type() == v2::msg::MODIFY_BEARER_RESPONSE => {
                 let c = crate::gtpc::response_cause(p.ie_bytes());
                 match ue.bearer.as_mut() {
@@ -632,6 +651,91 @@ impl Mme {
             }
             (_, None) => self.counters.modify_failures += 1,
             _ => self.counters.s11_unhandled += 1,
+        }
+    }
+
+    /// UE-initiated detach [TS 24.301 § 5.5.2.2; TS 23.401 § 5.3.8.2.1]:
+    /// Delete Session on S11 first; a switch-off detach (bit 4 of the
+    /// type) gets no Detach Accept, only the release.
+    fn detach(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32, detach_type: u8) {
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        tracing::info!(imsi = %ue.imsi, detach_type, "Detach Request");
+        self.counters.detaches += 1;
+        ue.emm = EmmState::Detaching;
+        ue.switch_off = detach_type & 0x08 != 0;
+        let sgw = ue.bearer.take().map(|b| b.sgw);
+        let (Some(sgw), Some(s11)) = (sgw, self.s11.as_mut()) else {
+            return self.detach_accept(cx, mme_ue_id);
+        };
+        let to = RequestTo {
+            peer: sgw.addr,
+            msg_type: v2::msg::DELETE_SESSION_REQUEST,
+            teid: Some(sgw.teid),
+        };
+        let seq = s11.request(&mut self.l3, cx, out, to, |m| {
+            m.ie(ie_type::EBI, 0, &[DEFAULT_EBI]);
+        });
+        self.pending_s11.insert(seq, mme_ue_id);
+    }
+
+    /// Detach Accept [TS 24.301 § 8.2.10], then UE Context Release
+    /// Command [TS 36.413 § 8.3.3] with cause NAS "detach".
+    fn detach_accept(&mut self, cx: &mut Ctx, mme_ue_id: u32) {
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        ue.emm = EmmState::Deregistered;
+        if !ue.switch_off {
+            let nas = protect(
+                ue,
+                sec::INTEGRITY_CIPHERED,
+                &EmmMessage::DetachAccept.to_vec(),
+            );
+            self.downlink_nas(cx, mme_ue_id, &nas);
+        }
+        let Some(ue) = self.ues.get(&mme_ue_id) else {
+            return;
+        };
+        let pdu = S1apPdu {
+            kind: Kind::Initiating,
+            procedure: proc::UE_CONTEXT_RELEASE,
+            criticality: Criticality::Reject,
+            ies: vec![
+                ProtocolIe {
+                    id: id::UE_S1AP_IDS,
+                    criticality: Criticality::Reject,
+                    value: ie::ue_s1ap_ids_value(mme_ue_id, ue.enb_ue_id),
+                },
+                ProtocolIe {
+                    id: id::CAUSE,
+                    criticality: Criticality::Ignore,
+                    value: ie::cause_value(ie::Cause::Nas(ie::NAS_DETACH)),
+                },
+            ],
+        };
+        let (enb, stream) = (ue.enb, ue.stream);
+        if let Err(e) = self
+            .l3
+            .sctp_stack(cx)
+            .send(cx, enb, stream, s1ap::PPID, &pdu.to_vec())
+        {
+            tracing::warn!(%e, "UE Context Release Command not sent");
+        }
+    }
+
+    /// UE Context Release Complete [TS 36.413 § 8.3.3.2]: the context goes.
+    fn released(&mut self, assoc: AssocId, pdu: &S1apPdu) {
+        let Some(Ok(mme_ue_id)) = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id) else {
+            self.counters.s1ap_malformed += 1;
+            return;
+        };
+        if self.ues.get(&mme_ue_id).is_some_and(|u| u.enb == assoc) {
+            self.ues.remove(&mme_ue_id);
+            self.counters.releases += 1;
+        } else {
+            self.counters.s1ap_unhandled += 1;
         }
     }
 
@@ -916,6 +1020,7 @@ impl Mme {
                 apn: String::new(),
                 ambr: (0, 0),
                 bearer: None,
+                switch_off: false,
             },
         );
         self.attach_request(cx, mme_ue_id, msg);
@@ -1107,7 +1212,7 @@ impl Mme {
     /// Uplink NAS Transport [TS 36.413 § 8.6.2.3]: the UE's next message,
     /// plain only where TS 24.301 § 4.4.4.3 allows it (before security:
     /// Authentication Response and Failure), else protected and checked.
-    fn uplink_nas(&mut self, cx: &mut Ctx, assoc: AssocId, pdu: &S1apPdu) {
+    fn uplink_nas(&mut self, cx: &mut Ctx, out: &mut Outbox, assoc: AssocId, pdu: &S1apPdu) {
         let mme_ue_id = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
         let nas = pdu.ie(id::NAS_PDU).map(ie::nas_pdu);
         let (Some(Ok(mme_ue_id)), Some(Ok(nas))) = (mme_ue_id, nas) else {
@@ -1177,6 +1282,10 @@ impl Mme {
             (EmmState::WaitSecurityMode, EmmMessage::SecurityModeReject { cause: c }) => {
                 self.reject(cx, mme_ue_id, c)
             }
+            (
+                EmmState::Registered | EmmState::WaitContextSetup,
+                EmmMessage::DetachRequest { detach_type, .. },
+            ) => self.detach(cx, out, mme_ue_id, detach_type),
             (EmmState::WaitContextSetup, EmmMessage::AttachComplete { esm }) => {
                 // With the Activate Default EPS Bearer Context Accept for
                 // the bearer it was offered [TS 24.301 § 6.4.1.3].

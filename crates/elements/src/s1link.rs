@@ -152,6 +152,8 @@ pub struct S1Link {
     downlink: Vec<(MacAddr, Vec<u8>)>,
     /// E-RABs to set up.
     erabs: Vec<ErabSetup>,
+    /// UEs released by the MME: their IMSI (their bearer goes) and MAC.
+    released: Vec<(Option<String>, MacAddr)>,
 }
 
 impl S1Link {
@@ -170,6 +172,61 @@ impl S1Link {
             next_ue: 1,
             downlink: vec![],
             erabs: vec![],
+            released: vec![],
+        }
+    }
+
+    /// UEs the MME released, for the eNodeB to drop their bearers.
+    pub fn take_released(&mut self) -> Vec<(Option<String>, MacAddr)> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// UE Context Release Command [TS 36.413 § 8.3.3]: the UE context
+    /// goes, and UE Context Release Complete answers.
+    fn release(&mut self, l3: &mut L3, cx: &mut Ctx, pdu: &S1apPdu) {
+        let Some(Ok((mme, enb))) = pdu.ie(id::UE_S1AP_IDS).map(ie::ue_s1ap_ids) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        let enb = enb.or_else(|| {
+            self.ues
+                .iter()
+                .find(|(_, u)| u.mme_ue_id == Some(mme))
+                .map(|(&i, _)| i)
+        });
+        let (Some(assoc), Some(enb_ue_id)) = (self.assoc, enb) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        let Some(ue) = self.ues.remove(&enb_ue_id) else {
+            self.s1ap_dropped += 1;
+            return;
+        };
+        self.by_mac.remove(&ue.mac);
+        tracing::info!(enb_ue_id, mac = %ue.mac, "UE context released");
+        self.released.push((ue.imsi, ue.mac));
+        let pdu = S1apPdu {
+            kind: Kind::Successful,
+            procedure: proc::UE_CONTEXT_RELEASE,
+            criticality: Criticality::Reject,
+            ies: vec![
+                ProtocolIe {
+                    id: id::MME_UE_S1AP_ID,
+                    criticality: Criticality::Ignore,
+                    value: ie::mme_ue_id_value(mme),
+                },
+                ProtocolIe {
+                    id: id::ENB_UE_S1AP_ID,
+                    criticality: Criticality::Ignore,
+                    value: ie::enb_ue_id_value(enb_ue_id),
+                },
+            ],
+        };
+        if let Err(e) = l3
+            .sctp_stack(cx)
+            .send(cx, assoc, ue.stream, s1ap::PPID, &pdu.to_vec())
+        {
+            tracing::warn!(%e, "UE Context Release Complete not sent");
         }
     }
 
@@ -524,7 +581,7 @@ impl S1Link {
         self.state = S1State::SetupSent;
     }
 
-    fn s1ap(&mut self, _l3: &mut L3, cx: &mut Ctx, _assoc: AssocId, pdu: S1apPdu) {
+    fn s1ap(&mut self, l3: &mut L3, cx: &mut Ctx, _assoc: AssocId, pdu: S1apPdu) {
         match (pdu.kind, pdu.procedure) {
             (Kind::Successful, proc::S1_SETUP) => {
                 match pdu.ie(id::SERVED_GUMMEIS).map(ie::served_gummei) {
@@ -539,6 +596,7 @@ impl S1Link {
             }
             (Kind::Initiating, proc::DOWNLINK_NAS_TRANSPORT) => self.downlink_nas(&pdu),
             (Kind::Initiating, proc::INITIAL_CONTEXT_SETUP) => self.context_setup(&pdu),
+            (Kind::Initiating, proc::UE_CONTEXT_RELEASE) => self.release(l3, cx, &pdu),
             (Kind::Unsuccessful, proc::S1_SETUP) => {
                 let cause = pdu.ie(id::CAUSE).map(ie::cause);
                 tracing::warn!(?cause, "S1 Setup Failure");

@@ -778,6 +778,99 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
     }
 }
 
+/// Pings the phone's gateway (the pgw answers down the tunnel); the
+/// replies' sequence numbers.
+fn ping_gateway(lab: &mut SimLab, seq: u16) -> Vec<u16> {
+    lab.host("ue").ping(Ipv4Addr::new(10, 45, 0, 1), 64, 7, seq);
+    lab.sim.run_for(Duration::from_millis(100));
+    lab.host("ue")
+        .take_received()
+        .into_iter()
+        .filter_map(|r| match r.msg {
+            d11_sim::Message::EchoReply { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn detach_then_attach_again_brings_new_teids_and_the_old_ones_are_gone() {
+    use d11_apps::baseband::UeState;
+    // Without d11 load's 10,000 bearers, so the reports list every one.
+    let text: String = TOPOLOGY
+        .lines()
+        .filter(|l| !l.starts_with("config.bearer_ranges"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut bb = baseband("001010000000001");
+    let (mut lab, mut hss, _) = attach(&text, 16, &mut bb);
+    assert_eq!(bb.state(), UeState::Attached);
+    assert_eq!(ping_gateway(&mut lab, 1), [1]);
+    let imsi = "001010000000001";
+    let sgw_teid = |lab: &SimLab| {
+        gateways(lab)
+            .0
+            .tunnel
+            .bearers
+            .iter()
+            .find(|b| b.imsi == imsi)
+            .map(|b| b.sgw_s1u_teid.0)
+    };
+    assert_eq!(sgw_teid(&lab), Some(0x200), "the topology's, kept");
+    // The phone detaches: Delete Session, Detach Accept, UE Context Release.
+    let req = bb.detach_request().expect("attached");
+    radio_nas(&mut lab, &req);
+    phone(&mut lab, &mut hss, &mut bb, Duration::from_secs(1));
+    assert_eq!(bb.state(), UeState::Deregistered);
+    assert_eq!(bb.address(), None);
+    let mme = reports(&lab).1;
+    assert!(mme.ues.is_empty(), "released: {:?}", mme.ues);
+    assert_eq!((mme.counters.detaches, mme.counters.releases), (1, 1));
+    let (sgw, pgw) = gateways(&lab);
+    assert!(sgw.sessions.is_empty() && pgw.sessions.is_empty());
+    assert_eq!(sgw_teid(&lab), None, "no bearer on the sgw");
+    let enb: d11_elements::enb::EnbReport = lab.sim.status(lab.node("enb")).report().unwrap();
+    assert!(enb.tunnel.bearers.iter().all(|b| b.imsi != imsi));
+    assert!(
+        enb.s1.expect("s1").ues.is_empty(),
+        "the enb's UE context released"
+    );
+    assert!(ping_gateway(&mut lab, 2).is_empty(), "no bearer, no ping");
+    // Attach again: new TEIDs from the gateways' own pools.
+    let req = bb.attach_request();
+    radio_nas(&mut lab, &req);
+    phone(&mut lab, &mut hss, &mut bb, Duration::from_secs(2));
+    assert_eq!(bb.state(), UeState::Attached);
+    assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 2)));
+    let teid = sgw_teid(&lab).expect("a new bearer");
+    assert!(teid >= 0x0200_0000, "a new TEID: {teid:#x}");
+    assert_eq!(ping_gateway(&mut lab, 3), [3]);
+    if common::tshark_agrees(&mut lab.sim, "attach-detach.pcapng") {
+        let seq = tshark(
+            &mut lab,
+            "attach-detach.pcapng",
+            "(s1ap.procedureCode == 23) || (s1ap && nas_eps.nas_msg_emm_type >= 0x45 && nas_eps.nas_msg_emm_type <= 0x46) || gtpv2.message_type == 36 || gtpv2.message_type == 37",
+            &["ip.src", "s1ap.procedureCode", "gtpv2.message_type", "nas_eps.nas_msg_emm_type"],
+        )
+        .expect("tshark ran");
+        assert_eq!(
+            seq,
+            [
+                "172.16.3.1\t13\t\t0x45",
+                "172.16.4.1\t\t36\t",
+                "172.16.2.1\t\t36\t",
+                "172.16.4.2\t\t37\t",
+                "172.16.3.2\t11\t\t0x46",
+                "172.16.3.2\t23\t\t",
+                "172.16.3.1\t23\t\t",
+                "172.16.2.2\t\t37\t",
+            ],
+            "Detach Request, Delete Session (S11, and from the sgw on S5-C; the sgw \
+             answers the mme at once), Detach Accept, UE Context Release"
+        );
+    }
+}
+
 #[test]
 fn a_phone_without_an_address_gets_the_first_free_one_of_the_pool() {
     // Without d11 load's 10,000 static bearers, IMSI ...002 has no address:
