@@ -124,4 +124,76 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
         &["frame.number", "_ws.col.info"],
     );
     assert!(bad.is_empty(), "{bad:?}");
+
+    // `d11 detach`: the session, the address and the old TEIDs go.
+    let o = d11(&["detach", "--name", &lab.name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(show(&lab, &["ue"])["state"], "deregistered");
+    let mme = show(&lab, &["mme"]);
+    assert_eq!(mme["ues"].as_array().map(Vec::len), Some(0), "{mme}");
+    assert_eq!(mme["counters"]["releases"], 1);
+    assert_eq!(show(&lab, &["sgw"])["sessions_total"], 0);
+    let addr = lab.sh("ue", &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(!addr.contains("10.45.0.2"), "{addr}");
+    // A G-PDU in the old S1-U tunnel (TEID 0x200, the topology's) from the
+    // enb's wire: the sgw refuses it with an Error Indication to the enb.
+    let sgw_mac = lab.sh("sgw", &["cat", "/sys/class/net/s1u/address"]);
+    let sent = show(&lab, &["sgw"])["gtpu"]["error_indications_sent"]
+        .as_u64()
+        .unwrap_or(0);
+    lab.sh("enb", &["python3", "-c", &old_tunnel(sgw_mac.trim())]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while show(&lab, &["enb"])["gtpu"]["error_indications_received"].as_u64() < Some(1) {
+        assert!(std::time::Instant::now() < deadline, "no Error Indication");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let now = show(&lab, &["sgw"])["gtpu"]["error_indications_sent"].as_u64();
+    assert_eq!(now, Some(sent + 1));
+
+    // `d11 attach`: the address again, in new tunnels.
+    let o = d11(&["attach", "--name", &lab.name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("address 10.45.0.2"), "{}", text(&o));
+    lab.sh("ue", &["ping", "-c", "1", "-W", "2", "10.45.0.1"]);
+    // The new bearer is not the old tunnel: TEID 0x200 is still refused.
+    lab.sh("enb", &["python3", "-c", &old_tunnel(sgw_mac.trim())]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while show(&lab, &["sgw"])["gtpu"]["error_indications_sent"].as_u64() < Some(sent + 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TEID 0x200 taken again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(show(&lab, &["mme"])["ues"][0]["emm"], "registered");
+}
+
+/// Python in the enb's namespace: one G-PDU (TEID 0x200, an ICMP echo
+/// from the phone inside) from the enb's S1-U address to the sgw's, on
+/// the s1u wire.
+fn old_tunnel(sgw_mac: &str) -> String {
+    format!(
+        r#"
+import socket, struct
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+def ip(src, dst, proto, payload):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+icmp = struct.pack("!BBHHH", 8, 0, 0, 7, 1)
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+inner = ip("10.45.0.2", "10.45.0.1", 1, icmp)
+gtp = struct.pack("!BBHI", 0x30, 255, len(inner), 0x200) + inner
+udp = struct.pack("!HHHH", 2152, 2152, 8 + len(gtp), 0) + gtp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("s1u", 0))
+mac = open("/sys/class/net/s1u/address").read().strip()
+eth = bytes.fromhex("{mac}".replace(":", "")) + bytes.fromhex(mac.replace(":", "")) + b"\x08\x00"
+s.send(eth + ip("172.16.1.1", "172.16.1.2", 17, udp))
+"#,
+        mac = sgw_mac
+    )
 }

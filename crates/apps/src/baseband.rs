@@ -408,6 +408,16 @@ pub struct BasebandReport {
 pub struct BasebandApp;
 
 impl BasebandApp {
+    /// After a detach: the address and the default route go
+    /// (`ip addr flush dev PORT`).
+    fn unconfigure(s: &BasebandSettings) -> anyhow::Result<()> {
+        let st = std::process::Command::new("ip")
+            .args(["-4", "addr", "flush", "dev", &s.port])
+            .status()?;
+        anyhow::ensure!(st.success(), "ip addr flush dev {} failed: {st}", s.port);
+        Ok(())
+    }
+
     /// `ip addr replace ADDR/LEN dev PORT`, `ip route replace default via GW`.
     fn configure(s: &BasebandSettings, a: std::net::Ipv4Addr) -> anyhow::Result<()> {
         let run = |args: &[&str]| -> anyhow::Result<()> {
@@ -462,16 +472,32 @@ impl crate::app::App for BasebandApp {
                 nas_refused: 0,
             }));
             let r = report.clone();
-            tokio::spawn(crate::control::serve(
+            // `d11 detach` / `d11 attach`: what the phone wants, which the
+            // radio loop follows.
+            let want = Arc::new(AtomicBool::new(true));
+            let w = want.clone();
+            let commands: crate::control::Commands = Arc::new(move |line: &str| {
+                let attach = match line {
+                    "attach" => true,
+                    "detach" => false,
+                    _ => return None,
+                };
+                w.store(attach, Ordering::Relaxed);
+                Some(serde_json::json!({"ok": true}))
+            });
+            tokio::spawn(crate::control::serve_with(
                 ctl,
                 env.node.clone(),
                 "baseband",
                 crate::control::report(move || r.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+                commands,
             ));
             let stop = Arc::new(AtomicBool::new(false));
             let radio = {
                 let stop = stop.clone();
-                tokio::task::spawn_blocking(move || radio(bb, &s, &sock, &mac, &report, &stop))
+                tokio::task::spawn_blocking(move || {
+                    radio(bb, &s, &sock, &mac, &report, &stop, &want)
+                })
             };
             tokio::select! {
                 _ = shutdown => {
@@ -496,6 +522,7 @@ fn radio(
     mac: &[u8],
     report: &std::sync::Mutex<BasebandReport>,
     stop: &std::sync::atomic::AtomicBool,
+    want: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     use std::time::{Duration, Instant};
     let frame = |nas: &[u8]| {
@@ -508,7 +535,14 @@ fn radio(
     let mut quiet_until = Instant::now();
     let mut buf = vec![0u8; 2048];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let attached = bb.state() == UeState::Attached;
+        let wanted = want.load(std::sync::atomic::Ordering::Relaxed);
+        if !wanted && bb.state() == UeState::Attached {
+            if let Some(req) = bb.detach_request() {
+                sock.send(&frame(&req))?;
+                quiet_until = Instant::now() + RETRY;
+            }
+        }
+        let attached = bb.state() == UeState::Attached || !wanted;
         if !attached && Instant::now() >= quiet_until {
             let req = bb.attach_request();
             sock.send(&frame(&req))?;
@@ -532,6 +566,11 @@ fn radio(
                     tracing::info!(%e, "NAS refused");
                     r.nas_refused += 1;
                 }
+            }
+            if bb.state() == UeState::Deregistered && r.address.take().is_some() {
+                // Detached: the address and the route go before the state
+                // says so.
+                BasebandApp::unconfigure(s)?;
             }
             if bb.state() == UeState::Attached && r.address.is_none() {
                 if let Some(a) = bb.address() {

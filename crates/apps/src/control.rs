@@ -42,19 +42,33 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// An app's own commands: the answer to a line, None for one it does not
+/// know.
+pub type Commands = Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
+
 /// Serves `listener` forever; each client in its own task.
 pub async fn serve(listener: UnixListener, node: String, app: &'static str, report: Report) {
+    serve_with(listener, node, app, report, Arc::new(|_: &str| None)).await
+}
+
+/// [`serve`], with the app's own `commands` beside `status` and `ping`.
+pub async fn serve_with(
+    listener: UnixListener,
+    node: String,
+    app: &'static str,
+    report: Report,
+    commands: Commands,
+) {
     let started = Instant::now();
     let node: Arc<str> = node.into();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (node, report) = (node.clone(), report.clone());
+        let (node, report, commands) = (node.clone(), report.clone(), commands.clone());
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, &node, app, started, &report))
-                    .await;
+            let a = answer(stream, &node, app, started, &report, &commands);
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, a).await;
         });
     }
 }
@@ -65,6 +79,7 @@ async fn answer(
     app: &str,
     started: Instant,
     report: &Report,
+    commands: &Commands,
 ) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
@@ -80,7 +95,9 @@ async fn answer(
             "uptime_ms": started.elapsed().as_millis() as u64,
             "report": report(),
         }),
-        other => json!({"error": format!("unknown command {other:?} (try status or ping)")}),
+        other => commands(other).unwrap_or_else(
+            || json!({"error": format!("unknown command {other:?} (try status or ping)")}),
+        ),
     };
     let mut out = serde_json::to_vec(&v).map_err(io::Error::other)?;
     out.push(b'\n');

@@ -183,6 +183,43 @@ fn attached(lab: &str, topo: &Topology) -> Result<()> {
     Ok(())
 }
 
+/// `d11 attach` / `d11 detach`: tells the phone's baseband, then waits
+/// until it reports `attached` (with its address) or `deregistered`.
+pub fn phone(lab: &str, node: &str, attach: bool) -> Result<()> {
+    let sock = RunDir::new(lab).socket(node);
+    let (cmd, want) = if attach {
+        ("attach", "attached")
+    } else {
+        ("detach", "deregistered")
+    };
+    let v = d11_io::query(&sock, cmd, Duration::from_secs(1))
+        .with_context(|| format!("{node}: no baseband answering on {}", sock.display()))?;
+    if let Some(e) = v.get("error") {
+        bail!("{node}: {e} (is it a phone, app \"baseband\"?)");
+    }
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        let r = d11_io::query(&sock, "status", Duration::from_millis(300))
+            .ok()
+            .map(|v| v["report"].clone())
+            .unwrap_or_default();
+        if r["state"] == want {
+            match r["address"].as_str() {
+                Some(a) => println!("{node}: {want}, address {a}"),
+                None => println!("{node}: {want}"),
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{node} is not {want} after {}s: {r}",
+                ATTACH_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn last_line(p: &Path) -> String {
     std::fs::read_to_string(p)
         .ok()

@@ -93,6 +93,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Attach a phone (its baseband app) and wait until it has its address (docs/attach.md).
+    Attach {
+        #[command(flatten)]
+        lab: LabArg,
+        /// The phone's host.
+        #[arg(default_value = "ue")]
+        node: String,
+    },
+    /// Detach a phone: Detach Request, its session deleted, its address gone.
+    Detach {
+        #[command(flatten)]
+        lab: LabArg,
+        /// The phone's host.
+        #[arg(default_value = "ue")]
+        node: String,
+    },
     /// Run a command inside a node's namespace (like `ip netns exec`).
     Exec {
         #[command(flatten)]
@@ -195,6 +211,12 @@ fn main() -> ExitCode {
             json,
         } => show::show(&lab.name, &node, table.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Exec { lab, node, cmd } => lifecycle::exec(&lab.name, &node, &cmd),
+        Cmd::Attach { lab, node } => {
+            lifecycle::phone(&lab.name, &node, true).map(|_| ExitCode::SUCCESS)
+        }
+        Cmd::Detach { lab, node } => {
+            lifecycle::phone(&lab.name, &node, false).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Capture {
             lab,
             file,
