@@ -174,6 +174,17 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     );
     print!("{}", chapter2(d, lab, &net, topology, &bgp_file)?);
 
+    let mme: Option<d11_elements::mme::MmeReport> = report_of(lab, &net, "mme")?;
+    if let Some(mme) = mme {
+        println!(
+            "\n{}",
+            heading("Chapter 3: the phone attaches: S1AP over SCTP to the MME, EPS-AKA with the HSS over Diameter, NAS security, GTPv2-C sessions on the SGW and the PGW, the PGW's address")
+        );
+        let sgw: Option<SgwReport> = report_of(lab, &net, "sgw")?;
+        let pgw: Option<PgwReport> = report_of(lab, &net, "pgw")?;
+        print!("{}", chapter3(&mme, sgw.as_ref(), pgw.as_ref()));
+    }
+
     println!(
         "\n{}",
         heading(
@@ -328,6 +339,59 @@ fn chapter2(d: &Runner, lab: &str, net: &Net, topology: &Path, file: &Path) -> R
         file: &f,
     }
     .tell())
+}
+
+/// Chapter 3 from the mme's, the sgw's and the pgw's reports: what `d11 up`
+/// waited for (docs/attach.md).
+fn chapter3(
+    mme: &d11_elements::mme::MmeReport,
+    sgw: Option<&SgwReport>,
+    pgw: Option<&PgwReport>,
+) -> String {
+    let mut o = String::new();
+    for e in &mme.enbs {
+        let _ = writeln!(
+            o,
+            "  the enb {} set up S1 with the mme over SCTP (port 36412, PPID 18): S1 Setup {}, GUMMEI {}/{:#06x}/{}",
+            e.remote, e.s1, mme.plmn, mme.group, mme.code
+        );
+    }
+    if let Some(s6a) = &mme.s6a {
+        let _ = writeln!(
+            o,
+            "  the mme's Diameter peer with the hss ({}) is {:?}: {} vectors asked (AIR/AIA), Update Location (ULR/ULA) for each attach",
+            s6a.hss_host.as_deref().unwrap_or("?"),
+            s6a.state,
+            mme.counters.vectors
+        );
+    }
+    let c = &mme.counters;
+    let _ = writeln!(
+        o,
+        "  {} Attach Requests, {} rejected (a phone that asks before the mme reaches the hss gets #17 and asks again), {} sessions created, {} Attach Completes",
+        c.attach_requests, c.attach_rejects, c.sessions_created, c.attach_completes
+    );
+    for u in &mme.ues {
+        let ip = u.ue_ip.map_or("-".to_string(), |a| a.to_string());
+        let _ = writeln!(
+            o,
+            "  IMSI {}: {:?}, APN {}, address {ip} (MME UE S1AP ID {}, eNB UE S1AP ID {})",
+            u.imsi, u.emm, u.apn, u.mme_ue_id, u.enb_ue_id
+        );
+    }
+    for (name, rows) in [
+        ("sgw", sgw.map(|r| &r.sessions)),
+        ("pgw", pgw.map(|r| &r.sessions)),
+    ] {
+        for r in rows.into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  the {name}'s session for {}: control TEID {:#x}, its peer {} TEID {:#x}, EBI {}",
+                r.imsi, r.teid, r.peer, r.peer_teid, r.ebi
+            );
+        }
+    }
+    o
 }
 
 /// The report of the node with `role`, from its control socket (what `d11
