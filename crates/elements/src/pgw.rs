@@ -802,6 +802,33 @@ mod tests {
     }
 
     #[test]
+    fn an_ie_length_past_the_message_is_mandatory_ie_incorrect() {
+        let mut p = pgw();
+        let mut m = on_s5(0x301);
+        // The IMSI IE (right after the 12-octet header) claims 0xffff octets.
+        assert_eq!(m[12], ie_type::IMSI);
+        m[13..15].copy_from_slice(&[0xff, 0xff]);
+        let got = ask(&mut p, &m);
+        assert_eq!(cause(&got[0]), v2::cause::MANDATORY_IE_INCORRECT);
+        assert!(p.bearers.is_empty() && p.sessions.is_empty());
+    }
+
+    #[test]
+    fn a_second_create_session_for_the_same_imsi_and_ebi_replaces_the_first() {
+        let mut p = pgw();
+        let first = ask(&mut p, &on_s5(0x301));
+        let mut again = on_s5(0x302);
+        again[10] = 2; // a new sequence number: not a retransmission
+        let second = ask(&mut p, &again);
+        assert_eq!(cause(&second[0]), v2::cause::REQUEST_ACCEPTED);
+        assert_ne!(first, second);
+        assert_eq!((p.sessions.len(), p.bearers.len()), (1, 1));
+        let b = p.bearers.by_imsi("001010000000001").unwrap();
+        assert_eq!(b.ue_ip, Ipv4Addr::new(10, 45, 0, 2), "its address kept");
+        assert_eq!(b.sgw_s5_teid, Teid(0x302), "the new session's SGW TEID");
+    }
+
+    #[test]
     fn a_mangled_create_session_is_answered_with_its_cause_never_a_panic() {
         let good = on_s5(0x301);
         for i in 12..good.len() {

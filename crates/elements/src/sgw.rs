@@ -822,6 +822,76 @@ mod tests {
         }
     }
 
+    // crates/wire/src/gtpv2c.rs's golden Modify Bearer Request (pycrate
+    // 0.8.1 and tshark, crates/wire/fixtures/gtpv2c.py): TEID 0x101, EBI 5,
+    // the eNodeB's S1-U F-TEID.
+    const MODIFY_BEARER_REQUEST: &str =
+        "4822001e00000101000002005d0012004900010005570009008000000501ac100101";
+
+    #[test]
+    fn modify_bearer_for_a_session_it_does_not_have_is_context_not_found() {
+        let mut s = Sgw::new(SgwConfig {
+            router: RouterConfig {
+                ports: vec![
+                    L3Port {
+                        name: "s1u".into(),
+                        mac: S1U_MAC,
+                        address: "172.16.1.2/24".parse().unwrap(),
+                        mtu: 1500,
+                    },
+                    L3Port {
+                        name: "s5".into(),
+                        mac: S5_MAC,
+                        address: "172.16.2.1/24".parse().unwrap(),
+                        mtu: 1500,
+                    },
+                    L3Port {
+                        name: "s11".into(),
+                        mac: MacAddr([2, 0, 0, 0, 3, 3]),
+                        address: "172.16.4.2/24".parse().unwrap(),
+                        mtu: 1500,
+                    },
+                ],
+                routes: vec![],
+            },
+            enb: ENB,
+            pgw: PGW,
+            bearers: vec![],
+        })
+        .unwrap();
+        let mut cx = Ctx::from(Instant::ZERO);
+        let mut o = Outbox::new();
+        s.on_timer(&mut cx, &mut o);
+        let mme = Ipv4Addr::new(172, 16, 4, 1);
+        let mme_mac = MacAddr([2, 0, 0, 0, 5, 5]);
+        let mut b = Vec::new();
+        ArpRepr::request(mme_mac, mme, "172.16.4.2".parse().unwrap()).emit_frame(&mut b);
+        s.on_frame(&mut cx, PortId(2), &b, &mut o);
+        let msg = hex(MODIFY_BEARER_REQUEST);
+        let mut f = udp_frame(
+            MacAddr([2, 0, 0, 0, 3, 3]),
+            mme,
+            "172.16.4.2".parse().unwrap(),
+            &msg,
+        );
+        f[34..38].copy_from_slice(&[0x08, 0x4b, 0x08, 0x4b]); // UDP 2123 → 2123
+        let mut o = Outbox::new();
+        s.on_frame(&mut cx, PortId(2), &f, &mut o);
+        let answers: Vec<Vec<u8>> = o
+            .frames()
+            .filter(|(_, f)| f.len() > 42 && f[36..38] == [0x08, 0x4b])
+            .map(|(_, f)| f[42..].to_vec())
+            .collect();
+        assert_eq!(answers.len(), 1, "{:?}", o.drops());
+        let p = GtpcPacket::new_checked(&answers[0][..]).unwrap();
+        assert_eq!(p.msg_type(), msg::MODIFY_BEARER_RESPONSE);
+        assert_eq!(
+            gtpc::response_cause(p.ie_bytes()),
+            v2::cause::CONTEXT_NOT_FOUND
+        );
+        assert_eq!(p.seq(), 2, "the request's sequence number");
+    }
+
     proptest::proptest! {
         #[test]
         fn mutated_g_pdus_never_panic(i in 42usize..78, v in proptest::prelude::any::<u8>()) {
