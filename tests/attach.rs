@@ -197,3 +197,67 @@ s.send(eth + ip("172.16.1.1", "172.16.1.2", 17, udp))
         mac = sgw_mac
     )
 }
+
+/// The phone's side of a new attach with nothing but Python's standard
+/// library: an AF_PACKET socket on eth0 sends an Attach Request (IMSI
+/// 001010000000001, crates/wire/fixtures/nas.py) from the phone's MAC and
+/// prints the first NAS PDU the network sends back.
+const ATTACH_REQUEST: &str = r#"
+import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.bind(("eth0", 0))
+s.settimeout(10)
+mac = s.getsockname()[4]
+s.send(b"\xff" * 6 + mac + b"\x88\xb5" + bytes.fromhex("07417108091010000000001002e0e000040201d011"))
+while True:
+    f = s.recv(2048)
+    if f[6:12] != mac:
+        print(f[14:].hex())
+        break
+"#;
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn the_mme_killed_the_phones_user_plane_runs_on_and_the_restarted_mme_takes_a_new_attach() {
+    let _s = serial();
+    require_root();
+    let lab = Lab::up("double11.toml", "mmekill");
+    let st = lab.status();
+    let pid = node(&st, "mme")["pid"].as_u64().expect("the mme's pid");
+    let k = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .expect("kill runs");
+    assert!(k.status.success(), "kill: {}", text(&k));
+    // The user plane is the gateways' and the enb's: it does not need the mme.
+    lab.sh("ue", &["ping", "-c", "1", "-W", "2", "10.45.0.1"]);
+    // The supervisor restarts the mme; the enb sets S1 up again once it
+    // knows the old association is gone (its next heartbeat meets an ABORT
+    // from the new mme, RFC 9260 § 8.4).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let st = lab.status();
+        let restarted = node(&st, "mme")["restarts"].as_u64() >= Some(1);
+        let s1 = restarted && show(&lab, &["mme"])["enbs"][0]["s1"] == "ready";
+        let s6a = s1 && show(&lab, &["mme"])["s6a"]["state"] == "open";
+        if s6a {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mme not back: {}\n{}",
+            node(&st, "mme"),
+            show(&lab, &["enb", "s1"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    lab.sh("ue", &["ping", "-c", "1", "-W", "2", "10.45.0.1"]);
+    // A new attach: the restarted mme answers with a challenge.
+    let nas = lab.sh("ue", &["python3", "-c", ATTACH_REQUEST]);
+    assert!(
+        nas.trim().starts_with("0752"),
+        "an Authentication Request: {nas}"
+    );
+    let m = show(&lab, &["mme"]);
+    assert_eq!(m["ues"][0]["imsi"], "001010000000001", "{m}");
+}
