@@ -172,4 +172,5 @@ pub fn registry() -> AppRegistry {
         .with::<crate::shop::DbApp>()
         .with::<crate::hss::HssApp>()
         .with::<crate::baseband::BasebandApp>()
+        .with::<crate::dns::AuthApp>()
 }

@@ -12,6 +12,7 @@ pub mod baseband;
 pub mod control;
 pub mod controller;
 pub mod db;
+pub mod dns;
 pub mod hss;
 pub mod l4lb;
 pub mod load;

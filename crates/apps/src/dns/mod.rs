@@ -1,0 +1,287 @@
+//! The lab's DNS (chapter 3): `app = "dns-auth"`, an authoritative server
+//! on kernel UDP and TCP 53 for the zones its node's config lists, as
+//! master-file text in the topology (the lab's root, `.com`, the shop's
+//! `geektime.com`, the cloud's zone).
+//!
+//! Read RFC 1034 § 4.3.2 and RFC 1035 § 4.2 first (UDP ≤ 512 octets unless
+//! EDNS says more, TCP with a two-octet length prefix), then RFC 7766 § 6
+//! (a TCP connection carries several queries and idles out). The answer
+//! logic is [`zone::Authority`], without sockets; this file is its shell.
+
+pub mod zone;
+
+use crate::app::{AppEnv, Running, Shutdown};
+use d11_core::settings::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tracing::info;
+use zone::{Authority, Outcome, Transport, Zone};
+
+/// DNS's port [RFC 1035 § 4.2].
+pub const PORT: u16 = 53;
+/// A TCP client silent this long is closed [RFC 7766 § 6.2.3].
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The most TCP clients served at once; more wait in the kernel's backlog.
+const TCP_CLIENTS: usize = 256;
+
+/// One zone of the node's config: its origin and its master file's text.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub origin: String,
+    pub text: String,
+}
+
+/// The `dns-auth` node's `config`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub zones: Vec<ZoneConfig>,
+}
+
+fn default_port() -> u16 {
+    PORT
+}
+
+impl AuthSettings {
+    /// Every zone parsed, or the key of the first that does not.
+    pub fn authority(&self) -> Result<Authority, ConfigError> {
+        if self.zones.is_empty() {
+            return Err(ConfigError::new("zones", "at least one zone"));
+        }
+        let zones = self
+            .zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                Zone::parse(&z.text, &z.origin)
+                    .map_err(|e| ConfigError::new(format!("zones[{i}].text"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Authority::new(zones))
+    }
+}
+
+/// What the server counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthCounters {
+    pub udp_queries: u64,
+    pub tcp_queries: u64,
+    pub answers: u64,
+    pub referrals: u64,
+    pub nodata: u64,
+    pub nxdomain: u64,
+    pub refused: u64,
+    pub formerr: u64,
+    pub notimp: u64,
+    pub badvers: u64,
+    pub truncated: u64,
+    /// Not a DNS query at all (shorter than a header, or a response): no answer.
+    pub dropped: u64,
+}
+
+/// One zone in the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZoneRow {
+    pub origin: String,
+    pub records: usize,
+}
+
+/// `d11 show NODE`'s report of a `dns-auth` node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthReport {
+    pub zones: Vec<ZoneRow>,
+    pub counters: AuthCounters,
+}
+
+#[derive(Default)]
+struct Counters {
+    udp: AtomicU64,
+    tcp: AtomicU64,
+    outcomes: [AtomicU64; 10],
+}
+
+fn slot(o: Outcome) -> usize {
+    match o {
+        Outcome::Answer => 0,
+        Outcome::Referral => 1,
+        Outcome::NoData => 2,
+        Outcome::NxDomain => 3,
+        Outcome::Refused => 4,
+        Outcome::FormErr => 5,
+        Outcome::NotImp => 6,
+        Outcome::BadVers => 7,
+        Outcome::Truncated => 8,
+        Outcome::Dropped => 9,
+    }
+}
+
+/// The authority and its counters, shared by the UDP loop and TCP clients.
+pub struct AuthServer {
+    authority: Authority,
+    counters: Counters,
+}
+
+impl AuthServer {
+    pub fn new(authority: Authority) -> AuthServer {
+        AuthServer {
+            authority,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The answer to one message, counted.
+    pub fn handle(&self, query: &[u8], via: Transport) -> Option<Vec<u8>> {
+        match via {
+            Transport::Udp => &self.counters.udp,
+            Transport::Tcp => &self.counters.tcp,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let (out, outcome) = self.authority.answer(query, via);
+        self.counters.outcomes[slot(outcome)].fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    pub fn report(&self) -> AuthReport {
+        let c = |o: Outcome| self.counters.outcomes[slot(o)].load(Ordering::Relaxed);
+        AuthReport {
+            zones: self
+                .authority
+                .zones()
+                .iter()
+                .map(|z| ZoneRow {
+                    origin: z.origin().to_string(),
+                    records: z.len(),
+                })
+                .collect(),
+            counters: AuthCounters {
+                udp_queries: self.counters.udp.load(Ordering::Relaxed),
+                tcp_queries: self.counters.tcp.load(Ordering::Relaxed),
+                answers: c(Outcome::Answer),
+                referrals: c(Outcome::Referral),
+                nodata: c(Outcome::NoData),
+                nxdomain: c(Outcome::NxDomain),
+                refused: c(Outcome::Refused),
+                formerr: c(Outcome::FormErr),
+                notimp: c(Outcome::NotImp),
+                badvers: c(Outcome::BadVers),
+                truncated: c(Outcome::Truncated),
+                dropped: c(Outcome::Dropped),
+            },
+        }
+    }
+
+    /// Answers datagrams on `sock` forever.
+    pub async fn serve_udp(self: Arc<Self>, sock: UdpSocket) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, peer) = sock.recv_from(&mut buf).await?;
+            if let Some(out) = self.handle(&buf[..n], Transport::Udp) {
+                // A send that fails (no route back) is the client's loss.
+                let _ = sock.send_to(&out, peer).await;
+            }
+        }
+    }
+
+    /// Answers one TCP client's length-prefixed queries until it closes,
+    /// idles out or sends what cannot be a message [RFC 7766 § 8].
+    pub async fn serve_tcp(self: Arc<Self>, mut s: TcpStream) {
+        loop {
+            let mut len = [0u8; 2];
+            match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let n = u16::from_be_bytes(len) as usize;
+            let mut msg = vec![0u8; n];
+            match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let Some(out) = self.handle(&msg, Transport::Tcp) else {
+                return;
+            };
+            let mut framed = Vec::with_capacity(out.len() + 2);
+            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&out);
+            if s.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// `app = "dns-auth"`.
+pub struct AuthApp;
+
+impl crate::app::App for AuthApp {
+    const NAME: &'static str = "dns-auth";
+    const SUMMARY: &'static str = "an authoritative DNS server for the zones in its config";
+    type Settings = AuthSettings;
+    fn listens(s: &AuthSettings) -> Option<u16> {
+        Some(s.port)
+    }
+    fn check(env: &AppEnv, s: &AuthSettings) -> Result<(), ConfigError> {
+        s.authority()?;
+        env.address("an authoritative server answers on its address")?;
+        Ok(())
+    }
+    fn run(
+        env: AppEnv,
+        s: AuthSettings,
+        ctl: tokio::net::UnixListener,
+        shutdown: Shutdown,
+    ) -> Running {
+        Box::pin(async move {
+            let addr: IpAddr = env.address("dns-auth needs an address")?;
+            let authority = s.authority().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let server = Arc::new(AuthServer::new(authority));
+            let at = SocketAddr::new(addr, s.port);
+            let udp = UdpSocket::bind(at).await?;
+            let tcp = crate::listen(at, 1024)?;
+            let report = {
+                let server = server.clone();
+                crate::control::report(move || server.report())
+            };
+            tokio::spawn(crate::control::serve(
+                ctl,
+                env.node.clone(),
+                "dns-auth",
+                report,
+            ));
+            let zones: Vec<String> = server
+                .report()
+                .zones
+                .into_iter()
+                .map(|z| z.origin)
+                .collect();
+            info!(%at, ?zones, "dns-auth up");
+            let clients = Arc::new(Semaphore::new(TCP_CLIENTS));
+            tokio::select! {
+                _ = shutdown => Ok(()),
+                r = server.clone().serve_udp(udp) => Ok(r?),
+                r = async {
+                    loop {
+                        let permit = clients.clone().acquire_owned().await;
+                        let (conn, _) = tcp.accept().await?;
+                        let server = server.clone();
+                        tokio::spawn(async move {
+                            server.serve_tcp(conn).await;
+                            drop(permit);
+                        });
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), std::io::Error>(())
+                } => Ok(r?),
+            }
+        })
+    }
+}

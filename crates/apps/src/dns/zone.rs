@@ -1,0 +1,350 @@
+//! A zone an authoritative server holds, and the answer it gives.
+//!
+//! Read RFC 1034 § 4.3.2 first (the algorithm an authoritative server runs
+//! for a query: the zone, a delegation below it, an exact match, a CNAME,
+//! the name error), then RFC 2308 § 3 (the SOA in a negative answer, its TTL
+//! the lesser of the SOA's TTL and its MINIMUM) and RFC 6891 § 6.1.3 (an
+//! OPT record with a version we do not speak gets BADVERS).
+//!
+//! Zones are master files (RFC 1035 § 5) parsed by hickory-proto; the
+//! messages are hickory-proto's too. This file has no sockets and no clock.
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest CNAME chain followed inside one zone.
+const MAX_CHAIN: usize = 8;
+/// What a UDP answer may fill without EDNS [RFC 1035 § 4.2.1].
+pub const PLAIN_UDP: usize = 512;
+/// The largest UDP answer we send, whatever the client offers: the
+/// DNS flag day 2020's 1232 octets, so no answer is fragmented.
+pub const MAX_UDP: usize = 1232;
+
+/// Why a zone file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// the zone file does not parse
+    #[error("the zone file does not parse: {0}")]
+    Parse(String),
+    /// the zone has no SOA at its origin
+    #[error("the zone {0} has no SOA at its origin")]
+    NoSoa(String),
+    /// the zone has no NS at its origin
+    #[error("the zone {0} has no NS at its origin")]
+    NoNs(String),
+}
+
+/// One zone: its origin, its SOA and every record by owner name.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    origin: Name,
+    lower: LowerName,
+    soa: Record,
+    /// Records by owner (all types).
+    names: BTreeMap<LowerName, Vec<Record>>,
+    /// Names with a record below the origin, for empty non-terminals.
+    owners: BTreeSet<Name>,
+}
+
+impl Zone {
+    /// Parses a master file whose `$ORIGIN` (or `origin`) names the zone.
+    pub fn parse(text: &str, origin: &str) -> Result<Zone, ZoneError> {
+        let origin = Name::from_ascii(origin).map_err(|e| ZoneError::Parse(e.to_string()))?;
+        let (origin, sets) = Parser::new(text, None, Some(origin))
+            .parse()
+            .map_err(|e| ZoneError::Parse(e.to_string()))?;
+        let lower = LowerName::from(&origin);
+        let mut names: BTreeMap<LowerName, Vec<Record>> = BTreeMap::new();
+        let mut owners = BTreeSet::new();
+        for (key, set) in sets {
+            for r in set.records_without_rrsigs() {
+                owners.insert(r.name.to_lowercase());
+                names.entry(key.name.clone()).or_default().push(r.clone());
+            }
+        }
+        let soa = names
+            .get(&lower)
+            .and_then(|rs| rs.iter().find(|r| r.record_type() == RecordType::SOA))
+            .cloned()
+            .ok_or_else(|| ZoneError::NoSoa(origin.to_string()))?;
+        if !names
+            .get(&lower)
+            .is_some_and(|rs| rs.iter().any(|r| r.record_type() == RecordType::NS))
+        {
+            return Err(ZoneError::NoNs(origin.to_string()));
+        }
+        Ok(Zone {
+            origin,
+            lower,
+            soa,
+            names,
+            owners,
+        })
+    }
+
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.names.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    fn rrs(&self, name: &LowerName, t: RecordType) -> Vec<Record> {
+        self.names
+            .get(name)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| t == RecordType::ANY || r.record_type() == t)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The SOA for a negative answer: TTL the lesser of its own and its
+    /// MINIMUM [RFC 2308 § 3].
+    fn negative_soa(&self) -> Record {
+        let mut soa = self.soa.clone();
+        if let RData::SOA(s) = &soa.data {
+            soa.ttl = soa.ttl.min(s.minimum);
+        }
+        soa
+    }
+
+    /// The closest delegation (NS below the origin) on the way to `name`,
+    /// from the top down [RFC 1034 § 4.3.2 step 3b].
+    fn cut(&self, name: &Name) -> Option<LowerName> {
+        let top = self.origin.num_labels() as usize + 1;
+        (top..=name.num_labels() as usize)
+            .map(|n| LowerName::from(name.trim_to(n)))
+            .find(|n| {
+                self.names
+                    .get(n)
+                    .is_some_and(|rs| rs.iter().any(|r| r.record_type() == RecordType::NS))
+            })
+    }
+
+    /// The A and AAAA of each NS target inside this zone: the glue.
+    fn glue(&self, ns: &[Record]) -> Vec<Record> {
+        let mut out = Vec::new();
+        for r in ns {
+            if let RData::NS(target) = &r.data {
+                let t = LowerName::from(&target.0);
+                if self.lower.zone_of(&t) {
+                    out.extend(self.rrs(&t, RecordType::A));
+                    out.extend(self.rrs(&t, RecordType::AAAA));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether some record's owner is below `name` (an empty non-terminal).
+    fn has_below(&self, name: &Name) -> bool {
+        let l = name.to_lowercase();
+        self.owners.iter().any(|o| o != &l && l.zone_of(o))
+    }
+}
+
+/// What [`Authority::answer`] did, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answer,
+    Referral,
+    NoData,
+    NxDomain,
+    Refused,
+    FormErr,
+    NotImp,
+    BadVers,
+    /// The answer did not fit the client's UDP size: TC set.
+    Truncated,
+    /// Not a DNS message, or a response: no answer at all.
+    Dropped,
+}
+
+/// The zones one server holds.
+#[derive(Debug, Clone, Default)]
+pub struct Authority {
+    zones: Vec<Zone>,
+}
+
+/// How the query came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Authority {
+    pub fn new(zones: Vec<Zone>) -> Authority {
+        Authority { zones }
+    }
+
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// The zone with the longest origin that contains `name`.
+    fn zone_for(&self, name: &Name) -> Option<&Zone> {
+        let l = LowerName::from(name);
+        self.zones
+            .iter()
+            .filter(|z| z.lower.zone_of(&l))
+            .max_by_key(|z| z.origin.num_labels())
+    }
+
+    /// The answer to one query message, or `None` (with why) when it gets
+    /// none: fewer than 12 octets, or a response [RFC 1035 § 4.1.1].
+    pub fn answer(&self, query: &[u8], via: Transport) -> (Option<Vec<u8>>, Outcome) {
+        let req = match Message::from_vec(query) {
+            Ok(m) => m,
+            Err(_) => return self.formerr_of_header(query),
+        };
+        if req.metadata.message_type != MessageType::Query {
+            return (None, Outcome::Dropped);
+        }
+        let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+        resp.metadata = Metadata::response_from_request(&req.metadata);
+        resp.queries = req.queries.clone();
+        let mut limit = match via {
+            Transport::Tcp => u16::MAX as usize,
+            Transport::Udp => PLAIN_UDP,
+        };
+        if let Some(e) = &req.edns {
+            let mut opt = Edns::new();
+            opt.set_max_payload(MAX_UDP as u16);
+            opt.set_version(0);
+            resp.edns = Some(opt);
+            // [RFC 6891 § 6.1.3]: only version 0 is spoken.
+            if e.version() > 0 {
+                resp.metadata.response_code = ResponseCode::BADVERS;
+                resp.queries.clear();
+                return (resp.to_vec().ok(), Outcome::BadVers);
+            }
+            if via == Transport::Udp {
+                limit = (e.max_payload() as usize).clamp(PLAIN_UDP, MAX_UDP);
+            }
+        }
+        if req.metadata.op_code != OpCode::Query {
+            resp.metadata.response_code = ResponseCode::NotImp;
+            return (resp.to_vec().ok(), Outcome::NotImp);
+        }
+        // One question, of class IN [RFC 9619].
+        let [q] = req.queries.as_slice() else {
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return (resp.to_vec().ok(), Outcome::FormErr);
+        };
+        if q.query_class() != DNSClass::IN {
+            resp.metadata.response_code = ResponseCode::Refused;
+            return (resp.to_vec().ok(), Outcome::Refused);
+        }
+        let outcome = self.resolve(q.name(), q.query_type(), &mut resp);
+        fit(resp, limit, outcome)
+    }
+
+    /// A FORMERR echoing the id and opcode of a message that does not parse,
+    /// when at least its header is there.
+    fn formerr_of_header(&self, query: &[u8]) -> (Option<Vec<u8>>, Outcome) {
+        if query.len() < 12 || query[2] & 0x80 != 0 {
+            return (None, Outcome::Dropped);
+        }
+        let mut out = query[..12].to_vec();
+        out[2] = 0x80 | (query[2] & 0x79); // QR, opcode, RD kept
+        out[3] = ResponseCode::FormErr.low();
+        out[4..12].fill(0);
+        (Some(out), Outcome::FormErr)
+    }
+
+    /// Fills `resp` for `qname`/`qtype` [RFC 1034 § 4.3.2].
+    fn resolve(&self, qname: &Name, qtype: RecordType, resp: &mut Message) -> Outcome {
+        let Some(zone) = self.zone_for(qname) else {
+            resp.metadata.response_code = ResponseCode::Refused;
+            return Outcome::Refused;
+        };
+        let mut name = qname.clone();
+        let mut chain = 0;
+        loop {
+            // A delegation on the way: a referral, not authoritative.
+            if let Some(cut) = zone.cut(&name) {
+                if !(qtype == RecordType::DS && LowerName::from(&name) == cut) {
+                    if chain > 0 {
+                        // The chain leaves what we answer for with authority.
+                        return Outcome::Answer;
+                    }
+                    let ns = zone.rrs(&cut, RecordType::NS);
+                    resp.additionals = zone.glue(&ns);
+                    resp.authorities = ns;
+                    return Outcome::Referral;
+                }
+            }
+            resp.metadata.authoritative = true;
+            let l = LowerName::from(&name);
+            let rrs = zone.rrs(&l, qtype);
+            if !rrs.is_empty() {
+                resp.answers.extend(rrs);
+                return Outcome::Answer;
+            }
+            let cname = zone.rrs(&l, RecordType::CNAME);
+            if let Some(c) = cname.first() {
+                let RData::CNAME(target) = &c.data else {
+                    return Outcome::Answer;
+                };
+                let target = target.0.clone();
+                resp.answers.push(c.clone());
+                chain += 1;
+                // Follow it while it stays in this zone [RFC 1034 § 4.3.2 step 3a].
+                if chain >= MAX_CHAIN || !zone.lower.zone_of(&LowerName::from(&target)) {
+                    return Outcome::Answer;
+                }
+                name = target;
+                continue;
+            }
+            if zone.names.contains_key(&l) || zone.has_below(&name) {
+                if chain == 0 {
+                    resp.authorities.push(zone.negative_soa());
+                    return Outcome::NoData;
+                }
+                return Outcome::Answer;
+            }
+            resp.authorities.push(zone.negative_soa());
+            resp.metadata.response_code = ResponseCode::NXDomain;
+            return Outcome::NxDomain;
+        }
+    }
+}
+
+/// Encodes `resp` within `limit` octets: without the additional section if
+/// that is what overflows (glue is optional), else with TC set and empty
+/// sections [RFC 2181 § 9].
+fn fit(mut resp: Message, limit: usize, outcome: Outcome) -> (Option<Vec<u8>>, Outcome) {
+    match resp.to_vec() {
+        Ok(v) if v.len() <= limit => return (Some(v), outcome),
+        Ok(_) => {}
+        Err(_) => {
+            resp.answers.clear();
+            resp.authorities.clear();
+            resp.additionals.clear();
+            resp.metadata.response_code = ResponseCode::ServFail;
+            return (resp.to_vec().ok(), outcome);
+        }
+    }
+    resp.additionals.clear();
+    if let Ok(v) = resp.to_vec() {
+        if v.len() <= limit {
+            return (Some(v), outcome);
+        }
+    }
+    resp.answers.clear();
+    resp.authorities.clear();
+    resp.metadata.truncation = true;
+    (resp.to_vec().ok(), Outcome::Truncated)
+}
