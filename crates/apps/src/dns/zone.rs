@@ -10,12 +10,15 @@
 //! messages are hickory-proto's too. This file has no sockets and no clock.
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The longest CNAME chain followed inside one zone.
 const MAX_CHAIN: usize = 8;
+/// The Extended DNS Error option's code [RFC 8914 § 2].
+const EDE: u16 = 15;
 /// What a UDP answer may fill without EDNS [RFC 1035 § 4.2.1].
 pub const PLAIN_UDP: usize = 512;
 /// The largest UDP answer we send, whatever the client offers: the
@@ -147,6 +150,33 @@ impl Zone {
         out
     }
 
+    /// A positive answer's authority section: the zone's NS (unless the
+    /// answer is that very set), and the addresses of every NS named in
+    /// the answer and authority as additional data [RFC 1034 § 4.3.2 step
+    /// 6, RFC 1035 § 3.3.11], as nsd answers.
+    fn with_authority(&self, resp: &mut Message) {
+        let apex_ns = |r: &Record| {
+            r.record_type() == RecordType::NS && LowerName::from(&r.name) == self.lower
+        };
+        if !resp.answers.iter().any(apex_ns) {
+            resp.authorities
+                .extend(self.rrs(&self.lower, RecordType::NS));
+        }
+        let ns: Vec<Record> = resp
+            .answers
+            .iter()
+            .chain(&resp.authorities)
+            .filter(|r| r.record_type() == RecordType::NS)
+            .cloned()
+            .collect();
+        // A record the answer already holds is not repeated [RFC 2181 § 5.5].
+        for g in self.glue(&ns) {
+            if !resp.answers.contains(&g) && !resp.additionals.contains(&g) {
+                resp.additionals.push(g);
+            }
+        }
+    }
+
     /// Whether some record's owner is below `name` (an empty non-terminal).
     fn has_below(&self, name: &Name) -> bool {
         let l = name.to_lowercase();
@@ -266,8 +296,13 @@ impl Authority {
 
     /// Fills `resp` for `qname`/`qtype` [RFC 1034 § 4.3.2].
     fn resolve(&self, qname: &Name, qtype: RecordType, resp: &mut Message) -> Outcome {
-        let Some(zone) = self.zone_for(qname) else {
+        let Some(mut zone) = self.zone_for(qname) else {
             resp.metadata.response_code = ResponseCode::Refused;
+            // Extended DNS Error 20, Not Authoritative [RFC 8914 § 4.21].
+            if let Some(e) = &mut resp.edns {
+                e.options_mut()
+                    .insert(EdnsOption::Unknown(EDE, vec![0, 20]));
+            }
             return Outcome::Refused;
         };
         let mut name = qname.clone();
@@ -291,6 +326,7 @@ impl Authority {
             let rrs = zone.rrs(&l, qtype);
             if !rrs.is_empty() {
                 resp.answers.extend(rrs);
+                zone.with_authority(resp);
                 return Outcome::Answer;
             }
             let cname = zone.rrs(&l, RecordType::CNAME);
@@ -301,19 +337,23 @@ impl Authority {
                 let target = target.0.clone();
                 resp.answers.push(c.clone());
                 chain += 1;
-                // Follow it while it stays in this zone [RFC 1034 § 4.3.2 step 3a].
-                if chain >= MAX_CHAIN || !zone.lower.zone_of(&LowerName::from(&target)) {
-                    return Outcome::Answer;
+                // Follow it while it stays in zones we hold [RFC 1034 §
+                // 4.3.2 step 3a], as nsd does.
+                match self.zone_for(&target) {
+                    Some(z) if chain < MAX_CHAIN => zone = z,
+                    _ => return Outcome::Answer,
                 }
                 name = target;
                 continue;
             }
             if zone.names.contains_key(&l) || zone.has_below(&name) {
-                if chain == 0 {
-                    resp.authorities.push(zone.negative_soa());
-                    return Outcome::NoData;
-                }
-                return Outcome::Answer;
+                // After a CNAME too: the SOA of where the chain ended [RFC 2308 § 2.2].
+                resp.authorities.push(zone.negative_soa());
+                return if chain == 0 {
+                    Outcome::NoData
+                } else {
+                    Outcome::Answer
+                };
             }
             resp.authorities.push(zone.negative_soa());
             resp.metadata.response_code = ResponseCode::NXDomain;

@@ -1,0 +1,230 @@
+//! End-to-end test of chapter 3's DNS servers (netns/double11.toml, root
+//! only, docs/dns.md): from the phone's namespace `dig` walks the lab's own
+//! root (198.18.0.2), the .com TLD (198.18.0.18) and the shop's server
+//! (198.18.1.2) by hand, over UDP and TCP, across the mobile core, the
+//! carriers and BGP; tshark decodes every frame of it; and Debian's `nsd`,
+//! serving the very zone files the topology gives our `dns-auth` app,
+//! answers every query of a list the same way, section by section.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use support::*;
+
+/// One server of the topology: its node, its address and its zones
+/// (origin, master-file text), read from netns/double11.toml.
+struct Server {
+    node: String,
+    address: String,
+    zones: Vec<(String, String)>,
+}
+
+fn servers() -> Vec<Server> {
+    let text = std::fs::read_to_string(topology("double11.toml")).unwrap();
+    let t: toml::Table = toml::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for n in t["nodes"].as_array().unwrap() {
+        if n.get("app").and_then(|a| a.as_str()) != Some("dns-auth") {
+            continue;
+        }
+        let addr = n["ports"][0]["address"].as_str().unwrap();
+        let zones = n["config"]["zones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|z| {
+                (
+                    z["origin"].as_str().unwrap().to_string(),
+                    z["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.push(Server {
+            node: n["name"].as_str().unwrap().to_string(),
+            address: addr.split('/').next().unwrap().to_string(),
+            zones,
+        });
+    }
+    out
+}
+
+/// `nsd -d` in a node, on 127.0.0.1@5300, with the zones written to files;
+/// killed when dropped.
+struct Nsd(Child);
+
+impl Nsd {
+    fn start(lab: &Lab, dir: &Path, s: &Server) -> Nsd {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut conf = format!(
+            "server:\n  ip-address: 127.0.0.1@5300\n  username: \"\"\n  database: \"\"\n  \
+             zonelistfile: {d}/zone.list\n  xfrdfile: {d}/xfrd.state\n  pidfile: {d}/nsd.pid\n  \
+             zonesdir: {d}\n  logfile: {d}/nsd.log\n  server-count: 1\n\
+             remote-control:\n  control-enable: no\n",
+            d = dir.display()
+        );
+        for (i, (origin, text)) in s.zones.iter().enumerate() {
+            let file = format!("z{i}.zone");
+            std::fs::write(dir.join(&file), format!("$ORIGIN {origin}\n{text}")).unwrap();
+            conf += &format!("zone:\n  name: \"{origin}\"\n  zonefile: {file}\n");
+        }
+        std::fs::write(dir.join("nsd.conf"), conf).unwrap();
+        let child = Command::new(d11_bin())
+            .args([
+                "exec", "--name", &lab.name, &s.node, "--", "nsd", "-d", "-c",
+            ])
+            .arg(dir.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nsd runs");
+        let nsd = Nsd(child);
+        // Ready when it answers its SOA.
+        for _ in 0..50 {
+            let o = lab.exec(
+                &s.node,
+                &[
+                    "dig",
+                    "+short",
+                    "-p",
+                    "5300",
+                    "@127.0.0.1",
+                    &s.zones[0].0,
+                    "SOA",
+                ],
+            );
+            if o.status.success() && !o.stdout.is_empty() {
+                return nsd;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("nsd in {} never answered", s.node);
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// dig's header flags, rcode and the three sections, without what differs
+/// between any two servers (the id, EDNS cookies, timing).
+fn sections(lab: &Lab, node: &str, server: &str, port: &str, q: &[&str], tcp: bool) -> String {
+    let mut cmd = vec![
+        "dig",
+        "+norec",
+        "+noall",
+        "+comments",
+        "+answer",
+        "+authority",
+        "+additional",
+        "+nocookie",
+        "-p",
+        port,
+    ];
+    if tcp {
+        cmd.push("+tcp");
+    }
+    let at = format!("@{server}");
+    cmd.push(&at);
+    cmd.extend_from_slice(q);
+    let out = lab.sh(node, &cmd);
+    // The header line without its id: `opcode: QUERY, status: NOERROR`.
+    let mut lines: Vec<&str> = out
+        .lines()
+        .map(|l| l.split(", id:").next().unwrap_or(l))
+        .filter(|l| !l.is_empty() && !l.contains("EDNS: version"))
+        .filter(|l| !l.starts_with(";; Got answer") && !l.starts_with(";; OPT"))
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
+    let _s = serial();
+    require_root();
+    let scratch = Scratch::new("dns");
+    let name;
+    {
+        let lab = Lab::up("double11.toml", "dns");
+        name = lab.name.clone();
+
+        // The walk, by hand, from the phone, captured on every wire.
+        let cap = scratch.path("walk.pcapng");
+        let walk = "dig +norec @198.18.0.2 www.geektime.com A; \
+                    dig +norec @198.18.0.18 www.geektime.com A; \
+                    dig +norec @198.18.1.2 www.geektime.com A; \
+                    dig +norec +tcp @198.18.1.2 www.geektime.com.gslb.d11cloud.com A";
+        let o = lab.capture(&cap, "ue", &["sh", "-c", walk]);
+        let out = text(&o);
+        assert!(o.status.success(), "the walk failed:\n{out}");
+        for want in [
+            "com.\t\t\t172800\tIN\tNS\ta.gtld.lab.",
+            "a.gtld.lab.\t\t172800\tIN\tA\t198.18.0.18",
+            "geektime.com.\t\t172800\tIN\tNS\tns1.geektime.com.",
+            "ns1.geektime.com.\t172800\tIN\tA\t198.18.1.2",
+            "www.geektime.com.\t600\tIN\tCNAME\twww.geektime.com.gslb.d11cloud.com.",
+            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.24",
+            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.26",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+        assert_eq!(out.matches("status: NOERROR").count(), 4, "{out}");
+        assert!(
+            out.contains("(TCP)"),
+            "the last query went over TCP:\n{out}"
+        );
+
+        // Every DNS message decodes, nothing is malformed, on any wire.
+        let dns = tshark_fields(
+            &cap,
+            "dns",
+            &["frame.interface_name", "dns.qry.name", "dns.flags.response"],
+        );
+        assert!(
+            dns.iter().any(|f| f[0] == "dns-root:eth0" && f[2] == "1"),
+            "the root's answer on its wire: {dns:?}"
+        );
+        assert!(
+            dns.iter().any(|f| f[0] == "dns-com:eth0" && f[2] == "1"),
+            "on .com's wire: {dns:?}"
+        );
+        assert!(
+            dns.iter().any(|f| f[0] == "dns-shop:eth0" && f[2] == "1"),
+            "on the shop's DNS wire: {dns:?}"
+        );
+        assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
+
+        // nsd, serving the topology's own zone files, answers each query
+        // as our server does: the same rcode, flags and sections.
+        let queries: [&[&str]; 12] = [
+            &[".", "NS"],
+            &[".", "SOA"],
+            &["com", "NS"],
+            &["com", "DS"],
+            &["www.geektime.com", "A"],
+            &["www.geektime.com", "AAAA"],
+            &["geektime.com", "NS"],
+            &["geektime.com", "MX"],
+            &["nope.geektime.com", "A"],
+            &["www.geektime.com.gslb.d11cloud.com", "A"],
+            &["gslb.d11cloud.com", "A"],
+            &["a.root.lab", "A"],
+        ];
+        for s in servers() {
+            let _nsd = Nsd::start(&lab, &scratch.path(&s.node), &s);
+            for q in queries {
+                for tcp in [false, true] {
+                    let ours = sections(&lab, &s.node, &s.address, "53", q, tcp);
+                    let theirs = sections(&lab, &s.node, "127.0.0.1", "5300", q, tcp);
+                    assert_eq!(ours, theirs, "{} {q:?} tcp={tcp}: ours, then nsd's", s.node);
+                }
+            }
+        }
+    }
+    assert_gone(&name);
+}
