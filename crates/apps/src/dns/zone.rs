@@ -388,3 +388,166 @@ fn fit(mut resp: Message, limit: usize, outcome: Outcome) -> (Option<Vec<u8>>, O
     resp.metadata.truncation = true;
     (resp.to_vec().ok(), Outcome::Truncated)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOP: &str = "$TTL 3600
+@      IN SOA ns1 hostmaster 2026111101 7200 3600 1209600 300
+@      IN NS  ns1
+ns1    IN A   198.18.1.2
+www    600 IN CNAME www.geektime.com.gslb.d11cloud.com.
+loop1  IN CNAME loop2
+loop2  IN CNAME loop1
+a.b.c  IN A   192.0.2.7
+sub    IN NS  ns.sub
+ns.sub IN A   198.18.1.9
+";
+
+    fn authority() -> Authority {
+        Authority::new(vec![Zone::parse(SHOP, "geektime.com.").unwrap()])
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn ask(q: &str) -> (Message, Outcome) {
+        let (out, o) = authority().answer(&hex(q), Transport::Udp);
+        (Message::from_vec(&out.expect("an answer")).unwrap(), o)
+    }
+
+    // /usr/bin/python3 -c "from scapy.all import DNS,DNSQR; print(bytes(DNS(id=0x1234,rd=0,
+    //   qd=DNSQR(qname='www.geektime.com',qtype='A'))).hex())"
+    const WWW_A: &str = "12340000000100000000000003777777086765656b74696d6503636f6d0000010001";
+    // … qd=DNSQR(qname='nope.geektime.com',qtype='A')
+    const NOPE_A: &str = "123400000001000000000000046e6f7065086765656b74696d6503636f6d0000010001";
+    // … qd=DNSQR(qname='x.example',qtype='A')
+    const OUTSIDE_A: &str = "1234000000010000000000000178076578616d706c650000010001";
+    // … qd=DNSQR(qname='www.geektime.com',qtype='A'), ar=DNSRROPT(rclass=1232, version=1)
+    const WWW_A_EDNS1: &str =
+        "12340000000100000000000103777777086765656b74696d6503636f6d000001000100002904d0000180000000";
+
+    #[test]
+    fn a_cname_out_of_the_zones_held_is_the_whole_authoritative_answer() {
+        let (m, o) = ask(WWW_A);
+        assert_eq!(o, Outcome::Answer);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.metadata.id, 0x1234);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+        assert_eq!(m.answers[0].ttl, 600);
+    }
+
+    #[test]
+    fn a_missing_name_is_nxdomain_with_the_soa_at_its_minimum() {
+        let (m, o) = ask(NOPE_A);
+        assert_eq!(o, Outcome::NxDomain);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.authorities.len(), 1);
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(
+            m.authorities[0].ttl, 300,
+            "min(SOA TTL, MINIMUM) [RFC 2308 § 3]"
+        );
+    }
+
+    #[test]
+    fn a_name_outside_every_zone_is_refused() {
+        let (m, o) = ask(OUTSIDE_A);
+        assert_eq!(o, Outcome::Refused);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn an_unknown_edns_version_gets_badvers_with_version_0() {
+        let (m, o) = ask(WWW_A_EDNS1);
+        assert_eq!(o, Outcome::BadVers);
+        // 16 is BADVERS with an OPT record (hickory reads it as BADSIG, the same number).
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
+    }
+
+    #[test]
+    fn a_cname_loop_ends_after_the_chain_limit() {
+        let a = authority();
+        let q = Message::from_vec(&hex(WWW_A)).unwrap();
+        let mut resp = q.clone();
+        resp.answers.clear();
+        let name = Name::from_ascii("loop1.geektime.com.").unwrap();
+        let o = a.resolve(&name, RecordType::A, &mut resp);
+        assert_eq!(o, Outcome::Answer);
+        assert_eq!(resp.answers.len(), MAX_CHAIN);
+    }
+
+    #[test]
+    fn a_name_below_a_delegation_is_referred_with_glue_and_without_aa() {
+        let a = authority();
+        let mut resp = Message::from_vec(&hex(WWW_A)).unwrap();
+        let name = Name::from_ascii("www.sub.geektime.com.").unwrap();
+        assert_eq!(
+            a.resolve(&name, RecordType::A, &mut resp),
+            Outcome::Referral
+        );
+        assert!(!resp.metadata.authoritative);
+        assert_eq!(resp.authorities[0].record_type(), RecordType::NS);
+        assert_eq!(
+            resp.additionals[0].data.ip_addr(),
+            Some("198.18.1.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn an_empty_non_terminal_is_nodata_not_nxdomain() {
+        let a = authority();
+        let mut resp = Message::from_vec(&hex(WWW_A)).unwrap();
+        let name = Name::from_ascii("b.c.geektime.com.").unwrap();
+        assert_eq!(a.resolve(&name, RecordType::A, &mut resp), Outcome::NoData);
+        assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+    }
+
+    #[test]
+    fn bad_messages_get_formerr_or_nothing_never_a_panic() {
+        let a = authority();
+        // QDCOUNT 2: scapy's question above twice, the header's count by hand.
+        let two = format!("123400000002000000000000{}{}", &WWW_A[24..], &WWW_A[24..]);
+        let (out, o) = a.answer(&hex(&two), Transport::Udp);
+        assert_eq!(o, Outcome::FormErr);
+        assert_eq!(out.unwrap()[3] & 0x0f, 1);
+        // QDCOUNT 0.
+        assert_eq!(
+            a.answer(&hex("123400000000000000000000"), Transport::Udp).1,
+            Outcome::FormErr
+        );
+        // A compression pointer to itself (offset 12) as the question's name.
+        let (out, o) = a.answer(&hex("123400000001000000000000c00c00010001"), Transport::Udp);
+        assert_eq!(o, Outcome::FormErr);
+        assert_eq!(&out.unwrap()[..2], &[0x12, 0x34]);
+        // A label of 64 octets.
+        let long = format!(
+            "123400000001000000000000{}{}0000010001",
+            "40",
+            "61".repeat(64)
+        );
+        assert_eq!(a.answer(&hex(&long), Transport::Udp).1, Outcome::FormErr);
+        // Shorter than a header, and a response: no answer at all.
+        assert_eq!(
+            a.answer(&[0x12, 0x34, 0], Transport::Udp),
+            (None, Outcome::Dropped)
+        );
+        let mut resp = hex(WWW_A);
+        resp[2] |= 0x80;
+        assert_eq!(a.answer(&resp, Transport::Udp).1, Outcome::Dropped);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = authority().answer(&bytes, Transport::Udp);
+        }
+    }
+}
