@@ -534,6 +534,15 @@ ns.sub IN A   198.18.1.9
             "61".repeat(64)
         );
         assert_eq!(a.answer(&hex(&long), Transport::Udp).1, Outcome::FormErr);
+        // A name of 321 octets (five 63-octet labels), over 255 [RFC 1035 § 2.3.4].
+        let name = format!("{}00", format!("3f{}", "61".repeat(63)).repeat(5));
+        let over = format!("123400000001000000000000{name}00010001");
+        assert_eq!(a.answer(&hex(&over), Transport::Udp).1, Outcome::FormErr);
+        // A question cut short.
+        assert_eq!(
+            a.answer(&hex(&WWW_A[..40]), Transport::Udp).1,
+            Outcome::FormErr
+        );
         // Shorter than a header, and a response: no answer at all.
         assert_eq!(
             a.answer(&[0x12, 0x34, 0], Transport::Udp),
