@@ -789,47 +789,40 @@ impl Mme {
         let bits = |o: Option<&u8>| u16::from(o.copied().unwrap_or(0) << 1) << 8;
         let (eea, eia) = (bits(ue.capability.first()), bits(ue.capability.get(1)));
         let ambr = (u64::from(ue.ambr.1) * 1000, u64::from(ue.ambr.0) * 1000);
-        let ies = vec![
-            ProtocolIe {
-                id: id::MME_UE_S1AP_ID,
-                criticality: Criticality::Reject,
-                value: ie::mme_ue_id_value(mme_ue_id),
-            },
-            ProtocolIe {
-                id: id::ENB_UE_S1AP_ID,
-                criticality: Criticality::Reject,
-                value: ie::enb_ue_id_value(ue.enb_ue_id),
-            },
-            ProtocolIe {
-                id: id::UE_AGGREGATE_MAXIMUM_BITRATE,
-                criticality: Criticality::Reject,
-                value: ie::ue_ambr_value(ambr.0, ambr.1),
-            },
-            ProtocolIe {
-                id: id::E_RAB_TO_BE_SETUP_LIST_CTXT_SU_REQ,
-                criticality: Criticality::Reject,
-                value: ie::erab_to_setup_list_value(&[ie::ErabToSetup {
-                    erab_id: DEFAULT_EBI,
-                    qci: DEFAULT_QCI,
-                    priority: 9,
-                    may_preempt: false,
-                    preemptable: true,
-                    addr: b.s1u.addr,
-                    teid: b.s1u.teid,
-                    nas: Some(nas),
-                }]),
-            },
-            ProtocolIe {
-                id: id::UE_SECURITY_CAPABILITIES,
-                criticality: Criticality::Reject,
-                value: ie::ue_security_capabilities_value(eea, eia),
-            },
-            ProtocolIe {
-                id: id::SECURITY_KEY,
-                criticality: Criticality::Reject,
-                value: ie::security_key_value(&kenb),
-            },
-        ];
+        let ies = ProtocolIe::ue_ids(mme_ue_id, ue.enb_ue_id, Criticality::Reject)
+            .into_iter()
+            .chain([
+                ProtocolIe {
+                    id: id::UE_AGGREGATE_MAXIMUM_BITRATE,
+                    criticality: Criticality::Reject,
+                    value: ie::ue_ambr_value(ambr.0, ambr.1),
+                },
+                ProtocolIe {
+                    id: id::E_RAB_TO_BE_SETUP_LIST_CTXT_SU_REQ,
+                    criticality: Criticality::Reject,
+                    value: ie::erab_to_setup_list_value(&[ie::ErabToSetup {
+                        erab_id: DEFAULT_EBI,
+                        qci: DEFAULT_QCI,
+                        priority: 9,
+                        may_preempt: false,
+                        preemptable: true,
+                        addr: b.s1u.addr,
+                        teid: b.s1u.teid,
+                        nas: Some(nas),
+                    }]),
+                },
+                ProtocolIe {
+                    id: id::UE_SECURITY_CAPABILITIES,
+                    criticality: Criticality::Reject,
+                    value: ie::ue_security_capabilities_value(eea, eia),
+                },
+                ProtocolIe {
+                    id: id::SECURITY_KEY,
+                    criticality: Criticality::Reject,
+                    value: ie::security_key_value(&kenb),
+                },
+            ])
+            .collect::<Vec<_>>();
         let pdu = S1apPdu {
             kind: Kind::Initiating,
             procedure: proc::INITIAL_CONTEXT_SETUP,
@@ -1410,23 +1403,14 @@ impl Mme {
             kind: Kind::Initiating,
             procedure: proc::DOWNLINK_NAS_TRANSPORT,
             criticality: Criticality::Ignore,
-            ies: vec![
-                ProtocolIe {
-                    id: id::MME_UE_S1AP_ID,
-                    criticality: Criticality::Reject,
-                    value: ie::mme_ue_id_value(mme_ue_id),
-                },
-                ProtocolIe {
-                    id: id::ENB_UE_S1AP_ID,
-                    criticality: Criticality::Reject,
-                    value: ie::enb_ue_id_value(ue.enb_ue_id),
-                },
-                ProtocolIe {
+            ies: ProtocolIe::ue_ids(mme_ue_id, ue.enb_ue_id, Criticality::Reject)
+                .into_iter()
+                .chain([ProtocolIe {
                     id: id::NAS_PDU,
                     criticality: Criticality::Reject,
                     value: ie::nas_pdu_value(nas),
-                },
-            ],
+                }])
+                .collect::<Vec<_>>(),
         };
         let (enb, stream) = (ue.enb, ue.stream);
         if let Err(e) = self

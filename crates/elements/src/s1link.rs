@@ -209,18 +209,7 @@ impl S1Link {
             kind: Kind::Successful,
             procedure: proc::UE_CONTEXT_RELEASE,
             criticality: Criticality::Reject,
-            ies: vec![
-                ProtocolIe {
-                    id: id::MME_UE_S1AP_ID,
-                    criticality: Criticality::Ignore,
-                    value: ie::mme_ue_id_value(mme),
-                },
-                ProtocolIe {
-                    id: id::ENB_UE_S1AP_ID,
-                    criticality: Criticality::Ignore,
-                    value: ie::enb_ue_id_value(enb_ue_id),
-                },
-            ],
+            ies: ProtocolIe::ue_ids(mme, enb_ue_id, Criticality::Ignore),
         };
         if let Err(e) = l3
             .sctp_stack(cx)
@@ -256,18 +245,7 @@ impl S1Link {
         else {
             return;
         };
-        let mut ies = vec![
-            ProtocolIe {
-                id: id::MME_UE_S1AP_ID,
-                criticality: Criticality::Ignore,
-                value: ie::mme_ue_id_value(mme),
-            },
-            ProtocolIe {
-                id: id::ENB_UE_S1AP_ID,
-                criticality: Criticality::Ignore,
-                value: ie::enb_ue_id_value(enb_ue_id),
-            },
-        ];
+        let mut ies = ProtocolIe::ue_ids(mme, enb_ue_id, Criticality::Ignore);
         let kind = match made {
             Some((addr, teid)) => {
                 ies.push(ProtocolIe {
@@ -375,19 +353,10 @@ impl S1Link {
                     self.nas_dropped += 1;
                     return false;
                 };
-                let mut ies = vec![
-                    ProtocolIe {
-                        id: id::MME_UE_S1AP_ID,
-                        criticality: Criticality::Reject,
-                        value: ie::mme_ue_id_value(mme_ue_id),
-                    },
-                    ProtocolIe {
-                        id: id::ENB_UE_S1AP_ID,
-                        criticality: Criticality::Reject,
-                        value: ie::enb_ue_id_value(enb_ue_id),
-                    },
-                    nas_ie,
-                ];
+                let mut ies = ProtocolIe::ue_ids(mme_ue_id, enb_ue_id, Criticality::Reject)
+                    .into_iter()
+                    .chain([nas_ie])
+                    .collect::<Vec<_>>();
                 let [tai, cgi] = location;
                 ies.extend([
                     cgi,

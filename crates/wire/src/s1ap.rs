@@ -113,6 +113,25 @@ pub struct ProtocolIe {
     pub value: Vec<u8>,
 }
 
+impl ProtocolIe {
+    /// The MME UE S1AP ID and eNB UE S1AP ID that open every UE-associated
+    /// message [TS 36.413 § 9.2.3.3, § 9.2.3.4].
+    pub fn ue_ids(mme_ue_id: u32, enb_ue_id: u32, criticality: Criticality) -> Vec<ProtocolIe> {
+        vec![
+            ProtocolIe {
+                id: id::MME_UE_S1AP_ID,
+                criticality,
+                value: ie::mme_ue_id_value(mme_ue_id),
+            },
+            ProtocolIe {
+                id: id::ENB_UE_S1AP_ID,
+                criticality,
+                value: ie::enb_ue_id_value(enb_ue_id),
+            },
+        ]
+    }
+}
+
 /// An S1AP PDU: kind, procedure, criticality and the message's IEs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S1apPdu {
