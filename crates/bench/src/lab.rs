@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,32 @@ pub const FIXED_RATE_BITS: &str = "2880K";
 /// The `d11` binary: this process (the benches run inside it).
 pub fn d11_exe() -> Result<std::path::PathBuf> {
     std::env::current_exe().context("cannot find the d11 binary")
+}
+
+/// A directory for this run's files, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// `d11-bench-WHAT-PID` in the temporary directory.
+    pub fn new(what: &str) -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("d11-bench-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a topology variant as `dir/file`, for `d11 up -t`.
+pub fn write_topology(dir: &Path, file: &str, topo: &d11_lab::Topology) -> Result<PathBuf> {
+    let p = dir.join(file);
+    let text = toml::to_string(topo).context("writing the topology as TOML")?;
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    Ok(p)
 }
 
 /// A lab that goes down when dropped, whatever happened in between.

@@ -39,7 +39,7 @@
 //! ports 1024-65535, in its own namespace, so connections in TIME_WAIT do
 //! not run the ports out at thousands of orders a second.
 
-use crate::lab::{self, LabGuard};
+use crate::lab::{self, write_topology, LabGuard, Scratch};
 use crate::{cell, finite, median};
 use anyhow::{bail, Context, Result};
 use d11_apps::controller::ControllerReport;
@@ -285,7 +285,7 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
         }
     }
     let clients: Vec<usize> = args.clients.iter().map(|&n| n.max(1)).collect();
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("order")?;
     let rounds = run_rounds(
         args,
         &exe,
@@ -308,23 +308,6 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
     crate::write_json(args.json.as_deref(), &report)
 }
 
-/// A directory for this run's files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("d11-bench-order-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn run_rounds(
     args: &OrderBenchArgs,
     exe: &Path,
@@ -334,12 +317,7 @@ fn run_rounds(
     scratch: &Path,
 ) -> Result<Vec<Round>> {
     let full = with_stock(Topology::load(&args.topologies.join("double11.toml"))?);
-    let write = |name: &str, topo: Topology| -> Result<PathBuf> {
-        let p = scratch.join(name);
-        let text = toml::to_string(&topo).context("writing the topology as TOML")?;
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-        Ok(p)
-    };
+    let write = |name: &str, topo: Topology| write_topology(scratch, name, &topo);
     let mut files = vec![];
     for v in variants {
         files.push(match v {

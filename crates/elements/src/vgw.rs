@@ -273,7 +273,8 @@ pub struct VgwStats {
     /// Packets routed between the VPC's subnets.
     pub routed_in_vpc: u64,
     pub gateway_arp_answered: u64,
-    /// Packets sealed into the VPN, and opened from it into the VPC.
+    /// Packets sealed into the VPN, and opened from it into the VPC (or,
+    /// with `config.vpn.clear`, routed to and from the other VPC).
     #[serde(default)]
     pub to_vpn: u64,
     #[serde(default)]
@@ -639,7 +640,8 @@ impl Vgw {
     }
 
     /// An IP packet from outside: for the gateway itself, or for a VIP —
-    /// translated and routed into the VPC, or refused with what a router
+    /// translated and routed into the VPC (from the other VPC with
+    /// `config.vpn.clear`: routed untranslated), or refused with what a router
     /// answers (TTL spent [RFC 1812 § 5.3.1]; too big for the VPC once
     /// encapsulated [RFC 7348 § 4.3; RFC 1812 § 5.2.7.1]; no VM at the
     /// translated address). Refusals come after the NAT check, so nothing
@@ -648,7 +650,10 @@ impl Vgw {
     fn on_outside_packet(&mut self, cx: &mut Ctx, ip: &Ipv4Packet<&[u8]>, out: &mut Outbox) {
         let dst = ip.dst();
         let me = self.ext.address.addr();
-        if !self.ext.vips.contains(&dst) {
+        // From the other VPC, routed in clear (`config.vpn.clear`).
+        let from_peer =
+            (self.vpn.as_ref()).is_some_and(|v| v.config().clear && v.selects(dst, ip.src()));
+        if !from_peer && !self.ext.vips.contains(&dst) {
             // The gateway forwards only what its VIPs translate.
             return out.drop_frame(EXT, DropReason::NoRoute);
         }
@@ -669,14 +674,17 @@ impl Vgw {
             None
         };
         let mut pkt = ip.packet().to_vec();
-        if let Err(e) = self.nat.translate(cx.now, Side::Outside, &mut pkt) {
-            return out.drop_frame(EXT, e.drop_reason());
+        if !from_peer {
+            if let Err(e) = self.nat.translate(cx.now, Side::Outside, &mut pkt) {
+                return out.drop_frame(EXT, e.drop_reason());
+            }
         }
         let private = Ipv4Packet::new_checked(&pkt[..]).map(|p| p.dst());
         let station = private.ok().and_then(|d| self.stations.get(&d).copied());
         let (err, reason) = match (refusal, station) {
             (None, Some(st)) => {
-                self.stats.to_vpc += 1;
+                self.stats.to_vpc += u64::from(!from_peer);
+                self.stats.from_vpn += u64::from(from_peer);
                 return self.forward_to_station(cx, EXT, st, pkt, out);
             }
             (Some(r), _) => r,
@@ -786,7 +794,11 @@ impl Vgw {
             self.stats.routed_in_vpc += 1;
             return self.forward_to_station(cx, UNDERLAY, st, ip.packet().to_vec(), out);
         }
-        if self.vpn.as_ref().is_some_and(|v| v.selects(src, dst)) {
+        // For the other VPC: Some(whether it goes in clear).
+        let to_peer = (self.vpn.as_ref())
+            .filter(|v| v.selects(src, dst))
+            .map(|v| v.config().clear);
+        if to_peer == Some(false) {
             return self.seal_to_peer(cx, back, ip, out);
         }
         if ip.total_len() > usize::from(self.ext.mtu) {
@@ -798,14 +810,18 @@ impl Vgw {
             return out.drop_frame(UNDERLAY, DropReason::NeedsFragmentation);
         }
         let mut pkt = ip.packet().to_vec();
-        if let Err(e) = self.nat.translate(cx.now, Side::Inside, &mut pkt) {
+        if to_peer.is_some() {
+            // The VPN replaced by plain routing: the other VPC's prefix
+            // is routed, untranslated, by the default route.
+            self.stats.to_vpn += 1;
+        } else if let Err(e) = self.nat.translate(cx.now, Side::Inside, &mut pkt) {
             return out.drop_frame(UNDERLAY, e.drop_reason());
         }
         let Ok(mut p) = Ipv4Packet::new_checked(&mut pkt[..]) else {
             return out.drop_frame(UNDERLAY, DropReason::Malformed);
         };
         p.decrement_ttl();
-        self.stats.on_vpc_frame += 1;
+        self.stats.on_vpc_frame += u64::from(to_peer.is_none());
         self.l3.send_ip(cx, UNDERLAY, &pkt, out);
     }
 }
@@ -1203,6 +1219,72 @@ mod tests {
         g.on_frame(&mut t(2).into(), EXT, &fits, &mut o);
         assert!(o.drops().is_empty(), "{:?}", o.drops());
         assert_eq!(frames(&o)[0].0, UNDERLAY);
+    }
+
+    /// An IPv4/UDP packet from `src` to `dst` with `ttl`.
+    fn udp_packet(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
+        let mut b = vec![];
+        d11_wire::ipv4::Ipv4Repr {
+            src: ip(src),
+            dst: ip(dst),
+            protocol: d11_wire::ipv4::protocol::UDP,
+            ttl,
+            ident: 9,
+            dont_frag: true,
+            payload_len: 8,
+        }
+        .emit(&mut b);
+        b.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 8, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn with_the_vpn_in_clear_the_other_vpc_is_routed_untranslated_both_ways_and_no_one_else() {
+        let mut g = warm();
+        let clear = crate::vpn::tests::east(true);
+        g.vpn = Some(Vpn::new(clear.config(&g.tenant.gateways).unwrap()));
+        let mut o = Outbox::new();
+        // A VM's packet to the other VPC: out of ext to the border, as sent.
+        let mut inner = vec![];
+        ethernet::emit_header(&mut inner, ROUTER_MAC, LB_MAC, EtherType::Ipv4);
+        inner.extend_from_slice(&udp_packet("192.168.1.10", "172.20.1.20", 64));
+        g.on_frame(
+            &mut t(1).into(),
+            UNDERLAY,
+            &from_hosta(1001, &inner),
+            &mut o,
+        );
+        let f = only_frame(&o, EXT);
+        assert_eq!(&f[0..6], &BORDER_MAC.0);
+        let p = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(
+            (p.src(), p.dst(), p.ttl(), p.protocol()),
+            (ip("192.168.1.10"), ip("172.20.1.20"), 63, 17)
+        );
+        // The other VPC's packet on ext: to the VM, one TTL lower.
+        let from_peer = |src: &str| {
+            let mut b = vec![];
+            ethernet::emit_header(&mut b, EXT_MAC, BORDER_MAC, EtherType::Ipv4);
+            b.extend_from_slice(&udp_packet(src, "192.168.1.10", 60));
+            b
+        };
+        o.clear();
+        g.on_frame(&mut t(2).into(), EXT, &from_peer("172.20.1.20"), &mut o);
+        let (vni, inner) = untunnel(&only_frame(&o, UNDERLAY));
+        assert_eq!(vni, 1001);
+        let p = Ipv4Packet::new_checked(&inner[14..]).unwrap();
+        assert_eq!(
+            (p.src(), p.dst(), p.ttl()),
+            (ip("172.20.1.20"), ip("192.168.1.10"), 59)
+        );
+        assert_eq!((g.stats.to_vpn, g.stats.from_vpn), (1, 1));
+        assert_eq!((g.stats.on_vpc_frame, g.stats.to_vpc), (0, 0));
+        // Anyone else to a VPC address is not routed in.
+        o.clear();
+        g.on_frame(&mut t(3).into(), EXT, &from_peer("192.0.2.130"), &mut o);
+        assert!(o.frames().next().is_none());
+        assert_eq!(o.drops()[0].1, DropReason::NoRoute);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct VpnConfig {
     pub spi_in: Spi,
     pub key_out: [u8; esp::KEY_MATERIAL_LEN],
     pub key_in: [u8; esp::KEY_MATERIAL_LEN],
+    /// The VPN replaced by plain routing (`config.vpn.clear`).
+    pub clear: bool,
 }
 
 /// `config.vpn` of a `vgw` node.
@@ -61,6 +63,13 @@ pub struct VpnSettings {
     pub key_out: Option<String>,
     #[serde(default)]
     pub key_in: Option<String>,
+    /// No ESP: the selected traffic is routed in clear, untranslated, by
+    /// the gateway's default route, and the other VPC's packets are taken
+    /// from `ext` the same way. The baseline `d11 bench vpn` measures the
+    /// tunnel against (the carriers must then route the VPC prefixes,
+    /// which no real carrier does: never in a real deployment).
+    #[serde(default)]
+    pub clear: bool,
 }
 
 /// The key material a topology without keys gets for `spi`: derived from
@@ -136,6 +145,7 @@ impl VpnSettings {
             spi_in: Spi(self.spi_in),
             key_out: key("key_out", &self.key_out, self.spi_out)?,
             key_in: key("key_in", &self.key_in, self.spi_in)?,
+            clear: self.clear,
         })
     }
 }
@@ -457,16 +467,16 @@ impl Vpn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
-    /// East's and north's ends of the lab's VPN, keys derived from the SPIs.
-    fn pair() -> (Vpn, Vpn) {
-        let east = VpnSettings {
+    /// East's end of the lab's VPN, keys derived from the SPIs.
+    pub(crate) fn east(clear: bool) -> VpnSettings {
+        VpnSettings {
             peer: ip("198.19.24.2"),
             local: "192.168.0.0/16".parse().unwrap(),
             remote: "172.20.0.0/16".parse().unwrap(),
@@ -474,7 +484,13 @@ mod tests {
             spi_in: 0x2001,
             key_out: None,
             key_in: None,
-        };
+            clear,
+        }
+    }
+
+    /// East's and north's ends of the lab's VPN, keys derived from the SPIs.
+    fn pair() -> (Vpn, Vpn) {
+        let east = east(false);
         let north = VpnSettings {
             peer: ip("203.0.113.2"),
             local: east.remote,
@@ -483,6 +499,7 @@ mod tests {
             spi_in: 0x1001,
             key_out: None,
             key_in: None,
+            clear: false,
         };
         let gw = |s: &str| vec![s.parse::<Ipv4Cidr>().unwrap()];
         (
@@ -644,6 +661,7 @@ mod tests {
             spi_in: 0x2001,
             key_out: Some("00".into()),
             key_in: None,
+            clear: false,
         };
         let gw = vec!["192.168.1.1/24".parse().unwrap()];
         assert_eq!(s.config(&gw).unwrap_err().0, "config.vpn.remote");
