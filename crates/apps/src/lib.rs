@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod baseband;
+pub mod cdn;
 pub mod control;
 pub mod controller;
 pub mod db;
