@@ -54,6 +54,8 @@ fuzz_target!(|data: &[u8]| {
             spi_in: d11_wire::esp::Spi(0x2001),
             key_out: d11_elements::vpn::derived_key(0x1001),
             key_in: d11_elements::vpn::derived_key(0x2001),
+            // The VPN replaced by plain routing (`config.vpn.clear`) too.
+            clear: mode & 0x0f == 0x0e,
         }),
     });
     let mut out = Outbox::new();

@@ -38,22 +38,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
-use tower::ServiceExt;
+use tokio::net::TcpListener;
 
+use crate::https::{Front, FrontReport, Limits, Session};
 use crate::rpc;
 
 pub use order_service::OrderServiceConfig;
 use order_service::{Answer, OrderService, Refusal};
 use store::{Recorded, Store};
-
-/// How long in-flight requests may take to finish once shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The controller's settings (the `config` table of its app in the topology).
 #[derive(Debug, Clone, Deserialize)]
@@ -141,7 +135,7 @@ pub enum ControllerError {
 pub struct Controller {
     name: String,
     config: ControllerConfig,
-    tls: tokio_rustls::TlsAcceptor,
+    front: Arc<Front>,
     orders: Orders,
     random: &'static dyn rustls::crypto::SecureRandom,
     counters: Mutex<Counters>,
@@ -172,16 +166,9 @@ pub struct ControllerReport {
     pub name: String,
     /// `local` (it records orders itself) or `rpc` (the order service does).
     pub orders: String,
-    pub connections: u64,
-    pub active_connections: u64,
-    pub tls_handshakes: u64,
-    /// Failed handshakes by reason.
-    pub tls_handshake_failures: BTreeMap<String, u64>,
-    pub tls_versions: BTreeMap<String, u64>,
-    pub tls_ciphers: BTreeMap<String, u64>,
-    pub header_timeouts: u64,
-    /// Requests by HTTP status (`"201"`).
-    pub requests: BTreeMap<String, u64>,
+    /// Connections, TLS handshakes, requests by status.
+    #[serde(flatten)]
+    pub front: FrontReport,
     pub orders_created: u64,
     pub orders_replayed: u64,
     pub idempotency_conflicts: u64,
@@ -200,14 +187,6 @@ pub struct ControllerReport {
 /// What the control socket reports.
 #[derive(Default)]
 struct Counters {
-    connections: u64,
-    active_connections: u64,
-    tls_handshakes: u64,
-    tls_handshake_failures: BTreeMap<&'static str, u64>,
-    tls_versions: BTreeMap<String, u64>,
-    tls_ciphers: BTreeMap<String, u64>,
-    header_timeouts: u64,
-    requests: BTreeMap<u16, u64>,
     orders_created: u64,
     orders_replayed: u64,
     idempotency_conflicts: u64,
@@ -218,14 +197,6 @@ struct Counters {
     order_service_faults: BTreeMap<&'static str, u64>,
     /// Answers of `order.create` lacking a field or of the wrong shape.
     order_service_bad_answers: u64,
-}
-
-/// The TLS session a request arrived on, for the access log.
-#[derive(Clone)]
-struct Session {
-    peer: SocketAddr,
-    version: String,
-    cipher: String,
 }
 
 /// The order a handler made, found again or was refused, handed to the
@@ -266,10 +237,18 @@ impl Controller {
                 Orders::Local(Arc::new(store))
             }
         };
+        let front = Front::new(
+            tls,
+            Limits {
+                handshake: Duration::from_millis(config.handshake_timeout_ms),
+                headers: Duration::from_millis(config.header_timeout_ms),
+                max_connections: config.max_connections,
+            },
+        );
         Ok(Arc::new(Controller {
             name: name.to_string(),
             config,
-            tls: tokio_rustls::TlsAcceptor::from(tls),
+            front,
             orders,
             random: rustls::crypto::ring::default_provider().secure_random,
             counters: Mutex::new(Counters::default()),
@@ -284,188 +263,34 @@ impl Controller {
 
     /// Serves on `listener` until `shutdown` resolves; then stops accepting,
     /// asks open connections to finish their current request and waits for
-    /// them at most 5 s (`DRAIN_TIMEOUT`).
+    /// them at most 5 s ([`Front::serve`]).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let router = self.router();
-        let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
-        let (drain_tx, drain_rx) = watch::channel(());
-        let mut conns = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let slot = tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-            };
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    let (ctl, router, drain) = (self.clone(), router.clone(), drain_rx.clone());
-                    conns.spawn(async move {
-                        ctl.connection(tcp, peer, router, drain).await;
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, most likely: let some close.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-        drop(listener);
-        // Closing the channel tells every connection to finish up.
-        drop(drain_tx);
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(left = conns.len(), "drain timed out; closing the rest");
-            conns.shutdown().await;
-        }
-        Ok(())
+        self.front.serve(listener, self.router(), shutdown).await
     }
 
     /// The routes, with the access log around them (no TLS: handlers can be
     /// called directly, as the unit tests do).
     fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/purchaseOrder", post(purchase_order))
             .route("/health", get(health))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), access_log))
-            .with_state(self.clone())
-    }
-
-    /// One client connection: the TLS handshake (bounded), then HTTP/1.1
-    /// until the client leaves, a timeout fires or the server drains.
-    async fn connection(
-        self: Arc<Self>,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        router: Router,
-        drain: watch::Receiver<()>,
-    ) {
-        self.count(|c| {
-            c.connections += 1;
-            c.active_connections += 1;
-        });
-        let _ = tcp.set_nodelay(true);
-        let handshake = Duration::from_millis(self.config.handshake_timeout_ms);
-        let tls = match tokio::time::timeout(handshake, self.tls.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return self.handshake_failed(peer, failure_reason(&e), &e),
-            Err(_) => return self.handshake_failed(peer, "timeout", &"no handshake in time"),
-        };
-        let (_, conn) = tls.get_ref();
-        let session = Session {
-            peer,
-            version: conn
-                .protocol_version()
-                .map_or("-".into(), |v| format!("{v:?}")),
-            cipher: conn
-                .negotiated_cipher_suite()
-                .map_or("-".into(), |s| format!("{:?}", s.suite())),
-        };
-        self.count(|c| {
-            c.tls_handshakes += 1;
-            *c.tls_versions.entry(session.version.clone()).or_default() += 1;
-            *c.tls_ciphers.entry(session.cipher.clone()).or_default() += 1;
-        });
-        self.serve_http(tls, session, router, drain, false).await;
-        self.count(|c| c.active_connections -= 1);
-    }
-
-    /// HTTP/1.1 on a connection whose TLS is done (or, for
-    /// [`Controller::serve_plaintext`], never was), until the client leaves,
-    /// a timeout fires or the server drains. `half_close`: go on answering
-    /// after the client has shut down its side.
-    async fn serve_http<S>(
-        &self,
-        io: S,
-        session: Session,
-        router: Router,
-        mut drain: watch::Receiver<()>,
-        half_close: bool,
-    ) where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let peer = session.peer;
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-            req.extensions_mut().insert(session.clone());
-            router.clone().oneshot(req.map(Body::new))
-        });
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .half_close(half_close)
-            .header_read_timeout(Duration::from_millis(self.config.header_timeout_ms));
-        let conn = http.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let served = tokio::select! {
-            served = conn.as_mut() => served,
-            _ = drain.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = served {
-            if e.is_timeout() {
-                self.count(|c| c.header_timeouts += 1);
-                tracing::info!(%peer, "headers not received in time; connection closed");
-            } else {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
+            .with_state(self.clone());
+        self.front.counted(routes)
     }
 
     /// Serves one client's HTTP/1.1 bytes, as TLS would have decrypted them,
     /// through the same hyper connection, router and handlers as a real
-    /// client, and answers the bytes written back. The client's side is shut
-    /// down after `request`, as a client that sent everything and waits. The
-    /// request handling without socket or TLS: the fuzz target
+    /// client ([`Front::serve_plaintext`]). The fuzz target
     /// (`fuzz/fuzz_targets/controller.rs`) runs it on arbitrary bytes.
     pub async fn serve_plaintext(self: &Arc<Self>, request: &[u8]) -> Vec<u8> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let session = Session {
-            peer: SocketAddr::from(([192, 0, 2, 1], 40000)),
-            version: "plaintext".into(),
-            cipher: "-".into(),
-        };
-        // Never closed: no drain.
-        let (_drain_tx, drain) = watch::channel(());
-        let served = self.serve_http(server, session, self.router(), drain, true);
-        let client = async move {
-            let _ = client.write_all(request).await;
-            let _ = client.shutdown().await;
-            let mut reply = Vec::new();
-            let _ = client.read_to_end(&mut reply).await;
-            reply
-        };
-        tokio::join!(served, client).1
-    }
-
-    fn handshake_failed(&self, peer: SocketAddr, reason: &'static str, e: &dyn std::fmt::Display) {
-        self.count(|c| {
-            c.active_connections -= 1;
-            *c.tls_handshake_failures.entry(reason).or_default() += 1;
-        });
-        // A connection closed (or reset) before its handshake is mostly a
-        // load balancer's TCP health check: counted, logged only at debug.
-        if reason == "eof" || reason == "reset" {
-            tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
-        } else {
-            tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
-        }
+        self.front.serve_plaintext(self.router(), request).await
     }
 
     /// With an `order_service`: waits until the registry lists a provider
@@ -490,18 +315,7 @@ impl Controller {
         ControllerReport {
             name: self.name.clone(),
             orders: self.orders.mode().into(),
-            connections: c.connections,
-            active_connections: c.active_connections,
-            tls_handshakes: c.tls_handshakes,
-            tls_handshake_failures: names(&c.tls_handshake_failures),
-            tls_versions: c.tls_versions.clone(),
-            tls_ciphers: c.tls_ciphers.clone(),
-            header_timeouts: c.header_timeouts,
-            requests: c
-                .requests
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            front: self.front.report(),
             orders_created: c.orders_created,
             orders_replayed: c.orders_replayed,
             idempotency_conflicts: c.idempotency_conflicts,
@@ -530,22 +344,7 @@ impl Controller {
     }
 }
 
-/// Names a failed handshake for the counters.
-fn failure_reason(e: &std::io::Error) -> &'static str {
-    use rustls::Error as T;
-    match e.get_ref().and_then(|e| e.downcast_ref::<T>()) {
-        Some(T::InvalidMessage(_)) => "invalid_message",
-        Some(T::PeerIncompatible(_)) => "peer_incompatible",
-        Some(T::NoApplicationProtocol) => "no_application_protocol",
-        Some(T::AlertReceived(_)) => "alert_received",
-        Some(_) => "tls_error",
-        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
-        None if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
-        None => "io",
-    }
-}
-
-/// One line per request, and the status counters.
+/// One line per request.
 async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
@@ -553,7 +352,6 @@ async fn access_log(State(ctl): State<Arc<Controller>>, req: Request, next: Next
     let session = req.extensions().get::<Session>().cloned();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
-    ctl.count(|c| *c.requests.entry(status).or_default() += 1);
     let order = resp.extensions().get::<OrderLog>();
     let (peer, version, cipher) = match &session {
         Some(s) => (s.peer.to_string(), s.version.as_str(), s.cipher.as_str()),

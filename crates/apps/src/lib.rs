@@ -15,6 +15,7 @@ pub mod controller;
 pub mod db;
 pub mod dns;
 pub mod hss;
+pub mod https;
 pub mod l4lb;
 pub mod load;
 pub mod phone;

@@ -163,9 +163,9 @@ async fn the_story_order_is_created_over_tls13_and_tls12() {
         assert_eq!(reply.body["order"]["className"], "趣谈网络协议");
     }
     assert_eq!(rows(dir.path()), 2);
-    assert_eq!(count(&ctl.report().tls_versions, "TLSv1_3"), 1);
-    assert_eq!(count(&ctl.report().tls_versions, "TLSv1_2"), 1);
-    assert_eq!(count(&ctl.report().requests, "201"), 2);
+    assert_eq!(count(&ctl.report().front.tls_versions, "TLSv1_3"), 1);
+    assert_eq!(count(&ctl.report().front.tls_versions, "TLSv1_2"), 1);
+    assert_eq!(count(&ctl.report().front.requests, "201"), 2);
 }
 
 #[tokio::test]
@@ -302,7 +302,7 @@ async fn slow_headers_are_cut_after_the_header_timeout() {
     slow.abort();
     assert!(closed.is_ok(), "the slow client was never cut");
     assert!(waited >= Duration::from_millis(1400), "{waited:?}");
-    assert_eq!(ctl.report().header_timeouts, 1);
+    assert_eq!(ctl.report().front.header_timeouts, 1);
     // Others keep ordering.
     let reply = https(ctl.addr, tls, order(STORY, "application/json", None))
         .await
@@ -322,7 +322,10 @@ async fn garbage_and_stalled_handshakes_are_closed_and_counted() {
     let closed = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "the connection stayed open");
     assert_eq!(
-        count(&ctl.report().tls_handshake_failures, "invalid_message"),
+        count(
+            &ctl.report().front.tls_handshake_failures,
+            "invalid_message"
+        ),
         1,
         "{:?}",
         ctl.ctl.status()
@@ -334,7 +337,10 @@ async fn garbage_and_stalled_handshakes_are_closed_and_counted() {
     let closed = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "the stalled connection stayed open");
     assert!(started.elapsed() >= Duration::from_millis(900));
-    assert_eq!(count(&ctl.report().tls_handshake_failures, "timeout"), 1);
+    assert_eq!(
+        count(&ctl.report().front.tls_handshake_failures, "timeout"),
+        1
+    );
 
     // A phone trusting another root refuses the handshake; the server sees its alert.
     let other = tempfile::tempdir().unwrap();
@@ -362,10 +368,10 @@ async fn garbage_and_stalled_handshakes_are_closed_and_counted() {
     assert_eq!(reply.status, StatusCode::CREATED);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
-        count(&ctl.report().tls_handshake_failures, "alert_received"),
+        count(&ctl.report().front.tls_handshake_failures, "alert_received"),
         1
     );
-    assert_eq!(ctl.report().connections, 4);
+    assert_eq!(ctl.report().front.connections, 4);
 }
 
 #[tokio::test]
@@ -555,7 +561,7 @@ async fn connections_beyond_max_connections_wait_their_turn() {
     let second = tokio::spawn(https(ctl.addr, tls, order(STORY, "application/json", None)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!second.is_finished());
-    assert_eq!(ctl.report().connections, 1);
+    assert_eq!(ctl.report().front.connections, 1);
 
     drop(first);
     let reply = tokio::time::timeout(Duration::from_secs(3), second)

@@ -65,8 +65,8 @@ async fn clients_place_orders_with_a_full_handshake_each_and_count_them() {
     // Every order, counted or not, was a new connection with a full
     // handshake (no resumption) and a new order in the store.
     let status = ctl.status();
-    let handshakes = status.tls_handshakes;
-    assert_eq!(status.connections, handshakes);
+    let handshakes = status.front.tls_handshakes;
+    assert_eq!(status.front.connections, handshakes);
     assert!(handshakes >= report.orders, "{status:?}");
     assert_eq!(status.orders_created, handshakes);
     assert_eq!(status.orders_replayed, 0);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::pki;
+use tower::ServiceExt;
 
 const STORY: &str =
     r#"{"order":{"date":"2018-07-01","className":"趣谈网络协议","Author":"刘超","price":"68"}}"#;
@@ -68,7 +69,7 @@ async fn the_story_order_is_created_with_201() {
     assert_eq!(rows(&ctl), 1);
     let status = ctl.status();
     assert_eq!(status.orders_created, 1);
-    assert_eq!(status.requests["201"], 1);
+    assert_eq!(status.front.requests["201"], 1);
 }
 
 #[tokio::test]
@@ -301,7 +302,7 @@ async fn other_methods_are_405_and_other_paths_404() {
     let (status, _, body) = call(&ctl, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["served_by"], "vm-ctl");
-    let requests = &ctl.status().requests;
+    let requests = &ctl.status().front.requests;
     assert_eq!(requests["405"], 2);
     assert_eq!(requests["404"], 1);
     assert_eq!(requests["200"], 1);
@@ -638,7 +639,7 @@ mod rpc_mode {
         assert_eq!(s.orders_sold_out, 1);
         assert_eq!(s.orders_cancelled, 1);
         assert_eq!(s.orders_created, 0);
-        assert_eq!(s.requests["409"], 2);
+        assert_eq!(s.front.requests["409"], 2);
     }
 
     #[tokio::test]
