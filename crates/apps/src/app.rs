@@ -48,6 +48,17 @@ impl AppEnv {
         self.peers.iter().find(|p| p.app == app).map(|p| p.addr)
     }
 
+    /// The lab PKI for an app that serves HTTPS (`who`, e.g. "a
+    /// controller"), or the error `d11 up` reports without one.
+    pub fn https_pki(&self, who: &str) -> Result<&PkiPaths, ConfigError> {
+        self.pki.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "app",
+                format!("{who} serves HTTPS: the topology needs [pki] names = [\"…\"]"),
+            )
+        })
+    }
+
     /// Its address, or the error `d11 up` reports for an app that needs one.
     pub fn address(&self, why: &str) -> Result<IpAddr, ConfigError> {
         self.address.ok_or_else(|| {
@@ -173,4 +184,5 @@ pub fn registry() -> AppRegistry {
         .with::<crate::hss::HssApp>()
         .with::<crate::baseband::BasebandApp>()
         .with::<crate::dns::AuthApp>()
+        .with::<crate::cdn::OriginApp>()
 }

@@ -848,13 +848,7 @@ impl crate::app::App for ControllerApp {
     const SUMMARY: &'static str = "the HTTPS controller answering POST /purchaseOrder";
     type Settings = ControllerConfig;
     fn check(env: &crate::app::AppEnv, _: &ControllerConfig) -> Result<(), d11_core::ConfigError> {
-        match env.pki {
-            Some(_) => Ok(()),
-            None => Err(d11_core::ConfigError::new(
-                "app",
-                "a controller serves HTTPS: the topology needs [pki] names = [\"…\"]",
-            )),
-        }
+        env.https_pki("a controller").map(|_| ())
     }
     fn run(
         env: crate::app::AppEnv,
@@ -863,11 +857,7 @@ impl crate::app::App for ControllerApp {
         shutdown: crate::app::Shutdown,
     ) -> crate::app::Running {
         Box::pin(async move {
-            let pki = env
-                .pki
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("the lab has no PKI"))?;
-            let tls = crate::pki::server_config(&pki)?;
+            let tls = crate::pki::server_config(env.https_pki("a controller")?)?;
             let listener = crate::listen(c.listen, BACKLOG)?;
             let ctl_app = Controller::new(&env.node, c, tls, &env.order_store)?;
             let report = {
