@@ -237,14 +237,12 @@ impl Controller {
                 Orders::Local(Arc::new(store))
             }
         };
-        let front = Front::new(
-            tls,
-            Limits {
-                handshake: Duration::from_millis(config.handshake_timeout_ms),
-                headers: Duration::from_millis(config.header_timeout_ms),
-                max_connections: config.max_connections,
-            },
+        let limits = Limits::from_ms(
+            config.handshake_timeout_ms,
+            config.header_timeout_ms,
+            config.max_connections,
         );
+        let front = Front::new(tls, limits);
         Ok(Arc::new(Controller {
             name: name.to_string(),
             config,

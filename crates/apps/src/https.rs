@@ -38,6 +38,17 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+impl Limits {
+    /// From the settings' milliseconds.
+    pub fn from_ms(handshake_ms: u64, headers_ms: u64, max_connections: usize) -> Limits {
+        Limits {
+            handshake: Duration::from_millis(handshake_ms),
+            headers: Duration::from_millis(headers_ms),
+            max_connections,
+        }
+    }
+}
+
 /// The TLS session a request arrived on (an extension of every request).
 #[derive(Debug, Clone)]
 pub struct Session {

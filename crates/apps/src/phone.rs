@@ -377,7 +377,7 @@ async fn post(
 /// then reads until the server's own, so no late byte from it meets a
 /// closed socket (which the kernel would answer with RST). Bounded: a
 /// server that never closes is left after a second.
-async fn close<T>(
+pub(crate) async fn close<T>(
     driver: tokio::task::JoinHandle<hyper::Result<hyper::client::conn::http1::Parts<TokioIo<T>>>>,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -1,9 +1,12 @@
-//! The CDN's origin over real TLS on loopback, asked by curl (a client we
-//! did not write): the object's bytes and validators, a conditional GET
+//! The CDN over real TLS on loopback, asked by curl (a client we did not
+//! write). The origin: the object's bytes and validators, a conditional GET
 //! answered 304, one byte range 206 and an unsatisfiable one 416, a PUT
 //! that changes the validators, and a path reaching outside the bucket
-//! refused 400 before any lookup.
+//! refused 400 before any lookup. Origin ← parent ← edge: the first GET a
+//! miss at both caches, the second a hit at the edge with its Age, 50
+//! concurrent GETs of a cold object one request at the origin, a purge.
 
+use d11_apps::cdn::cache::{Cache, CacheSettings};
 use d11_apps::cdn::{object_bytes, ObjectSettings, Origin, OriginSettings};
 use d11_apps::pki::{self, PkiPaths};
 use std::path::{Path, PathBuf};
@@ -88,25 +91,46 @@ impl Curl {
     }
 }
 
-async fn origin(dir: &Path) -> (Curl, std::sync::Arc<Origin>) {
+/// The lab PKI of the test, made once in `dir`.
+fn lab_pki(dir: &Path) -> PkiPaths {
     let paths = PkiPaths::new(dir.join("pki"));
-    pki::make(&paths, "t", &[NAME]).unwrap();
-    let settings = OriginSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        objects: vec![ObjectSettings {
-            path: "/images/cover.jpg".into(),
+    if !paths.server_chain().exists() {
+        pki::make(&paths, "t", &[NAME]).unwrap();
+    }
+    paths
+}
+
+/// Serves `router`-owning `serve` on a loopback port; returns the port.
+async fn listen() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+fn objects(size: usize) -> Vec<ObjectSettings> {
+    ["/images/cover.jpg", "/images/cold.jpg"]
+        .iter()
+        .map(|p| ObjectSettings {
+            path: p.to_string(),
             content_type: "image/jpeg".into(),
             cache_control: Some("public, max-age=60".into()),
-            size: 100_000,
-        }],
+            size,
+        })
+        .collect()
+}
+
+async fn origin(dir: &Path) -> (Curl, std::sync::Arc<Origin>) {
+    let paths = lab_pki(dir);
+    let settings = OriginSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        objects: objects(100_000),
         max_put: 1 << 20,
         header_timeout_ms: 2000,
         handshake_timeout_ms: 2000,
         max_connections: 64,
     };
     let o = Origin::new(&settings, pki::server_config(&paths).unwrap()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = listen().await;
     let serving = o.clone();
     tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
     let curl = Curl {
@@ -115,6 +139,29 @@ async fn origin(dir: &Path) -> (Curl, std::sync::Arc<Origin>) {
         dir: dir.to_path_buf(),
     };
     (curl, o)
+}
+
+/// A cache named `name` in front of `upstream` (a port on loopback).
+async fn cache(dir: &Path, name: &str, upstream: u16) -> (u16, std::sync::Arc<Cache>) {
+    let paths = lab_pki(dir);
+    let settings = CacheSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: ([127, 0, 0, 1], upstream).into(),
+        upstream_name: NAME.into(),
+        name: Some(name.into()),
+        max_bytes: 8 << 20,
+        upstream_timeout_ms: 5000,
+        header_timeout_ms: 2000,
+        handshake_timeout_ms: 2000,
+        max_connections: 256,
+    };
+    let server = pki::server_config(&paths).unwrap();
+    let client = pki::client_config(&paths.root_cert(), false).unwrap();
+    let c = Cache::new(name, settings, server, client);
+    let (listener, port) = listen().await;
+    let serving = c.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    (port, c)
 }
 
 #[tokio::test]
@@ -190,7 +237,100 @@ async fn curl_gets_the_object_its_validators_a_304_ranges_and_a_put() {
     assert_eq!(r.stats.not_modified, 2);
     assert_eq!(r.front.requests["400"], 3);
     assert_eq!(r.front.tls_handshakes, 12);
-    assert_eq!(r.objects[0].bytes, 11);
+    assert_eq!(r.objects[0].bytes, 100_000);
+    assert_eq!(r.objects[1].bytes, 11);
+}
+
+#[tokio::test]
+async fn through_edge_and_parent_a_miss_then_a_hit_one_origin_fetch_for_fifty_and_a_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (at_origin, origin) = origin(dir.path()).await;
+    // The parent reaches the origin through a relay that waits a second
+    // before each connection, so the 50 GETs below all arrive while the
+    // first one's fetch is under way.
+    let slow = relay(at_origin.port, std::time::Duration::from_secs(1)).await;
+    let (parent_port, parent) = cache(dir.path(), "parent", slow).await;
+    let (edge_port, edge) = cache(dir.path(), "edge-a2", parent_port).await;
+    let curl = Curl {
+        port: edge_port,
+        ..at_origin
+    };
+    let first = curl.get("/images/cover.jpg", &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, object_bytes("/images/cover.jpg", 100_000));
+    assert_eq!(
+        first.header("x-cache"),
+        Some("MISS from edge-a2, MISS from parent")
+    );
+    assert_eq!(first.header("via"), Some("1.1 parent, 1.1 edge-a2"));
+    let second = curl.get("/images/cover.jpg", &[]).await;
+    assert_eq!(second.header("x-cache"), Some("HIT from edge-a2"));
+    // Its value is the store's (its unit tests run the clock forward).
+    assert!(second.header("age").unwrap().parse::<u64>().is_ok());
+    assert_eq!(second.body, first.body);
+    assert_eq!(origin.report().stats.served, 1);
+
+    // 50 at once for an object no cache holds: one fetch reaches the origin.
+    let gets = (0..50).map(|i| {
+        let c = Curl {
+            root: curl.root.clone(),
+            port: curl.port,
+            dir: dir.path().join(format!("c{i}")),
+        };
+        std::fs::create_dir_all(&c.dir).unwrap();
+        async move { c.get("/images/cold.jpg", &[]).await }
+    });
+    let all = futures_join(gets).await;
+    assert!(all
+        .iter()
+        .all(|g| g.status == 200 && g.body == object_bytes("/images/cold.jpg", 100_000)));
+    assert_eq!(origin.report().stats.served, 2);
+    assert_eq!(edge.report().upstream.fetches, 2);
+    // The parent got at most a few: the edge collapsed the rest.
+    assert!(
+        edge.report().upstream.collapsed >= 40,
+        "{:?}",
+        edge.report().upstream
+    );
+
+    // A purge at the edge: the next GET is a miss there, a hit at the parent.
+    assert!(edge.purge(&format!("{NAME}:{edge_port}/images/cover.jpg")));
+    let after = curl.get("/images/cover.jpg", &[]).await;
+    assert_eq!(
+        after.header("x-cache"),
+        Some("MISS from edge-a2, HIT from parent")
+    );
+    assert_eq!(parent.report().upstream.fetches, 2);
+}
+
+/// A TCP relay on loopback to `port` that waits `delay` before it connects
+/// each client onward; returns its own port.
+async fn relay(port: u16, delay: std::time::Duration) -> u16 {
+    let (listener, me) = listen().await;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut up = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut up).await
+            });
+        }
+    });
+    me
+}
+
+/// Every future of `futs` at once, their outputs in order.
+async fn futures_join<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }
 
 #[test]

@@ -3,14 +3,16 @@
 //! [`origin::Bucket`] answers requests, a cache's [`store::Store`] decides
 //! hit, miss or revalidation per RFC 9111 on the clock it is given. This
 //! file is the origin's app: the bucket behind the lab's HTTPS front
-//! ([`crate::https`]), its objects made at start from the topology.
+//! ([`crate::https`]), its objects made at start from the topology; the
+//! caches' app is [`cache`].
 
+pub mod cache;
 pub mod origin;
 pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -159,11 +161,11 @@ impl Origin {
         settings: &OriginSettings,
         tls: Arc<rustls::ServerConfig>,
     ) -> Result<Arc<Origin>, ConfigError> {
-        let limits = Limits {
-            handshake: Duration::from_millis(settings.handshake_timeout_ms),
-            headers: Duration::from_millis(settings.header_timeout_ms),
-            max_connections: settings.max_connections,
-        };
+        let limits = Limits::from_ms(
+            settings.handshake_timeout_ms,
+            settings.header_timeout_ms,
+            settings.max_connections,
+        );
         Ok(Arc::new(Origin {
             bucket: Mutex::new(settings.bucket(SystemTime::now())?),
             front: Front::new(tls, limits),
