@@ -185,4 +185,5 @@ pub fn registry() -> AppRegistry {
         .with::<crate::baseband::BasebandApp>()
         .with::<crate::dns::AuthApp>()
         .with::<crate::cdn::OriginApp>()
+        .with::<crate::dns::ldns::ResolverApp>()
 }
