@@ -326,7 +326,7 @@ impl Resolver {
                 .first()
                 .map_or(first.name.clone(), |r| r.name.to_string()),
             rtype: first.rtype.clone(),
-            rcode: a.rcode.to_str().to_string(),
+            rcode: super::resolver::rcode_name(a.rcode),
             answers: a.answers.iter().map(|r| r.to_string()).collect(),
             walk: lookup.hops().to_vec(),
         };

@@ -10,6 +10,7 @@
 
 pub mod ldns;
 pub mod resolver;
+pub mod stub;
 pub mod zone;
 
 use crate::app::{AppEnv, Running, Shutdown};

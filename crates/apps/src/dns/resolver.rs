@@ -389,6 +389,9 @@ struct Server {
 struct Pending {
     server: IpAddr,
     tcp: bool,
+    /// The name asked (the chain may move on while the reply is read).
+    name: Name,
+    zone: Name,
 }
 
 /// One resolution of (name, type) [RFC 1034 § 5.3.3].
@@ -564,7 +567,12 @@ impl Lookup {
     fn ask(&mut self, server: IpAddr, tcp: bool) -> Next {
         self.queries += 1;
         self.asked = true;
-        self.pending = Some(Pending { server, tcp });
+        self.pending = Some(Pending {
+            server,
+            tcp,
+            name: self.name.clone(),
+            zone: self.zone.clone(),
+        });
         let mut q = Message::new(0, MessageType::Query, OpCode::Query);
         q.metadata.recursion_desired = false;
         q.add_query(Query::query(self.name.clone(), self.qtype));
@@ -626,13 +634,13 @@ impl Lookup {
         );
     }
 
-    fn hop(&mut self, server: IpAddr, tcp: bool, outcome: impl Into<String>) {
+    fn hop(&mut self, p: &Pending, outcome: impl Into<String>) {
         self.hops.push(Hop {
-            server,
-            zone: self.zone.to_string(),
-            name: self.name.to_string(),
+            server: p.server,
+            zone: p.zone.to_string(),
+            name: p.name.to_string(),
             rtype: self.qtype.to_string(),
-            tcp,
+            tcp: p.tcp,
             outcome: outcome.into(),
         });
     }
@@ -643,7 +651,7 @@ impl Lookup {
             return sub.on_timeout();
         }
         if let Some(p) = self.pending.take() {
-            self.hop(p.server, p.tcp, "timeout");
+            self.hop(&p, "timeout");
         }
     }
 
@@ -657,7 +665,7 @@ impl Lookup {
         };
         let m = match Message::from_vec(reply) {
             Ok(m) => m,
-            Err(_) => return self.hop(p.server, p.tcp, "malformed"),
+            Err(_) => return self.hop(&p, "malformed"),
         };
         // The reply must be to the question asked [RFC 5452 § 9.1].
         let ours = m.metadata.message_type == MessageType::Response
@@ -665,19 +673,16 @@ impl Lookup {
             && LowerName::from(m.queries[0].name()) == LowerName::from(&self.name)
             && m.queries[0].query_type() == self.qtype;
         if !ours {
-            return self.hop(p.server, p.tcp, "not our question");
+            return self.hop(&p, "not our question");
         }
         if m.metadata.truncation && !p.tcp {
-            self.hop(p.server, false, "truncated");
-            self.pending = Some(Pending {
-                server: p.server,
-                tcp: true,
-            });
+            self.hop(&p, "truncated");
+            self.pending = Some(Pending { tcp: true, ..p });
             return;
         }
         let rcode = m.metadata.response_code;
         if rcode != ResponseCode::NoError && rcode != ResponseCode::NXDomain {
-            return self.hop(p.server, p.tcp, rcode.to_str());
+            return self.hop(&p, rcode_name(rcode));
         }
         self.take(now, cache, &m, p);
     }
@@ -703,7 +708,7 @@ impl Lookup {
                 .cloned()
                 .collect();
             if !found.is_empty() {
-                self.hop(p.server, p.tcp, "answer");
+                self.hop(&p, "answer");
                 self.done(ResponseCode::NoError, found, None);
                 return;
             }
@@ -719,7 +724,7 @@ impl Lookup {
             };
             cnames.push(c.data.to_string());
             if !self.follow(c.clone()) {
-                self.hop(p.server, p.tcp, "CNAME loop");
+                self.hop(&p, "CNAME loop");
                 self.servfail();
                 return;
             }
@@ -734,12 +739,12 @@ impl Lookup {
         if !cnames.is_empty() && (!here_inside || (!nx && soa.is_none())) {
             // The chain left the zone, or the server said no more of its
             // target: the target is resolved afresh.
-            self.hop(p.server, p.tcp, format!("CNAME to {}", cnames.join(", ")));
+            self.hop(&p, format!("CNAME to {}", cnames.join(", ")));
             return;
         }
         if nx {
             cache.put_negative(now, &self.name, self.qtype, soa.clone(), true);
-            self.hop(p.server, p.tcp, "NXDOMAIN");
+            self.hop(&p, "NXDOMAIN");
             self.done(ResponseCode::NXDomain, Vec::new(), soa);
             return;
         }
@@ -788,7 +793,7 @@ impl Lookup {
             for set in rrsets(glue.into_iter()) {
                 cache.put_rrset(now, set);
             }
-            self.hop(p.server, p.tcp, format!("referral to {cut}"));
+            self.hop(&p, format!("referral to {cut}"));
             self.zone = zone;
             self.servers = Some(servers);
             self.tried.clear();
@@ -797,11 +802,24 @@ impl Lookup {
         if soa.is_some() || m.metadata.authoritative {
             // NODATA [RFC 2308 § 2.2].
             cache.put_negative(now, &self.name, self.qtype, soa.clone(), false);
-            self.hop(p.server, p.tcp, "NODATA");
+            self.hop(&p, "NODATA");
             self.done(ResponseCode::NoError, Vec::new(), soa);
             return;
         }
-        self.hop(p.server, p.tcp, "lame");
+        self.hop(&p, "lame");
+    }
+}
+
+/// An rcode as dig prints it.
+pub fn rcode_name(r: ResponseCode) -> String {
+    match r {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        r => format!("RCODE{}", u16::from(r)),
     }
 }
 
