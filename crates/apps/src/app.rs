@@ -186,4 +186,5 @@ pub fn registry() -> AppRegistry {
         .with::<crate::dns::AuthApp>()
         .with::<crate::cdn::OriginApp>()
         .with::<crate::dns::ldns::ResolverApp>()
+        .with::<crate::dns::gslb::GslbApp>()
 }
