@@ -158,7 +158,8 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
         let walk = "dig +norec @198.18.0.2 www.geektime.com A; \
                     dig +norec @198.18.0.18 www.geektime.com A; \
                     dig +norec @198.18.1.2 www.geektime.com A; \
-                    dig +norec +tcp @198.18.1.2 www.geektime.com.gslb.d11cloud.com A";
+                    dig +norec +tcp @198.18.1.2 www.geektime.com.gslb.d11cloud.com A; \
+                    dig +norec @198.18.1.18 www.geektime.com.gslb.d11cloud.com A";
         let o = lab.capture(&cap, "ue", &["sh", "-c", walk]);
         let out = text(&o);
         assert!(o.status.success(), "the walk failed:\n{out}");
@@ -168,12 +169,14 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
             "geektime.com.\t\t172800\tIN\tNS\tns1.geektime.com.",
             "ns1.geektime.com.\t172800\tIN\tA\t198.18.1.2",
             "www.geektime.com.\t600\tIN\tCNAME\twww.geektime.com.gslb.d11cloud.com.",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.24",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.26",
+            "gslb.d11cloud.com.\t86400\tIN\tNS\tns1.gslb.d11cloud.com.",
+            "ns1.gslb.d11cloud.com.\t86400\tIN\tA\t198.18.1.18",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.24",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.26",
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }
-        assert_eq!(out.matches("status: NOERROR").count(), 4, "{out}");
+        assert_eq!(out.matches("status: NOERROR").count(), 5, "{out}");
         assert!(
             out.contains("(TCP)"),
             "the last query went over TCP:\n{out}"
@@ -196,6 +199,10 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
         assert!(
             dns.iter().any(|f| f[0] == "dns-shop:eth0" && f[2] == "1"),
             "on the shop's DNS wire: {dns:?}"
+        );
+        assert!(
+            dns.iter().any(|f| f[0] == "gslb:eth0" && f[2] == "1"),
+            "on the GSLB's wire: {dns:?}"
         );
         assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
 
@@ -379,14 +386,15 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
         assert!(out.contains("flags: qr rd ra;"), "{out}");
         for want in [
             "www.geektime.com.\t600\tIN\tCNAME\twww.geektime.com.gslb.d11cloud.com.",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.24",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.25",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.26",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.24",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.25",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.26",
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }
         // The resolver's own queries on its wire: root, .com, the shop's
-        // server (the CNAME), .com again for d11cloud.com, the cloud's.
+        // server (the CNAME), .com again for d11cloud.com, the cloud's
+        // (a referral to the GSLB), the GSLB (the VIPs).
         let asked: Vec<String> = tshark_fields(
             &cap,
             "dns.flags.response == 0 && ip.src == 198.18.2.2 && frame.interface_name == \"resolver:eth0\"",
@@ -402,7 +410,8 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
                 "198.18.0.18",
                 "198.18.1.2",
                 "198.18.0.18",
-                "198.18.1.2"
+                "198.18.1.2",
+                "198.18.1.18"
             ],
             "the walk"
         );
@@ -418,7 +427,7 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
         let ttl = |l: &str| l.split_whitespace().nth(1).unwrap().parse::<u32>().unwrap();
         let first = again.lines().next().unwrap();
         assert!(ttl(first) <= 600, "{again}");
-        assert!(again.lines().skip(1).all(|l| ttl(l) <= 60), "{again}");
+        assert!(again.lines().skip(1).all(|l| ttl(l) <= 20), "{again}");
         let cache = &after["cache"];
         assert!(
             cache
@@ -459,6 +468,85 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
                 assert_eq!(ours, theirs, "{q:?} tcp={tcp}: ours, then unbound's");
             }
         }
+    }
+    assert_gone(&name);
+}
+
+/// `dig +short` of the shop's name through the phone's resolver.
+fn vips_seen(lab: &Lab) -> Vec<String> {
+    lab.sh("ue", &["dig", "+short", "www.geektime.com", "A"])
+        .lines()
+        .filter(|l| !l.ends_with('.'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn the_gslb_answers_the_nearest_region_and_fails_over_to_north_when_east_is_down() {
+    let _s = serial();
+    require_root();
+    let name;
+    {
+        let lab = Lab::up("double11.toml", "gslb");
+        name = lab.name.clone();
+        // The carrier's resolver is nearest east.
+        assert_eq!(
+            vips_seen(&lab),
+            ["203.0.113.24", "203.0.113.25", "203.0.113.26"]
+        );
+        // A client subnet in north's list picks north, and the answer says
+        // for which prefix it holds [RFC 7871 § 7.2.1].
+        let ecs = lab.sh(
+            "ue",
+            &[
+                "dig",
+                "+norec",
+                "+subnet=198.18.3.0/24",
+                "@198.18.1.18",
+                "www.geektime.com.gslb.d11cloud.com",
+                "A",
+            ],
+        );
+        assert!(ecs.contains("CLIENT-SUBNET: 198.18.3.0/24/28"), "{ecs}");
+        assert!(ecs.contains(" 20 IN A\t198.19.24.24"), "{ecs}");
+
+        // East's load balancer gone from its network: the GSLB's checks
+        // find every east VIP down, and once the resolver's copy has
+        // expired (TTL 20 s) the phone gets north's VIPs.
+        lab.sh("vm-lb", &["ip", "link", "set", "eth0", "down"]);
+        let mut seen = Vec::new();
+        for _ in 0..120 {
+            seen = vips_seen(&lab);
+            if seen.first().map(String::as_str) == Some("198.19.24.24") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        assert_eq!(seen, ["198.19.24.24", "198.19.24.25", "198.19.24.26"]);
+        let gslb = report(&lab, "gslb");
+        let east = &gslb["regions"][0];
+        assert!(
+            east["vips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["up"] == false),
+            "{gslb}"
+        );
+        assert!(
+            gslb["regions"][1]["failovers_in"].as_u64().unwrap() >= 1,
+            "{gslb}"
+        );
+
+        // And the order goes through north.
+        let o = d11(&["order", "--name", &lab.name]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(
+            out.contains("POST /purchaseOrder to www.geektime.com 198.19.24.24:443"),
+            "{out}"
+        );
     }
     assert_gone(&name);
 }

@@ -265,13 +265,15 @@ impl Authority {
             // A delegation on the way: a referral, not authoritative.
             if let Some(cut) = zone.cut(&name) {
                 if !(qtype == RecordType::DS && LowerName::from(&name) == cut) {
-                    if chain > 0 {
-                        // The chain leaves what we answer for with authority.
-                        return Outcome::Answer;
-                    }
+                    // The chain's target is delegated: the CNAMEs, then
+                    // the referral for the target, as nsd answers.
                     let ns = zone.rrs(&cut, RecordType::NS);
                     resp.additionals = zone.glue(&ns);
                     resp.authorities = ns;
+                    if chain > 0 {
+                        return Outcome::Answer;
+                    }
+                    resp.metadata.authoritative = false;
                     return Outcome::Referral;
                 }
             }
