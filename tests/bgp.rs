@@ -507,8 +507,8 @@ fn c2_frozen_fails_over_and_c2_killed_comes_back_by_itself() {
             let c2 = node(&s, "c2");
             c2["restarts"] == 1
                 && c2["state"] == "running"
-                // c1, the border and region north's border-n.
-                && states(&lab, "c2") == [FsmState::Established; 3]
+                // c1, the border, region north's border-n and its peer c3.
+                && states(&lab, "c2") == [FsmState::Established; 4]
                 && best_is(&lab, VIA_C1)
         },
     );

@@ -495,6 +495,11 @@ fn the_gslb_answers_the_nearest_region_and_fails_over_to_north_when_east_is_down
             vips_seen(&lab),
             ["203.0.113.24", "203.0.113.25", "203.0.113.26"]
         );
+        // A host behind the second carrier's resolver (off c3, its own
+        // resolv.conf names it) gets north's, by that resolver's address.
+        let north = lab.sh("resolver-n", &["dig", "+short", "www.geektime.com", "A"]);
+        let north: Vec<&str> = north.lines().filter(|l| !l.ends_with('.')).collect();
+        assert_eq!(north, ["198.19.24.24", "198.19.24.25", "198.19.24.26"]);
         // A client subnet in north's list picks north, and the answer says
         // for which prefix it holds [RFC 7871 § 7.2.1].
         let ecs = lab.sh(
