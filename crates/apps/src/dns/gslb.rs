@@ -305,7 +305,7 @@ impl Gslb {
             .edns
             .as_ref()
             .and_then(|e| match e.options().get(EdnsCode::Subnet) {
-                Some(EdnsOption::Subnet(s)) => Some(s.clone()),
+                Some(EdnsOption::Subnet(s)) => Some(*s),
                 _ => None,
             });
         let client = match (&ecs, from) {

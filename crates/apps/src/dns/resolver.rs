@@ -156,11 +156,17 @@ impl Cache {
                 }
                 Cached::NoData(soa) => {
                     self.stats.negative_hits += 1;
-                    Cached::NoData(soa.as_ref().map(|s| with_ttl(&[s.clone()], left).remove(0)))
+                    Cached::NoData(
+                        soa.as_ref()
+                            .map(|s| with_ttl(std::slice::from_ref(s), left).remove(0)),
+                    )
                 }
                 Cached::NxDomain(soa) => {
                     self.stats.negative_hits += 1;
-                    Cached::NxDomain(soa.as_ref().map(|s| with_ttl(&[s.clone()], left).remove(0)))
+                    Cached::NxDomain(
+                        soa.as_ref()
+                            .map(|s| with_ttl(std::slice::from_ref(s), left).remove(0)),
+                    )
                 }
             };
             return Some(out);
@@ -494,7 +500,7 @@ impl Lookup {
                 match sub.next(now, cache, hints) {
                     Next::Done(a) => {
                         self.queries += sub.queries;
-                        self.hops.extend(sub.hops.drain(..));
+                        self.hops.append(&mut sub.hops);
                         self.sub = None;
                         let addrs: Vec<IpAddr> =
                             a.answers.iter().filter_map(|r| r.data.ip_addr()).collect();
@@ -555,7 +561,6 @@ impl Lookup {
                 Some(i) if self.depth < MAX_DEPTH => {
                     let n = servers[i].name.clone();
                     let mut sub = Lookup::nested(n, RecordType::A, self.depth + 1);
-                    sub.queries = 0;
                     self.asked = true;
                     self.sub = Some((i, Box::new(sub)));
                 }
