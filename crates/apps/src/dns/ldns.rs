@@ -183,6 +183,8 @@ pub struct Resolver {
     allow: Vec<Ipv4Cidr>,
     /// The address upstream queries leave from.
     local: IpAddr,
+    /// The port servers are asked on (53; a test's silent server elsewhere).
+    upstream_port: u16,
     timeout: Duration,
     cache: Mutex<Cache>,
     inflight: Arc<Semaphore>,
@@ -204,6 +206,7 @@ impl Resolver {
             hints: s.hints()?,
             allow: s.allow.clone(),
             local,
+            upstream_port: PORT,
             timeout: Duration::from_millis(s.timeout_ms),
             cache: Mutex::new(Cache::new(s.cache_bytes)),
             inflight: Arc::new(Semaphore::new(s.max_inflight.max(1))),
@@ -341,7 +344,7 @@ impl Resolver {
     async fn exchange(&self, server: IpAddr, query: &Message, tcp: bool) -> Option<Vec<u8>> {
         let bytes = query.to_vec().ok()?;
         let id = query.metadata.id;
-        let to = SocketAddr::new(server, PORT);
+        let to = SocketAddr::new(server, self.upstream_port);
         let work = async {
             if tcp {
                 bump(&self.counters.upstream_tcp);
@@ -519,5 +522,99 @@ impl crate::app::App for ResolverApp {
                 }) => Ok(r?),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // scapy 2.5.0: bytes(DNS(id=0x1234,rd=1,qd=DNSQR(qname='www.geektime.com',qtype='A'))).hex()
+    const WWW_A: &str = "12340100000100000000000003777777086765656b74696d6503636f6d0000010001";
+    // … qd=DNSQR(qname='x.example',qtype='A')
+    const X_A: &str = "1234010000010000000000000178076578616d706c650000010001";
+
+    #[tokio::test]
+    async fn a_flood_of_new_names_is_dropped_and_counted_while_cached_names_are_answered() {
+        // A root that never answers: every new name stays in flight.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let s: ResolverSettings = toml::from_str(
+            r#"
+root_hints = [ { name = "a.root.lab.", address = "127.0.0.1" } ]
+allow = ["127.0.0.0/8"]
+max_inflight = 4
+timeout_ms = 60000
+"#,
+        )
+        .unwrap();
+        let mut r = Resolver::new(&s, "127.0.0.1".parse().unwrap()).unwrap();
+        r.upstream_port = silent.local_addr().unwrap().port();
+        let www = Name::from_ascii("www.geektime.com.").unwrap();
+        r.cache().put_rrset(
+            Instant::now(),
+            vec![Record::from_rdata(
+                www,
+                60,
+                RData::A(A::new(203, 0, 113, 24)),
+            )],
+        );
+        let r = Arc::new(r);
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let at = sock.local_addr().unwrap();
+        tokio::spawn(r.clone().serve_udp(sock));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..50u16 {
+            let mut q = hex(X_A);
+            q[..2].copy_from_slice(&i.to_be_bytes());
+            client.send_to(&q, at).await.unwrap();
+        }
+        // The receive loop takes datagrams in order: the cached name's
+        // answer comes after all fifty were dealt with.
+        client.send_to(&hex(WWW_A), at).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf))
+            .await
+            .expect("the cached name is answered")
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.metadata.id, 0x1234);
+        assert!(m.metadata.recursion_available);
+        assert_eq!(
+            m.answers[0].data.ip_addr(),
+            Some("203.0.113.24".parse().unwrap())
+        );
+        assert!(m.answers[0].ttl <= 60);
+        let c = r.report().counters;
+        assert_eq!((c.udp_queries, c.busy, c.cache_answers), (51, 46, 1));
+        assert_eq!(c.upstream_udp, 4, "one query per resolution in flight");
+    }
+
+    #[tokio::test]
+    async fn a_client_outside_its_customers_is_refused() {
+        let s: ResolverSettings = toml::from_str(
+            r#"
+root_hints = [ { name = "a.root.lab.", address = "198.18.0.2" } ]
+allow = ["198.51.100.128/25"]
+"#,
+        )
+        .unwrap();
+        let r = Resolver::new(&s, "127.0.0.1".parse().unwrap()).unwrap();
+        let Start::Reply(Some(out)) =
+            r.start(&hex(WWW_A), "192.0.2.1".parse().unwrap(), Transport::Udp)
+        else {
+            panic!("an answer")
+        };
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(r.report().counters.refused, 1);
     }
 }

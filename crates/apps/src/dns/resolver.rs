@@ -560,7 +560,7 @@ impl Lookup {
             match glueless {
                 Some(i) if self.depth < MAX_DEPTH => {
                     let n = servers[i].name.clone();
-                    let mut sub = Lookup::nested(n, RecordType::A, self.depth + 1);
+                    let sub = Lookup::nested(n, RecordType::A, self.depth + 1);
                     self.asked = true;
                     self.sub = Some((i, Box::new(sub)));
                 }
