@@ -158,7 +158,8 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
         let walk = "dig +norec @198.18.0.2 www.geektime.com A; \
                     dig +norec @198.18.0.18 www.geektime.com A; \
                     dig +norec @198.18.1.2 www.geektime.com A; \
-                    dig +norec +tcp @198.18.1.2 www.geektime.com.gslb.d11cloud.com A";
+                    dig +norec +tcp @198.18.1.2 www.geektime.com.gslb.d11cloud.com A; \
+                    dig +norec @198.18.1.18 www.geektime.com.gslb.d11cloud.com A";
         let o = lab.capture(&cap, "ue", &["sh", "-c", walk]);
         let out = text(&o);
         assert!(o.status.success(), "the walk failed:\n{out}");
@@ -168,12 +169,14 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
             "geektime.com.\t\t172800\tIN\tNS\tns1.geektime.com.",
             "ns1.geektime.com.\t172800\tIN\tA\t198.18.1.2",
             "www.geektime.com.\t600\tIN\tCNAME\twww.geektime.com.gslb.d11cloud.com.",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.24",
-            "www.geektime.com.gslb.d11cloud.com. 60 IN A\t203.0.113.26",
+            "gslb.d11cloud.com.\t86400\tIN\tNS\tns1.gslb.d11cloud.com.",
+            "ns1.gslb.d11cloud.com.\t86400\tIN\tA\t198.18.1.18",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.24",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.26",
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }
-        assert_eq!(out.matches("status: NOERROR").count(), 4, "{out}");
+        assert_eq!(out.matches("status: NOERROR").count(), 5, "{out}");
         assert!(
             out.contains("(TCP)"),
             "the last query went over TCP:\n{out}"
@@ -196,6 +199,10 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
         assert!(
             dns.iter().any(|f| f[0] == "dns-shop:eth0" && f[2] == "1"),
             "on the shop's DNS wire: {dns:?}"
+        );
+        assert!(
+            dns.iter().any(|f| f[0] == "gslb:eth0" && f[2] == "1"),
+            "on the GSLB's wire: {dns:?}"
         );
         assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
 
@@ -225,6 +232,326 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
                 }
             }
         }
+    }
+    assert_gone(&name);
+}
+
+/// `unbound -d` in a node, on ADDRESS@5353, from the lab's root hints (the
+/// one line `a.root.lab. 198.18.0.2`), iterating like our resolver;
+/// killed when dropped.
+struct Unbound(Child);
+
+impl Unbound {
+    fn start(lab: &Lab, dir: &Path, node: &str, address: &str) -> Unbound {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("root.hints"),
+            ".              518400 IN NS a.root.lab.\na.root.lab.    518400 IN A  198.18.0.2\n",
+        )
+        .unwrap();
+        let conf = format!(
+            "server:\n  interface: {address}@5353\n  access-control: 0.0.0.0/0 allow\n  \
+             do-ip6: no\n  do-not-query-localhost: no\n  root-hints: {d}/root.hints\n  \
+             module-config: \"iterator\"\n  chroot: \"\"\n  username: \"\"\n  \
+             directory: {d}\n  pidfile: {d}/unbound.pid\n  logfile: {d}/unbound.log\n  \
+             use-syslog: no\n  num-threads: 1\n  verbosity: 1\n\
+             remote-control:\n  control-enable: no\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("unbound.conf"), conf).unwrap();
+        let child = Command::new(d11_bin())
+            .args([
+                "exec", "--name", &lab.name, node, "--", "unbound", "-d", "-c",
+            ])
+            .arg(dir.join("unbound.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unbound runs");
+        let unbound = Unbound(child);
+        for _ in 0..50 {
+            let o = lab.exec(
+                node,
+                &[
+                    "dig",
+                    "+short",
+                    "+tries=1",
+                    "+time=1",
+                    "-p",
+                    "5353",
+                    &format!("@{address}"),
+                    "a.root.lab",
+                    "A",
+                ],
+            );
+            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("198.18.0.2") {
+                return unbound;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("unbound in {node} never answered");
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A resolver's answer as dig shows it, without what differs between two
+/// resolvers that are both right: the id, the TTLs (each counts down from
+/// when it cached), the OPT line, and the additional section's count
+/// (unbound adds the addresses of an NS answer's targets; additional data
+/// is optional, RFC 2181 § 9, and neither dig view here shows it).
+fn resolved(lab: &Lab, node: &str, server: &str, port: &str, q: &[&str], tcp: bool) -> String {
+    let mut cmd = vec![
+        "dig",
+        "+noall",
+        "+comments",
+        "+answer",
+        "+authority",
+        "+nocookie",
+        "-p",
+        port,
+    ];
+    if tcp {
+        cmd.push("+tcp");
+    }
+    let at = format!("@{server}");
+    cmd.push(&at);
+    cmd.extend_from_slice(q);
+    let out = lab.sh(node, &cmd);
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split(", id:").next().unwrap_or(l))
+        .map(|l| l.split(", ADDITIONAL:").next().unwrap_or(l))
+        .filter(|l| !l.is_empty() && !l.contains("EDNS: version") && !l.contains("WARNING"))
+        .filter(|l| !l.starts_with(";; Got answer") && !l.starts_with(";; OPT"))
+        .map(|l| {
+            if l.starts_with(';') {
+                return l.to_string();
+            }
+            // A record: name TTL class type data…, without the TTL; an
+            // SOA keeps only its owner and type (serials agree, but the
+            // point is which zone said no).
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(3) == Some(&"SOA") {
+                format!("{} {} SOA", f[0], f[2])
+            } else {
+                let mut f = f;
+                f.remove(1);
+                f.join(" ")
+            }
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn report(lab: &Lab, node: &str) -> serde_json::Value {
+    let o = d11(&["show", "--name", &lab.name, node, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() {
+    let _s = serial();
+    require_root();
+    let scratch = Scratch::new("dns-resolver");
+    let name;
+    {
+        let lab = Lab::up("double11.toml", "dnsr");
+        name = lab.name.clone();
+        // No hosts entry for the shop is left: the phone's resolv.conf
+        // names the carrier's resolver.
+        let etc = format!("/etc/netns/{}", lab.netns("ue"));
+        let hosts = std::fs::read_to_string(format!("{etc}/hosts")).unwrap_or_default();
+        assert!(!hosts.contains("geektime"), "{hosts}");
+        let resolv = std::fs::read_to_string(format!("{etc}/resolv.conf")).unwrap();
+        assert!(resolv.contains("nameserver 198.18.2.2"), "{resolv}");
+
+        // Cold: `dig www.geektime.com` from the phone, every wire captured.
+        let cap = scratch.path("resolve.pcapng");
+        let o = lab.capture(&cap, "ue", &["dig", "www.geektime.com"]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(
+            out.contains("status: NOERROR") && out.contains("SERVER: 198.18.2.2#53"),
+            "{out}"
+        );
+        assert!(out.contains("flags: qr rd ra;"), "{out}");
+        for want in [
+            "www.geektime.com.\t600\tIN\tCNAME\twww.geektime.com.gslb.d11cloud.com.",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.24",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.25",
+            "www.geektime.com.gslb.d11cloud.com. 20 IN A\t203.0.113.26",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+        // The resolver's own queries on its wire: root, .com, the shop's
+        // server (the CNAME), .com again for d11cloud.com, the cloud's
+        // (a referral to the GSLB), the GSLB (the VIPs).
+        let asked: Vec<String> = tshark_fields(
+            &cap,
+            "dns.flags.response == 0 && ip.src == 198.18.2.2 && frame.interface_name == \"resolver:eth0\"",
+            &["ip.dst", "dns.qry.name"],
+        )
+        .into_iter()
+        .map(|f| f[0].clone())
+        .collect();
+        assert_eq!(
+            asked,
+            [
+                "198.18.0.2",
+                "198.18.0.18",
+                "198.18.1.2",
+                "198.18.0.18",
+                "198.18.1.2",
+                "198.18.1.18"
+            ],
+            "the walk"
+        );
+        assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
+
+        // Again: from the cache, no query leaves the resolver, TTLs no higher.
+        let before = report(&lab, "resolver");
+        let again = lab.sh("ue", &["dig", "+noall", "+answer", "www.geektime.com"]);
+        let after = report(&lab, "resolver");
+        let c = |r: &serde_json::Value, k: &str| r["counters"][k].as_u64().unwrap();
+        assert_eq!(c(&after, "cache_answers"), c(&before, "cache_answers") + 1);
+        assert_eq!(c(&after, "upstream_udp"), c(&before, "upstream_udp"));
+        let ttl = |l: &str| l.split_whitespace().nth(1).unwrap().parse::<u32>().unwrap();
+        let first = again.lines().next().unwrap();
+        assert!(ttl(first) <= 600, "{again}");
+        assert!(again.lines().skip(1).all(|l| ttl(l) <= 20), "{again}");
+        let cache = &after["cache"];
+        assert!(
+            cache
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "www.geektime.com.gslb.d11cloud.com." && r["type"] == "A"),
+            "{cache}"
+        );
+
+        // `d11 order` resolves through it and says so.
+        let o = d11(&["order", "--name", &lab.name]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(
+            out.contains("www.geektime.com via DNS 198.18.2.2, CNAME www.geektime.com. -> www.geektime.com.gslb.d11cloud.com.: 203.0.113.24 203.0.113.25 203.0.113.26"),
+            "{out}"
+        );
+
+        // unbound, from the same root hints, beside ours in the resolver's
+        // namespace: the phone gets the same answers from both.
+        let _unbound = Unbound::start(&lab, &scratch.path("unbound"), "resolver", "198.18.2.2");
+        let queries: [&[&str]; 9] = [
+            &["www.geektime.com", "A"],
+            &["www.geektime.com", "AAAA"],
+            &["nope.geektime.com", "A"],
+            &["geektime.com", "NS"],
+            &["geektime.com", "MX"],
+            &["www.geektime.com.gslb.d11cloud.com", "A"],
+            &["gslb.d11cloud.com", "A"],
+            &["a.root.lab", "A"],
+            &["nope.example", "A"],
+        ];
+        for q in queries {
+            for tcp in [false, true] {
+                let ours = resolved(&lab, "ue", "198.18.2.2", "53", q, tcp);
+                let theirs = resolved(&lab, "ue", "198.18.2.2", "5353", q, tcp);
+                assert_eq!(ours, theirs, "{q:?} tcp={tcp}: ours, then unbound's");
+            }
+        }
+    }
+    assert_gone(&name);
+}
+
+/// `dig +short` of the shop's name through the phone's resolver.
+fn vips_seen(lab: &Lab) -> Vec<String> {
+    lab.sh("ue", &["dig", "+short", "www.geektime.com", "A"])
+        .lines()
+        .filter(|l| !l.ends_with('.'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn the_gslb_answers_the_nearest_region_and_fails_over_to_north_when_east_is_down() {
+    let _s = serial();
+    require_root();
+    let name;
+    {
+        let lab = Lab::up("double11.toml", "gslb");
+        name = lab.name.clone();
+        // The carrier's resolver is nearest east.
+        assert_eq!(
+            vips_seen(&lab),
+            ["203.0.113.24", "203.0.113.25", "203.0.113.26"]
+        );
+        // A host behind the second carrier's resolver (off c3, its own
+        // resolv.conf names it) gets north's, by that resolver's address.
+        let north = lab.sh("resolver-n", &["dig", "+short", "www.geektime.com", "A"]);
+        let north: Vec<&str> = north.lines().filter(|l| !l.ends_with('.')).collect();
+        assert_eq!(north, ["198.19.24.24", "198.19.24.25", "198.19.24.26"]);
+        // A client subnet in north's list picks north, and the answer says
+        // for which prefix it holds [RFC 7871 § 7.2.1].
+        let ecs = lab.sh(
+            "ue",
+            &[
+                "dig",
+                "+norec",
+                "+subnet=198.18.3.0/24",
+                "@198.18.1.18",
+                "www.geektime.com.gslb.d11cloud.com",
+                "A",
+            ],
+        );
+        assert!(ecs.contains("CLIENT-SUBNET: 198.18.3.0/24/28"), "{ecs}");
+        assert!(ecs.contains(" 20 IN A\t198.19.24.24"), "{ecs}");
+
+        // East's load balancer gone from its network: the GSLB's checks
+        // find every east VIP down, and once the resolver's copy has
+        // expired (TTL 20 s) the phone gets north's VIPs.
+        lab.sh("vm-lb", &["ip", "link", "set", "eth0", "down"]);
+        let mut seen = Vec::new();
+        for _ in 0..120 {
+            seen = vips_seen(&lab);
+            if seen.first().map(String::as_str) == Some("198.19.24.24") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        assert_eq!(seen, ["198.19.24.24", "198.19.24.25", "198.19.24.26"]);
+        let gslb = report(&lab, "gslb");
+        let east = &gslb["regions"][0];
+        assert!(
+            east["vips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["up"] == false),
+            "{gslb}"
+        );
+        assert!(
+            gslb["regions"][1]["failovers_in"].as_u64().unwrap() >= 1,
+            "{gslb}"
+        );
+
+        // And the order goes through north.
+        let o = d11(&["order", "--name", &lab.name]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(
+            out.contains("POST /purchaseOrder to www.geektime.com 198.19.24.24:443"),
+            "{out}"
+        );
     }
     assert_gone(&name);
 }

@@ -185,5 +185,7 @@ pub fn registry() -> AppRegistry {
         .with::<crate::baseband::BasebandApp>()
         .with::<crate::dns::AuthApp>()
         .with::<crate::cdn::OriginApp>()
+        .with::<crate::dns::ldns::ResolverApp>()
+        .with::<crate::dns::gslb::GslbApp>()
         .with::<crate::cdn::cache::CacheApp>()
 }

@@ -14,8 +14,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -69,6 +69,9 @@ pub struct OrderOutcome {
     pub cipher: String,
     /// From the connection's start to the last byte of the reply.
     pub elapsed_ms: f64,
+    /// How the shop's name was resolved (`d11 order` fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<crate::dns::stub::Resolved>,
 }
 
 /// The fields of the controller's JSON reply the phone's users read
@@ -125,16 +128,6 @@ pub enum OrderError {
     /// cannot help.
     #[error("TLS with {host} refused: {detail}")]
     Tls { host: String, detail: String },
-}
-
-/// The address `name` has in the hosts file at `path` (hosts(5)).
-pub fn resolve(path: &Path, name: &str) -> std::io::Result<Option<Ipv4Addr>> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text.lines().find_map(|l| {
-        let mut f = l.split('#').next()?.split_whitespace();
-        let addr: Ipv4Addr = f.next()?.parse().ok()?;
-        f.any(|n| n.eq_ignore_ascii_case(name)).then_some(addr)
-    }))
 }
 
 /// A random version-4 UUID (RFC 9562 § 5.4) for an `Idempotency-Key`.
@@ -370,6 +363,7 @@ async fn post(
         tls_version,
         cipher,
         elapsed_ms,
+        resolved: None,
     })
 }
 
@@ -399,23 +393,6 @@ pub(crate) async fn close<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolves_from_a_hosts_file_and_ignores_comments() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("hosts");
-        std::fs::write(
-            &p,
-            "# d11\n127.0.0.1\tlocalhost\n#203.0.113.9 www.geektime.com\n203.0.113.24\tshop www.GeekTime.com # VIP\n",
-        )
-        .unwrap();
-        assert_eq!(
-            resolve(&p, "www.geektime.com").unwrap(),
-            Some(Ipv4Addr::new(203, 0, 113, 24))
-        );
-        assert_eq!(resolve(&p, "geektime.com").unwrap(), None);
-        assert!(resolve(&dir.path().join("none"), "x").is_err());
-    }
 
     #[test]
     fn idempotency_keys_are_v4_uuids_and_differ() {

@@ -612,13 +612,17 @@ fn tune_client_side(lab: &str, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// The story's order to the shop's name as the phone's hosts file resolves it.
+/// The story's order to the shop's name as the phone resolves it (its hosts file, then its resolver).
 fn order_request(lab: &str, dir: &RunDir) -> Result<OrderRequest> {
     let host = "www.geektime.com";
-    let hosts = d11_lab::netns_hosts_file(lab, "ue");
-    let ip = phone::resolve(&hosts, host)
-        .with_context(|| format!("reading {}", hosts.display()))?
-        .with_context(|| format!("{} does not resolve {host}", hosts.display()))?;
+    let files = d11_apps::dns::stub::StubFiles {
+        hosts: d11_lab::netns_hosts_file(lab, "ue"),
+        resolv: d11_lab::netns_resolv_file(lab, "ue"),
+    };
+    let netns = d11_lab::netns_name(lab, "ue");
+    let resolved = d11_apps::dns::stub::lookup_in(&netns, &files, host, Duration::from_secs(5))
+        .with_context(|| format!("ue resolving {host}"))?;
+    let ip = *resolved.addrs.first().context("no address")?;
     Ok(OrderRequest {
         host: host.into(),
         addr: SocketAddr::from((ip, 443)),

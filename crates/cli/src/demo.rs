@@ -302,13 +302,20 @@ fn chapter2(d: &Runner, lab: &str, net: &Net, topology: &Path, file: &Path) -> R
     let frames = crate::trace::read_capture(file)?;
     let messages = d11_lab::bgplog::messages(&frames);
     let start_ns = frames.iter().map(|f| f.ts_ns).min().unwrap_or(0);
-    let vip = d11_lab::Topology::load(topology).ok().and_then(|t| {
-        t.nodes
-            .iter()
-            .flat_map(|n| n.hosts.iter())
-            .map(|h| h.address)
-            .next()
-    });
+    // The shop's address as the phone resolves it (the lab's DNS), or as a
+    // topology without DNS writes it into a hosts file.
+    let vip = crate::order::lookup(lab, "ue", "www.geektime.com")
+        .ok()
+        .and_then(|r| r.addrs.first().copied())
+        .or_else(|| {
+            d11_lab::Topology::load(topology).ok().and_then(|t| {
+                t.nodes
+                    .iter()
+                    .flat_map(|n| n.hosts.iter())
+                    .map(|h| h.address)
+                    .next()
+            })
+        });
     let mut routers = Vec::new();
     for (node, role) in &net.roles {
         if role != "router" {
@@ -521,10 +528,16 @@ fn chapter6(order: &OrderOutcome) -> Result<String> {
     let reply = order.reply();
     writeln!(
         s,
-        "The phone app in ue connected from {} to {} (www.geektime.com in the phone's hosts file): \
+        "The phone app in ue connected from {} to {} ({}): \
          TCP three-way handshake, then {} with {}, the server's chain verified against the lab root only.",
         order.local,
         order.remote,
+        order
+            .resolved
+            .as_ref()
+            .map_or("www.geektime.com in the phone's hosts file".to_string(), |r| {
+                crate::order::resolution_line(r)
+            }),
         tls_name(&order.tls_version),
         order.cipher
     )?;

@@ -175,10 +175,7 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
         .map(|r| r.via)
         .context("ue has no default route (its gateway)")?;
     need_root("d11 load")?;
-    let hosts = d11_lab::netns_hosts_file(lab, "ue");
-    let ip = d11_apps::phone::resolve(&hosts, &args.host)
-        .with_context(|| format!("reading {}", hosts.display()))?
-        .with_context(|| format!("{} does not resolve {}", hosts.display(), args.host))?;
+    let ip = crate::order::lookup(lab, "ue", &args.host)?.addrs[0];
     let root = d11_apps::pki::PkiPaths::new(dir.pki_dir()).root_cert();
     let tls = d11_apps::ran::without_resumption(&*d11_apps::pki::client_config(&root, false)?);
     let body = serde_json::to_vec(&d11_apps::phone::story_order())?;

@@ -2,6 +2,7 @@
 
 use crate::{need_root, LabArg};
 use anyhow::{bail, Context, Result};
+use d11_apps::dns::stub::{self, Resolved, StubFiles};
 use d11_apps::phone::{self, OrderRequest};
 use d11_lab::RunDir;
 use std::net::SocketAddr;
@@ -13,10 +14,10 @@ use std::time::Duration;
 pub struct OrderArgs {
     #[command(flatten)]
     pub lab: LabArg,
-    /// The phone: the host whose namespace, hosts file and stack the app uses.
+    /// The phone: the host whose namespace, resolver and stack the app uses.
     #[arg(long, default_value = "ue")]
     pub node: String,
-    /// The shop's name (resolved through the node's hosts file).
+    /// The shop's name (resolved as the node resolves it: its hosts file, then its resolver).
     #[arg(long, default_value = "www.geektime.com")]
     pub host: String,
     #[arg(long, default_value_t = 443)]
@@ -51,27 +52,11 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
         bail!("lab {lab} has no node {:?}", args.node);
     }
     need_root("d11 order")?;
-    let hosts = d11_lab::netns_hosts_file(lab, &args.node);
-    let ip = phone::resolve(&hosts, &args.host)
-        .with_context(|| {
-            format!(
-                "reading {} (the topology gives {} no hosts entries)",
-                hosts.display(),
-                args.node
-            )
-        })?
-        .with_context(|| {
-            format!(
-                "{} does not resolve {} (add it to nodes.{}.hosts)",
-                hosts.display(),
-                args.host,
-                args.node
-            )
-        })?;
+    let resolved = lookup(lab, &args.node, &args.host)?;
     let root = d11_apps::pki::PkiPaths::new(dir.pki_dir()).root_cert();
     let req = OrderRequest {
         host: args.host.clone(),
-        addr: SocketAddr::from((ip, args.port)),
+        addr: SocketAddr::from((resolved.addrs[0], args.port)),
         root,
         key_log: std::env::var_os("SSLKEYLOGFILE").is_some(),
         idempotency_key: args.key.clone().unwrap_or_else(phone::new_idempotency_key),
@@ -92,13 +77,38 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let out = rt.block_on(phone::order(&req))?;
+    // Each address in the answer's order: the next when one does not
+    // answer (a VIP down), as a browser tries a name's addresses.
+    let mut failed = Vec::new();
+    let mut out = None;
+    for (i, ip) in resolved.addrs.iter().enumerate() {
+        let req = OrderRequest {
+            addr: SocketAddr::from((*ip, args.port)),
+            ..req.clone()
+        };
+        match rt.block_on(phone::order(&req)) {
+            Ok(o) => {
+                out = Some(o);
+                break;
+            }
+            Err(e @ phone::OrderError::Unreachable { .. }) if i + 1 < resolved.addrs.len() => {
+                failed.push(format!("{ip}: {e}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut out = out.context("no address to try")?;
+    out.resolved = Some(resolved.clone());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        println!("{}", resolution_line(&resolved));
+        for f in &failed {
+            println!("  {f}, trying the next address");
+        }
         println!(
-            "POST /purchaseOrder to {} {}:{} ({}) over {} {} from {}",
-            args.host, ip, args.port, args.node, out.tls_version, out.cipher, out.local
+            "POST /purchaseOrder to {} {} ({}) over {} {} from {}",
+            args.host, out.remote, args.node, out.tls_version, out.cipher, out.local
         );
         for e in &out.errors {
             println!("  retried after {e}");
@@ -125,4 +135,42 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `name` as `node` resolves it: its hosts file, then its resolv.conf's
+/// nameservers (the lab's resolver), from inside its namespace.
+pub fn lookup(lab: &str, node: &str, name: &str) -> Result<Resolved> {
+    let files = StubFiles {
+        hosts: d11_lab::netns_hosts_file(lab, node),
+        resolv: d11_lab::netns_resolv_file(lab, node),
+    };
+    let r = stub::lookup_in(
+        &d11_lab::netns_name(lab, node),
+        &files,
+        name,
+        Duration::from_secs(5),
+    )
+    .with_context(|| format!("{node} resolving {name}"))?;
+    if r.addrs.is_empty() {
+        bail!("{name} resolved to no address");
+    }
+    Ok(r)
+}
+
+/// One line telling how the name was resolved: which service, which
+/// CNAMEs, which addresses, for how long.
+pub fn resolution_line(r: &Resolved) -> String {
+    let mut s = format!("{} via {}", r.name, r.via);
+    if r.tcp {
+        s += " (over TCP)";
+    }
+    for c in &r.cnames {
+        s += &format!(", CNAME {c}");
+    }
+    let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
+    s += &format!(": {}", addrs.join(" "));
+    if let Some(t) = r.ttl {
+        s += &format!(" (TTL {t} s)");
+    }
+    s
 }

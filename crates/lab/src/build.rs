@@ -127,8 +127,9 @@ fn write_file(path: &Path, text: &str) -> Result<(), StepFailed> {
         .map_err(|e| io_step(path, "writing", e))
 }
 
-/// `/etc/netns/LAB-NODE/hosts` for each host with `hosts` entries, which
-/// `ip netns exec` (and so `d11 exec`) mounts over `/etc/hosts`.
+/// `/etc/netns/LAB-NODE/hosts` for each host with `hosts` entries, and
+/// `resolv.conf` for each with `nameservers`, which `ip netns exec` (and so
+/// `d11 exec`) mounts over `/etc/hosts` and `/etc/resolv.conf`.
 fn write_hosts_files(lab: &str, topo: &Topology) -> Result<(), StepFailed> {
     for n in topo.nodes.iter().filter(|n| !n.hosts.is_empty()) {
         let dir = Path::new(ETC_NETNS_DIR).join(netns_name(lab, &n.name));
@@ -138,6 +139,15 @@ fn write_hosts_files(lab: &str, topo: &Topology) -> Result<(), StepFailed> {
             text.push_str(&format!("{}\t{}\n", h.address, h.name));
         }
         write_file(&dir.join("hosts"), &text)?;
+    }
+    for n in topo.nodes.iter().filter(|n| !n.nameservers.is_empty()) {
+        let dir = Path::new(ETC_NETNS_DIR).join(netns_name(lab, &n.name));
+        std::fs::create_dir_all(&dir).map_err(|e| io_step(&dir, "creating", e))?;
+        let mut text = format!("{}\n", etc_marker(lab));
+        for a in &n.nameservers {
+            text.push_str(&format!("nameserver {a}\n"));
+        }
+        write_file(&dir.join("resolv.conf"), &text)?;
     }
     Ok(())
 }

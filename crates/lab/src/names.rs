@@ -51,6 +51,14 @@ pub fn netns_hosts_file(lab: &str, node: &str) -> PathBuf {
         .join("hosts")
 }
 
+/// The resolv.conf `d11 up` writes for `node` (mounted over
+/// `/etc/resolv.conf` by `ip netns exec` like the hosts file).
+pub fn netns_resolv_file(lab: &str, node: &str) -> PathBuf {
+    Path::new(ETC_NETNS_DIR)
+        .join(netns_name(lab, node))
+        .join("resolv.conf")
+}
+
 /// The alias [`crate::build`] gives `lo` in each namespace of `lab`: it
 /// proves a namespace belongs to the lab even when the run directory is gone.
 pub(crate) fn netns_marker(lab: &str) -> String {

@@ -237,7 +237,7 @@ pub fn teardown(lab: &str) -> Result<TeardownReport, TeardownError> {
     Ok(report)
 }
 
-/// Removes the `/etc/netns/LAB-*/hosts` files `d11 up` wrote (known by
+/// Removes the `/etc/netns/LAB-*/hosts` and `resolv.conf` files `d11 up` wrote (known by
 /// their first line) and their directories once empty. Best effort: what
 /// it cannot remove it logs.
 fn remove_etc_files(lab: &str) {
@@ -250,13 +250,19 @@ fn remove_etc_files(lab: &str) {
         if !entry.file_name().to_string_lossy().starts_with(&prefix) {
             continue;
         }
-        let hosts = entry.path().join("hosts");
-        let ours = std::fs::read_to_string(&hosts)
-            .is_ok_and(|t| t.lines().next() == Some(marker.as_str()));
-        if ours {
-            if let Err(e) = std::fs::remove_file(&hosts) {
-                tracing::warn!(path = %hosts.display(), "cannot remove: {e}");
+        let mut ours = false;
+        for file in ["hosts", "resolv.conf"] {
+            let path = entry.path().join(file);
+            let mine = std::fs::read_to_string(&path)
+                .is_ok_and(|t| t.lines().next() == Some(marker.as_str()));
+            if mine {
+                ours = true;
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), "cannot remove: {e}");
+                }
             }
+        }
+        if ours {
             // Left in place if someone else put files there.
             let _ = std::fs::remove_dir(entry.path());
         }

@@ -115,6 +115,11 @@ pub struct Node {
     /// the lab has DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostEntry>,
+    /// Hosts only: the resolvers the namespace's `/etc/resolv.conf` names
+    /// (written to `/etc/netns/LAB-NODE/resolv.conf`, which `ip netns
+    /// exec` mounts), in order [resolv.conf(5) `nameserver`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<Ipv4Addr>,
 }
 
 /// One line of a host's `/etc/hosts`.

@@ -218,6 +218,12 @@ impl Topology {
                         self.error_at(&format!("nodes[{i}].hosts"), "only hosts have a hosts file")
                     );
                 }
+                if !n.nameservers.is_empty() {
+                    return Err(self.error_at(
+                        &format!("nodes[{i}].nameservers"),
+                        "only hosts have a resolv.conf",
+                    ));
+                }
             }
             for (j, h) in n.hosts.iter().enumerate() {
                 if !is_hostname(&h.name) {

@@ -8,6 +8,10 @@
 //! (a TCP connection carries several queries and idles out). The answer
 //! logic is [`zone::Authority`], without sockets; this file is its shell.
 
+pub mod gslb;
+pub mod ldns;
+pub mod resolver;
+pub mod stub;
 pub mod zone;
 
 use crate::app::{AppEnv, Running, Shutdown};
@@ -190,32 +194,55 @@ impl AuthServer {
             }
         }
     }
+}
 
-    /// Answers one TCP client's length-prefixed queries until it closes,
-    /// idles out or sends what cannot be a message [RFC 7766 § 8].
-    pub async fn serve_tcp(self: Arc<Self>, mut s: TcpStream) {
-        loop {
-            let mut len = [0u8; 2];
-            match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
-                Ok(Ok(_)) => {}
-                _ => return,
-            }
-            let n = u16::from_be_bytes(len) as usize;
-            let mut msg = vec![0u8; n];
-            match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await {
-                Ok(Ok(_)) => {}
-                _ => return,
-            }
-            let Some(out) = self.handle(&msg, Transport::Tcp) else {
-                return;
-            };
-            let mut framed = Vec::with_capacity(out.len() + 2);
-            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&out);
-            if s.write_all(&framed).await.is_err() {
-                return;
-            }
+/// Answers one TCP client's length-prefixed queries with `handle` until
+/// it closes, idles out or sends what gets no answer [RFC 7766 § 8].
+pub async fn serve_tcp<F, Fut>(mut s: TcpStream, mut handle: F)
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Option<Vec<u8>>>,
+{
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
         }
+        let n = u16::from_be_bytes(len) as usize;
+        let mut msg = vec![0u8; n];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let Some(out) = handle(msg).await else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        if s.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts TCP clients on `tcp` forever, at most [`TCP_CLIENTS`] at once
+/// (more wait in the kernel's backlog), each served by `serve`.
+pub async fn accept_tcp<F, Fut>(tcp: tokio::net::TcpListener, serve: F) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let clients = Arc::new(Semaphore::new(TCP_CLIENTS));
+    loop {
+        let permit = clients.clone().acquire_owned().await;
+        let (conn, peer) = tcp.accept().await?;
+        let fut = serve(conn, peer);
+        tokio::spawn(async move {
+            fut.await;
+            drop(permit);
+        });
     }
 }
 
@@ -264,23 +291,16 @@ impl crate::app::App for AuthApp {
                 .map(|z| z.origin)
                 .collect();
             info!(%at, ?zones, "dns-auth up");
-            let clients = Arc::new(Semaphore::new(TCP_CLIENTS));
             tokio::select! {
                 _ = shutdown => Ok(()),
                 r = server.clone().serve_udp(udp) => Ok(r?),
-                r = async {
-                    loop {
-                        let permit = clients.clone().acquire_owned().await;
-                        let (conn, _) = tcp.accept().await?;
-                        let server = server.clone();
-                        tokio::spawn(async move {
-                            server.serve_tcp(conn).await;
-                            drop(permit);
-                        });
-                    }
-                    #[allow(unreachable_code)]
-                    Ok::<(), std::io::Error>(())
-                } => Ok(r?),
+                r = accept_tcp(tcp, |conn, _| {
+                    let server = server.clone();
+                    serve_tcp(conn, move |msg| {
+                        let out = server.handle(&msg, Transport::Tcp);
+                        async move { out }
+                    })
+                }) => Ok(r?),
             }
         })
     }

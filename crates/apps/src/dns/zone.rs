@@ -235,63 +235,17 @@ impl Authority {
     /// The answer to one query message, or `None` (with why) when it gets
     /// none: fewer than 12 octets, or a response [RFC 1035 § 4.1.1].
     pub fn answer(&self, query: &[u8], via: Transport) -> (Option<Vec<u8>>, Outcome) {
-        let req = match Message::from_vec(query) {
-            Ok(m) => m,
-            Err(_) => return self.formerr_of_header(query),
+        let Admitted {
+            req,
+            mut resp,
+            limit,
+        } = match admit(query, via) {
+            Ok(a) => a,
+            Err(done) => return done,
         };
-        if req.metadata.message_type != MessageType::Query {
-            return (None, Outcome::Dropped);
-        }
-        let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
-        resp.metadata = Metadata::response_from_request(&req.metadata);
-        resp.queries = req.queries.clone();
-        let mut limit = match via {
-            Transport::Tcp => u16::MAX as usize,
-            Transport::Udp => PLAIN_UDP,
-        };
-        if let Some(e) = &req.edns {
-            let mut opt = Edns::new();
-            opt.set_max_payload(MAX_UDP as u16);
-            opt.set_version(0);
-            resp.edns = Some(opt);
-            // [RFC 6891 § 6.1.3]: only version 0 is spoken.
-            if e.version() > 0 {
-                resp.metadata.response_code = ResponseCode::BADVERS;
-                resp.queries.clear();
-                return (resp.to_vec().ok(), Outcome::BadVers);
-            }
-            if via == Transport::Udp {
-                limit = (e.max_payload() as usize).clamp(PLAIN_UDP, MAX_UDP);
-            }
-        }
-        if req.metadata.op_code != OpCode::Query {
-            resp.metadata.response_code = ResponseCode::NotImp;
-            return (resp.to_vec().ok(), Outcome::NotImp);
-        }
-        // One question, of class IN [RFC 9619].
-        let [q] = req.queries.as_slice() else {
-            resp.metadata.response_code = ResponseCode::FormErr;
-            return (resp.to_vec().ok(), Outcome::FormErr);
-        };
-        if q.query_class() != DNSClass::IN {
-            resp.metadata.response_code = ResponseCode::Refused;
-            return (resp.to_vec().ok(), Outcome::Refused);
-        }
+        let q = &req.queries[0];
         let outcome = self.resolve(q.name(), q.query_type(), &mut resp);
         fit(resp, limit, outcome)
-    }
-
-    /// A FORMERR echoing the id and opcode of a message that does not parse,
-    /// when at least its header is there.
-    fn formerr_of_header(&self, query: &[u8]) -> (Option<Vec<u8>>, Outcome) {
-        if query.len() < 12 || query[2] & 0x80 != 0 {
-            return (None, Outcome::Dropped);
-        }
-        let mut out = query[..12].to_vec();
-        out[2] = 0x80 | (query[2] & 0x79); // QR, opcode, RD kept
-        out[3] = ResponseCode::FormErr.low();
-        out[4..12].fill(0);
-        (Some(out), Outcome::FormErr)
     }
 
     /// Fills `resp` for `qname`/`qtype` [RFC 1034 § 4.3.2].
@@ -311,13 +265,15 @@ impl Authority {
             // A delegation on the way: a referral, not authoritative.
             if let Some(cut) = zone.cut(&name) {
                 if !(qtype == RecordType::DS && LowerName::from(&name) == cut) {
-                    if chain > 0 {
-                        // The chain leaves what we answer for with authority.
-                        return Outcome::Answer;
-                    }
+                    // The chain's target is delegated: the CNAMEs, then
+                    // the referral for the target, as nsd answers.
                     let ns = zone.rrs(&cut, RecordType::NS);
                     resp.additionals = zone.glue(&ns);
                     resp.authorities = ns;
+                    if chain > 0 {
+                        return Outcome::Answer;
+                    }
+                    resp.metadata.authoritative = false;
                     return Outcome::Referral;
                 }
             }
@@ -362,10 +318,81 @@ impl Authority {
     }
 }
 
+/// A query a server will answer: the request, the response it starts
+/// (id, opcode, RD, the question, an OPT when the query had one) and the
+/// octets the answer may fill.
+pub struct Admitted {
+    pub req: Message,
+    pub resp: Message,
+    pub limit: usize,
+}
+
+/// Checks one message as any server must before answering it: the
+/// header, one question of class IN [RFC 9619], opcode QUERY, EDNS version
+/// 0 [RFC 6891 § 6.1.3]; what fails gets its error answer here (or none).
+pub fn admit(query: &[u8], via: Transport) -> Result<Admitted, (Option<Vec<u8>>, Outcome)> {
+    let req = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => return Err(formerr_of_header(query)),
+    };
+    if req.metadata.message_type != MessageType::Query {
+        return Err((None, Outcome::Dropped));
+    }
+    let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+    resp.metadata = Metadata::response_from_request(&req.metadata);
+    resp.queries = req.queries.clone();
+    let mut limit = match via {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => PLAIN_UDP,
+    };
+    if let Some(e) = &req.edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(MAX_UDP as u16);
+        opt.set_version(0);
+        resp.edns = Some(opt);
+        // [RFC 6891 § 6.1.3]: only version 0 is spoken.
+        if e.version() > 0 {
+            resp.metadata.response_code = ResponseCode::BADVERS;
+            resp.queries.clear();
+            return Err((resp.to_vec().ok(), Outcome::BadVers));
+        }
+        if via == Transport::Udp {
+            limit = (e.max_payload() as usize).clamp(PLAIN_UDP, MAX_UDP);
+        }
+    }
+    if req.metadata.op_code != OpCode::Query {
+        resp.metadata.response_code = ResponseCode::NotImp;
+        return Err((resp.to_vec().ok(), Outcome::NotImp));
+    }
+    // One question, of class IN [RFC 9619].
+    let [q] = req.queries.as_slice() else {
+        resp.metadata.response_code = ResponseCode::FormErr;
+        return Err((resp.to_vec().ok(), Outcome::FormErr));
+    };
+    if q.query_class() != DNSClass::IN {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return Err((resp.to_vec().ok(), Outcome::Refused));
+    }
+    Ok(Admitted { req, resp, limit })
+}
+
+/// A FORMERR echoing the id and opcode of a message that does not parse,
+/// when at least its header is there.
+fn formerr_of_header(query: &[u8]) -> (Option<Vec<u8>>, Outcome) {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return (None, Outcome::Dropped);
+    }
+    let mut out = query[..12].to_vec();
+    out[2] = 0x80 | (query[2] & 0x79); // QR, opcode, RD kept
+    out[3] = ResponseCode::FormErr.low();
+    out[4..12].fill(0);
+    (Some(out), Outcome::FormErr)
+}
+
 /// Encodes `resp` within `limit` octets: without the additional section if
 /// that is what overflows (glue is optional), else with TC set and empty
 /// sections [RFC 2181 § 9].
-fn fit(mut resp: Message, limit: usize, outcome: Outcome) -> (Option<Vec<u8>>, Outcome) {
+pub fn fit(mut resp: Message, limit: usize, outcome: Outcome) -> (Option<Vec<u8>>, Outcome) {
     match resp.to_vec() {
         Ok(v) if v.len() <= limit => return (Some(v), outcome),
         Ok(_) => {}
