@@ -83,6 +83,11 @@ pub enum BasebandError {
     NotAllowedPlain,
 }
 
+/// The radio carriage of NAS: Ethernet with EtherType 0x88B5 (IEEE Local
+/// Experimental 1), the NAS PDU as payload; the phone's MAC names the UE
+/// (`d11_elements::s1link::ETHERTYPE_NAS`, docs/attach.md).
+pub const ETHERTYPE_NAS: u16 = 0x88b5;
+
 /// The UE network capability we send: EEA0/1/2 and EIA0/1/2
 /// [TS 24.301 § 9.9.3.34].
 pub const UE_NETWORK_CAPABILITY: [u8; 2] = [0xe0, 0xe0];
@@ -359,7 +364,7 @@ const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The PLMN the phone's USIM belongs to: MCC 001 MNC 01, the test
 /// network's, the lab's [TS 24.008 § 10.5.1.13].
-const HOME_PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
+pub const HOME_PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
 
 fn default_port() -> String {
     "eth0".into()
@@ -528,7 +533,7 @@ fn radio(
     let frame = |nas: &[u8]| {
         let mut f = vec![0xff; 6];
         f.extend_from_slice(mac);
-        f.extend_from_slice(&[0x88, 0xb5]);
+        f.extend_from_slice(&ETHERTYPE_NAS.to_be_bytes());
         f.extend_from_slice(nas);
         f
     };
@@ -553,7 +558,7 @@ fn radio(
         }
         while let Some(m) = sock.recv_frame(&mut buf)? {
             let f = &buf[..m.len.min(buf.len())];
-            if f.len() < 14 || f[12..14] != [0x88, 0xb5] || f[..6] != *mac {
+            if f.len() < 14 || f[12..14] != ETHERTYPE_NAS.to_be_bytes() || f[..6] != *mac {
                 continue;
             }
             quiet_until = Instant::now() + RETRY;

@@ -252,8 +252,15 @@ impl Hss {
         seed: u64,
     ) -> rusqlite::Result<Hss> {
         let mut db = Connection::open(path)?;
+        // WAL with synchronous NORMAL: a commit (the SQN moved on in each
+        // AIA, the location in each ULA) is safe from the process's own
+        // death (`kill -9`, the supervisor's restart) without an fsync
+        // each; a power loss may take the last SQNs back, which the USIM
+        // answers with AUTS and the resync repairs [TS 33.102 § 6.3.5].
+        // An fsync per commit held the HSS to ~500 answers/s on this disk.
         db.execute_batch(
             "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
              CREATE TABLE IF NOT EXISTS subscribers (
                imsi TEXT PRIMARY KEY, k BLOB NOT NULL, opc BLOB NOT NULL,
                sqn INTEGER NOT NULL, apn TEXT NOT NULL, barred INTEGER NOT NULL,
@@ -664,43 +671,56 @@ impl Hss {
 
     /// Serves one peer: its first message must be a CER; each request is
     /// answered; a stream that cannot be Diameter is closed [RFC 6733 § 5.3].
+    /// The answers to what one read brought go out in one write, with
+    /// Nagle off: the MME's requests are small and many at once, and with
+    /// Nagle each write would wait for the ACK of the last.
     pub async fn serve_peer(self: Arc<Self>, mut s: TcpStream) {
         bump(&self.counters.peers);
+        let _ = s.set_nodelay(true);
         let mut buf = Vec::with_capacity(4096);
+        let mut out = Vec::with_capacity(4096);
         let mut greeted = false;
         loop {
-            match message_len(&buf) {
-                Some(Ok(n)) if buf.len() >= n => {
-                    let msg: Vec<u8> = buf.drain(..n).collect();
-                    let Ok(p) = DiameterPacket::new_checked(&msg[..]) else {
-                        bump(&self.counters.broken_streams);
-                        return;
-                    };
-                    let cer = p.command_code() == cmd::CAPABILITIES_EXCHANGE;
-                    if !greeted && !cer {
-                        warn!("hss: a peer spoke before its CER; closed");
-                        bump(&self.counters.broken_streams);
-                        return;
-                    }
-                    greeted = true;
-                    if let Some(a) = self.answer(&p) {
-                        if s.write_all(&a).await.is_err() {
-                            return;
+            let go_on = loop {
+                match message_len(&buf) {
+                    Some(Ok(n)) if buf.len() >= n => {
+                        let msg: Vec<u8> = buf.drain(..n).collect();
+                        let Ok(p) = DiameterPacket::new_checked(&msg[..]) else {
+                            bump(&self.counters.broken_streams);
+                            break false;
+                        };
+                        let cer = p.command_code() == cmd::CAPABILITIES_EXCHANGE;
+                        if !greeted && !cer {
+                            warn!("hss: a peer spoke before its CER; closed");
+                            bump(&self.counters.broken_streams);
+                            break false;
+                        }
+                        greeted = true;
+                        if let Some(a) = self.answer(&p) {
+                            out.extend_from_slice(&a);
+                        }
+                        if p.command_code() == cmd::DISCONNECT_PEER {
+                            break false;
                         }
                     }
-                    if p.command_code() == cmd::DISCONNECT_PEER {
-                        return;
+                    Some(Err(e)) => {
+                        warn!("hss: {e}; connection closed");
+                        bump(&self.counters.broken_streams);
+                        break false;
                     }
-                    continue;
+                    _ => break true,
                 }
-                Some(Err(e)) => {
-                    warn!("hss: {e}; connection closed");
-                    bump(&self.counters.broken_streams);
+            };
+            if !out.is_empty() {
+                if s.write_all(&out).await.is_err() {
                     return;
                 }
-                _ => {}
+                out.clear();
             }
-            let mut chunk = [0u8; 4096];
+            if !go_on {
+                return;
+            }
+            let mut chunk = [0u8; 16384];
             match tokio::time::timeout(IDLE, s.read(&mut chunk)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),

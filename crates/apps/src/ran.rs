@@ -3,14 +3,18 @@
 //! Read smoltcp's `iface::Interface` (one IP stack: ARP, IPv4, TCP, polled
 //! with the time as an argument) and rustls's `ClientConnection` (sans-IO
 //! TLS: `read_tls`, `process_new_packets`, `reader`, `writer`, `write_tls`)
-//! first. Each phone is a [`Ue`]: its own UE address from the topology's
-//! bearer range, its own MAC, its own smoltcp `Interface` and `SocketSet`
-//! (so its own ARP cache, its own TCP sequence numbers seeded per phone, its
-//! own ports) and, for each order, its own TCP socket and rustls client. All
+//! first. Each phone is a [`Ue`]: its own MAC and its own USIM (an IMSI of
+//! the hss's range, the range's K and OPc) in a [`Baseband`], which attaches
+//! over the radio carriage of NAS (EtherType 0x88B5, `d11_elements::s1link`)
+//! as the phone's own baseband app does; then, on the address the Attach
+//! Accept gave, its own smoltcp `Interface` and `SocketSet` (so its own ARP
+//! cache, its own TCP sequence numbers seeded per phone, its own ports) and,
+//! for each order, its own TCP socket and rustls client. All
 //! phones share one radio: an AF_PACKET socket on the UE host's `eth0`, the
-//! TAP whose other end the eNodeB holds. Frames from the eNodeB are handed
-//! to the phone whose address they carry (IPv4 destination, or an ARP's
-//! target address); frames to the kernel's own address (10.45.0.2) or
+//! TAP whose other end the eNodeB holds. NAS from the eNodeB goes to the
+//! phone whose MAC it is sent to; other frames are handed to the phone
+//! whose address they carry (IPv4 destination, or an ARP's target
+//! address); frames to the kernel's own address (10.45.0.2) or
 //! anyone else are not the phones' business. The kernel of the UE host
 //! ignores the phones' frames: they are for MACs that are not its own
 //! (`PACKET_OTHERHOST`), and ARP for addresses it does not hold.
@@ -19,6 +23,7 @@
 //! in and bytes out; [`Ran`] is the phones, fed frames and the time by a
 //! driver that owns the socket (`crates/cli/src/load.rs`).
 
+use crate::baseband::{Baseband, UeState, UsimConfig, ETHERTYPE_NAS};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use serde::{Deserialize, Serialize};
@@ -27,7 +32,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -63,6 +68,9 @@ pub enum Outcome {
     ConnectionLost,
     /// `--attach-only`: the TCP handshake completed.
     Attached,
+    /// The phone never attached (rejected, or no Attach Accept in time):
+    /// its orders were not placed.
+    NotAttached,
 }
 
 impl Outcome {
@@ -76,6 +84,7 @@ impl Outcome {
             Outcome::TlsError => "TLS error",
             Outcome::ConnectionLost => "connection lost",
             Outcome::Attached => "attached",
+            Outcome::NotAttached => "not attached",
         }
     }
 
@@ -349,9 +358,20 @@ impl phy::TxToken for TxToken<'_> {
 /// What all phones do.
 #[derive(Clone)]
 pub struct RanConfig {
-    /// The first phone's address (the bearer range's `ue_ip`); phone `i`
-    /// has the address `i` above it.
-    pub first_ue: Ipv4Addr,
+    /// Phone `i`'s USIM: IMSI `first_imsi + i` (as many digits), K and OPc
+    /// of the hss's subscriber range.
+    pub usims: UsimRange,
+    /// The PLMN the USIMs belong to (the lab's 001/01).
+    pub plmn: [u8; 3],
+    /// Phones with an attach under way at once.
+    pub attach_window: usize,
+    /// New attaches started per second at most: a burst of Attach
+    /// Requests beyond the radio TAP's queue (`txqueuelen`, 1,000 frames)
+    /// is dropped by the kernel, unseen by the sender.
+    pub attach_rate: u32,
+    /// How long a phone tries to attach (its Attach Request again after
+    /// [`ATTACH_RETRY`] of silence) before it gives up.
+    pub attach_timeout: Duration,
     /// The UE pool's prefix length (16), the phones' subnet.
     pub prefix_len: u8,
     /// The gateway the eNodeB answers ARP for (10.45.0.1).
@@ -375,15 +395,54 @@ pub struct RanConfig {
     pub seed: u64,
 }
 
+/// The phones' USIMs: the hss's `config.range`.
+#[derive(Debug, Clone)]
+pub struct UsimRange {
+    pub first_imsi: String,
+    pub count: usize,
+    pub k: String,
+    pub opc: String,
+}
+
+impl UsimRange {
+    /// The USIM of phone `i`.
+    pub fn usim(&self, i: usize) -> UsimConfig {
+        let first: u64 = self.first_imsi.parse().unwrap_or(0);
+        UsimConfig {
+            imsi: format!("{:0w$}", first + i as u64, w = self.first_imsi.len()),
+            k: self.k.clone(),
+            opc: self.opc.clone(),
+        }
+    }
+}
+
+/// How long a phone waits for the network's next NAS message before it
+/// sends its Attach Request again (the baseband app's 3 s: the lab's
+/// T3410/T3411).
+pub const ATTACH_RETRY: Duration = Duration::from_secs(3);
+
 /// The MAC of phone `i`: locally administered, 02:4c (for "load") and the index.
 pub fn phone_mac(i: usize) -> [u8; 6] {
     let b = (i as u32).to_be_bytes();
     [0x02, 0x4c, b[0], b[1], b[2], b[3]]
 }
 
+/// Where a phone's attach stands.
+struct Attach {
+    /// The first Attach Request.
+    started: SmolInstant,
+    /// The last NAS sent or heard: the Attach Request goes again
+    /// [`ATTACH_RETRY`] after it.
+    last: SmolInstant,
+}
+
 /// One simulated phone.
 struct Ue {
-    iface: Interface,
+    bb: Baseband,
+    attach: Option<Attach>,
+    /// The address the Attach Accept gave, and the stack on it.
+    ip: Option<Ipv4Addr>,
+    iface: Option<Interface>,
     nic: Nic,
     sockets: SocketSet<'static>,
     conn: Option<Conn>,
@@ -412,10 +471,63 @@ pub struct OrderRecord {
     pub idempotency_key: String,
 }
 
+/// How one phone's attach ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachOutcome {
+    /// Attach Accept taken, Attach Complete sent.
+    Attached,
+    /// Attach Reject (EMM cause) or Authentication Reject (0).
+    Rejected(u8),
+    /// No Attach Accept within the attach timeout.
+    Timeout,
+}
+
+impl AttachOutcome {
+    pub fn label(self) -> String {
+        match self {
+            AttachOutcome::Attached => "attached".into(),
+            AttachOutcome::Rejected(0) => "authentication reject".into(),
+            AttachOutcome::Rejected(c) => format!("attach reject #{c}"),
+            AttachOutcome::Timeout => "timeout".into(),
+        }
+    }
+}
+
+/// One phone's attach.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachRecord {
+    pub phone: usize,
+    pub imsi: String,
+    /// The PDN address the Attach Accept gave.
+    pub ue: Option<Ipv4Addr>,
+    pub outcome: AttachOutcome,
+    /// From the first Attach Request to the Attach Accept.
+    pub ms: f64,
+    /// Attach Requests sent (1 unless one went unanswered).
+    pub requests: u32,
+}
+
 /// The phones.
 pub struct Ran {
     cfg: RanConfig,
     ues: Vec<Ue>,
+    /// Phones waiting to attach, and those attaching.
+    attach_queue: VecDeque<usize>,
+    attaching: Vec<usize>,
+    /// Attach Requests sent per phone (index: phone).
+    requests: Vec<u32>,
+    /// Attached phones by address (the pgw's, in any order).
+    by_ip: HashMap<u32, usize>,
+    /// NAS frames for the radio.
+    nas_out: Vec<Vec<u8>>,
+    pub attaches: Vec<AttachRecord>,
+    /// NAS from the network a phone refused (MAC, order, decoding).
+    pub nas_refused: u64,
+    first_request: Option<SmolInstant>,
+    last_attached: Option<SmolInstant>,
+    /// Attaches started, for the rate: the allowance grows with the clock.
+    starts: u64,
     /// Phones with frames waiting.
     dirty: Vec<usize>,
     is_dirty: Vec<bool>,
@@ -430,21 +542,17 @@ pub struct Ran {
 }
 
 impl Ran {
-    pub fn new(cfg: RanConfig, now: SmolInstant) -> Ran {
+    /// The phones, none attached yet. None if the range's K or OPc is
+    /// not a key.
+    pub fn new(cfg: RanConfig) -> Option<Ran> {
         let mut ues = Vec::with_capacity(cfg.phones);
         for i in 0..cfg.phones {
-            let mut nic = Nic::default();
-            let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(phone_mac(i))));
-            c.random_seed = cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let mut iface = Interface::new(c, &mut nic, now);
-            let ip = Ipv4Addr::from(u32::from(cfg.first_ue) + i as u32);
-            iface.update_ip_addrs(|a| {
-                let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix_len));
-            });
-            let _ = iface.routes_mut().add_default_ipv4_route(cfg.gateway);
             ues.push(Ue {
-                iface,
-                nic,
+                bb: Baseband::new(&cfg.usims.usim(i), cfg.plmn)?,
+                attach: None,
+                ip: None,
+                iface: None,
+                nic: Nic::default(),
                 sockets: SocketSet::new(Vec::new()),
                 conn: None,
                 closing: Vec::new(),
@@ -459,8 +567,18 @@ impl Ran {
                 poll_at: None,
             });
         }
-        Ran {
-            queue: (0..cfg.phones).collect(),
+        Some(Ran {
+            queue: VecDeque::new(),
+            attach_queue: (0..cfg.phones).collect(),
+            attaching: Vec::new(),
+            requests: vec![0; cfg.phones],
+            by_ip: HashMap::with_capacity(cfg.phones),
+            nas_out: Vec::new(),
+            attaches: Vec::new(),
+            nas_refused: 0,
+            first_request: None,
+            last_attached: None,
+            starts: 0,
             is_dirty: vec![false; cfg.phones],
             cfg,
             ues,
@@ -469,11 +587,98 @@ impl Ran {
             done: Vec::new(),
             not_ours: 0,
             rx_overflow: 0,
-        }
+        })
     }
 
-    pub fn phone_ip(&self, i: usize) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.cfg.first_ue) + i as u32)
+    /// The radio frame of a NAS PDU from phone `i` (to the eNodeB: broadcast,
+    /// as the baseband app sends it).
+    fn nas_frame(i: usize, nas: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(14 + nas.len());
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&phone_mac(i));
+        f.extend_from_slice(&ETHERTYPE_NAS.to_be_bytes());
+        f.extend_from_slice(nas);
+        f
+    }
+
+    /// Phone `i` sends its Attach Request (again).
+    fn attach_request(&mut self, i: usize, now: SmolInstant) {
+        let ue = &mut self.ues[i];
+        let req = ue.bb.attach_request();
+        let a = ue.attach.get_or_insert(Attach {
+            started: now,
+            last: now,
+        });
+        a.last = now;
+        self.requests[i] += 1;
+        self.first_request.get_or_insert(now);
+        self.nas_out.push(Self::nas_frame(i, &req));
+    }
+
+    /// Phone `i`'s attach ended: attached, its stack comes up on the
+    /// address and its orders queue; otherwise its orders are not placed.
+    fn attach_ended(&mut self, i: usize, outcome: AttachOutcome, now: SmolInstant) {
+        let ue = &mut self.ues[i];
+        let Some(a) = ue.attach.take() else {
+            return;
+        };
+        let ip = ue
+            .bb
+            .address()
+            .filter(|_| outcome == AttachOutcome::Attached);
+        self.attaches.push(AttachRecord {
+            phone: i,
+            imsi: ue.bb.imsi().to_string(),
+            ue: ip,
+            outcome,
+            ms: (now - a.started).total_micros() as f64 / 1e3,
+            requests: self.requests[i],
+        });
+        let Some(ip) = ip else {
+            for _ in 0..ue.orders_left {
+                self.done.push(OrderRecord {
+                    phone: i,
+                    ue: Ipv4Addr::UNSPECIFIED,
+                    outcome: Outcome::NotAttached,
+                    status: 0,
+                    ms: 0.0,
+                    idempotency_key: String::new(),
+                });
+            }
+            ue.orders_left = 0;
+            return;
+        };
+        self.last_attached = Some(now);
+        self.stack_up(i, ip, now);
+    }
+
+    /// Phone `i`'s stack on `ip`, its orders queued.
+    fn stack_up(&mut self, i: usize, ip: Ipv4Addr, now: SmolInstant) {
+        let cfg = &self.cfg;
+        let ue = &mut self.ues[i];
+        let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(phone_mac(i))));
+        c.random_seed = cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut iface = Interface::new(c, &mut ue.nic, now);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix_len));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(cfg.gateway);
+        ue.iface = Some(iface);
+        ue.ip = Some(ip);
+        // A second phone given the same address would be a bug of the
+        // network's; the first keeps it.
+        self.by_ip.entry(u32::from(ip)).or_insert(i);
+        self.queue.push_back(i);
+    }
+
+    /// Attaches under way.
+    pub fn attaching(&self) -> usize {
+        self.attaching.len()
+    }
+
+    /// Phones attached so far.
+    pub fn attached(&self) -> usize {
+        self.by_ip.len()
     }
 
     /// Orders in all (phones × orders, or one attach per phone).
@@ -504,7 +709,7 @@ impl Ran {
     }
 
     pub fn finished(&self) -> bool {
-        self.done.len() >= self.total()
+        self.done.len() >= self.total() && self.attaching.is_empty() && self.attach_queue.is_empty()
     }
 
     /// Retransmitted TCP segments the phones sent.
@@ -512,8 +717,13 @@ impl Ran {
         self.ues.iter().map(|u| u.nic.retransmissions).sum()
     }
 
-    /// A frame from the radio: to the phone whose address it carries.
-    pub fn on_frame(&mut self, frame: &[u8]) {
+    /// A frame from the radio: NAS to the phone whose MAC it is sent to,
+    /// the rest to the phone whose address it carries.
+    pub fn on_frame(&mut self, now: SmolInstant, frame: &[u8]) {
+        if frame.get(12..14) == Some(&ETHERTYPE_NAS.to_be_bytes()[..]) {
+            self.on_nas(now, frame);
+            return;
+        }
         let dst = match frame.get(12..14) {
             Some([8, 0]) if frame.len() >= 34 => &frame[30..34],
             Some([8, 6]) if frame.len() >= 42 => &frame[38..42],
@@ -523,11 +733,10 @@ impl Ran {
             }
         };
         let dst = u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]);
-        let i = dst.wrapping_sub(u32::from(self.cfg.first_ue)) as usize;
-        if i >= self.ues.len() {
+        let Some(&i) = self.by_ip.get(&dst) else {
             self.not_ours += 1;
             return;
-        }
+        };
         let ue = &mut self.ues[i];
         if ue.nic.rx.len() < 256 {
             ue.nic.rx.push_back(frame.to_vec());
@@ -540,9 +749,75 @@ impl Ran {
         }
     }
 
+    /// NAS from the eNodeB for the phone the frame's destination MAC
+    /// names: its baseband answers [TS 24.301 § 5.5.1.2].
+    fn on_nas(&mut self, now: SmolInstant, frame: &[u8]) {
+        let i = match frame.get(..6) {
+            Some([0x02, 0x4c, a, b, c, d]) => u32::from_be_bytes([*a, *b, *c, *d]) as usize,
+            _ => {
+                self.not_ours += 1;
+                return;
+            }
+        };
+        let Some(ue) = self.ues.get_mut(i) else {
+            self.not_ours += 1;
+            return;
+        };
+        if let Some(a) = ue.attach.as_mut() {
+            a.last = now;
+        }
+        match ue.bb.on_nas(&frame[14..]) {
+            Ok(Some(reply)) => self.nas_out.push(Self::nas_frame(i, &reply)),
+            Ok(None) => {}
+            Err(_) => self.nas_refused += 1,
+        }
+        match self.ues[i].bb.state() {
+            UeState::Attached => self.attach_ended(i, AttachOutcome::Attached, now),
+            UeState::Rejected(c) => self.attach_ended(i, AttachOutcome::Rejected(c), now),
+            _ => {}
+        }
+    }
+
+    /// Starts attaches up to the window; sends an Attach Request again
+    /// after [`ATTACH_RETRY`] of silence; gives up after the attach timeout.
+    fn attach_poll(&mut self, now: SmolInstant) {
+        let retry = SmolDuration::from_millis(ATTACH_RETRY.as_millis() as u64);
+        let timeout = SmolDuration::from_millis(self.cfg.attach_timeout.as_millis() as u64);
+        let ues = &self.ues;
+        self.attaching.retain(|&i| ues[i].attach.is_some());
+        for k in 0..self.attaching.len() {
+            let i = self.attaching[k];
+            let Some(a) = self.ues[i].attach.as_ref() else {
+                continue;
+            };
+            if now >= a.started + timeout {
+                self.attach_ended(i, AttachOutcome::Timeout, now);
+            } else if now >= a.last + retry {
+                self.attach_request(i, now);
+            }
+        }
+        let ues = &self.ues;
+        self.attaching.retain(|&i| ues[i].attach.is_some());
+        // The allowance: `attach_rate` a second from the first start, and
+        // a millisecond's worth at once.
+        let since = self.first_request.map_or(0, |t| (now - t).total_micros());
+        let allowed = (since * u64::from(self.cfg.attach_rate)) / 1_000_000
+            + u64::from(self.cfg.attach_rate / 1000).max(1);
+        while self.attaching.len() < self.cfg.attach_window && self.starts < allowed {
+            let Some(i) = self.attach_queue.pop_front() else {
+                break;
+            };
+            self.attach_request(i, now);
+            self.attaching.push(i);
+            self.starts += 1;
+        }
+    }
+
     /// Runs every phone that has frames, a timer due or an order to start;
     /// pushes the frames they send into `out`. Returns when to call again.
     pub fn poll(&mut self, now: SmolInstant, out: &mut Vec<Vec<u8>>) -> Option<SmolInstant> {
+        self.attach_poll(now);
+        out.append(&mut self.nas_out);
         while self.active.len() < self.cfg.concurrency {
             let Some(i) = self.queue.pop_front() else {
                 break;
@@ -575,10 +850,22 @@ impl Ran {
         if self.active.len() < before && !self.queue.is_empty() {
             return Some(now);
         }
-        self.active
+        let orders = self
+            .active
             .iter()
             .filter_map(|&i| self.ues[i].poll_at)
-            .min()
+            .min();
+        // Attaches are looked at again within 100 ms (their retries), the
+        // next start within 1 ms.
+        let attaches = if !self.attach_queue.is_empty() {
+            Some(now + SmolDuration::from_millis(1))
+        } else {
+            (!self.attaching.is_empty()).then(|| now + SmolDuration::from_millis(100))
+        };
+        match (orders, attaches) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn closing_phones(&self) -> Vec<usize> {
@@ -601,12 +888,15 @@ impl Ran {
     /// Polls phone `i`'s stack and moves its order on until neither has
     /// more to do.
     fn service(&mut self, i: usize, now: SmolInstant, out: &mut Vec<Vec<u8>>) {
-        let ip = self.phone_ip(i);
         let cfg = &self.cfg;
         let ue = &mut self.ues[i];
+        // The stack is taken out while the phone's order moves on with it.
+        let (Some(ip), Some(mut iface)) = (ue.ip, ue.iface.take()) else {
+            return;
+        };
         for _ in 0..64 {
-            ue.iface.poll(now, &mut ue.nic, &mut ue.sockets);
-            let moved = drive(cfg, i, ip, ue, now, &mut self.done);
+            iface.poll(now, &mut ue.nic, &mut ue.sockets);
+            let moved = drive(cfg, i, ip, &mut iface, ue, now, &mut self.done);
             if !moved && ue.nic.rx.is_empty() {
                 break;
             }
@@ -620,7 +910,8 @@ impl Ran {
             }
             !gone
         });
-        ue.poll_at = ue.iface.poll_at(now, &ue.sockets);
+        ue.poll_at = iface.poll_at(now, &ue.sockets);
+        ue.iface = Some(iface);
         if let Some(c) = &ue.conn {
             // The order's own deadline.
             let deadline = c.started + SmolDuration::from_millis(cfg.timeout.as_millis() as u64);
@@ -635,6 +926,7 @@ fn drive(
     cfg: &RanConfig,
     i: usize,
     ip: Ipv4Addr,
+    iface: &mut Interface,
     ue: &mut Ue,
     now: SmolInstant,
     done: &mut Vec<OrderRecord>,
@@ -660,7 +952,7 @@ fn drive(
             ue.next_port + 1
         };
         let remote = (IpAddress::Ipv4(*cfg.server.ip()), cfg.server.port());
-        if s.connect(ue.iface.context(), remote, ue.next_port).is_err() {
+        if s.connect(iface.context(), remote, ue.next_port).is_err() {
             return false;
         }
         let key = crate::phone::new_idempotency_key();
@@ -764,6 +1056,28 @@ pub struct RanReport {
     pub retransmissions: u64,
     pub seconds: f64,
     pub orders_per_s: f64,
+    /// The phones' attaches.
+    #[serde(default)]
+    pub attach: AttachReport,
+}
+
+/// The phones' attaches: how they ended, how fast.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttachReport {
+    pub phones: usize,
+    pub attached: usize,
+    pub failed: usize,
+    pub by_outcome: BTreeMap<String, usize>,
+    /// From the first Attach Request to the last Attach Accept.
+    pub seconds: f64,
+    pub attaches_per_s: f64,
+    /// Of the attached phones, first Attach Request to Attach Accept.
+    pub latency_ms: crate::load::Latency,
+    /// Attach Requests sent, retries included.
+    pub requests: u64,
+    /// NAS from the network a phone refused.
+    pub nas_refused: u64,
 }
 
 impl Ran {
@@ -777,7 +1091,30 @@ impl Ran {
             }
         }
         let ok = ms.len();
+        let mut attach = AttachReport {
+            phones: self.cfg.phones,
+            requests: self.requests.iter().map(|&n| u64::from(n)).sum(),
+            nas_refused: self.nas_refused,
+            ..AttachReport::default()
+        };
+        let mut attach_ms = Vec::new();
+        for a in &self.attaches {
+            *attach.by_outcome.entry(a.outcome.label()).or_insert(0) += 1;
+            if a.outcome == AttachOutcome::Attached {
+                attach_ms.push(a.ms);
+            }
+        }
+        attach.attached = attach_ms.len();
+        attach.failed = self.attaches.len() - attach.attached;
+        attach.latency_ms = crate::load::Latency::of(&mut attach_ms);
+        if let (Some(a), Some(b)) = (self.first_request, self.last_attached) {
+            attach.seconds = (b - a).total_micros() as f64 / 1e6;
+            if attach.seconds > 0.0 {
+                attach.attaches_per_s = attach.attached as f64 / attach.seconds;
+            }
+        }
         RanReport {
+            attach,
             phones: self.cfg.phones,
             orders: self.done.len(),
             ok,
@@ -806,24 +1143,93 @@ mod tests {
         let paths = pki::PkiPaths::new(dir.path());
         pki::make(&paths, "ldran", &["www.geektime.com"]).unwrap();
         let tls = pki::client_config(&paths.root_cert(), false).unwrap();
-        Ran::new(
-            RanConfig {
-                first_ue: Ipv4Addr::new(10, 45, 0, 3),
-                prefix_len: 16,
-                gateway: Ipv4Addr::new(10, 45, 0, 1),
-                phones,
-                orders: 1,
-                concurrency: phones,
-                server: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 24), 443),
-                host: "www.geektime.com".into(),
-                tls,
-                body: b"{}".to_vec(),
-                timeout: Duration::from_secs(5),
-                attach_only: true,
-                seed: 1,
+        Ran::new(RanConfig {
+            usims: UsimRange {
+                first_imsi: "001010000000002".into(),
+                count: 10_000,
+                k: "465b5ce8b199b49faa5f0a2ee238a6bc".into(),
+                opc: "cd63cb71954a9f4e48a5994e37a02baf".into(),
             },
-            SmolInstant::from_millis(0),
-        )
+            plmn: [0x00, 0xf1, 0x10],
+            attach_window: phones,
+            attach_rate: 20_000,
+            attach_timeout: Duration::from_secs(30),
+            prefix_len: 16,
+            gateway: Ipv4Addr::new(10, 45, 0, 1),
+            phones,
+            orders: 1,
+            concurrency: phones,
+            server: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 24), 443),
+            host: "www.geektime.com".into(),
+            tls,
+            body: b"{}".to_vec(),
+            timeout: Duration::from_secs(5),
+            attach_only: true,
+            seed: 1,
+        })
+        .unwrap()
+    }
+
+    /// Phone `i` attached with address 10.45.0.(3 + i), as if its Attach
+    /// Accept had said so (the attach itself is crates/sim/tests/attach.rs's).
+    fn attached(r: &mut Ran, phones: usize) {
+        for i in 0..phones {
+            let ip = Ipv4Addr::new(10, 45, 0, 3 + i as u8);
+            r.stack_up(i, ip, SmolInstant::from_millis(0));
+            r.by_ip.insert(u32::from(ip), i);
+        }
+        r.attach_queue.clear();
+    }
+
+    #[test]
+    fn each_phone_sends_an_attach_request_with_its_own_imsi_from_its_own_mac() {
+        let mut r = ran(3);
+        let mut out = Vec::new();
+        r.poll(SmolInstant::from_millis(1), &mut out);
+        assert_eq!(out.len(), 3, "an Attach Request each, nothing else yet");
+        for (i, f) in out.iter().enumerate() {
+            assert_eq!(f[..6], [0xff; 6]);
+            assert_eq!(f[6..12], phone_mac(i));
+            assert_eq!(f[12..14], [0x88, 0xb5]);
+            let mut bb = Baseband::new(&r.cfg.usims.usim(i), [0x00, 0xf1, 0x10]).unwrap();
+            assert_eq!(f[14..], bb.attach_request()[..]);
+        }
+        assert_eq!(r.cfg.usims.usim(2).imsi, "001010000000004");
+        // Silence: the Attach Request again after 3 s, not before.
+        out.clear();
+        r.poll(SmolInstant::from_millis(2_999), &mut out);
+        assert!(out.is_empty());
+        r.poll(SmolInstant::from_millis(3_001), &mut out);
+        assert_eq!(out.len(), 3);
+        // No answer within the timeout: each phone gives up, its order unplaced.
+        r.poll(SmolInstant::from_millis(30_001), &mut out);
+        r.poll(SmolInstant::from_millis(30_002), &mut out);
+        assert!(r.finished());
+        let rep = r.report(30.0);
+        assert_eq!((rep.attach.attached, rep.attach.failed), (0, 3));
+        assert_eq!(
+            rep.attach.requests, 6,
+            "two each: the poll at 3 s, then none before the timeout"
+        );
+        assert_eq!(rep.by_outcome.get("not attached"), Some(&3));
+    }
+
+    #[test]
+    fn nas_for_a_mac_of_no_phone_is_not_ours_and_garbage_nas_is_refused() {
+        let mut r = ran(2);
+        let mut out = Vec::new();
+        r.poll(SmolInstant::from_millis(1), &mut out);
+        let mut f = vec![
+            0x02, 0x4c, 0, 0, 0, 9, 2, 0, 0, 0, 1, 0, 0x88, 0xb5, 0x07, 0x55,
+        ];
+        r.on_frame(SmolInstant::from_millis(2), &f);
+        assert_eq!(r.not_ours, 1);
+        f[5] = 1;
+        r.on_frame(SmolInstant::from_millis(2), &f);
+        f.truncate(14);
+        r.on_frame(SmolInstant::from_millis(2), &f);
+        assert_eq!(r.nas_refused, 2);
+        assert_eq!(r.attaching(), 2);
     }
 
     /// An ARP request from the enb (radio MAC 02:00:00:00:01:00, 10.45.0.1)
@@ -840,6 +1246,7 @@ mod tests {
     #[test]
     fn each_phone_arps_for_the_gateway_from_its_own_mac_and_answers_for_its_own_address() {
         let mut r = ran(3);
+        attached(&mut r, 3);
         let mut out = Vec::new();
         r.poll(SmolInstant::from_millis(1), &mut out);
         // Each phone's first order starts with ARP for 10.45.0.1, from its own MAC and address.
@@ -857,8 +1264,14 @@ mod tests {
         );
         // The enb asks for phone 1's address: phone 1 answers, alone.
         out.clear();
-        r.on_frame(&arp_request(Ipv4Addr::new(10, 45, 0, 4)));
-        r.on_frame(&arp_request(Ipv4Addr::new(10, 45, 0, 2)));
+        r.on_frame(
+            SmolInstant::from_millis(2),
+            &arp_request(Ipv4Addr::new(10, 45, 0, 4)),
+        );
+        r.on_frame(
+            SmolInstant::from_millis(2),
+            &arp_request(Ipv4Addr::new(10, 45, 0, 2)),
+        );
         assert_eq!(r.not_ours, 1, "the kernel's own address is not a phone's");
         r.poll(SmolInstant::from_millis(2), &mut out);
         let replies: Vec<&Vec<u8>> = out

@@ -1,16 +1,18 @@
 //! `d11 load`: many simulated phones behind the eNodeB (docs/load.md).
 //!
 //! The phones are [`d11_apps::ran::Ran`]; this file is their driver: it
-//! finds the phones' addresses in the topology (the enb's first
-//! `config.bearer_ranges`), enters the UE host's namespace, opens an
-//! AF_PACKET socket on its `eth0` (the radio TAP the enb holds), and moves
-//! frames between that socket and the phones with the time, printing a
-//! progress line on stderr and, at the end, the outcome of every order.
+//! finds the phones' USIMs in the topology (the hss's `config.range`),
+//! enters the UE host's namespace, opens an AF_PACKET socket on its `eth0`
+//! (the radio TAP the enb holds), and moves frames between that socket and
+//! the phones with the time (each attaches, then places its orders),
+//! printing a progress line on stderr and, at the end, the attaches, the
+//! outcome of every order, and the core's RSS and CPU.
 
 use crate::{need_root, LabArg};
 use anyhow::{bail, Context, Result};
-use d11_apps::ran::{Ran, RanConfig, RanReport};
+use d11_apps::ran::{Ran, RanConfig, RanReport, UsimRange};
 use d11_lab::RunDir;
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 pub struct LoadArgs {
     #[command(flatten)]
     pub lab: LabArg,
-    /// Simulated phones, each with its own UE address from the bearer range.
+    /// Simulated phones, each attaching with its own USIM of the hss's range.
     #[arg(long, default_value_t = 1)]
     pub phones: usize,
     /// Orders each phone places, one after the other.
@@ -32,11 +34,21 @@ pub struct LoadArgs {
     /// Milliseconds for each order: connect, TLS, request and reply.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
-    /// Only attach: each phone opens one TCP connection to the shop
-    /// (handshake, then close), so every bearer carries traffic and the
-    /// pgw holds a NAT entry per phone; prints the elements' RSS.
+    /// Only attach: each phone attaches, then opens one TCP connection to
+    /// the shop (handshake, then close), so every bearer carries traffic
+    /// and the pgw holds a NAT entry per phone.
     #[arg(long)]
     pub attach_only: bool,
+    /// Phones with an attach under way at once.
+    #[arg(long, default_value_t = 1000)]
+    pub attach_window: usize,
+    /// New attaches started per second at most (a burst beyond the radio
+    /// TAP's queue of 1,000 frames is lost in the kernel).
+    #[arg(long, default_value_t = 20_000)]
+    pub attach_rate: u32,
+    /// Seconds a phone tries to attach before it gives up.
+    #[arg(long, default_value_t = 60)]
+    pub attach_timeout: u64,
     /// Seeds the phones' stacks (initial sequence numbers, local ports);
     /// default from the clock, so a run right after another does not reuse
     /// its 4-tuples while the server still holds them in TIME_WAIT. The
@@ -51,45 +63,47 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
-/// The phones' addresses: the enb's first bearer range.
-struct Range {
-    first: Ipv4Addr,
-    count: usize,
+/// The phones' USIMs: the hss's subscriber range.
+fn usim_range(topo: &d11_lab::Topology) -> Result<UsimRange> {
+    let hss = topo.node("hss").context("the lab has no node hss")?;
+    let s: d11_apps::hss::HssSettings = d11_core::settings::parse(&hss.config, "hss")
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the hss's config")?;
+    let r = s.range.context(
+        "the hss has no config.range: d11 load's phones are its subscribers (docs/load.md)",
+    )?;
+    Ok(UsimRange {
+        first_imsi: r.first_imsi,
+        count: r.count as usize,
+        k: r.k,
+        opc: r.opc,
+    })
 }
 
-fn bearer_range(topo: &d11_lab::Topology) -> Result<Range> {
-    let enb = topo.node("enb").context("the lab has no node enb")?;
-    let r = enb
-        .config
-        .get("bearer_ranges")
-        .and_then(|v| v.as_array())
-        .and_then(|a| a.first())
-        .and_then(|v| v.as_table())
-        .context(
-            "the enb has no config.bearer_ranges: d11 load's phones need one (docs/load.md)",
-        )?;
-    let first: Ipv4Addr = r
-        .get("ue_ip")
-        .and_then(|v| v.as_str())
-        .and_then(|s| s.parse().ok())
-        .context("enb config.bearer_ranges[0].ue_ip")?;
-    let count = r
-        .get("count")
-        .and_then(|v| v.as_integer())
-        .context("enb config.bearer_ranges[0].count")? as usize;
-    Ok(Range { first, count })
+/// The core's processes whose RSS and CPU the report shows.
+const CORE: [&str; 6] = ["enb", "mme", "sgw", "pgw", "hss", "ue"];
+
+/// One process of the lab: VmRSS and VmHWM (kB), CPU time (user + system, ms).
+#[derive(Debug, Clone, serde::Serialize)]
+struct Usage {
+    node: String,
+    rss_kb: u64,
+    hwm_kb: u64,
+    cpu_ms: u64,
 }
 
-/// VmRSS and VmHWM (kB) of the mobile elements, with the pids the
-/// supervisor keeps in /run/d11/LAB/supervisor.json (not `d11 status`,
-/// whose report would make the pgw build a JSON value per NAT entry and
-/// raise the very RSS being measured).
-fn element_memory(lab: &str) -> Vec<(String, u64, u64)> {
+/// RSS and CPU of the core's processes, with the pids the supervisor
+/// keeps in /run/d11/LAB/supervisor.json (not `d11 status`, whose report
+/// would make the pgw build a JSON value per NAT entry and raise the very
+/// RSS being measured).
+fn element_usage(lab: &str) -> Vec<Usage> {
     let Ok(sup) = d11_lab::SupervisorState::load(&d11_lab::RunDir::new(lab)) else {
         return Vec::new();
     };
+    // The kernel's clock ticks (USER_HZ), 100 on Linux.
+    const TICK_MS: u64 = 10;
     let mut rows = Vec::new();
-    for name in ["enb", "sgw", "pgw"] {
+    for name in CORE {
         let Some(pid) = sup.nodes.get(name).and_then(|n| n.pid) else {
             continue;
         };
@@ -101,49 +115,79 @@ fn element_memory(lab: &str) -> Vec<(String, u64, u64)> {
                 .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
                 .unwrap_or(0)
         };
-        rows.push((name.to_string(), kb("VmRSS:"), kb("VmHWM:")));
+        // utime and stime: fields 14 and 15 of /proc/PID/stat, counted
+        // after the command's closing parenthesis [proc(5)].
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        rows.push(Usage {
+            node: name.to_string(),
+            rss_kb: kb("VmRSS:"),
+            hwm_kb: kb("VmHWM:"),
+            cpu_ms: ticks * TICK_MS,
+        });
     }
     rows
 }
 
-/// Entries in the pgw's NAT table and how many distinct UE addresses they hold.
-fn nat_entries(lab: &str, first: Ipv4Addr, phones: usize) -> Option<(usize, usize)> {
+/// Entries in the pgw's NAT table and how many of the phones' addresses they hold.
+fn nat_entries(lab: &str, phones: &HashSet<Ipv4Addr>) -> Option<(usize, usize)> {
     let exe = std::env::current_exe().ok()?;
     let out = std::process::Command::new(exe)
         .args(["show", "--name", lab, "pgw", "nat", "--json"])
         .output()
         .ok()?;
     let rows: Vec<d11_core::nat::NatEntryView> = serde_json::from_slice(&out.stdout).ok()?;
-    let lo = u32::from(first);
-    let mut ues = std::collections::HashSet::new();
+    let mut ues = HashSet::new();
     for r in &rows {
         let ip = r
             .src
             .split(':')
             .next()
             .and_then(|s| s.parse::<Ipv4Addr>().ok());
-        if let Some(ip) = ip {
-            let i = u32::from(ip).wrapping_sub(lo) as usize;
-            if i < phones {
-                ues.insert(ip);
-            }
+        if let Some(ip) = ip.filter(|ip| phones.contains(ip)) {
+            ues.insert(ip);
         }
     }
     Some((rows.len(), ues.len()))
 }
 
-fn print_memory(when: &str, rows: &[(String, u64, u64)]) {
-    let cells: Vec<String> = rows
+fn print_usage(before: &[Usage], after: &[Usage], attached: usize) {
+    let cells: Vec<String> = after
         .iter()
-        .map(|(n, rss, hwm)| {
+        .map(|u| {
             format!(
-                "{n} {:.1} MB (peak {:.1})",
-                *rss as f64 / 1024.0,
-                *hwm as f64 / 1024.0
+                "{} {:.1} MB (peak {:.1})",
+                u.node,
+                u.rss_kb as f64 / 1024.0,
+                u.hwm_kb as f64 / 1024.0
             )
         })
         .collect();
-    println!("RSS {when}: {}", cells.join(", "));
+    println!("RSS after: {}", cells.join(", "));
+    let per: Vec<String> = after
+        .iter()
+        .filter_map(|u| {
+            let b = before.iter().find(|b| b.node == u.node)?;
+            let rss = u.rss_kb as f64 - b.rss_kb as f64;
+            let cpu = u.cpu_ms.saturating_sub(b.cpu_ms) as f64;
+            Some(format!(
+                "{} {:+.0} B RSS, {:.2} ms CPU",
+                u.node,
+                rss * 1024.0 / attached.max(1) as f64,
+                cpu / attached.max(1) as f64
+            ))
+        })
+        .collect();
+    println!("per attached phone: {}", per.join(", "));
 }
 
 pub fn load(args: &LoadArgs) -> Result<ExitCode> {
@@ -154,26 +198,19 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
         bail!("there is no lab named {lab} (start it with: d11 up --name {lab})");
     }
     let topo = dir.topology().context("reading the lab's topology")?;
-    let range = bearer_range(&topo)?;
-    if args.phones == 0 || args.phones > range.count {
+    let usims = usim_range(&topo)?;
+    if args.phones == 0 || args.phones > usims.count {
         bail!(
-            "--phones must be 1 ..= {} (the enb's bearer range from {})",
-            range.count,
-            range.first
+            "--phones must be 1 ..= {} (the hss's range from IMSI {})",
+            usims.count,
+            usims.first_imsi
         );
     }
+    // The phone's baseband says where an attached phone's address goes.
     let ue = topo.node("ue").context("the lab has no node ue")?;
-    let port = ue
-        .ports
-        .iter()
-        .find(|p| p.name == "eth0")
-        .context("ue has no port eth0")?;
-    let prefix_len = port.address.map(|a| a.prefix_len()).unwrap_or(16);
-    let gateway = ue
-        .routes
-        .first()
-        .map(|r| r.via)
-        .context("ue has no default route (its gateway)")?;
+    let bb: d11_apps::baseband::BasebandSettings = d11_core::settings::parse(&ue.config, "ue")
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the ue's baseband config")?;
     need_root("d11 load")?;
     let ip = crate::order::lookup(lab, "ue", &args.host)?.addrs[0];
     let root = d11_apps::pki::PkiPaths::new(dir.pki_dir()).root_cert();
@@ -190,9 +227,13 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
             .unwrap_or(11)
     });
     let cfg = RanConfig {
-        first_ue: range.first,
-        prefix_len,
-        gateway,
+        usims,
+        plmn: d11_apps::baseband::HOME_PLMN,
+        attach_window: args.attach_window.max(1),
+        attach_rate: args.attach_rate.max(1),
+        attach_timeout: Duration::from_secs(args.attach_timeout),
+        prefix_len: bb.prefix_len,
+        gateway: bb.gateway,
         phones: args.phones,
         orders: args.orders,
         concurrency,
@@ -205,18 +246,26 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
         seed,
     };
     eprintln!("seed {seed}");
-    let mem_before = element_memory(lab);
-    let (report, records, radio) = {
+    let before = element_usage(lab);
+    let tx_before = tx_dropped(lab);
+    let (report, records, attaches, mut radio) = {
         let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, "ue"))?;
         let radio = d11_io::PacketSocket::open("eth0").context("opening ue's eth0 (the radio)")?;
         run(&radio, cfg)?
     };
-    let mem_after = element_memory(lab);
-    let nat = nat_entries(lab, range.first, args.phones);
+    let after = element_usage(lab);
+    radio.tx_queue_drops = tx_dropped(lab).saturating_sub(tx_before);
+    let addrs: HashSet<Ipv4Addr> = attaches.iter().filter_map(|a| a.ue).collect();
+    let nat = nat_entries(lab, &addrs);
     if args.json {
-        let mem = |rows: &[(String, u64, u64)]| {
+        let mem = |rows: &[Usage]| {
             rows.iter()
-                .map(|(n, rss, hwm)| (n.clone(), serde_json::json!({"rss_kb": rss, "hwm_kb": hwm})))
+                .map(|u| {
+                    (
+                        u.node.clone(),
+                        serde_json::json!({"rss_kb": u.rss_kb, "hwm_kb": u.hwm_kb, "cpu_ms": u.cpu_ms}),
+                    )
+                })
                 .collect::<serde_json::Map<_, _>>()
         };
         println!(
@@ -224,22 +273,22 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "seed": seed,
                 "report": report,
-                "rss_before": mem(&mem_before),
-                "rss_after": mem(&mem_after),
+                "rss_before": mem(&before),
+                "rss_after": mem(&after),
                 "nat_entries": nat.map(|n| n.0),
                 "nat_phones": nat.map(|n| n.1),
                 "radio": radio,
                 "orders": records,
+                "attaches": attaches,
             }))?
         );
     } else {
         print_report(&report, args);
         println!(
-            "radio: {} frames dropped by the kernel (socket full), {} sends failed, {} dropped at a phone's queue",
-            radio.kernel_rx_drops, radio.send_failures, radio.phone_rx_overflow
+            "radio: {} frames dropped by the kernel (socket full), {} sends failed, {} dropped at a phone's queue, {} dropped from eth0's transmit queue",
+            radio.kernel_rx_drops, radio.send_failures, radio.phone_rx_overflow, radio.tx_queue_drops
         );
-        print_memory("before", &mem_before);
-        print_memory("after ", &mem_after);
+        print_usage(&before, &after, report.attach.attached);
         if let Some((entries, ues)) = nat {
             println!(
                 "pgw NAT table: {entries} entries, {ues} of the {} phones' addresses",
@@ -255,6 +304,19 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
 }
 
 fn print_report(r: &RanReport, args: &LoadArgs) {
+    let a = &r.attach;
+    println!(
+        "{} phones: {} attached, {} failed in {:.2} s ({:.0} attaches/s), {} Attach Requests",
+        a.phones, a.attached, a.failed, a.seconds, a.attaches_per_s, a.requests
+    );
+    for (k, n) in a.by_outcome.iter().filter(|(k, _)| *k != "attached") {
+        println!("  {k:<24} {n}");
+    }
+    let l = &a.latency_ms;
+    println!(
+        "attach ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  (min {:.1}, max {:.1})",
+        l.p50, l.p90, l.p99, l.min, l.max
+    );
     let what = if args.attach_only {
         "attaches"
     } else {
@@ -291,24 +353,42 @@ struct RadioDrops {
     send_failures: u64,
     /// Frames dropped because their phone had 256 waiting.
     phone_rx_overflow: u64,
+    /// Frames the kernel dropped from ue:eth0's transmit queue (its
+    /// `txqueuelen`): sent without an error, never on the radio.
+    tx_queue_drops: u64,
+}
+
+/// ue:eth0's `tx_dropped` counter, from inside the ue's namespace.
+fn tx_dropped(lab: &str) -> u64 {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &d11_lab::netns_name(lab, "ue")])
+        .args(["cat", "/sys/class/net/eth0/statistics/tx_dropped"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Moves frames between the radio and the phones until every order ended.
-fn run(
-    radio: &d11_io::PacketSocket,
-    cfg: RanConfig,
-) -> Result<(RanReport, Vec<d11_apps::ran::OrderRecord>, RadioDrops)> {
+type Run = (
+    RanReport,
+    Vec<d11_apps::ran::OrderRecord>,
+    Vec<d11_apps::ran::AttachRecord>,
+    RadioDrops,
+);
+
+fn run(radio: &d11_io::PacketSocket, cfg: RanConfig) -> Result<Run> {
     let mut drops = RadioDrops::default();
     let _ = radio.take_kernel_drops();
     let t0 = Instant::now();
     let smol = |t: Instant| d11_apps::ran::StackInstant::from_micros((t - t0).as_micros() as i64);
-    let mut ran = Ran::new(cfg.clone(), smol(Instant::now()));
+    let mut ran = Ran::new(cfg.clone()).context("the hss's range: K or OPc is not a key")?;
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::new();
     let mut last_progress = Instant::now();
     // The whole run's deadline: every order's timeout, in waves.
     let waves = ran.total().div_ceil(cfg.concurrency) as u32 + 1;
-    let deadline = t0 + cfg.timeout * waves + Duration::from_secs(10);
+    let deadline = t0 + cfg.attach_timeout + cfg.timeout * waves + Duration::from_secs(10);
     // After the last order, closing connections get a moment to end
     // cleanly (the server's FIN acknowledged) before the phones vanish.
     let mut linger_until: Option<Instant> = None;
@@ -324,7 +404,7 @@ fn run(
         while got < 4096 {
             match radio.recv_frame(&mut buf) {
                 Ok(Some(m)) => {
-                    ran.on_frame(&buf[..m.len.min(buf.len())]);
+                    ran.on_frame(smol(Instant::now()), &buf[..m.len.min(buf.len())]);
                     got += 1;
                 }
                 Ok(None) => break,
@@ -362,13 +442,20 @@ fn run(
     let secs = t0.elapsed().as_secs_f64();
     drops.kernel_rx_drops += radio.take_kernel_drops().unwrap_or(0);
     drops.phone_rx_overflow = ran.rx_overflow;
-    Ok((ran.report(secs), ran.done.clone(), drops))
+    Ok((
+        ran.report(secs),
+        ran.done.clone(),
+        ran.attaches.clone(),
+        drops,
+    ))
 }
 
 fn progress(ran: &Ran, t0: Instant) {
     let ok = ran.done.iter().filter(|r| r.outcome.ok()).count();
     eprint!(
-        "\r{:>6}/{} done, {} ok, {} failed, {} phones in flight, {} retransmissions, {:.1} s   ",
+        "\r{} attached, {} attaching; {:>6}/{} done, {} ok, {} failed, {} phones in flight, {} retransmissions, {:.1} s   ",
+        ran.attached(),
+        ran.attaching(),
         ran.done.len(),
         ran.total(),
         ok,

@@ -264,6 +264,9 @@ impl S6aPeer {
         let tcp = l3.tcp_stack(cx);
         match tcp.connect(SocketAddrV4::new(local, port), remote, DEFAULT_BUFFER) {
             Ok(h) => {
+                // Requests go as they are made: with Nagle each small one
+                // would wait for the HSS's (delayed) ACK of the last.
+                tcp.socket(h).set_nagle_enabled(false);
                 self.sock = Some(h);
                 self.state = PeerState::WaitConnAck;
                 self.counters.connects += 1;

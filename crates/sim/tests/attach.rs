@@ -988,3 +988,156 @@ fn an_echo_lost_on_s11_is_sent_again_after_t3() {
         "half the frames lost: some seed retransmits"
     );
 }
+
+/// `d11 load`'s phones (`d11_apps::ran::Ran`) on the ue host's radio:
+/// each its own `Baseband` with an IMSI of the hss's range, from its own MAC.
+fn load_phones(phones: usize, window: usize) -> d11_apps::ran::Ran {
+    use d11_apps::ran::{Ran, RanConfig, UsimRange};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let paths = d11_apps::pki::PkiPaths::new(dir.path());
+    d11_apps::pki::make(&paths, "simload", &["www.geektime.com"]).expect("a PKI");
+    let tls = d11_apps::pki::client_config(&paths.root_cert(), false).expect("TLS");
+    Ran::new(RanConfig {
+        usims: UsimRange {
+            first_imsi: "001010000000002".into(),
+            count: 10_000,
+            k: K.into(),
+            opc: OPC.into(),
+        },
+        plmn: Plmn::parse("00101").unwrap().0,
+        attach_window: window,
+        attach_rate: 20_000,
+        attach_timeout: Duration::from_secs(30),
+        prefix_len: 16,
+        gateway: Ipv4Addr::new(10, 45, 0, 1),
+        phones,
+        orders: 1,
+        concurrency: phones,
+        server: std::net::SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 24), 443),
+        host: "www.geektime.com".into(),
+        tls,
+        body: b"{}".to_vec(),
+        timeout: Duration::from_secs(5),
+        attach_only: true,
+        seed: 1,
+    })
+    .expect("the range's keys")
+}
+
+/// Runs the lab with `ran` on the ue host's radio until every phone's
+/// attach ended or `d` passed, then 200 ms more (the last Attach Completes).
+/// `lose(phone, n)`: whether the radio loses phone's `n`th frame.
+fn run_phones(
+    lab: &mut SimLab,
+    hss: &mut HssPlay,
+    ran: &mut d11_apps::ran::Ran,
+    d: Duration,
+    lose: impl Fn(usize, usize) -> bool,
+) {
+    use d11_apps::ran::StackInstant;
+    let t0 = lab.now();
+    let end = t0 + d;
+    let mut out = Vec::new();
+    let mut sent = std::collections::HashMap::<usize, usize>::new();
+    let phones = ran.report(0.0).attach.phones;
+    while lab.now() < end {
+        let now = StackInstant::from_micros(lab.now().saturating_since(t0).as_micros() as i64);
+        for f in lab.host("ue").take_frames() {
+            ran.on_frame(now, &f);
+        }
+        ran.poll(now, &mut out);
+        for f in out.drain(..) {
+            // NAS only: the sim host's IP layer is the ue's own, not the phones'.
+            if f[12..14] != [0x88, 0xb5] {
+                continue;
+            }
+            let phone = u32::from_be_bytes([f[8], f[9], f[10], f[11]]) as usize;
+            let n = sent.entry(phone).or_insert(0);
+            *n += 1;
+            if !lose(phone, *n) {
+                lab.host("ue").send_frame(f);
+            }
+        }
+        if ran.attaches.len() == phones {
+            break;
+        }
+        hss.run(lab, Duration::from_millis(5));
+    }
+    hss.run(lab, Duration::from_millis(200));
+}
+
+#[test]
+fn the_load_generators_phones_each_attach_with_their_own_imsi_mac_and_address() {
+    let mut lab = lab(TOPOLOGY, 31, 0.0);
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(1));
+    // 40 phones, 16 attaching at a time.
+    let mut ran = load_phones(40, 16);
+    run_phones(
+        &mut lab,
+        &mut hss,
+        &mut ran,
+        Duration::from_secs(20),
+        |_, _| false,
+    );
+    let rep = ran.report(1.0).attach;
+    assert_eq!((rep.attached, rep.failed), (40, 0), "{rep:?}");
+    assert_eq!(rep.requests, 40, "each answered at the first try");
+    assert_eq!(rep.nas_refused, 0);
+    let mut imsis: Vec<&str> = ran.attaches.iter().map(|a| a.imsi.as_str()).collect();
+    imsis.sort();
+    imsis.dedup();
+    assert_eq!(imsis.len(), 40);
+    let mut addrs: Vec<Ipv4Addr> = ran.attaches.iter().filter_map(|a| a.ue).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 40, "an address each");
+    assert!(
+        addrs.iter().all(|a| a.octets()[..2] == [10, 45]),
+        "{addrs:?}"
+    );
+    // The network holds each of them.
+    let mme = reports(&lab).1;
+    let registered = mme
+        .ues
+        .iter()
+        .filter(|u| u.emm == d11_elements::mme::EmmState::Registered)
+        .count();
+    assert_eq!(registered, 40);
+    assert_eq!(mme.counters.attach_completes, 40);
+    let (sgw, pgw) = gateways(&lab);
+    assert_eq!((sgw.sessions.len(), pgw.sessions.len()), (40, 40));
+    for a in &ran.attaches {
+        let s = sgw
+            .sessions
+            .iter()
+            .find(|s| s.imsi == a.imsi)
+            .expect("the sgw holds the phone's session");
+        assert_eq!(s.ue_ip, a.ue, "{}", a.imsi);
+    }
+}
+
+#[test]
+fn a_load_phone_whose_attach_request_is_lost_sends_it_again_after_3_s_and_attaches() {
+    let mut lab = lab(TOPOLOGY, 32, 0.0);
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(1));
+    let mut ran = load_phones(10, 10);
+    // The radio loses the first frame (the Attach Request) of each even phone.
+    run_phones(
+        &mut lab,
+        &mut hss,
+        &mut ran,
+        Duration::from_secs(20),
+        |p, n| p % 2 == 0 && n == 1,
+    );
+    let rep = ran.report(1.0).attach;
+    assert_eq!((rep.attached, rep.failed), (10, 0), "{rep:?}");
+    assert_eq!(rep.requests, 15, "the five even phones twice");
+    for a in &ran.attaches {
+        let again = a.phone % 2 == 0;
+        assert_eq!(a.requests, 1 + u32::from(again), "{a:?}");
+        assert_eq!(a.ms >= 3000.0, again, "{a:?}");
+    }
+    assert_eq!(reports(&lab).1.counters.attach_completes, 10);
+}
