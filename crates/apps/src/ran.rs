@@ -1045,7 +1045,8 @@ fn drive(
 }
 
 /// Counts per outcome and latency of the orders that succeeded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RanReport {
     pub phones: usize,
     pub orders: usize,

@@ -18,6 +18,7 @@
 //! | [`order`] | `order` | orders/s: full path vs. direct, l4lb vs. haproxy, backend vs. controller-only |
 //! | [`rpc`] | `rpc` | RPC across VXLAN vs. loopback |
 //! | [`phones`] | `phones` | simulated phones (`d11 load`) vs. direct clients |
+//! | [`attach`] | `attach` | 10,000 simulated phones attaching at once vs. one alone |
 //! | [`bgp`] | `bgp` | 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence vs. the hold time |
 //! | [`vpn`] | `vpn` | iperf3 through the VPN vs. the vgw's routing without ESP, ESP alone, the gateway's CPU per frame vs. a null element |
 //! | [`cores`] | `core` | each element's `on_frame` alone vs. a null element, no root |
@@ -26,6 +27,7 @@
 //! The harness the lab benches share (a lab that goes down when dropped,
 //! iperf3, the elements' CPU and frames) is in [`lab`].
 
+pub mod attach;
 pub mod bgp;
 pub mod cloud;
 pub mod cores;

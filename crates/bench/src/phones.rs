@@ -207,6 +207,7 @@ mod tests {
             retransmissions: 0,
             seconds: 1.0,
             orders_per_s,
+            attach: Default::default(),
         }
     }
 

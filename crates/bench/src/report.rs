@@ -79,6 +79,8 @@ pub enum Bench {
     Phones,
     /// The same with simulated phones (`d11 load`: own address, bearer, stack) on the whole path.
     SimPhones,
+    /// 10,000 simulated phones attaching at once vs. one alone: attaches/s, CPU and RSS per attach.
+    Attach,
     /// BGP: 100k prefixes vs. BIRD, the FIB with 100k routes vs. 10, convergence vs. the hold time.
     Bgp,
     /// The VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway vs. null.
@@ -86,7 +88,7 @@ pub enum Bench {
 }
 
 /// Every bench, in the order a report runs them.
-pub const BENCHES: [Bench; 10] = [
+pub const BENCHES: [Bench; 11] = [
     Bench::Core,
     Bench::Forward,
     Bench::Cloud,
@@ -95,6 +97,7 @@ pub const BENCHES: [Bench; 10] = [
     Bench::Rpc,
     Bench::Phones,
     Bench::SimPhones,
+    Bench::Attach,
     Bench::Bgp,
     Bench::Vpn,
 ];
@@ -121,6 +124,9 @@ impl Bench {
             Bench::SimPhones => {
                 "sim-phones: orders against the number of simulated phones (d11 load), whole path vs. direct"
             }
+            Bench::Attach => {
+                "attach: simulated phones attaching at once (d11 load --attach-only) vs. one phone alone"
+            }
             Bench::Bgp => "bgp: 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence",
             Bench::Vpn => "vpn: iperf3 through the VPN between the regions vs. the same path routed in clear, ESP alone, the gateway vs. a null element",
         }
@@ -143,7 +149,9 @@ impl Bench {
             a.extend(["--json".into(), json.to_string_lossy().into_owned()]);
             return a;
         }
-        if quick && self == Bench::Bgp {
+        if quick && self == Bench::Attach {
+            a.extend(["--phones", "2000"].map(String::from));
+        } else if quick && self == Bench::Bgp {
             a.extend(["--prefixes", "10000", "--seconds", "2"].map(String::from));
         } else if quick && self == Bench::SimPhones {
             a.extend(
@@ -221,6 +229,8 @@ pub struct Benches {
     #[serde(rename = "sim-phones", skip_serializing_if = "Option::is_none")]
     pub sim_phones: Option<Outcome<PhonesReport>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach: Option<Outcome<crate::attach::AttachBench>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp: Option<Outcome<crate::bgp::BgpBench>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpn: Option<Outcome<crate::vpn::VpnBench>>,
@@ -280,6 +290,7 @@ impl Benches {
             Bench::Rpc => self.rpc = Some(run_bench(exe, b, args)?),
             Bench::Phones => self.phones = Some(run_bench(exe, b, args)?),
             Bench::SimPhones => self.sim_phones = Some(run_bench(exe, b, args)?),
+            Bench::Attach => self.attach = Some(run_bench(exe, b, args)?),
             Bench::Bgp => self.bgp = Some(run_bench(exe, b, args)?),
             Bench::Vpn => self.vpn = Some(run_bench(exe, b, args)?),
         }
@@ -305,6 +316,7 @@ impl Benches {
                     before: sim_phones_table(r),
                     ..Body::default()
                 }),
+                Bench::Attach => section(b, &self.attach, |r| Body::rows(attach_rows(r))),
                 Bench::Bgp => section(b, &self.bgp, |r| Body::rows(bgp_rows(r))),
                 Bench::Vpn => section(b, &self.vpn, |r| Body::rows(vpn_rows(r))),
             })
@@ -567,6 +579,13 @@ impl Goal {
             limit,
             at_most: false,
             of_value: false,
+        })
+    }
+    fn value_at_least(limit: f64) -> Option<Goal> {
+        Some(Goal {
+            limit,
+            at_most: false,
+            of_value: true,
         })
     }
     fn value_at_most(limit: f64) -> Option<Goal> {
@@ -1058,6 +1077,61 @@ fn sim_phones_table(r: &PhonesReport) -> String {
     s
 }
 
+fn attach_rows(r: &crate::attach::AttachBench) -> Vec<Row> {
+    let (Some(run), g) = (&r.run, &r.goals) else {
+        return vec![];
+    };
+    let (a, lone) = (&run.attach, r.lone.as_ref().map(|l| &l.attach));
+    let alone = "one phone alone, same lab";
+    let mut rows = vec![
+        Row::new(
+            format!("{} phones at once, attaches/s", r.phones),
+            Some(a.attaches_per_s),
+            "one phone alone (1000 ÷ its ms)",
+            r.lone_rate(),
+        )
+        .goal(Goal::value_at_least(g.attaches_per_s_at_least)),
+        Row::new(
+            format!("all {} attached, s", a.attached),
+            Some(a.seconds),
+            "",
+            None,
+        )
+        .goal(Goal::value_at_most(g.all_attached_s_at_most)),
+        Row::new(
+            "attach time p50, ms",
+            Some(a.latency_ms.p50),
+            alone,
+            lone.map(|l| l.latency_ms.p50),
+        ),
+        Row::new(
+            "attach time p99, ms",
+            Some(a.latency_ms.p99),
+            alone,
+            lone.map(|l| l.latency_ms.p99),
+        ),
+        Row::new("attaches failed", Some(a.failed as f64), "", None).goal(Goal::value_at_most(0.0)),
+    ];
+    for (n, c) in &r.nodes {
+        rows.push(
+            Row::new(
+                format!("{n} RSS per attached phone, B"),
+                Some(c.rss_bytes_per_phone),
+                "",
+                None,
+            )
+            .goal(Goal::value_at_most(g.rss_bytes_per_phone_at_most)),
+        );
+        rows.push(Row::new(
+            format!("{n} CPU per attach, ms"),
+            Some(c.cpu_ms_per_attach),
+            "",
+            None,
+        ));
+    }
+    rows
+}
+
 fn rpc_rows(r: &RpcReport) -> Vec<Row> {
     let (lo, vx, q) = (
         &r.paths.loopback,
@@ -1530,6 +1604,16 @@ mod tests {
                                    "latency_ms": {"p50": 9.0, "p99": 20.0}, "retransmissions": 0},
                      "direct": {"orders_per_s": 100.0, "p50_ms": 1.0}}
                 ]})),
+                "attach": ok(json!({
+                    "phones": 10000,
+                    "run": {"phones": 10000, "attach": {"phones": 10000, "attached": 10000, "seconds": 5.0,
+                            "attaches_per_s": 2000.0, "latency_ms": {"p50": 500.0, "p99": 900.0}}},
+                    "lone": {"phones": 1, "attach": {"phones": 1, "attached": 1, "latency_ms": {"p50": 20.0, "p99": 20.0}}},
+                    "nodes": {"mme": {"rss_before_kb": 10000, "rss_after_kb": 18000,
+                                      "rss_bytes_per_phone": 819.2, "cpu_ms_per_attach": 0.1}},
+                    "goals": {"attaches_per_s_at_least": 500.0, "all_attached_s_at_most": 20.0,
+                              "rss_bytes_per_phone_at_most": 2048.0}
+                })),
                 "bgp": ok(json!({
                     "prefixes": 1000,
                     "ours": { "propagation_s": 0.5, "mid_rss_kib_before": 1000, "mid_rss_kib_after": 2000,
@@ -1577,6 +1661,14 @@ mod tests {
             "| 1000 prefixes west → mid → east, s | 0.50 | BIRD as mid | 1.00 | 0.50× | ≤ 1.00×: met |",
             "| mid's RSS with 1000 routes, KiB | 2000 | BIRD as mid | 1000 | 2.00× | ≤ 1.00×: **missed** |",
             "| an order again after the preferred path is cut, s | 11.0 | hold time | 9.00 | 1.22× | ≤ 10.0: **missed** |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
+        // attach: the many against one alone, the goals on the values.
+        for row in [
+            "| 10000 phones at once, attaches/s | 2000 | one phone alone (1000 ÷ its ms) | 50.0 | 40.00× | ≥ 500: met |",
+            "| all 10000 attached, s | 5.00 | — | — | — | ≤ 20.0: met |",
+            "| mme RSS per attached phone, B | 819 | — | — | — | ≤ 2048: met |",
         ] {
             assert!(md.contains(row), "{row}\n{md}");
         }

@@ -39,12 +39,13 @@ pub struct LoadArgs {
     /// and the pgw holds a NAT entry per phone.
     #[arg(long)]
     pub attach_only: bool,
-    /// Phones with an attach under way at once.
-    #[arg(long, default_value_t = 1000)]
+    /// Phones with an attach under way at once (with 1,000 the replies to
+    /// them overflowed the radio TAP's queue of 1,000 frames).
+    #[arg(long, default_value_t = 500)]
     pub attach_window: usize,
     /// New attaches started per second at most (a burst beyond the radio
     /// TAP's queue of 1,000 frames is lost in the kernel).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 5_000)]
     pub attach_rate: u32,
     /// Seconds a phone tries to attach before it gives up.
     #[arg(long, default_value_t = 60)]

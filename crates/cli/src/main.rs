@@ -181,6 +181,8 @@ enum BenchCmd {
     Rpc(d11_bench::rpc::RpcArgs),
     /// Orders/s and latency against 1, 10, 100, 1000 simulated phones (d11 load) vs. the direct baseline.
     Phones(d11_bench::phones::PhonesArgs),
+    /// 10,000 simulated phones attaching at once (d11 load --attach-only): attaches/s, p50/p99, CPU and RSS per attach in enb/mme/sgw/pgw/hss, vs. one phone alone.
+    Attach(d11_bench::attach::AttachArgs),
     /// BGP: 100k prefixes through our router vs. BIRD in its place (time, RSS), the data plane with 100k routes vs. 10, an order again after the preferred path is cut vs. the hold time.
     Bgp(d11_bench::bgp::BgpArgs),
     /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
@@ -268,6 +270,7 @@ fn bench(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Order(a) => order::order(&a),
         BenchCmd::Rpc(a) => rpc::rpc(&a),
         BenchCmd::Phones(a) => phones::phones(&a),
+        BenchCmd::Attach(a) => attach::attach(&a),
         BenchCmd::Bgp(a) => bgp::bgp(&a),
         BenchCmd::Core(a) => cores::core(&a),
         BenchCmd::Vpn(a) => vpn::vpn(&a),

@@ -117,6 +117,9 @@ pub struct GtpcEndpoint {
     pending: BTreeMap<u32, Pending>,
     /// Responses sent, for retransmitted requests, until they expire.
     cache: HashMap<(SocketAddrV4, u32), (Vec<u8>, Instant)>,
+    /// The cache's keys in the order they expire (each kept the same time
+    /// after its response), so forgetting them is no scan of the cache.
+    expiry: VecDeque<(Instant, (SocketAddrV4, u32))>,
     peers: BTreeMap<Ipv4Addr, Peer>,
     inbox: VecDeque<Incoming>,
     counters: GtpcCounters,
@@ -133,6 +136,7 @@ impl GtpcEndpoint {
             next_seq: (cx.rng.next_u64() & 0xff_ffff) as u32,
             pending: BTreeMap::new(),
             cache: HashMap::new(),
+            expiry: VecDeque::new(),
             peers: BTreeMap::new(),
             inbox: VecDeque::new(),
             counters: GtpcCounters::default(),
@@ -200,12 +204,13 @@ impl GtpcEndpoint {
         to: SocketAddrV4,
         bytes: Vec<u8>,
     ) {
-        let Ok(p) = GtpcPacket::new_checked(&bytes[..]) else {
+        let Ok(seq) = GtpcPacket::new_checked(&bytes[..]).map(|p| p.seq()) else {
             return;
         };
         l3.udp_send(cx, self.local, to, &bytes, out);
         let keep = cx.now + T3 * (N3 + 1);
-        self.cache.insert((to, p.seq()), (bytes, keep));
+        self.cache.insert((to, seq), (bytes, keep));
+        self.expiry.push_back((keep, (to, seq)));
     }
 
     /// What arrived or timed out, for the element.
@@ -217,7 +222,7 @@ impl GtpcEndpoint {
     pub fn poll_at(&self) -> Option<Instant> {
         let pending = self.pending.values().map(|p| p.due);
         let echo = self.peers.values().filter_map(|p| p.echo_at);
-        let cache = self.cache.values().map(|c| c.1);
+        let cache = self.expiry.front().map(|e| e.0);
         pending.chain(echo).chain(cache).min()
     }
 
@@ -276,7 +281,16 @@ impl GtpcEndpoint {
                 m.ie(ie_type::RECOVERY, 0, &[recovery]);
             });
         }
-        self.cache.retain(|_, (_, keep)| *keep > now);
+        while let Some(&(keep, key)) = self.expiry.front() {
+            if keep > now {
+                break;
+            }
+            self.expiry.pop_front();
+            // A key answered again later is kept until its own time.
+            if self.cache.get(&key).is_some_and(|c| c.1 <= now) {
+                self.cache.remove(&key);
+            }
+        }
     }
 
     fn datagram(

@@ -222,6 +222,9 @@ pub struct Pgw {
     pool_next: u32,
     s5c: Option<GtpcEndpoint>,
     sessions: HashMap<u32, PgwSession>,
+    /// S5-C TEID by IMSI: a UE has one session here (a new Create Session
+    /// replaces it), found without a scan of all of them.
+    by_imsi: HashMap<String, u32>,
     teids: TeidPool,
 }
 
@@ -250,6 +253,7 @@ impl Pgw {
             pool_next: 0,
             s5c: None,
             sessions: HashMap::new(),
+            by_imsi: HashMap::new(),
             teids: TeidPool::new(TEID_BASE),
         })
     }
@@ -357,13 +361,7 @@ impl Pgw {
         // A UE with a session already: the old one goes [§ 7.2.1]; its
         // address and TEID stay (so a subscriber the topology provisions a
         // bearer for keeps the address and TEID written there).
-        let gone: Vec<u32> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.imsi == cs.imsi)
-            .map(|(&t, _)| t)
-            .collect();
-        for t in gone {
+        if let Some(t) = self.by_imsi.remove(&cs.imsi) {
             self.sessions.remove(&t);
         }
         let old = self
@@ -393,6 +391,7 @@ impl Pgw {
             return reject(v2::cause::NO_RESOURCES_AVAILABLE);
         }
         tracing::info!(imsi = %cs.imsi, ue = %ue_ip, apn = %cs.apn, "session created");
+        self.by_imsi.insert(cs.imsi.clone(), control);
         self.sessions.insert(
             control,
             PgwSession {
@@ -420,6 +419,9 @@ impl Pgw {
     /// Deletes the session with S5-C TEID `teid` and its bearer.
     fn delete(&mut self, teid: u32) {
         if let Some(s) = self.sessions.remove(&teid) {
+            if self.by_imsi.get(&s.imsi) == Some(&teid) {
+                self.by_imsi.remove(&s.imsi);
+            }
             tracing::info!(imsi = %s.imsi, "session deleted");
             self.bearers.remove(&s.imsi);
         }

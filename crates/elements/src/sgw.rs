@@ -135,6 +135,9 @@ pub struct Sgw {
     s5_pending: HashMap<u32, u32>,
     /// S11 TEID by S5-C TEID.
     by_s5c: HashMap<u32, u32>,
+    /// S11 TEID by IMSI: a UE has one session here (a new Create Session
+    /// replaces it), found without a scan of all of them.
+    by_imsi: HashMap<String, u32>,
     teids: TeidPool,
 }
 
@@ -162,8 +165,19 @@ impl Sgw {
             sessions: HashMap::new(),
             s5_pending: HashMap::new(),
             by_s5c: HashMap::new(),
+            by_imsi: HashMap::new(),
             teids: TeidPool::new(TEID_BASE),
         })
+    }
+
+    /// Removes the session of S11 TEID `teid` and its indexes.
+    fn drop_session(&mut self, teid: u32) -> Option<SgwSession> {
+        let s = self.sessions.remove(&teid)?;
+        self.by_s5c.remove(&s.s5c);
+        if self.by_imsi.get(&s.imsi) == Some(&teid) {
+            self.by_imsi.remove(&s.imsi);
+        }
+        Some(s)
     }
 
     /// S11 and S5-C: the endpoints bound on first use, what they got
@@ -238,13 +252,14 @@ impl Sgw {
                 s11.respond(self.router.l3_mut(), cx, out, from, r);
             }
             msg::DELETE_SESSION_REQUEST => {
-                let Some(s) = self.sessions.remove(&teid) else {
+                let gone = self.drop_session(teid);
+                let l3 = self.router.l3_mut();
+                let Some(s) = gone else {
                     let c = v2::cause::CONTEXT_NOT_FOUND;
                     let r = gtpc::cause_only(msg::DELETE_SESSION_RESPONSE, 0, seq, c);
                     return s11.respond(l3, cx, out, from, r);
                 };
                 tracing::info!(imsi = %s.imsi, "Delete Session");
-                self.by_s5c.remove(&s.s5c);
                 self.bearers.remove(&s.imsi);
                 let c = v2::cause::REQUEST_ACCEPTED;
                 let r = gtpc::cause_only(msg::DELETE_SESSION_RESPONSE, s.mme.teid, seq, c);
@@ -281,16 +296,8 @@ impl Sgw {
         cs: CreateSession,
     ) {
         // A UE with a session already: the old one goes [§ 7.2.1].
-        let old: Vec<u32> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.imsi == cs.imsi)
-            .map(|(&t, _)| t)
-            .collect();
-        for t in old {
-            if let Some(s) = self.sessions.remove(&t) {
-                self.by_s5c.remove(&s.s5c);
-            }
+        if let Some(&t) = self.by_imsi.get(&cs.imsi) {
+            self.drop_session(t);
         }
         let sessions = &self.sessions;
         let by_s5c = &self.by_s5c;
@@ -339,6 +346,7 @@ impl Sgw {
         });
         self.s5_pending.insert(sent, s11_teid);
         self.by_s5c.insert(s5c_teid, s11_teid);
+        self.by_imsi.insert(cs.imsi.clone(), s11_teid);
         self.sessions.insert(
             s11_teid,
             SgwSession {
@@ -399,10 +407,7 @@ impl Sgw {
                     _ => v2::cause::SYSTEM_FAILURE,
                 };
                 tracing::info!(cause = c, "Create Session refused by the PGW");
-                let s = self.sessions.remove(&s11_teid);
-                if let Some(s) = s {
-                    self.by_s5c.remove(&s.s5c);
-                }
+                self.drop_session(s11_teid);
                 let r = gtpc::cause_only(msg::CREATE_SESSION_RESPONSE, mme_teid, mme_seq, c);
                 return s11.respond(self.router.l3_mut(), cx, out, mme_from, r);
             }
