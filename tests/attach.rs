@@ -166,6 +166,19 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(show(&lab, &["mme"])["ues"][0]["emm"], "registered");
+    // `d11 trace` checks the new TEIDs against the elements' bearer tables
+    // (the topology's 0x200 is not what the order rides now).
+    let o = d11(&["trace", "--name", &lab.name, "--json"]);
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(t["ok"], true, "d11 trace: {}", text(&o));
+    let teids: Vec<u64> = t["hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["tunnel"]["gtpu"]["teid"].as_u64())
+        .collect();
+    assert_eq!(teids.len(), 2, "{teids:?}");
+    assert!(!teids.contains(&0x200), "{teids:?}");
 }
 
 /// Python in the enb's namespace: one G-PDU (TEID 0x200, an ICMP echo

@@ -56,7 +56,8 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
         .context("no TLS request record from the phone in the capture")?;
     let mut hops = trace::follow(&frames, &signature);
     let topo = dir.topology().context("reading the lab's topology")?;
-    trace::check(&topo, &mut hops);
+    let bearers = bearer_tables(&dir, &topo);
+    trace::check(&topo, &bearers, &mut hops);
     add_routes(&dir, &topo, &mut hops);
     let ok = hops.iter().all(Hop::ok);
     if args.json {
@@ -96,6 +97,21 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
 /// match for the destination and, for BGP, the best path (asked of the
 /// router's control socket after the order; a router that does not answer
 /// leaves the hop without one).
+/// The bearer table of each GTP-U element (enb, sgw, pgw): its control
+/// socket's `table bearers`, every bearer (the report lists 256). An
+/// element that does not answer has none, and its TEIDs fail the check.
+fn bearer_tables(dir: &RunDir, topo: &d11_lab::Topology) -> trace::BearerTables {
+    topo.nodes
+        .iter()
+        .filter(|n| matches!(n.role.as_deref(), Some("enb" | "sgw" | "pgw")))
+        .filter_map(|n| {
+            let socket = dir.socket(&n.name);
+            let t = d11_io::table(&socket, "bearers", std::time::Duration::from_secs(30)).ok()?;
+            Some((n.name.clone(), t))
+        })
+        .collect()
+}
+
 pub(crate) fn add_routes(dir: &RunDir, topo: &d11_lab::Topology, hops: &mut [Hop]) {
     let mut reports: std::collections::BTreeMap<String, Option<RouterReport>> = Default::default();
     for i in 1..hops.len() {

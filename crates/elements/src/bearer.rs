@@ -356,6 +356,13 @@ impl Bearers {
     /// How many bearers a report lists.
     pub const REPORTED: usize = 256;
 
+    /// Every bearer, for the control socket's `table bearers` (what
+    /// `d11 trace` checks a TEID against): the report lists only the first
+    /// [`Bearers::REPORTED`].
+    pub fn table(&self) -> serde_json::Value {
+        d11_core::report_json(&self.bearers)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Bearer> {
         self.bearers.iter()
     }

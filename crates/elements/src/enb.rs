@@ -400,6 +400,11 @@ impl Element for Enb {
             s1: self.s1.as_ref().map(S1Link::row),
         })
     }
+
+    /// `table bearers`: every bearer (the report lists the first 256).
+    fn table(&self, name: &str) -> Option<serde_json::Value> {
+        (name == "bearers").then(|| self.bearers.table())
+    }
 }
 
 #[cfg(test)]

@@ -623,6 +623,11 @@ impl Element for Sgw {
             sessions_total: self.sessions.len(),
         })
     }
+
+    /// `table bearers`: every bearer (the report lists the first 256).
+    fn table(&self, name: &str) -> Option<serde_json::Value> {
+        (name == "bearers").then(|| self.bearers.table())
+    }
 }
 
 #[cfg(test)]

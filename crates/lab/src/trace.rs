@@ -1,6 +1,7 @@
 //! The per-hop table behind `d11 trace`: one order's first request segment
 //! followed across every wire of a capture, each row checked against what
-//! the topology implies.
+//! the topology implies and, for a GTP-U tunnel, against the receiving
+//! element's bearer table (the bearers the attach made).
 //!
 //! The segment is found by its bytes: the client's first TLS application
 //! data record big enough to be the request (in TLS 1.3 the client's
@@ -344,8 +345,24 @@ pub fn follow(frames: &[Frame], signature: &[u8]) -> Vec<Hop> {
     hops
 }
 
-/// Fills each hop's checks with what `topo` implies.
-pub fn check(topo: &Topology, hops: &mut [Hop]) {
+/// Each GTP-U element's bearers, by node (its control socket's
+/// `table bearers`): the TEIDs it receives on are there.
+pub type BearerTables = std::collections::BTreeMap<String, Vec<d11_elements::bearer::Bearer>>;
+
+/// Whether `teid` is one of `node`'s bearers' TEIDs.
+fn has_teid(bearers: &BearerTables, node: &str, teid: u32) -> bool {
+    bearers.get(node).is_some_and(|bs| {
+        bs.iter().any(|b| {
+            [b.enb_teid, b.sgw_s1u_teid, b.sgw_s5_teid, b.pgw_teid]
+                .iter()
+                .any(|t| t.0 == teid)
+        })
+    })
+}
+
+/// Fills each hop's checks with what `topo` implies; a GTP-U tunnel's TEID
+/// with the receiver's bearer table in `bearers`.
+pub fn check(topo: &Topology, bearers: &BearerTables, hops: &mut [Hop]) {
     let known_macs = known_macs(topo);
     for i in 0..hops.len() {
         let (before, rest) = hops.split_at_mut(i);
@@ -380,7 +397,7 @@ pub fn check(topo: &Topology, hops: &mut [Hop]) {
             let receiver = node_with_address(topo, ip.dst);
             match (s.tunnel, receiver) {
                 (Some(Tunnel::Gtpu { teid }), Some(n)) => checks.push(verdict(
-                    config_numbers(&n.config, "teid").contains(&u64::from(teid)),
+                    has_teid(bearers, &n.name, teid),
                     format!("TEID {teid:#x} is a bearer of {}", n.name),
                 )),
                 (Some(Tunnel::Vxlan { vni }), Some(n)) => checks.push(verdict(
@@ -665,6 +682,23 @@ mod tests {
         Topology::load(std::path::Path::new(file)).unwrap()
     }
 
+    /// The sgw's bearer table as the phone's attach leaves it: TEIDs 0x100
+    /// (enb), 0x200 (sgw S1-U), 0x300 (sgw S5), 0x400 (pgw).
+    fn tables() -> BearerTables {
+        let b = d11_elements::bearer::Bearer {
+            imsi: "001010000000001".into(),
+            ue_ip: Ipv4Addr::new(10, 45, 0, 2),
+            enb_teid: d11_wire::gtpu::Teid(0x100),
+            sgw_s1u_teid: d11_wire::gtpu::Teid(0x200),
+            sgw_s5_teid: d11_wire::gtpu::Teid(0x300),
+            pgw_teid: d11_wire::gtpu::Teid(0x400),
+        };
+        ["enb", "sgw", "pgw"]
+            .into_iter()
+            .map(|n| (n.to_string(), vec![b.clone()]))
+            .collect()
+    }
+
     fn checked(topo: &Topology, stacks: &[(&str, Stack)]) -> Vec<Hop> {
         let mut hops: Vec<Hop> = stacks
             .iter()
@@ -677,7 +711,7 @@ mod tests {
                 route: None,
             })
             .collect();
-        check(topo, &mut hops);
+        check(topo, &tables(), &mut hops);
         hops
     }
 
