@@ -7,8 +7,10 @@
 //! refuses clients outside its customers' prefixes (an open resolver is an
 //! amplifier, RFC 5358), answers from the cache in the receive loop, and
 //! runs each resolution that must ask other servers as its own task, at
-//! most `max_inflight` at once (a flood of new names is dropped and
-//! counted; cached names are still answered). Each upstream query goes
+//! most `max_inflight` at once; queries for a question already being
+//! resolved wait for that resolution (a flood of one name is one
+//! resolution). A flood of new names beyond that is dropped and
+//! counted; cached names are still answered. Each upstream query goes
 //! from a fresh UDP port with a random id [RFC 5452 § 9], and over TCP
 //! when the answer came truncated [RFC 7766 § 5].
 
@@ -19,9 +21,9 @@ use crate::app::{AppEnv, Running, Shutdown};
 use d11_core::settings::ConfigError;
 use d11_wire::Ipv4Cidr;
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RecordType};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info};
 
 /// How many recent resolutions the report keeps, with their walks.
@@ -120,6 +122,9 @@ pub struct ResolverCounters {
     pub dropped: u64,
     /// New resolutions dropped while `max_inflight` were under way.
     pub busy: u64,
+    /// Queries that joined a resolution of the same question under way.
+    #[serde(default)]
+    pub joined: u64,
     pub upstream_udp: u64,
     pub upstream_tcp: u64,
     pub upstream_timeouts: u64,
@@ -160,6 +165,7 @@ struct Counters {
     truncated: AtomicU64,
     dropped: AtomicU64,
     busy: AtomicU64,
+    joined: AtomicU64,
     upstream_udp: AtomicU64,
     upstream_tcp: AtomicU64,
     upstream_timeouts: AtomicU64,
@@ -188,8 +194,25 @@ pub struct Resolver {
     timeout: Duration,
     cache: Mutex<Cache>,
     inflight: Arc<Semaphore>,
+    /// Questions being resolved, and the clients waiting for each besides
+    /// the one whose query started it.
+    pending: Mutex<HashMap<Question, Vec<oneshot::Sender<Answer>>>>,
     counters: Counters,
     recent: Mutex<VecDeque<Resolution>>,
+}
+
+/// What a resolution answers: the name and type asked.
+type Question = (Name, RecordType);
+
+/// Clients at most waiting for one question's resolution; more are busy.
+const MAX_WAITERS: usize = 4096;
+
+/// A query's part in the resolution of its question.
+enum Flight {
+    /// It resolves (holding one of `max_inflight`), then answers the others.
+    Lead(Question, OwnedSemaphorePermit),
+    /// The same question is being resolved: its answer comes here.
+    Join(oneshot::Receiver<Answer>),
 }
 
 /// A random 16-bit query id [RFC 5452 § 4.3] (std's per-instance random
@@ -210,6 +233,7 @@ impl Resolver {
             timeout: Duration::from_millis(s.timeout_ms),
             cache: Mutex::new(Cache::new(s.cache_bytes)),
             inflight: Arc::new(Semaphore::new(s.max_inflight.max(1))),
+            pending: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             recent: Mutex::new(VecDeque::new()),
         })
@@ -289,6 +313,46 @@ impl Resolver {
         let (out, o) = fit(resp, limit, Outcome::Answer);
         self.count_outcome(o);
         out
+    }
+
+    /// Whether the query `a` leads a resolution of its question, joins the
+    /// one under way (a flood of one name is one resolution, as unbound's
+    /// mesh makes it), or is dropped: `max_inflight` resolutions running,
+    /// or [`MAX_WAITERS`] clients already waiting.
+    fn flight(&self, a: &Admitted) -> Option<Flight> {
+        let q = &a.req.queries[0];
+        let key = (q.name().clone(), q.query_type());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiters) = pending.get_mut(&key) {
+            if waiters.len() >= MAX_WAITERS {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            bump(&self.counters.joined);
+            return Some(Flight::Join(rx));
+        }
+        let permit = self.inflight.clone().try_acquire_owned().ok()?;
+        pending.insert(key.clone(), Vec::new());
+        Some(Flight::Lead(key, permit))
+    }
+
+    /// Carries `flight` to its answer: resolving, or waiting for the leader.
+    async fn fly(&self, flight: Flight, lookup: Lookup, next: Next) -> Option<Answer> {
+        match flight {
+            Flight::Join(rx) => rx.await.ok(),
+            Flight::Lead(key, permit) => {
+                let answer = self.resolve(lookup, next).await;
+                drop(permit);
+                let waiters = (self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+                    .remove(&key)
+                    .unwrap_or_default();
+                for w in waiters {
+                    let _ = w.send(answer.clone());
+                }
+                Some(answer)
+            }
+        }
     }
 
     /// Runs `lookup` from its first step `next` to its answer, asking
@@ -390,12 +454,12 @@ impl Resolver {
         match self.start(&query, from, via) {
             Start::Reply(out) => out,
             Start::Resolve(job) => {
-                let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
+                let (a, lookup, next) = *job;
+                let Some(flight) = self.flight(&a) else {
                     bump(&self.counters.busy);
                     return None;
                 };
-                let (a, lookup, next) = *job;
-                let answer = self.resolve(lookup, next).await;
+                let answer = self.fly(flight, lookup, next).await?;
                 self.respond(a, answer)
             }
         }
@@ -413,19 +477,20 @@ impl Resolver {
                 }
                 Start::Reply(None) => {}
                 Start::Resolve(job) => {
-                    let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
+                    let (a, lookup, next) = *job;
+                    let Some(flight) = self.flight(&a) else {
                         bump(&self.counters.busy);
                         debug!(%peer, "busy: query dropped");
                         continue;
                     };
                     let (me, sock) = (self.clone(), sock.clone());
                     tokio::spawn(async move {
-                        let (a, lookup, next) = *job;
-                        let answer = me.resolve(lookup, next).await;
+                        let Some(answer) = me.fly(flight, lookup, next).await else {
+                            return;
+                        };
                         if let Some(out) = me.respond(a, answer) {
                             let _ = sock.send_to(&out, peer).await;
                         }
-                        drop(permit);
                     });
                 }
             }
@@ -451,6 +516,7 @@ impl Resolver {
                 truncated: l(&c.truncated),
                 dropped: l(&c.dropped),
                 busy: l(&c.busy),
+                joined: l(&c.joined),
                 upstream_udp: l(&c.upstream_udp),
                 upstream_tcp: l(&c.upstream_tcp),
                 upstream_timeouts: l(&c.upstream_timeouts),
@@ -573,9 +639,7 @@ timeout_ms = 60000
         tokio::spawn(r.clone().serve_udp(sock));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for i in 0..50u16 {
-            let mut q = hex(X_A);
-            q[..2].copy_from_slice(&i.to_be_bytes());
-            client.send_to(&q, at).await.unwrap();
+            client.send_to(&flood_query(i, true), at).await.unwrap();
         }
         // The receive loop takes datagrams in order: the cached name's
         // answer comes after all fifty were dealt with.
@@ -596,6 +660,62 @@ timeout_ms = 60000
         let c = r.report().counters;
         assert_eq!((c.udp_queries, c.busy, c.cache_answers), (51, 46, 1));
         assert_eq!(c.upstream_udp, 4, "one query per resolution in flight");
+        assert_eq!(c.joined, 0);
+    }
+
+    /// Query `i` of a flood (its id `i`): with `distinct`, fifty different
+    /// questions (a.example … z.example, A then AAAA), else X_A each time.
+    fn flood_query(i: u16, distinct: bool) -> Vec<u8> {
+        let mut q = hex(X_A);
+        q[..2].copy_from_slice(&i.to_be_bytes());
+        if distinct {
+            // The one-letter label, then the type, of X_A.
+            q[13] = b'a' + (i % 26) as u8;
+            let qtype: u16 = if i < 26 { 1 } else { 28 };
+            let at = q.len() - 4;
+            q[at..at + 2].copy_from_slice(&qtype.to_be_bytes());
+        }
+        q
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_one_name_is_one_resolution_that_every_query_waits_for() {
+        // A root that never answers: the one resolution stays in flight.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let s: ResolverSettings = toml::from_str(
+            r#"
+root_hints = [ { name = "a.root.lab.", address = "127.0.0.1" } ]
+allow = ["127.0.0.0/8"]
+max_inflight = 4
+timeout_ms = 60000
+"#,
+        )
+        .unwrap();
+        let mut r = Resolver::new(&s, "127.0.0.1".parse().unwrap()).unwrap();
+        r.upstream_port = silent.local_addr().unwrap().port();
+        let r = Arc::new(r);
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let at = sock.local_addr().unwrap();
+        tokio::spawn(r.clone().serve_udp(sock));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..50u16 {
+            client.send_to(&flood_query(i, false), at).await.unwrap();
+        }
+        // Every datagram dealt with: the receive loop counts each.
+        let mut buf = [0u8; 512];
+        let n = silent.recv(&mut buf).await.unwrap();
+        assert!(n > 12, "the one resolution asked the root");
+        let all = async {
+            while r.report().counters.udp_queries < 50 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("the receive loop takes all fifty");
+        let c = r.report().counters;
+        assert_eq!((c.udp_queries, c.busy, c.joined), (50, 0, 49));
+        assert_eq!(c.upstream_udp, 1, "one resolution, one query to the root");
     }
 
     #[tokio::test]
