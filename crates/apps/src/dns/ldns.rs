@@ -609,9 +609,9 @@ mod tests {
     // … qd=DNSQR(qname='x.example',qtype='A')
     const X_A: &str = "1234010000010000000000000178076578616d706c650000010001";
 
-    #[tokio::test]
-    async fn a_flood_of_new_names_is_dropped_and_counted_while_cached_names_are_answered() {
-        // A root that never answers: every new name stays in flight.
+    /// A resolver (`max_inflight` 4) whose root never answers: every
+    /// resolution stays in flight; and that root's socket.
+    async fn behind_a_silent_root() -> (Resolver, UdpSocket) {
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let s: ResolverSettings = toml::from_str(
             r#"
@@ -624,6 +624,12 @@ timeout_ms = 60000
         .unwrap();
         let mut r = Resolver::new(&s, "127.0.0.1".parse().unwrap()).unwrap();
         r.upstream_port = silent.local_addr().unwrap().port();
+        (r, silent)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_new_names_is_dropped_and_counted_while_cached_names_are_answered() {
+        let (r, _silent) = behind_a_silent_root().await;
         let www = Name::from_ascii("www.geektime.com.").unwrap();
         r.cache().put_rrset(
             Instant::now(),
@@ -680,19 +686,7 @@ timeout_ms = 60000
 
     #[tokio::test]
     async fn a_flood_of_one_name_is_one_resolution_that_every_query_waits_for() {
-        // A root that never answers: the one resolution stays in flight.
-        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let s: ResolverSettings = toml::from_str(
-            r#"
-root_hints = [ { name = "a.root.lab.", address = "127.0.0.1" } ]
-allow = ["127.0.0.0/8"]
-max_inflight = 4
-timeout_ms = 60000
-"#,
-        )
-        .unwrap();
-        let mut r = Resolver::new(&s, "127.0.0.1".parse().unwrap()).unwrap();
-        r.upstream_port = silent.local_addr().unwrap().port();
+        let (r, silent) = behind_a_silent_root().await;
         let r = Arc::new(r);
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let at = sock.local_addr().unwrap();
