@@ -9,7 +9,7 @@
 //! carries its [`Session`].
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -25,6 +26,35 @@ use tower::ServiceExt;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long, and how many bytes, [`linger`] reads from a client after the
+/// last response before it closes anyway.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Closes a connection after its last response as RFC 9112 § 9.6 asks
+/// (Apache's and nginx's lingering close): first our sending side (TLS
+/// close_notify, then the TCP FIN), then read and discard what the client is
+/// still sending until it closes, [`LINGER_TIME`] or [`LINGER_BYTES`]. A
+/// socket closed with unread data sends a reset, which can destroy the
+/// response before the client has read it: a 413 answered to a large body's
+/// headers would reach the client as an empty reply.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut buf = vec![0; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
 
 /// The front's deadlines and its cap.
 #[derive(Debug, Clone, Copy)]
@@ -222,33 +252,36 @@ impl Front {
         mut drain: watch::Receiver<()>,
         half_close: bool,
     ) where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer = session.peer;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(session.clone());
-            router.clone().oneshot(req.map(Body::new))
+            Box::pin(router.clone().oneshot(req.map(Body::new)))
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .half_close(half_close)
             .header_read_timeout(self.limits.headers);
-        let conn = http.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        let mut conn = http.serve_connection(TokioIo::new(io), service);
         let served = tokio::select! {
-            served = conn.as_mut() => served,
+            served = poll_fn(|cx| conn.poll_without_shutdown(cx)) => served,
             _ = drain.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                poll_fn(|cx| conn.poll_without_shutdown(cx)).await
             }
         };
-        if let Err(e) = served {
-            if e.is_timeout() {
+        let io = conn.into_parts().io.into_inner();
+        match served {
+            Err(e) if e.is_timeout() => {
                 self.count(|c| c.header_timeouts += 1);
                 tracing::info!(%peer, "headers not received in time; connection closed");
-            } else {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                linger(io).await;
+            }
+            Ok(()) => linger(io).await,
         }
     }
 
@@ -258,7 +291,6 @@ impl Front {
     /// `request`, as a client that sent everything and waits. The request
     /// handling without socket or TLS, for fuzz targets.
     pub async fn serve_plaintext(self: &Arc<Self>, router: Router, request: &[u8]) -> Vec<u8> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let session = Session {
             peer: SocketAddr::from(([192, 0, 2, 1], 40000)),
