@@ -438,14 +438,37 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
             "{cache}"
         );
 
-        // `d11 order` resolves through it and says so.
+        // `d11 order` asks the cloud's HTTPDNS first, which picks east by
+        // the phone's NATed address, and says so.
         let o = d11(&["order", "--name", &lab.name]);
         let out = text(&o);
         assert!(o.status.success(), "{out}");
         assert!(
-            out.contains("www.geektime.com via DNS 198.18.2.2, CNAME www.geektime.com. -> www.geektime.com.gslb.d11cloud.com.: 203.0.113.24 203.0.113.25 203.0.113.26"),
+            out.contains("www.geektime.com via HTTPDNS httpdns.d11cloud.com (198.18.1.18), region east for 198.51.100."),
             "{out}"
         );
+        assert!(
+            out.contains(": 203.0.113.24 203.0.113.25 203.0.113.26 (TTL 20 s)"),
+            "{out}"
+        );
+        let gslb = report(&lab, "gslb");
+        assert_eq!(gslb["httpdns"]["requests"]["200"], 1, "{gslb}");
+        // An app without HTTPDNS resolves through the carrier's resolver.
+        let dns_line = "www.geektime.com via DNS 198.18.2.2, CNAME www.geektime.com. -> www.geektime.com.gslb.d11cloud.com.: 203.0.113.24 203.0.113.25 203.0.113.26";
+        let o = d11(&["order", "--name", &lab.name, "--no-httpdns"]);
+        let out = text(&o);
+        assert!(o.status.success() && out.contains(dns_line), "{out}");
+        // HTTPDNS out of the phone's reach: the app falls back to DNS.
+        lab.sh("ue", &["ip", "route", "add", "blackhole", "198.18.1.18/32"]);
+        let o = d11(&["order", "--name", &lab.name]);
+        let out = text(&o);
+        assert!(o.status.success() && out.contains(dns_line), "{out}");
+        assert!(
+            out.contains("HTTPDNS httpdns.d11cloud.com (198.18.1.18): connect 198.18.1.18:443:")
+                && out.contains("falling back to DNS"),
+            "{out}"
+        );
+        lab.sh("ue", &["ip", "route", "del", "blackhole", "198.18.1.18/32"]);
 
         // unbound, from the same root hints, beside ours in the resolver's
         // namespace: the phone gets the same answers from both.

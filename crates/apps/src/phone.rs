@@ -238,12 +238,6 @@ pub fn refusal(status: u16, body: &Value) -> Option<String> {
     })
 }
 
-/// One failed attempt: whether another may help.
-enum Attempt {
-    Lost(String),
-    Refused(String),
-}
-
 /// Places the order, retrying lost connections with the same key.
 pub async fn order(req: &OrderRequest) -> Result<OrderOutcome, OrderError> {
     let tls = pki::client_config(&req.root, req.key_log)?;
@@ -294,14 +288,74 @@ async fn post(
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     name: ServerName<'static>,
 ) -> Result<OrderOutcome, Attempt> {
+    let body = serde_json::to_vec(&req.body).expect("a JSON value serializes");
+    let request = Request::post("/purchaseOrder")
+        .header(hyper::header::HOST, &req.host)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, "d11-phone/0.1")
+        .header("Idempotency-Key", &req.idempotency_key)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Attempt::Refused(format!("building the request: {e}")))?;
+    let x = exchange(req.addr, tls, name, request).await?;
+    let body = serde_json::from_slice(&x.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&x.body).into_owned()));
+    Ok(OrderOutcome {
+        status: x.status,
+        body,
+        attempts: 1,
+        errors: Vec::new(),
+        idempotency_key: req.idempotency_key.clone(),
+        local: x.local,
+        remote: req.addr,
+        tls_version: x.tls_version,
+        cipher: x.cipher,
+        elapsed_ms: x.elapsed_ms,
+        resolved: None,
+    })
+}
+
+/// One HTTPS request and its reply, as the phone's apps make them.
+pub(crate) struct Exchange {
+    pub status: u16,
+    pub body: Bytes,
+    pub local: SocketAddr,
+    pub tls_version: String,
+    pub cipher: String,
+    /// From the connection's start to the last byte of the reply.
+    pub elapsed_ms: f64,
+}
+
+/// One failed attempt: whether another may help.
+pub(crate) enum Attempt {
+    Lost(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Lost(e) | Attempt::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Connects to `addr`, opens TLS checking `name`, sends `request` on a
+/// connection of its own and reads the whole reply; then closes as
+/// [`close`] does.
+pub(crate) async fn exchange(
+    addr: SocketAddr,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    name: ServerName<'static>,
+    request: Request<Full<Bytes>>,
+) -> Result<Exchange, Attempt> {
     let lost = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| Attempt::Lost(format!("{what}: {e}"))
     };
     let t0 = Instant::now();
-    let tcp = TcpStream::connect(req.addr)
+    let tcp = TcpStream::connect(addr)
         .await
-        .map_err(lost(&format!("connect {}", req.addr)))?;
+        .map_err(lost(&format!("connect {addr}")))?;
     tcp.set_nodelay(true).map_err(lost("TCP_NODELAY"))?;
     let local = tcp.local_addr().map_err(lost("local address"))?;
     let stream = match TlsConnector::from(tls).connect(name, tcp).await {
@@ -328,20 +382,12 @@ async fn post(
     // `without_shutdown` hands the stream back after the exchange, so the
     // app can close it as TLS and TCP expect (below).
     let driver = tokio::spawn(connection.without_shutdown());
-    let body = serde_json::to_vec(&req.body).expect("a JSON value serializes");
-    let request = Request::post("/purchaseOrder")
-        .header(hyper::header::HOST, &req.host)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, "d11-phone/0.1")
-        .header("Idempotency-Key", &req.idempotency_key)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| Attempt::Refused(format!("building the request: {e}")))?;
     let reply = sender
         .send_request(request)
         .await
         .map_err(|e| Attempt::Lost(format!("sending the request: {e}")))?;
     let status = reply.status().as_u16();
-    let bytes = reply
+    let body = reply
         .into_body()
         .collect()
         .await
@@ -350,20 +396,13 @@ async fn post(
     let elapsed_ms = t0.elapsed().as_secs_f64() * 1e3;
     drop(sender);
     close(driver).await;
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Ok(OrderOutcome {
+    Ok(Exchange {
         status,
         body,
-        attempts: 1,
-        errors: Vec::new(),
-        idempotency_key: req.idempotency_key.clone(),
         local,
-        remote: req.addr,
         tls_version,
         cipher,
         elapsed_ms,
-        resolved: None,
     })
 }
 

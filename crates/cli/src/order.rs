@@ -2,6 +2,7 @@
 
 use crate::{need_root, LabArg};
 use anyhow::{bail, Context, Result};
+use d11_apps::dns::httpdns;
 use d11_apps::dns::stub::{self, Resolved, StubFiles};
 use d11_apps::phone::{self, OrderRequest};
 use d11_lab::RunDir;
@@ -35,6 +36,10 @@ pub struct OrderArgs {
     /// naming it is refused).
     #[arg(long)]
     pub coupon: Option<String>,
+    /// Resolve with the node's resolver only, as an app without HTTPDNS
+    /// does (by default the node's `httpdns` service is asked first).
+    #[arg(long)]
+    pub no_httpdns: bool,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -48,12 +53,20 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
         bail!("there is no lab named {lab} (start it with: d11 up --name {lab})");
     }
     let topo = dir.topology().context("reading the lab's topology")?;
-    if topo.node(&args.node).is_none() {
+    let Some(node) = topo.node(&args.node) else {
         bail!("lab {lab} has no node {:?}", args.node);
-    }
+    };
     need_root("d11 order")?;
-    let resolved = lookup(lab, &args.node, &args.host)?;
     let root = d11_apps::pki::PkiPaths::new(dir.pki_dir()).root_cert();
+    // The app uses the phone's own TCP/IP stack: this thread, and the
+    // runtime's, live in the phone's namespace.
+    let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, &args.node))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let httpdns = node.httpdns.as_ref().filter(|_| !args.no_httpdns);
+    let resolved = resolve(lab, &args.node, httpdns, &args.host, &root, &rt)?;
     let req = OrderRequest {
         host: args.host.clone(),
         addr: SocketAddr::from((resolved.addrs[0], args.port)),
@@ -70,13 +83,6 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
         retries: args.retries,
         timeout: Duration::from_millis(args.timeout_ms),
     };
-    // The app uses the phone's own TCP/IP stack: this thread, and the
-    // runtime's, live in the phone's namespace.
-    let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, &args.node))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
     // Each address in the answer's order: the next when one does not
     // answer (a VIP down), as a browser tries a name's addresses.
     let mut failed = Vec::new();
@@ -137,6 +143,33 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
     })
 }
 
+/// `name` as the phone's app resolves it: the node's HTTPDNS service first
+/// when it has one, then (or when that gives no answer, noted in
+/// [`Resolved::fallback_from`]) its resolver ([`lookup`]). Call it from
+/// inside the node's namespace.
+fn resolve(
+    lab: &str,
+    node: &str,
+    httpdns: Option<&d11_lab::HttpDns>,
+    name: &str,
+    root: &std::path::Path,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Resolved> {
+    let mut fallback_from = None;
+    if let Some(h) = httpdns {
+        let tls = d11_apps::pki::client_config(root, false)?;
+        let server = SocketAddr::from((h.address, h.port));
+        let timeout = Duration::from_secs(3);
+        match rt.block_on(httpdns::lookup(server, &h.name, name, tls, timeout)) {
+            Ok(r) => return Ok(r),
+            Err(e) => fallback_from = Some(format!("HTTPDNS {} ({}): {e}", h.name, h.address)),
+        }
+    }
+    let mut r = lookup(lab, node, name)?;
+    r.fallback_from = fallback_from;
+    Ok(r)
+}
+
 /// `name` as `node` resolves it: its hosts file, then its resolv.conf's
 /// nameservers (the lab's resolver), from inside its namespace.
 pub fn lookup(lab: &str, node: &str, name: &str) -> Result<Resolved> {
@@ -160,7 +193,11 @@ pub fn lookup(lab: &str, node: &str, name: &str) -> Result<Resolved> {
 /// One line telling how the name was resolved: which service, which
 /// CNAMEs, which addresses, for how long.
 pub fn resolution_line(r: &Resolved) -> String {
-    let mut s = format!("{} via {}", r.name, r.via);
+    let mut s = String::new();
+    if let Some(f) = &r.fallback_from {
+        s += &format!("{f}; falling back to DNS\n");
+    }
+    s += &format!("{} via {}", r.name, r.via);
     if r.tcp {
         s += " (over TCP)";
     }

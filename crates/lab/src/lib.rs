@@ -35,8 +35,8 @@ pub use supervisor::{
 };
 pub use teardown::{list_labs, teardown, teardown_all, TeardownError, TeardownReport};
 pub use topology::{
-    default_mac, AppSpec, CapturePoint, ElementPort, ElementSpec, HostEntry, Node, NodeKind, Pki,
-    Port, PortAttach, Route, Topology, TopologyError, Wire, WireEnd, WireEndError, WireKind,
-    DEFAULT_MTU,
+    default_mac, AppSpec, CapturePoint, ElementPort, ElementSpec, HostEntry, HttpDns, Node,
+    NodeKind, Pki, Port, PortAttach, Route, Topology, TopologyError, Wire, WireEnd, WireEndError,
+    WireKind, DEFAULT_MTU,
 };
 pub use topology::{direction_seed, WireDir};

@@ -120,6 +120,25 @@ pub struct Node {
     /// exec` mounts), in order [resolv.conf(5) `nameserver`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<Ipv4Addr>,
+    /// Hosts only: the HTTPDNS service the phone's app asks before DNS
+    /// (`d11 order`), as an HTTPDNS SDK ships with its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub httpdns: Option<HttpDns>,
+}
+
+/// Where a host's apps find HTTPDNS: an address (not a name: the service
+/// replaces DNS) and the name its certificate holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDns {
+    pub address: Ipv4Addr,
+    pub name: String,
+    #[serde(default = "https_port")]
+    pub port: u16,
+}
+
+fn https_port() -> u16 {
+    443
 }
 
 /// One line of a host's `/etc/hosts`.

@@ -224,6 +224,21 @@ impl Topology {
                         "only hosts have a resolv.conf",
                     ));
                 }
+                if n.httpdns.is_some() {
+                    return Err(self.error_at(
+                        &format!("nodes[{i}].httpdns"),
+                        "only hosts run apps that ask HTTPDNS",
+                    ));
+                }
+            }
+            if let Some(h) = n.httpdns.as_ref().filter(|h| !is_hostname(&h.name)) {
+                return Err(self.error_at(
+                    &format!("nodes[{i}].httpdns.name"),
+                    format!(
+                        "{:?} is not a host name (letters, digits, '-' and '.')",
+                        h.name
+                    ),
+                ));
             }
             for (j, h) in n.hosts.iter().enumerate() {
                 if !is_hostname(&h.name) {

@@ -13,9 +13,11 @@
 //! 443 through the VIP every `check_interval_ms`. When none of the nearest
 //! region's VIPs is up, the next region that has one answers (failover).
 
+use super::httpdns::HttpDnsSettings;
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
 use super::{accept_tcp, serve_tcp, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
+use crate::https::{Front, FrontReport};
 use d11_core::settings::ConfigError;
 use d11_wire::Ipv4Cidr;
 use hickory_proto::op::ResponseCode;
@@ -60,6 +62,10 @@ pub struct GslbSettings {
     pub check_interval_ms: u64,
     /// The first region is the default for askers no region lists.
     pub regions: Vec<RegionConfig>,
+    /// Serve HTTPDNS too ([`super::httpdns`]; the topology's `[pki]` names
+    /// the certificate's names).
+    #[serde(default)]
+    pub httpdns: Option<HttpDnsSettings>,
 }
 
 fn default_port() -> u16 {
@@ -93,7 +99,7 @@ pub struct VipRow {
 }
 
 /// `d11 show NODE`'s report of a `gslb` node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GslbReport {
     pub zone: String,
     pub ttl: u32,
@@ -104,6 +110,9 @@ pub struct GslbReport {
     pub refused: u64,
     pub formerr: u64,
     pub dropped: u64,
+    /// HTTPDNS's front (connections, TLS, requests by status), when served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub httpdns: Option<FrontReport>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +130,17 @@ struct Region {
     clients: Vec<Ipv4Cidr>,
     answers: u64,
     failovers_in: u64,
+}
+
+/// What [`Gslb::pick`] chose for one asker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    pub region: String,
+    pub vips: Vec<Ipv4Addr>,
+    /// The prefix length of the client list that matched (0: the default).
+    pub scope: u8,
+    /// Whether the nearest region had no VIP up.
+    pub failover: bool,
 }
 
 /// The GSLB's answer logic and state.
@@ -267,6 +287,47 @@ impl Gslb {
         (0, 0)
     }
 
+    /// The VIPs to give `client`: those up in its nearest region; when
+    /// none is, those of the next region that has one up (failover); else
+    /// the nearest region's as they are. Counted in the region's answers
+    /// (DNS and HTTPDNS alike).
+    pub fn pick(&mut self, client: Ipv4Addr) -> Pick {
+        let (near, scope) = self.nearest(client);
+        let n = self.regions.len();
+        let at = (0..n)
+            .map(|k| (near + k) % n)
+            .find(|&i| self.regions[i].vips.iter().any(|v| v.up))
+            .unwrap_or(near);
+        let region = &mut self.regions[at];
+        region.answers += 1;
+        if at != near {
+            region.failovers_in += 1;
+        }
+        let up: Vec<Ipv4Addr> = (region.vips.iter())
+            .filter(|v| v.up)
+            .map(|v| v.addr)
+            .collect();
+        Pick {
+            region: region.name.clone(),
+            vips: if up.is_empty() {
+                region.vips.iter().map(|v| v.addr).collect()
+            } else {
+                up
+            },
+            scope,
+            failover: at != near,
+        }
+    }
+
+    /// Whether `host` (`www.geektime.com`, as an app knows it) is one of
+    /// the names this GSLB balances, and its TTL if so.
+    pub fn balances(&self, host: &str) -> Option<u32> {
+        let n = name_in(&self.zone, host.trim_end_matches('.')).ok()?;
+        self.names
+            .contains(&LowerName::from(&n))
+            .then_some(self.ttl)
+    }
+
     /// The answer to one query from `from` [RFC 1034 § 4.3.2, RFC 7871 § 7.2].
     pub fn answer(
         &mut self,
@@ -324,31 +385,8 @@ impl Gslb {
         let balanced = self.names.contains(&qname);
         let mut outcome = Outcome::Answer;
         if balanced && matches!(qtype, RecordType::A | RecordType::ANY) {
-            let (near, scope) = self.nearest(client);
-            // The nearest region with a VIP up, else the next that has one
-            // (failover), else the nearest as it is.
-            let n = self.regions.len();
-            let pick = (0..n)
-                .map(|k| (near + k) % n)
-                .find(|&i| self.regions[i].vips.iter().any(|v| v.up))
-                .unwrap_or(near);
-            let region = &mut self.regions[pick];
-            region.answers += 1;
-            if pick != near {
-                region.failovers_in += 1;
-            }
-            let up: Vec<Ipv4Addr> = region
-                .vips
-                .iter()
-                .filter(|v| v.up)
-                .map(|v| v.addr)
-                .collect();
-            let vips = if up.is_empty() {
-                region.vips.iter().map(|v| v.addr).collect()
-            } else {
-                up
-            };
-            for v in vips {
+            let pick = self.pick(client);
+            for &v in &pick.vips {
                 resp.answers.push(Record::from_rdata(
                     q.name().clone(),
                     self.ttl,
@@ -358,7 +396,7 @@ impl Gslb {
             // The answer holds for the askers of the prefix that chose it
             // [RFC 7871 § 7.2.1]; echo the option with that scope.
             if let (Some(s), Some(e)) = (&ecs, resp.edns.as_mut()) {
-                let scope = if pick == near { scope } else { 0 };
+                let scope = if pick.failover { 0 } else { pick.scope };
                 e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
                     s.addr(),
                     s.source_prefix(),
@@ -427,6 +465,7 @@ impl Gslb {
             refused: self.refused,
             formerr: self.formerr,
             dropped: self.dropped,
+            httpdns: None,
         }
     }
 }
@@ -456,6 +495,9 @@ impl crate::app::App for GslbApp {
         Some(s.port)
     }
     fn check(env: &AppEnv, s: &GslbSettings) -> Result<(), ConfigError> {
+        if s.httpdns.is_some() {
+            env.https_pki("a GSLB serving HTTPDNS")?;
+        }
         match env.address("a GSLB answers on its address")? {
             IpAddr::V4(a) => s.gslb(a).map(|_| ()),
             IpAddr::V6(_) => Err(ConfigError::new("ports", "an IPv4 address")),
@@ -476,9 +518,30 @@ impl crate::app::App for GslbApp {
             let at = SocketAddr::new(addr, s.port);
             let udp = UdpSocket::bind(at).await?;
             let tcp = crate::listen(at, 1024)?;
+            // HTTPDNS, from the same table and health.
+            let httpdns = match &s.httpdns {
+                Some(h) => {
+                    let tls = crate::pki::server_config(env.https_pki("a GSLB serving HTTPDNS")?)?;
+                    let front = Front::new(tls, h.limits());
+                    let listener = crate::listen(SocketAddr::new(addr, h.port), 1024)?;
+                    let router = super::httpdns::router(gslb.clone(), &front);
+                    let serving = front.clone();
+                    tokio::spawn(async move {
+                        let never = std::future::pending::<()>();
+                        if let Err(e) = serving.serve(listener, router, never).await {
+                            tracing::warn!(error = %e, "HTTPDNS stopped");
+                        }
+                    });
+                    Some(front)
+                }
+                None => None,
+            };
             let report = {
                 let g = gslb.clone();
-                crate::control::report(move || locked(&g).report())
+                crate::control::report(move || GslbReport {
+                    httpdns: httpdns.as_ref().map(|f| f.report()),
+                    ..locked(&g).report()
+                })
             };
             tokio::spawn(crate::control::serve(ctl, env.node.clone(), "gslb", report));
             // The health checks: every VIP each interval, all at once.

@@ -9,6 +9,7 @@
 //! logic is [`zone::Authority`], without sockets; this file is its shell.
 
 pub mod gslb;
+pub mod httpdns;
 pub mod ldns;
 pub mod resolver;
 pub mod stub;

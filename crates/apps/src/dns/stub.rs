@@ -20,7 +20,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Resolved {
     pub name: String,
-    /// `hosts file` or `DNS 198.18.2.2`.
+    /// `hosts file`, `DNS 198.18.2.2` or `HTTPDNS NAME (ADDRESS), …`.
     pub via: String,
     /// The CNAMEs followed, `owner -> target`.
     pub cnames: Vec<String>,
@@ -29,6 +29,10 @@ pub struct Resolved {
     pub ttl: Option<u32>,
     /// Whether the answer came over TCP (the UDP one was truncated).
     pub tcp: bool,
+    /// The service asked first and why it gave no answer (HTTPDNS, when
+    /// the app fell back to DNS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
 }
 
 /// Why a name did not resolve.
@@ -175,6 +179,7 @@ pub fn lookup(files: &StubFiles, name: &str, timeout: Duration) -> Result<Resolv
             addrs: vec![a],
             ttl: None,
             tcp: false,
+            fallback_from: None,
         });
     }
     let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
@@ -199,6 +204,7 @@ pub fn lookup(files: &StubFiles, name: &str, timeout: Duration) -> Result<Resolv
                         addrs,
                         ttl: Some(ttl),
                         tcp,
+                        fallback_from: None,
                     })
                 }
                 Err(e) => errors.push(format!("{server}: {e}")),
