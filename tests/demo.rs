@@ -41,6 +41,13 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         "Chapter 3",
         "IMSI 001010000000001: Registered, APN internet, address 10.45.0.2",
         "the sgw's session for 001010000000001",
+        "Chapter 3, continued: the shop's name",
+        "(the phone, NATed) → 198.18.2.2 (resolver)  query www.geektime.com. A, recursion desired",
+        "198.18.0.2 (dns-root) → 198.18.2.2 (resolver)  referral to com. 172800 NS a.gtld.lab.",
+        "198.18.1.2 (dns-shop) → 198.18.2.2 (resolver)  answer (authoritative): www.geektime.com. 600 CNAME www.geektime.com.gslb.d11cloud.com.",
+        "198.18.1.18 (gslb) → 198.18.2.2 (resolver)  answer (authoritative): www.geektime.com.gslb.d11cloud.com. 20 A 203.0.113.24 203.0.113.25 203.0.113.26",
+        "the second: answered from the resolver's cache, no query left it",
+        "via HTTPDNS httpdns.d11cloud.com (198.18.1.18), region east",
         "Chapters 5 and 6",
         "TLS 1.",
         "→ 201 created",
@@ -71,6 +78,9 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
     let start = dir.path("demo-bgp.pcapng");
     assert!(start.exists(), "so does the capture of the lab's start");
     let broken = broken_frames_per_wire(&start);
+    assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
+    let dns = dir.path("demo-dns.pcapng");
+    let broken = broken_frames_per_wire(&dns);
     assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
 }
 

@@ -167,6 +167,10 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
     }
     let status: LabStatus = d.json(&["status", "--name", lab, "--json"])?;
     let net = Net::from_status(&status);
+    // The phone's first resolution, recorded before anything else asks the
+    // resolver (told in chapter 3).
+    let dns_file = crate::demo_dns::capture_file(file);
+    let dns = crate::demo_dns::record(lab, &dns_file)?;
 
     println!(
         "\n{}",
@@ -183,6 +187,18 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
         let sgw: Option<SgwReport> = report_of(lab, &net, "sgw")?;
         let pgw: Option<PgwReport> = report_of(lab, &net, "pgw")?;
         print!("{}", chapter3(&mme, sgw.as_ref(), pgw.as_ref()));
+    }
+    if let Some((resolver, wire)) = dns {
+        println!(
+            "\n{}",
+            heading("Chapter 3, continued: the shop's name: the carrier's resolver walks from the root to .com to the shop's server, whose CNAME leads to the GSLB; the second time it answers from its cache")
+        );
+        let frames = crate::trace::read_capture(&dns_file)?;
+        let seen = crate::demo_dns::messages(&frames, &wire);
+        print!(
+            "{}",
+            crate::demo_dns::tell(&seen, resolver, &wire, &net.addrs, &dns_file)
+        );
     }
 
     println!(

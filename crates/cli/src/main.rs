@@ -10,6 +10,7 @@ mod capture;
 mod converge;
 mod demo;
 mod demo_bgp;
+mod demo_dns;
 mod demo_vpn;
 mod impair;
 mod lifecycle;

@@ -52,7 +52,7 @@ pub fn run(args: &TraceArgs) -> Result<ExitCode> {
         bail!("the order went over IPv6: the lab is IPv4");
     };
     let frames = read_capture(&file)?;
-    let signature = trace::request_signature(&frames, *local.ip(), remote.port())
+    let signature = trace::request_signature(&frames, local, remote)
         .context("no TLS request record from the phone in the capture")?;
     let mut hops = trace::follow(&frames, &signature);
     let topo = dir.topology().context("reading the lab's topology")?;

@@ -19,7 +19,7 @@ use d11_wire::MacAddr;
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// GTP-U's UDP port (TS 29.281 § 4.4.2.3) and VXLAN's (RFC 7348 § 5).
 const GTPU_PORT: u16 = 2152;
@@ -300,12 +300,20 @@ fn ipv4(net: &Option<NetSlice<'_>>) -> Option<(Pair<Ipv4Addr>, u8)> {
     }
 }
 
-/// The first bytes of `client`'s first TLS record to port `port` that is
-/// application data big enough to be the request: what every hop carries.
-pub fn request_signature(frames: &[Frame], client: Ipv4Addr, port: u16) -> Option<Vec<u8>> {
+/// The first bytes of the first TLS record from `client` to `server` (as
+/// the client addressed it, before any NAT) that is application data big
+/// enough to be the request: what every hop carries. The phone's other
+/// connections (its HTTPDNS lookup, also to port 443) are not it.
+pub fn request_signature(
+    frames: &[Frame],
+    client: SocketAddrV4,
+    server: SocketAddrV4,
+) -> Option<Vec<u8>> {
     frames.iter().find_map(|f| {
         let s = decode(&f.data)?;
-        if s.ip.src != client || s.ports.dst != port {
+        if (s.ip.src, s.ports.src) != (*client.ip(), client.port())
+            || (s.ip.dst, s.ports.dst) != (*server.ip(), server.port())
+        {
             return None;
         }
         let mut rest = &s.payload[..];
@@ -666,12 +674,21 @@ mod tests {
             // The same bytes again on one wire: a retransmission, once.
             frame("enb:s1u", 25, S1U),
         ];
-        let sig = request_signature(&frames, Ipv4Addr::new(10, 45, 0, 2), 443).unwrap();
+        let at = |ip: [u8; 4], port| SocketAddrV4::new(ip.into(), port);
+        let (phone, shop) = (at([10, 45, 0, 2], 40000), at([203, 0, 113, 24], 443));
+        let sig = request_signature(&frames, phone, shop).unwrap();
         assert_eq!(&sig[..5], &[0x17, 3, 3, 0, 0x78]);
         assert_eq!(
-            request_signature(&frames, Ipv4Addr::new(10, 45, 0, 3), 443),
+            request_signature(&frames, at([10, 45, 0, 3], 40000), shop),
             None
         );
+        assert_eq!(
+            request_signature(&frames, at([10, 45, 0, 2], 40001), shop),
+            None
+        );
+        // Another server on 443 (HTTPDNS): not the order.
+        let httpdns = at([198, 18, 1, 18], 443);
+        assert_eq!(request_signature(&frames, phone, httpdns), None);
         let hops = follow(&frames, &sig);
         let wires: Vec<&str> = hops.iter().map(|h| h.wire.as_str()).collect();
         assert_eq!(wires, ["ue:eth0", "enb:s1u", "vgw:underlay"]);

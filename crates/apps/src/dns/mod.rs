@@ -8,6 +8,7 @@
 //! (a TCP connection carries several queries and idles out). The answer
 //! logic is [`zone::Authority`], without sockets; this file is its shell.
 
+pub mod describe;
 pub mod gslb;
 pub mod httpdns;
 pub mod ldns;
