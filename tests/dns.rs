@@ -8,8 +8,7 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use d11_bench::dns::Peer;
 use support::*;
 
 /// One server of the topology: its node, its address and its zones
@@ -47,66 +46,6 @@ fn servers() -> Vec<Server> {
         });
     }
     out
-}
-
-/// `nsd -d` in a node, on 127.0.0.1@5300, with the zones written to files;
-/// killed when dropped.
-struct Nsd(Child);
-
-impl Nsd {
-    fn start(lab: &Lab, dir: &Path, s: &Server) -> Nsd {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut conf = format!(
-            "server:\n  ip-address: 127.0.0.1@5300\n  username: \"\"\n  database: \"\"\n  \
-             zonelistfile: {d}/zone.list\n  xfrdfile: {d}/xfrd.state\n  pidfile: {d}/nsd.pid\n  \
-             zonesdir: {d}\n  logfile: {d}/nsd.log\n  server-count: 1\n\
-             remote-control:\n  control-enable: no\n",
-            d = dir.display()
-        );
-        for (i, (origin, text)) in s.zones.iter().enumerate() {
-            let file = format!("z{i}.zone");
-            std::fs::write(dir.join(&file), format!("$ORIGIN {origin}\n{text}")).unwrap();
-            conf += &format!("zone:\n  name: \"{origin}\"\n  zonefile: {file}\n");
-        }
-        std::fs::write(dir.join("nsd.conf"), conf).unwrap();
-        let child = Command::new(d11_bin())
-            .args([
-                "exec", "--name", &lab.name, &s.node, "--", "nsd", "-d", "-c",
-            ])
-            .arg(dir.join("nsd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nsd runs");
-        let nsd = Nsd(child);
-        // Ready when it answers its SOA.
-        for _ in 0..50 {
-            let o = lab.exec(
-                &s.node,
-                &[
-                    "dig",
-                    "+short",
-                    "-p",
-                    "5300",
-                    "@127.0.0.1",
-                    &s.zones[0].0,
-                    "SOA",
-                ],
-            );
-            if o.status.success() && !o.stdout.is_empty() {
-                return nsd;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("nsd in {} never answered", s.node);
-    }
-}
-
-impl Drop for Nsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// dig's header flags, rcode and the three sections, without what differs
@@ -223,7 +162,16 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
             &["a.root.lab", "A"],
         ];
         for s in servers() {
-            let _nsd = Nsd::start(&lab, &scratch.path(&s.node), &s);
+            let _nsd = Peer::nsd(
+                &d11_bin(),
+                &lab.name,
+                &s.node,
+                &scratch.path(&s.node),
+                "127.0.0.1",
+                "5300",
+                &s.zones,
+            )
+            .unwrap();
             for q in queries {
                 for tcp in [false, true] {
                     let ours = sections(&lab, &s.node, &s.address, "53", q, tcp);
@@ -234,70 +182,6 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
         }
     }
     assert_gone(&name);
-}
-
-/// `unbound -d` in a node, on ADDRESS@5353, from the lab's root hints (the
-/// one line `a.root.lab. 198.18.0.2`), iterating like our resolver;
-/// killed when dropped.
-struct Unbound(Child);
-
-impl Unbound {
-    fn start(lab: &Lab, dir: &Path, node: &str, address: &str) -> Unbound {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            dir.join("root.hints"),
-            ".              518400 IN NS a.root.lab.\na.root.lab.    518400 IN A  198.18.0.2\n",
-        )
-        .unwrap();
-        let conf = format!(
-            "server:\n  interface: {address}@5353\n  access-control: 0.0.0.0/0 allow\n  \
-             do-ip6: no\n  do-not-query-localhost: no\n  root-hints: {d}/root.hints\n  \
-             module-config: \"iterator\"\n  chroot: \"\"\n  username: \"\"\n  \
-             directory: {d}\n  pidfile: {d}/unbound.pid\n  logfile: {d}/unbound.log\n  \
-             use-syslog: no\n  num-threads: 1\n  verbosity: 1\n\
-             remote-control:\n  control-enable: no\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("unbound.conf"), conf).unwrap();
-        let child = Command::new(d11_bin())
-            .args([
-                "exec", "--name", &lab.name, node, "--", "unbound", "-d", "-c",
-            ])
-            .arg(dir.join("unbound.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("unbound runs");
-        let unbound = Unbound(child);
-        for _ in 0..50 {
-            let o = lab.exec(
-                node,
-                &[
-                    "dig",
-                    "+short",
-                    "+tries=1",
-                    "+time=1",
-                    "-p",
-                    "5353",
-                    &format!("@{address}"),
-                    "a.root.lab",
-                    "A",
-                ],
-            );
-            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("198.18.0.2") {
-                return unbound;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("unbound in {node} never answered");
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A resolver's answer as dig shows it, without what differs between two
@@ -472,7 +356,15 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
 
         // unbound, from the same root hints, beside ours in the resolver's
         // namespace: the phone gets the same answers from both.
-        let _unbound = Unbound::start(&lab, &scratch.path("unbound"), "resolver", "198.18.2.2");
+        let _unbound = Peer::unbound(
+            &d11_bin(),
+            &lab.name,
+            "resolver",
+            &scratch.path("unbound"),
+            "198.18.2.2",
+            "5353",
+        )
+        .unwrap();
         let queries: [&[&str]; 9] = [
             &["www.geektime.com", "A"],
             &["www.geektime.com", "AAAA"],

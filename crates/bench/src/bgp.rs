@@ -28,6 +28,7 @@
 //! [`BgpBench::figures`] are the rows `d11 bench report` shows.
 
 use crate::lab::{self, Ends, LabGuard};
+use crate::{Figure, Goal};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -111,23 +112,6 @@ pub struct Convergence {
     pub attempts: u32,
 }
 
-/// One row of the report: a figure, its same-run baseline, and a goal on
-/// the ratio (value ÷ baseline) or, with `of_value`, on the value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    pub figure: String,
-    pub value: Option<f64>,
-    pub baseline: &'static str,
-    pub base: Option<f64>,
-    pub goal: Option<Goal>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Goal {
-    pub limit: f64,
-    pub of_value: bool,
-}
-
 /// Goals from the issue.
 const PROPAGATION_GOAL: f64 = 1.0;
 const RSS_GOAL: f64 = 1.0;
@@ -136,12 +120,7 @@ const CONVERGENCE_SLACK_S: f64 = 1.0;
 
 impl BgpBench {
     pub fn figures(&self) -> Vec<Figure> {
-        let ratio = |limit| {
-            Some(Goal {
-                limit,
-                of_value: false,
-            })
-        };
+        let ratio = Goal::ratio_at_most;
         let (o, b) = (self.ours.as_ref(), self.bird.as_ref());
         let n = self.prefixes;
         let mut rows = vec![
@@ -203,10 +182,7 @@ impl BgpBench {
                 value: Some(c.order_again_s),
                 baseline: "hold time",
                 base: Some(c.hold_time_s),
-                goal: Some(Goal {
-                    limit: c.hold_time_s + CONVERGENCE_SLACK_S,
-                    of_value: true,
-                }),
+                goal: Goal::value_at_most(c.hold_time_s + CONVERGENCE_SLACK_S),
             });
         }
         rows
@@ -254,25 +230,7 @@ pub fn bgp(args: &BgpArgs) -> Result<()> {
 }
 
 fn print(r: &BgpBench) {
-    println!(
-        "{:<62} {:>12}  {:<14} {:>12} {:>7}",
-        "figure", "value", "baseline", "base", "ratio"
-    );
-    for f in r.figures() {
-        let v = |x: Option<f64>| x.map_or("—".into(), |x| format!("{x:.2}"));
-        let ratio = match (f.value, f.base) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
-            _ => "—".into(),
-        };
-        println!(
-            "{:<62} {:>12}  {:<14} {:>12} {:>7}",
-            f.figure,
-            v(f.value),
-            f.baseline,
-            v(f.base),
-            ratio
-        );
-    }
+    crate::print_figures(&r.figures());
     if !r.skipped.is_empty() {
         println!("skipped (not installed): {}", r.skipped.join(", "));
     }
@@ -763,13 +721,7 @@ mod tests {
         assert_eq!((f[2].value, f[2].base), (Some(10_000.0), Some(15_000.0)));
         assert_eq!(f[3].value, Some(10_000.0 * 1024.0 / 1000.0));
         let last = f.last().unwrap();
-        assert_eq!(
-            last.goal,
-            Some(Goal {
-                limit: 10.0,
-                of_value: true
-            })
-        );
+        assert_eq!(last.goal, Goal::value_at_most(10.0));
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<BgpBench>(&json).unwrap(), b);
     }

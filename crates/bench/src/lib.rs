@@ -21,6 +21,7 @@
 //! | [`attach`] | `attach` | 10,000 simulated phones attaching at once vs. one alone |
 //! | [`bgp`] | `bgp` | 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence vs. the hold time |
 //! | [`vpn`] | `vpn` | iperf3 through the VPN vs. the vgw's routing without ESP, ESP alone, the gateway's CPU per frame vs. a null element |
+//! | [`dns`] | `dns` | our resolver vs. unbound (warm q/s, a cold walk), our authoritative server vs. nsd |
 //! | [`cores`] | `core` | each element's `on_frame` alone vs. a null element, no root |
 //! | [`report`] | `report` | all of them, one report |
 //!
@@ -31,6 +32,7 @@ pub mod attach;
 pub mod bgp;
 pub mod cloud;
 pub mod cores;
+pub mod dns;
 pub mod forward;
 pub mod lab;
 pub mod mobile;
@@ -102,6 +104,101 @@ impl RoundRatio {
             .map(|x| x.map_or("—".into(), |x| format!("{x:.2}")))
             .collect();
         l.join(" ")
+    }
+}
+
+/// A bound on a figure: its ratio to the baseline, or the value itself, at
+/// most or at least `limit`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Goal {
+    pub limit: f64,
+    pub at_most: bool,
+    pub of_value: bool,
+}
+
+impl Goal {
+    pub fn ratio_at_most(limit: f64) -> Option<Goal> {
+        Some(Goal {
+            limit,
+            at_most: true,
+            of_value: false,
+        })
+    }
+    pub fn ratio_at_least(limit: f64) -> Option<Goal> {
+        Some(Goal {
+            limit,
+            at_most: false,
+            of_value: false,
+        })
+    }
+    pub fn value_at_least(limit: f64) -> Option<Goal> {
+        Some(Goal {
+            limit,
+            at_most: false,
+            of_value: true,
+        })
+    }
+    pub fn value_at_most(limit: f64) -> Option<Goal> {
+        Some(Goal {
+            limit,
+            at_most: true,
+            of_value: true,
+        })
+    }
+
+    /// Met, missed, or `None` without the figure it bounds.
+    pub fn met(&self, value: Option<f64>, ratio: Option<f64>) -> Option<bool> {
+        let x = if self.of_value { value } else { ratio }?;
+        Some(if self.at_most {
+            x <= self.limit
+        } else {
+            x >= self.limit
+        })
+    }
+
+    /// `≤ 1.2×`, `≥ 500`.
+    pub fn bound(&self) -> String {
+        format!(
+            "{} {}{}",
+            if self.at_most { "≤" } else { "≥" },
+            self.limit,
+            if self.of_value { "" } else { "×" }
+        )
+    }
+}
+
+/// One row of a bench's table: a figure, its same-run baseline, a goal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub figure: String,
+    pub value: Option<f64>,
+    pub baseline: &'static str,
+    pub base: Option<f64>,
+    pub goal: Option<Goal>,
+}
+
+/// Prints `figures` as the bench's table: each value, its baseline's, the
+/// ratio, and whether the goal was met.
+pub fn print_figures(figures: &[Figure]) {
+    println!(
+        "{:<80} {:>10}  {:<60} {:>10} {:>7}  goal",
+        "figure", "value", "baseline", "value", "ratio"
+    );
+    for f in figures {
+        let r = ratio(f.value, f.base);
+        let goal = f.goal.map_or(String::new(), |g| match g.met(f.value, r) {
+            Some(true) => format!("{}: met", g.bound()),
+            Some(false) => format!("{}: missed", g.bound()),
+            None => g.bound(),
+        });
+        println!(
+            "{:<80} {:>10}  {:<60} {:>10} {:>6}×  {goal}",
+            f.figure,
+            cell(f.value, 2),
+            f.baseline,
+            cell(f.base, 2),
+            cell(r, 2)
+        );
     }
 }
 

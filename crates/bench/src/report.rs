@@ -32,6 +32,7 @@ use crate::mobile::{MobileReport, POSITIONS};
 use crate::order::{OrderReport, Variant};
 use crate::phones::PhonesReport;
 use crate::rpc::RpcReport;
+use crate::Goal;
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -85,10 +86,12 @@ pub enum Bench {
     Bgp,
     /// The VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway vs. null.
     Vpn,
+    /// DNS: our resolver vs. unbound (warm, cold), our authoritative server vs. nsd.
+    Dns,
 }
 
 /// Every bench, in the order a report runs them.
-pub const BENCHES: [Bench; 11] = [
+pub const BENCHES: [Bench; 12] = [
     Bench::Core,
     Bench::Forward,
     Bench::Cloud,
@@ -100,6 +103,7 @@ pub const BENCHES: [Bench; 11] = [
     Bench::Attach,
     Bench::Bgp,
     Bench::Vpn,
+    Bench::Dns,
 ];
 
 impl Bench {
@@ -129,6 +133,7 @@ impl Bench {
             }
             Bench::Bgp => "bgp: 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence",
             Bench::Vpn => "vpn: iperf3 through the VPN between the regions vs. the same path routed in clear, ESP alone, the gateway vs. a null element",
+            Bench::Dns => "dns: the carrier's resolver vs. unbound (warm queries/s, a cold walk), the shop's authoritative server vs. nsd",
         }
     }
 
@@ -234,6 +239,8 @@ pub struct Benches {
     pub bgp: Option<Outcome<crate::bgp::BgpBench>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpn: Option<Outcome<crate::vpn::VpnBench>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Outcome<crate::dns::DnsBench>>,
 }
 
 /// One bench's section of bench.md, whatever its result type.
@@ -293,6 +300,7 @@ impl Benches {
             Bench::Attach => self.attach = Some(run_bench(exe, b, args)?),
             Bench::Bgp => self.bgp = Some(run_bench(exe, b, args)?),
             Bench::Vpn => self.vpn = Some(run_bench(exe, b, args)?),
+            Bench::Dns => self.dns = Some(run_bench(exe, b, args)?),
         }
         Ok(())
     }
@@ -317,8 +325,9 @@ impl Benches {
                     ..Body::default()
                 }),
                 Bench::Attach => section(b, &self.attach, |r| Body::rows(attach_rows(r))),
-                Bench::Bgp => section(b, &self.bgp, |r| Body::rows(bgp_rows(r))),
-                Bench::Vpn => section(b, &self.vpn, |r| Body::rows(vpn_rows(r))),
+                Bench::Bgp => section(b, &self.bgp, |r| Body::rows(figure_rows(r.figures()))),
+                Bench::Vpn => section(b, &self.vpn, |r| Body::rows(figure_rows(r.figures()))),
+                Bench::Dns => section(b, &self.dns, |r| Body::rows(figure_rows(r.figures()))),
             })
             .collect();
         out.sort_by_key(|s| BENCHES.iter().position(|b| *b == s.bench));
@@ -558,73 +567,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 // ---- Composition: bench.json → bench.md (pure) ----
 
-/// What a goal bounds: the ratio to the baseline, or the value itself.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Goal {
-    limit: f64,
-    at_most: bool,
-    of_value: bool,
-}
-
-impl Goal {
-    fn ratio_at_most(limit: f64) -> Option<Goal> {
-        Some(Goal {
-            limit,
-            at_most: true,
-            of_value: false,
-        })
-    }
-    fn ratio_at_least(limit: f64) -> Option<Goal> {
-        Some(Goal {
-            limit,
-            at_most: false,
-            of_value: false,
-        })
-    }
-    fn value_at_least(limit: f64) -> Option<Goal> {
-        Some(Goal {
-            limit,
-            at_most: false,
-            of_value: true,
-        })
-    }
-    fn value_at_most(limit: f64) -> Option<Goal> {
-        Some(Goal {
-            limit,
-            at_most: true,
-            of_value: true,
-        })
-    }
-
-    /// Met, missed, or `None` without the figure it bounds.
-    fn met(&self, row: &Row) -> Option<bool> {
-        let x = if self.of_value {
-            row.value
-        } else {
-            row.ratio()
-        }?;
-        Some(if self.at_most {
-            x <= self.limit
-        } else {
-            x >= self.limit
-        })
-    }
-
-    fn cell(&self, row: &Row) -> String {
-        let bound = format!(
-            "{} {}{}",
-            if self.at_most { "≤" } else { "≥" },
-            num(self.limit),
-            if self.of_value { "" } else { "×" }
-        );
-        match self.met(row) {
-            Some(true) => format!("{bound}: met"),
-            Some(false) => format!("{bound}: **missed**"),
-            None => format!("{bound}: no figure"),
-        }
+/// A goal's cell in a row: the bound, and whether the row meets it.
+fn goal_cell(g: &Goal, row: &Row) -> String {
+    let bound = format!(
+        "{} {}{}",
+        if g.at_most { "≤" } else { "≥" },
+        num(g.limit),
+        if g.of_value { "" } else { "×" }
+    );
+    match g.met(row.value, row.ratio()) {
+        Some(true) => format!("{bound}: met"),
+        Some(false) => format!("{bound}: **missed**"),
+        None => format!("{bound}: no figure"),
     }
 }
-
 /// One line of a bench's table.
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -707,7 +663,7 @@ fn table(rows: &[Row]) -> String {
             },
             opt(r.base),
             ratio_cell(r.ratio()),
-            r.goal.map_or(String::new(), |g| g.cell(r)),
+            r.goal.map_or(String::new(), |g| goal_cell(&g, r)),
         ));
     }
     s
@@ -1024,32 +980,10 @@ fn phones_table(r: &OrderReport) -> String {
 /// `d11 bench phones`: simulated phones on the whole path beside the same
 /// number of kernel-stack clients straight to a controller.
 /// `d11 bench bgp`'s own figures ([`crate::bgp::BgpBench::figures`]) as rows.
-fn bgp_rows(r: &crate::bgp::BgpBench) -> Vec<Row> {
-    let goal = |g: crate::bgp::Goal| {
-        if g.of_value {
-            Goal::value_at_most(g.limit)
-        } else {
-            Goal::ratio_at_most(g.limit)
-        }
-    };
-    let row = |f: crate::bgp::Figure| {
-        Row::new(f.figure, f.value, f.baseline, f.base).goal(f.goal.and_then(goal))
-    };
-    r.figures().into_iter().map(row).collect()
-}
-
-fn vpn_rows(r: &crate::vpn::VpnBench) -> Vec<Row> {
-    let row = |f: crate::vpn::Figure| {
-        let goal = f.goal.and_then(|(limit, at_least)| {
-            if at_least {
-                Goal::ratio_at_least(limit)
-            } else {
-                Goal::ratio_at_most(limit)
-            }
-        });
-        Row::new(f.figure, f.value, f.baseline, f.base).goal(goal)
-    };
-    r.figures().into_iter().map(row).collect()
+/// A bench's [`crate::Figure`]s as rows.
+fn figure_rows(figures: Vec<crate::Figure>) -> Vec<Row> {
+    let row = |f: crate::Figure| Row::new(f.figure, f.value, f.baseline, f.base).goal(f.goal);
+    figures.into_iter().map(row).collect()
 }
 
 fn sim_phones_table(r: &PhonesReport) -> String {
@@ -1376,7 +1310,7 @@ pub fn markdown(report: &BenchJson) -> String {
                 };
                 Some((
                     format!("{}: {}{vs}", sec.bench.name(), row.figure),
-                    row.goal?.met(row)?,
+                    row.goal?.met(row.value, row.ratio())?,
                 ))
             })
         })
@@ -1630,6 +1564,11 @@ mod tests {
                     "vgw_seal_ns": 1100.0, "vgw_open_ns": 1500.0, "null_ns": 15.0,
                     "lab_vgw_n_ns_per_frame": 3000.0, "lab_border_n_ns_per_frame": 2500.0
                 })),
+                "dns": ok(json!({
+                    "resolver_qps": 150000.0, "unbound_qps": 120000.0,
+                    "resolver_cold_us": 1800.0, "unbound_cold_us": 2000.0,
+                    "auth_qps": 100000.0, "nsd_qps": 200000.0
+                })),
                 "core": ok(json!({"frames": 10,
                     "element_core": {"router_ns_per_frame": 30.0, "null_ns_per_frame": 15.0},
                     "mobile_core": {"pgw_uplink_ns_per_frame": 90.0, "null_ns_per_frame": 10.0,
@@ -1676,6 +1615,13 @@ mod tests {
         for row in [
             "| iperf3 TCP north VM → east VM through the VPN, Mbit/s | 500 | the same path with the VPN replaced by plain routing | 1000 | 0.50× | ≥ 0.80×: **missed** |",
             "| vgw-n's CPU per frame in the lab during the VPN's iperf3, ns | 3000 | border-n's (a router forwarding the same ESP frames) | 2500 | 1.20× | ≤ 1.50×: met |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
+        // dns: ours against unbound and nsd beside them.
+        for row in [
+            "| resolver, warm cache: dnsperf queries/s | 150000 | unbound beside it (1 thread, iterator) | 120000 | 1.25× | ≥ 1.00×: met |",
+            "| authoritative (dns-shop): dnsperf queries/s | 100000 | nsd beside it, the same zones | 200000 | 0.50× | ≥ 1.00×: **missed** |",
         ] {
             assert!(md.contains(row), "{row}\n{md}");
         }

@@ -18,7 +18,7 @@
 //!   vgw-n's own routing in clear.
 
 use crate::lab::{element_work, iperf, write_topology, Ends, LabGuard, NodeLoad, Scratch};
-use crate::{cell, finite, median, ratio, write_json};
+use crate::{finite, median, write_json, Figure, Goal};
 use anyhow::{bail, Context, Result};
 use d11_core::{Ctx, Element, Instant, Outbox, PortId};
 use d11_lab::{Route, Topology};
@@ -76,17 +76,6 @@ pub struct VpnBench {
     pub lab_vgw_n_clear_ns_per_frame: Option<f64>,
 }
 
-/// One row of the report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    pub figure: String,
-    pub value: Option<f64>,
-    pub baseline: &'static str,
-    pub base: Option<f64>,
-    /// A goal on the ratio: (limit, at_least).
-    pub goal: Option<(f64, bool)>,
-}
-
 /// The goals.
 const TCP_GOAL: f64 = 0.8;
 const CPU_GOAL: f64 = 1.5;
@@ -99,7 +88,7 @@ impl VpnBench {
                 value: self.vpn_tcp_mbit_s,
                 baseline: "the same path with the VPN replaced by plain routing",
                 base: self.clear_tcp_mbit_s,
-                goal: Some((TCP_GOAL, true)),
+                goal: Goal::ratio_at_least(TCP_GOAL),
             },
             Figure {
                 figure: "ESP seal + open of a 1400-byte packet alone (AES-GCM-128), ns".into(),
@@ -129,7 +118,7 @@ impl VpnBench {
                 value: self.lab_vgw_n_ns_per_frame,
                 baseline: "border-n's (a router forwarding the same ESP frames)",
                 base: self.lab_border_n_ns_per_frame,
-                goal: Some((CPU_GOAL, false)),
+                goal: Goal::ratio_at_most(CPU_GOAL),
             },
             Figure {
                 figure: "vgw-n's CPU per frame in the lab during the VPN's iperf3, ns".into(),
@@ -142,31 +131,7 @@ impl VpnBench {
     }
 
     fn print(&self) {
-        println!(
-            "{:<90} {:>10}  {:<70} {:>10} {:>7}  goal",
-            "figure", "value", "baseline", "value", "ratio"
-        );
-        for f in self.figures() {
-            let r = ratio(f.value, f.base);
-            let goal = match (f.goal, r) {
-                (Some((g, true)), Some(r)) => {
-                    format!("≥ {g}×: {}", if r >= g { "met" } else { "missed" })
-                }
-                (Some((g, false)), Some(r)) => {
-                    format!("≤ {g}×: {}", if r <= g { "met" } else { "missed" })
-                }
-                (Some((g, up)), None) => format!("{} {g}×", if up { "≥" } else { "≤" }),
-                _ => String::new(),
-            };
-            println!(
-                "{:<90} {:>10}  {:<70} {:>10} {:>6}×  {goal}",
-                f.figure,
-                cell(f.value, 1),
-                f.baseline,
-                cell(f.base, 1),
-                cell(r, 2)
-            );
-        }
+        crate::print_figures(&self.figures());
         if let Some(m) = self.learned_mtu {
             println!(
                 "vm-lb-n learned the tunnel's MTU from the gateway's fragmentation needed: {m:.0}"

@@ -190,6 +190,8 @@ enum BenchCmd {
     Core(d11_bench::cores::CoreArgs),
     /// The IPsec VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway's CPU vs. null
     Vpn(d11_bench::vpn::VpnArgs),
+    /// DNS: the carrier's resolver vs. unbound beside it (warm queries/s, a cold walk from the root), the shop's authoritative server vs. nsd, all with dnsperf.
+    Dns(d11_bench::dns::DnsArgs),
     /// Every bench above in one run, then one report (DIR/bench.md and bench.json), each figure beside its same-run baseline.
     Report(d11_bench::report::ReportArgs),
 }
@@ -275,6 +277,7 @@ fn bench(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Bgp(a) => bgp::bgp(&a),
         BenchCmd::Core(a) => cores::core(&a),
         BenchCmd::Vpn(a) => vpn::vpn(&a),
+        BenchCmd::Dns(a) => dns::dns(&a),
         BenchCmd::Report(a) => report::report(&a),
     }
 }

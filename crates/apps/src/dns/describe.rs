@@ -94,11 +94,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        let s = s.trim();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        d11_wire::hex(s.trim())
     }
 
     // Made by scapy 2.5.0 (/usr/bin/python3, from scapy.all import *):

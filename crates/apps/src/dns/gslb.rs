@@ -491,6 +491,9 @@ impl crate::app::App for GslbApp {
     const SUMMARY: &'static str =
         "the cloud's GSLB: authoritative for its zone, answering the nearest healthy region's VIPs";
     type Settings = GslbSettings;
+    /// One event loop, as the resolver's ([`super::ldns`]): a query is
+    /// answered on the thread that polls the socket.
+    const WORKERS: usize = 1;
     fn listens(s: &GslbSettings) -> Option<u16> {
         Some(s.port)
     }

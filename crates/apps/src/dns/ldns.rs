@@ -15,6 +15,7 @@
 //! when the answer came truncated [RFC 7766 § 5].
 
 use super::resolver::{Answer, Cache, CacheRow, CacheStats, Hint, Hop, Lookup, Next};
+use super::wire_cache::{plain, WireCache};
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
 use super::{accept_tcp, serve_tcp, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
@@ -109,6 +110,10 @@ pub struct ResolverCounters {
     pub tcp_queries: u64,
     /// Answered from the cache alone.
     pub cache_answers: u64,
+    /// Of those, answered by a copy of an earlier answer's bytes
+    /// ([`super::wire_cache`]).
+    #[serde(default)]
+    pub wire_answers: u64,
     /// Answered after asking other servers.
     pub resolved: u64,
     pub nxdomain: u64,
@@ -155,6 +160,7 @@ struct Counters {
     udp: AtomicU64,
     tcp: AtomicU64,
     cache_answers: AtomicU64,
+    wire_answers: AtomicU64,
     resolved: AtomicU64,
     nxdomain: AtomicU64,
     servfail: AtomicU64,
@@ -193,6 +199,9 @@ pub struct Resolver {
     upstream_port: u16,
     timeout: Duration,
     cache: Mutex<Cache>,
+    /// Answers from the cache as they went out, for plain queries over
+    /// UDP; the note: whether it was an NXDOMAIN.
+    wire: Mutex<WireCache<bool>>,
     inflight: Arc<Semaphore>,
     /// Questions being resolved, and the clients waiting for each besides
     /// the one whose query started it.
@@ -232,6 +241,7 @@ impl Resolver {
             upstream_port: PORT,
             timeout: Duration::from_millis(s.timeout_ms),
             cache: Mutex::new(Cache::new(s.cache_bytes)),
+            wire: Mutex::new(WireCache::new(true)),
             inflight: Arc::new(Semaphore::new(s.max_inflight.max(1))),
             pending: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -265,6 +275,23 @@ impl Resolver {
             Transport::Udp => &self.counters.udp,
             Transport::Tcp => &self.counters.tcp,
         });
+        // A plain query over UDP answered before from the cache: a copy.
+        let plain = (via == Transport::Udp && self.allowed(from))
+            .then(|| plain(query))
+            .flatten();
+        let now = Instant::now();
+        if let Some(p) = &plain {
+            let hit = self.wire().answer(p, query, now);
+            if let Some((out, nxdomain)) = hit {
+                let c = &self.counters;
+                bump(&c.cache_answers);
+                bump(&c.wire_answers);
+                if nxdomain {
+                    bump(&c.nxdomain);
+                }
+                return Start::Reply(Some(out));
+            }
+        }
         let mut a = match admit(query, via) {
             Ok(a) => a,
             Err((out, o)) => {
@@ -280,15 +307,37 @@ impl Resolver {
         }
         let q = &a.req.queries[0];
         let mut lookup = Lookup::new(q.name().clone(), q.query_type());
-        let next = lookup.next(Instant::now(), &mut self.cache(), &self.hints);
+        let next = lookup.next(now, &mut self.cache(), &self.hints);
         match next {
-            Next::Done(answer) => Start::Reply(self.respond(a, answer)),
+            Next::Done(answer) => {
+                let kept = answer.from_cache
+                    && matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+                let nxdomain = answer.rcode == ResponseCode::NXDomain;
+                let out = self.respond(a, answer);
+                // Kept unless truncated (TC): a plain query over UDP only.
+                if let (true, Some(p), Some(o)) = (kept, &plain, &out) {
+                    if o[2] & 0x02 == 0 {
+                        self.wire().store(p, o, now, nxdomain);
+                    }
+                }
+                Start::Reply(out)
+            }
             ask => Start::Resolve(Box::new((a, lookup, ask))),
         }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wire(&self) -> std::sync::MutexGuard<'_, WireCache<bool>> {
+        self.wire.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Empties the cache and the answers kept from it; the entries dropped.
+    pub fn flush(&self) -> usize {
+        self.wire().clear();
+        self.cache().clear()
     }
 
     /// The client's response from a resolution's answer.
@@ -506,6 +555,7 @@ impl Resolver {
                 udp_queries: l(&c.udp),
                 tcp_queries: l(&c.tcp),
                 cache_answers: l(&c.cache_answers),
+                wire_answers: l(&c.wire_answers),
                 resolved: l(&c.resolved),
                 nxdomain: l(&c.nxdomain),
                 servfail: l(&c.servfail),
@@ -542,6 +592,11 @@ impl crate::app::App for ResolverApp {
     const SUMMARY: &'static str =
         "a carrier's recursive DNS resolver from the lab's root hints, with a cache";
     type Settings = ResolverSettings;
+    /// One event loop: the receive loop answers from the cache on the
+    /// thread that polls the socket, with no wakeup of another thread per
+    /// query (with two workers, half the CPU went to waking the loop);
+    /// resolutions wait on the network, not the CPU.
+    const WORKERS: usize = 1;
     fn listens(s: &ResolverSettings) -> Option<u16> {
         Some(s.port)
     }
@@ -572,11 +627,20 @@ impl crate::app::App for ResolverApp {
                 let r = resolver.clone();
                 crate::control::report(move || r.report())
             };
-            tokio::spawn(crate::control::serve(
+            // `flush`: empty the cache, as unbound-control's flush_zone .
+            // does (a cold resolution again, for `d11 bench dns`).
+            let commands: crate::control::Commands = {
+                let r = resolver.clone();
+                Arc::new(move |line: &str| {
+                    (line.trim() == "flush").then(|| serde_json::json!({ "flushed": r.flush() }))
+                })
+            };
+            tokio::spawn(crate::control::serve_with(
                 ctl,
                 env.node.clone(),
                 "dns-resolver",
                 report,
+                commands,
             ));
             info!(%at, hints = s.root_hints.len(), "dns-resolver up");
             tokio::select! {

@@ -14,6 +14,7 @@ pub mod httpdns;
 pub mod ldns;
 pub mod resolver;
 pub mod stub;
+pub mod wire_cache;
 pub mod zone;
 
 use crate::app::{AppEnv, Running, Shutdown};
@@ -27,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::info;
+use wire_cache::WireCache;
 use zone::{Authority, Outcome, Transport, Zone};
 
 /// DNS's port [RFC 1035 § 4.2].
@@ -133,6 +135,11 @@ fn slot(o: Outcome) -> usize {
 /// The authority and its counters, shared by the UDP loop and TCP clients.
 pub struct AuthServer {
     authority: Authority,
+    /// Its answers to plain queries over UDP as they went out (the zones
+    /// never change while it runs), with what each counted as.
+    wire: std::sync::Mutex<WireCache<Outcome>>,
+    /// When it started: the instant its kept answers are stored at.
+    started: std::time::Instant,
     counters: Counters,
 }
 
@@ -140,6 +147,8 @@ impl AuthServer {
     pub fn new(authority: Authority) -> AuthServer {
         AuthServer {
             authority,
+            wire: std::sync::Mutex::new(WireCache::new(false)),
+            started: std::time::Instant::now(),
             counters: Counters::default(),
         }
     }
@@ -151,8 +160,21 @@ impl AuthServer {
             Transport::Tcp => &self.counters.tcp,
         }
         .fetch_add(1, Ordering::Relaxed);
+        let plain = (via == Transport::Udp)
+            .then(|| wire_cache::plain(query))
+            .flatten();
+        let mut wire = self.wire.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &plain {
+            if let Some((out, outcome)) = wire.answer(p, query, self.started) {
+                self.counters.outcomes[slot(outcome)].fetch_add(1, Ordering::Relaxed);
+                return Some(out);
+            }
+        }
         let (out, outcome) = self.authority.answer(query, via);
         self.counters.outcomes[slot(outcome)].fetch_add(1, Ordering::Relaxed);
+        if let (Some(p), Some(o)) = (&plain, &out) {
+            wire.store(p, o, self.started, outcome);
+        }
         out
     }
 
@@ -255,6 +277,9 @@ impl crate::app::App for AuthApp {
     const NAME: &'static str = "dns-auth";
     const SUMMARY: &'static str = "an authoritative DNS server for the zones in its config";
     type Settings = AuthSettings;
+    /// One event loop, as the resolver's ([`ldns`]): a query is answered
+    /// on the thread that polls the socket, with no wakeup of another.
+    const WORKERS: usize = 1;
     fn listens(s: &AuthSettings) -> Option<u16> {
         Some(s.port)
     }

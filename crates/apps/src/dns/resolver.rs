@@ -126,6 +126,15 @@ impl Cache {
         }
     }
 
+    /// Drops every entry (unbound-control's `flush_zone .`); the number
+    /// dropped. The counters stay.
+    pub fn clear(&mut self) -> usize {
+        let n = self.map.len();
+        self.map.clear();
+        self.bytes = 0;
+        n
+    }
+
     /// Seconds left of an entry at `now`, or `None` once expired.
     fn left(e: &Entry, now: Instant) -> Option<u32> {
         let held = now.saturating_duration_since(e.stored).as_secs();

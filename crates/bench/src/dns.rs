@@ -1,0 +1,414 @@
+//! `d11 bench dns`: the lab's DNS servers against Debian's, each pair in
+//! the same namespace of one lab, in one run (docs/dns.md):
+//!
+//! - **warm**: `dnsperf` queries/s against the carrier's resolver and
+//!   against `unbound` (one thread, iterator only, from the same root
+//!   hints) beside it in its namespace, both with the same names cached,
+//!   rounds alternating; goal ≥ 1.0×;
+//! - **cold**: one whole resolution of `www.geektime.com` (root, `.com`,
+//!   the shop's server, its CNAME into the GSLB's zone, the GSLB) after
+//!   each resolver has emptied its cache (our control socket's `flush`,
+//!   `unbound-control flush_zone .` and `flush_infra all`), µs, the median
+//!   of the rounds; goal ≤ 1.0×;
+//! - **authoritative**: `dnsperf` queries/s against the shop's server
+//!   (`dns-shop`) and against `nsd` serving the same zone files beside it;
+//!   goal ≥ 1.0×.
+
+use crate::lab::LabGuard;
+use crate::{finite, median, write_json, Figure, Goal};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of `d11 bench dns`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DnsArgs {
+    /// Rounds of each dnsperf run (the median is kept).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Seconds of each dnsperf run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// dnsperf's clients (sockets) at once.
+    #[arg(long, default_value_t = 4)]
+    pub clients: u32,
+    /// Cold resolutions timed for each resolver.
+    #[arg(long, default_value_t = 20)]
+    pub cold: u32,
+    /// Where the topologies are.
+    #[arg(long, default_value = "netns")]
+    pub topologies: PathBuf,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What `d11 bench dns` measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsBench {
+    /// dnsperf against our resolver, warm, queries/s (median).
+    pub resolver_qps: Option<f64>,
+    pub unbound_qps: Option<f64>,
+    pub resolver_rounds: Vec<Option<f64>>,
+    pub unbound_rounds: Vec<Option<f64>>,
+    /// One cold resolution of the shop's name, µs (median).
+    pub resolver_cold_us: Option<f64>,
+    pub unbound_cold_us: Option<f64>,
+    /// dnsperf against dns-shop and nsd, queries/s (median).
+    pub auth_qps: Option<f64>,
+    pub nsd_qps: Option<f64>,
+}
+
+impl DnsBench {
+    pub fn figures(&self) -> Vec<Figure> {
+        vec![
+            Figure {
+                figure: "resolver, warm cache: dnsperf queries/s".into(),
+                value: self.resolver_qps,
+                baseline: "unbound beside it (1 thread, iterator)",
+                base: self.unbound_qps,
+                goal: Goal::ratio_at_least(1.0),
+            },
+            Figure {
+                figure: "resolver, cold: root → .com → shop → GSLB, µs".into(),
+                value: self.resolver_cold_us,
+                baseline: "unbound beside it, cache flushed",
+                base: self.unbound_cold_us,
+                goal: Goal::ratio_at_most(1.0),
+            },
+            Figure {
+                figure: "authoritative (dns-shop): dnsperf queries/s".into(),
+                value: self.auth_qps,
+                baseline: "nsd beside it, the same zones",
+                base: self.nsd_qps,
+                goal: Goal::ratio_at_least(1.0),
+            },
+        ]
+    }
+}
+
+/// The carrier's resolver and the shop's server in double11.toml.
+const RESOLVER: (&str, &str) = ("resolver", "198.18.2.2");
+const AUTH: (&str, &str) = ("dns-shop", "198.18.1.2");
+/// Where the peers listen beside ours.
+const PEER_PORT: &str = "5353";
+/// The lab's root hints, as our resolver's config gives them.
+const ROOT_HINTS: &str =
+    ".              518400 IN NS a.root.lab.\na.root.lab.    518400 IN A  198.18.0.2\n";
+
+/// A peer daemon in a node of the lab, killed when dropped.
+pub struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Peer {
+    /// `d11 exec --name LAB NODE -- ARGV…` in the background, ready once
+    /// `dig @ADDR -p PORT NAME TYPE` (from the node) answers something.
+    fn start(exe: &Path, lab: &str, node: &str, argv: &[&str], ready: [&str; 4]) -> Result<Peer> {
+        let mut args = vec!["exec", "--name", lab, node, "--"];
+        args.extend_from_slice(argv);
+        let child = Command::new(exe)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", argv[0]))?;
+        let peer = Peer(child);
+        let [addr, port, name, rtype] = ready;
+        for _ in 0..50 {
+            let o = Command::new(exe)
+                .args([
+                    "exec", "--name", lab, node, "--", "dig", "+short", "+tries=1",
+                ])
+                .args(["+time=1", "-p", port, &format!("@{addr}"), name, rtype])
+                .output()?;
+            if o.status.success() && !o.stdout.is_empty() {
+                return Ok(peer);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{} in {node} never answered", argv[0])
+    }
+
+    /// Debian's `unbound` in `node` on `addr@port`: one thread, the
+    /// iterator alone (no validator), the lab's root hints, answering
+    /// anyone; remote control on a Unix socket in `dir`.
+    pub fn unbound(
+        exe: &Path,
+        lab: &str,
+        node: &str,
+        dir: &Path,
+        addr: &str,
+        port: &str,
+    ) -> Result<Peer> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("root.hints"), ROOT_HINTS)?;
+        let conf = format!(
+            "server:\n  interface: {addr}@{port}\n  access-control: 0.0.0.0/0 allow\n  \
+             do-ip6: no\n  do-not-query-localhost: no\n  root-hints: {d}/root.hints\n  \
+             module-config: \"iterator\"\n  chroot: \"\"\n  username: \"\"\n  \
+             directory: {d}\n  pidfile: {d}/unbound.pid\n  logfile: {d}/unbound.log\n  \
+             use-syslog: no\n  num-threads: 1\n  verbosity: 1\n\
+             remote-control:\n  control-enable: yes\n  control-interface: {d}/unbound.ctl\n  \
+             control-use-cert: no\n",
+            d = dir.display()
+        );
+        let path = dir.join("unbound.conf");
+        std::fs::write(&path, conf)?;
+        let path = path.to_string_lossy();
+        Peer::start(
+            exe,
+            lab,
+            node,
+            &["unbound", "-d", "-c", &path],
+            [addr, port, "a.root.lab", "A"],
+        )
+    }
+
+    /// Debian's `nsd` in `node` on `addr@port`, serving `zones` (origin,
+    /// master-file text), one server process, response rate limiting off
+    /// (Debian's nsd limits each /24 to 200 answers a second, which would
+    /// make dnsperf's rate nsd's limit).
+    pub fn nsd(
+        exe: &Path,
+        lab: &str,
+        node: &str,
+        dir: &Path,
+        addr: &str,
+        port: &str,
+        zones: &[(String, String)],
+    ) -> Result<Peer> {
+        std::fs::create_dir_all(dir)?;
+        let mut conf = format!(
+            "server:\n  ip-address: {addr}@{port}\n  username: \"\"\n  database: \"\"\n  \
+             zonelistfile: {d}/zone.list\n  xfrdfile: {d}/xfrd.state\n  pidfile: {d}/nsd.pid\n  \
+             zonesdir: {d}\n  logfile: {d}/nsd.log\n  server-count: 1\n  \
+             rrl-ratelimit: 0\n\
+             remote-control:\n  control-enable: no\n",
+            d = dir.display()
+        );
+        for (i, (origin, text)) in zones.iter().enumerate() {
+            let file = format!("z{i}.zone");
+            std::fs::write(dir.join(&file), format!("$ORIGIN {origin}\n{text}"))?;
+            conf += &format!("zone:\n  name: \"{origin}\"\n  zonefile: {file}\n");
+        }
+        let path = dir.join("nsd.conf");
+        std::fs::write(&path, conf)?;
+        let path = path.to_string_lossy();
+        let soa = zones.first().map_or(".", |z| z.0.as_str());
+        Peer::start(
+            exe,
+            lab,
+            node,
+            &["nsd", "-d", "-c", &path],
+            [addr, port, soa, "SOA"],
+        )
+    }
+}
+
+/// The zones a `dns-auth` node of the topology serves.
+fn zones_of(topology: &Path, node: &str) -> Result<Vec<(String, String)>> {
+    let topo = d11_lab::Topology::load(topology)?;
+    let n = topo
+        .node(node)
+        .with_context(|| format!("{} has no node {node}", topology.display()))?;
+    let s: d11_apps::dns::AuthSettings = n
+        .config
+        .clone()
+        .try_into()
+        .with_context(|| format!("{node}'s config"))?;
+    Ok(s.zones.into_iter().map(|z| (z.origin, z.text)).collect())
+}
+
+/// dnsperf from `node` against `addr`:`port` with the queries in `file`:
+/// queries/s.
+fn dnsperf(
+    lab: &LabGuard,
+    node: &str,
+    addr: &str,
+    port: &str,
+    file: &Path,
+    a: &DnsArgs,
+) -> Result<f64> {
+    let (secs, clients) = (a.seconds.to_string(), a.clients.to_string());
+    let file = file.to_string_lossy();
+    let o = lab
+        .exec(
+            node,
+            &[
+                "dnsperf", "-s", addr, "-p", port, "-d", &file, "-l", &secs, "-c", &clients,
+            ],
+        )
+        .output()
+        .context("running dnsperf (Debian's dnsperf package)")?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("dnsperf printed no rate: {}", out.trim()))
+}
+
+/// `www.geektime.com A`, RD set, id `id` (as a stub sends it).
+fn query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in ["www", "geektime", "com"] {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The time from a query to `server` to its answer, µs, from `sock`.
+fn time_one(sock: &UdpSocket, server: SocketAddr, id: u16) -> Result<f64> {
+    let t0 = Instant::now();
+    sock.send_to(&query(id), server)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).context("no answer within 5 s")?;
+        if from == server && n >= 12 && buf[..2] == id.to_be_bytes() {
+            return Ok(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+}
+
+/// Median cold resolution times (ours, unbound's), µs: each round flushes
+/// both caches and times one resolution from each, alternating.
+fn cold(lab: &LabGuard, unbound_dir: &Path, rounds: u32) -> Result<(f64, f64)> {
+    let dir = d11_lab::RunDir::new(&lab.name);
+    let ctl = unbound_dir.join("unbound.conf");
+    let ctl = ctl.to_string_lossy();
+    let _in = d11_io::NetnsGuard::enter(&d11_lab::netns_name(&lab.name, RESOLVER.0))?;
+    let sock = UdpSocket::bind((RESOLVER.1.parse::<Ipv4Addr>()?, 0))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let ours: SocketAddr = format!("{}:53", RESOLVER.1).parse()?;
+    let theirs: SocketAddr = format!("{}:{PEER_PORT}", RESOLVER.1).parse()?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let v: serde_json::Value =
+            d11_io::ask(&dir.socket(RESOLVER.0), "flush", Duration::from_secs(2))?;
+        if v.get("flushed").is_none() {
+            bail!("the resolver did not flush: {v}");
+        }
+        for cmd in [&["flush_zone", "."][..], &["flush_infra", "all"]] {
+            let o = Command::new("unbound-control")
+                .args(["-c", &ctl])
+                .args(cmd)
+                .output()
+                .context("running unbound-control")?;
+            if !o.status.success() {
+                bail!(
+                    "unbound-control: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+            }
+        }
+        let id = (i as u16).wrapping_mul(2);
+        a.push(time_one(&sock, ours, id)?);
+        b.push(time_one(&sock, theirs, id + 1)?);
+    }
+    Ok((median(a), median(b)))
+}
+
+pub fn dns(args: &DnsArgs) -> Result<()> {
+    crate::need_root("d11 bench dns")?;
+    let exe = crate::lab::d11_exe()?;
+    let topo = args.topologies.join("double11.toml");
+    let zones = zones_of(&topo, AUTH.0)?;
+    let scratch = crate::lab::Scratch::new("dns")?;
+    let pid = std::process::id() % 100_000;
+    let (lab, _) = LabGuard::up(&exe, &topo, &format!("bdns{pid}"))?;
+    let unbound_dir = scratch.0.join("unbound");
+    let _unbound = Peer::unbound(
+        &exe,
+        &lab.name,
+        RESOLVER.0,
+        &unbound_dir,
+        RESOLVER.1,
+        PEER_PORT,
+    )?;
+    let _nsd = Peer::nsd(
+        &exe,
+        &lab.name,
+        AUTH.0,
+        &scratch.0.join("nsd"),
+        AUTH.1,
+        PEER_PORT,
+        &zones,
+    )?;
+    let mut r = DnsBench::default();
+
+    // Cold first, while the GSLB's answers are not cached anywhere.
+    let (ours, theirs) = cold(&lab, &unbound_dir, args.cold)?;
+    r.resolver_cold_us = finite(ours);
+    r.unbound_cold_us = finite(theirs);
+
+    // Warm: the same four names cached in both.
+    let warm = scratch.0.join("warm.txt");
+    std::fs::write(
+        &warm,
+        "www.geektime.com A\nwww.geektime.com.gslb.d11cloud.com A\ngeektime.com NS\na.root.lab A\n",
+    )?;
+    let auth = scratch.0.join("auth.txt");
+    std::fs::write(
+        &auth,
+        "www.geektime.com A\ngeektime.com NS\nnope.geektime.com A\ngslb.d11cloud.com A\n",
+    )?;
+    for port in ["53", PEER_PORT] {
+        for name in ["www.geektime.com", "geektime.com", "a.root.lab"] {
+            lab.exec(
+                RESOLVER.0,
+                &[
+                    "dig",
+                    "+short",
+                    "-p",
+                    port,
+                    &format!("@{}", RESOLVER.1),
+                    name,
+                ],
+            )
+            .output()?;
+        }
+    }
+    let (mut a, mut b, mut c, mut d) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..args.rounds {
+        a.push(dnsperf(&lab, RESOLVER.0, RESOLVER.1, "53", &warm, args)?);
+        b.push(dnsperf(
+            &lab, RESOLVER.0, RESOLVER.1, PEER_PORT, &warm, args,
+        )?);
+        c.push(dnsperf(&lab, AUTH.0, AUTH.1, "53", &auth, args)?);
+        d.push(dnsperf(&lab, AUTH.0, AUTH.1, PEER_PORT, &auth, args)?);
+    }
+    r.resolver_rounds = a.iter().copied().map(finite).collect();
+    r.unbound_rounds = b.iter().copied().map(finite).collect();
+    r.resolver_qps = finite(median(a));
+    r.unbound_qps = finite(median(b));
+    r.auth_qps = finite(median(c));
+    r.nsd_qps = finite(median(d));
+    crate::print_figures(&r.figures());
+    write_json(args.json.as_deref(), &r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timed_query_is_a_stubs_query_for_the_shop() {
+        // /usr/bin/python3 -c "from scapy.all import DNS,DNSQR;
+        //   print(bytes(DNS(id=4,rd=1,qd=DNSQR(qname='www.geektime.com',qtype='A'))).hex())"
+        let scapy = "00040100000100000000000003777777086765656b74696d6503636f6d0000010001";
+        let hex: String = query(4).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, scapy);
+    }
+}
