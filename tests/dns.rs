@@ -180,8 +180,129 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
                 }
             }
         }
+
+        // RFC 8906 § 8's queries (ISC's EDNS compliance tests) against each
+        // authoritative server, the GSLB included, from the phone.
+        for (server, zone) in [
+            ("198.18.0.2", "."),
+            ("198.18.0.18", "com"),
+            ("198.18.1.2", "geektime.com"),
+            ("198.18.1.18", "gslb.d11cloud.com"),
+        ] {
+            rfc8906(&lab, server, zone);
+        }
     }
     assert_gone(&name);
+}
+
+/// What RFC 8906 § 8 expects of an authoritative server for `zone`: each
+/// query answered, EDNS version 0 spoken, unknown types, options, flags and
+/// versions handled as RFC 6891 says, the DO bit copied (RFC 3225 § 3), an
+/// unknown opcode NOTIMP, over UDP and TCP.
+fn rfc8906(lab: &Lab, server: &str, zone: &str) {
+    let at = format!("@{server}");
+    // (dig options, status, SOA in the answer, OPT in the answer, DO echoed)
+    let cases: [(&str, &str, bool, bool, bool); 11] = [
+        ("+noedns +noad +norec soa", "NOERROR", true, false, false),
+        (
+            "+noedns +noad +norec type1000",
+            "NOERROR",
+            false,
+            false,
+            false,
+        ),
+        (
+            "+nocookie +edns=0 +noad +norec soa",
+            "NOERROR",
+            true,
+            true,
+            false,
+        ),
+        (
+            "+nocookie +edns=1 +noednsneg +noad +norec soa",
+            "BADVERS",
+            false,
+            true,
+            false,
+        ),
+        (
+            "+nocookie +edns=0 +noad +norec +ednsopt=100 soa",
+            "NOERROR",
+            true,
+            true,
+            false,
+        ),
+        (
+            "+nocookie +edns=0 +noad +norec +ednsflags=0x40 soa",
+            "NOERROR",
+            true,
+            true,
+            false,
+        ),
+        (
+            "+nocookie +edns=1 +noednsneg +noad +norec +ednsopt=100 soa",
+            "BADVERS",
+            false,
+            true,
+            false,
+        ),
+        (
+            "+nocookie +edns=1 +noednsneg +noad +norec +ednsflags=0x40 soa",
+            "BADVERS",
+            false,
+            true,
+            false,
+        ),
+        (
+            "+nocookie +edns=0 +noad +norec +dnssec soa",
+            "NOERROR",
+            true,
+            true,
+            true,
+        ),
+        (
+            "+nocookie +edns=0 +noad +norec +tcp soa",
+            "NOERROR",
+            true,
+            true,
+            false,
+        ),
+        (
+            "+noedns +noad +norec +opcode=15 +header-only",
+            "NOTIMP",
+            false,
+            false,
+            false,
+        ),
+    ];
+    for (opts, status, soa, opt, dnssec_ok) in cases {
+        let mut cmd = vec!["dig", "+tries=1", "+time=2", &at, zone];
+        cmd.extend(opts.split_whitespace());
+        let out = lab.sh("ue", &cmd);
+        let what = format!("dig {opts} {zone} @{server}:\n{out}");
+        assert!(out.contains(&format!("status: {status},")), "{what}");
+        let soa_line = out
+            .lines()
+            .any(|l| !l.starts_with(';') && l.contains("\tSOA\t"));
+        let answer = out
+            .lines()
+            .skip_while(|l| !l.starts_with(";; ANSWER SECTION:"))
+            .take_while(|l| !l.is_empty())
+            .any(|l| l.contains("\tSOA\t"));
+        assert_eq!(answer, soa, "the SOA in the answer: {what}");
+        assert!(soa || status != "BADVERS" || !soa_line, "{what}");
+        assert_eq!(out.contains("; EDNS: version: 0,"), opt, "the OPT: {what}");
+        // No unknown option or flag comes back; DO only when asked.
+        assert!(!out.contains("MBZ") && !out.contains("OPT=100"), "{what}");
+        assert_eq!(
+            out.contains("; EDNS: version: 0, flags: do;"),
+            dnssec_ok,
+            "{what}"
+        );
+        if status == "NOERROR" && opts.contains("+norec") && !opts.contains("opcode") {
+            assert!(out.contains("flags: qr aa"), "authoritative: {what}");
+        }
+    }
 }
 
 /// A resolver's answer as dig shows it, without what differs between two

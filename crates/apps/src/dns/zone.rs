@@ -349,6 +349,8 @@ pub fn admit(query: &[u8], via: Transport) -> Result<Admitted, (Option<Vec<u8>>,
         let mut opt = Edns::new();
         opt.set_max_payload(MAX_UDP as u16);
         opt.set_version(0);
+        // The DO bit is copied [RFC 3225 § 3]; no other flag or option is.
+        opt.set_dnssec_ok(e.flags().dnssec_ok);
         resp.edns = Some(opt);
         // [RFC 6891 § 6.1.3]: only version 0 is spoken.
         if e.version() > 0 {
