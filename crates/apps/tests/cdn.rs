@@ -303,6 +303,37 @@ async fn through_edge_and_parent_a_miss_then_a_hit_one_origin_fetch_for_fifty_an
     assert_eq!(parent.report().upstream.fetches, 2);
 }
 
+#[tokio::test]
+async fn a_range_at_the_edge_is_fetched_whole_then_cut_and_the_next_get_is_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (at_origin, origin) = origin(dir.path()).await;
+    let (edge_port, _edge) = cache(dir.path(), "edge-a2", at_origin.port).await;
+    let curl = Curl {
+        port: edge_port,
+        ..at_origin
+    };
+    let whole = object_bytes("/images/cover.jpg", 100_000);
+    let part = curl.get("/images/cover.jpg", &["-r", "100-199"]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some("bytes 100-199/100000"));
+    assert_eq!(part.body, whole[100..200]);
+    assert_eq!(part.header("x-cache"), Some("MISS from edge-a2"));
+    // The origin sent the whole object (a 200, not a 206) and it was kept.
+    let r = origin.report();
+    assert_eq!((r.stats.served, r.front.requests.get("206")), (1, None));
+    let tail = curl.get("/images/cover.jpg", &["-r", "-10"]).await;
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.header("x-cache"), Some("HIT from edge-a2"));
+    assert_eq!(tail.body, whole[99_990..]);
+    let outside = curl.get("/images/cover.jpg", &["-r", "100000-"]).await;
+    assert_eq!(outside.status, 416);
+    assert_eq!(outside.header("content-range"), Some("bytes */100000"));
+    let all = curl.get("/images/cover.jpg", &[]).await;
+    assert_eq!((all.status, all.body == whole), (200, true));
+    assert_eq!(all.header("x-cache"), Some("HIT from edge-a2"));
+    assert_eq!(origin.report().stats.served, 1);
+}
+
 /// A TCP relay on loopback to `port` that waits `delay` before it connects
 /// each client onward; returns its own port.
 async fn relay(port: u16, delay: std::time::Duration) -> u16 {

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use super::origin::{Ranged, RANGE_OUTSIDE};
 use super::store::{key, CacheRow, Lookup, Outcome, Store, StoreStats};
 use crate::https::{Front, FrontReport, Limits};
 
@@ -258,7 +259,14 @@ impl Cache {
     async fn fetch(&self, mut up: request::Parts) -> Fetched {
         self.count(|u| u.fetches += 1);
         strip_hop_by_hop(&mut up.headers);
-        for h in [header::CONTENT_LENGTH, header::EXPECT] {
+        // A range is answered here from the whole object, which is what
+        // the store keeps (http-cache-semantics does not store a 206).
+        for h in [
+            header::CONTENT_LENGTH,
+            header::EXPECT,
+            header::RANGE,
+            header::IF_RANGE,
+        ] {
             up.headers.remove(h);
         }
         add_via(&mut up.headers, &self.name);
@@ -330,6 +338,10 @@ impl Cache {
         strip_hop_by_hop(&mut head.headers);
         add_via(&mut head.headers, &self.name);
         let body = match req.method {
+            Method::GET if head.status == StatusCode::OK => ranged(req, &mut head, body),
+            _ => body,
+        };
+        let body = match req.method {
             Method::HEAD => Body::empty(),
             _ => Body::from(body),
         };
@@ -338,6 +350,30 @@ impl Cache {
 }
 
 const X_CACHE: &str = "x-cache";
+
+/// A 200 with the whole object turned into the answer to the client's
+/// `Range`, as the origin gives it (RFC 9110 § 14): a 206 with its part,
+/// or a 416.
+fn ranged(req: &request::Parts, head: &mut response::Parts, body: Bytes) -> Bytes {
+    let etag = (head.headers.get(header::ETAG))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (status, content_range, body) = match super::origin::ranged(&req.headers, etag, &body) {
+        Ranged::Whole => return body,
+        Ranged::Part(cr, part) => (StatusCode::PARTIAL_CONTENT, cr, part),
+        Ranged::Unsatisfiable(cr) => {
+            head.headers.remove(header::CONTENT_TYPE);
+            let text = Bytes::from(format!("{RANGE_OUTSIDE}\n"));
+            (StatusCode::RANGE_NOT_SATISFIABLE, cr, text)
+        }
+    };
+    head.status = status;
+    if let Ok(v) = HeaderValue::from_str(&content_range) {
+        head.headers.insert(header::CONTENT_RANGE, v);
+    }
+    head.headers.insert(header::CONTENT_LENGTH, body.len().into());
+    body
+}
 
 /// Removes the fields that belong to one connection, not to the message
 /// a cache passes on: `Connection` and those it names, and the ones RFC

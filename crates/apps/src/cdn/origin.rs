@@ -188,23 +188,17 @@ impl Bucket {
         }
         a.set(header::CONTENT_TYPE, &obj.content_type);
         a.set(header::ACCEPT_RANGES, "bytes");
-        let len = obj.body.len() as u64;
-        match range(headers, obj, len) {
-            Range::Whole => {
-                a.body = obj.body.clone();
-            }
-            Range::Part(first, last) => {
+        match ranged(headers, &obj.etag, &obj.body) {
+            Ranged::Whole => a.body = obj.body.clone(),
+            Ranged::Part(content_range, part) => {
                 a.status = StatusCode::PARTIAL_CONTENT;
-                a.set(
-                    header::CONTENT_RANGE,
-                    &format!("bytes {first}-{last}/{len}"),
-                );
-                a.body = obj.body.slice(first as usize..=last as usize);
+                a.set(header::CONTENT_RANGE, &content_range);
+                a.body = part;
             }
-            Range::Unsatisfiable => {
+            Ranged::Unsatisfiable(content_range) => {
                 self.stats.range_not_satisfiable += 1;
-                let mut a = Answer::text(StatusCode::RANGE_NOT_SATISFIABLE, "range outside");
-                a.set(header::CONTENT_RANGE, &format!("bytes */{len}"));
+                let mut a = Answer::text(StatusCode::RANGE_NOT_SATISFIABLE, RANGE_OUTSIDE);
+                a.set(header::CONTENT_RANGE, &content_range);
                 return a;
             }
         }
@@ -256,16 +250,45 @@ enum Range {
     Unsatisfiable,
 }
 
+/// How a GET of `body` (whose entity tag is `etag`) with `headers` is
+/// answered per RFC 9110 § 14: the origin's and a cache's answer from its
+/// stored whole object are the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ranged {
+    /// 200 with the whole body.
+    Whole,
+    /// 206: the `Content-Range` value and the part.
+    Part(String, Bytes),
+    /// 416: the `Content-Range` value (`bytes */LEN`).
+    Unsatisfiable(String),
+}
+
+/// The body of a 416.
+pub const RANGE_OUTSIDE: &str = "range outside";
+
+/// The answer to `headers`' `Range` (and `If-Range`) over `body`.
+pub fn ranged(headers: &HeaderMap, etag: &str, body: &Bytes) -> Ranged {
+    let len = body.len() as u64;
+    match range(headers, etag, len) {
+        Range::Whole => Ranged::Whole,
+        Range::Part(first, last) => Ranged::Part(
+            format!("bytes {first}-{last}/{len}"),
+            body.slice(first as usize..=last as usize),
+        ),
+        Range::Unsatisfiable => Ranged::Unsatisfiable(format!("bytes */{len}")),
+    }
+}
+
 /// The one range asked for (RFC 9110 § 14.1.2), or the whole object: no
 /// Range, a unit other than bytes, several ranges, something unreadable, or
 /// an If-Range that no longer matches (§ 13.1.5) — each allowed to be
 /// answered whole.
-fn range(headers: &HeaderMap, obj: &Object, len: u64) -> Range {
+fn range(headers: &HeaderMap, etag: &str, len: u64) -> Range {
     let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Range::Whole;
     };
     if let Some(ir) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        if ir.trim() != obj.etag {
+        if ir.trim() != etag {
             return Range::Whole;
         }
     }
