@@ -7,6 +7,7 @@
 
 mod apps;
 mod capture;
+mod cdn;
 mod converge;
 mod demo;
 mod demo_bgp;
@@ -109,6 +110,15 @@ enum Cmd {
         /// The phone's host.
         #[arg(default_value = "ue")]
         node: String,
+    },
+    /// Make a CDN cache forget an object, so the next GET of it is a miss (docs/cdn.md).
+    Purge {
+        #[command(flatten)]
+        lab: LabArg,
+        /// The cache's host, e.g. `edge-a2`.
+        node: String,
+        /// The object: `static.geektime.com/images/cover.jpg` or its https:// URL.
+        key: String,
     },
     /// Run a command inside a node's namespace (like `ip netns exec`).
     Exec {
@@ -216,6 +226,9 @@ fn main() -> ExitCode {
             json,
         } => show::show(&lab.name, &node, table.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Exec { lab, node, cmd } => lifecycle::exec(&lab.name, &node, &cmd),
+        Cmd::Purge { lab, node, key } => {
+            cdn::purge(&lab.name, &node, &key).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Attach { lab, node } => {
             lifecycle::phone(&lab.name, &node, true).map(|_| ExitCode::SUCCESS)
         }

@@ -83,16 +83,25 @@ pub struct UpstreamStats {
     pub errors: u64,
 }
 
-/// What a cache reports on its control socket (`d11 show EDGE cache`).
+/// What a cache reports on its control socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheReport {
     pub name: String,
     #[serde(flatten)]
     pub front: FrontReport,
-    pub store: StoreStats,
     pub upstream: UpstreamStats,
+    /// `d11 show EDGE cache`.
+    pub cache: CacheTable,
+}
+
+/// The store as `d11 show EDGE cache` prints it: its bytes, its counters
+/// and each object (size, freshness left, Age, hits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheTable {
     pub bytes: usize,
     pub max_bytes: usize,
+    #[serde(flatten)]
+    pub stats: StoreStats,
     pub objects: Vec<CacheRow>,
 }
 
@@ -173,15 +182,17 @@ impl Cache {
         CacheReport {
             name: self.name.clone(),
             front: self.front.report(),
-            store: s.stats.clone(),
             upstream: self
                 .upstream
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
-            bytes: s.bytes(),
-            max_bytes: self.settings.max_bytes,
-            objects: s.rows(SystemTime::now()),
+            cache: CacheTable {
+                bytes: s.bytes(),
+                max_bytes: self.settings.max_bytes,
+                stats: s.stats.clone(),
+                objects: s.rows(SystemTime::now()),
+            },
         }
     }
 
