@@ -304,7 +304,7 @@ async fn through_edge_and_parent_a_miss_then_a_hit_one_origin_fetch_for_fifty_an
 }
 
 #[tokio::test]
-async fn a_range_at_the_edge_is_fetched_whole_then_cut_and_the_next_get_is_a_hit() {
+async fn a_range_or_a_conditional_get_at_the_edge_is_answered_from_the_whole_object() {
     let dir = tempfile::tempdir().unwrap();
     let (at_origin, origin) = origin(dir.path()).await;
     let (edge_port, _edge) = cache(dir.path(), "edge-a2", at_origin.port).await;
@@ -331,7 +331,22 @@ async fn a_range_at_the_edge_is_fetched_whole_then_cut_and_the_next_get_is_a_hit
     let all = curl.get("/images/cover.jpg", &[]).await;
     assert_eq!((all.status, all.body == whole), (200, true));
     assert_eq!(all.header("x-cache"), Some("HIT from edge-a2"));
+    // The client's validators are the cache's to check (RFC 9111 § 4.3.2).
+    let etag = all.header("etag").unwrap().to_string();
+    let inm = format!("If-None-Match: {etag}");
+    let same = curl.get("/images/cover.jpg", &["-H", &inm]).await;
+    assert_eq!((same.status, same.body.len()), (304, 0));
+    assert_eq!(same.header("x-cache"), Some("HIT from edge-a2"));
+    let other = curl.get("/images/cover.jpg", &["-H", "If-None-Match: \"x\""]).await;
+    assert_eq!((other.status, other.body == whole), (200, true));
     assert_eq!(origin.report().stats.served, 1);
+    // A cold object asked conditionally: fetched whole (and kept), then 304.
+    let cold = curl.get("/images/cold.jpg", &["-H", &inm]).await;
+    assert_eq!(cold.status, 200);
+    let inm = format!("If-None-Match: {}", cold.header("etag").unwrap());
+    let cold = curl.get("/images/cold.jpg", &["-H", &inm]).await;
+    assert_eq!(cold.status, 304);
+    assert_eq!(origin.report().stats.not_modified, 0);
 }
 
 /// A TCP relay on loopback to `port` that waits `delay` before it connects

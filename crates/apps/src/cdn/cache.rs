@@ -258,10 +258,20 @@ impl Cache {
         failed((StatusCode::BAD_GATEWAY, "no answer from upstream".into()))
     }
 
-    /// A miss goes upstream as a GET (so a HEAD's answer can be stored).
+    /// A miss goes upstream as an unconditional GET, so what comes back is
+    /// the whole object the store keeps (a HEAD's answer stored for the
+    /// GETs after it; the client's own validators are checked here).
     async fn fetch_whole(&self, req: &request::Parts) -> Fetched {
         let mut up = req.clone();
         up.method = Method::GET;
+        for h in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+        ] {
+            up.headers.remove(h);
+        }
         self.fetch(up).await
     }
 
@@ -348,6 +358,11 @@ impl Cache {
         }
         strip_hop_by_hop(&mut head.headers);
         add_via(&mut head.headers, &self.name);
+        if head.status == StatusCode::OK && validated(req, &head) {
+            head.status = StatusCode::NOT_MODIFIED;
+            head.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(head, Body::empty());
+        }
         let body = match req.method {
             Method::GET if head.status == StatusCode::OK => ranged(req, &mut head, body),
             _ => body,
@@ -361,6 +376,16 @@ impl Cache {
 }
 
 const X_CACHE: &str = "x-cache";
+
+/// Whether the client's own conditional request is answered 304 by what
+/// this cache is about to send (RFC 9111 § 4.3.2): a cache behind this one
+/// revalidating gets a 304, not the body again.
+fn validated(req: &request::Parts, head: &response::Parts) -> bool {
+    let text = |n| head.headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
+    let etag = text(header::ETAG).unwrap_or("");
+    let modified = text(header::LAST_MODIFIED).and_then(|v| httpdate::parse_http_date(v).ok());
+    super::origin::not_modified_by(&req.headers, etag, modified)
+}
 
 /// A 200 with the whole object turned into the answer to the client's
 /// `Range`, as the origin gives it (RFC 9110 § 14): a 206 with its part,

@@ -226,22 +226,31 @@ impl Bucket {
     }
 }
 
-/// Whether a conditional GET/HEAD gets 304: If-None-Match when present
-/// (weak comparison, RFC 9110 § 13.1.2), else If-Modified-Since.
+/// Whether a conditional GET/HEAD of `obj` gets 304.
 fn not_modified(obj: &Object, headers: &HeaderMap) -> bool {
+    not_modified_by(headers, &obj.etag, Some(obj.modified))
+}
+
+/// Whether a conditional GET/HEAD of a representation with `etag` and
+/// `modified` gets 304: If-None-Match when present (weak comparison, RFC
+/// 9110 § 13.1.2), else If-Modified-Since (§ 13.1.3). A cache answering
+/// from its store asks the same (RFC 9111 § 4.3.2).
+pub fn not_modified_by(headers: &HeaderMap, etag: &str, modified: Option<SystemTime>) -> bool {
     if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
         let Ok(inm) = inm.to_str() else {
             return false;
         };
         let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
-        let ours = bare(&obj.etag);
-        return inm.split(',').any(|t| t.trim() == "*" || bare(t) == ours);
+        let ours = bare(etag);
+        return inm
+            .split(',')
+            .any(|t| t.trim() == "*" || (!ours.is_empty() && bare(t) == ours));
     }
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    since.is_some_and(|s| obj.modified <= s)
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
 }
 
 enum Range {
