@@ -265,6 +265,8 @@ async fn through_edge_and_parent_a_miss_then_a_hit_one_origin_fetch_for_fifty_an
     assert_eq!(first.header("via"), Some("1.1 parent, 1.1 edge-a2"));
     let second = curl.get("/images/cover.jpg", &[]).await;
     assert_eq!(second.header("x-cache"), Some("HIT from edge-a2"));
+    let date = second.header("date").unwrap();
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
     // Its value is the store's (its unit tests run the clock forward).
     assert!(second.header("age").unwrap().parse::<u64>().is_ok());
     assert_eq!(second.body, first.body);

@@ -358,6 +358,7 @@ impl Cache {
         }
         strip_hop_by_hop(&mut head.headers);
         add_via(&mut head.headers, &self.name);
+        http_date(&mut head.headers);
         if head.status == StatusCode::OK && validated(req, &head) {
             head.status = StatusCode::NOT_MODIFIED;
             head.headers.remove(header::CONTENT_LENGTH);
@@ -434,6 +435,20 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
         "upgrade",
     ] {
         h.remove(n);
+    }
+}
+
+/// Keeps `Date` an IMF-fixdate (RFC 9110 § 5.6.7): http-cache-semantics
+/// writes a hit's `Date` (the time of the hit) in RFC 2822's form
+/// (`+0000`); it is written again as an HTTP-date of now.
+fn http_date(h: &mut http::HeaderMap) {
+    let Some(v) = h.get(header::DATE).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if httpdate::parse_http_date(v).is_err() {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+            h.insert(header::DATE, v);
+        }
     }
 }
 
