@@ -201,6 +201,20 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
         );
     }
 
+    if net.node_with_role("cdn-origin").is_some() {
+        println!(
+            "\n{}",
+            heading("Chapter 4: before buying, the phone looks at the product's pictures through the CDN: edge, parent, origin")
+        );
+        println!("$ d11 browse --name {lab} --json");
+        let first: crate::cdn::Browsed = d.json(&["browse", "--name", lab, "--json"])?;
+        // A second later, so the edge's copy has an Age.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        println!("$ d11 browse --name {lab} --json   # a second later");
+        let second: crate::cdn::Browsed = d.json(&["browse", "--name", lab, "--json"])?;
+        print!("{}", crate::cdn::chapter4(&first, &second));
+    }
+
     println!(
         "\n{}",
         heading(

@@ -111,6 +111,8 @@ enum Cmd {
         #[arg(default_value = "ue")]
         node: String,
     },
+    /// The phone looks at the product page's pictures through the CDN: the name's chain, the edge, HIT/MISS at edge and parent, Age, time.
+    Browse(cdn::BrowseArgs),
     /// Make a CDN cache forget an object, so the next GET of it is a miss (docs/cdn.md).
     Purge {
         #[command(flatten)]
@@ -226,6 +228,7 @@ fn main() -> ExitCode {
             json,
         } => show::show(&lab.name, &node, table.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Exec { lab, node, cmd } => lifecycle::exec(&lab.name, &node, &cmd),
+        Cmd::Browse(a) => cdn::browse(&a),
         Cmd::Purge { lab, node, key } => {
             cdn::purge(&lab.name, &node, &key).map(|_| ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@
 //! ([`crate::https`]), its objects made at start from the topology; the
 //! caches' app is [`cache`].
 
+pub mod browse;
 pub mod cache;
 pub mod origin;
 pub mod store;
