@@ -351,6 +351,163 @@ async fn a_range_or_a_conditional_get_at_the_edge_is_answered_from_the_whole_obj
     assert_eq!(origin.report().stats.not_modified, 0);
 }
 
+/// Debian's nginx as a caching proxy in front of the origin on loopback,
+/// with the policy of our caches: `proxy_cache` keyed by host and URI,
+/// revalidation with the stored validators, one fetch per key at a time,
+/// `$upstream_cache_status` in `X-Cache`. Killed when dropped.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &Path, upstream: u16) -> Nginx {
+        let paths = lab_pki(dir);
+        let d = dir.join("nginx");
+        std::fs::create_dir_all(&d).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = format!(
+            "master_process off; daemon off; worker_processes 1;\n\
+             pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               proxy_cache_path {d}/cache keys_zone=cdn:10m max_size=64m;\n\
+               server {{\n\
+                 listen 127.0.0.1:{port} ssl;\n\
+                 ssl_certificate {chain}; ssl_certificate_key {key};\n\
+                 location / {{\n\
+                   proxy_pass https://127.0.0.1:{upstream};\n\
+                   proxy_http_version 1.1;\n\
+                   proxy_ssl_server_name on; proxy_ssl_name {NAME};\n\
+                   proxy_ssl_verify on; proxy_ssl_trusted_certificate {root};\n\
+                   proxy_set_header Host $host;\n\
+                   proxy_cache cdn; proxy_cache_key $host$request_uri;\n\
+                   proxy_cache_revalidate on; proxy_cache_lock on;\n\
+                   add_header X-Cache \"$upstream_cache_status from nginx\" always;\n\
+                 }}\n\
+               }}\n\
+             }}\n",
+            d = d.display(),
+            chain = paths.server_chain().display(),
+            key = paths.server_key().display(),
+            root = paths.root_cert().display(),
+        );
+        std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-p")
+            .arg(&d)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Debian's nginx is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Nginx { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nginx did not listen: {:?}", std::fs::read_to_string(d.join("error.log")));
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The origin's header matrix: each object's Cache-Control (every object
+/// has a strong ETag and a Last-Modified).
+const MATRIX: [(&str, &str); 5] = [
+    ("/m/max-age.jpg", "public, max-age=60"),
+    ("/m/s-maxage.jpg", "max-age=0, s-maxage=60"),
+    ("/m/no-store.jpg", "no-store"),
+    ("/m/private.jpg", "private, max-age=60"),
+    ("/m/short.jpg", "public, max-age=1"),
+];
+
+#[tokio::test]
+async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = lab_pki(dir.path());
+    let settings = OriginSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        objects: (MATRIX.iter())
+            .map(|(p, cc)| ObjectSettings {
+                path: p.to_string(),
+                content_type: "image/jpeg".into(),
+                cache_control: Some(cc.to_string()),
+                size: 5000,
+            })
+            .collect(),
+        max_put: 1 << 20,
+        header_timeout_ms: 2000,
+        handshake_timeout_ms: 2000,
+        max_connections: 64,
+    };
+    let o = Origin::new(&settings, pki::server_config(&paths).unwrap()).unwrap();
+    let (listener, origin_port) = listen().await;
+    tokio::spawn(async move { o.serve(listener, std::future::pending()).await });
+    let (edge_port, _edge) = cache(dir.path(), "edge", origin_port).await;
+    let nginx = Nginx::start(dir.path(), origin_port);
+    let ours = Curl {
+        root: paths.root_cert(),
+        port: edge_port,
+        dir: dir.path().to_path_buf(),
+    };
+    let theirs = Curl {
+        port: nginx.port,
+        ..Curl {
+            root: paths.root_cert(),
+            port: 0,
+            dir: dir.path().to_path_buf(),
+        }
+    };
+    // What each said, per object: two GETs, then one after max-age=1 ran out.
+    let outcome = |g: &Got, who: &str| {
+        let x = g.header("x-cache").unwrap_or("-").to_string();
+        assert_eq!(g.status, 200, "{who}: {x}");
+        x.split(" from ").next().unwrap().to_string()
+    };
+    let mut seen: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for (path, cc) in MATRIX {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            a.push(outcome(&ours.get(path, &[]).await, "ours"));
+            b.push(outcome(&theirs.get(path, &[]).await, "nginx"));
+        }
+        seen.push((format!("{path} ({cc})"), a, b));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for (i, (path, _)) in MATRIX.iter().enumerate() {
+        let g = ours.get(path, &[]).await;
+        let how = outcome(&g, "ours");
+        if how == "HIT" {
+            // Stored with the two GETs above, two seconds ago (a
+            // revalidated answer starts again at 0).
+            let age = g.header("age").unwrap();
+            assert!(age.parse::<u64>().unwrap() >= 2, "{path}: Age {age}");
+        }
+        seen[i].1.push(how);
+        seen[i].2.push(outcome(&theirs.get(path, &[]).await, "nginx"));
+    }
+    for (what, a, b) in &seen {
+        assert_eq!(a, b, "{what}: ours, then nginx's");
+    }
+    let short = &seen[4].1;
+    assert_eq!(short, &["MISS", "HIT", "REVALIDATED"]);
+    assert_eq!(seen[2].1, ["MISS", "MISS", "MISS"]);
+}
+
 /// A TCP relay on loopback to `port` that waits `delay` before it connects
 /// each client onward; returns its own port.
 async fn relay(port: u16, delay: std::time::Duration) -> u16 {
