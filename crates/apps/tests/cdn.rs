@@ -7,6 +7,7 @@
 //! concurrent GETs of a cold object one request at the origin, a purge.
 
 use d11_apps::cdn::cache::{Cache, CacheSettings};
+use d11_apps::cdn::reference::NginxCache;
 use d11_apps::cdn::{object_bytes, ObjectSettings, Origin, OriginSettings};
 use d11_apps::pki::{self, PkiPaths};
 use std::path::{Path, PathBuf};
@@ -351,80 +352,6 @@ async fn a_range_or_a_conditional_get_at_the_edge_is_answered_from_the_whole_obj
     assert_eq!(origin.report().stats.not_modified, 0);
 }
 
-/// Debian's nginx as a caching proxy in front of the origin on loopback,
-/// with the policy of our caches: `proxy_cache` keyed by host and URI,
-/// revalidation with the stored validators, one fetch per key at a time,
-/// `$upstream_cache_status` in `X-Cache`. Killed when dropped.
-struct Nginx {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(dir: &Path, upstream: u16) -> Nginx {
-        let paths = lab_pki(dir);
-        let d = dir.join("nginx");
-        std::fs::create_dir_all(&d).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = format!(
-            "master_process off; daemon off; worker_processes 1;\n\
-             pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n\
-               access_log off;\n\
-               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               proxy_cache_path {d}/cache keys_zone=cdn:10m max_size=64m;\n\
-               server {{\n\
-                 listen 127.0.0.1:{port} ssl;\n\
-                 ssl_certificate {chain}; ssl_certificate_key {key};\n\
-                 location / {{\n\
-                   proxy_pass https://127.0.0.1:{upstream};\n\
-                   proxy_http_version 1.1;\n\
-                   proxy_ssl_server_name on; proxy_ssl_name {NAME};\n\
-                   proxy_ssl_verify on; proxy_ssl_trusted_certificate {root};\n\
-                   proxy_set_header Host $host;\n\
-                   proxy_cache cdn; proxy_cache_key $host$request_uri;\n\
-                   proxy_cache_revalidate on; proxy_cache_lock on;\n\
-                   add_header X-Cache \"$upstream_cache_status from nginx\" always;\n\
-                 }}\n\
-               }}\n\
-             }}\n",
-            d = d.display(),
-            chain = paths.server_chain().display(),
-            key = paths.server_key().display(),
-            root = paths.root_cert().display(),
-        );
-        std::fs::write(d.join("nginx.conf"), conf).unwrap();
-        let child = std::process::Command::new("nginx")
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .arg("-p")
-            .arg(&d)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Debian's nginx is installed");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("nginx did not listen: {:?}", std::fs::read_to_string(d.join("error.log")));
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The origin's header matrix: each object's Cache-Control (every object
 /// has a strong ETag and a Last-Modified).
 const MATRIX: [(&str, &str); 5] = [
@@ -458,7 +385,8 @@ async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_e
     let (listener, origin_port) = listen().await;
     tokio::spawn(async move { o.serve(listener, std::future::pending()).await });
     let (edge_port, _edge) = cache(dir.path(), "edge", origin_port).await;
-    let nginx = Nginx::start(dir.path(), origin_port);
+    let nginx =
+        NginxCache::start(&dir.path().join("nginx"), &paths, origin_port, NAME, 1).unwrap();
     let ours = Curl {
         root: paths.root_cert(),
         port: edge_port,

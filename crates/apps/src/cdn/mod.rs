@@ -9,6 +9,7 @@
 pub mod browse;
 pub mod cache;
 pub mod origin;
+pub mod reference;
 pub mod store;
 
 use std::net::SocketAddr;
