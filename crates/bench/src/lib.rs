@@ -22,6 +22,7 @@
 //! | [`bgp`] | `bgp` | 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence vs. the hold time |
 //! | [`vpn`] | `vpn` | iperf3 through the VPN vs. the vgw's routing without ESP, ESP alone, the gateway's CPU per frame vs. a null element |
 //! | [`dns`] | `dns` | our resolver vs. unbound (warm q/s, a cold walk), our authoritative server vs. nsd |
+//! | [`cdn`] | `cdn` | wrk on our warm edge vs. nginx `proxy_cache`; a miss through edge → parent → origin vs. through nginx caches, no root |
 //! | [`cores`] | `core` | each element's `on_frame` alone vs. a null element, no root |
 //! | [`report`] | `report` | all of them, one report |
 //!
@@ -30,6 +31,7 @@
 
 pub mod attach;
 pub mod bgp;
+pub mod cdn;
 pub mod cloud;
 pub mod cores;
 pub mod dns;

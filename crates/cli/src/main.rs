@@ -198,6 +198,8 @@ enum BenchCmd {
     Attach(d11_bench::attach::AttachArgs),
     /// BGP: 100k prefixes through our router vs. BIRD in its place (time, RSS), the data plane with 100k routes vs. 10, an order again after the preferred path is cut vs. the hold time.
     Bgp(d11_bench::bgp::BgpArgs),
+    /// The CDN: wrk on our warm edge vs. nginx proxy_cache (requests/s, p99), a miss through edge, parent and origin vs. the same through nginx caches; loopback, no root.
+    Cdn(d11_bench::cdn::CdnArgs),
     /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
     Core(d11_bench::cores::CoreArgs),
     /// The IPsec VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway's CPU vs. null
@@ -209,8 +211,14 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
-    d11_io::default_sigpipe();
     let cli = Cli::parse();
+    // A server (an app of the lab, the servers a bench runs in-process)
+    // keeps Rust's ignored SIGPIPE: rustls writes TLS records with writev,
+    // which unlike send() has no MSG_NOSIGNAL, so a peer that reset its
+    // connection would kill the whole process.
+    if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Bench(_)) {
+        d11_io::default_sigpipe();
+    }
     let res: Result<ExitCode> = match cli.cmd {
         Cmd::Up {
             topology,
@@ -291,6 +299,7 @@ fn bench(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Phones(a) => phones::phones(&a),
         BenchCmd::Attach(a) => attach::attach(&a),
         BenchCmd::Bgp(a) => bgp::bgp(&a),
+        BenchCmd::Cdn(a) => cdn::cdn(&a),
         BenchCmd::Core(a) => cores::core(&a),
         BenchCmd::Vpn(a) => vpn::vpn(&a),
         BenchCmd::Dns(a) => dns::dns(&a),

@@ -77,6 +77,7 @@ impl NginxCache {
             .arg("-p")
             .arg(dir)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
         let mut nginx = NginxCache { child, port };
