@@ -352,6 +352,82 @@ async fn a_range_or_a_conditional_get_at_the_edge_is_answered_from_the_whole_obj
     assert_eq!(origin.report().stats.not_modified, 0);
 }
 
+/// Sends `raw` over TLS to `port` as it is and returns what came back
+/// (until the server closes, or 3 s).
+async fn raw_tls(dir: &Path, port: u16, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let paths = lab_pki(dir);
+    let tls = pki::client_config(&paths.root_cert(), false).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(NAME).unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn bad_requests_at_the_edge_are_4xx_and_nothing_wrong_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (at_origin, origin) = origin(dir.path()).await;
+    let (edge_port, edge) = cache(dir.path(), "edge-a2", at_origin.port).await;
+    let curl = Curl {
+        port: edge_port,
+        ..at_origin
+    };
+    let host = format!("Host: {NAME}\r\n");
+    // Request smuggling (RFC 9112 § 6.3). Two different Content-Lengths:
+    // 400 and the connection closed. Content-Length with
+    // Transfer-Encoding: hyper frames the body by the chunked coding alone
+    // (which § 6.3 allows) — what follows the chunked body is a request of
+    // its own, answered on its own, never a body smuggled into the first.
+    let smuggled = |framing: &str| {
+        format!(
+            "GET /images/cover.jpg HTTP/1.1\r\n{host}{framing}\r\n0\r\n\r\nGET /images/cold.jpg HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+        )
+    };
+    let two = smuggled("Content-Length: 5\r\nContent-Length: 6\r\n");
+    let got = raw_tls(dir.path(), edge_port, two.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:.200}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got:.300}");
+    let both = smuggled("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n");
+    let got = raw_tls(dir.path(), edge_port, both.as_bytes()).await;
+    let statuses: Vec<&str> = (got.match_indices("HTTP/1.1 "))
+        .map(|(i, _)| &got[i + 9..i + 12])
+        .collect();
+    // The first answered, then the connection closed (§ 6.3's MUST).
+    assert_eq!(statuses, ["200"], "{got:.300}");
+    // Headers beyond hyper's buffer: 431, nothing fetched.
+    let long = format!("GET / HTTP/1.1\r\n{host}X-Long: {}\r\n\r\n", "a".repeat(600_000));
+    let got = raw_tls(dir.path(), edge_port, long.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got:.200}");
+    // A Range outside the object: 416 (and the object, fetched whole, kept).
+    let outside = curl.get("/images/cover.jpg", &["-r", "200000-"]).await;
+    assert_eq!(outside.status, 416);
+    // `..` reaching out of the bucket: the origin's 400, not stored.
+    let up = curl.get("/images/../../etc/passwd", &[]).await;
+    assert_eq!(up.status, 400);
+    // A header the cache does not key on cannot change what is stored:
+    // the object kept is the origin's, whatever the first asker sent.
+    let poison = curl
+        .get("/images/cold.jpg", &["-H", "X-Forwarded-Host: evil.example", "-H", "X-Original-URL: /images/cover.jpg"])
+        .await;
+    assert_eq!(poison.status, 200);
+    let next = curl.get("/images/cold.jpg", &[]).await;
+    assert_eq!(next.header("x-cache"), Some("HIT from edge-a2"));
+    assert!(next.body == object_bytes("/images/cold.jpg", 100_000));
+    let r = edge.report();
+    assert_eq!(r.front.requests.get("400"), Some(&1), "{:?}", r.front.requests);
+    // The cover under `Host: NAME` (the raw request) and `NAME:PORT`
+    // (curl's), the cold object; the 400 not stored.
+    assert_eq!((r.cache.stats.stored, r.cache.stats.not_stored), (3, 1));
+    assert_eq!(origin.report().stats.refused, 1);
+}
+
 /// The origin's header matrix: each object's Cache-Control (every object
 /// has a strong ETag and a Last-Modified).
 const MATRIX: [(&str, &str); 5] = [
