@@ -153,7 +153,10 @@ fn the_phone_gets_the_cover_through_the_nearest_edge_a_miss_then_a_hit() {
             "ip.dst == 192.168.1.70 && tcp.dstport == 443",
             &["frame.interface_name"],
         );
-        assert!(into_vm.iter().any(|w| w[0] == "vm-origin:eth0"), "{into_vm:?}");
+        assert!(
+            into_vm.iter().any(|w| w[0] == "vm-origin:eth0"),
+            "{into_vm:?}"
+        );
         assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
 
         // 50 at once for a cold object: one request reaches the origin.
@@ -207,14 +210,20 @@ fn the_phone_gets_the_cover_through_the_nearest_edge_a_miss_then_a_hit() {
         ]);
         assert!(text(&o).contains("purged"), "{}", text(&o));
         let after = get(&lab, &dir, "after", "/images/cover.jpg");
-        assert_eq!(after.header("x-cache"), "MISS from edge-a2, HIT from parent");
+        assert_eq!(
+            after.header("x-cache"),
+            "MISS from edge-a2, HIT from parent"
+        );
         assert!(after.body == cover);
         // d11 browse: the same chain, edge and verdicts, as JSON.
         let o = d11(&["browse", "--name", &lab.name, "--json", "/images/cover.jpg"]);
         assert!(o.status.success(), "{}", text(&o));
         let b: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(b["resolved"]["addrs"][0], "198.18.2.18", "{b}");
-        assert_eq!(b["page"]["pictures"][0]["x_cache"], "HIT from edge-a2", "{b}");
+        assert_eq!(
+            b["page"]["pictures"][0]["x_cache"], "HIT from edge-a2",
+            "{b}"
+        );
         assert_eq!(b["as_made"][0], true, "{b}");
         let rows = &report(&lab, "edge-a2")["cache"]["objects"];
         assert!(

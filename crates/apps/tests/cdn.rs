@@ -340,7 +340,9 @@ async fn a_range_or_a_conditional_get_at_the_edge_is_answered_from_the_whole_obj
     let same = curl.get("/images/cover.jpg", &["-H", &inm]).await;
     assert_eq!((same.status, same.body.len()), (304, 0));
     assert_eq!(same.header("x-cache"), Some("HIT from edge-a2"));
-    let other = curl.get("/images/cover.jpg", &["-H", "If-None-Match: \"x\""]).await;
+    let other = curl
+        .get("/images/cover.jpg", &["-H", "If-None-Match: \"x\""])
+        .await;
     assert_eq!((other.status, other.body == whole), (200, true));
     assert_eq!(origin.report().stats.served, 1);
     // A cold object asked conditionally: fetched whole (and kept), then 304.
@@ -358,7 +360,9 @@ async fn raw_tls(dir: &Path, port: u16, raw: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let paths = lab_pki(dir);
     let tls = pki::client_config(&paths.root_cert(), false).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from(NAME).unwrap();
     let mut s = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
@@ -402,7 +406,10 @@ async fn bad_requests_at_the_edge_are_4xx_and_nothing_wrong_is_stored() {
     // The first answered, then the connection closed (§ 6.3's MUST).
     assert_eq!(statuses, ["200"], "{got:.300}");
     // Headers beyond hyper's buffer: 431, nothing fetched.
-    let long = format!("GET / HTTP/1.1\r\n{host}X-Long: {}\r\n\r\n", "a".repeat(600_000));
+    let long = format!(
+        "GET / HTTP/1.1\r\n{host}X-Long: {}\r\n\r\n",
+        "a".repeat(600_000)
+    );
     let got = raw_tls(dir.path(), edge_port, long.as_bytes()).await;
     assert!(got.starts_with("HTTP/1.1 431"), "{got:.200}");
     // A Range outside the object: 416 (and the object, fetched whole, kept).
@@ -414,14 +421,27 @@ async fn bad_requests_at_the_edge_are_4xx_and_nothing_wrong_is_stored() {
     // A header the cache does not key on cannot change what is stored:
     // the object kept is the origin's, whatever the first asker sent.
     let poison = curl
-        .get("/images/cold.jpg", &["-H", "X-Forwarded-Host: evil.example", "-H", "X-Original-URL: /images/cover.jpg"])
+        .get(
+            "/images/cold.jpg",
+            &[
+                "-H",
+                "X-Forwarded-Host: evil.example",
+                "-H",
+                "X-Original-URL: /images/cover.jpg",
+            ],
+        )
         .await;
     assert_eq!(poison.status, 200);
     let next = curl.get("/images/cold.jpg", &[]).await;
     assert_eq!(next.header("x-cache"), Some("HIT from edge-a2"));
     assert!(next.body == object_bytes("/images/cold.jpg", 100_000));
     let r = edge.report();
-    assert_eq!(r.front.requests.get("400"), Some(&1), "{:?}", r.front.requests);
+    assert_eq!(
+        r.front.requests.get("400"),
+        Some(&1),
+        "{:?}",
+        r.front.requests
+    );
     // The cover under `Host: NAME` (the raw request) and `NAME:PORT`
     // (curl's), the cold object; the 400 not stored.
     assert_eq!((r.cache.stats.stored, r.cache.stats.not_stored), (3, 1));
@@ -461,8 +481,7 @@ async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_e
     let (listener, origin_port) = listen().await;
     tokio::spawn(async move { o.serve(listener, std::future::pending()).await });
     let (edge_port, _edge) = cache(dir.path(), "edge", origin_port).await;
-    let nginx =
-        NginxCache::start(&dir.path().join("nginx"), &paths, origin_port, NAME, 1).unwrap();
+    let nginx = NginxCache::start(&dir.path().join("nginx"), &paths, origin_port, NAME, 1).unwrap();
     let ours = Curl {
         root: paths.root_cert(),
         port: edge_port,
@@ -502,7 +521,9 @@ async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_e
             assert!(age.parse::<u64>().unwrap() >= 2, "{path}: Age {age}");
         }
         seen[i].1.push(how);
-        seen[i].2.push(outcome(&theirs.get(path, &[]).await, "nginx"));
+        seen[i]
+            .2
+            .push(outcome(&theirs.get(path, &[]).await, "nginx"));
     }
     for (what, a, b) in &seen {
         assert_eq!(a, b, "{what}: ours, then nginx's");

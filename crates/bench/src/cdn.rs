@@ -133,7 +133,10 @@ fn run(args: &CdnArgs, dir: &Path) -> Result<CdnReport> {
     let ng_parent = NginxCache::start(&dir.join("ng-parent"), &paths, origin_port, NAME, 2)?;
     let ng_edge = NginxCache::start(&dir.join("ng-edge"), &paths, ng_parent.port, NAME, 2)?;
 
-    eprintln!("cdn: nginx parent :{}, nginx edge :{}", ng_parent.port, ng_edge.port);
+    eprintln!(
+        "cdn: nginx parent :{}, nginx edge :{}",
+        ng_parent.port, ng_edge.port
+    );
     // Misses first, while everything is cold: one chain, then the other.
     let cold = |from: usize| -> Vec<String> {
         (from..from + args.misses)
@@ -161,7 +164,10 @@ fn run(args: &CdnArgs, dir: &Path) -> Result<CdnReport> {
         Ok(median(ms))
     };
     let miss_ms_ours = miss(edge_port, cold(0))?;
-    eprintln!("cdn: {} misses through ours: median {miss_ms_ours:.2} ms", args.misses);
+    eprintln!(
+        "cdn: {} misses through ours: median {miss_ms_ours:.2} ms",
+        args.misses
+    );
     let miss_ms_nginx = miss(ng_edge.port, cold(0))?;
     // Warm the cover at both edges.
     miss(edge_port, vec![COVER.into()])?;

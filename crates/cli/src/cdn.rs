@@ -52,7 +52,13 @@ pub struct Browsed {
 
 /// Fetches the pictures from `node` as its browser would: the name
 /// resolved by its resolver, one HTTPS connection to that edge.
-pub fn fetch(lab: &str, node: &str, host: &str, paths: &[String], timeout: Duration) -> Result<Browsed> {
+pub fn fetch(
+    lab: &str,
+    node: &str,
+    host: &str,
+    paths: &[String],
+    timeout: Duration,
+) -> Result<Browsed> {
     d11_lab::check_lab_name(lab)?;
     let dir = RunDir::new(lab);
     if !dir.exists() {
@@ -114,7 +120,11 @@ pub fn browse(args: &BrowseArgs) -> Result<ExitCode> {
         print!("{}", lines(&args.host, &b).join(""));
     }
     let ok = b.page.pictures.iter().all(|p| p.status == 200);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What `d11 browse` prints: how the name resolved, the connection, then

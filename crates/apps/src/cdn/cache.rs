@@ -382,7 +382,11 @@ const X_CACHE: &str = "x-cache";
 /// this cache is about to send (RFC 9111 § 4.3.2): a cache behind this one
 /// revalidating gets a 304, not the body again.
 fn validated(req: &request::Parts, head: &response::Parts) -> bool {
-    let text = |n| head.headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
+    let text = |n| {
+        head.headers
+            .get(n)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let etag = text(header::ETAG).unwrap_or("");
     let modified = text(header::LAST_MODIFIED).and_then(|v| httpdate::parse_http_date(v).ok());
     super::origin::not_modified_by(&req.headers, etag, modified)
@@ -408,7 +412,8 @@ fn ranged(req: &request::Parts, head: &mut response::Parts, body: Bytes) -> Byte
     if let Ok(v) = HeaderValue::from_str(&content_range) {
         head.headers.insert(header::CONTENT_RANGE, v);
     }
-    head.headers.insert(header::CONTENT_LENGTH, body.len().into());
+    head.headers
+        .insert(header::CONTENT_LENGTH, body.len().into());
     body
 }
 

@@ -87,7 +87,9 @@ impl NginxCache {
             }
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                return Err(std::io::Error::other(format!("nginx exited {status}: {log}")));
+                return Err(std::io::Error::other(format!(
+                    "nginx exited {status}: {log}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
