@@ -12,7 +12,7 @@
 //!   parent → origin) by one curl over one keep-alive connection: the
 //!   median time of a miss, ours ÷ nginx's.
 
-use crate::{median, RoundRatio};
+use crate::{finite, median, Figure, Goal, RoundRatio};
 use anyhow::{bail, Context, Result};
 use d11_apps::cdn::cache::{Cache, CacheSettings};
 use d11_apps::cdn::reference::NginxCache;
@@ -93,10 +93,38 @@ pub fn cdn(args: &CdnArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
     print!("{}", table(&r));
-    if let Some(f) = &args.json {
-        std::fs::write(f, serde_json::to_vec_pretty(&r)?)?;
+    crate::print_figures(&r.figures());
+    crate::write_json(args.json.as_deref(), &r)
+}
+
+impl CdnReport {
+    /// The figures, each the median of its rounds beside nginx's.
+    pub fn figures(&self) -> Vec<Figure> {
+        let med = |w: &[Wrk], f: fn(&Wrk) -> f64| finite(median(w.iter().map(f).collect()));
+        vec![
+            Figure {
+                figure: "edge hits: wrk requests/s on a warm object over TLS".into(),
+                value: med(&self.ours, |w| w.requests_per_s),
+                baseline: "nginx proxy_cache, the same policy",
+                base: med(&self.nginx, |w| w.requests_per_s),
+                goal: Goal::ratio_at_least(1.0),
+            },
+            Figure {
+                figure: "edge hits: wrk p99, ms".into(),
+                value: med(&self.ours, |w| w.p99_ms),
+                baseline: "nginx proxy_cache, the same policy",
+                base: med(&self.nginx, |w| w.p99_ms),
+                goal: Goal::ratio_at_most(1.0),
+            },
+            Figure {
+                figure: "a miss through edge → parent → origin, ms".into(),
+                value: finite(self.miss_ms_ours),
+                baseline: "through nginx edge and parent",
+                base: finite(self.miss_ms_nginx),
+                goal: None,
+            },
+        ]
     }
-    Ok(())
 }
 
 fn run(args: &CdnArgs, dir: &Path) -> Result<CdnReport> {

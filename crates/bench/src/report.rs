@@ -88,10 +88,12 @@ pub enum Bench {
     Vpn,
     /// DNS: our resolver vs. unbound (warm, cold), our authoritative server vs. nsd.
     Dns,
+    /// The CDN's edge vs. nginx proxy_cache (hits with wrk, misses), on loopback.
+    Cdn,
 }
 
 /// Every bench, in the order a report runs them.
-pub const BENCHES: [Bench; 12] = [
+pub const BENCHES: [Bench; 13] = [
     Bench::Core,
     Bench::Forward,
     Bench::Cloud,
@@ -104,6 +106,7 @@ pub const BENCHES: [Bench; 12] = [
     Bench::Bgp,
     Bench::Vpn,
     Bench::Dns,
+    Bench::Cdn,
 ];
 
 impl Bench {
@@ -133,6 +136,7 @@ impl Bench {
             }
             Bench::Bgp => "bgp: 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence",
             Bench::Vpn => "vpn: iperf3 through the VPN between the regions vs. the same path routed in clear, ESP alone, the gateway vs. a null element",
+            Bench::Cdn => "cdn: the CDN's edge and parent vs. nginx proxy_cache with the same policy: hits (wrk requests/s, p99), a miss through the chain",
             Bench::Dns => "dns: the carrier's resolver vs. unbound (warm queries/s, a cold walk), the shop's authoritative server vs. nsd",
         }
     }
@@ -151,6 +155,14 @@ impl Bench {
         }
         if self == Bench::Core {
             // No lab and no topology: nothing to shorten.
+            a.extend(["--json".into(), json.to_string_lossy().into_owned()]);
+            return a;
+        }
+        if self == Bench::Cdn {
+            // On loopback, no topology.
+            if quick {
+                a.extend(["--rounds", "1", "--seconds", "2", "--misses", "10"].map(String::from));
+            }
             a.extend(["--json".into(), json.to_string_lossy().into_owned()]);
             return a;
         }
@@ -241,6 +253,8 @@ pub struct Benches {
     pub vpn: Option<Outcome<crate::vpn::VpnBench>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<Outcome<crate::dns::DnsBench>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cdn: Option<Outcome<crate::cdn::CdnReport>>,
 }
 
 /// One bench's section of bench.md, whatever its result type.
@@ -301,6 +315,7 @@ impl Benches {
             Bench::Bgp => self.bgp = Some(run_bench(exe, b, args)?),
             Bench::Vpn => self.vpn = Some(run_bench(exe, b, args)?),
             Bench::Dns => self.dns = Some(run_bench(exe, b, args)?),
+            Bench::Cdn => self.cdn = Some(run_bench(exe, b, args)?),
         }
         Ok(())
     }
@@ -328,6 +343,7 @@ impl Benches {
                 Bench::Bgp => section(b, &self.bgp, |r| Body::rows(figure_rows(r.figures()))),
                 Bench::Vpn => section(b, &self.vpn, |r| Body::rows(figure_rows(r.figures()))),
                 Bench::Dns => section(b, &self.dns, |r| Body::rows(figure_rows(r.figures()))),
+                Bench::Cdn => section(b, &self.cdn, |r| Body::rows(figure_rows(r.figures()))),
             })
             .collect();
         out.sort_by_key(|s| BENCHES.iter().position(|b| *b == s.bench));
@@ -1564,6 +1580,12 @@ mod tests {
                     "vgw_seal_ns": 1100.0, "vgw_open_ns": 1500.0, "null_ns": 15.0,
                     "lab_vgw_n_ns_per_frame": 3000.0, "lab_border_n_ns_per_frame": 2500.0
                 })),
+                "cdn": ok(json!({
+                    "ours": [{"requests_per_s": 9000.0, "p50_ms": 4.0, "p99_ms": 12.0, "errors": 0}],
+                    "nginx": [{"requests_per_s": 10000.0, "p50_ms": 4.0, "p99_ms": 10.0, "errors": 0}],
+                    "miss_ms_ours": 1.2, "miss_ms_nginx": 1.5, "miss_ratio": 0.8,
+                    "connections": 50, "seconds": 2, "object_bytes": 120000
+                })),
                 "dns": ok(json!({
                     "resolver_qps": 150000.0, "unbound_qps": 120000.0,
                     "resolver_cold_us": 1800.0, "unbound_cold_us": 2000.0,
@@ -1618,6 +1640,11 @@ mod tests {
         ] {
             assert!(md.contains(row), "{row}\n{md}");
         }
+        // cdn: the edge against nginx.
+        assert!(
+            md.contains("| edge hits: wrk requests/s on a warm object over TLS | 9000 | nginx proxy_cache, the same policy | 10000 | 0.90× | ≥ 1.00×: **missed** |"),
+            "{md}"
+        );
         // dns: ours against unbound and nsd beside them.
         for row in [
             "| resolver, warm cache: dnsperf queries/s | 150000 | unbound beside it (1 thread, iterator) | 120000 | 1.25× | ≥ 1.00×: met |",
