@@ -123,6 +123,7 @@ pub struct SimHost {
     mac: MacAddr,
     address: Ipv4Cidr,
     gateway: Option<Ipv4Addr>,
+    mtu: u16,
     /// Its IP layer: ARP, the default route, ping, TCP (smoltcp).
     l3: L3,
     /// Packets asked for since the last timer (IPv4, no Ethernet header).
@@ -166,12 +167,23 @@ impl SimHost {
             mac,
             address,
             gateway,
+            mtu,
             l3,
             outgoing: Vec::new(),
             received: Vec::new(),
             frames_out: Vec::new(),
             frames_in: Vec::new(),
         }
+    }
+
+    /// A new address on its interface (the phone's baseband puts the one
+    /// the attach gave): its IP layer starts afresh on it; what it
+    /// received so far stays to be read.
+    pub fn set_address(&mut self, address: Ipv4Cidr) {
+        let mut h = SimHost::with_mtu(self.mac, address, self.gateway, self.mtu);
+        h.received = std::mem::take(&mut self.received);
+        h.frames_in = std::mem::take(&mut self.frames_in);
+        *self = h;
     }
 
     /// Sends a whole Ethernet frame as it is.

@@ -84,6 +84,20 @@ impl SimLab {
         Ok(SimLab { sim, nodes, links })
     }
 
+    /// The element `name` killed and built again from `topo` (the file
+    /// the lab was built from): its state is lost, its wires stay.
+    ///
+    /// # Panics
+    /// If `name` is not an element of `topo` (a mistake in the test).
+    pub fn restart(&mut self, topo: &Topology, name: &str) {
+        let element = topo
+            .build_element(name)
+            .unwrap_or_else(|| panic!("{name} is not an element"))
+            .unwrap_or_else(|e| panic!("{name} builds again: {}", e.message));
+        let id = self.node(name);
+        self.sim.restart_node(id, element);
+    }
+
     /// The node `name`.
     ///
     /// # Panics
