@@ -59,8 +59,10 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         "→ SYN-SENT",
         "ESTABLISHED",
         "Chapter 7",
-        "GTP-U TEID 0x200",
-        "into TEID 0x400",
+        // The attach's TEIDs: the sgw's pool from 0x2000000, the pgw's
+        // from 0x4000000.
+        "GTP-U TEID 0x20000",
+        "into TEID 0x40000",
         "SNATs the source 10.45.0.2:",
         "Chapter 8",
         "DNATs the destination 203.0.113.24:443 → 192.168.1.10:443",
