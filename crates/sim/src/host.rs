@@ -176,13 +176,16 @@ impl SimHost {
         }
     }
 
-    /// A new address on its interface (the phone's baseband puts the one
-    /// the attach gave): its IP layer starts afresh on it; what it
-    /// received so far stays to be read.
-    pub fn set_address(&mut self, address: Ipv4Cidr) {
-        let mut h = SimHost::with_mtu(self.mac, address, self.gateway, self.mtu);
+    /// A new address and default gateway on its interface (the phone's
+    /// baseband puts the ones the attach gave): its IP layer starts afresh
+    /// on them; what it received so far stays to be read, the whole frames
+    /// it was asked to send still go.
+    pub fn set_address(&mut self, address: Ipv4Cidr, gateway: Option<Ipv4Addr>) {
+        let mut h = SimHost::with_mtu(self.mac, address, gateway, self.mtu);
         h.received = std::mem::take(&mut self.received);
         h.frames_in = std::mem::take(&mut self.frames_in);
+        // Whole frames not yet sent (the phone's NAS) still go.
+        h.frames_out = std::mem::take(&mut self.frames_out);
         *self = h;
     }
 

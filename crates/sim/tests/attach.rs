@@ -445,6 +445,15 @@ fn phone(
             if let Some(reply) = bb.on_nas(nas).expect("the network's NAS checks") {
                 radio_nas(lab, &reply);
             }
+            // As the baseband app configures eth0: the attach's address
+            // and the default route via the pgw's 10.45.0.1.
+            if let Some(a) = bb.address() {
+                if lab.host("ue").address().addr() != a {
+                    let gw = Some(Ipv4Addr::new(10, 45, 0, 1));
+                    lab.host("ue")
+                        .set_address(Ipv4Cidr::new(a, 16).unwrap(), gw);
+                }
+            }
         }
     }
     seen
@@ -847,9 +856,7 @@ fn detach_then_attach_again_brings_new_teids_and_the_old_ones_are_gone() {
     phone(&mut lab, &mut hss, &mut bb, Duration::from_secs(2));
     assert_eq!(bb.state(), UeState::Attached);
     // The pool's next address: the PGW hands them out round the pool.
-    let a = Ipv4Addr::new(10, 45, 0, 3);
-    assert_eq!(bb.address(), Some(a));
-    lab.host("ue").set_address(Ipv4Cidr::new(a, 16).unwrap());
+    assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 3)));
     let teid = sgw_teid(&lab).expect("a new bearer");
     assert!(teid >= 0x0200_0000 && teid != old, "a new TEID: {teid:#x}");
     assert_eq!(ping_gateway(&mut lab, 3), [3]);
