@@ -126,6 +126,8 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
     assert!(bad.is_empty(), "{bad:?}");
 
     // `d11 detach`: the session, the address and the old TEIDs go.
+    let old = lab.phone_bearer()["sgw_s1u_teid"].as_u64().expect("a TEID");
+    assert!(old >= 0x0200_0000, "the sgw's own pool: {old:#x}");
     let o = d11(&["detach", "--name", &lab.name]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(show(&lab, &["ue"])["state"], "deregistered");
@@ -135,13 +137,13 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
     assert_eq!(show(&lab, &["sgw"])["sessions_total"], 0);
     let addr = lab.sh("ue", &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(!addr.contains("10.45.0.2"), "{addr}");
-    // A G-PDU in the old S1-U tunnel (TEID 0x200, the topology's) from the
-    // enb's wire: the sgw refuses it with an Error Indication to the enb.
+    // A G-PDU in the old S1-U tunnel (the TEID of the first attach) from
+    // the enb's wire: the sgw refuses it with an Error Indication to the enb.
     let sgw_mac = lab.sh("sgw", &["cat", "/sys/class/net/s1u/address"]);
     let sent = show(&lab, &["sgw"])["gtpu"]["error_indications_sent"]
         .as_u64()
         .unwrap_or(0);
-    lab.sh("enb", &["python3", "-c", &old_tunnel(sgw_mac.trim())]);
+    lab.sh("enb", &["python3", "-c", &old_tunnel(sgw_mac.trim(), old)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while show(&lab, &["enb"])["gtpu"]["error_indications_received"].as_u64() < Some(1) {
         assert!(std::time::Instant::now() < deadline, "no Error Indication");
@@ -150,24 +152,25 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
     let now = show(&lab, &["sgw"])["gtpu"]["error_indications_sent"].as_u64();
     assert_eq!(now, Some(sent + 1));
 
-    // `d11 attach`: the address again, in new tunnels.
+    // `d11 attach`: the pool's next address (the pgw hands its pool out
+    // in order), in new tunnels.
     let o = d11(&["attach", "--name", &lab.name]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("address 10.45.0.2"), "{}", text(&o));
+    assert!(text(&o).contains("address 10.45.0.3"), "{}", text(&o));
     lab.sh("ue", &["ping", "-c", "1", "-W", "2", "10.45.0.1"]);
-    // The new bearer is not the old tunnel: TEID 0x200 is still refused.
-    lab.sh("enb", &["python3", "-c", &old_tunnel(sgw_mac.trim())]);
+    // The new bearer is not the old tunnel: the old TEID is still refused.
+    lab.sh("enb", &["python3", "-c", &old_tunnel(sgw_mac.trim(), old)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while show(&lab, &["sgw"])["gtpu"]["error_indications_sent"].as_u64() < Some(sent + 2) {
         assert!(
             std::time::Instant::now() < deadline,
-            "TEID 0x200 taken again"
+            "TEID {old:#x} taken again"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(show(&lab, &["mme"])["ues"][0]["emm"], "registered");
     // `d11 trace` checks the new TEIDs against the elements' bearer tables
-    // (the topology's 0x200 is not what the order rides now).
+    // (the first attach's are not what the order rides now).
     let o = d11(&["trace", "--name", &lab.name, "--json"]);
     let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     assert_eq!(t["ok"], true, "d11 trace: {}", text(&o));
@@ -178,13 +181,13 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
         .filter_map(|h| h["tunnel"]["gtpu"]["teid"].as_u64())
         .collect();
     assert_eq!(teids.len(), 2, "{teids:?}");
-    assert!(!teids.contains(&0x200), "{teids:?}");
+    assert!(!teids.contains(&old), "{teids:?}");
 }
 
-/// Python in the enb's namespace: one G-PDU (TEID 0x200, an ICMP echo
+/// Python in the enb's namespace: one G-PDU (TEID `teid`, an ICMP echo
 /// from the phone inside) from the enb's S1-U address to the sgw's, on
 /// the s1u wire.
-fn old_tunnel(sgw_mac: &str) -> String {
+fn old_tunnel(sgw_mac: &str, teid: u64) -> String {
     format!(
         r#"
 import socket, struct
@@ -199,7 +202,7 @@ def ip(src, dst, proto, payload):
 icmp = struct.pack("!BBHHH", 8, 0, 0, 7, 1)
 icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
 inner = ip("10.45.0.2", "10.45.0.1", 1, icmp)
-gtp = struct.pack("!BBHI", 0x30, 255, len(inner), 0x200) + inner
+gtp = struct.pack("!BBHI", 0x30, 255, len(inner), {teid}) + inner
 udp = struct.pack("!HHHH", 2152, 2152, 8 + len(gtp), 0) + gtp
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("s1u", 0))

@@ -41,6 +41,19 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         "Chapter 3",
         "IMSI 001010000000001: Registered, APN internet, address 10.45.0.2",
         "the sgw's session for 001010000000001",
+        // The attach from `d11 up`'s capture, message by message.
+        "The phone's attach as the wires carried it",
+        // (in an Initial UE Message, or an Uplink NAS Transport when an
+        // earlier try met the mme before the hss)
+        ": NAS Attach Request",
+        "mme → hss   Diameter Authentication-Information-Request (AIR)",
+        "mme → enb   S1AP Downlink NAS Transport: NAS Authentication Request",
+        "mme → enb   S1AP Downlink NAS Transport: NAS Security Mode Command",
+        "Diameter Update-Location-Answer (ULA)",
+        "mme → sgw   GTPv2-C Create Session Request",
+        "sgw → pgw   GTPv2-C Create Session Request",
+        "mme → enb   S1AP Initial Context Setup Request: NAS Attach Accept",
+        "enb → mme   S1AP Uplink NAS Transport: NAS Attach Complete",
         "Chapter 3, continued: the shop's name",
         "(the phone, NATed) → 198.18.2.2 (resolver)  query www.geektime.com. A, recursion desired",
         "198.18.0.2 (dns-root) → 198.18.2.2 (resolver)  referral to com. 172800 NS a.gtld.lab.",
@@ -59,8 +72,10 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         "→ SYN-SENT",
         "ESTABLISHED",
         "Chapter 7",
-        "GTP-U TEID 0x200",
-        "into TEID 0x400",
+        // The attach's TEIDs: the sgw's pool from 0x2000000, the pgw's
+        // from 0x4000000.
+        "GTP-U TEID 0x20000",
+        "into TEID 0x40000",
         "SNATs the source 10.45.0.2:",
         "Chapter 8",
         "DNATs the destination 203.0.113.24:443 → 192.168.1.10:443",

@@ -1,6 +1,7 @@
 //! End-to-end test of `d11 load` in netns/double11.toml: simulated phones
-//! behind the eNodeB, each with its own UE address from the enb/sgw/pgw
-//! bearer range, its own smoltcp stack and rustls client, placing the
+//! behind the eNodeB, each attaching with its own IMSI of the hss's range
+//! and taking the address the pgw gives, its own smoltcp stack and rustls
+//! client, placing the
 //! story's order through both tunnels, the pgw's NAT, the carriers, the
 //! vgw, the l4lb and the controllers to the shop. Root only.
 
@@ -33,7 +34,8 @@ fn twenty_simulated_phones_each_place_two_orders_from_their_own_address() {
     assert_eq!(r["failed"], 0, "{r}");
     // Each accepted order is one confirmed row.
     assert_eq!(confirmed_orders(&lab) - before, 40);
-    // 20 phones, 20 addresses from the range (10.45.0.3 on), 40 keys.
+    // 20 phones, 20 addresses of the pgw's pool (the phone has 10.45.0.2;
+    // the pool is handed out in order: 10.45.0.3 on), 40 keys.
     let orders = v["orders"].as_array().expect("orders");
     let ues: BTreeSet<&str> = orders.iter().filter_map(|o| o["ue"].as_str()).collect();
     let keys: BTreeSet<&str> = orders
@@ -116,10 +118,21 @@ fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
     let orders = v["orders"].as_array().expect("orders");
     assert_eq!(orders.len(), 800, "{}", text(&o));
 
-    // The supervisor restarted the sgw (its bearers come from the
-    // topology), and a new order goes through.
+    // The supervisor restarted the sgw, with no session: the phones'
+    // next G-PDUs met Error Indications, the enb asked the mme to release
+    // them and the mme detached them with "re-attach required"; they
+    // attached again (the phone too, or its new order would not go through).
     let st = lab.status();
     assert!(node(&st, "sgw")["restarts"].as_u64() >= Some(1), "{st:#}");
+    let mme = d11(&["show", "--name", &lab.name, "mme", "--json"]);
+    let mme: Value = serde_json::from_slice(&mme.stdout).expect("show mme --json is JSON");
+    let detached = mme["counters"]["network_detaches"].as_u64().unwrap_or(0);
+    assert!(detached >= 1, "{:#}", mme["counters"]);
+    assert!(
+        v["report"]["attach"]["reattaches"].as_u64() >= Some(1),
+        "{}",
+        v["report"]
+    );
     let after = d11(&["order", "--name", &lab.name, "--json"]);
     assert!(after.status.success(), "{}", text(&after));
 

@@ -105,9 +105,13 @@ fn the_phone_pings_traces_curls_and_iperfs_through_both_tunnels_and_the_nat() {
         assert!(o.status.success(), "d11 show {node} {table}: {}", text(&o));
         serde_json::from_slice::<Value>(&o.stdout).expect("show --json is JSON")
     };
+    // One bearer, the phone's, with the TEIDs of its attach (the sgw's
+    // own pool, from 0x2000000).
     let bearers = show("sgw", "bearers");
+    assert_eq!(bearers.as_array().map(Vec::len), Some(1), "{bearers}");
     assert_eq!(bearers[0]["ue_ip"], UE, "{bearers}");
-    assert_eq!(bearers[0]["sgw_s1u_teid"], 0x200, "{bearers}");
+    let teid = bearers[0]["sgw_s1u_teid"].as_u64().unwrap_or(0);
+    assert!(teid >= 0x0200_0000, "{bearers}");
     let nat = show("pgw", "nat");
     let rows = nat.as_array().expect("nat rows");
     assert!(
@@ -133,6 +137,9 @@ fn every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malform
     require_root();
     let lab = Lab::up("double11.toml", "mobstack");
     let m = macs(&lab.status());
+    // The TEIDs the phone's attach made.
+    let b = lab.phone_bearer();
+    let teid = |k: &str| format!("{:#010x}", b[k].as_u64().unwrap_or(0));
     let dir = Scratch::new("mobstack");
     let file = dir.path("ping.pcapng");
     // Warm ARP everywhere so the captured ping is the steady state.
@@ -174,13 +181,16 @@ fn every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malform
     assert_eq!((&r[1], &r[2]), (&m["enb:s1u"], &m["sgw:s1u"]));
     assert_eq!(r[3], format!("172.16.1.1,{UE}"));
     assert_eq!(r[4], format!("172.16.1.2,{SERVER}"));
-    assert_eq!((r[5].as_str(), r[6].as_str()), ("0x00000200", "2152"));
+    assert_eq!(
+        (r[5].clone(), r[6].as_str()),
+        (teid("sgw_s1u_teid"), "2152")
+    );
     // S5: outer sgw → pgw, the pgw's TEID, the same inner packet.
     let r = row("sgw:s5");
     assert_eq!((&r[1], &r[2]), (&m["sgw:s5"], &m["pgw:s5"]));
     assert_eq!(r[3], format!("172.16.2.1,{UE}"));
     assert_eq!(r[4], format!("172.16.2.2,{SERVER}"));
-    assert_eq!((r[5].as_str(), r[6].as_str()), ("0x00000400", "2152"));
+    assert_eq!((r[5].clone(), r[6].as_str()), (teid("pgw_teid"), "2152"));
     // SGi: no tunnel, the source is the NAT address.
     let r = row("pgw:sgi");
     assert_eq!((&r[1], &r[2]), (&m["pgw:sgi"], &m["a2:sgi"]));
@@ -197,16 +207,8 @@ fn every_segment_carries_the_story_header_stack_and_tshark_finds_nothing_malform
         .into_iter()
         .map(|r| (r[0].clone(), r[1].clone()))
         .collect();
-    assert_eq!(
-        back.get("sgw:s5").map(String::as_str),
-        Some("0x00000300"),
-        "{back:?}"
-    );
-    assert_eq!(
-        back.get("enb:s1u").map(String::as_str),
-        Some("0x00000100"),
-        "{back:?}"
-    );
+    assert_eq!(back.get("sgw:s5"), Some(&teid("sgw_s5_teid")), "{back:?}");
+    assert_eq!(back.get("enb:s1u"), Some(&teid("enb_teid")), "{back:?}");
 
     let bad = bad_frames(&file);
     assert!(bad.is_empty(), "malformed frames: {bad:?}");

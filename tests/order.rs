@@ -147,12 +147,7 @@ fn the_phone_orders_over_tls_through_both_tunnels_both_nats_and_the_l4_proxy() {
     let tunnels: Vec<&Value> = hops.iter().map(|h| &h["tunnel"]).collect();
     // The phone's TEIDs are the attach's: the sgw's bearer table has them
     // (S1-U up to the sgw, S5 up to the pgw).
-    let o = d11(&["show", "--name", &lab.name, "sgw", "bearers", "--json"]);
-    let bearers: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    let phone = bearers
-        .as_array()
-        .and_then(|a| a.iter().find(|b| b["imsi"] == "001010000000001"))
-        .unwrap_or_else(|| panic!("no bearer of the phone: {}", text(&o)));
+    let phone = lab.phone_bearer();
     for want in [
         serde_json::json!({"gtpu": {"teid": phone["sgw_s1u_teid"]}}),
         serde_json::json!({"gtpu": {"teid": phone["pgw_teid"]}}),

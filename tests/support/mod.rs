@@ -126,6 +126,19 @@ impl Lab {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// The phone's bearer as the sgw holds it (`d11 show sgw bearers`):
+    /// the TEIDs its attach made.
+    pub fn phone_bearer(&self) -> serde_json::Value {
+        let o = d11(&["show", "--name", &self.name, "sgw", "bearers", "--json"]);
+        let bearers: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+        bearers
+            .as_array()
+            .and_then(|a| a.iter().find(|b| b["imsi"] == "001010000000001"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no bearer of the phone: {}", text(&o)))
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let o = d11(&["status", "--name", &self.name, "--json"]);
         assert!(o.status.success(), "d11 status failed:\n{}", text(&o));

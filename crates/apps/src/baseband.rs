@@ -118,6 +118,8 @@ pub struct Baseband {
     address: Option<std::net::Ipv4Addr>,
     /// The GUTI the Attach Accept gave, its identity in a Detach Request.
     guti: Option<d11_wire::nas::Guti>,
+    /// The network detached it with "re-attach required".
+    reattach: bool,
 }
 
 impl Baseband {
@@ -134,6 +136,7 @@ impl Baseband {
             capability: UE_NETWORK_CAPABILITY.to_vec(),
             address: None,
             guti: None,
+            reattach: false,
         })
     }
 
@@ -175,6 +178,12 @@ impl Baseband {
         let s = self.sec.as_mut()?;
         self.state = UeState::Detaching;
         Some(protect(s, sec::INTEGRITY_CIPHERED, &req.to_vec()))
+    }
+
+    /// Whether the network's Detach Request asked for a new attach
+    /// [TS 24.301 § 5.5.2.3.2]; asking clears it.
+    pub fn take_reattach(&mut self) -> bool {
+        std::mem::take(&mut self.reattach)
     }
 
     pub fn imsi(&self) -> &str {
@@ -321,6 +330,19 @@ impl Baseband {
                 self.address = None;
                 Ok(None)
             }
+            EmmMessage::NetworkDetachRequest { detach_type, .. }
+                if self.state != UeState::Deregistered =>
+            {
+                // [TS 24.301 § 5.5.2.3.2]: the bearer contexts go, Detach
+                // Accept answers; "re-attach required" (1) asks for a new
+                // attach once the signalling connection is released.
+                self.state = UeState::Deregistered;
+                self.address = None;
+                self.reattach = detach_type == 1;
+                let s = self.sec.as_mut().ok_or(BasebandError::Integrity)?;
+                let accept = EmmMessage::DetachAccept.to_vec();
+                Ok(Some(protect(s, sec::INTEGRITY_CIPHERED, &accept)))
+            }
             EmmMessage::AttachAccept { esm, guti, .. } => {
                 self.guti = guti;
                 // The default bearer: its address, and the accept of it
@@ -361,6 +383,11 @@ fn protect(s: &mut Security, header: u8, msg: &[u8]) -> Vec<u8> {
 /// How long the phone waits for the network's next NAS message before it
 /// sends its Attach Request again (the lab's T3410/T3411: 3 s, not 15/10).
 const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+/// After the network's Detach Request "re-attach required", the new
+/// Attach Request waits for the release of the signalling connection
+/// [TS 24.301 § 5.5.2.3.2]: the radio carriage has no RRC to say when
+/// the eNodeB let the UE context go, so a short guard stands in for it.
+pub const REATTACH_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The PLMN the phone's USIM belongs to: MCC 001 MNC 01, the test
 /// network's, the lab's [TS 24.008 § 10.5.1.13].
@@ -571,6 +598,10 @@ fn radio(
                     tracing::info!(%e, "NAS refused");
                     r.nas_refused += 1;
                 }
+            }
+            if bb.take_reattach() {
+                tracing::info!("detached by the network: re-attach required");
+                quiet_until = Instant::now() + REATTACH_AFTER;
             }
             if bb.state() == UeState::Deregistered && r.address.take().is_some() {
                 // Detached: the address and the route go before the state

@@ -517,6 +517,11 @@ pub struct Ran {
     attaching: Vec<usize>,
     /// Attach Requests sent per phone (index: phone).
     requests: Vec<u32>,
+    /// Phones the network detached with "re-attach required", and when
+    /// they attach again ([`crate::baseband::REATTACH_AFTER`]).
+    reattach: Vec<(usize, SmolInstant)>,
+    /// Attaches again after the network's Detach Request.
+    pub reattaches: u64,
     /// Attached phones by address (the pgw's, in any order).
     by_ip: HashMap<u32, usize>,
     /// NAS frames for the radio.
@@ -572,6 +577,8 @@ impl Ran {
             attach_queue: (0..cfg.phones).collect(),
             attaching: Vec::new(),
             requests: vec![0; cfg.phones],
+            reattach: Vec::new(),
+            reattaches: 0,
             by_ip: HashMap::with_capacity(cfg.phones),
             nas_out: Vec::new(),
             attaches: Vec::new(),
@@ -622,6 +629,9 @@ impl Ran {
         let Some(a) = ue.attach.take() else {
             return;
         };
+        if let (Some(old), AttachOutcome::Attached) = (ue.ip, outcome) {
+            return self.attached_again(i, old);
+        }
         let ip = ue
             .bb
             .address()
@@ -650,6 +660,26 @@ impl Ran {
         };
         self.last_attached = Some(now);
         self.stack_up(i, ip, now);
+    }
+
+    /// Phone `i` attached again after the network detached it: its
+    /// stack and orders carry on, on the new address if it changed (the
+    /// pgw gives an IMSI's session its address back).
+    fn attached_again(&mut self, i: usize, old: Ipv4Addr) {
+        let ue = &mut self.ues[i];
+        let Some(ip) = ue.bb.address().filter(|&a| a != old) else {
+            return;
+        };
+        if let Some(iface) = ue.iface.as_mut() {
+            let len = self.cfg.prefix_len;
+            iface.update_ip_addrs(|a| {
+                a.clear();
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), len));
+            });
+        }
+        ue.ip = Some(ip);
+        self.by_ip.remove(&u32::from(old));
+        self.by_ip.entry(u32::from(ip)).or_insert(i);
     }
 
     /// Phone `i`'s stack on `ip`, its orders queued.
@@ -771,6 +801,11 @@ impl Ran {
             Ok(None) => {}
             Err(_) => self.nas_refused += 1,
         }
+        if self.ues[i].bb.take_reattach() {
+            let after = crate::baseband::REATTACH_AFTER.as_millis() as u64;
+            self.reattach
+                .push((i, now + SmolDuration::from_millis(after)));
+        }
         match self.ues[i].bb.state() {
             UeState::Attached => self.attach_ended(i, AttachOutcome::Attached, now),
             UeState::Rejected(c) => self.attach_ended(i, AttachOutcome::Rejected(c), now),
@@ -783,6 +818,17 @@ impl Ran {
     fn attach_poll(&mut self, now: SmolInstant) {
         let retry = SmolDuration::from_millis(ATTACH_RETRY.as_millis() as u64);
         let timeout = SmolDuration::from_millis(self.cfg.attach_timeout.as_millis() as u64);
+        let mut k = 0;
+        while k < self.reattach.len() {
+            if now < self.reattach[k].1 {
+                k += 1;
+                continue;
+            }
+            let (i, _) = self.reattach.swap_remove(k);
+            self.reattaches += 1;
+            self.attach_request(i, now);
+            self.attaching.push(i);
+        }
         let ues = &self.ues;
         self.attaching.retain(|&i| ues[i].attach.is_some());
         for k in 0..self.attaching.len() {
@@ -857,7 +903,7 @@ impl Ran {
             .min();
         // Attaches are looked at again within 100 ms (their retries), the
         // next start within 1 ms.
-        let attaches = if !self.attach_queue.is_empty() {
+        let attaches = if !self.attach_queue.is_empty() || !self.reattach.is_empty() {
             Some(now + SmolDuration::from_millis(1))
         } else {
             (!self.attaching.is_empty()).then(|| now + SmolDuration::from_millis(100))
@@ -1079,6 +1125,9 @@ pub struct AttachReport {
     pub requests: u64,
     /// NAS from the network a phone refused.
     pub nas_refused: u64,
+    /// Attaches again after the network's Detach Request (an SGW restart).
+    #[serde(default)]
+    pub reattaches: u64,
 }
 
 impl Ran {
@@ -1096,6 +1145,7 @@ impl Ran {
             phones: self.cfg.phones,
             requests: self.requests.iter().map(|&n| u64::from(n)).sum(),
             nas_refused: self.nas_refused,
+            reattaches: self.reattaches,
             ..AttachReport::default()
         };
         let mut attach_ms = Vec::new();

@@ -187,6 +187,15 @@ fn narrate(d: &Runner, lab: &str, topology: &Path, file: &Path) -> Result<()> {
         let sgw: Option<SgwReport> = report_of(lab, &net, "sgw")?;
         let pgw: Option<PgwReport> = report_of(lab, &net, "pgw")?;
         print!("{}", chapter3(&mme, sgw.as_ref(), pgw.as_ref()));
+        // The attach `d11 up` waited for, as its capture has it.
+        let frames = crate::trace::read_capture(&bgp_file)?;
+        let start_ns = frames.iter().map(|f| f.ts_ns).min().unwrap_or(0);
+        let seen = crate::demo_attach::messages(&frames);
+        let f = bgp_file.to_string_lossy();
+        print!(
+            "{}",
+            crate::demo_attach::tell(&seen, start_ns, &net.addrs, &f)
+        );
     }
     if let Some((resolver, wire)) = dns {
         println!(

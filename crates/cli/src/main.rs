@@ -10,6 +10,7 @@ mod capture;
 mod cdn;
 mod converge;
 mod demo;
+mod demo_attach;
 mod demo_bgp;
 mod demo_dns;
 mod demo_vpn;

@@ -58,8 +58,11 @@ pub struct EnbSettings {
     /// S5 MAC in the story); the radio port's own MAC when absent.
     #[serde(default)]
     gateway_mac: Option<MacAddr>,
+    /// Static bearers (a user plane without an MME: netns/bench-mobile.toml);
+    /// with an MME, the attach makes them.
+    #[serde(default)]
     bearers: Vec<Bearer>,
-    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    /// Many static bearers in one line each.
     #[serde(default)]
     bearer_ranges: Vec<BearerRange>,
     /// The MME's S1-MME address: with it, the eNodeB sets up S1.
@@ -243,6 +246,31 @@ impl Enb {
         self.serve_s1(cx, out);
     }
 
+    /// An Error Indication from the SGW: the bearer whose uplink TEID it
+    /// names is gone there (the SGW restarted, or dropped it). The MME is
+    /// asked to release the UE [TS 23.007 § 20.3; TS 36.413 § 8.3.2],
+    /// which detaches it with "re-attach required". A scan of the
+    /// bearers: Error Indications are rare, and one per UE is acted on.
+    fn tunnel_refused(&mut self, cx: &mut Ctx, peer: Ipv4Addr, teid: Teid, out: &mut Outbox) {
+        if peer != self.sgw {
+            return;
+        }
+        let Some(name) = self
+            .bearers
+            .iter()
+            .find(|b| b.sgw_s1u_teid == teid)
+            .map(|b| b.imsi.clone())
+        else {
+            return;
+        };
+        let Some(s1) = self.s1.as_mut() else {
+            return;
+        };
+        if s1.release_request(self.router.l3_mut(), cx, &name) {
+            self.router.l3_mut().poll(cx, out);
+        }
+    }
+
     /// The bearer table, for a control plane to drive.
     pub fn bearers_mut(&mut self) -> &mut Bearers {
         &mut self.bearers
@@ -374,6 +402,8 @@ impl Element for Enb {
                 let r = &mut self.router;
                 if let Some(g) = self.gtpu.receive(r, cx, port, &ip, &udp, out) {
                     self.downlink(cx, g, out);
+                } else if let Some((peer, teid)) = self.gtpu.take_error_indication() {
+                    self.tunnel_refused(cx, peer, teid, out);
                 }
             }
             other => {

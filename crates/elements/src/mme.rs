@@ -190,6 +190,11 @@ pub enum EmmState {
     /// The UE's Detach Request taken: Delete Session sent on S11
     /// [TS 23.401 § 5.3.8.2.1]; Detach Accept and the release follow.
     Detaching,
+    /// The network's Detach Request sent, "re-attach required": its
+    /// session is gone (the SGW restarted, or the eNodeB's tunnel was
+    /// refused) [TS 24.301 § 5.5.2.3; TS 23.007 § 16.1.1]; the UE's
+    /// Detach Accept brings the release, and the UE attaches again.
+    NetworkDetaching,
     /// EMM-DEREGISTERED after a reject; the context goes with its release.
     Deregistered,
 }
@@ -275,6 +280,9 @@ struct UeCtx {
     switch_off: bool,
 }
 
+/// The network's detach type "re-attach required" [TS 24.301 § 9.9.3.7].
+const REATTACH_REQUIRED: u8 = 1;
+
 /// The default bearer's EPS bearer id [TS 24.301 § 9.3.2: 5 is the
 /// first one a UE's PDN connection gets].
 const DEFAULT_EBI: u8 = 5;
@@ -321,6 +329,12 @@ pub struct MmeCounters {
     pub modify_failures: u64,
     pub attach_completes: u64,
     pub detaches: u64,
+    /// Detach Requests of the network ("re-attach required") sent.
+    #[serde(default)]
+    pub network_detaches: u64,
+    /// UE Context Release Requests from the eNodeB.
+    #[serde(default)]
+    pub release_requests: u64,
     /// UE Context Release Complete from the eNodeB: contexts removed.
     pub releases: u64,
 }
@@ -472,6 +486,9 @@ impl Mme {
                 self.context_setup_done(cx, out, assoc, &pdu)
             }
             (Kind::Successful, proc::UE_CONTEXT_RELEASE) => self.released(assoc, &pdu),
+            (Kind::Initiating, proc::UE_CONTEXT_RELEASE_REQUEST) => {
+                self.release_request(cx, out, assoc, &pdu)
+            }
             (Kind::Unsuccessful, proc::INITIAL_CONTEXT_SETUP) => {
                 let id = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id);
                 tracing::info!(?id, "Initial Context Setup Failure");
@@ -511,10 +528,19 @@ impl Mme {
         while let Some(i) = self.s11.as_mut().and_then(GtpcEndpoint::incoming) {
             match i {
                 Incoming::PeerRestarted { peer } => {
-                    // TS 23.007 § 16.1.1: the SGW lost its sessions. The
-                    // sessions are rebuilt once S11 carries them (next slice).
+                    // TS 23.007 § 16.1.1: the SGW lost its sessions; each
+                    // UE whose session it held attaches again.
                     tracing::warn!(%peer, "SGW restarted (Recovery changed)");
                     self.counters.sgw_restarts += 1;
+                    let through: Vec<u32> = self
+                        .ues
+                        .iter()
+                        .filter(|(_, u)| u.bearer.as_ref().is_some_and(|b| b.sgw.addr == peer))
+                        .map(|(&id, _)| id)
+                        .collect();
+                    for id in through {
+                        self.network_detach(cx, out, id, false);
+                    }
                 }
                 Incoming::Response { seq, msg } => match self.pending_s11.remove(&seq) {
                     Some(ue) => self.s11_response(cx, ue, Some(&msg)),
@@ -635,6 +661,15 @@ impl Mme {
                 tracing::info!(imsi = %ue.imsi, cause = ?c, "Delete Session answered");
                 self.detach_accept(cx, mme_ue_id);
             }
+            (EmmState::NetworkDetaching | EmmState::Deregistered, p)
+                if p.as_ref()
+                    .is_none_or(|p| p.msg_type() == v2::msg::DELETE_SESSION_RESPONSE) =>
+            {
+                // The session of a UE detached by the network: what is
+                // left of it at the SGW goes (64 when nothing is).
+                let c = p.map(|p| crate::gtpc::response_cause(p.ie_bytes()));
+                tracing::info!(imsi = %ue.imsi, cause = ?c, "Delete Session answered");
+            }
             (_, Some(p)) if p.msg_type() == v2::msg::MODIFY_BEARER_RESPONSE => {
                 let c = crate::gtpc::response_cause(p.ie_bytes());
                 match ue.bearer.as_mut() {
@@ -680,6 +715,68 @@ impl Mme {
         self.pending_s11.insert(seq, mme_ue_id);
     }
 
+    /// Network-initiated detach, "re-attach required" [TS 24.301
+    /// § 5.5.2.3.1; TS 23.401 § 5.3.8.3]: the Detach Request to the UE
+    /// (protected), and Delete Session on S11 for what the SGW may still
+    /// hold (not after its restart: it holds nothing [TS 23.007
+    /// § 16.1.1]). T3422 is not run: a UE that does not answer keeps its
+    /// context until its next Attach Request starts over on it.
+    fn network_detach(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32, delete: bool) {
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        if ue.sec.is_none() || ue.emm == EmmState::NetworkDetaching {
+            return;
+        }
+        tracing::info!(imsi = %ue.imsi, "network detach: re-attach required");
+        self.counters.network_detaches += 1;
+        ue.emm = EmmState::NetworkDetaching;
+        let sgw = ue.bearer.take().map(|b| b.sgw);
+        let req = EmmMessage::NetworkDetachRequest {
+            detach_type: REATTACH_REQUIRED,
+            cause: None,
+        };
+        let nas = protect(ue, sec::INTEGRITY_CIPHERED, &req.to_vec());
+        self.downlink_nas(cx, mme_ue_id, &nas);
+        let (Some(sgw), Some(s11), true) = (sgw, self.s11.as_mut(), delete) else {
+            return;
+        };
+        let to = RequestTo {
+            peer: sgw.addr,
+            msg_type: v2::msg::DELETE_SESSION_REQUEST,
+            teid: Some(sgw.teid),
+        };
+        let seq = s11.request(&mut self.l3, cx, out, to, |m| {
+            m.ie(ie_type::EBI, 0, &[DEFAULT_EBI]);
+        });
+        self.pending_s11.insert(seq, mme_ue_id);
+    }
+
+    /// UE Context Release Request [TS 36.413 § 8.3.2]: the eNodeB lost
+    /// the UE's user plane (an Error Indication on S1-U). ECM-IDLE is not
+    /// built, so a registered UE is detached with "re-attach required";
+    /// one still attaching is released (it asks again after its retry).
+    fn release_request(&mut self, cx: &mut Ctx, out: &mut Outbox, assoc: AssocId, pdu: &S1apPdu) {
+        let Some(Ok(mme_ue_id)) = pdu.ie(id::MME_UE_S1AP_ID).map(ie::mme_ue_id) else {
+            self.counters.s1ap_malformed += 1;
+            return;
+        };
+        let Some(ue) = self.ues.get(&mme_ue_id).filter(|u| u.enb == assoc) else {
+            self.counters.s1ap_unhandled += 1;
+            return;
+        };
+        self.counters.release_requests += 1;
+        let cause = pdu.ie(id::CAUSE).map(ie::cause);
+        tracing::info!(imsi = %ue.imsi, ?cause, "UE Context Release Request");
+        match ue.emm {
+            EmmState::Registered | EmmState::WaitContextSetup => {
+                self.network_detach(cx, out, mme_ue_id, true)
+            }
+            EmmState::NetworkDetaching | EmmState::Detaching => {}
+            _ => self.release_command(cx, mme_ue_id, ie::NAS_NORMAL_RELEASE),
+        }
+    }
+
     /// Detach Accept [TS 24.301 § 8.2.10], then UE Context Release
     /// Command [TS 36.413 § 8.3.3] with cause NAS "detach".
     fn detach_accept(&mut self, cx: &mut Ctx, mme_ue_id: u32) {
@@ -695,6 +792,11 @@ impl Mme {
             );
             self.downlink_nas(cx, mme_ue_id, &nas);
         }
+        self.release_command(cx, mme_ue_id, ie::NAS_DETACH);
+    }
+
+    /// UE Context Release Command [TS 36.413 § 8.3.3] with a NAS cause.
+    fn release_command(&mut self, cx: &mut Ctx, mme_ue_id: u32, nas_cause: u8) {
         let Some(ue) = self.ues.get(&mme_ue_id) else {
             return;
         };
@@ -711,7 +813,7 @@ impl Mme {
                 ProtocolIe {
                     id: id::CAUSE,
                     criticality: Criticality::Ignore,
-                    value: ie::cause_value(ie::Cause::Nas(ie::NAS_DETACH)),
+                    value: ie::cause_value(ie::Cause::Nas(nas_cause)),
                 },
             ],
         };
@@ -1279,6 +1381,11 @@ impl Mme {
                 EmmState::Registered | EmmState::WaitContextSetup,
                 EmmMessage::DetachRequest { detach_type, .. },
             ) => self.detach(cx, out, mme_ue_id, detach_type),
+            (EmmState::NetworkDetaching, EmmMessage::DetachAccept) => {
+                tracing::info!(imsi = %ue.imsi, "Detach Accept: releasing");
+                ue.emm = EmmState::Deregistered;
+                self.release_command(cx, mme_ue_id, ie::NAS_DETACH);
+            }
             (EmmState::WaitContextSetup, EmmMessage::AttachComplete { esm }) => {
                 // With the Activate Default EPS Bearer Context Accept for
                 // the bearer it was offered [TS 24.301 § 6.4.1.3].

@@ -80,8 +80,11 @@ pub struct PgwSettings {
     /// The MTU the UE's link was given (default 1400).
     #[serde(default = "default_ue_mtu")]
     ue_mtu: u16,
+    /// Static bearers (a user plane without an MME: netns/bench-mobile.toml);
+    /// with an MME, the attach makes them.
+    #[serde(default)]
     bearers: Vec<Bearer>,
-    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    /// Many static bearers in one line each.
     #[serde(default)]
     bearer_ranges: Vec<BearerRange>,
 }

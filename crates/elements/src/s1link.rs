@@ -104,6 +104,9 @@ pub struct S1Row {
     pub ues: Vec<UeRow>,
     /// NAS from the radio before S1 is ready, or for no context.
     pub nas_dropped: u64,
+    /// UE Context Release Requests sent (the UE's tunnel refused).
+    #[serde(default)]
+    pub release_requests: u64,
 }
 
 /// One UE context of the eNodeB.
@@ -122,6 +125,8 @@ struct UeLink {
     stream: u16,
     /// The IMSI of its Attach Request (plain NAS), naming its bearer.
     imsi: Option<String>,
+    /// UE Context Release Request sent: once per context.
+    release_requested: bool,
 }
 
 /// An E-RAB the MME asked for in Initial Context Setup, for the eNodeB
@@ -145,6 +150,7 @@ pub struct S1Link {
     setups: u64,
     s1ap_dropped: u64,
     nas_dropped: u64,
+    release_requests: u64,
     ues: HashMap<u32, UeLink>,
     by_mac: HashMap<MacAddr, u32>,
     next_ue: u32,
@@ -167,6 +173,7 @@ impl S1Link {
             setups: 0,
             s1ap_dropped: 0,
             nas_dropped: 0,
+            release_requests: 0,
             ues: HashMap::new(),
             by_mac: HashMap::new(),
             next_ue: 1,
@@ -217,6 +224,53 @@ impl S1Link {
         {
             tracing::warn!(%e, "UE Context Release Complete not sent");
         }
+    }
+
+    /// UE Context Release Request [TS 36.413 § 8.3.2] for the UE whose
+    /// bearer is `name` (its IMSI, or "ue MAC"), cause Transport
+    /// "transport-resource-unavailable": the SGW refused its S1-U tunnel
+    /// with an Error Indication [TS 23.007 § 20.3]. Once per context;
+    /// false when no context with an MME id has that name.
+    pub fn release_request(&mut self, l3: &mut L3, cx: &mut Ctx, name: &str) -> bool {
+        let Some(assoc) = self.assoc else {
+            return false;
+        };
+        let found = self.ues.iter_mut().find(|(_, u)| match &u.imsi {
+            Some(i) => i == name,
+            None => name.strip_prefix("ue ") == Some(&u.mac.to_string()),
+        });
+        let Some((&enb_ue_id, ue)) = found else {
+            return false;
+        };
+        let Some(mme) = ue.mme_ue_id.filter(|_| !ue.release_requested) else {
+            return false;
+        };
+        ue.release_requested = true;
+        self.release_requests += 1;
+        tracing::info!(enb_ue_id, mac = %ue.mac, "UE Context Release Request: its tunnel is refused");
+        let pdu = S1apPdu {
+            kind: Kind::Initiating,
+            procedure: proc::UE_CONTEXT_RELEASE_REQUEST,
+            criticality: Criticality::Ignore,
+            ies: ProtocolIe::ue_ids(mme, enb_ue_id, Criticality::Reject)
+                .into_iter()
+                .chain([ProtocolIe {
+                    id: id::CAUSE,
+                    criticality: Criticality::Ignore,
+                    value: ie::cause_value(ie::Cause::Transport(
+                        ie::TRANSPORT_RESOURCE_UNAVAILABLE,
+                    )),
+                }])
+                .collect(),
+        };
+        let stream = ue.stream;
+        if let Err(e) = l3
+            .sctp_stack(cx)
+            .send(cx, assoc, stream, s1ap::PPID, &pdu.to_vec())
+        {
+            tracing::warn!(%e, "UE Context Release Request not sent");
+        }
+        true
     }
 
     /// E-RABs from Initial Context Setup Requests, for the eNodeB.
@@ -289,10 +343,12 @@ impl S1Link {
             self.s1ap_dropped += 1;
             return;
         };
-        let Some(ue) = self.ues.get(&enb_ue_id) else {
+        let Some(ue) = self.ues.get_mut(&enb_ue_id) else {
             self.s1ap_dropped += 1;
             return;
         };
+        // A new bearer: a refusal of it is worth a new request.
+        ue.release_requested = false;
         for erab in erabs {
             self.erabs.push(ErabSetup {
                 mac: ue.mac,
@@ -389,6 +445,7 @@ impl S1Link {
                         mme_ue_id: None,
                         stream,
                         imsi,
+                        release_requested: false,
                     },
                 );
                 self.by_mac.insert(mac, enb_ue_id);
@@ -600,6 +657,7 @@ impl S1Link {
                 v
             },
             nas_dropped: self.nas_dropped,
+            release_requests: self.release_requests,
         }
     }
 }

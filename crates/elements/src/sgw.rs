@@ -58,8 +58,11 @@ pub struct SgwSettings {
     enb: Ipv4Addr,
     /// The PGW's S5 address.
     pgw: Ipv4Addr,
+    /// Static bearers (a user plane without an MME: netns/bench-mobile.toml);
+    /// with an MME, the attach makes them.
+    #[serde(default)]
     bearers: Vec<Bearer>,
-    /// Many bearers in one line each (`d11 load`'s simulated phones).
+    /// Many static bearers in one line each.
     #[serde(default)]
     bearer_ranges: Vec<BearerRange>,
 }

@@ -61,6 +61,9 @@ pub struct Endpoint {
     /// Reused for every packet the element sends, so forwarding does not
     /// allocate once warm.
     scratch: Vec<u8>,
+    /// The last Error Indication received (its sender and the TEID it
+    /// names) until the element takes it [TS 29.281 § 7.3.1].
+    error_indication: Option<(Ipv4Addr, Teid)>,
 }
 
 impl Endpoint {
@@ -126,6 +129,7 @@ impl Endpoint {
                 self.stats.error_indications_received += 1;
                 let teid = gtpu::ie::error_indication_teid(g.payload());
                 tracing::info!(%peer, ?teid, "error indication received");
+                self.error_indication = teid.map(|t| (peer, t));
             }
             MessageType::EndMarker => self.stats.end_markers += 1,
             MessageType::SupportedExtensionHeadersNotification | MessageType::Unknown(_) => {
@@ -133,6 +137,12 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    /// The Error Indication the last [`Endpoint::receive`] took: the
+    /// peer that refused a G-PDU and the TEID it was sent to.
+    pub fn take_error_indication(&mut self) -> Option<(Ipv4Addr, Teid)> {
+        self.error_indication.take()
     }
 
     /// Answers a G-PDU for an unknown TEID with an Error Indication to its

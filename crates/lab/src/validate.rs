@@ -8,6 +8,10 @@ use d11_wire::{Ipv4Cidr, MacAddr};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+/// The host app that addresses its own port (the phone's baseband: the
+/// address of its attach), so its port is written without one.
+const ADDRESSES_ITS_PORT: &str = "baseband";
+
 /// Smallest IPv4 MTU [RFC 791] and the largest jumbo frame the lab allows.
 const MTU_RANGE: std::ops::RangeInclusive<u16> = 68..=9000;
 
@@ -303,6 +307,9 @@ impl Topology {
                     ));
                 }
                 match (n.kind, self.role(n).map(|r| r.info), p.address) {
+                    // The phone's baseband puts the address its attach
+                    // gave on the port (docs/attach.md).
+                    (NodeKind::Host, _, None) if n.app.as_deref() == Some(ADDRESSES_ITS_PORT) => {}
                     (NodeKind::Host, _, None) => return Err(self.error_at(
                         &format!("{key}.address"),
                         "missing: a host port needs an address (like \"10.45.0.2/16\") to speak IP",
@@ -674,6 +681,18 @@ b = "server:eth0"
     #[test]
     fn the_fixture_is_valid() {
         Topology::parse(GOOD, "good.toml").unwrap();
+    }
+
+    #[test]
+    fn a_host_port_needs_an_address_unless_a_baseband_attaches_for_it() {
+        let phone = "ports = [ { name = \"eth0\", address = \"10.45.0.2/16\", mtu = 1400 } ]\nroutes = [ { to = \"0.0.0.0/0\", via = \"10.45.0.1\" } ]";
+        let bare = "ports = [ { name = \"eth0\", mtu = 1400 } ]";
+        let e = broken(phone, bare);
+        assert_eq!(e.key(), "nodes[0] (\"phone\").ports[0].address");
+        assert!(e.to_string().contains("needs an address"), "{e}");
+        let usim = "config.usim = { imsi = \"001010000000001\", k = \"465b5ce8b199b49faa5f0a2ee238a6bc\", opc = \"cd63cb71954a9f4e48a5994e37a02baf\" }";
+        let text = GOOD.replacen(phone, &format!("{bare}\napp = \"baseband\"\n{usim}"), 1);
+        Topology::parse(&text, "netns/x.toml").expect("the baseband addresses eth0");
     }
 
     #[test]

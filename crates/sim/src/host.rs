@@ -123,6 +123,7 @@ pub struct SimHost {
     mac: MacAddr,
     address: Ipv4Cidr,
     gateway: Option<Ipv4Addr>,
+    mtu: u16,
     /// Its IP layer: ARP, the default route, ping, TCP (smoltcp).
     l3: L3,
     /// Packets asked for since the last timer (IPv4, no Ethernet header).
@@ -166,12 +167,26 @@ impl SimHost {
             mac,
             address,
             gateway,
+            mtu,
             l3,
             outgoing: Vec::new(),
             received: Vec::new(),
             frames_out: Vec::new(),
             frames_in: Vec::new(),
         }
+    }
+
+    /// A new address and default gateway on its interface (the phone's
+    /// baseband puts the ones the attach gave): its IP layer starts afresh
+    /// on them; what it received so far stays to be read, the whole frames
+    /// it was asked to send still go.
+    pub fn set_address(&mut self, address: Ipv4Cidr, gateway: Option<Ipv4Addr>) {
+        let mut h = SimHost::with_mtu(self.mac, address, gateway, self.mtu);
+        h.received = std::mem::take(&mut self.received);
+        h.frames_in = std::mem::take(&mut self.frames_in);
+        // Whole frames not yet sent (the phone's NAS) still go.
+        h.frames_out = std::mem::take(&mut self.frames_out);
+        *self = h;
     }
 
     /// Sends a whole Ethernet frame as it is.

@@ -6,6 +6,7 @@
 use crate::{LinkId, LinkParams, NodeId, Sim, SimHost};
 use d11_core::{ConfigError, Instant};
 use d11_lab::{NodeKind, Topology, Wire};
+use d11_wire::Ipv4Cidr;
 use std::collections::BTreeMap;
 
 /// Why a topology cannot run in the simulator.
@@ -56,7 +57,11 @@ impl SimLab {
                             ports: n.ports.len(),
                         });
                     };
-                    let address = p.address.expect("validated: a host port has an address");
+                    // A phone's port has no address until its baseband
+                    // attaches (a test then sets it: `SimHost::set_address`).
+                    let unaddressed = Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 32)
+                        .expect("a /32 is a prefix");
+                    let address = p.address.unwrap_or(unaddressed);
                     let gateway = n
                         .routes
                         .iter()
@@ -82,6 +87,20 @@ impl SimLab {
             links.insert(w.name(), id);
         }
         Ok(SimLab { sim, nodes, links })
+    }
+
+    /// The element `name` killed and built again from `topo` (the file
+    /// the lab was built from): its state is lost, its wires stay.
+    ///
+    /// # Panics
+    /// If `name` is not an element of `topo` (a mistake in the test).
+    pub fn restart(&mut self, topo: &Topology, name: &str) {
+        let element = topo
+            .build_element(name)
+            .unwrap_or_else(|| panic!("{name} is not an element"))
+            .unwrap_or_else(|e| panic!("{name} builds again: {}", e.message));
+        let id = self.node(name);
+        self.sim.restart_node(id, element);
     }
 
     /// The node `name`.

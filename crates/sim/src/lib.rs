@@ -190,6 +190,18 @@ impl Sim {
         id
     }
 
+    /// The node's process killed and started again: `node` (built afresh
+    /// from the same settings) takes its place on the same wires, with a
+    /// new seed, as the supervisor restarts a crashed element.
+    pub fn restart_node(&mut self, id: NodeId, node: Box<dyn SimNode>) {
+        let seed = self.node_seeds.next_u64();
+        let n = &mut self.nodes[id.0];
+        n.element = node;
+        n.timer = None;
+        n.cx = Ctx::new(self.now, seed);
+        self.touched.push(id);
+    }
+
     /// Plugs a link between two ports.
     ///
     /// # Panics

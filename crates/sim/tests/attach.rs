@@ -17,6 +17,7 @@ use d11_elements::s6a::PeerState;
 use d11_lab::Topology;
 use d11_sim::{LinkParams, SimLab};
 use d11_wire::diameter::{message_len, DiameterPacket};
+use d11_wire::Ipv4Cidr;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
@@ -444,6 +445,15 @@ fn phone(
             if let Some(reply) = bb.on_nas(nas).expect("the network's NAS checks") {
                 radio_nas(lab, &reply);
             }
+            // As the baseband app configures eth0: the attach's address
+            // and the default route via the pgw's 10.45.0.1.
+            if let Some(a) = bb.address() {
+                if lab.host("ue").address().addr() != a {
+                    let gw = Some(Ipv4Addr::new(10, 45, 0, 1));
+                    lab.host("ue")
+                        .set_address(Ipv4Cidr::new(a, 16).unwrap(), gw);
+                }
+            }
         }
     }
     seen
@@ -681,8 +691,8 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
     let ue = &mme.ues[0];
     assert_eq!(ue.emm, d11_elements::mme::EmmState::Registered);
     assert_eq!(ue.apn, "internet", "the APN of the HSS's subscription");
-    // The IMSI held 10.45.0.2 (the topology's bearer): the PGW replaces
-    // the session and keeps the address and its TEID [TS 29.274 § 7.2.1].
+    // The first free address of the PGW's pool (10.45.0.1 is the UE's
+    // gateway): no bearer is written in the topology.
     assert_eq!(ue.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
     assert_eq!(mme.counters.sessions_created, 1);
     let (sgw, pgw) = gateways(&lab);
@@ -719,7 +729,13 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
         })
         .collect();
     assert_eq!(replies, [(Ipv4Addr::new(10, 45, 0, 1), 9)]);
-    assert_eq!(pgw.tunnel.bearers_total, 10_001, "replaced, not added");
+    assert_eq!(pgw.tunnel.bearers_total, 1, "the attach's bearer alone");
+    let b = &sgw.tunnel.bearers[0];
+    let (up, down) = (b.sgw_s1u_teid.0, b.enb_teid.0);
+    assert!(
+        up >= 0x0200_0000 && down >= 0x0100_0000,
+        "{b:?}: the gateways' own pools"
+    );
     if common::tshark_agrees(&mut lab.sim, "attach-session.pcapng") {
         let gtp = tshark(
             &mut lab,
@@ -746,8 +762,8 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
             ],
             "Create Session on S11, on S5-C, their responses back, then Modify Bearer"
         );
-        // The ping on S1-U: up to the SGW's TEID, down to the eNodeB's —
-        // the topology's for this subscriber, which the gateways keep.
+        // The ping on S1-U: up to the SGW's TEID, down to the eNodeB's,
+        // both made by the attach.
         let teids = tshark(
             &mut lab,
             "attach-session.pcapng",
@@ -756,8 +772,8 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
         )
         .expect("tshark ran");
         assert_eq!(teids.len(), 4, "{teids:?}");
-        assert_eq!(teids[0], "172.16.1.2,10.45.0.1\t0x00000200");
-        assert_eq!(teids[3], "172.16.1.1,10.45.0.2\t0x00000100");
+        assert_eq!(teids[0], format!("172.16.1.2,10.45.0.1\t{up:#010x}"));
+        assert_eq!(teids[3], format!("172.16.1.1,10.45.0.2\t{down:#010x}"));
         // The Attach Accept in Initial Context Setup: the bearer's address.
         let ics = tshark(
             &mut lab,
@@ -772,7 +788,10 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
         .expect("tshark ran");
         assert_eq!(
             ics,
-            ["10.45.0.2\t00000200\t172.16.1.2", "\t00000100\t172.16.1.1"],
+            [
+                format!("10.45.0.2\t{up:08x}\t172.16.1.2"),
+                format!("\t{down:08x}\t172.16.1.1")
+            ],
             "the SGW's S1-U F-TEID down, the eNodeB's up"
         );
     }
@@ -796,14 +815,8 @@ fn ping_gateway(lab: &mut SimLab, seq: u16) -> Vec<u16> {
 #[test]
 fn detach_then_attach_again_brings_new_teids_and_the_old_ones_are_gone() {
     use d11_apps::baseband::UeState;
-    // Without d11 load's 10,000 bearers, so the reports list every one.
-    let text: String = TOPOLOGY
-        .lines()
-        .filter(|l| !l.starts_with("config.bearer_ranges"))
-        .map(|l| format!("{l}\n"))
-        .collect();
     let mut bb = baseband("001010000000001");
-    let (mut lab, mut hss, _) = attach(&text, 16, &mut bb);
+    let (mut lab, mut hss, _) = attach(TOPOLOGY, 16, &mut bb);
     assert_eq!(bb.state(), UeState::Attached);
     assert_eq!(ping_gateway(&mut lab, 1), [1]);
     let imsi = "001010000000001";
@@ -816,7 +829,8 @@ fn detach_then_attach_again_brings_new_teids_and_the_old_ones_are_gone() {
             .find(|b| b.imsi == imsi)
             .map(|b| b.sgw_s1u_teid.0)
     };
-    assert_eq!(sgw_teid(&lab), Some(0x200), "the topology's, kept");
+    let old = sgw_teid(&lab).expect("the attach's bearer");
+    assert!(old >= 0x0200_0000, "the sgw's own pool: {old:#x}");
     // The phone detaches: Delete Session, Detach Accept, UE Context Release.
     let req = bb.detach_request().expect("attached");
     radio_nas(&mut lab, &req);
@@ -841,9 +855,10 @@ fn detach_then_attach_again_brings_new_teids_and_the_old_ones_are_gone() {
     radio_nas(&mut lab, &req);
     phone(&mut lab, &mut hss, &mut bb, Duration::from_secs(2));
     assert_eq!(bb.state(), UeState::Attached);
-    assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 2)));
+    // The pool's next address: the PGW hands them out round the pool.
+    assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 3)));
     let teid = sgw_teid(&lab).expect("a new bearer");
-    assert!(teid >= 0x0200_0000, "a new TEID: {teid:#x}");
+    assert!(teid >= 0x0200_0000 && teid != old, "a new TEID: {teid:#x}");
     assert_eq!(ping_gateway(&mut lab, 3), [3]);
     if common::tshark_agrees(&mut lab.sim, "attach-detach.pcapng") {
         let seq = tshark(
@@ -873,20 +888,15 @@ fn detach_then_attach_again_brings_new_teids_and_the_old_ones_are_gone() {
 
 #[test]
 fn a_phone_without_an_address_gets_the_first_free_one_of_the_pool() {
-    // Without d11 load's 10,000 static bearers, IMSI ...002 has no address:
-    // the PGW gives it the first free one after the phone's 10.45.0.2.
-    let text: String = TOPOLOGY
-        .lines()
-        .filter(|l| !l.starts_with("config.bearer_ranges"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    // IMSI ...002 (d11 load's first) has no address: the PGW gives it the
+    // first free one of its pool, after the gateway's 10.45.0.1.
     let mut bb = baseband("001010000000002");
-    let (lab, _, _) = attach(&text, 15, &mut bb);
+    let (lab, _, _) = attach(TOPOLOGY, 15, &mut bb);
     let ue = &reports(&lab).1.ues[0];
-    assert_eq!(ue.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 3)));
+    assert_eq!(ue.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
     let (sgw, pgw) = gateways(&lab);
-    assert_eq!(sgw.tunnel.bearers_total, 2);
-    assert_eq!(pgw.sessions[0].ue_ip, Some(Ipv4Addr::new(10, 45, 0, 3)));
+    assert_eq!(sgw.tunnel.bearers_total, 1);
+    assert_eq!(pgw.sessions[0].ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
     // The bearer on both gateways: TEIDs the gateways chose.
     let imsi = "001010000000002";
     let b = sgw.tunnel.bearers.iter().find(|b| b.imsi == imsi);
@@ -897,7 +907,7 @@ fn a_phone_without_an_address_gets_the_first_free_one_of_the_pool() {
     let p = pgw.tunnel.bearers.iter().find(|b| b.imsi == imsi);
     let p = p.expect("the pgw's bearer");
     assert_eq!((p.pgw_teid, p.sgw_s5_teid), (b.pgw_teid, b.sgw_s5_teid));
-    assert_eq!(p.ue_ip, Ipv4Addr::new(10, 45, 0, 3));
+    assert_eq!(p.ue_ip, Ipv4Addr::new(10, 45, 0, 2));
 }
 
 #[test]
@@ -1140,4 +1150,143 @@ fn a_load_phone_whose_attach_request_is_lost_sends_it_again_after_3_s_and_attach
         assert_eq!(a.ms >= 3000.0, again, "{a:?}");
     }
     assert_eq!(reports(&lab).1.counters.attach_completes, 10);
+}
+
+/// The phone's NAS answered for `d`; after the network's Detach Request
+/// "re-attach required" it attaches again once [`REATTACH_AFTER`] passed,
+/// as the baseband app does.
+///
+/// [`REATTACH_AFTER`]: d11_apps::baseband::REATTACH_AFTER
+fn phone_reattaching(
+    lab: &mut SimLab,
+    hss: &mut HssPlay,
+    bb: &mut d11_apps::baseband::Baseband,
+    d: Duration,
+) -> Vec<d11_wire::nas::EmmMessage> {
+    let mut seen = vec![];
+    let end = lab.now() + d;
+    while lab.now() < end {
+        seen.extend(phone(lab, hss, bb, Duration::from_millis(20)));
+        if bb.take_reattach() {
+            phone(lab, hss, bb, d11_apps::baseband::REATTACH_AFTER);
+            let req = bb.attach_request();
+            radio_nas(lab, &req);
+        }
+    }
+    seen
+}
+
+/// A restarted sgw lost every session: the enb's next G-PDU for the
+/// phone meets an Error Indication [TS 29.281 § 7.3.1], the enb asks the
+/// mme to release the UE (UE Context Release Request, cause transport
+/// resource unavailable), the mme detaches it with "re-attach required"
+/// [TS 24.301 § 5.5.2.3] and the phone attaches again: new tunnels, the
+/// ping goes through, the pgw's session replaced (the same address).
+#[test]
+fn the_sgw_restarted_the_phones_tunnel_is_refused_and_it_attaches_again() {
+    use d11_apps::baseband::UeState;
+    let mut bb = baseband("001010000000001");
+    let (mut lab, mut hss, _) = attach(TOPOLOGY, 17, &mut bb);
+    assert_eq!(bb.state(), UeState::Attached);
+    assert_eq!(ping_gateway(&mut lab, 1), [1]);
+    let old = gateways(&lab).0.tunnel.bearers[0].enb_teid;
+    let topo = Topology::parse(TOPOLOGY, "double11.toml").expect("loads");
+    lab.restart(&topo, "sgw");
+    // The ping meets the restarted sgw, which has no bearer.
+    assert!(ping_gateway(&mut lab, 2).is_empty(), "no tunnel at the sgw");
+    let seen = phone_reattaching(&mut lab, &mut hss, &mut bb, Duration::from_secs(3));
+    assert!(
+        seen.iter().any(|m| matches!(
+            m,
+            d11_wire::nas::EmmMessage::NetworkDetachRequest { detach_type: 1, .. }
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(bb.state(), UeState::Attached, "{seen:?}");
+    assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 2)));
+    let (enb, mme) = reports(&lab);
+    let c = &mme.counters;
+    assert_eq!((c.release_requests, c.network_detaches), (1, 1), "{c:?}");
+    assert_eq!(c.attach_completes, 2);
+    assert_eq!(enb.s1.expect("s1").release_requests, 1);
+    assert!(enb.tunnel.gtpu.error_indications_received >= 1);
+    let (sgw, pgw) = gateways(&lab);
+    assert_eq!(sgw.sessions.len(), 1);
+    assert_eq!(pgw.sessions.len(), 1, "replaced, not added");
+    assert_eq!(pgw.sessions[0].ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
+    // The enb's tunnel end is new (the old context went with the
+    // release); the restarted sgw's TEID pool starts again where it did.
+    assert_ne!(
+        sgw.tunnel.bearers[0].enb_teid, old,
+        "{:?}",
+        sgw.tunnel.bearers
+    );
+    assert_eq!(ping_gateway(&mut lab, 3), [3]);
+    if common::tshark_agrees(&mut lab.sim, "attach-sgw-restart.pcapng") {
+        let seq = tshark(
+            &mut lab,
+            "attach-sgw-restart.pcapng",
+            "gtp.message == 26 || s1ap.procedureCode == 18 || s1ap.procedureCode == 23 \
+             || (s1ap && nas_eps.nas_msg_emm_type >= 0x41 && nas_eps.nas_msg_emm_type <= 0x46)",
+            &[
+                "ip.src",
+                "gtp.message",
+                "s1ap.procedureCode",
+                "nas_eps.nas_msg_emm_type",
+            ],
+        )
+        .expect("tshark ran");
+        // The first attach, then the refusal and what follows.
+        let from = seq
+            .iter()
+            .position(|l| l.contains("\t0x1a\t"))
+            .expect("an Error Indication");
+        assert_eq!(
+            seq[from..seq.len().min(from + 8)],
+            [
+                "172.16.1.2\t0x1a\t\t",
+                "172.16.3.1\t\t18\t",
+                "172.16.3.2\t\t11\t0x45",
+                "172.16.3.1\t\t13\t0x46",
+                "172.16.3.2\t\t23\t",
+                "172.16.3.1\t\t23\t",
+                "172.16.3.1\t\t12\t0x41",
+                "172.16.3.2\t\t9\t0x42",
+            ],
+            "{seq:?}: Error Indication, UE Context Release Request, Detach Request, \
+             Detach Accept, UE Context Release, then a new Attach Request and its \
+             Attach Accept"
+        );
+    }
+}
+
+/// The mme's Echo on S11 learns the sgw's new Recovery [TS 23.007
+/// § 16.1.1]: every UE whose session it held is detached with
+/// "re-attach required", with no user-plane traffic to notice it first.
+#[test]
+fn the_mme_learns_the_sgw_restarted_from_its_echo_and_the_phone_attaches_again() {
+    use d11_apps::baseband::UeState;
+    let mut bb = baseband("001010000000001");
+    let (mut lab, mut hss, _) = attach(TOPOLOGY, 18, &mut bb);
+    assert_eq!(bb.state(), UeState::Attached);
+    let before = reports(&lab).1.s11.expect("s11").peers[0].recovery;
+    let topo = Topology::parse(TOPOLOGY, "double11.toml").expect("loads");
+    lab.restart(&topo, "sgw");
+    // The next Echo is at most 60 s away.
+    phone_reattaching(&mut lab, &mut hss, &mut bb, Duration::from_secs(62));
+    let mme = reports(&lab).1;
+    let after = mme.s11.as_ref().expect("s11").peers[0].recovery;
+    assert_ne!(
+        before, after,
+        "this seed's restarted sgw has a new Recovery"
+    );
+    let c = &mme.counters;
+    assert_eq!(
+        (c.sgw_restarts, c.network_detaches, c.release_requests),
+        (1, 1, 0),
+        "{c:?}"
+    );
+    assert_eq!(bb.state(), UeState::Attached);
+    assert_eq!(gateways(&lab).0.sessions.len(), 1);
+    assert_eq!(ping_gateway(&mut lab, 1), [1]);
 }

@@ -2,7 +2,8 @@
 //! builds (netns/double11.toml): the phone's packets cross enb, sgw and pgw
 //! (GTP-U, NAT), the routers a2, c1, c2 and border, the cloud gateway (DNAT,
 //! VXLAN) and the vSwitches of both hosts, on a virtual clock, once the
-//! routers' BGP sessions have come up and their routes converged. The
+//! routers' BGP sessions have come up and their routes converged and the
+//! phone's bearer is in place (`common::phone_bearer`). The
 //! hosts' apps do not run here: the test plays the load balancer in vm-lb
 //! (a TCP relay to vm-ctl) and the controller in vm-ctl (an echo).
 
@@ -33,6 +34,8 @@ fn lab(seed: u64, loss: f64) -> SimLab {
     lab.sim.capture_pcapng();
     // The routers learn their routes by BGP first, as `d11 up` waits for.
     common::converge(&mut lab, Duration::from_secs(60));
+    // The phone's bearer, which its attach makes in the real lab.
+    common::phone_bearer(&mut lab);
     lab
 }
 

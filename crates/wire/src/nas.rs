@@ -83,6 +83,8 @@ pub const KSI_NONE: u8 = 7;
 /// IEI of the GUTI in Attach Accept and of AUTS in Authentication Failure.
 const IEI_GUTI: u8 = 0x50;
 const IEI_AUTS: u8 = 0x30;
+/// The EMM cause of the network's Detach Request [TS 24.301 § 8.2.11.2.2].
+const IEI_EMM_CAUSE: u8 = 0x53;
 
 /// Why bytes are not a NAS message the lab understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -349,6 +351,15 @@ pub enum EmmMessage {
         detach_type: u8,
         identity: MobileIdentity,
     },
+    /// The network's Detach Request [TS 24.301 § 8.2.11.2]: the type
+    /// (1 re-attach required, 2 re-attach not required, 3 IMSI detach)
+    /// and an optional EMM cause. It has no identity: an identity LV of
+    /// 0x53 octets cannot be, so the EMM cause's IEI (or nothing) after
+    /// the type tells it from the UE's [§ 8.2.11.1].
+    NetworkDetachRequest {
+        detach_type: u8,
+        cause: Option<u8>,
+    },
     DetachAccept,
     Status {
         cause: u8,
@@ -439,6 +450,21 @@ impl EmmMessage {
             emm::ATTACH_REJECT => EmmMessage::AttachReject { cause: r.octet()? },
             emm::DETACH_REQUEST => {
                 let o = r.octet()?;
+                match r.rest {
+                    [] => {
+                        return Ok(EmmMessage::NetworkDetachRequest {
+                            detach_type: o & 0x07,
+                            cause: None,
+                        })
+                    }
+                    [IEI_EMM_CAUSE, c] => {
+                        return Ok(EmmMessage::NetworkDetachRequest {
+                            detach_type: o & 0x07,
+                            cause: Some(*c),
+                        })
+                    }
+                    _ => {}
+                }
                 EmmMessage::DetachRequest {
                     ksi: o >> 4,
                     detach_type: o & 0x0f,
@@ -465,7 +491,9 @@ impl EmmMessage {
             EmmMessage::AttachAccept { .. } => emm::ATTACH_ACCEPT,
             EmmMessage::AttachComplete { .. } => emm::ATTACH_COMPLETE,
             EmmMessage::AttachReject { .. } => emm::ATTACH_REJECT,
-            EmmMessage::DetachRequest { .. } => emm::DETACH_REQUEST,
+            EmmMessage::DetachRequest { .. } | EmmMessage::NetworkDetachRequest { .. } => {
+                emm::DETACH_REQUEST
+            }
             EmmMessage::DetachAccept => emm::DETACH_ACCEPT,
             EmmMessage::Status { .. } => emm::EMM_STATUS,
             EmmMessage::Other { ty } => *ty,
@@ -534,6 +562,12 @@ impl EmmMessage {
             } => {
                 buf.push(ksi << 4 | detach_type & 0x0f);
                 identity.emit_lv(buf);
+            }
+            EmmMessage::NetworkDetachRequest { detach_type, cause } => {
+                buf.push(detach_type & 0x07);
+                if let Some(c) = cause {
+                    buf.extend_from_slice(&[IEI_EMM_CAUSE, *c]);
+                }
             }
             EmmMessage::AuthenticationReject
             | EmmMessage::SecurityModeComplete
@@ -696,6 +730,7 @@ mod tests {
     const ATTACH_REJECT_UNKNOWN: &str = "074408";
     const DETACH_REQUEST: &str = "074501080910100000000010";
     const DETACH_ACCEPT: &str = "0746";
+    const DETACH_REQUEST_REATTACH: &str = "074501";
 
     const IMSI: &str = "001010000000001";
 
@@ -803,6 +838,13 @@ mod tests {
                 },
             ),
             (DETACH_ACCEPT, EmmMessage::DetachAccept),
+            (
+                DETACH_REQUEST_REATTACH,
+                EmmMessage::NetworkDetachRequest {
+                    detach_type: 1,
+                    cause: None,
+                },
+            ),
         ]
     }
 

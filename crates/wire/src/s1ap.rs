@@ -816,6 +816,8 @@ pub mod ie {
     /// CauseNas: normal-release, authentication-failure, detach, unspecified.
     pub const NAS_NORMAL_RELEASE: u8 = 0;
     pub const NAS_DETACH: u8 = 2;
+    /// CauseTransport transport-resource-unavailable [§ 9.2.1.3].
+    pub const TRANSPORT_RESOURCE_UNAVAILABLE: u8 = 0;
     /// CauseMisc has six: unknown-PLMN (5) is the last [§ 9.2.1.3].
     const CAUSE_ROOT: [u64; 5] = [36, 2, 4, 7, 6];
     /// CauseMisc unknown-PLMN: an S1 Setup for a PLMN the MME does not serve.

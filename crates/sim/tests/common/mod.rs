@@ -142,3 +142,42 @@ pub fn converge(lab: &mut d11_sim::SimLab, max: Duration) -> Duration {
         assert!(took < max, "BGP not converged after {took:?}: {missing:?}");
     }
 }
+
+/// The phone's default bearer (IMSI 001010000000001, UE 10.45.0.2) put
+/// straight into the enb's, sgw's and pgw's tables, for scenarios of the
+/// user plane: the hosts' apps do not run in the simulator, so no
+/// baseband attaches (crates/sim/tests/attach.rs runs the attach). The
+/// TEIDs are the test's own: enb 0x100, sgw S1-U 0x200, S5 0x300, pgw 0x400;
+/// the phone gets the address and default route its baseband would put.
+pub fn phone_bearer(lab: &mut d11_sim::SimLab) {
+    use d11_elements::bearer::Bearer;
+    use d11_wire::gtpu::Teid;
+    let b = Bearer {
+        imsi: "001010000000001".into(),
+        ue_ip: std::net::Ipv4Addr::new(10, 45, 0, 2),
+        enb_teid: Teid(0x100),
+        sgw_s1u_teid: Teid(0x200),
+        sgw_s5_teid: Teid(0x300),
+        pgw_teid: Teid(0x400),
+    };
+    let gw = Some(std::net::Ipv4Addr::new(10, 45, 0, 1));
+    let ue = d11_wire::Ipv4Cidr::new(b.ue_ip, 16).expect("a prefix");
+    lab.host("ue").set_address(ue, gw);
+    let (enb, sgw, pgw) = (lab.node("enb"), lab.node("sgw"), lab.node("pgw"));
+    let put = |r: Result<(), d11_elements::bearer::BearerError>| r.expect("a new bearer");
+    put(lab
+        .sim
+        .node_mut::<d11_elements::enb::Enb>(enb)
+        .bearers_mut()
+        .put(b.clone()));
+    put(lab
+        .sim
+        .node_mut::<d11_elements::sgw::Sgw>(sgw)
+        .bearers_mut()
+        .put(b.clone()));
+    put(lab
+        .sim
+        .node_mut::<d11_elements::pgw::Pgw>(pgw)
+        .bearers_mut()
+        .put(b));
+}
