@@ -111,8 +111,17 @@ fn the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire() 
         .expect("python3 runs");
     assert!(parsed.status.success(), "{}", text(&parsed));
 
-    // The same capture read back, on S1-U inside GTP-U: the same segments.
-    let o = d11(&["tcpview", "-r", capture, "--wire", "enb:s1u", "--json"]);
+    // The same capture read back, on S1-U inside GTP-U: the same segments
+    // of the order's connection (the app's HTTPDNS lookup is one to 443
+    // too).
+    let conn = format!(
+        "{},{}",
+        v["order"]["local"].as_str().unwrap(),
+        v["order"]["remote"].as_str().unwrap()
+    );
+    let o = d11(&[
+        "tcpview", "-r", capture, "--wire", "enb:s1u", "--conn", &conn, "--json",
+    ]);
     assert!(o.status.success(), "d11 tcpview -r: {}", text(&o));
     let s1u: Value = serde_json::from_slice(&o.stdout).unwrap();
     let n = |v: &Value, dir: &str| {

@@ -6,6 +6,9 @@
 //! HTTP/1.1 responses, none a 5xx (a bad request is the client's error).
 //! The rest of the input is tried as the controller's JSON config.
 #![no_main]
+#[path = "common/http.rs"]
+mod http;
+
 use d11_apps::controller::{Controller, ControllerConfig};
 use d11_apps::pki;
 use libfuzzer_sys::fuzz_target;
@@ -33,24 +36,6 @@ fn controller() -> &'static Arc<Controller> {
 fuzz_target!(|data: &[u8]| {
     let ctl = controller();
     let reply = runtime().block_on(ctl.serve_plaintext(data));
-    // Responses one after the other, each with its Content-Length; hyper
-    // may also close without one (nothing parsed, or the client gone).
-    let mut rest = &reply[..];
-    while !rest.is_empty() {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(head)) = resp.parse(rest) else {
-            panic!("not an HTTP response: {:?}", String::from_utf8_lossy(rest));
-        };
-        let code = resp.code.unwrap_or(0);
-        assert!(!(500..600).contains(&code) || code == 503, "answered {code}: {:?}", String::from_utf8_lossy(&reply));
-        let len: usize = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-            .unwrap_or(0);
-        rest = rest.get(head + len..).expect("the body is as long as its Content-Length");
-    }
+    http::check_responses(&reply, |code| code == 503);
     let _ = serde_json::from_slice::<ControllerConfig>(data);
 });

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use d11_lab::tcpview::{self, Pick};
 use d11_lab::RunDir;
 use serde_json::json;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,9 +60,12 @@ pub fn run(args: &TcpViewArgs) -> Result<ExitCode> {
     if frames.is_empty() {
         bail!("{} holds no frames", file.display());
     }
-    let pick = match args.conn {
-        Some((a, b)) => Pick::Between(a, b),
-        None => Pick::Port(443),
+    // The order's own connection when this placed it (the app's HTTPDNS
+    // lookup goes to a port 443 too), else the first to port 443.
+    let pick = match (args.conn, order.as_ref().map(|o| (o.local, o.remote))) {
+        (Some((a, b)), _) => Pick::Between(a, b),
+        (None, Some((SocketAddr::V4(a), SocketAddr::V4(b)))) => Pick::Between(a, b),
+        _ => Pick::Port(443),
     };
     let view = tcpview::analyse(&frames, &args.wire, pick)
         .with_context(|| format!("reading {}", file.display()))?;

@@ -221,10 +221,11 @@ fn chapter_2_the_shop_is_reached_by_bgp_and_over_c3_while_c2_is_down() {
     assert_eq!(order_from_port(&mut lab, 5_000, 41001).len(), 5_000);
     let c3 = lab.sim.status(lab.node("c3"));
     // (c3's port to region north's border and its peering with c2 carry
-    // only BGP, its ports to the .com DNS server and its resolver nothing here.)
+    // only BGP, its ports to the .com DNS server, its resolver and its CDN
+    // edge nothing here.)
     assert!(
         (c3.ports.iter())
-            .filter(|(n, _)| !["c3bn", "com", "c3c2", "dns"].contains(&n.as_str()))
+            .filter(|(n, _)| !["c3bn", "com", "c3c2", "dns", "cdn"].contains(&n.as_str()))
             .all(|(_, p)| p.counters.tx_bytes > 5_000),
         "{:?}",
         c3.ports

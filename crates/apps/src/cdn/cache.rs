@@ -231,17 +231,17 @@ impl Cache {
             };
             match flight {
                 Flight::Lead(tx) => {
-                    let got = self.fetch_whole(&req).await;
+                    // Stored before the waiters are told, so that they find it.
+                    let got = self.fetch_whole(&req).await.map(|(head, body)| {
+                        let mut get = req.clone();
+                        get.method = Method::GET;
+                        let now = SystemTime::now();
+                        (self.store().fetched(&get, head, body.clone(), now), body)
+                    });
                     (self.inflight.lock().unwrap_or_else(|e| e.into_inner())).remove(&k);
                     let _ = tx.send(true);
                     return match got {
-                        Ok((head, body)) => {
-                            let mut get = req.clone();
-                            get.method = Method::GET;
-                            let now = SystemTime::now();
-                            let head = self.store().fetched(&get, head, body.clone(), now);
-                            self.respond(&req, Outcome::Miss, head, body)
-                        }
+                        Ok((head, body)) => self.respond(&req, Outcome::Miss, head, body),
                         Err(e) => failed(e),
                     };
                 }
