@@ -56,6 +56,18 @@ pub fn need_root(what: &str) -> anyhow::Result<()> {
 
 /// The median of the finite values of `v` (NaN when there are none): the
 /// benches report the median of their rounds.
+/// Linux's USER_HZ: the unit of CPU times in /proc/PID/stat and /proc/stat.
+pub const TICKS_PER_S: f64 = 100.0;
+
+/// utime + stime of every thread of `pid`, live or gone, in ticks.
+pub fn proc_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)": state is field 3, utime 14, stime 15 (proc(5)).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     v.sort_by(|a, b| a.total_cmp(b));

@@ -40,7 +40,7 @@
 //! not run the ports out at thousands of orders a second.
 
 use crate::lab::{self, write_topology, LabGuard, Scratch};
-use crate::{cell, finite, median};
+use crate::{cell, finite, median, proc_ticks, TICKS_PER_S};
 use anyhow::{bail, Context, Result};
 use d11_apps::controller::ControllerReport;
 use d11_apps::load::{self, Latency, LoadConfig, LoadReport};
@@ -114,8 +114,6 @@ const GOAL_L4LB_VS_HAPROXY: f64 = 1.0;
 /// Orders ending in this first stretch of each run are not counted.
 const WARMUP: Duration = Duration::from_secs(1);
 
-/// Linux's USER_HZ: the unit of CPU times in /proc/PID/stat and /proc/stat.
-const TICKS_PER_S: f64 = 100.0;
 
 /// The load balancer node and its VIP side address, as double11.toml has them.
 const LB_NODE: &str = "vm-lb";
@@ -620,7 +618,7 @@ fn order_request(lab: &str, dir: &RunDir) -> Result<OrderRequest> {
         resolv: d11_lab::netns_resolv_file(lab, "ue"),
     };
     let netns = d11_lab::netns_name(lab, "ue");
-    let resolved = d11_apps::dns::stub::lookup_in(&netns, &files, host, Duration::from_secs(5))
+    let resolved = d11_apps::dns::stub::lookup_in(&netns, &files, host)
         .with_context(|| format!("ue resolving {host}"))?;
     let ip = *resolved.addrs.first().context("no address")?;
     Ok(OrderRequest {
@@ -801,15 +799,6 @@ impl Snapshot {
         }
         Latency::of(&mut us)
     }
-}
-
-/// utime + stime of every thread of `pid`, live or gone, in ticks.
-fn proc_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state is field 3, utime 14, stime 15 (proc(5)).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// (busy, softirq) ticks of the machine from /proc/stat's `cpu` line.

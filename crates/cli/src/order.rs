@@ -181,7 +181,6 @@ pub fn lookup(lab: &str, node: &str, name: &str) -> Result<Resolved> {
         &d11_lab::netns_name(lab, node),
         &files,
         name,
-        Duration::from_secs(5),
     )
     .with_context(|| format!("{node} resolving {name}"))?;
     if r.addrs.is_empty() {

@@ -10,7 +10,8 @@
 //! * [`driver`]: the epoll loop calling the element, with counters and clean shutdown;
 //! * [`control`]: the per-process control socket (`status`, `ping`, `impair`) and its client;
 //! * `impair`: the driver's wire impairments and their delay queue;
-//! * [`capture`]: every wire into one pcapng, one named interface per wire.
+//! * [`capture`]: every wire into one pcapng, one named interface per wire;
+//! * [`udp`]: datagrams in batches (recvmmsg/sendmmsg) for the lab's UDP servers.
 //!
 //! Everything is synchronous, on one thread, with non-blocking fds and epoll.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -25,6 +26,7 @@ pub mod packet;
 pub mod port;
 mod sys;
 pub mod tap;
+pub mod udp;
 
 pub use capture::{stop_on_signals, Capture, CapturePoint, CaptureStats};
 pub use control::{ask, query, status, table, ControlServer};

@@ -15,7 +15,7 @@
 
 use super::httpdns::HttpDnsSettings;
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
-use super::{accept_tcp, serve_tcp, PORT};
+use super::{accept_tcp, serve_tcp, serve_udp, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
 use crate::https::{Front, FrontReport};
 use d11_core::settings::ConfigError;
@@ -565,25 +565,12 @@ impl crate::app::App for GslbApp {
                 }
             };
             info!(%at, zone = %s.zone, "gslb up");
-            let udp_loop = {
-                let g = gslb.clone();
-                async move {
-                    let mut buf = vec![0u8; 65535];
-                    loop {
-                        let (n, peer) = udp.recv_from(&mut buf).await?;
-                        let out = locked(&g).answer(&buf[..n], peer.ip(), Transport::Udp).0;
-                        if let Some(out) = out {
-                            let _ = udp.send_to(&out, peer).await;
-                        }
-                    }
-                    #[allow(unreachable_code)]
-                    Ok::<(), std::io::Error>(())
-                }
-            };
             tokio::select! {
                 _ = shutdown => Ok(()),
                 _ = checker => Ok(()),
-                r = udp_loop => Ok(r?),
+                r = serve_udp(&udp, |q, peer| {
+                    locked(&gslb).answer(q, peer.ip(), Transport::Udp).0
+                }) => Ok(r?),
                 r = accept_tcp(tcp, |conn, peer| {
                     let g = gslb.clone();
                     serve_tcp(conn, move |msg| {

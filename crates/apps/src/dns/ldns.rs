@@ -514,36 +514,31 @@ impl Resolver {
         }
     }
 
-    /// Answers datagrams on `sock` forever: from the cache in this loop,
-    /// each resolution in its own task.
+    /// Answers datagrams on `sock` forever: from the cache in this loop
+    /// (a batch at a time, [`super::serve_udp`]), each resolution in its
+    /// own task.
     pub async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>) -> std::io::Result<()> {
-        let mut buf = vec![0u8; 65535];
-        loop {
-            let (n, peer) = sock.recv_from(&mut buf).await?;
-            match self.start(&buf[..n], peer.ip(), Transport::Udp) {
-                Start::Reply(Some(out)) => {
-                    let _ = sock.send_to(&out, peer).await;
-                }
-                Start::Reply(None) => {}
+        super::serve_udp(&sock, |query, peer| {
+            match self.start(query, peer.ip(), Transport::Udp) {
+                Start::Reply(out) => out,
                 Start::Resolve(job) => {
                     let (a, lookup, next) = *job;
                     let Some(flight) = self.flight(&a) else {
                         bump(&self.counters.busy);
                         debug!(%peer, "busy: query dropped");
-                        continue;
+                        return None;
                     };
                     let (me, sock) = (self.clone(), sock.clone());
                     tokio::spawn(async move {
-                        let Some(answer) = me.fly(flight, lookup, next).await else {
-                            return;
-                        };
-                        if let Some(out) = me.respond(a, answer) {
-                            let _ = sock.send_to(&out, peer).await;
-                        }
+                        let answer = me.fly(flight, lookup, next).await?;
+                        let out = me.respond(a, answer)?;
+                        sock.send_to(&out, peer).await.ok()
                     });
+                    None
                 }
             }
-        }
+        })
+        .await
     }
 
     pub fn report(&self) -> ResolverReport {

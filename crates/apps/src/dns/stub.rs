@@ -1,7 +1,11 @@
 //! The phone's stub resolver (what a phone's libc does for an app): the
 //! hosts file first, then each `nameserver` of resolv.conf(5) in turn, a
 //! recursive query (RD) over UDP with EDNS, again over TCP when the answer
-//! comes truncated [RFC 7766 § 5]; the CNAMEs followed and the addresses
+//! comes truncated [RFC 7766 § 5]; a query with no answer within
+//! `options timeout:` is sent again, `options attempts:` rounds over the
+//! servers in all (glibc's defaults, 5 s and 2: a stub retransmits, RFC
+//! 1123 § 6.1.3.3, as a datagram lost to a phone re-attaching would
+//! otherwise fail the app); the CNAMEs followed and the addresses
 //! at the chain's end, with the TTL the answer may be kept for (the least
 //! of the chain's, RFC 2181 § 5.2).
 //!
@@ -66,15 +70,46 @@ pub fn from_hosts(path: &Path, name: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// The `nameserver` lines of a resolv.conf(5).
-pub fn nameservers(path: &Path) -> Vec<IpAddr> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
+/// What the stub reads from a resolv.conf(5): its `nameserver` lines and
+/// the `timeout:` and `attempts:` of its `options`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvConf {
+    pub servers: Vec<IpAddr>,
+    /// How long one query waits for its answer.
+    pub timeout: Duration,
+    /// Rounds over the servers before the name fails.
+    pub attempts: u32,
+}
+
+impl ResolvConf {
+    /// resolv.conf(5) at `path`; glibc's defaults (5 s, 2 rounds, the
+    /// same caps: 30 s, 5) where it says nothing, or for a missing file.
+    pub fn read(path: &Path) -> ResolvConf {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut conf = ResolvConf {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+        };
+        for l in text.lines() {
             let mut f = l.split_whitespace();
-            (f.next()? == "nameserver").then(|| f.next()?.parse().ok())?
-        })
-        .collect()
+            match f.next() {
+                Some("nameserver") => conf.servers.extend(f.next().and_then(|a| a.parse::<IpAddr>().ok())),
+                Some("options") => {
+                    for o in f {
+                        let n = |v: &str| v.parse::<u32>().ok();
+                        if let Some(t) = o.strip_prefix("timeout:").and_then(n) {
+                            conf.timeout = Duration::from_secs(t.clamp(1, 30).into());
+                        } else if let Some(a) = o.strip_prefix("attempts:").and_then(n) {
+                            conf.attempts = a.clamp(1, 5);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        conf
+    }
 }
 
 /// The query a stub sends: RD set, EDNS with a 1232-octet buffer.
@@ -170,7 +205,7 @@ fn ask(server: IpAddr, q: &Message, timeout: Duration) -> std::io::Result<(Messa
 
 /// Resolves `name` as the namespace the calling thread is in would: the
 /// hosts file, then each nameserver.
-pub fn lookup(files: &StubFiles, name: &str, timeout: Duration) -> Result<Resolved, StubError> {
+pub fn lookup(files: &StubFiles, name: &str) -> Result<Resolved, StubError> {
     if let Some(a) = from_hosts(&files.hosts, name) {
         return Ok(Resolved {
             name: name.to_string(),
@@ -184,17 +219,18 @@ pub fn lookup(files: &StubFiles, name: &str, timeout: Duration) -> Result<Resolv
     }
     let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
         .map_err(|_| StubError::Name(name.to_string()))?;
-    let servers = nameservers(&files.resolv);
-    if servers.is_empty() {
+    let conf = ResolvConf::read(&files.resolv);
+    if conf.servers.is_empty() {
         return Err(StubError::NoResolver {
             name: name.to_string(),
             resolv: files.resolv.display().to_string(),
         });
     }
     let mut errors = Vec::new();
-    for server in servers {
-        let q = query(random_id(), &fqdn);
-        match ask(server, &q, timeout) {
+    let q = query(random_id(), &fqdn);
+    let tries = (0..conf.attempts).flat_map(|_| conf.servers.iter().copied());
+    for server in tries {
+        match ask(server, &q, conf.timeout) {
             Ok((m, tcp)) => match read_answer(&fqdn, &m) {
                 Ok((cnames, addrs, ttl)) => {
                     return Ok(Resolved {
@@ -224,12 +260,11 @@ pub fn lookup_in(
     netns: &str,
     files: &StubFiles,
     name: &str,
-    timeout: Duration,
 ) -> anyhow::Result<Resolved> {
     let (netns, files, name) = (netns.to_string(), files.clone(), name.to_string());
     std::thread::spawn(move || -> anyhow::Result<Resolved> {
         let _in = d11_io::NetnsGuard::enter(&netns)?;
-        Ok(lookup(&files, &name, timeout)?)
+        Ok(lookup(&files, &name)?)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the resolving thread panicked"))?
@@ -288,13 +323,22 @@ mod tests {
             "# d11\nsearch lab\nnameserver 198.18.2.2\nnameserver x\n",
         )
         .unwrap();
-        assert_eq!(nameservers(&resolv), [IpAddr::from([198, 18, 2, 2])]);
+        let conf = ResolvConf::read(&resolv);
+        assert_eq!(conf.servers, [IpAddr::from([198, 18, 2, 2])]);
+        assert_eq!((conf.timeout, conf.attempts), (Duration::from_secs(5), 2));
+        std::fs::write(
+            &resolv,
+            "nameserver 198.18.2.2\noptions rotate timeout:1 attempts:9\n",
+        )
+        .unwrap();
+        let conf = ResolvConf::read(&resolv);
+        assert_eq!((conf.timeout, conf.attempts), (Duration::from_secs(1), 5));
         let files = StubFiles {
             hosts: dir.path().join("none"),
             resolv: dir.path().join("none"),
         };
         assert!(matches!(
-            lookup(&files, "www.geektime.com", Duration::from_millis(10)),
+            lookup(&files, "www.geektime.com"),
             Err(StubError::NoResolver { .. })
         ));
     }
