@@ -191,8 +191,79 @@ fn the_phone_walks_root_com_and_the_shop_by_hand_and_nsd_answers_alike() {
         ] {
             rfc8906(&lab, server, zone);
         }
+
+        flood(&lab, &scratch);
     }
     assert_gone(&name);
+}
+
+/// A query flood against the shop's server (dnsperf from the carrier's
+/// resolver's namespace, as many queries in flight as it can, distinct
+/// names, most of them NXDOMAIN): the phone's own queries are still
+/// answered while it lasts, every flood query the server read is counted
+/// under an outcome, and the server's memory does not grow with it.
+fn flood(lab: &Lab, scratch: &Scratch) {
+    let names: String = (0..2000)
+        .map(|i| format!("flood-{i}.geektime.com A\n"))
+        .collect();
+    let file = scratch.path("flood.txt");
+    std::fs::write(&file, names).unwrap();
+    let pid = node(&lab.status(), "dns-shop")["pid"]
+        .as_u64()
+        .expect("dns-shop's pid");
+    let rss = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = (report(lab, "dns-shop"), rss());
+    let dnsperf = std::process::Command::new(d11_bin())
+        .args(["exec", "--name", &lab.name, "resolver", "--"])
+        .args(["dnsperf", "-s", "198.18.1.2", "-d"])
+        .arg(&file)
+        .args(["-l", "6", "-c", "8", "-q", "2000", "-t", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Under the flood (it runs 6 s; these take well under that).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for _ in 0..5 {
+        let out = lab.sh(
+            "ue",
+            &["dig", "+norec", "+tries=3", "+time=1", "@198.18.1.2", "geektime.com", "SOA"],
+        );
+        assert!(
+            out.contains("status: NOERROR") && out.contains("geektime.com.\t\t3600\tIN\tSOA"),
+            "the phone's query during the flood:\n{out}"
+        );
+    }
+    let o = dnsperf.wait_with_output().unwrap();
+    let perf = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{perf}");
+    let sent: u64 = perf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Queries sent:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("dnsperf's output: {perf}"));
+    let after = (report(lab, "dns-shop"), rss());
+    let c = |r: &serde_json::Value, k: &str| r["counters"][k].as_u64().unwrap();
+    let read = c(&after.0, "udp_queries") - c(&before.0, "udp_queries");
+    let outcomes: u64 = [
+        "answers", "referrals", "nodata", "nxdomain", "refused", "formerr", "notimp", "badvers",
+        "truncated", "dropped",
+    ]
+    .iter()
+    .map(|k| c(&after.0, k) - c(&before.0, k))
+    .sum();
+    assert!(sent > 10_000, "a flood: {perf}");
+    assert!(read >= 5, "the server read the flood: {read} of {sent}");
+    assert_eq!(read, outcomes, "each query read has an outcome: {:#}", after.0);
+    assert!(
+        after.1 < before.1 + 8 * 1024,
+        "dns-shop's RSS grew from {} to {} KiB under {sent} queries",
+        before.1,
+        after.1
+    );
 }
 
 /// What RFC 8906 § 8 expects of an authoritative server for `zone`: each
