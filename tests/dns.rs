@@ -230,7 +230,15 @@ fn flood(lab: &Lab, scratch: &Scratch) {
     for _ in 0..5 {
         let out = lab.sh(
             "ue",
-            &["dig", "+norec", "+tries=3", "+time=1", "@198.18.1.2", "geektime.com", "SOA"],
+            &[
+                "dig",
+                "+norec",
+                "+tries=3",
+                "+time=1",
+                "@198.18.1.2",
+                "geektime.com",
+                "SOA",
+            ],
         );
         assert!(
             out.contains("status: NOERROR") && out.contains("geektime.com.\t\t3600\tIN\tSOA"),
@@ -249,15 +257,27 @@ fn flood(lab: &Lab, scratch: &Scratch) {
     let c = |r: &serde_json::Value, k: &str| r["counters"][k].as_u64().unwrap();
     let read = c(&after.0, "udp_queries") - c(&before.0, "udp_queries");
     let outcomes: u64 = [
-        "answers", "referrals", "nodata", "nxdomain", "refused", "formerr", "notimp", "badvers",
-        "truncated", "dropped",
+        "answers",
+        "referrals",
+        "nodata",
+        "nxdomain",
+        "refused",
+        "formerr",
+        "notimp",
+        "badvers",
+        "truncated",
+        "dropped",
     ]
     .iter()
     .map(|k| c(&after.0, k) - c(&before.0, k))
     .sum();
     assert!(sent > 10_000, "a flood: {perf}");
     assert!(read >= 5, "the server read the flood: {read} of {sent}");
-    assert_eq!(read, outcomes, "each query read has an outcome: {:#}", after.0);
+    assert_eq!(
+        read, outcomes,
+        "each query read has an outcome: {:#}",
+        after.0
+    );
     assert!(
         after.1 < before.1 + 8 * 1024,
         "dns-shop's RSS grew from {} to {} KiB under {sent} queries",

@@ -141,7 +141,10 @@ fn the_sgw_killed_under_load_comes_back_and_no_order_is_doubled() {
         if after.status.success() {
             break;
         }
-        eprintln!("the order after the restart failed; again:\n{}", text(&after));
+        eprintln!(
+            "the order after the restart failed; again:\n{}",
+            text(&after)
+        );
         after = d11(&["order", "--name", &lab.name, "--json"]);
     }
     assert!(after.status.success(), "{}", text(&after));

@@ -289,7 +289,8 @@ fn dnsperf(
         let v = out.lines().find_map(|l| l.trim().strip_prefix(name))?;
         v.split_whitespace().next()?.parse().ok()
     };
-    let (Some(qps), Some(done)) = (field("Queries per second:"), field("Queries completed:")) else {
+    let (Some(qps), Some(done)) = (field("Queries per second:"), field("Queries completed:"))
+    else {
         bail!("dnsperf printed no rate: {}", out.trim());
     };
     Ok(Run {
@@ -403,15 +404,7 @@ pub fn dns(args: &DnsArgs) -> Result<()> {
         PEER_PORT,
     )?;
     let nsd_dir = scratch.0.join("nsd");
-    let _nsd = Peer::nsd(
-        &exe,
-        &lab.name,
-        AUTH.0,
-        &nsd_dir,
-        AUTH.1,
-        PEER_PORT,
-        &zones,
-    )?;
+    let _nsd = Peer::nsd(&exe, &lab.name, AUTH.0, &nsd_dir, AUTH.1, PEER_PORT, &zones)?;
     let mut r = DnsBench::default();
 
     // Cold first, while the GSLB's answers are not cached anywhere.
@@ -447,7 +440,10 @@ pub fn dns(args: &DnsArgs) -> Result<()> {
         }
     }
     // The peers' processes, by the config file on their command line.
-    let unbound_conf = unbound_dir.join("unbound.conf").to_string_lossy().into_owned();
+    let unbound_conf = unbound_dir
+        .join("unbound.conf")
+        .to_string_lossy()
+        .into_owned();
     let nsd_conf = nsd_dir.join("nsd.conf").to_string_lossy().into_owned();
     let servers = [
         (RESOLVER, "53", vec![node_pid(&lab, RESOLVER.0)?], &warm),
@@ -466,8 +462,12 @@ pub fn dns(args: &DnsArgs) -> Result<()> {
     r.resolver_rounds = runs[0].iter().map(|r| finite(r.qps)).collect();
     r.unbound_rounds = runs[1].iter().map(|r| finite(r.qps)).collect();
     (r.resolver_qps, r.unbound_qps, r.auth_qps, r.nsd_qps) = (qps(0), qps(1), qps(2), qps(3));
-    (r.resolver_cpu_us, r.unbound_cpu_us, r.auth_cpu_us, r.nsd_cpu_us) =
-        (cpu(0), cpu(1), cpu(2), cpu(3));
+    (
+        r.resolver_cpu_us,
+        r.unbound_cpu_us,
+        r.auth_cpu_us,
+        r.nsd_cpu_us,
+    ) = (cpu(0), cpu(1), cpu(2), cpu(3));
     crate::print_figures(&r.figures());
     write_json(args.json.as_deref(), &r)
 }

@@ -114,7 +114,6 @@ const GOAL_L4LB_VS_HAPROXY: f64 = 1.0;
 /// Orders ending in this first stretch of each run are not counted.
 const WARMUP: Duration = Duration::from_secs(1);
 
-
 /// The load balancer node and its VIP side address, as double11.toml has them.
 const LB_NODE: &str = "vm-lb";
 const LB_LISTEN: &str = "192.168.1.10:443";

@@ -6,9 +6,9 @@ use d11_apps::dns::httpdns;
 use d11_apps::dns::stub::{self, Resolved, StubFiles};
 use d11_apps::phone::{self, OrderRequest};
 use d11_lab::RunDir;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Options of `d11 order`.
 #[derive(Debug, clap::Args)]
@@ -70,7 +70,7 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
     let req = OrderRequest {
         host: args.host.clone(),
         addr: SocketAddr::from((resolved.addrs[0], args.port)),
-        root,
+        root: root.clone(),
         key_log: std::env::var_os("SSLKEYLOGFILE").is_some(),
         idempotency_key: args.key.clone().unwrap_or_else(phone::new_idempotency_key),
         body: {
@@ -84,33 +84,45 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
         timeout: Duration::from_millis(args.timeout_ms),
     };
     // Each address in the answer's order: the next when one does not
-    // answer (a VIP down), as a browser tries a name's addresses.
+    // answer (a VIP down), as a browser tries a name's addresses; an
+    // answer is used only within its TTL, so once that has run out the
+    // name is resolved again before the next address is tried.
+    let mut resolved = resolved;
+    let mut resolved_at = Instant::now();
+    let mut tried = Vec::new();
     let mut failed = Vec::new();
-    let mut out = None;
-    for (i, ip) in resolved.addrs.iter().enumerate() {
+    let out = loop {
+        let ip = next_address(&resolved, &tried).context("no address to try")?;
         let req = OrderRequest {
-            addr: SocketAddr::from((*ip, args.port)),
+            addr: SocketAddr::from((ip, args.port)),
             ..req.clone()
         };
         match rt.block_on(phone::order(&req)) {
-            Ok(o) => {
-                out = Some(o);
-                break;
-            }
-            Err(e @ phone::OrderError::Unreachable { .. }) if i + 1 < resolved.addrs.len() => {
-                failed.push(format!("{ip}: {e}"));
+            Ok(o) => break o,
+            Err(e @ phone::OrderError::Unreachable { .. }) => {
+                tried.push(ip);
+                failed.push(format!("{ip}: {e}; trying the next address"));
+                if expired(&resolved, resolved_at.elapsed()) {
+                    resolved = resolve(lab, &args.node, httpdns, &args.host, &root, &rt)?;
+                    resolved_at = Instant::now();
+                    let again = resolution_line(&resolved);
+                    failed.push(format!("the answer's TTL ran out, resolved again: {again}"));
+                }
+                if next_address(&resolved, &tried).is_none() {
+                    return Err(e.into());
+                }
             }
             Err(e) => return Err(e.into()),
         }
-    }
-    let mut out = out.context("no address to try")?;
+    };
+    let mut out = out;
     out.resolved = Some(resolved.clone());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{}", resolution_line(&resolved));
         for f in &failed {
-            println!("  {f}, trying the next address");
+            println!("  {f}");
         }
         println!(
             "POST /purchaseOrder to {} {} ({}) over {} {} from {}",
@@ -141,6 +153,17 @@ pub fn order(args: &OrderArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The first address of the answer not tried yet.
+fn next_address(r: &Resolved, tried: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    r.addrs.iter().copied().find(|a| !tried.contains(a))
+}
+
+/// Whether an answer held for `held` may no longer be used (RFC 1035
+/// § 3.2.1: TTL, the time it may be cached; none for the hosts file).
+fn expired(r: &Resolved, held: Duration) -> bool {
+    r.ttl.is_some_and(|t| held >= Duration::from_secs(t.into()))
 }
 
 /// `name` as the phone's app resolves it: the node's HTTPDNS service first
@@ -177,12 +200,8 @@ pub fn lookup(lab: &str, node: &str, name: &str) -> Result<Resolved> {
         hosts: d11_lab::netns_hosts_file(lab, node),
         resolv: d11_lab::netns_resolv_file(lab, node),
     };
-    let r = stub::lookup_in(
-        &d11_lab::netns_name(lab, node),
-        &files,
-        name,
-    )
-    .with_context(|| format!("{node} resolving {name}"))?;
+    let r = stub::lookup_in(&d11_lab::netns_name(lab, node), &files, name)
+        .with_context(|| format!("{node} resolving {name}"))?;
     if r.addrs.is_empty() {
         bail!("{name} resolved to no address");
     }
@@ -209,4 +228,42 @@ pub fn resolution_line(r: &Resolved) -> String {
         s += &format!(" (TTL {t} s)");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(addrs: &[[u8; 4]], ttl: Option<u32>) -> Resolved {
+        Resolved {
+            name: "www.geektime.com".into(),
+            via: "DNS 198.18.2.2".into(),
+            cnames: Vec::new(),
+            addrs: addrs.iter().map(|a| Ipv4Addr::from(*a)).collect(),
+            ttl,
+            tcp: false,
+            fallback_from: None,
+        }
+    }
+
+    #[test]
+    fn the_next_address_is_one_not_tried_and_an_answer_lasts_its_ttl() {
+        let r = answer(&[[203, 0, 113, 24], [203, 0, 113, 25]], Some(20));
+        let first = Ipv4Addr::new(203, 0, 113, 24);
+        assert_eq!(next_address(&r, &[]), Some(first));
+        assert_eq!(
+            next_address(&r, &[first]),
+            Some(Ipv4Addr::new(203, 0, 113, 25))
+        );
+        assert_eq!(next_address(&r, &r.addrs), None);
+        // Resolved again after the TTL, with a new address: only it is left.
+        let again = answer(&[[203, 0, 113, 25], [198, 19, 24, 24]], Some(20));
+        assert_eq!(
+            next_address(&again, &r.addrs),
+            Some(Ipv4Addr::new(198, 19, 24, 24))
+        );
+        assert!(!expired(&r, Duration::from_secs(19)));
+        assert!(expired(&r, Duration::from_secs(20)));
+        assert!(!expired(&answer(&[[203, 0, 113, 24]], None), Duration::MAX));
+    }
 }

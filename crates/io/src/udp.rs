@@ -220,7 +220,9 @@ fn from_addr(peer: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for a
             // sockaddr_in, and it is exclusively borrowed here.
-            let v = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let v = unsafe {
+                &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             v.sin_family = libc::AF_INET as libc::sa_family_t;
             v.sin_port = a.port().to_be();
             v.sin_addr.s_addr = u32::from(*a.ip()).to_be();
@@ -228,7 +230,9 @@ fn from_addr(peer: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
         SocketAddr::V6(a) => {
             // SAFETY: as above, for sockaddr_in6.
-            let v = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let v = unsafe {
+                &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             v.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             v.sin6_port = a.port().to_be();
             v.sin6_addr.s6_addr = a.ip().octets();

@@ -19,8 +19,8 @@ pub mod zone;
 
 use crate::app::{AppEnv, Running, Shutdown};
 use d11_core::settings::ConfigError;
-use serde::{Deserialize, Serialize};
 use d11_io::udp::{UdpBatch, UdpReplies};
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,7 +210,6 @@ impl AuthServer {
             },
         }
     }
-
 }
 
 /// Answers datagrams on `sock` forever with `answer` (a datagram it

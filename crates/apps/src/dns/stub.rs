@@ -94,7 +94,9 @@ impl ResolvConf {
         for l in text.lines() {
             let mut f = l.split_whitespace();
             match f.next() {
-                Some("nameserver") => conf.servers.extend(f.next().and_then(|a| a.parse::<IpAddr>().ok())),
+                Some("nameserver") => conf
+                    .servers
+                    .extend(f.next().and_then(|a| a.parse::<IpAddr>().ok())),
                 Some("options") => {
                     for o in f {
                         let n = |v: &str| v.parse::<u32>().ok();
@@ -256,11 +258,7 @@ pub fn lookup(files: &StubFiles, name: &str) -> Result<Resolved, StubError> {
 
 /// [`lookup`] from inside the network namespace `netns` (on a thread of
 /// its own, so the caller's stays where it is).
-pub fn lookup_in(
-    netns: &str,
-    files: &StubFiles,
-    name: &str,
-) -> anyhow::Result<Resolved> {
+pub fn lookup_in(netns: &str, files: &StubFiles, name: &str) -> anyhow::Result<Resolved> {
     let (netns, files, name) = (netns.to_string(), files.clone(), name.to_string());
     std::thread::spawn(move || -> anyhow::Result<Resolved> {
         let _in = d11_io::NetnsGuard::enter(&netns)?;
