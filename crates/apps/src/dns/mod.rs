@@ -215,8 +215,8 @@ impl AuthServer {
 /// Answers datagrams on `sock` forever with `answer` (a datagram it
 /// gives no answer gets none), a batch at a time: one recvmmsg reads the
 /// queries waiting, one sendmmsg sends their answers ([`d11_io::udp`]), as
-/// nsd and unbound do under load. An answer is sent even when a later one
-/// waits on a full socket buffer; only the kernel drops.
+/// nsd and unbound do under load. Answers wait for room when the send
+/// buffer is full; one the kernel refuses (no route back) is skipped.
 pub async fn serve_udp(
     sock: &UdpSocket,
     mut answer: impl FnMut(&[u8], SocketAddr) -> Option<Vec<u8>>,
