@@ -7,9 +7,8 @@
 
 use d11_lab::trace::Frame;
 use d11_wire::diameter::{message_len, DiameterPacket};
-use d11_wire::ethernet::{EtherType, EthernetFrame};
 use d11_wire::gtpv2c::GtpcPacket;
-use d11_wire::ipv4::{protocol, Ipv4Packet};
+use d11_wire::ipv4::protocol;
 use d11_wire::nas::Pdu;
 use d11_wire::s1ap::{self, ie, Kind, S1apPdu};
 use d11_wire::sctp::{ChunkRepr, SctpPacket};
@@ -54,13 +53,7 @@ pub(crate) fn messages(frames: &[Frame]) -> Vec<Seen> {
     let mut seen_seq = HashSet::new();
     let mut out = Vec::new();
     for f in frames.iter().filter(|f| labels.contains(f.wire.as_str())) {
-        let Ok(eth) = EthernetFrame::new_checked(&f.data[..]) else {
-            continue;
-        };
-        if eth.ethertype() != EtherType::Ipv4 {
-            continue;
-        }
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        let Some(ip) = f.ipv4() else {
             continue;
         };
         let (src, dst) = (ip.src(), ip.dst());

@@ -9,8 +9,7 @@
 use anyhow::{Context, Result};
 use d11_apps::dns::describe::describe;
 use d11_lab::trace::Frame;
-use d11_wire::ethernet::{EtherType, EthernetFrame};
-use d11_wire::ipv4::{protocol, Ipv4Packet};
+use d11_wire::ipv4::protocol;
 use d11_wire::udp::UdpPacket;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -34,13 +33,7 @@ pub(crate) struct Seen {
 pub(crate) fn messages(frames: &[Frame], wire: &str) -> Vec<Seen> {
     let mut out = Vec::new();
     for f in frames.iter().filter(|f| f.wire == wire) {
-        let Ok(eth) = EthernetFrame::new_checked(&f.data[..]) else {
-            continue;
-        };
-        if eth.ethertype() != EtherType::Ipv4 {
-            continue;
-        }
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        let Some(ip) = f.ipv4() else {
             continue;
         };
         if ip.protocol() != protocol::UDP {

@@ -8,7 +8,6 @@
 use anyhow::{bail, Context, Result};
 use d11_lab::RunDir;
 use d11_wire::esp::{EspPacket, GcmSa, Spi};
-use d11_wire::ethernet::{EtherType, EthernetFrame};
 use d11_wire::ipv4::Ipv4Packet;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -75,13 +74,7 @@ pub(crate) fn find_rpc(
     let (mut esp, mut clear, mut seen) = (0, 0, None);
     let mut buf = Vec::new();
     for f in frames.iter().filter(|f| f.wire == wire) {
-        let Ok(eth) = EthernetFrame::new_checked(&f.data[..]) else {
-            continue;
-        };
-        if eth.ethertype() != EtherType::Ipv4 {
-            continue;
-        }
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        let Some(ip) = f.ipv4() else {
             continue;
         };
         if ip.protocol() != d11_wire::esp::PROTOCOL {

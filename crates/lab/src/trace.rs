@@ -39,6 +39,17 @@ pub struct Frame {
     pub data: Vec<u8>,
 }
 
+impl Frame {
+    /// The IPv4 packet an untagged Ethernet frame carries, checked.
+    pub fn ipv4(&self) -> Option<d11_wire::ipv4::Ipv4Packet<&[u8]>> {
+        let eth = d11_wire::ethernet::EthernetFrame::new_checked(&self.data[..]).ok()?;
+        if eth.ethertype() != d11_wire::ethernet::EtherType::Ipv4 {
+            return None;
+        }
+        d11_wire::ipv4::Ipv4Packet::new_checked(&self.data[d11_wire::ethernet::HEADER_LEN..]).ok()
+    }
+}
+
 /// The tunnel a hop's packet rides in, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
