@@ -125,6 +125,42 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
     );
     assert!(bad.is_empty(), "{bad:?}");
 
+    // The DNS server of the attach: asked for in the phone's PCO, given by
+    // the pgw (config.dns), carried on S5-C and S11 (GTPv2-C's PCO IE), on
+    // S1-MME (the NAS in Initial Context Setup) and on the radio (the
+    // lab's Lua dissector): tshark reads 198.18.2.2 on each wire, nothing
+    // malformed; the phone's baseband reports it.
+    assert_eq!(phone["dns"], serde_json::json!(["198.18.2.2"]), "{phone}");
+    let lua = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/wireshark/d11-radio-nas.lua"
+    );
+    let lua = format!("lua_script:{lua}");
+    let with_lua = [&crc[..], &["-X", &lua]].concat();
+    let given = tshark_with(
+        &file,
+        &with_lua,
+        "gsm_a.gm.sm.pco.dns.ipv4",
+        &["frame.interface_name", "gsm_a.gm.sm.pco.dns.ipv4"],
+    );
+    let wires: std::collections::BTreeSet<&str> = given.iter().map(|r| r[0].as_str()).collect();
+    assert!(given.iter().all(|r| r[1] == "198.18.2.2"), "{given:?}");
+    for w in ["pgw:s5", "sgw:s11", "mme:s1mme", "enb:radio"] {
+        assert!(wires.contains(w), "{w} in {wires:?}");
+    }
+    let asked = tshark_with(
+        &file,
+        &with_lua,
+        "gsm_a.gm.sm.pco_pid == 0x000d && !gsm_a.gm.sm.pco.dns.ipv4",
+        &["frame.interface_name"],
+    );
+    let asked: std::collections::BTreeSet<&str> = asked.iter().map(|r| r[0].as_str()).collect();
+    for w in ["sgw:s5", "mme:s11", "enb:s1mme", "enb:radio"] {
+        assert!(asked.contains(w), "the request on {w}: {asked:?}");
+    }
+    let bad = tshark_with(&file, &with_lua, "_ws.malformed", &["frame.number"]);
+    assert!(bad.is_empty(), "{bad:?}");
+
     // `d11 detach`: the session, the address and the old TEIDs go.
     let old = lab.phone_bearer()["sgw_s1u_teid"].as_u64().expect("a TEID");
     assert!(old >= 0x0200_0000, "the sgw's own pool: {old:#x}");

@@ -52,7 +52,8 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
         "Diameter Update-Location-Answer (ULA)",
         "mme → sgw   GTPv2-C Create Session Request",
         "sgw → pgw   GTPv2-C Create Session Request",
-        "mme → enb   S1AP Initial Context Setup Request: NAS Attach Accept",
+        // with what the Attach Accept gave: the address, the DNS server of its PCO
+        "mme → enb   S1AP Initial Context Setup Request: NAS Attach Accept (10.45.0.2, DNS 198.18.2.2)",
         "enb → mme   S1AP Uplink NAS Transport: NAS Attach Complete",
         "Chapter 3, continued: the shop's name",
         "(the phone, NATed) → 198.18.2.2 (resolver)  query www.geektime.com. A, recursion desired",

@@ -459,16 +459,28 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
     require_root();
     let scratch = Scratch::new("dns-resolver");
     let name;
+    let resolv_conf;
     {
         let lab = Lab::up("double11.toml", "dnsr");
         name = lab.name.clone();
         // No hosts entry for the shop is left: the phone's resolv.conf
-        // names the carrier's resolver.
+        // names the carrier's resolver, as the attach gave it (the pgw's
+        // config.dns in the PCO; the topology names none for the phone),
+        // written by its baseband with the lab's marker line.
         let etc = format!("/etc/netns/{}", lab.netns("ue"));
         let hosts = std::fs::read_to_string(format!("{etc}/hosts")).unwrap_or_default();
         assert!(!hosts.contains("geektime"), "{hosts}");
-        let resolv = std::fs::read_to_string(format!("{etc}/resolv.conf")).unwrap();
-        assert!(resolv.contains("nameserver 198.18.2.2"), "{resolv}");
+        resolv_conf = format!("{etc}/resolv.conf");
+        let resolv = std::fs::read_to_string(&resolv_conf).unwrap();
+        assert!(
+            resolv.starts_with(&format!("# written by d11 up for lab {}", lab.name))
+                && resolv.lines().skip(1).eq(["nameserver 198.18.2.2"]),
+            "{resolv}"
+        );
+        let ue = report(&lab, "ue");
+        assert_eq!(ue["dns"], serde_json::json!(["198.18.2.2"]), "{ue}");
+        let topo = std::fs::read_to_string(format!("/run/d11/{}/topology.toml", lab.name)).unwrap();
+        assert!(!topo.contains("nameservers = [\"198.18.2.2\"]"), "{topo}");
 
         // Cold: `dig www.geektime.com` from the phone, every wire captured.
         let cap = scratch.path("resolve.pcapng");
@@ -597,6 +609,11 @@ fn the_phone_resolves_through_the_carriers_resolver_and_unbound_answers_alike() 
         }
     }
     assert_gone(&name);
+    // The attach's resolv.conf went with the lab.
+    assert!(
+        !std::path::Path::new(&resolv_conf).exists(),
+        "{resolv_conf}"
+    );
 }
 
 /// `dig +short` of the shop's name through the phone's resolver.

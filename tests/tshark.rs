@@ -127,6 +127,7 @@ fn s1ap_messages() -> Vec<(bool, Vec<u8>)> {
         pti: 1,
         pdn_type: 1,
         request_type: 1,
+        pco: Some(d11_wire::pco::Pco::dns_request()),
     };
     let attach = EmmMessage::AttachRequest {
         ksi: KSI_NONE,
@@ -147,6 +148,10 @@ fn s1ap_messages() -> Vec<(bool, Vec<u8>)> {
         qci: 9,
         apn: "internet".into(),
         pdn_address: Ipv4Addr::new(10, 45, 0, 2),
+        pco: d11_wire::pco::Pco::answer(
+            &d11_wire::pco::Pco::dns_request(),
+            &[Ipv4Addr::new(198, 18, 2, 2)],
+        ),
     };
     let accept = EmmMessage::AttachAccept {
         result: 1,

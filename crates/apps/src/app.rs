@@ -40,6 +40,30 @@ pub struct AppEnv {
     pub data_dir: PathBuf,
     /// The controller's own order store (when it has no order service).
     pub order_store: PathBuf,
+    /// The namespace's resolv.conf, which the phone's baseband writes from
+    /// the attach.
+    pub resolv_conf: EtcFile,
+}
+
+/// A file `d11 up` may write under `/etc/netns/LAB-NODE/`, which `ip netns
+/// exec` mounts over the file of that name in `/etc` (ip-netns(8)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFile {
+    pub path: PathBuf,
+    /// Its first line: `d11 down` removes only the files that carry it.
+    pub marker: String,
+}
+
+impl EtcFile {
+    /// Writes `body` after the marker line, in place (a file bind-mounted
+    /// by a running `ip netns exec` keeps its inode, so it sees the new
+    /// text), the directory made if needed.
+    pub fn write(&self, body: &str) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&self.path, format!("{}\n{body}", self.marker))
+    }
 }
 
 impl AppEnv {

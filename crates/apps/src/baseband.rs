@@ -23,6 +23,7 @@ use d11_security::Milenage;
 use d11_wire::nas::{
     cause, emit_protected, sec, EmmMessage, EsmMessage, MobileIdentity, NasError, Pdu, KSI_NONE,
 };
+use d11_wire::pco::Pco;
 use serde::{Deserialize, Serialize};
 
 /// The USIM as the topology writes it.
@@ -91,9 +92,18 @@ pub const ETHERTYPE_NAS: u16 = 0x88b5;
 /// The UE network capability we send: EEA0/1/2 and EIA0/1/2
 /// [TS 24.301 § 9.9.3.34].
 pub const UE_NETWORK_CAPABILITY: [u8; 2] = [0xe0, 0xe0];
-/// A PDN Connectivity Request, PTI 1, IPv4, initial request
-/// [TS 24.301 § 8.3.20]: the ESM container of the Attach Request.
-pub const PDN_CONNECTIVITY_REQUEST: [u8; 4] = [0x02, 0x01, 0xd0, 0x11];
+/// A PDN Connectivity Request, PTI 1, IPv4, initial request, asking in
+/// its PCO for the DNS server's address [TS 24.301 § 8.3.20; TS 24.008
+/// § 10.5.6.3, container 0x000D]: the ESM container of the Attach Request.
+pub fn pdn_connectivity_request() -> Vec<u8> {
+    EsmMessage::PdnConnectivityRequest {
+        pti: 1,
+        pdn_type: 1,
+        request_type: 1,
+        pco: Some(Pco::dns_request()),
+    }
+    .to_vec()
+}
 
 #[derive(Debug)]
 struct Security {
@@ -116,6 +126,9 @@ pub struct Baseband {
     capability: Vec<u8>,
     /// The default bearer's address from the Attach Accept.
     address: Option<std::net::Ipv4Addr>,
+    /// The DNS servers the network gave in the Activate Default EPS Bearer
+    /// Context Request's PCO [TS 24.301 § 8.3.6.13].
+    dns: Vec<std::net::Ipv4Addr>,
     /// The GUTI the Attach Accept gave, its identity in a Detach Request.
     guti: Option<d11_wire::nas::Guti>,
     /// The network detached it with "re-attach required".
@@ -135,6 +148,7 @@ impl Baseband {
             sec: None,
             capability: UE_NETWORK_CAPABILITY.to_vec(),
             address: None,
+            dns: Vec::new(),
             guti: None,
             reattach: false,
         })
@@ -157,6 +171,11 @@ impl Baseband {
     /// The address the network gave the phone, once attached.
     pub fn address(&self) -> Option<std::net::Ipv4Addr> {
         self.address
+    }
+
+    /// The DNS servers the attach gave (the PCO of the default bearer).
+    pub fn dns(&self) -> &[std::net::Ipv4Addr] {
+        &self.dns
     }
 
     /// A UE-initiated EPS detach, not a switch-off (type 1), naming the
@@ -200,7 +219,7 @@ impl Baseband {
             attach_type: 1, // EPS attach
             identity: MobileIdentity::Imsi(self.imsi.clone()),
             ue_network_capability: self.capability.clone(),
-            esm: PDN_CONNECTIVITY_REQUEST.to_vec(),
+            esm: pdn_connectivity_request(),
         }
         .to_vec()
     }
@@ -328,6 +347,7 @@ impl Baseband {
             EmmMessage::DetachAccept if self.state == UeState::Detaching => {
                 self.state = UeState::Deregistered;
                 self.address = None;
+                self.dns.clear();
                 Ok(None)
             }
             EmmMessage::NetworkDetachRequest { detach_type, .. }
@@ -338,6 +358,7 @@ impl Baseband {
                 // attach once the signalling connection is released.
                 self.state = UeState::Deregistered;
                 self.address = None;
+                self.dns.clear();
                 self.reattach = detach_type == 1;
                 let s = self.sec.as_mut().ok_or(BasebandError::Integrity)?;
                 let accept = EmmMessage::DetachAccept.to_vec();
@@ -351,12 +372,14 @@ impl Baseband {
                     ebi,
                     pti,
                     pdn_address,
+                    pco,
                     ..
                 } = EsmMessage::parse(&esm)?
                 else {
                     return Err(BasebandError::Nas(NasError::IeValue));
                 };
                 self.address = Some(pdn_address);
+                self.dns = pco.map(|p| p.dns_servers()).unwrap_or_default();
                 self.state = UeState::Attached;
                 let done = EmmMessage::AttachComplete {
                     esm: EsmMessage::ActivateDefaultBearerAccept { ebi, pti }.to_vec(),
@@ -427,6 +450,10 @@ pub struct BasebandReport {
     pub state: UeState,
     /// The PDN address from the Attach Accept, once on the interface.
     pub address: Option<std::net::Ipv4Addr>,
+    /// The DNS servers the attach gave, written to the namespace's
+    /// resolv.conf with the address.
+    #[serde(default)]
+    pub dns: Vec<std::net::Ipv4Addr>,
     pub attach_requests: u64,
     /// NAS from the network this phone refused (MAC, order, decoding).
     pub nas_refused: u64,
@@ -448,6 +475,18 @@ impl BasebandApp {
             .status()?;
         anyhow::ensure!(st.success(), "ip addr flush dev {} failed: {st}", s.port);
         Ok(())
+    }
+
+    /// The DNS servers of the attach as the namespace's resolv.conf, as
+    /// a modem driver hands them to the system's resolver [resolv.conf(5)];
+    /// none given, none written (what the file said stays).
+    fn resolv_conf(f: &crate::app::EtcFile, dns: &[std::net::Ipv4Addr]) -> anyhow::Result<()> {
+        if dns.is_empty() {
+            return Ok(());
+        }
+        let body: String = dns.iter().map(|a| format!("nameserver {a}\n")).collect();
+        f.write(&body)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", f.path.display()))
     }
 
     /// `ip addr replace ADDR/LEN dev PORT`, `ip route replace default via GW`.
@@ -500,6 +539,7 @@ impl crate::app::App for BasebandApp {
                 imsi: bb.imsi().to_string(),
                 state: bb.state(),
                 address: None,
+                dns: Vec::new(),
                 attach_requests: 0,
                 nas_refused: 0,
             }));
@@ -527,8 +567,9 @@ impl crate::app::App for BasebandApp {
             let stop = Arc::new(AtomicBool::new(false));
             let radio = {
                 let stop = stop.clone();
+                let resolv = env.resolv_conf.clone();
                 tokio::task::spawn_blocking(move || {
-                    radio(bb, &s, &sock, &mac, &report, &stop, &want)
+                    radio(bb, &s, &resolv, &sock, &mac, &report, &stop, &want)
                 })
             };
             tokio::select! {
@@ -547,9 +588,11 @@ impl crate::app::App for BasebandApp {
 /// on the interface. The socket is non-blocking and the app has no unsafe
 /// code to register it with tokio: it is read every 10 ms (100 ms once
 /// attached).
+#[allow(clippy::too_many_arguments)]
 fn radio(
     mut bb: Baseband,
     s: &BasebandSettings,
+    resolv: &crate::app::EtcFile,
     sock: &d11_io::PacketSocket,
     mac: &[u8],
     report: &std::sync::Mutex<BasebandReport>,
@@ -611,8 +654,10 @@ fn radio(
             if bb.state() == UeState::Attached && r.address.is_none() {
                 if let Some(a) = bb.address() {
                     BasebandApp::configure(s, a)?;
-                    tracing::info!(address = %a, "attached");
+                    BasebandApp::resolv_conf(resolv, bb.dns())?;
+                    tracing::info!(address = %a, dns = ?bb.dns(), "attached");
                     r.address = Some(a);
+                    r.dns = bb.dns().to_vec();
                 }
             }
             r.state = bb.state();
@@ -630,7 +675,8 @@ mod tests {
     #[test]
     fn the_attach_request_is_the_one_pycrate_and_tshark_read() {
         // crates/wire/fixtures/nas.py's Attach Request (IMSI 001010000000001,
-        // EEA0-2/EIA0-2, PDN connectivity request PTI 1 IPv4).
+        // EEA0-2/EIA0-2, PDN connectivity request PTI 1 IPv4 asking in its
+        // PCO for the DNS server: `attach_request_dns`).
         let mut b = Baseband::new(
             &UsimConfig {
                 imsi: "001010000000001".into(),
@@ -642,7 +688,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             b.attach_request(),
-            d11_wire::hex("07417108091010000000001002e0e000040201d011")
+            d11_wire::hex("07417108091010000000001002e0e0000a0201d011270480000d00")
         );
         assert_eq!(b.state(), UeState::AttachRequested);
     }

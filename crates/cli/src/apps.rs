@@ -39,6 +39,10 @@ fn env(topo: &Topology, lab: &str, node: &str) -> AppEnv {
         pki: topo.pki.as_ref().map(|_| pki::PkiPaths::new(dir.pki_dir())),
         data_dir: dir.db_dir(),
         order_store: dir.order_store(),
+        resolv_conf: app::EtcFile {
+            path: d11_lab::netns_resolv_file(lab, node),
+            marker: d11_lab::etc_marker(lab),
+        },
     }
 }
 

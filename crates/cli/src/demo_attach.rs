@@ -9,7 +9,7 @@ use d11_lab::trace::Frame;
 use d11_wire::diameter::{message_len, DiameterPacket};
 use d11_wire::gtpv2c::GtpcPacket;
 use d11_wire::ipv4::protocol;
-use d11_wire::nas::Pdu;
+use d11_wire::nas::{EmmMessage, EsmMessage, Pdu};
 use d11_wire::s1ap::{self, ie, Kind, S1apPdu};
 use d11_wire::sctp::{ChunkRepr, SctpPacket};
 use d11_wire::udp::UdpPacket;
@@ -151,19 +151,45 @@ fn describe_s1ap(b: &[u8]) -> Option<(String, Option<u8>)> {
         .ie(s1ap::id::E_RAB_TO_BE_SETUP_LIST_CTXT_SU_REQ)
         .and_then(|v| ie::erab_to_setup_list(v).ok())
         .and_then(|l| l.into_iter().find_map(|e| e.nas));
-    let nas = pdu
+    let message = pdu
         .ie(s1ap::id::NAS_PDU)
         .and_then(|v| ie::nas_pdu(v).ok())
         .or(erab_nas.as_deref())
         .and_then(|n| match Pdu::parse(n).ok()? {
-            Pdu::Plain(m) => m.get(1).copied(),
-            Pdu::Protected { message, .. } => message.get(1).copied(),
+            Pdu::Plain(m) => Some(m),
+            Pdu::Protected { message, .. } => Some(message),
         });
+    let nas = message.and_then(|m| m.get(1).copied());
     let line = match nas.and_then(emm_name) {
-        Some(n) => format!("S1AP {name}: NAS {n}"),
+        Some(n) => format!(
+            "S1AP {name}: NAS {n}{}",
+            message.map_or(String::new(), bearer)
+        ),
         None => format!("S1AP {name}"),
     };
     Some((line, nas))
+}
+
+/// What an Attach Accept gives the phone: the default bearer's address
+/// and the DNS servers of its PCO [TS 24.301 § 8.3.6], as " (ADDR, DNS
+/// A)"; empty for any other message.
+fn bearer(emm: &[u8]) -> String {
+    let Ok(EmmMessage::AttachAccept { esm, .. }) = EmmMessage::parse(emm) else {
+        return String::new();
+    };
+    let Ok(EsmMessage::ActivateDefaultBearerRequest {
+        pdn_address, pco, ..
+    }) = EsmMessage::parse(&esm)
+    else {
+        return String::new();
+    };
+    let dns: Vec<String> = (pco.iter().flat_map(|p| p.dns_servers()))
+        .map(|a| a.to_string())
+        .collect();
+    match dns.is_empty() {
+        true => format!(" ({pdn_address})"),
+        false => format!(" ({pdn_address}, DNS {})", dns.join(" ")),
+    }
 }
 
 /// The EMM messages of an attach and a detach [TS 24.301 § 9.8].

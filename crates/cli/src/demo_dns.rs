@@ -65,13 +65,16 @@ pub(crate) fn capture_file(file: &Path) -> PathBuf {
     file.with_file_name(format!("{stem}-dns.pcapng"))
 }
 
-/// The phone's resolver and the wire it sits on (`resolver:eth0`), from
-/// the topology: the ue's first `nameservers` entry and the host holding it.
+/// The phone's resolver and the wire it sits on (`resolver:eth0`): the
+/// first `nameserver` of the phone's resolv.conf (which its baseband wrote
+/// from the attach) and the host holding that address in the topology.
 fn resolver(lab: &str) -> Result<Option<(Ipv4Addr, String)>> {
     let topo = d11_lab::RunDir::new(lab)
         .topology()
         .context("reading the lab's topology")?;
-    let Some(addr) = topo.node("ue").and_then(|n| n.nameservers.first().copied()) else {
+    let resolv = d11_lab::netns_resolv_file(lab, "ue");
+    let first = d11_apps::dns::stub::nameservers(&resolv).into_iter().next();
+    let Some(std::net::IpAddr::V4(addr)) = first else {
         return Ok(None);
     };
     Ok(topo.nodes.iter().find_map(|n| {

@@ -395,6 +395,9 @@ pub struct CreateSession {
     pub ebi: u8,
     pub qos: Vec<u8>,
     pub bearer_fteid: Option<Fteid>,
+    /// The PCO's value as the phone wrote it (what it asks of the PGW,
+    /// such as its DNS server), passed through by the SGW [§ 8.13].
+    pub pco: Option<Vec<u8>>,
 }
 
 impl CreateSession {
@@ -431,6 +434,7 @@ impl CreateSession {
             Ok(v) => Some(Fteid::parse(v).map_err(bad)?),
             Err(_) => None,
         };
+        let pco = pco(ies).map(<[u8]>::to_vec);
         Ok(CreateSession {
             imsi,
             sender,
@@ -440,6 +444,7 @@ impl CreateSession {
             ebi,
             qos: qos.to_vec(),
             bearer_fteid,
+            pco,
         })
     }
 }
@@ -460,6 +465,11 @@ pub fn sender_teid(ies: &[u8]) -> u32 {
         Ok(Some(i)) => Fteid::parse(i.value).map_or(0, |f| f.teid),
         _ => 0,
     }
+}
+
+/// The PCO IE's value of a message, if it has one that reads [§ 8.13].
+pub fn pco(ies: &[u8]) -> Option<&[u8]> {
+    find(ies, ie_type::PCO, 0).ok().flatten().map(|i| i.value)
 }
 
 /// The Cause of a response (0 when it has none readable).

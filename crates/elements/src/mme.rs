@@ -34,6 +34,7 @@ use d11_wire::diameter::{self as dia, avp, cmd, find, DiameterPacket, VENDOR_3GP
 use d11_wire::gtpv2c::ie::Fteid;
 use d11_wire::gtpv2c::{self as v2, ie_type, iface, GtpcPacket};
 use d11_wire::nas::{cause, emit_protected, sec, EmmMessage, EsmMessage, MobileIdentity, Pdu};
+use d11_wire::pco::Pco;
 use d11_wire::s1ap::{self, id, ie, proc, Criticality, Kind, ProtocolIe, S1apPdu};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -227,6 +228,9 @@ struct UeSession {
     /// the SGW took it (Modify Bearer accepted).
     enb: Option<Fteid>,
     modified: bool,
+    /// The PGW's PCO (the phone's DNS server), for Activate Default EPS
+    /// Bearer Context Request [TS 24.301 § 8.3.6.13].
+    pco: Option<Pco>,
 }
 
 /// A vector from the HSS [TS 33.401 § 6.1.2].
@@ -272,6 +276,10 @@ struct UeCtx {
     sec: Option<Security>,
     /// The PTI of its PDN Connectivity Request [TS 24.301 § 6.5.1.2].
     pti: u8,
+    /// The PCO of its PDN Connectivity Request (what it asks of the PGW:
+    /// its DNS server), copied into Create Session [TS 23.401 § 5.3.2.1
+    /// step 12; TS 29.274 § 8.13].
+    pco: Option<Pco>,
     /// From the HSS's subscription: the APN and APN-AMBR (kbit/s up, down).
     apn: String,
     ambr: (u32, u32),
@@ -578,6 +586,7 @@ impl Mme {
             teid: Some(0),
         };
         let (apn, ambr) = (ue.apn.clone(), ue.ambr);
+        let pco = ue.pco.as_ref().map(Pco::to_vec);
         let seq = s11.request(&mut self.l3, cx, out, to, |m| {
             m.ie(ie_type::IMSI, 0, &imsi)
                 .ie(ie_type::SERVING_NETWORK, 0, &plmn)
@@ -593,14 +602,17 @@ impl Mme {
                     &v2::ie::paa_ipv4_value(Ipv4Addr::UNSPECIFIED),
                 )
                 .ie(ie_type::APN_RESTRICTION, 0, &[0])
-                .ie(ie_type::AMBR, 0, &v2::ie::ambr_value(ambr.0, ambr.1))
-                .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
-                    b.ie(ie_type::EBI, 0, &[DEFAULT_EBI]).ie(
-                        ie_type::BEARER_QOS,
-                        0,
-                        &v2::ie::bearer_qos_value(DEFAULT_QCI, 9, false, true),
-                    );
-                });
+                .ie(ie_type::AMBR, 0, &v2::ie::ambr_value(ambr.0, ambr.1));
+            if let Some(p) = &pco {
+                m.ie(ie_type::PCO, 0, p);
+            }
+            m.grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                b.ie(ie_type::EBI, 0, &[DEFAULT_EBI]).ie(
+                    ie_type::BEARER_QOS,
+                    0,
+                    &v2::ie::bearer_qos_value(DEFAULT_QCI, 9, false, true),
+                );
+            });
         });
         self.pending_s11.insert(seq, mme_ue_id);
     }
@@ -627,12 +639,15 @@ impl Mme {
                     let ue_ip = v2::ie::paa_ipv4(paa.value).ok()?;
                     let bc = v2::find(ies, ie_type::BEARER_CONTEXT, 0).ok()??;
                     let s1u = fteid(bc.value, 0)?;
+                    // A PCO that does not read is left out [TS 24.301 § 7.6.3].
+                    let pco = crate::gtpc::pco(ies).and_then(|v| Pco::parse(v).ok());
                     Some(UeSession {
                         sgw,
                         s1u,
                         ue_ip,
                         enb: None,
                         modified: false,
+                        pco,
                     })
                 })();
                 let Some(session) = made else {
@@ -869,6 +884,7 @@ impl Mme {
             qci: DEFAULT_QCI,
             apn: ue.apn.clone(),
             pdn_address: b.ue_ip,
+            pco: b.pco.clone(),
         };
         let mut tai_list = vec![0x00];
         tai_list.extend_from_slice(&plmn);
@@ -1112,6 +1128,7 @@ impl Mme {
                 capability: vec![],
                 sec: None,
                 pti: 0,
+                pco: None,
                 apn: String::new(),
                 ambr: (0, 0),
                 bearer: None,
@@ -1148,8 +1165,8 @@ impl Mme {
                 ue.capability = ue_network_capability;
                 // The PDN Connectivity Request inside: its PTI comes back
                 // in Activate Default EPS Bearer Context Request.
-                ue.pti = match EsmMessage::parse(&esm) {
-                    Ok(EsmMessage::PdnConnectivityRequest { pti, .. }) => pti,
+                (ue.pti, ue.pco) = match EsmMessage::parse(&esm) {
+                    Ok(EsmMessage::PdnConnectivityRequest { pti, pco, .. }) => (pti, pco),
                     _ => {
                         self.counters.attach_requests += 1;
                         return self.reject(cx, mme_ue_id, cause::INVALID_MANDATORY_INFORMATION);

@@ -14,7 +14,9 @@
 //! the session: the UE's address from `ue_pool` (the address the IMSI
 //! already holds when it has one: a second Create Session for a UE
 //! replaces its session, § 7.2.1), the PGW's S5-U TEID, a bearer added
-//! with [`Pgw::bearers_mut`]; Delete Session removes it.
+//! with [`Pgw::bearers_mut`]; Delete Session removes it. The phone's PCO
+//! (TS 24.008 § 10.5.6.3), copied into the request by the MME, is
+//! answered in the response: its DNS servers (`config.dns`) when it asks.
 //!
 //! Ports, in order: `s5`, `sgi`.
 
@@ -32,6 +34,7 @@ use d11_wire::gtpu::Teid;
 use d11_wire::gtpv2c::{self as v2, ie_type, iface, msg, GtpcPacket, MessageBuilder};
 use d11_wire::icmp::{self, IcmpError};
 use d11_wire::ipv4::Ipv4Packet;
+use d11_wire::pco::Pco;
 use d11_wire::Ipv4Cidr;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -80,6 +83,11 @@ pub struct PgwSettings {
     /// The MTU the UE's link was given (default 1400).
     #[serde(default = "default_ue_mtu")]
     ue_mtu: u16,
+    /// The DNS servers the PGW gives the phones that ask in their PCO
+    /// ("DNS Server IPv4 Address", TS 24.008 § 10.5.6.3): the mobile
+    /// carrier's resolvers, at most 3 (a resolv.conf reads no more).
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
     /// Static bearers (a user plane without an MME: netns/bench-mobile.toml);
     /// with an MME, the attach makes them.
     #[serde(default)]
@@ -100,6 +108,35 @@ fn default_nat_ports() -> [u16; 2] {
 fn default_nat_max_entries() -> usize {
     65536
 }
+
+/// The DNS servers a PGW hands out: unicast addresses, each once, at most
+/// [`MAX_DNS`] (glibc's resolver reads no more than 3 `nameserver` lines).
+fn check_dns(dns: &[Ipv4Addr]) -> Result<(), ConfigError> {
+    if dns.len() > MAX_DNS {
+        return Err(ConfigError::new(
+            "config.dns",
+            format!("at most {MAX_DNS} servers (a resolv.conf reads no more)"),
+        ));
+    }
+    for (i, a) in dns.iter().enumerate() {
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+            return Err(ConfigError::new(
+                format!("config.dns[{i}]"),
+                format!("{a} is not a unicast address a phone can ask"),
+            ));
+        }
+        if dns[..i].contains(a) {
+            return Err(ConfigError::new(
+                format!("config.dns[{i}]"),
+                format!("{a} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The most DNS servers a PGW gives a phone.
+const MAX_DNS: usize = 3;
 
 impl PgwSettings {
     /// The PGW's configuration from its node and settings, each value
@@ -134,6 +171,7 @@ impl PgwSettings {
                 ));
             }
         }
+        check_dns(&self.dns)?;
         let [lo, hi] = self.nat_ports;
         if lo == 0 || lo > hi {
             return Err(ConfigError::new(
@@ -229,6 +267,8 @@ pub struct Pgw {
     /// replaces it), found without a scan of all of them.
     by_imsi: HashMap<String, u32>,
     teids: TeidPool,
+    /// What it answers a PCO's DNS Server IPv4 Address Request with.
+    dns: Vec<Ipv4Addr>,
 }
 
 impl Pgw {
@@ -258,7 +298,14 @@ impl Pgw {
             sessions: HashMap::new(),
             by_imsi: HashMap::new(),
             teids: TeidPool::new(TEID_BASE),
+            dns: Vec::new(),
         })
+    }
+
+    /// Gives the phones that ask in their PCO these DNS servers.
+    pub fn with_dns(mut self, dns: Vec<Ipv4Addr>) -> Pgw {
+        self.dns = dns;
+        self
     }
 
     /// Gives UEs addresses from `pool` (its first host address is the
@@ -406,16 +453,27 @@ impl Pgw {
             },
         );
         let me = self.addrs[S5.index()];
+        // The phone's PCO answered: its DNS servers if it asked [TS 24.008
+        // § 10.5.6.3; TS 29.274 § 8.13]; a PCO that does not read is
+        // taken as absent [TS 24.301 § 7.6.3].
+        let pco = cs
+            .pco
+            .as_deref()
+            .and_then(|v| Pco::parse(v).ok())
+            .and_then(|req| Pco::answer(&req, &self.dns));
         let mut m = MessageBuilder::new(msg::CREATE_SESSION_RESPONSE, Some(cs.sender.teid), seq);
         m.cause(v2::cause::REQUEST_ACCEPTED)
             .fteid(0, v2::fteid(iface::S5_PGW_GTPC, control, me))
             .ie(ie_type::PAA, 0, &v2::ie::paa_ipv4_value(ue_ip))
-            .ie(ie_type::APN_RESTRICTION, 0, &[0])
-            .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
-                b.ie(ie_type::EBI, 0, &[cs.ebi])
-                    .cause(v2::cause::REQUEST_ACCEPTED)
-                    .fteid(2, v2::fteid(iface::S5_PGW_GTPU, pgw_teid, me));
-            });
+            .ie(ie_type::APN_RESTRICTION, 0, &[0]);
+        if let Some(p) = pco {
+            m.ie(ie_type::PCO, 0, &p.to_vec());
+        }
+        m.grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+            b.ie(ie_type::EBI, 0, &[cs.ebi])
+                .cause(v2::cause::REQUEST_ACCEPTED)
+                .fteid(2, v2::fteid(iface::S5_PGW_GTPU, pgw_teid, me));
+        });
         m.finish()
     }
 
@@ -589,7 +647,8 @@ impl Role for Pgw {
     fn build(node: &ElementNode, c: PgwSettings) -> Result<Box<dyn AnyElement>, ConfigError> {
         let mut e = Pgw::new(c.config(node)?)
             .map_err(bearer::bearer_error)?
-            .with_ue_pool(c.ue_pool);
+            .with_ue_pool(c.ue_pool)
+            .with_dns(c.dns.clone());
         bearer::add_ranges(e.bearers_mut(), &c.bearer_ranges)?;
         Ok(Box::new(e))
     }
@@ -753,7 +812,11 @@ mod tests {
     /// The golden request with an S5/S8-U SGW F-TEID (instance 2) added
     /// to its bearer context, as the SGW sends it on S5.
     fn on_s5(teid: u32) -> Vec<u8> {
-        let mut m = hex(CREATE_SESSION_REQUEST);
+        with_s5u(hex(CREATE_SESSION_REQUEST), teid)
+    }
+
+    /// `m` (its bearer context last) with the SGW's S5/S8-U F-TEID added.
+    fn with_s5u(mut m: Vec<u8>, teid: u32) -> Vec<u8> {
         let f = v2::fteid(iface::S5_SGW_GTPU, teid, SGW).value();
         let ie = [&[ie_type::FTEID, 0, 9, 2][..], &f].concat();
         m.extend_from_slice(&ie);
@@ -809,6 +872,48 @@ mod tests {
         let got = ask(&mut p, &del(ctl.teid, 10));
         assert_eq!(cause(&got[0]), v2::cause::REQUEST_ACCEPTED);
         assert!(p.bearers.is_empty() && p.sessions.is_empty());
+    }
+
+    // The same with the phone's PCO (IE 78: DNS Server IPv4 Address
+    // Request), and the PCO IE of the golden response (198.18.2.2), from
+    // crates/wire/fixtures/gtpv2c.py (pycrate and tshark read both).
+    const CREATE_SESSION_REQUEST_PCO: &str = "4820009600000000000006000100080000010100000000f15300030000f1105200010006570009008a00000001ac100401570009018700000000ac1005024700090008696e7465726e6574800001000063000100014f00050001000000007f0001000048000800000186a0000186a04e00040080000d005d001f0049000100055000160064090000000000000000000000000000000000000000";
+    const PCO_IE_DNS: &str = "4e00080080000d04c6120202";
+
+    /// The PCO IE of an answer, whole (type, length, instance, value).
+    fn pco_ie(answer: &[u8]) -> Option<Vec<u8>> {
+        let r = GtpcPacket::new_checked(answer).unwrap();
+        let v = gtpc::pco(r.ie_bytes())?;
+        Some([&[ie_type::PCO, 0, v.len() as u8, 0][..], v].concat())
+    }
+
+    #[test]
+    fn the_phones_dns_request_is_answered_with_the_configured_server() {
+        let dns = vec![Ipv4Addr::new(198, 18, 2, 2)];
+        let mut p = pgw().with_dns(dns.clone());
+        let got = ask(&mut p, &with_s5u(hex(CREATE_SESSION_REQUEST_PCO), 0x301));
+        assert_eq!(cause(&got[0]), v2::cause::REQUEST_ACCEPTED);
+        assert_eq!(pco_ie(&got[0]), Some(hex(PCO_IE_DNS)));
+        // A phone that does not ask gets no PCO; a PGW without servers
+        // answers the request with none.
+        let mut p = pgw().with_dns(dns);
+        assert_eq!(pco_ie(&ask(&mut p, &on_s5(0x301))[0]), None);
+        let mut p = pgw();
+        let got = ask(&mut p, &with_s5u(hex(CREATE_SESSION_REQUEST_PCO), 0x301));
+        assert_eq!(cause(&got[0]), v2::cause::REQUEST_ACCEPTED);
+        assert_eq!(pco_ie(&got[0]), None);
+    }
+
+    #[test]
+    fn dns_servers_are_checked_with_their_key_named() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(check_dns(&[a("198.18.2.2"), a("198.18.3.2")]).is_ok());
+        let e = |d: &[Ipv4Addr]| check_dns(d).unwrap_err().to_string();
+        assert!(e(&[a("0.0.0.0")]).contains("config.dns[0]"));
+        assert!(e(&[a("1.2.3.4"), a("224.0.0.1")]).contains("config.dns[1]"));
+        assert!(e(&[a("1.2.3.4"), a("1.2.3.4")]).contains("twice"));
+        let four = [a("1.1.1.1"), a("1.1.1.2"), a("1.1.1.3"), a("1.1.1.4")];
+        assert!(e(&four).contains("at most 3"));
     }
 
     #[test]

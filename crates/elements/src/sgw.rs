@@ -340,12 +340,16 @@ impl Sgw {
                     &v2::ie::paa_ipv4_value(Ipv4Addr::UNSPECIFIED),
                 )
                 .ie(ie_type::APN_RESTRICTION, 0, &[0])
-                .ie(ie_type::AMBR, 0, &v2::ie::ambr_value(cs.ambr.0, cs.ambr.1))
-                .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
-                    b.ie(ie_type::EBI, 0, &[cs.ebi])
-                        .ie(ie_type::BEARER_QOS, 0, &cs.qos)
-                        .fteid(2, v2::fteid(iface::S5_SGW_GTPU, s5u, me));
-                });
+                .ie(ie_type::AMBR, 0, &v2::ie::ambr_value(cs.ambr.0, cs.ambr.1));
+            // The phone's PCO goes to the PGW as it came [TS 29.274 § 8.13].
+            if let Some(p) = &cs.pco {
+                m.ie(ie_type::PCO, 0, p);
+            }
+            m.grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                b.ie(ie_type::EBI, 0, &[cs.ebi])
+                    .ie(ie_type::BEARER_QOS, 0, &cs.qos)
+                    .fteid(2, v2::fteid(iface::S5_SGW_GTPU, s5u, me));
+            });
         });
         self.s5_pending.insert(sent, s11_teid);
         self.by_s5c.insert(s5c_teid, s11_teid);
@@ -398,10 +402,11 @@ impl Sgw {
             let ue_ip = v2::ie::paa_ipv4(paa.value).ok()?;
             let bc = find(ies, ie_type::BEARER_CONTEXT, 0).ok()??;
             let pgw_u = fteid(bc.value, 2)?;
-            Some(Ok((pgw_c, ue_ip, pgw_u)))
+            let pco = gtpc::pco(ies).map(<[u8]>::to_vec);
+            Some(Ok((pgw_c, ue_ip, pgw_u, pco)))
         });
         let mme_teid = s.mme.teid;
-        let (pgw_c, ue_ip, pgw_u) = match accepted {
+        let (pgw_c, ue_ip, pgw_u, pco) = match accepted {
             Some(Ok(v)) => v,
             refused => {
                 let c = match refused {
@@ -442,13 +447,17 @@ impl Sgw {
                     .fteid(0, v2::fteid(iface::S11_SGW, s11_teid, me11))
                     .fteid(1, pgw_c)
                     .ie(ie_type::PAA, 0, &v2::ie::paa_ipv4_value(ue_ip))
-                    .ie(ie_type::APN_RESTRICTION, 0, &[0])
-                    .grouped(ie_type::BEARER_CONTEXT, 0, |b| {
-                        b.ie(ie_type::EBI, 0, &[ebi])
-                            .cause(v2::cause::REQUEST_ACCEPTED)
-                            .fteid(0, v2::fteid(iface::S1U_SGW, s1u, me1))
-                            .fteid(2, pgw_u);
-                    });
+                    .ie(ie_type::APN_RESTRICTION, 0, &[0]);
+                // The PGW's PCO (the phone's DNS server) back to the MME.
+                if let Some(p) = &pco {
+                    m.ie(ie_type::PCO, 0, p);
+                }
+                m.grouped(ie_type::BEARER_CONTEXT, 0, |b| {
+                    b.ie(ie_type::EBI, 0, &[ebi])
+                        .cause(v2::cause::REQUEST_ACCEPTED)
+                        .fteid(0, v2::fteid(iface::S1U_SGW, s1u, me1))
+                        .fteid(2, pgw_u);
+                });
                 m.finish()
             }
             Err(e) => {

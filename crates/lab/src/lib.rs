@@ -26,8 +26,8 @@ mod validate;
 
 pub use build::{build, BuildError};
 pub use names::{
-    check_lab_name, netns_hosts_file, netns_name, netns_resolv_file, run_root, LabNameError,
-    RunDir, MAX_LAB_NAME, MAX_NODE_NAME, RUN_ROOT,
+    check_lab_name, etc_marker, netns_hosts_file, netns_name, netns_resolv_file, run_root,
+    LabNameError, RunDir, MAX_LAB_NAME, MAX_NODE_NAME, RUN_ROOT,
 };
 pub use supervisor::{
     stop_supervisor, supervisor_pid, ChildSpec, ChildState, ChildStatus, Owner, Stopped,

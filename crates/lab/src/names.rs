@@ -35,7 +35,7 @@ pub(crate) const ETC_NETNS_DIR: &str = "/etc/netns";
 
 /// The first line of every file `d11 up` writes under [`ETC_NETNS_DIR`]:
 /// teardown removes only files that carry it.
-pub(crate) fn etc_marker(lab: &str) -> String {
+pub fn etc_marker(lab: &str) -> String {
     format!(
         "# written by d11 up for lab {lab}, removed by d11 down ({})",
         netns_marker(lab)

@@ -711,6 +711,9 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
     assert_eq!(ps[0].peer.to_string(), "172.16.2.1:2123");
     assert_eq!(ps[0].apn, "internet");
     assert_eq!(bb.address(), Some(Ipv4Addr::new(10, 45, 0, 2)));
+    // The DNS server the phone asked for in its PCO: the pgw's config.dns,
+    // through the sgw and the mme into the Attach Accept.
+    assert_eq!(bb.dns(), [Ipv4Addr::new(198, 18, 2, 2)]);
     assert_eq!(
         (mme.counters.context_setups, mme.counters.bearers_modified),
         (1, 1)
@@ -762,6 +765,38 @@ fn the_secured_phone_gets_its_default_bearer_from_create_session_on_s11_and_s5()
             ],
             "Create Session on S11, on S5-C, their responses back, then Modify Bearer"
         );
+        // The PCO as tshark reads it: the phone's DNS Server IPv4 Address
+        // Request (container 0x000d) in Create Session on S11 and S5-C, the
+        // pgw's answer in both responses and in the Attach Accept inside
+        // Initial Context Setup (NAS-EPS on S1-MME).
+        let pco = tshark(
+            &mut lab,
+            "attach-session.pcapng",
+            "gsm_a.gm.sm.pco_pid && !_ws.malformed",
+            &[
+                "ip.src",
+                "ip.dst",
+                "gsm_a.gm.sm.pco_pid",
+                "gsm_a.gm.sm.pco.dns.ipv4",
+            ],
+        )
+        .expect("tshark ran");
+        let dns: Vec<_> = pco.iter().filter(|l| l.ends_with("198.18.2.2")).collect();
+        assert_eq!(
+            dns,
+            [
+                "172.16.2.2\t172.16.2.1\t0x000d\t198.18.2.2",
+                "172.16.4.2\t172.16.4.1\t0x000d\t198.18.2.2",
+                "172.16.3.2\t172.16.3.1\t0x000d\t198.18.2.2",
+            ],
+            "{pco:?}"
+        );
+        for asked in [
+            "172.16.4.1\t172.16.4.2\t0x000d\t",
+            "172.16.2.1\t172.16.2.2\t0x000d\t",
+        ] {
+            assert!(pco.iter().any(|l| l == asked), "{asked:?} in {pco:?}");
+        }
         // The ping on S1-U: up to the SGW's TEID, down to the eNodeB's,
         // both made by the attach.
         let teids = tshark(

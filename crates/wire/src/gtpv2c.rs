@@ -8,7 +8,7 @@
 //! instance; grouped IEs hold IEs) and § 8.3 onwards for each IE the lab
 //! uses: IMSI (8.3), Cause (8.4), Recovery (8.5), APN (8.6), AMBR (8.7), EBI
 //! (8.8), PAA (8.14), Bearer QoS (8.15), RAT Type (8.17), Serving Network
-//! (8.18), F-TEID (8.22), Bearer Context (8.28), PDN Type (8.34), APN
+//! (8.18), PCO (8.13), F-TEID (8.22), Bearer Context (8.28), PDN Type (8.34), APN
 //! Restriction (8.57), Selection Mode (8.58).
 //!
 //! Messages are read by views ([`GtpcPacket`], [`ies`]) and written by
@@ -63,6 +63,9 @@ pub mod ie_type {
     pub const APN: u8 = 71;
     pub const AMBR: u8 = 72;
     pub const EBI: u8 = 73;
+    /// Protocol Configuration Options: the value part of TS 24.008
+    /// § 10.5.6.3, copied from and to NAS [§ 8.13; `crate::pco`].
+    pub const PCO: u8 = 78;
     pub const PAA: u8 = 79;
     pub const BEARER_QOS: u8 = 80;
     pub const RAT_TYPE: u8 = 82;
@@ -512,6 +515,10 @@ mod tests {
     const ECHO_REQUEST: &str = "40010009000004000300010003";
     const ECHO_RESPONSE: &str = "40020009000004000300010007";
     const CAUSE_MANDATORY_IE_INCORRECT: &str = "4821000e0000000100000500020002004500";
+    // The same with the PCO before the bearer context (tshark: Protocol or
+    // Container ID 0x000d; gsm_a.gm.sm.pco.dns.ipv4 198.18.2.2 in the response).
+    const CREATE_SESSION_REQUEST_PCO: &str = "4820009600000000000006000100080000010100000000f15300030000f1105200010006570009008a00000001ac100401570009018700000000ac1005024700090008696e7465726e6574800001000063000100014f00050001000000007f0001000048000800000186a0000186a04e00040080000d005d001f0049000100055000160064090000000000000000000000000000000000000000";
+    const CREATE_SESSION_RESPONSE_PCO: &str = "4821006b0000000100000600020002001000570009008b00000101ac100402570009018700000201ac1005024f000500010a2d00027f000100004e00080080000d04c61202025d0025004900010005020002001000570009008100000301ac100102570009028500000401ac100202";
 
     fn a(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -561,8 +568,30 @@ mod tests {
 
     /// Builds the fixtures with [`MessageBuilder`].
     fn built() -> Vec<(&'static str, Vec<u8>)> {
+        let dns_request = crate::pco::Pco::dns_request().to_vec();
+        let dns = crate::pco::Pco::answer(&crate::pco::Pco::dns_request(), &[a("198.18.2.2")])
+            .unwrap()
+            .to_vec();
+        vec![
+            (CREATE_SESSION_REQUEST, create_session_request(1, None)),
+            (
+                CREATE_SESSION_REQUEST_PCO,
+                create_session_request(6, Some(&dns_request)),
+            ),
+            (CREATE_SESSION_RESPONSE, create_session_response(1, None)),
+            (
+                CREATE_SESSION_RESPONSE_PCO,
+                create_session_response(6, Some(&dns)),
+            ),
+        ]
+        .into_iter()
+        .chain(the_others())
+        .collect()
+    }
+
+    fn create_session_request(seq: u32, pco: Option<&[u8]>) -> Vec<u8> {
         let s11_mme = fteid(iface::S11_MME, 1, a("172.16.4.1"));
-        let mut m = MessageBuilder::new(msg::CREATE_SESSION_REQUEST, Some(0), 1);
+        let mut m = MessageBuilder::new(msg::CREATE_SESSION_REQUEST, Some(0), seq);
         m.ie(
             ie_type::IMSI,
             0,
@@ -577,28 +606,40 @@ mod tests {
         .ie(ie_type::PDN_TYPE, 0, &[PDN_IPV4])
         .ie(ie_type::PAA, 0, &ie::paa_ipv4_value(Ipv4Addr::UNSPECIFIED))
         .ie(ie_type::APN_RESTRICTION, 0, &[0])
-        .ie(ie_type::AMBR, 0, &ie::ambr_value(100_000, 100_000))
-        .grouped(ie_type::BEARER_CONTEXT, 0, |g| {
+        .ie(ie_type::AMBR, 0, &ie::ambr_value(100_000, 100_000));
+        if let Some(p) = pco {
+            m.ie(ie_type::PCO, 0, p);
+        }
+        m.grouped(ie_type::BEARER_CONTEXT, 0, |g| {
             g.ie(ie_type::EBI, 0, &[5]).ie(
                 ie_type::BEARER_QOS,
                 0,
                 &ie::bearer_qos_value(9, 9, true, false),
             );
         });
-        let csr = m.finish();
-        let mut m = MessageBuilder::new(msg::CREATE_SESSION_RESPONSE, Some(1), 1);
+        m.finish()
+    }
+
+    fn create_session_response(seq: u32, pco: Option<&[u8]>) -> Vec<u8> {
+        let mut m = MessageBuilder::new(msg::CREATE_SESSION_RESPONSE, Some(1), seq);
         m.cause(cause::REQUEST_ACCEPTED)
             .fteid(0, fteid(iface::S11_SGW, 0x101, a("172.16.4.2")))
             .fteid(1, fteid(iface::S5_PGW_GTPC, 0x201, a("172.16.5.2")))
             .ie(ie_type::PAA, 0, &ie::paa_ipv4_value(a("10.45.0.2")))
-            .ie(ie_type::APN_RESTRICTION, 0, &[0])
-            .grouped(ie_type::BEARER_CONTEXT, 0, |g| {
-                g.ie(ie_type::EBI, 0, &[5])
-                    .cause(cause::REQUEST_ACCEPTED)
-                    .fteid(0, fteid(iface::S1U_SGW, 0x301, a("172.16.1.2")))
-                    .fteid(2, fteid(iface::S5_PGW_GTPU, 0x401, a("172.16.2.2")));
-            });
-        let csresp = m.finish();
+            .ie(ie_type::APN_RESTRICTION, 0, &[0]);
+        if let Some(p) = pco {
+            m.ie(ie_type::PCO, 0, p);
+        }
+        m.grouped(ie_type::BEARER_CONTEXT, 0, |g| {
+            g.ie(ie_type::EBI, 0, &[5])
+                .cause(cause::REQUEST_ACCEPTED)
+                .fteid(0, fteid(iface::S1U_SGW, 0x301, a("172.16.1.2")))
+                .fteid(2, fteid(iface::S5_PGW_GTPU, 0x401, a("172.16.2.2")));
+        });
+        m.finish()
+    }
+
+    fn the_others() -> Vec<(&'static str, Vec<u8>)> {
         let mut m = MessageBuilder::new(msg::MODIFY_BEARER_REQUEST, Some(0x101), 2);
         m.grouped(ie_type::BEARER_CONTEXT, 0, |g| {
             g.ie(ie_type::EBI, 0, &[5])
@@ -627,8 +668,6 @@ mod tests {
         m.cause(cause::MANDATORY_IE_INCORRECT);
         let bad = m.finish();
         vec![
-            (CREATE_SESSION_REQUEST, csr),
-            (CREATE_SESSION_RESPONSE, csresp),
             (MODIFY_BEARER_REQUEST, mbr),
             (MODIFY_BEARER_RESPONSE, mbresp),
             (DELETE_SESSION_REQUEST, dsr),

@@ -21,6 +21,7 @@ pub mod gtpv2c;
 pub mod icmp;
 pub mod ipv4;
 pub mod nas;
+pub mod pco;
 pub mod s1ap;
 pub mod sctp;
 pub mod udp;

@@ -14,6 +14,7 @@
 //! [`EsmMessage`]); other messages parse as `Other` with their type. The
 //! MAC itself is `d11_security::nas`'s: this module only lays it out.
 
+use crate::pco::{self, Pco};
 use std::net::Ipv4Addr;
 
 /// Protocol discriminators [TS 24.007 § 11.2.3.1.1].
@@ -583,6 +584,23 @@ impl EmmMessage {
     }
 }
 
+/// The PCO among the optional IEs that follow (IEI 0x27, TLV); one that
+/// does not read is treated as absent [TS 24.301 § 7.6.3: a syntactically
+/// incorrect optional IE].
+fn optional_pco(r: Reader<'_>) -> Result<Option<Pco>, NasError> {
+    Ok(r.optional()?
+        .into_iter()
+        .find(|(iei, _)| *iei == pco::IEI)
+        .and_then(|(_, v)| Pco::parse(v).ok()))
+}
+
+fn emit_pco(buf: &mut Vec<u8>, p: Option<&Pco>) {
+    if let Some(p) = p {
+        buf.push(pco::IEI);
+        lv(buf, &p.to_vec());
+    }
+}
+
 /// The ESM messages of a default bearer, read into their fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EsmMessage {
@@ -590,6 +608,10 @@ pub enum EsmMessage {
         pti: u8,
         pdn_type: u8,
         request_type: u8,
+        /// What the phone asks beyond its address (its DNS server)
+        /// [§ 8.3.20.4]; one that does not read is taken as absent
+        /// [§ 7.6.3].
+        pco: Option<Pco>,
     },
     ActivateDefaultBearerRequest {
         ebi: u8,
@@ -597,6 +619,9 @@ pub enum EsmMessage {
         qci: u8,
         apn: String,
         pdn_address: Ipv4Addr,
+        /// The network's answer to the phone's PCO (its DNS server)
+        /// [§ 8.3.6.13].
+        pco: Option<Pco>,
     },
     ActivateDefaultBearerAccept {
         ebi: u8,
@@ -630,6 +655,7 @@ impl EsmMessage {
                     pti,
                     pdn_type: o >> 4 & 0x07,
                     request_type: o & 0x07,
+                    pco: optional_pco(r)?,
                 }
             }
             esm::ACTIVATE_DEFAULT_BEARER_REQUEST => {
@@ -646,6 +672,7 @@ impl EsmMessage {
                     qci,
                     apn,
                     pdn_address,
+                    pco: optional_pco(r)?,
                 }
             }
             esm::ACTIVATE_DEFAULT_BEARER_ACCEPT => {
@@ -661,9 +688,11 @@ impl EsmMessage {
                 pti,
                 pdn_type,
                 request_type,
+                pco,
             } => {
                 buf.extend_from_slice(&[pd::ESM, *pti, esm::PDN_CONNECTIVITY_REQUEST]);
                 buf.push((pdn_type & 0x07) << 4 | request_type & 0x07);
+                emit_pco(buf, pco.as_ref());
             }
             EsmMessage::ActivateDefaultBearerRequest {
                 ebi,
@@ -671,6 +700,7 @@ impl EsmMessage {
                 qci,
                 apn,
                 pdn_address,
+                pco,
             } => {
                 buf.extend_from_slice(&[
                     ebi << 4 | pd::ESM,
@@ -681,6 +711,7 @@ impl EsmMessage {
                 lv(buf, &crate::gtpv2c::ie::apn_value(apn));
                 let o = pdn_address.octets();
                 lv(buf, &[1, o[0], o[1], o[2], o[3]]);
+                emit_pco(buf, pco.as_ref());
             }
             EsmMessage::ActivateDefaultBearerAccept { ebi, pti } => {
                 buf.extend_from_slice(&[
@@ -731,6 +762,15 @@ mod tests {
     const DETACH_REQUEST: &str = "074501080910100000000010";
     const DETACH_ACCEPT: &str = "0746";
     const DETACH_REQUEST_REATTACH: &str = "074501";
+    // With the PCO [TS 24.008 § 10.5.6.3]: the phone's DNS Server IPv4
+    // Address Request, the network's answer 198.18.2.2 (tshark with
+    // scripts/wireshark/d11-radio-nas.lua: Protocol or Container ID
+    // 0x000d, gsm_a.gm.sm.pco.dns.ipv4 198.18.2.2, nothing malformed).
+    const PDN_CONNECTIVITY_REQUEST_DNS: &str = "0201d011270480000d00";
+    const ATTACH_REQUEST_DNS: &str = "07417108091010000000001002e0e0000a0201d011270480000d00";
+    const ACTIVATE_DEFAULT_BEARER_REQUEST_DNS: &str =
+        "5201c101090908696e7465726e657405010a2d0002270880000d04c6120202";
+    const ATTACH_ACCEPT_DNS: &str = "07420129060000f1100001001f5201c101090908696e7465726e657405010a2d0002270880000d04c6120202500bf600f110800101c0000001";
 
     const IMSI: &str = "001010000000001";
 
@@ -743,6 +783,7 @@ mod tests {
             pti: 1,
             pdn_type: 1,
             request_type: 1,
+            pco: None,
         }
     }
 
@@ -753,6 +794,7 @@ mod tests {
             qci: 9,
             apn: "internet".into(),
             pdn_address: Ipv4Addr::new(10, 45, 0, 2),
+            pco: None,
         }
     }
 
@@ -869,6 +911,75 @@ mod tests {
             assert_eq!(EsmMessage::parse(&b).as_ref(), Ok(&m), "{want}");
             assert_eq!(m.to_vec(), b, "{want}");
         }
+    }
+
+    #[test]
+    fn the_pco_asks_for_and_brings_the_dns_server_as_pycrate_writes_it() {
+        let dns = crate::pco::Pco::answer(
+            &crate::pco::Pco::dns_request(),
+            &[Ipv4Addr::new(198, 18, 2, 2)],
+        );
+        let EsmMessage::PdnConnectivityRequest {
+            pti,
+            pdn_type,
+            request_type,
+            ..
+        } = pdn()
+        else {
+            unreachable!()
+        };
+        let pdn_dns = EsmMessage::PdnConnectivityRequest {
+            pti,
+            pdn_type,
+            request_type,
+            pco: Some(crate::pco::Pco::dns_request()),
+        };
+        let EsmMessage::ActivateDefaultBearerRequest {
+            ebi,
+            pti,
+            qci,
+            apn,
+            pdn_address,
+            ..
+        } = act()
+        else {
+            unreachable!()
+        };
+        let act_dns = EsmMessage::ActivateDefaultBearerRequest {
+            ebi,
+            pti,
+            qci,
+            apn,
+            pdn_address,
+            pco: dns,
+        };
+        for (want, m) in [
+            (PDN_CONNECTIVITY_REQUEST_DNS, &pdn_dns),
+            (ACTIVATE_DEFAULT_BEARER_REQUEST_DNS, &act_dns),
+        ] {
+            let b = hex(want);
+            assert_eq!(EsmMessage::parse(&b).as_ref(), Ok(m), "{want}");
+            assert_eq!(m.to_vec(), b, "{want}");
+        }
+        let attach = EmmMessage::AttachRequest {
+            ksi: KSI_NONE,
+            attach_type: 1,
+            identity: imsi(),
+            ue_network_capability: vec![0xe0, 0xe0],
+            esm: pdn_dns.to_vec(),
+        };
+        assert_eq!(attach.to_vec(), hex(ATTACH_REQUEST_DNS));
+        let Ok(EmmMessage::AttachAccept { esm, .. }) = EmmMessage::parse(&hex(ATTACH_ACCEPT_DNS))
+        else {
+            panic!()
+        };
+        assert_eq!(EsmMessage::parse(&esm), Ok(act_dns));
+        // A PCO that does not read is taken as absent [TS 24.301 § 7.6.3].
+        let mut bad = hex(PDN_CONNECTIVITY_REQUEST_DNS);
+        bad[8] = 9;
+        bad[5] = 5;
+        bad.push(0);
+        assert_eq!(EsmMessage::parse(&bad), Ok(pdn()));
     }
 
     #[test]
