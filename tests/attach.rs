@@ -145,7 +145,8 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
     );
     let wires: std::collections::BTreeSet<&str> = given.iter().map(|r| r[0].as_str()).collect();
     assert!(given.iter().all(|r| r[1] == "198.18.2.2"), "{given:?}");
-    for w in ["pgw:s5", "sgw:s11", "mme:s1mme", "enb:radio"] {
+    // (each wire is captured once, named by one of its ends)
+    for w in ["sgw:s5", "mme:s11", "enb:s1mme", "ue:eth0"] {
         assert!(wires.contains(w), "{w} in {wires:?}");
     }
     let asked = tshark_with(
@@ -155,7 +156,7 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
         &["frame.interface_name"],
     );
     let asked: std::collections::BTreeSet<&str> = asked.iter().map(|r| r[0].as_str()).collect();
-    for w in ["sgw:s5", "mme:s11", "enb:s1mme", "enb:radio"] {
+    for w in ["sgw:s5", "mme:s11", "enb:s1mme", "ue:eth0"] {
         assert!(asked.contains(w), "the request on {w}: {asked:?}");
     }
     let bad = tshark_with(&file, &with_lua, "_ws.malformed", &["frame.number"]);
