@@ -194,7 +194,8 @@ pub enum EmmState {
     /// The network's Detach Request sent, "re-attach required": its
     /// session is gone (the SGW restarted, or the eNodeB's tunnel was
     /// refused) [TS 24.301 § 5.5.2.3; TS 23.007 § 16.1.1]; the UE's
-    /// Detach Accept brings the release, and the UE attaches again.
+    /// Detach Accept brings the release, and the UE attaches again; T3422
+    /// sends the request again, and aborts the detach after four more.
     NetworkDetaching,
     /// EMM-DEREGISTERED after a reject; the context goes with its release.
     Deregistered,
@@ -286,10 +287,21 @@ struct UeCtx {
     bearer: Option<UeSession>,
     /// Its Detach Request was a switch-off: no Detach Accept.
     switch_off: bool,
+    /// T3422 while the network's Detach Request waits for its Detach
+    /// Accept: when it expires, and how many times it has [TS 24.301
+    /// § 5.5.2.3.4 b].
+    t3422: Option<(Instant, u8)>,
 }
 
 /// The network's detach type "re-attach required" [TS 24.301 § 9.9.3.7].
 const REATTACH_REQUIRED: u8 = 1;
+
+/// T3422: how long the network waits for the UE's Detach Accept before it
+/// sends its Detach Request again [TS 24.301 § 10.2, Table 10.2.1: 6 s].
+pub const T3422: std::time::Duration = std::time::Duration::from_secs(6);
+/// The Detach Request is sent again four times; the fifth expiry aborts
+/// the detach [TS 24.301 § 5.5.2.3.4 b].
+pub const T3422_RETRANSMISSIONS: u8 = 4;
 
 /// The default bearer's EPS bearer id [TS 24.301 § 9.3.2: 5 is the
 /// first one a UE's PDN connection gets].
@@ -345,6 +357,13 @@ pub struct MmeCounters {
     pub release_requests: u64,
     /// UE Context Release Complete from the eNodeB: contexts removed.
     pub releases: u64,
+    /// The network's Detach Request sent again on T3422's expiry.
+    #[serde(default)]
+    pub detach_retransmissions: u64,
+    /// Network detaches aborted on T3422's fifth expiry (no Detach
+    /// Accept): the UE's context released and dropped.
+    #[serde(default)]
+    pub detach_timeouts: u64,
 }
 
 /// `d11 show mme`.
@@ -398,6 +417,9 @@ pub struct Mme {
     pending: HashMap<u32, u32>,
     /// The UE an S11 request was for, by its sequence number.
     pending_s11: HashMap<u32, u32>,
+    /// T3422's deadlines, earliest first: (when, the UE's MME UE S1AP ID).
+    /// An entry whose UE no longer runs T3422 with that deadline is stale.
+    t3422: std::collections::BTreeSet<(Instant, u32)>,
     next_ue: u32,
     counters: MmeCounters,
 }
@@ -421,6 +443,7 @@ impl Mme {
             ues: BTreeMap::new(),
             pending: HashMap::new(),
             pending_s11: HashMap::new(),
+            t3422: Default::default(),
             next_ue: 1,
             counters: MmeCounters::default(),
         }
@@ -734,8 +757,8 @@ impl Mme {
     /// § 5.5.2.3.1; TS 23.401 § 5.3.8.3]: the Detach Request to the UE
     /// (protected), and Delete Session on S11 for what the SGW may still
     /// hold (not after its restart: it holds nothing [TS 23.007
-    /// § 16.1.1]). T3422 is not run: a UE that does not answer keeps its
-    /// context until its next Attach Request starts over on it.
+    /// § 16.1.1]). T3422 starts: without a Detach Accept the request is
+    /// sent again every 6 s, four times, then the context is released.
     fn network_detach(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32, delete: bool) {
         let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
             return;
@@ -747,12 +770,7 @@ impl Mme {
         self.counters.network_detaches += 1;
         ue.emm = EmmState::NetworkDetaching;
         let sgw = ue.bearer.take().map(|b| b.sgw);
-        let req = EmmMessage::NetworkDetachRequest {
-            detach_type: REATTACH_REQUIRED,
-            cause: None,
-        };
-        let nas = protect(ue, sec::INTEGRITY_CIPHERED, &req.to_vec());
-        self.downlink_nas(cx, mme_ue_id, &nas);
+        self.send_network_detach(cx, mme_ue_id, 0);
         let (Some(sgw), Some(s11), true) = (sgw, self.s11.as_mut(), delete) else {
             return;
         };
@@ -765,6 +783,58 @@ impl Mme {
             m.ie(ie_type::EBI, 0, &[DEFAULT_EBI]);
         });
         self.pending_s11.insert(seq, mme_ue_id);
+    }
+
+    /// The network's Detach Request, "re-attach required", protected with
+    /// the next downlink COUNT (a retransmission too: the UE's replay
+    /// check refuses a COUNT it has seen), and T3422 (re)started; `sent`
+    /// counts the expiries so far [TS 24.301 § 5.5.2.3.1, § 5.5.2.3.4 b].
+    fn send_network_detach(&mut self, cx: &mut Ctx, mme_ue_id: u32, sent: u8) {
+        let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
+            return;
+        };
+        let req = EmmMessage::NetworkDetachRequest {
+            detach_type: REATTACH_REQUIRED,
+            cause: None,
+        };
+        let nas = protect(ue, sec::INTEGRITY_CIPHERED, &req.to_vec());
+        let due = cx.now + T3422;
+        ue.t3422 = Some((due, sent));
+        self.t3422.insert((due, mme_ue_id));
+        self.downlink_nas(cx, mme_ue_id, &nas);
+    }
+
+    /// T3422's expiries due by now [TS 24.301 § 5.5.2.3.4 b]: the Detach
+    /// Request again, or on the fifth expiry the detach aborted, the UE
+    /// EMM-DEREGISTERED and its context released (UE Context Release
+    /// Command; Release Complete drops it).
+    fn run_t3422(&mut self, cx: &mut Ctx) {
+        while let Some(&(due, id)) = self.t3422.first() {
+            if due > cx.now {
+                break;
+            }
+            self.t3422.pop_first();
+            let Some(ue) = self.ues.get_mut(&id) else {
+                continue;
+            };
+            let Some((d, sent)) = ue.t3422.filter(|&(d, _)| d == due) else {
+                continue; // stale: answered, or restarted since
+            };
+            ue.t3422 = None;
+            if ue.emm != EmmState::NetworkDetaching {
+                continue;
+            }
+            if sent < T3422_RETRANSMISSIONS {
+                tracing::info!(imsi = %ue.imsi, expiry = sent + 1, "T3422: Detach Request again");
+                self.counters.detach_retransmissions += 1;
+                self.send_network_detach(cx, id, sent + 1);
+            } else {
+                tracing::info!(imsi = %ue.imsi, at = ?d, "T3422: no Detach Accept, detach aborted");
+                self.counters.detach_timeouts += 1;
+                ue.emm = EmmState::Deregistered;
+                self.release_command(cx, id, ie::NAS_DETACH);
+            }
+        }
     }
 
     /// UE Context Release Request [TS 36.413 § 8.3.2]: the eNodeB lost
@@ -1133,6 +1203,7 @@ impl Mme {
                 ambr: (0, 0),
                 bearer: None,
                 switch_off: false,
+                t3422: None,
             },
         );
         self.attach_request(cx, mme_ue_id, msg);
@@ -1155,6 +1226,7 @@ impl Mme {
         ue.sec = None;
         ue.rejected = None;
         ue.bearer = None;
+        ue.t3422 = None;
         let imsi = match msg {
             Ok(EmmMessage::AttachRequest {
                 identity: MobileIdentity::Imsi(imsi),
@@ -1401,6 +1473,7 @@ impl Mme {
             (EmmState::NetworkDetaching, EmmMessage::DetachAccept) => {
                 tracing::info!(imsi = %ue.imsi, "Detach Accept: releasing");
                 ue.emm = EmmState::Deregistered;
+                ue.t3422 = None; // stopped [§ 5.5.2.3.2]
                 self.release_command(cx, mme_ue_id, ie::NAS_DETACH);
             }
             (EmmState::WaitContextSetup, EmmMessage::AttachComplete { esm }) => {
@@ -1715,6 +1788,7 @@ impl Element for Mme {
 
     fn on_timer(&mut self, cx: &mut Ctx, out: &mut Outbox) {
         self.l3.on_timer(cx, out);
+        self.run_t3422(cx);
         self.serve(cx, out);
     }
 
@@ -1728,7 +1802,11 @@ impl Element for Mme {
             (None, Some(_)) => Some(Instant::ZERO),
             (None, None) => None,
         };
-        [self.l3.poll_at(), s6a, s11].into_iter().flatten().min()
+        let t3422 = self.t3422.first().map(|&(due, _)| due);
+        [self.l3.poll_at(), s6a, s11, t3422]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn report(&self) -> serde_json::Value {

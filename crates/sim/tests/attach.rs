@@ -1295,6 +1295,105 @@ fn the_sgw_restarted_the_phones_tunnel_is_refused_and_it_attaches_again() {
     }
 }
 
+/// T3422 [TS 24.301 § 5.5.2.3.4 b]: a phone that never answers the
+/// network's Detach Request gets it again every 6 s, four times, each
+/// under a new NAS COUNT; on the fifth expiry the mme aborts the detach,
+/// releases the UE's S1 context and, on Release Complete, drops it.
+#[test]
+fn a_network_detach_unanswered_is_sent_again_every_6_s_four_times_then_the_context_goes() {
+    let mut bb = baseband("001010000000001");
+    let (mut lab, mut hss, _) = attach(TOPOLOGY, 23, &mut bb);
+    assert_eq!(ping_gateway(&mut lab, 1), [1]);
+    let topo = Topology::parse(TOPOLOGY, "double11.toml").expect("loads");
+    lab.restart(&topo, "sgw");
+    let start = lab.now();
+    // The ping meets the restarted sgw: Error Indication, UE Context
+    // Release Request, the network's Detach Request. The phone is silent.
+    assert!(ping_gateway(&mut lab, 2).is_empty(), "no tunnel at the sgw");
+    let mut detach = vec![];
+    while lab.now() < start + Duration::from_secs(32) {
+        hss.run(&mut lab, Duration::from_millis(100));
+        for f in lab.host("ue").take_frames() {
+            if f[12..14] != [0x88, 0xb5] {
+                continue;
+            }
+            let Ok(d11_wire::nas::Pdu::Protected { sn, message, .. }) =
+                d11_wire::nas::Pdu::parse(&f[14..])
+            else {
+                panic!("a protected message")
+            };
+            let m = d11_wire::nas::EmmMessage::parse(message).expect("EMM");
+            assert!(
+                matches!(
+                    m,
+                    d11_wire::nas::EmmMessage::NetworkDetachRequest { detach_type: 1, .. }
+                ),
+                "{m:?}"
+            );
+            detach.push((lab.now() - start, sn));
+        }
+    }
+    assert_eq!(detach.len(), 5, "the first and four more: {detach:?}");
+    for w in detach.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap >= Duration::from_millis(5_900) && gap <= Duration::from_millis(6_100),
+            "T3422 is 6 s: {detach:?}"
+        );
+        assert_eq!(
+            w[1].1,
+            w[0].1.wrapping_add(1),
+            "a new COUNT each: {detach:?}"
+        );
+    }
+    let (enb, mme) = reports(&lab);
+    let c = &mme.counters;
+    assert_eq!(
+        (
+            c.network_detaches,
+            c.detach_retransmissions,
+            c.detach_timeouts,
+            c.releases
+        ),
+        (1, 4, 1, 1),
+        "{c:?}"
+    );
+    assert!(mme.ues.is_empty(), "the context dropped: {:?}", mme.ues);
+    assert_eq!(
+        enb.s1.expect("s1").ues.len(),
+        0,
+        "the enb's context released"
+    );
+    if common::tshark_agrees(&mut lab.sim, "attach-t3422.pcapng") {
+        let seq = tshark(
+            &mut lab,
+            "attach-t3422.pcapng",
+            "s1ap.procedureCode == 11 || s1ap.procedureCode == 23",
+            &[
+                "s1ap.procedureCode",
+                "nas_eps.nas_msg_emm_type",
+                "nas_eps.seq_no",
+            ],
+        )
+        .expect("tshark ran");
+        let tail: Vec<&str> = seq.iter().rev().take(7).rev().map(String::as_str).collect();
+        let sn = |i: usize| detach[i].1;
+        assert_eq!(
+            tail,
+            [
+                format!("11\t0x45\t{}", sn(0)),
+                format!("11\t0x45\t{}", sn(1)),
+                format!("11\t0x45\t{}", sn(2)),
+                format!("11\t0x45\t{}", sn(3)),
+                format!("11\t0x45\t{}", sn(4)),
+                "23\t\t".to_string(),
+                "23\t\t".to_string(),
+            ],
+            "five Detach Requests, then UE Context Release Command and Complete: {seq:?}"
+        );
+    }
+}
+
 /// The mme's Echo on S11 learns the sgw's new Recovery [TS 23.007
 /// § 16.1.1]: every UE whose session it held is detached with
 /// "re-attach required", with no user-plane traffic to notice it first.
