@@ -8,9 +8,8 @@
 //! panic.
 #![no_main]
 use d11_apps::baseband::{Baseband, UsimConfig};
-use d11_core::{Ctx, Element, Instant, Outbox, PortId, L3Port, L3};
+use d11_core::{Ctx, Element, Instant, Outbox, PortId, L3Port};
 use d11_core::nat::{NatConfig, Timeouts};
-use d11_elements::mme::{Mme, MmeSettings, Plmn};
 use d11_elements::pgw::{Pgw, PgwConfig};
 use d11_elements::router::RouterConfig;
 use d11_elements::sgw::{Sgw, SgwConfig};
@@ -19,27 +18,9 @@ use d11_wire::ipv4::{protocol, Ipv4Repr};
 use d11_wire::MacAddr;
 use libfuzzer_sys::fuzz_target;
 
-const S1MME_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 2]);
-const S11_MAC: MacAddr = MacAddr([2, 0, 0, 0, 4, 1]);
-
-fn mme() -> Mme {
-    let l3 = L3::with_ports(vec![
-        L3Port { name: "s1mme".into(), mac: S1MME_MAC, address: "172.16.3.2/24".parse().unwrap(), mtu: 1500 },
-        L3Port { name: "s6a".into(), mac: MacAddr([2, 0, 0, 0, 5, 1]), address: "172.16.5.1/24".parse().unwrap(), mtu: 1500 },
-        L3Port { name: "s11".into(), mac: S11_MAC, address: "172.16.4.1/24".parse().unwrap(), mtu: 1500 },
-    ]);
-    let settings = MmeSettings {
-        plmn: Plmn::parse("00101").unwrap(),
-        group: 0x8001,
-        code: 1,
-        hss: Some("172.16.5.2".parse().unwrap()),
-        sgw: Some("172.16.4.2".parse().unwrap()),
-        pgw: Some("172.16.2.2".parse().unwrap()),
-        origin_host: "mme.epc.lab".into(),
-        realm: "epc.lab".into(),
-    };
-    Mme::new(l3, settings)
-}
+#[path = "common/mme.rs"]
+mod common_mme;
+use common_mme::{mme, S11_MAC, S1MME_MAC};
 
 /// `payload` in IPv4 (protocol `proto`) from `src` to `dst`, with a UDP
 /// header (checksum 0) first when `udp_port` is set.
