@@ -73,7 +73,10 @@ fn resolver(lab: &str) -> Result<Option<(Ipv4Addr, String)>> {
         .topology()
         .context("reading the lab's topology")?;
     let resolv = d11_lab::netns_resolv_file(lab, "ue");
-    let first = d11_apps::dns::stub::nameservers(&resolv).into_iter().next();
+    let first = d11_apps::dns::stub::ResolvConf::read(&resolv)
+        .servers
+        .into_iter()
+        .next();
     let Some(std::net::IpAddr::V4(addr)) = first else {
         return Ok(None);
     };
