@@ -115,6 +115,7 @@ fn objects(size: usize) -> Vec<ObjectSettings> {
             path: p.to_string(),
             content_type: "image/jpeg".into(),
             cache_control: Some("public, max-age=60".into()),
+            vary: None,
             size,
         })
         .collect()
@@ -448,15 +449,39 @@ async fn bad_requests_at_the_edge_are_4xx_and_nothing_wrong_is_stored() {
     assert_eq!(origin.report().stats.refused, 1);
 }
 
-/// The origin's header matrix: each object's Cache-Control (every object
-/// has a strong ETag and a Last-Modified).
-const MATRIX: [(&str, &str); 5] = [
-    ("/m/max-age.jpg", "public, max-age=60"),
-    ("/m/s-maxage.jpg", "max-age=0, s-maxage=60"),
-    ("/m/no-store.jpg", "no-store"),
-    ("/m/private.jpg", "private, max-age=60"),
-    ("/m/short.jpg", "public, max-age=1"),
+/// The origin's header matrix: each object's Cache-Control and Vary
+/// (every object has a strong ETag and a Last-Modified).
+const MATRIX: [(&str, &str, Option<&str>); 7] = [
+    ("/m/max-age.jpg", "public, max-age=60", None),
+    ("/m/s-maxage.jpg", "max-age=0, s-maxage=60", None),
+    ("/m/no-store.jpg", "no-store", None),
+    ("/m/private.jpg", "private, max-age=60", None),
+    ("/m/short.jpg", "public, max-age=1", None),
+    ("/m/vary.jpg", "public, max-age=60", Some("Accept-Encoding")),
+    (
+        "/m/vary-short.jpg",
+        "public, max-age=1",
+        Some("Accept-Encoding"),
+    ),
 ];
+
+/// The requests sent for an object: one without `Accept-Encoding` when it
+/// varies on nothing; else one per encoding, so each variant is asked.
+fn encodings(vary: Option<&str>) -> &'static [&'static str] {
+    match vary {
+        None => &[""],
+        Some(_) => &["gzip", "br"],
+    }
+}
+
+/// A GET with `Accept-Encoding: enc` (none when `enc` is empty).
+async fn get(curl: &Curl, path: &str, enc: &str) -> Got {
+    let h = format!("Accept-Encoding: {enc}");
+    match enc {
+        "" => curl.get(path, &[]).await,
+        _ => curl.get(path, &["-H", &h]).await,
+    }
+}
 
 #[tokio::test]
 async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_edge() {
@@ -465,10 +490,11 @@ async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_e
     let settings = OriginSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         objects: (MATRIX.iter())
-            .map(|(p, cc)| ObjectSettings {
+            .map(|(p, cc, vary)| ObjectSettings {
                 path: p.to_string(),
                 content_type: "image/jpeg".into(),
                 cache_control: Some(cc.to_string()),
+                vary: vary.map(str::to_string),
                 size: 5000,
             })
             .collect(),
@@ -495,42 +521,61 @@ async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_e
             dir: dir.path().to_path_buf(),
         }
     };
-    // What each said, per object: two GETs, then one after max-age=1 ran out.
+    // What each said: the outcome, and our Age.
     let outcome = |g: &Got, who: &str| {
         let x = g.header("x-cache").unwrap_or("-").to_string();
         assert_eq!(g.status, 200, "{who}: {x}");
         x.split(" from ").next().unwrap().to_string()
     };
+    // Per object and encoding: two GETs, then one after max-age=1 ran out.
     let mut seen: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
-    for (path, cc) in MATRIX {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
-            a.push(outcome(&ours.get(path, &[]).await, "ours"));
-            b.push(outcome(&theirs.get(path, &[]).await, "nginx"));
+    for (path, cc, vary) in MATRIX {
+        for enc in encodings(vary) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..2 {
+                a.push(outcome(&get(&ours, path, enc).await, "ours"));
+                b.push(outcome(&get(&theirs, path, enc).await, "nginx"));
+            }
+            seen.push((format!("{path} ({cc}, {enc:?})"), a, b));
         }
-        seen.push((format!("{path} ({cc})"), a, b));
     }
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    for (i, (path, _)) in MATRIX.iter().enumerate() {
-        let g = ours.get(path, &[]).await;
-        let how = outcome(&g, "ours");
-        if how == "HIT" {
-            // Stored with the two GETs above, two seconds ago (a
-            // revalidated answer starts again at 0).
-            let age = g.header("age").unwrap();
-            assert!(age.parse::<u64>().unwrap() >= 2, "{path}: Age {age}");
+    let mut row = 0;
+    for (path, _, vary) in MATRIX {
+        for enc in encodings(vary) {
+            let g = get(&ours, path, enc).await;
+            let how = outcome(&g, "ours");
+            if how == "HIT" {
+                // Stored with the two GETs above, two seconds ago (a
+                // revalidated answer starts again at 0).
+                let age = g.header("age").unwrap();
+                assert!(age.parse::<u64>().unwrap() >= 2, "{path}: Age {age}");
+            }
+            seen[row].1.push(how);
+            seen[row]
+                .2
+                .push(outcome(&get(&theirs, path, enc).await, "nginx"));
+            row += 1;
         }
-        seen[i].1.push(how);
-        seen[i]
-            .2
-            .push(outcome(&theirs.get(path, &[]).await, "nginx"));
     }
     for (what, a, b) in &seen {
         assert_eq!(a, b, "{what}: ours, then nginx's");
     }
-    let short = &seen[4].1;
-    assert_eq!(short, &["MISS", "HIT", "REVALIDATED"]);
-    assert_eq!(seen[2].1, ["MISS", "MISS", "MISS"]);
+    let by = |what: &str| {
+        let (_, a, _) = (seen.iter()).find(|(w, ..)| w.starts_with(what)).unwrap();
+        a.join(" ")
+    };
+    assert_eq!(by("/m/short.jpg"), "MISS HIT REVALIDATED");
+    assert_eq!(by("/m/no-store.jpg"), "MISS MISS MISS");
+    // Each encoding its own variant: the second of each a hit.
+    assert_eq!(
+        by("/m/vary.jpg (public, max-age=60, \"br\")"),
+        "MISS HIT HIT"
+    );
+    assert_eq!(
+        by("/m/vary-short.jpg (public, max-age=1, \"br\")"),
+        "MISS HIT REVALIDATED"
+    );
 }
 
 /// A TCP relay on loopback to `port` that waits `delay` before it connects

@@ -230,6 +230,7 @@ fn object(path: &str, size: usize) -> ObjectSettings {
         path: path.into(),
         content_type: "image/jpeg".into(),
         cache_control: Some("public, max-age=600".into()),
+        vary: None,
         size,
     }
 }

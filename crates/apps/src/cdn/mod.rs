@@ -64,6 +64,9 @@ pub struct ObjectSettings {
     /// What the shop sets, e.g. "public, max-age=60".
     #[serde(default)]
     pub cache_control: Option<String>,
+    /// The request fields its answers vary on, e.g. "Accept-Encoding".
+    #[serde(default)]
+    pub vary: Option<String>,
     pub size: usize,
 }
 
@@ -121,7 +124,8 @@ impl OriginSettings {
                 &o.content_type,
                 o.cache_control.as_deref(),
                 now,
-            );
+            )
+            .varying(o.vary.as_deref());
             match b.put(&o.path, obj) {
                 Ok(true) => {}
                 Ok(false) => return Err(ConfigError::new(key("path"), "named twice")),
@@ -140,6 +144,8 @@ pub struct ObjectRow {
     pub etag: String,
     pub last_modified: String,
     pub cache_control: Option<String>,
+    #[serde(default)]
+    pub vary: Option<String>,
 }
 
 /// What the origin reports on its control socket.
@@ -206,6 +212,7 @@ impl Origin {
                     etag: o.etag.clone(),
                     last_modified: httpdate::fmt_http_date(o.modified),
                     cache_control: o.cache_control.clone(),
+                    vary: o.vary.clone(),
                 })
                 .collect(),
         }

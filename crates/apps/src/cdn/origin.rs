@@ -26,6 +26,10 @@ pub struct Object {
     pub content_type: String,
     /// As the shop set it, sent with every answer (RFC 9111 § 5.2.2).
     pub cache_control: Option<String>,
+    /// The request fields its answer varies on, as the shop set them (`Vary`,
+    /// RFC 9110 § 12.5.5), sent with every answer: a cache keeps one
+    /// response per combination of their values.
+    pub vary: Option<String>,
     /// Strong, quoted: a hash of the body.
     pub etag: String,
     /// Second precision, as HTTP-date carries it.
@@ -44,8 +48,15 @@ impl Object {
             body,
             content_type: content_type.to_string(),
             cache_control: cache_control.map(str::to_string),
+            vary: None,
             modified: whole_seconds(now),
         }
+    }
+
+    /// The object with `Vary: vary`.
+    pub fn varying(mut self, vary: Option<&str>) -> Object {
+        self.vary = vary.map(str::to_string);
+        self
     }
 }
 
@@ -181,6 +192,9 @@ impl Bucket {
         if let Some(cc) = &obj.cache_control {
             a.set(header::CACHE_CONTROL, cc);
         }
+        if let Some(vary) = &obj.vary {
+            a.set(header::VARY, vary);
+        }
         if not_modified(obj, headers) {
             self.stats.not_modified += 1;
             a.status = StatusCode::NOT_MODIFIED;
@@ -213,7 +227,8 @@ impl Bucket {
             text(header::CONTENT_TYPE).unwrap_or("application/octet-stream"),
             text(header::CACHE_CONTROL),
             now,
-        );
+        )
+        .varying(text(header::VARY));
         let etag = obj.etag.clone();
         let created = self.objects.insert(path.to_string(), obj).is_none();
         self.stats.puts += 1;
@@ -501,6 +516,7 @@ mod tests {
                 &h(&[
                     ("content-type", "image/png"),
                     ("cache-control", "s-maxage=30"),
+                    ("vary", "Accept-Encoding"),
                 ]),
                 Bytes::from_static(body),
                 at(secs),
@@ -516,6 +532,7 @@ mod tests {
         let a = get(&mut b, "/images/sale.png", &[]);
         assert_eq!(&a.body[..], b"v2");
         assert_eq!(a.headers["cache-control"], "s-maxage=30");
+        assert_eq!(a.headers["vary"], "Accept-Encoding");
         assert_eq!(a.headers["last-modified"], "Tue, 14 Nov 2023 22:18:20 GMT");
     }
 

@@ -10,9 +10,12 @@
 //! for a shared cache; this store adds the key, the bytes and the bounds.
 //!
 //! The primary key is the target URI (§ 2: GET only; a HEAD is answered
-//! from a stored GET, never stored). One response per key: a request whose
-//! Vary-selected headers differ from the stored one's is a miss, and what
-//! it brings back replaces it. The store is bounded in bytes and evicts the
+//! from a stored GET, never stored). A response with `Vary` is stored per
+//! combination of the named request fields' values (§ 4.1, as nginx's
+//! `proxy_cache` keeps a variant per value): a request selects the variant
+//! whose fields match its own, a miss when none does, and what it brings
+//! back is stored beside the others (in place of the one it selected, if
+//! it revalidated it). `Vary: *` never matches. The store is bounded in bytes and evicts the
 //! least recently used; an object larger than an eighth of the bound is
 //! passed through, not stored.
 
@@ -57,7 +60,10 @@ struct Entry {
     policy: CachePolicy,
     head: response::Parts,
     body: Bytes,
-    /// The LRU tick of its last use.
+    /// The request's values of the fields the response varies on, for
+    /// the rows (`accept-encoding=gzip`); empty without `Vary`.
+    variant: String,
+    /// The LRU tick of its last use: also names the variant in `lru`.
     used: u64,
     hits: u64,
 }
@@ -77,10 +83,14 @@ pub struct StoreStats {
     pub purged: u64,
 }
 
-/// One stored object, as `d11 show EDGE cache` lists it.
+/// One stored response, as `d11 show EDGE cache` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheRow {
     pub key: String,
+    /// Which variant of the key (`accept-encoding=gzip`) when the response
+    /// carries `Vary`; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
     pub bytes: usize,
     /// Seconds of freshness left (0 when stale).
     pub fresh_s: u64,
@@ -91,8 +101,9 @@ pub struct CacheRow {
 
 /// The store.
 pub struct Store {
-    entries: HashMap<String, Entry>,
-    /// Keys by the tick of their last use: the least recent first.
+    /// The responses stored per key: one, or one per variant (§ 4.1).
+    entries: HashMap<String, Vec<Entry>>,
+    /// Keys by the tick of their variant's last use: the least recent first.
     lru: BTreeMap<u64, String>,
     tick: u64,
     bytes: usize,
@@ -110,6 +121,46 @@ pub fn key(req: &request::Parts) -> String {
     format!("{}{path}", host.to_ascii_lowercase())
 }
 
+/// Which stored variant `req` selects: its index, and whether it is fresh
+/// for it (its headers then) or must be revalidated (the request to send).
+fn select(
+    variants: &[Entry],
+    req: &request::Parts,
+    now: SystemTime,
+) -> Option<(usize, BeforeRequest)> {
+    variants
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| match e.policy.before_request(req, now) {
+            BeforeRequest::Stale { matches: false, .. } => None,
+            b => Some((i, b)),
+        })
+}
+
+/// `name=value` of each request field `head`'s `Vary` names; `None` for
+/// `Vary: *`, which no request matches (§ 4.1), so it is not stored (as
+/// nginx does not).
+fn variant_of(req: &request::Parts, head: &response::Parts) -> Option<String> {
+    let names: Vec<String> = (head.headers.get_all(http::header::VARY).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.iter().any(|n| n == "*") {
+        return None;
+    }
+    let pairs: Vec<String> = (names.iter())
+        .map(|n| {
+            let v = (req.headers.get(n.as_str()))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("{n}={v}")
+        })
+        .collect();
+    Some(pairs.join(" "))
+}
+
 impl Store {
     /// A store holding at most `max_bytes` of bodies.
     pub fn new(max_bytes: usize) -> Store {
@@ -123,8 +174,9 @@ impl Store {
         }
     }
 
+    /// Responses stored (each variant counts).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,9 +188,10 @@ impl Store {
         self.bytes
     }
 
-    fn touch(&mut self, k: &str) {
+    /// Marks the variant `i` of `k` as the most recently used.
+    fn touch(&mut self, k: &str, i: usize) {
         self.tick += 1;
-        if let Some(e) = self.entries.get_mut(k) {
+        if let Some(e) = self.entries.get_mut(k).and_then(|v| v.get_mut(i)) {
             self.lru.remove(&e.used);
             e.used = self.tick;
             self.lru.insert(self.tick, k.to_string());
@@ -163,25 +216,25 @@ impl Store {
             _ => req,
         };
         let found = match self.entries.get_mut(&k) {
-            Some(e) if cacheable_method(&req.method) => match e.policy.before_request(asked, now) {
-                BeforeRequest::Fresh(head) => {
+            Some(variants) if cacheable_method(&req.method) => match select(variants, asked, now) {
+                Some((i, BeforeRequest::Fresh(head))) => {
+                    let e = &mut variants[i];
                     e.hits += 1;
-                    Some(Lookup::Hit(head, e.body.clone()))
+                    Some((i, Lookup::Hit(head, e.body.clone())))
                 }
-                BeforeRequest::Stale {
-                    request,
-                    matches: true,
-                } => Some(Lookup::Revalidate(request)),
-                BeforeRequest::Stale { matches: false, .. } => None,
+                Some((i, BeforeRequest::Stale { request, .. })) => {
+                    Some((i, Lookup::Revalidate(request)))
+                }
+                None => None,
             },
             _ => None,
         };
         match found {
-            Some(l) => {
+            Some((i, l)) => {
                 if matches!(l, Lookup::Hit(..)) {
                     self.stats.hits += 1;
                 }
-                self.touch(&k);
+                self.touch(&k, i);
                 l
             }
             None => {
@@ -192,7 +245,8 @@ impl Store {
     }
 
     /// Upstream's answer to a miss: stored if RFC 9111 § 3 allows it (and
-    /// it fits). Returns the headers to send on.
+    /// it fits), in place of the variant the request selected, if any.
+    /// Returns the headers to send on.
     pub fn fetched(
         &mut self,
         req: &request::Parts,
@@ -201,12 +255,22 @@ impl Store {
         now: SystemTime,
     ) -> response::Parts {
         let policy = CachePolicy::new_options(req, &head, now, options());
-        if req.method != Method::GET || !policy.is_storable() || !self.fits(body.len()) {
+        let variant = variant_of(req, &head);
+        let Some(variant) = variant
+            .filter(|_| req.method == Method::GET && policy.is_storable() && self.fits(body.len()))
+        else {
             self.stats.not_stored += 1;
             return head;
-        }
+        };
         let out = head.clone();
-        self.insert(key(req), policy, head, body);
+        let k = key(req);
+        if let Some(i) = (self.entries.get(&k))
+            .and_then(|v| select(v, req, now))
+            .map(|(i, _)| i)
+        {
+            self.remove_variant(&k, i);
+        }
+        self.insert(k, policy, head, body, variant);
         out
     }
 
@@ -222,45 +286,50 @@ impl Store {
         now: SystemTime,
     ) -> (Outcome, response::Parts, Bytes) {
         let k = key(req);
-        let Some(e) = self.entries.get(&k) else {
+        let found = (self.entries.get(&k))
+            .and_then(|v| select(v, req, now))
+            .map(|(i, _)| i);
+        let Some(e) = found.and_then(|i| self.entries.get(&k)?.get(i)) else {
             let head = self.fetched(req, head, body.clone(), now);
             return (Outcome::Miss, head, body);
         };
+        let i = found.unwrap_or(0);
         match e.policy.after_response(req, &head, now) {
             AfterResponse::NotModified(policy, fresh) => {
                 self.stats.revalidated += 1;
                 let stored = e.body.clone();
                 let out = fresh.clone();
-                if let Some(e) = self.entries.get_mut(&k) {
+                if let Some(e) = self.entries.get_mut(&k).and_then(|v| v.get_mut(i)) {
                     e.policy = policy;
                     e.head = fresh;
                 }
-                self.touch(&k);
+                self.touch(&k, i);
                 (Outcome::Revalidated, out, stored)
             }
             AfterResponse::Modified(..) => {
                 self.stats.refreshed += 1;
-                self.remove(&k);
+                self.remove_variant(&k, i);
                 let head = self.fetched(req, head, body.clone(), now);
                 (Outcome::Miss, head, body)
             }
         }
     }
 
-    /// Forgets the object at `key`; whether there was one.
+    /// Forgets the object at `key`, every variant; whether there was one.
     pub fn purge(&mut self, key: &str) -> bool {
         let had = self.remove(key);
         self.stats.purged += u64::from(had);
         had
     }
 
-    /// Every stored object, the most recently used first.
+    /// Every stored response, the most recently used first.
     pub fn rows(&self, now: SystemTime) -> Vec<CacheRow> {
-        (self.lru.values().rev())
-            .filter_map(|k| {
-                let e = self.entries.get(k)?;
+        (self.lru.iter().rev())
+            .filter_map(|(tick, k)| {
+                let e = self.entries.get(k)?.iter().find(|e| e.used == *tick)?;
                 Some(CacheRow {
                     key: k.clone(),
+                    variant: e.variant.clone(),
                     bytes: e.body.len(),
                     fresh_s: e.policy.time_to_live(now).as_secs(),
                     age_s: e.policy.age(now).as_secs(),
@@ -274,15 +343,28 @@ impl Store {
         len <= self.max_bytes / 8
     }
 
-    fn insert(&mut self, k: String, policy: CachePolicy, head: response::Parts, body: Bytes) {
-        self.remove(&k);
+    fn insert(
+        &mut self,
+        k: String,
+        policy: CachePolicy,
+        head: response::Parts,
+        body: Bytes,
+        variant: String,
+    ) {
         while self.bytes + body.len() > self.max_bytes {
-            let Some((_, old)) = self.lru.pop_first() else {
+            let Some((tick, old)) = self.lru.pop_first() else {
                 break;
             };
-            if let Some(e) = self.entries.remove(&old) {
+            let Some(variants) = self.entries.get_mut(&old) else {
+                continue;
+            };
+            if let Some(i) = variants.iter().position(|e| e.used == tick) {
+                let e = variants.remove(i);
                 self.bytes -= e.body.len();
                 self.stats.evicted += 1;
+            }
+            if variants.is_empty() {
+                self.entries.remove(&old);
             }
         }
         self.tick += 1;
@@ -293,17 +375,36 @@ impl Store {
             policy,
             head,
             body,
+            variant,
             used: self.tick,
             hits: 0,
         };
-        self.entries.insert(k, e);
+        self.entries.entry(k).or_default().push(e);
     }
 
+    /// Removes the variant `i` of `k`.
+    fn remove_variant(&mut self, k: &str, i: usize) {
+        let Some(variants) = self.entries.get_mut(k) else {
+            return;
+        };
+        if i < variants.len() {
+            let e = variants.remove(i);
+            self.lru.remove(&e.used);
+            self.bytes -= e.body.len();
+        }
+        if variants.is_empty() {
+            self.entries.remove(k);
+        }
+    }
+
+    /// Removes every variant of `k`; whether there was one.
     fn remove(&mut self, k: &str) -> bool {
         match self.entries.remove(k) {
-            Some(e) => {
-                self.lru.remove(&e.used);
-                self.bytes -= e.body.len();
+            Some(variants) => {
+                for e in variants {
+                    self.lru.remove(&e.used);
+                    self.bytes -= e.body.len();
+                }
                 true
             }
             None => false,
@@ -469,16 +570,18 @@ mod tests {
     }
 
     #[test]
-    fn vary_selects_the_stored_response_by_the_named_request_header() {
+    fn vary_keeps_a_variant_per_value_of_the_named_request_header() {
         let mut s = Store::new(1 << 20);
+        let vary = |now| {
+            res(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "accept-encoding")],
+                now,
+            )
+        };
         let gz = req(COVER, &[("accept-encoding", "gzip")]);
         assert!(matches!(s.lookup(&gz, at(0)), Lookup::Miss));
-        let head = res(
-            200,
-            &[("cache-control", "max-age=60"), ("vary", "accept-encoding")],
-            at(0),
-        );
-        s.fetched(&gz, head, body(), at(0));
+        s.fetched(&gz, vary(at(0)), body(), at(0));
         assert!(matches!(s.lookup(&gz, at(1)), Lookup::Hit(..)));
         // A header the response does not vary on does not matter ...
         let other = req(
@@ -486,9 +589,48 @@ mod tests {
             &[("accept-encoding", "gzip"), ("x-poison", "<script>")],
         );
         assert!(matches!(s.lookup(&other, at(2)), Lookup::Hit(..)));
-        // ... one it varies on does.
+        // ... one it varies on does: another variant, stored beside the first.
         let br = req(COVER, &[("accept-encoding", "br")]);
         assert!(matches!(s.lookup(&br, at(3)), Lookup::Miss));
+        s.fetched(&br, vary(at(3)), Bytes::from_static(b"br"), at(3));
+        let Lookup::Hit(_, b) = s.lookup(&br, at(4)) else {
+            panic!("the br variant");
+        };
+        assert_eq!(b, Bytes::from_static(b"br"));
+        let Lookup::Hit(_, b) = s.lookup(&gz, at(5)) else {
+            panic!("the gzip variant is still there");
+        };
+        assert_eq!(b, body());
+        // No Accept-Encoding at all is a value of its own.
+        assert!(matches!(s.lookup(&req(COVER, &[]), at(6)), Lookup::Miss));
+        let rows = s.rows(at(6));
+        let variants: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
+        assert_eq!(variants, ["accept-encoding=gzip", "accept-encoding=br"]);
+        // Each variant revalidates on its own; a 304 refreshes that one.
+        let Lookup::Revalidate(up) = s.lookup(&br, at(64)) else {
+            panic!("stale");
+        };
+        let (how, _, b) = s.revalidated(
+            &up,
+            res(304, &[("vary", "accept-encoding")], at(64)),
+            Bytes::new(),
+            at(64),
+        );
+        assert_eq!((how, b), (Outcome::Revalidated, Bytes::from_static(b"br")));
+        assert!(matches!(s.lookup(&br, at(65)), Lookup::Hit(..)));
+        assert!(matches!(s.lookup(&gz, at(65)), Lookup::Revalidate(..)));
+        assert_eq!((s.len(), s.bytes()), (2, body().len() + 2));
+        // A purge forgets every variant.
+        assert!(s.purge("static.geektime.com/images/cover.jpg"));
+        assert_eq!((s.len(), s.bytes()), (0, 0));
+        // `Vary: *` matches no request: not stored.
+        let star = res(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "*")],
+            at(70),
+        );
+        s.fetched(&gz, star, body(), at(70));
+        assert!(s.is_empty());
     }
 
     #[test]
