@@ -5,8 +5,9 @@
 //! (slowloris), graceful draining at shutdown, and the counters every such
 //! server reports (connections, handshakes by version, cipher and failure
 //! reason, header timeouts, requests by status). What a request means is
-//! the app's axum [`Router`], wrapped in [`Front::counted`]; each request
-//! carries its [`Session`].
+//! the app's axum [`Router`], wrapped in [`Front::counted`] (an app with one
+//! handler for every request, as the CDN's, takes [`Front::fallback`] and
+//! [`Front::serve_fallback`]); each request carries its [`Session`].
 
 use std::collections::BTreeMap;
 use std::future::{poll_fn, Future};
@@ -148,6 +149,35 @@ impl Front {
                 }
             },
         ))
+    }
+
+    /// The router of an app whose every request goes to `handler` with
+    /// `state` (the CDN's origin and caches), counted as [`Front::counted`].
+    pub fn fallback<H, T, S>(self: &Arc<Self>, handler: H, state: S) -> Router
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        self.counted(Router::new().fallback(handler).with_state(state))
+    }
+
+    /// Serves [`Front::fallback`]`(handler, state)` on `listener` as
+    /// [`Front::serve`] does, until `shutdown` resolves.
+    pub async fn serve_fallback<H, T, S>(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        handler: H,
+        state: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()>
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        let router = self.fallback(handler, state);
+        self.serve(listener, router, shutdown).await
     }
 
     /// Serves `router` on `listener` until `shutdown` resolves; then stops

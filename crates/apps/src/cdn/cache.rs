@@ -159,17 +159,21 @@ impl Cache {
         f(&mut self.upstream.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// Every request goes to the cache (the fuzz target serves this).
     pub fn router(self: &Arc<Self>) -> Router {
-        let routes = Router::new().fallback(serve).with_state(self.clone());
-        self.front.counted(routes)
+        self.front.fallback(serve, self.clone())
     }
 
+    /// Serves on `listener` until `shutdown` resolves.
     pub async fn serve(
         self: &Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        self.front.serve(listener, self.router(), shutdown).await
+        let me = self.clone();
+        self.front
+            .serve_fallback(listener, serve, me, shutdown)
+            .await
     }
 
     /// Forgets `key` (`host/path`); whether it was stored.

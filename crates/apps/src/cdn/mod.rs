@@ -185,10 +185,9 @@ impl Origin {
         self.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every request goes to the bucket.
+    /// Every request goes to the bucket (the fuzz target serves this).
     pub fn router(self: &Arc<Self>) -> Router {
-        let routes = Router::new().fallback(answer).with_state(self.clone());
-        self.front.counted(routes)
+        self.front.fallback(answer, self.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -197,7 +196,10 @@ impl Origin {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        self.front.serve(listener, self.router(), shutdown).await
+        let me = self.clone();
+        self.front
+            .serve_fallback(listener, answer, me, shutdown)
+            .await
     }
 
     pub fn report(&self) -> OriginReport {
