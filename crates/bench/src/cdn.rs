@@ -352,30 +352,30 @@ fn table(r: &CdnReport) -> String {
 mod tests {
     use super::*;
 
-    /// The shape of `wrk -t2 -c50 -d2s --latency` (Debian's wrk 4.1.0),
-    /// written by hand with a Socket errors line added; not a captured run.
-    const WRK: &str = "Running 2s test @ https://127.0.0.1:40000/images/cover.jpg
-  2 threads and 50 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     5.21ms    2.04ms  30.12ms   80.00%
-    Req/Sec     4.80k   312.00     5.30k    70.00%
-  Latency Distribution
-     50%    4.98ms
-     75%    6.10ms
-     90%    7.50ms
-     99%   12.40ms
-  19100 requests in 2.00s, 2.14GB read
-  Socket errors: connect 0, read 3, write 0, timeout 2
-Requests/sec:   9550.12
-Transfer/sec:      1.07GB
-";
+    /// Two real runs of Debian's wrk 4.1.0 against Debian's nginx 1.22 on
+    /// loopback (plain HTTP; over TLS wrk prints the same), nginx with
+    /// `master_process off; worker_processes 1;` and `server { listen
+    /// 127.0.0.1:18081; root WWW; }`, WWW holding a 120000-byte
+    /// `images/cover.jpg`. This one with `worker_connections 4096`:
+    /// `wrk -t2 -c50 -d2s --latency http://127.0.0.1:18081/images/cover.jpg`.
+    const WRK_COVER: &str = include_str!("fixtures/wrk-cover.txt");
+    /// This one with `worker_connections 40`, fewer than wrk's 50, so
+    /// nginx resets the rest (socket read errors), asking for an object
+    /// that is not there (404s): `wrk -t2 -c50 -d2s --latency
+    /// http://127.0.0.1:18081/images/none.jpg`.
+    const WRK_ERRORS: &str = include_str!("fixtures/wrk-404-errors.txt");
 
     #[test]
     fn wrk_text_gives_requests_per_second_the_percentiles_and_errors() {
-        let w = parse_wrk(WRK).unwrap();
-        assert_eq!(w.requests_per_s, 9550.12);
-        assert_eq!((w.p50_ms, w.p99_ms), (4.98, 12.40));
-        assert_eq!(w.errors, 5);
+        let w = parse_wrk(WRK_COVER).unwrap();
+        assert_eq!(w.requests_per_s, 15848.78);
+        assert_eq!((w.p50_ms, w.p99_ms), (2.38, 11.17));
+        assert_eq!(w.errors, 0);
+        // Microseconds, the socket errors and the non-2xx answers.
+        let w = parse_wrk(WRK_ERRORS).unwrap();
+        assert_eq!(w.requests_per_s, 57224.04);
+        assert_eq!((w.p50_ms, w.p99_ms), (0.363, 11.72));
+        assert_eq!(w.errors, 6892 + 116004);
         assert!(parse_wrk("garbage").is_none());
     }
 }
