@@ -5,7 +5,8 @@
 //! and gets the cover over TLS from edge-a2: the first GET a miss at the
 //! edge and the parent, fetched once from the origin in the VPC through its
 //! VIP; the second a hit at the edge with `Age`; the bytes the origin's.
-//! Every frame of it decodes in tshark. Then 50 concurrent GETs of a cold
+//! Every frame of it decodes in tshark; decrypted with curl's TLS keys, the
+//! phone's wire shows the HTTP and the cover as a JPEG. Then 50 concurrent GETs of a cold
 //! object are one request at the origin; a short-lived object is
 //! revalidated (304 while unchanged, 200 after a PUT at the origin); a
 //! purge makes the next GET a miss at the edge and a hit at the parent.
@@ -16,6 +17,7 @@ use d11_apps::cdn::object_bytes;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use support::*;
 
 const URL: &str = "https://static.geektime.com";
@@ -105,13 +107,29 @@ fn the_phone_gets_the_cover_through_the_nearest_edge_a_miss_then_a_hit() {
 
         // The first GET and, a second later, the second, captured on
         // every wire.
+        // curl logs its TLS keys (SSLKEYLOGFILE, which `d11 capture` sets
+        // for its command and here keeps in `keys`).
         let cap = dir.join("cdn.pcapng");
+        let keys = dir.join("keys.log");
         let twice = format!(
             "{} && sleep 1.2 && {}",
             curl(&lab, &dir, "first", "/images/cover.jpg"),
             curl(&lab, &dir, "second", "/images/cover.jpg")
         );
-        let o = lab.capture(&cap, "ue", &["sh", "-c", &twice]);
+        let o = Command::new(d11_bin())
+            .env("SSLKEYLOGFILE", &keys)
+            .args(["capture", "--name", &lab.name, "-w"])
+            .arg(&cap)
+            .args([
+                "--",
+                d11_bin().to_str().unwrap(),
+                "exec",
+                "--name",
+                &lab.name,
+            ])
+            .args(["ue", "--", "sh", "-c", &twice])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", text(&o));
         let (first, second) = (read(&dir, "first"), read(&dir, "second"));
         let cover = object_bytes("/images/cover.jpg", 120_000);
@@ -158,6 +176,47 @@ fn the_phone_gets_the_cover_through_the_nearest_edge_a_miss_then_a_hit() {
             "{into_vm:?}"
         );
         assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
+
+        // The phone's wire alone (the same connection on later wires would
+        // look like retransmissions to Wireshark's reassembly), decrypted
+        // with curl's keys, reassembled: tshark reads both requests, both
+        // answers, and in each the cover as a JPEG (its JFIF dissector: the
+        // 160×90 picture), with no frame malformed.
+        let phone = dir.join("phone.pcapng");
+        let o = Command::new("tshark")
+            .arg("-r")
+            .arg(&cap)
+            .args(["-Y", "frame.interface_name == \"ue:eth0\"", "-w"])
+            .arg(&phone)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let key_log = format!("tls.keylog_file:{}", keys.display());
+        let decrypted =
+            |filter: &str, fields: &[&str]| tshark_with(&phone, &["-o", &key_log], filter, fields);
+        let asked = decrypted("http.request", &["http.request.method", "http.request.uri"]);
+        assert_eq!(
+            asked,
+            [["GET", "/images/cover.jpg"], ["GET", "/images/cover.jpg"]]
+        );
+        let pictures = decrypted(
+            "http.response && image-jfif",
+            &[
+                "http.response.code",
+                "http.content_type",
+                "http.content_length",
+                "image-jfif.identifier",
+                "image-jfif.sof.samples_per_line",
+                "image-jfif.sof.lines",
+            ],
+        );
+        let jpeg = ["200", "image/jpeg", "120000", "JFIF", "160", "90"];
+        assert_eq!(pictures, [jpeg, jpeg], "the cover as tshark read it");
+        let broken = decrypted(
+            "_ws.malformed || _ws.expert.severity >= error",
+            &["frame.number", "_ws.col.info", "_ws.expert.message"],
+        );
+        assert_eq!(broken, Vec::<Vec<String>>::new());
 
         // 50 at once for a cold object: one request reaches the origin.
         let fifty = format!(

@@ -89,9 +89,28 @@ fn default_content_type() -> String {
 /// The largest object made at start or put.
 const MAX_OBJECT: usize = 16 << 20;
 
-/// The body of the object at `path`: `size` bytes of a generator seeded by
-/// the path, the same in every run.
+/// The picture every `.jpg` object carries: a 160×90 baseline JFIF made
+/// by libjpeg-turbo's cjpeg (fixtures/make-picture.sh has the command).
+pub const PICTURE: &[u8] = include_bytes!("fixtures/picture.jpg");
+
+/// The body of the object at `path`, `size` bytes, the same in every run.
+/// A path ending in `.jpg` or `.jpeg` is a real JPEG: [`PICTURE`] with
+/// comment segments (COM, ITU-T T.81 § B.2.4.5) after its JFIF header
+/// filled with printable text from a generator seeded by the path, up to
+/// `size` (any viewer shows the picture; tshark's JFIF dissector reads
+/// it). Any other path, or a size the picture and one COM segment do not
+/// fit, is `size` bytes of the generator.
 pub fn object_bytes(path: &str, size: usize) -> Bytes {
+    let lower = path.to_ascii_lowercase();
+    let jpeg = lower.ends_with(".jpg") || lower.ends_with(".jpeg");
+    match (jpeg, size.checked_sub(PICTURE.len())) {
+        (true, Some(pad)) if pad == 0 || pad >= 4 => picture(path, pad),
+        _ => generated(path, size),
+    }
+}
+
+/// `size` bytes of an xorshift64 generator seeded by `path`.
+fn generated(path: &str, size: usize) -> Bytes {
     let mut x = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     }) | 1;
@@ -104,6 +123,34 @@ pub fn object_bytes(path: &str, size: usize) -> Bytes {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v.truncate(size);
+    Bytes::from(v)
+}
+
+/// [`PICTURE`] with `pad` (0, or at least 4) bytes of COM segments after
+/// its APP0 (JFIF) segment, which must follow SOI (JFIF 1.02 § 4).
+fn picture(path: &str, pad: usize) -> Bytes {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    // SOI, then APP0: FF E0 and its length (which counts itself).
+    let app0_end = 4 + usize::from(u16::from_be_bytes([PICTURE[4], PICTURE[5]]));
+    let text = generated(path, pad);
+    let mut v = Vec::with_capacity(PICTURE.len() + pad);
+    v.extend_from_slice(&PICTURE[..app0_end]);
+    let (mut left, mut text) = (pad, &text[..]);
+    while left > 0 {
+        // A segment is FF FE, a length counting itself, then at most
+        // 65533 bytes; none shorter than 4 is left over.
+        let mut seg = left.min(4 + 65533);
+        if (1..4).contains(&(left - seg)) {
+            seg = left - 4;
+        }
+        v.extend_from_slice(&[0xff, 0xfe]);
+        v.extend_from_slice(&((seg - 2) as u16).to_be_bytes());
+        let (now, rest) = text.split_at(seg - 4);
+        v.extend(now.iter().map(|b| ALPHABET[usize::from(b % 64)]));
+        text = rest;
+        left -= seg;
+    }
+    v.extend_from_slice(&PICTURE[app0_end..]);
     Bytes::from(v)
 }
 
@@ -282,5 +329,82 @@ impl crate::app::App for OriginApp {
             origin.serve(listener, shutdown).await?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The segments of a JPEG up to SOS: each marker and its data.
+    fn segments(jpeg: &[u8]) -> Vec<(u8, &[u8])> {
+        assert_eq!(&jpeg[..2], [0xff, 0xd8], "SOI");
+        let (mut out, mut at) = (Vec::new(), 2);
+        loop {
+            assert_eq!(jpeg[at], 0xff, "a marker at {at}");
+            let marker = jpeg[at + 1];
+            let len = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+            out.push((marker, &jpeg[at + 4..at + 2 + len]));
+            at += 2 + len;
+            if marker == 0xda {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_jpg_object_is_the_picture_with_comments_up_to_its_size() {
+        let n = PICTURE.len();
+        let sizes = [
+            n,
+            n + 4,
+            n + 5,
+            8000,
+            120_000,
+            n + 65537,
+            n + 65538,
+            n + 65540,
+            n + 65541,
+        ];
+        for size in sizes {
+            let b = object_bytes("/images/cover.jpg", size);
+            assert_eq!(b.len(), size);
+            assert_eq!(&b[b.len() - 2..], [0xff, 0xd9], "EOI");
+            let segs = segments(&b);
+            // JFIF's APP0 first, then the comments, then the picture's own.
+            assert_eq!((segs[0].0, &segs[0].1[..5]), (0xe0, &b"JFIF\0"[..]));
+            let comments: Vec<&[u8]> = (segs.iter())
+                .filter(|(m, _)| *m == 0xfe)
+                .map(|(_, d)| *d)
+                .collect();
+            let text: usize = comments.iter().map(|d| d.len() + 4).sum();
+            assert_eq!(text, size - n, "{size}");
+            assert!(comments.iter().all(|d| d.iter().all(u8::is_ascii_graphic)));
+            let without: Vec<u8> = {
+                let mut v = b[..2].to_vec();
+                let mut at = 2;
+                while b[at + 1] != 0xda {
+                    let len = usize::from(u16::from_be_bytes([b[at + 2], b[at + 3]]));
+                    if b[at + 1] != 0xfe {
+                        v.extend_from_slice(&b[at..at + 2 + len]);
+                    }
+                    at += 2 + len;
+                }
+                v.extend_from_slice(&b[at..]);
+                v
+            };
+            assert_eq!(without, PICTURE, "{size}");
+        }
+        // Another path, another text; the same path, the same bytes.
+        assert_ne!(
+            object_bytes("/images/thumb-1.jpg", 8000),
+            object_bytes("/images/thumb-2.jpg", 8000)
+        );
+        assert_eq!(object_bytes("/a.JPEG", 8000), object_bytes("/a.JPEG", 8000));
+        // Too small for the picture, or not a picture: the generator's bytes.
+        for (path, size) in [("/a.jpg", 100), ("/a.jpg", n + 2), ("/a.bin", 8000)] {
+            let b = object_bytes(path, size);
+            assert_eq!((b.len(), b == generated(path, size)), (size, true));
+        }
     }
 }
