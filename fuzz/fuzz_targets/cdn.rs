@@ -47,6 +47,7 @@ fn cdn() -> &'static Cdn {
                 name: None,
                 max_bytes: 1 << 20,
                 upstream_timeout_ms: 200,
+                upstream_idle: 16,
                 header_timeout_ms: 200,
                 handshake_timeout_ms: 200,
                 max_connections: 16,

@@ -145,6 +145,16 @@ async fn origin(dir: &Path) -> (Curl, std::sync::Arc<Origin>) {
 
 /// A cache named `name` in front of `upstream` (a port on loopback).
 async fn cache(dir: &Path, name: &str, upstream: u16) -> (u16, std::sync::Arc<Cache>) {
+    cache_keeping(dir, name, upstream, 16).await
+}
+
+/// [`cache`] keeping at most `idle` connections to its upstream.
+async fn cache_keeping(
+    dir: &Path,
+    name: &str,
+    upstream: u16,
+    idle: usize,
+) -> (u16, std::sync::Arc<Cache>) {
     let paths = lab_pki(dir);
     let settings = CacheSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -153,6 +163,7 @@ async fn cache(dir: &Path, name: &str, upstream: u16) -> (u16, std::sync::Arc<Ca
         name: Some(name.into()),
         max_bytes: 8 << 20,
         upstream_timeout_ms: 5000,
+        upstream_idle: idle,
         header_timeout_ms: 2000,
         handshake_timeout_ms: 2000,
         max_connections: 256,
@@ -164,6 +175,17 @@ async fn cache(dir: &Path, name: &str, upstream: u16) -> (u16, std::sync::Arc<Ca
     let serving = c.clone();
     tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
     (port, c)
+}
+
+/// An origin and `edge-a2` in front of it; curl pointed at the edge.
+async fn edge_on_origin(dir: &Path) -> (Curl, std::sync::Arc<Origin>, std::sync::Arc<Cache>) {
+    let (at_origin, origin) = origin(dir).await;
+    let (edge_port, edge) = cache(dir, "edge-a2", at_origin.port).await;
+    let curl = Curl {
+        port: edge_port,
+        ..at_origin
+    };
+    (curl, origin, edge)
 }
 
 #[tokio::test]
@@ -248,10 +270,10 @@ async fn through_edge_and_parent_a_miss_then_a_hit_one_origin_fetch_for_fifty_an
     let dir = tempfile::tempdir().unwrap();
     let (at_origin, origin) = origin(dir.path()).await;
     // The parent reaches the origin through a relay that waits a second
-    // before each connection, so the 50 GETs below all arrive while the
-    // first one's fetch is under way.
+    // before each connection, and opens one per fetch, so the 50 GETs below
+    // all arrive while the first one's fetch is under way.
     let slow = relay(at_origin.port, std::time::Duration::from_secs(1)).await;
-    let (parent_port, parent) = cache(dir.path(), "parent", slow).await;
+    let (parent_port, parent) = cache_keeping(dir.path(), "parent", slow, 0).await;
     let (edge_port, edge) = cache(dir.path(), "edge-a2", parent_port).await;
     let curl = Curl {
         port: edge_port,
@@ -310,12 +332,7 @@ async fn through_edge_and_parent_a_miss_then_a_hit_one_origin_fetch_for_fifty_an
 #[tokio::test]
 async fn a_range_or_a_conditional_get_at_the_edge_is_answered_from_the_whole_object() {
     let dir = tempfile::tempdir().unwrap();
-    let (at_origin, origin) = origin(dir.path()).await;
-    let (edge_port, _edge) = cache(dir.path(), "edge-a2", at_origin.port).await;
-    let curl = Curl {
-        port: edge_port,
-        ..at_origin
-    };
+    let (curl, origin, _edge) = edge_on_origin(dir.path()).await;
     let whole = object_bytes("/images/cover.jpg", 100_000);
     let part = curl.get("/images/cover.jpg", &["-r", "100-199"]).await;
     assert_eq!(part.status, 206);
@@ -378,12 +395,8 @@ async fn raw_tls(dir: &Path, port: u16, raw: &[u8]) -> String {
 #[tokio::test]
 async fn bad_requests_at_the_edge_are_4xx_and_nothing_wrong_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let (at_origin, origin) = origin(dir.path()).await;
-    let (edge_port, edge) = cache(dir.path(), "edge-a2", at_origin.port).await;
-    let curl = Curl {
-        port: edge_port,
-        ..at_origin
-    };
+    let (curl, origin, edge) = edge_on_origin(dir.path()).await;
+    let edge_port = curl.port;
     let host = format!("Host: {NAME}\r\n");
     // Request smuggling (RFC 9112 § 6.3). Two different Content-Lengths:
     // 400 and the connection closed. Content-Length with
@@ -576,6 +589,31 @@ async fn nginx_proxy_cache_sends_the_same_hits_misses_and_revalidations_as_our_e
         by("/m/vary-short.jpg (public, max-age=1, \"br\")"),
         "MISS HIT REVALIDATED"
     );
+}
+
+#[tokio::test]
+async fn misses_share_one_kept_connection_upstream_and_a_closed_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (curl, origin, edge) = edge_on_origin(dir.path()).await;
+    let edge_port = curl.port;
+    // Three misses, one after the other: one connection to the origin.
+    for path in ["/images/cover.jpg", "/images/cold.jpg", "/images/none.jpg"] {
+        let g = curl.get(path, &[]).await;
+        assert!(g.status == 200 || g.status == 404, "{path}: {}", g.status);
+    }
+    let up = edge.report().upstream;
+    assert_eq!((up.fetches, up.connections, up.reused), (3, 1, 2), "{up:?}");
+    assert_eq!(origin.report().front.tls_handshakes, 1);
+    // The origin closes an idle connection after its header deadline
+    // (2 s here): the next miss finds it closed and opens another.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(edge.purge(&format!("{NAME}:{edge_port}/images/cover.jpg")));
+    let g = curl.get("/images/cover.jpg", &[]).await;
+    assert_eq!(g.header("x-cache"), Some("MISS from edge-a2"));
+    assert!(g.body == object_bytes("/images/cover.jpg", 100_000));
+    let up = edge.report().upstream;
+    assert_eq!((up.fetches, up.connections, up.errors), (4, 2, 0), "{up:?}");
+    assert_eq!(up.stale_connections, 1, "{up:?}");
 }
 
 /// A TCP relay on loopback to `port` that waits `delay` before it connects

@@ -243,6 +243,7 @@ fn cache(paths: &PkiPaths, name: &str, upstream: u16) -> Result<Arc<Cache>> {
         name: Some(name.into()),
         max_bytes: 256 << 20,
         upstream_timeout_ms: 10_000,
+        upstream_idle: 16,
         header_timeout_ms: 5000,
         handshake_timeout_ms: 5000,
         max_connections: 4096,

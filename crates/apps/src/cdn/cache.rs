@@ -27,10 +27,12 @@ use bytes::Bytes;
 use d11_core::ConfigError;
 use http::{request, response};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
@@ -57,6 +59,10 @@ pub struct CacheSettings {
     /// How long an upstream fetch may take; then 504.
     #[serde(default = "default_upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
+    /// Idle connections to the upstream kept for the next fetches
+    /// (HTTP/1.1 persistence, RFC 9112 § 9.3); 0: a connection per fetch.
+    #[serde(default = "default_upstream_idle")]
+    pub upstream_idle: usize,
     #[serde(default = "super::default_timeout_ms")]
     pub header_timeout_ms: u64,
     #[serde(default = "super::default_timeout_ms")]
@@ -71,6 +77,9 @@ fn default_max_bytes() -> usize {
 fn default_upstream_timeout_ms() -> u64 {
     5000
 }
+fn default_upstream_idle() -> usize {
+    16
+}
 
 /// What the cache counted besides its store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +90,16 @@ pub struct UpstreamStats {
     pub collapsed: u64,
     /// Fetches that failed (connect, TLS, HTTP, timeout): answered 502/504.
     pub errors: u64,
+    /// Connections opened to the upstream (TCP and TLS handshakes).
+    #[serde(default)]
+    pub connections: u64,
+    /// Fetches sent on a kept connection.
+    #[serde(default)]
+    pub reused: u64,
+    /// Kept connections the upstream had closed when one was wanted, or
+    /// that failed under a request (which then went on a new one).
+    #[serde(default)]
+    pub stale_connections: u64,
 }
 
 /// What a cache reports on its control socket.
@@ -105,6 +124,21 @@ pub struct CacheTable {
     pub objects: Vec<CacheRow>,
 }
 
+/// A connection to the upstream: its request half and the task driving it.
+struct UpstreamConn {
+    sender: http1::SendRequest<Empty<Bytes>>,
+    driver: tokio::task::JoinHandle<hyper::Result<http1::Parts<TokioIo<TlsStream<TcpStream>>>>>,
+}
+
+impl UpstreamConn {
+    /// Closes it cleanly (close_notify and FIN, then the upstream's), in
+    /// the background.
+    fn retire(self) {
+        drop(self.sender);
+        tokio::spawn(crate::phone::close(self.driver));
+    }
+}
+
 /// One cache.
 pub struct Cache {
     name: String,
@@ -115,6 +149,8 @@ pub struct Cache {
     /// Keys being fetched, and how their waiters learn it is done.
     inflight: Mutex<HashMap<String, watch::Receiver<bool>>>,
     upstream: Mutex<UpstreamStats>,
+    /// Connections to the upstream waiting for the next fetch.
+    idle: Mutex<Vec<UpstreamConn>>,
 }
 
 /// A miss's part in the fetch of its key.
@@ -147,6 +183,7 @@ impl Cache {
             client,
             inflight: Mutex::new(HashMap::new()),
             upstream: Mutex::new(UpstreamStats::default()),
+            idle: Mutex::new(Vec::new()),
             settings,
         })
     }
@@ -279,8 +316,8 @@ impl Cache {
         self.fetch(up).await
     }
 
-    /// Sends `up` to the upstream over a fresh HTTPS connection, with this
-    /// cache in `Via`, under the upstream deadline.
+    /// Sends `up` to the upstream over HTTPS, with this cache in `Via`,
+    /// under the upstream deadline.
     async fn fetch(&self, mut up: request::Parts) -> Fetched {
         self.count(|u| u.fetches += 1);
         strip_hop_by_hop(&mut up.headers);
@@ -306,38 +343,84 @@ impl Cache {
         got
     }
 
+    /// One request upstream: on a kept connection if there is one; if
+    /// that fails (the upstream closed it while it was idle), once more on
+    /// a new one, as a GET may be repeated (RFC 9110 § 9.2.2; RFC 9112
+    /// § 9.3.1).
     async fn exchange(&self, up: request::Parts) -> Fetched {
-        let bad = |what: &str| {
-            let what = what.to_string();
-            move |e: &dyn std::fmt::Display| (StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
-        };
+        if let Some(conn) = self.reuse().await {
+            self.count(|u| u.reused += 1);
+            match self.send(conn, up.clone()).await {
+                Ok(got) => return Ok(got),
+                Err(e) => {
+                    tracing::debug!(error = e.1, "a kept upstream connection failed; a new one");
+                    self.count(|u| u.stale_connections += 1);
+                }
+            }
+        }
+        let conn = self.connect().await?;
+        self.send(conn, up).await
+    }
+
+    /// A kept connection ready for a request, if there is one; those the
+    /// upstream has closed meanwhile are let go.
+    async fn reuse(&self) -> Option<UpstreamConn> {
+        loop {
+            let mut conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if !conn.sender.is_closed() && conn.sender.ready().await.is_ok() {
+                return Some(conn);
+            }
+            self.count(|u| u.stale_connections += 1);
+            conn.retire();
+        }
+    }
+
+    /// A new connection to the upstream: TCP, TLS with `upstream_name`
+    /// (checked against the lab root), HTTP/1.1.
+    async fn connect(&self) -> Result<UpstreamConn, (StatusCode, String)> {
+        self.count(|u| u.connections += 1);
         let tcp = TcpStream::connect(self.settings.upstream)
             .await
-            .map_err(|e| bad("connect")(&e))?;
+            .map_err(|e| bad("connect", &e))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.settings.upstream_name.clone())
-            .map_err(|e| bad("upstream_name")(&e))?;
+            .map_err(|e| bad("upstream_name", &e))?;
         let tls = (TlsConnector::from(self.client.clone())
             .connect(name, tcp)
             .await)
-            .map_err(|e| bad("TLS")(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .map_err(|e| bad("TLS", &e))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| bad("HTTP")(&e))?;
+            .map_err(|e| bad("HTTP", &e))?;
         let driver = tokio::spawn(conn.without_shutdown());
-        let reply = sender
-            .send_request(Request::from_parts(up, Empty::<Bytes>::new()))
-            .await
-            .map_err(|e| bad("request")(&e))?;
-        let (head, body) = reply.into_parts();
-        let body = Limited::new(body, super::MAX_OBJECT)
-            .collect()
-            .await
-            .map_err(|e| bad("body")(&e))?
-            .to_bytes();
-        drop(sender);
-        crate::phone::close(driver).await;
-        Ok((head, body))
+        Ok(UpstreamConn { sender, driver })
+    }
+
+    /// Sends `up` on `conn` and reads the whole answer; the connection is
+    /// kept for the next fetch (up to `upstream_idle`) or closed.
+    async fn send(&self, mut conn: UpstreamConn, up: request::Parts) -> Fetched {
+        let got = async {
+            let reply = (conn.sender)
+                .send_request(Request::from_parts(up, Empty::<Bytes>::new()))
+                .await
+                .map_err(|e| bad("request", &e))?;
+            let (head, body) = reply.into_parts();
+            let body = Limited::new(body, super::MAX_OBJECT)
+                .collect()
+                .await
+                .map_err(|e| bad("body", &e))?
+                .to_bytes();
+            Ok((head, body))
+        }
+        .await;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if got.is_ok() && !conn.sender.is_closed() && idle.len() < self.settings.upstream_idle {
+            idle.push(conn);
+        } else {
+            drop(idle);
+            conn.retire();
+        }
+        got
     }
 
     /// The answer to the client: `Via` and `X-Cache` with this cache first
@@ -471,6 +554,11 @@ fn add_via(h: &mut http::HeaderMap, name: &str) {
     if let Ok(v) = HeaderValue::from_str(&v) {
         h.insert(header::VIA, v);
     }
+}
+
+/// A failed exchange with the upstream: 502 and what failed.
+fn bad(what: &str, e: &dyn std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::BAD_GATEWAY, format!("{what}: {e}"))
 }
 
 fn failed((status, why): (StatusCode, String)) -> Response {
