@@ -426,6 +426,14 @@ async fn bad_requests_at_the_edge_are_4xx_and_nothing_wrong_is_stored() {
     );
     let got = raw_tls(dir.path(), edge_port, long.as_bytes()).await;
     assert!(got.starts_with("HTTP/1.1 431"), "{got:.200}");
+    // Slowloris: a head never finished is cut at the front's header
+    // deadline (2 s here), with no answer and nothing fetched.
+    let fetched = edge.report().upstream.fetches;
+    let slow = format!("GET /images/cover.jpg HTTP/1.1\r\n{host}X-Slow: 1\r\n");
+    let got = raw_tls(dir.path(), edge_port, slow.as_bytes()).await;
+    assert_eq!(got, "", "slowloris");
+    let r = edge.report();
+    assert_eq!((r.front.header_timeouts, r.upstream.fetches), (1, fetched));
     // A Range outside the object: 416 (and the object, fetched whole, kept).
     let outside = curl.get("/images/cover.jpg", &["-r", "200000-"]).await;
     assert_eq!(outside.status, 416);
