@@ -2,8 +2,10 @@
 //! nginx with `proxy_cache`, configured to our caches' policy — keyed by
 //! host and URI, revalidating with the stored validators
 //! (`proxy_cache_revalidate`), one fetch per key at a time
-//! (`proxy_cache_lock`), its `$upstream_cache_status` in `X-Cache` — over
-//! TLS with the lab PKI on both sides. Used by the CDN's tests and by
+//! (`proxy_cache_lock`), up to 16 idle connections kept to its upstream
+//! (`keepalive`, as our caches' `upstream_idle`), its
+//! `$upstream_cache_status` in `X-Cache` — over TLS with the lab PKI on
+//! both sides. Used by the CDN's tests and by
 //! `d11 bench cdn`; not part of the lab.
 
 use std::os::unix::fs::MetadataExt;
@@ -50,12 +52,13 @@ impl NginxCache {
                client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
                proxy_cache_path {d}/cache keys_zone=cdn:10m max_size=64m;\n\
+               upstream up {{ server 127.0.0.1:{upstream}; keepalive 16; }}\n\
                server {{\n\
                  listen 127.0.0.1:{port} ssl;\n\
                  ssl_certificate {chain}; ssl_certificate_key {key};\n\
                  location / {{\n\
-                   proxy_pass https://127.0.0.1:{upstream};\n\
-                   proxy_http_version 1.1;\n\
+                   proxy_pass https://up;\n\
+                   proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
                    proxy_ssl_server_name on; proxy_ssl_name {name};\n\
                    proxy_ssl_verify on; proxy_ssl_trusted_certificate {root};\n\
                    proxy_set_header Host $host;\n\
