@@ -62,6 +62,71 @@ pub fn eea2(key: &[u8; 16], count: u32, bearer: u8, dir: Direction, msg: &mut [u
     }
 }
 
+/// A NAS security context's keys [TS 33.401 § 7.2.4.1, A.7]: KNASint for
+/// 128-EIA2, and KNASenc when 128-EEA2 was selected (None: EEA0, the null
+/// cipher, leaves the message as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NasKeys {
+    pub int: [u8; 16],
+    pub enc: Option<[u8; 16]>,
+}
+
+impl NasKeys {
+    /// EIA2's and `eea`'s keys from KASME (algorithm type distinguishers
+    /// 0x02 and 0x01 [TS 33.401 A.7]); None for an EEA other than 0 and 2.
+    pub fn derive(kasme: &[u8; 32], eea: u8) -> Option<NasKeys> {
+        let enc = match eea {
+            0 => None,
+            2 => Some(crate::kdf::nas_key(kasme, crate::kdf::NasKey::Encryption, 2)),
+            _ => return None,
+        };
+        Some(NasKeys {
+            int: crate::kdf::nas_key(kasme, crate::kdf::NasKey::Integrity, 2),
+            enc,
+        })
+    }
+
+    /// The selected ciphering algorithm: 0 (EEA0) or 2 (128-EEA2).
+    pub fn eea(&self) -> u8 {
+        if self.enc.is_some() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Protects `message` in place for NAS COUNT `count`: ciphered first
+    /// when its security header type ciphers (2 or 4: `ciphered`), then the
+    /// NAS-MAC over the sequence number and the ciphered message [TS 24.301
+    /// § 4.4.5, § 4.4.3.3].
+    pub fn seal(&self, count: u32, dir: Direction, ciphered: bool, message: &mut [u8]) -> [u8; 4] {
+        if let (true, Some(k)) = (ciphered, &self.enc) {
+            eea2(k, count, 0, dir, message);
+        }
+        nas_mac(&self.int, count, dir, count as u8, message)
+    }
+
+    /// The receiver's side of [`NasKeys::seal`]: the MAC checked over the
+    /// message as received, then the message deciphered in place; false
+    /// (and the message untouched) when the MAC is not the sender's.
+    pub fn open(
+        &self,
+        count: u32,
+        dir: Direction,
+        ciphered: bool,
+        mac: [u8; 4],
+        message: &mut [u8],
+    ) -> bool {
+        if nas_mac(&self.int, count, dir, count as u8, message) != mac {
+            return false;
+        }
+        if let (true, Some(k)) = (ciphered, &self.enc) {
+            eea2(k, count, 0, dir, message);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +200,56 @@ mod tests {
         let mut long = [0u8; 40];
         eea2(&[7; 16], 5, 0, Direction::Uplink, &mut long);
         assert_eq!(long, h::<40>(KEYSTREAM));
+    }
+
+    // An Attach Accept (crates/wire's fixture) as an EEA2 MME sends it at
+    // downlink COUNT 0x000102 (SN 2), security header type 2, made with
+    // Python's `cryptography` (OpenSSL) and the keys of kdf.rs's tests:
+    //   m = bytes.fromhex(ATTACH_ACCEPT); count = 0x000102
+    //   pre = count.to_bytes(4, "big") + bytes([1 << 2, 0, 0, 0])
+    //   e = Cipher(algorithms.AES(knasenc), modes.CTR(pre + bytes(8))).encryptor()
+    //   ct = e.update(m) + e.finalize()
+    //   c = CMAC(algorithms.AES(knasint)); c.update(pre + bytes([count & 0xff]) + ct)
+    //   (bytes([0x27]) + c.finalize()[:4] + bytes([count & 0xff]) + ct).hex()
+    const ATTACH_ACCEPT: &str = "07420129060000f110000100155201c101090908696e7465726e657405010a2d0002500bf600f110800101c0000001";
+    const CIPHERED_ATTACH_ACCEPT: &str = "27c4c1492e02f94729c4ef8b025c1cbc0dd4faa2eb966c4143a9b55fc84fcb5acaf71a31bd9979577c4c1050c920a9a798e07088fe";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_openssl_ciphered_attach_accept_at_count_0x102_opens_and_seals_back() {
+        let kasme = h(crate::kdf::tests::KASME);
+        let keys = NasKeys::derive(&kasme, 2).expect("EEA2");
+        assert_eq!(keys.eea(), 2);
+        let pdu = hex(CIPHERED_ATTACH_ACCEPT);
+        let (mac, sn) = (pdu[1..5].try_into().unwrap(), pdu[5]);
+        assert_eq!(sn, 2);
+        let mut m = pdu[6..].to_vec();
+        // The wrong COUNT (SN right, overflow wrong) fails the MAC and
+        // leaves the message alone.
+        assert!(!keys.open(0x002, Direction::Downlink, true, mac, &mut m));
+        assert_eq!(m, pdu[6..]);
+        assert!(keys.open(0x102, Direction::Downlink, true, mac, &mut m));
+        assert_eq!(m, hex(ATTACH_ACCEPT));
+        assert_eq!(keys.seal(0x102, Direction::Downlink, true, &mut m), mac);
+        assert_eq!(m, pdu[6..]);
+    }
+
+    #[test]
+    fn eea0_keys_leave_the_message_readable_and_other_eeas_are_refused() {
+        let kasme = h(crate::kdf::tests::KASME);
+        let keys = NasKeys::derive(&kasme, 0).expect("EEA0");
+        assert_eq!((keys.eea(), keys.int), (0, h(KNASINT_EIA2)));
+        let mut m = hex(ATTACH_ACCEPT);
+        let mac = keys.seal(7, Direction::Downlink, true, &mut m);
+        assert_eq!(m, hex(ATTACH_ACCEPT));
+        assert!(keys.open(7, Direction::Downlink, true, mac, &mut m));
+        assert_eq!(NasKeys::derive(&kasme, 1), None);
+        assert_eq!(NasKeys::derive(&kasme, 3), None);
     }
 }
