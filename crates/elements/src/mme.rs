@@ -28,8 +28,8 @@ use d11_core::l3::sctp::{AssocId, AssocRow, SctpCounters, SctpEvent};
 use d11_core::l3::{L3Report, RouteSource};
 use d11_core::settings::ConfigError;
 use d11_core::{AnyElement, Ctx, DropReason, Element, Input, Instant, Outbox, PortId, L3};
-use d11_security::kdf::{self, NasKey};
-use d11_security::nas::{nas_mac, Direction};
+use d11_security::kdf;
+use d11_security::nas::{Direction, NasKeys};
 use d11_wire::diameter::{self as dia, avp, cmd, find, DiameterPacket, VENDOR_3GPP};
 use d11_wire::gtpv2c::ie::Fteid;
 use d11_wire::gtpv2c::{self as v2, ie_type, iface, GtpcPacket};
@@ -151,6 +151,24 @@ pub struct MmeSettings {
     pub origin_host: String,
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// The NAS ciphering it selects in Security Mode Command: `eea0` (the
+    /// default: the null cipher, captures stay readable) or `eea2`
+    /// (128-EEA2 when the UE supports it, EEA0 when not) [TS 33.401
+    /// § 7.2.4.3].
+    #[serde(default)]
+    pub nas_ciphering: NasCiphering,
+}
+
+/// `config.nas_ciphering` of an `mme`: its NAS ciphering algorithms in
+/// order of priority [TS 33.401 § 7.2.4.3]; EIA2 is always its integrity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NasCiphering {
+    /// EEA0 alone.
+    #[default]
+    Eea0,
+    /// 128-EEA2, then EEA0 for a UE without it.
+    Eea2,
 }
 
 /// One eNodeB with an association to the MME.
@@ -247,18 +265,18 @@ struct Vector {
 #[derive(Debug)]
 struct Security {
     kasme: [u8; 32],
-    knas_int: [u8; 16],
+    /// KNASint (EIA2) and KNASenc when EEA2 was selected.
+    keys: NasKeys,
     /// The NAS COUNTs: the next downlink one, and the highest uplink one
     /// seen plus one [TS 24.301 § 4.4.3.1].
     dl_count: u32,
     ul_count: u32,
-    eia: u8,
-    eea: u8,
 }
 
-/// EIA2 in the UE security capability's EIA octet (bit 6: 128-EIA2)
-/// [TS 24.301 § 9.9.3.36].
+/// 128-EIA2 in the UE security capability's EIA octet, 128-EEA2 in its
+/// EEA octet (bit 6 of each) [TS 24.301 § 9.9.3.36].
 const EIA2_BIT: u8 = 0x20;
+const EEA2_BIT: u8 = 0x20;
 
 #[derive(Debug)]
 struct UeCtx {
@@ -1500,7 +1518,8 @@ impl Mme {
 
     /// RES against XRES [TS 33.401 § 6.1.1]: a match makes the NAS
     /// security context and starts Security Mode Control [TS 24.301
-    /// § 5.4.3] with EIA2 and EEA0; a mismatch is Authentication Reject.
+    /// § 5.4.3] with EIA2 and `config.nas_ciphering`'s EEA; a mismatch is
+    /// Authentication Reject.
     fn authenticated(&mut self, cx: &mut Ctx, mme_ue_id: u32, res: &[u8]) {
         let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
             return;
@@ -1519,20 +1538,27 @@ impl Mme {
         if eia_octet & EIA2_BIT == 0 {
             return self.reject(cx, mme_ue_id, cause::UE_SECURITY_CAPABILITIES_MISMATCH);
         }
+        // The first of ours the UE supports [TS 33.401 § 7.2.4.3]; every
+        // UE supports EEA0 [§ 5.1.3.2].
+        let eea_octet = ue.capability.first().copied().unwrap_or(0);
+        let eea = match self.cfg.nas_ciphering {
+            NasCiphering::Eea2 if eea_octet & EEA2_BIT != 0 => 2,
+            _ => 0,
+        };
+        let keys = NasKeys::derive(&v.kasme, eea).expect("EEA0 or EEA2");
+        tracing::info!(imsi = %ue.imsi, eea, "NAS security: EIA2, EEA{eea}");
         ue.sec = Some(Security {
             kasme: v.kasme,
-            knas_int: kdf::nas_key(&v.kasme, NasKey::Integrity, 2),
+            keys,
             dl_count: 0,
             ul_count: 0,
-            eia: 2,
-            eea: 0,
         });
         ue.emm = EmmState::WaitSecurityMode;
         // The UE security capability replayed: its EEA and EIA octets (and
         // UEA/UIA when it sent them) [TS 24.301 § 9.9.3.36].
         let replayed = ue.capability[..ue.capability.len().min(4)].to_vec();
         let smc = EmmMessage::SecurityModeCommand {
-            eea: 0,
+            eea,
             eia: 2,
             ksi: 0,
             ue_security_capability: replayed,
@@ -1707,24 +1733,34 @@ fn refusal(p: &DiameterPacket<&[u8]>) -> Result<(), u8> {
     })
 }
 
+/// Whether a security header type ciphers the message [TS 24.301 § 9.3.1].
+fn ciphers(header: u8) -> bool {
+    matches!(
+        header,
+        sec::INTEGRITY_CIPHERED | sec::INTEGRITY_CIPHERED_NEW_CONTEXT
+    )
+}
+
 /// A downlink message in a security protected PDU with the next downlink
-/// NAS COUNT [TS 24.301 § 4.4.3, § 9.1]; EEA0 leaves it readable.
+/// NAS COUNT [TS 24.301 § 4.4.3, § 4.4.5, § 9.1]: ciphered when the
+/// header type says so and the context has EEA2 (EEA0 leaves it readable).
 fn protect(ue: &mut UeCtx, header: u8, msg: &[u8]) -> Vec<u8> {
     let Some(s) = ue.sec.as_mut() else {
         return msg.to_vec();
     };
     let count = s.dl_count;
     s.dl_count = s.dl_count.wrapping_add(1) & 0xff_ffff;
-    let sn = count as u8;
-    let mac = nas_mac(&s.knas_int, count, Direction::Downlink, sn, msg);
+    let mut body = msg.to_vec();
+    let mac = s.keys.seal(count, Direction::Downlink, ciphers(header), &mut body);
     let mut out = Vec::with_capacity(msg.len() + 6);
-    emit_protected(&mut out, header, mac, sn, msg);
+    emit_protected(&mut out, header, mac, count as u8, &body);
     out
 }
 
 /// An uplink protected PDU checked: its COUNT estimated from the sequence
 /// number and the highest seen [TS 24.301 § 4.4.3.1], the MAC verified
-/// (a replay or a forgery fails it), the message read. None is a counted drop.
+/// (a replay or a forgery fails it), the message deciphered when its
+/// header type ciphers [§ 4.4.5] and read. None is a counted drop.
 fn unprotect(
     ue: &mut UeCtx,
     header: u8,
@@ -1733,18 +1769,19 @@ fn unprotect(
     message: &[u8],
 ) -> Option<EmmMessage> {
     let s = ue.sec.as_mut()?;
-    if s.eea != 0 && header == sec::INTEGRITY_CIPHERED {
-        return None; // EEA2 is not offered by this MME yet
-    }
     let mut count = (s.ul_count & !0xff) | u32::from(sn);
     if count < s.ul_count {
         count += 0x100;
     }
-    if s.eia != 2 || nas_mac(&s.knas_int, count, Direction::Uplink, sn, message) != mac {
+    let mut plain = message.to_vec();
+    if !s
+        .keys
+        .open(count, Direction::Uplink, ciphers(header), mac, &mut plain)
+    {
         return None;
     }
     s.ul_count = count + 1;
-    EmmMessage::parse(message).ok()
+    EmmMessage::parse(&plain).ok()
 }
 
 /// CauseProtocol semantic-error [TS 36.413 § 9.2.1.3].
@@ -1829,5 +1866,20 @@ mod tests {
         assert_eq!(Plmn([0x13, 0x00, 0x14]).to_string(), "310410");
         assert_eq!(Plmn::parse("0010"), None);
         assert_eq!(Plmn::parse("0010x"), None);
+    }
+
+    #[test]
+    fn nas_ciphering_is_eea0_unless_set_and_a_wrong_value_names_its_key() {
+        let parse = |text: &str| {
+            let table: toml::Table = text.parse().expect("toml");
+            d11_core::settings::parse::<MmeSettings>(&table, "role mme")
+        };
+        assert_eq!(parse("").unwrap().nas_ciphering, NasCiphering::Eea0);
+        let eea2 = parse("nas_ciphering = \"eea2\"").unwrap();
+        assert_eq!(eea2.nas_ciphering, NasCiphering::Eea2);
+        let e = parse("nas_ciphering = \"eea3\"").unwrap_err();
+        assert_eq!(e.key, "config.nas_ciphering");
+        assert!(e.message.contains("eea3"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
 }
