@@ -18,7 +18,7 @@ use crate::hss::{imsi_ok, key};
 use d11_core::settings::ConfigError;
 use d11_security::aka::{self, Answer};
 use d11_security::kdf::{self, NasKey};
-use d11_security::nas::{nas_mac, Direction};
+use d11_security::nas::{nas_mac, Direction, NasKeys};
 use d11_security::Milenage;
 use d11_wire::nas::{
     cause, emit_protected, sec, EmmMessage, EsmMessage, MobileIdentity, NasError, Pdu, KSI_NONE,
@@ -107,7 +107,8 @@ pub fn pdn_connectivity_request() -> Vec<u8> {
 
 #[derive(Debug)]
 struct Security {
-    knas_int: [u8; 16],
+    /// KNASint (EIA2) and KNASenc when the network selected EEA2.
+    keys: NasKeys,
     dl_count: u32,
     ul_count: u32,
 }
@@ -234,9 +235,12 @@ impl Baseband {
                 sn,
                 message,
             } => {
-                let msg = EmmMessage::parse(message)?;
+                // Security Mode Command is integrity protected, never
+                // ciphered [TS 24.301 § 5.4.3.2].
                 if header == sec::INTEGRITY_NEW_CONTEXT {
-                    if let EmmMessage::SecurityModeCommand { .. } = msg {
+                    if let msg @ EmmMessage::SecurityModeCommand { .. } =
+                        EmmMessage::parse(message)?
+                    {
                         return self.security_mode(mac, sn, message, msg);
                     }
                 }
@@ -245,11 +249,20 @@ impl Baseband {
                 if count < s.dl_count {
                     count += 0x100;
                 }
-                if nas_mac(&s.knas_int, count, Direction::Downlink, sn, message) != mac {
+                // The MAC over what came, then deciphered when the header
+                // type ciphers [§ 4.4.5].
+                let mut plain = message.to_vec();
+                if !s.keys.open(
+                    count,
+                    Direction::Downlink,
+                    sec::ciphers(header),
+                    mac,
+                    &mut plain,
+                ) {
                     return Err(BasebandError::Integrity);
                 }
                 s.dl_count = count + 1;
-                self.protected(msg)
+                self.protected(EmmMessage::parse(&plain)?)
             }
         }
     }
@@ -290,7 +303,9 @@ impl Baseband {
 
     /// Security Mode Command [TS 24.301 § 5.4.3.3]: its MAC under the new
     /// KNASint, our capabilities replayed unchanged; then Security Mode
-    /// Complete, protected with the new context.
+    /// Complete, integrity protected and ciphered with the new context and
+    /// the EEA the command names (EEA0 or 128-EEA2; another is a Security
+    /// Mode Reject, #24 security mode rejected, unspecified [§ 5.4.3.5]).
     fn security_mode(
         &mut self,
         mac: [u8; 4],
@@ -299,6 +314,7 @@ impl Baseband {
         msg: EmmMessage,
     ) -> Result<Option<Vec<u8>>, BasebandError> {
         let EmmMessage::SecurityModeCommand {
+            eea,
             eia,
             ue_security_capability,
             ..
@@ -311,27 +327,30 @@ impl Baseband {
         if eia != 2 || nas_mac(&knas_int, u32::from(sn), Direction::Downlink, sn, message) != mac {
             return Err(BasebandError::Integrity);
         }
+        let derived = NasKeys::derive(&kasme, eea);
         let mut s = Security {
-            knas_int,
+            keys: derived.clone().unwrap_or(NasKeys {
+                int: knas_int,
+                enc: None,
+            }),
             dl_count: u32::from(sn) + 1,
             ul_count: 0,
         };
         let replayed_ok = self.capability.starts_with(&ue_security_capability)
             && ue_security_capability.len() >= 2;
-        let (reply, header) = if replayed_ok {
-            (
-                EmmMessage::SecurityModeComplete,
-                sec::INTEGRITY_CIPHERED_NEW_CONTEXT,
-            )
-        } else {
-            let c = cause::UE_SECURITY_CAPABILITIES_MISMATCH;
-            (
-                EmmMessage::SecurityModeReject { cause: c },
-                sec::INTEGRITY_CIPHERED_NEW_CONTEXT,
-            )
+        let accepted = replayed_ok && derived.is_some();
+        let reply = match (replayed_ok, derived) {
+            (true, Some(_)) => EmmMessage::SecurityModeComplete,
+            (false, _) => EmmMessage::SecurityModeReject {
+                cause: cause::UE_SECURITY_CAPABILITIES_MISMATCH,
+            },
+            (true, None) => EmmMessage::SecurityModeReject {
+                cause: cause::SECURITY_MODE_REJECTED,
+            },
         };
+        let header = sec::INTEGRITY_CIPHERED_NEW_CONTEXT;
         let out = protect(&mut s, header, &reply.to_vec());
-        if replayed_ok {
+        if accepted {
             self.sec = Some(s);
             self.state = UeState::Secured;
         }
@@ -392,14 +411,18 @@ impl Baseband {
     }
 }
 
-/// An uplink message protected with the context's next uplink COUNT.
+/// An uplink message protected with the context's next uplink COUNT:
+/// ciphered (EEA2) when the header type says so, then its MAC [TS 24.301
+/// § 4.4.5].
 fn protect(s: &mut Security, header: u8, msg: &[u8]) -> Vec<u8> {
     let count = s.ul_count;
     s.ul_count += 1;
-    let sn = count as u8;
-    let mac = nas_mac(&s.knas_int, count, Direction::Uplink, sn, msg);
+    let mut body = msg.to_vec();
+    let mac = s
+        .keys
+        .seal(count, Direction::Uplink, sec::ciphers(header), &mut body);
     let mut out = Vec::with_capacity(msg.len() + 6);
-    emit_protected(&mut out, header, mac, sn, msg);
+    emit_protected(&mut out, header, mac, count as u8, &body);
     out
 }
 

@@ -112,6 +112,10 @@ pub struct Enb {
     s1u_addr: Ipv4Addr,
     s1: Option<S1Link>,
     teids: TeidPool,
+    /// E-RABs set up for a UE whose address the eNodeB could not read
+    /// (the Attach Accept ciphered with EEA2), by the UE's MAC: bound to
+    /// the source address of its first uplink packet.
+    unbound: Vec<(d11_wire::MacAddr, Bearer)>,
 }
 
 /// Where the eNodeB's own S1-U TEIDs start: far above the topology's.
@@ -140,6 +144,7 @@ impl Enb {
             sgw: cfg.sgw,
             s1: None,
             teids: TeidPool::new(TEID_BASE),
+            unbound: Vec::new(),
         })
     }
 
@@ -169,6 +174,7 @@ impl Enb {
             // The released UE's bearer goes: its TEID is refused from now.
             let imsi = imsi.unwrap_or_else(|| format!("ue {mac}"));
             self.bearers.remove(&imsi);
+            self.unbound.retain(|(_, b)| b.imsi != imsi);
         }
         let Some(s1) = self.s1.as_mut() else {
             return;
@@ -190,7 +196,9 @@ impl Enb {
     /// The lab's radio is Ethernet, where the UE's address is what tells
     /// its packets apart (a real eNodeB knows the radio bearer instead):
     /// the address comes from the Activate Default EPS Bearer Context
-    /// Request the E-RAB carries, readable under EEA0.
+    /// Request the E-RAB carries, readable under EEA0. Under EEA2 the
+    /// eNodeB cannot read it: the E-RAB waits, by the UE's MAC, for the
+    /// UE's first uplink packet to name its address.
     fn erab_setup(&mut self, cx: &mut Ctx, out: &mut Outbox, e: ErabSetup) {
         let ErabSetup {
             mac,
@@ -198,32 +206,37 @@ impl Enb {
             imsi,
             erab,
         } = e;
-        let ue_ip = erab.nas.as_deref().and_then(pdn_address);
-        let made = ue_ip.and_then(|ue_ip| {
-            let imsi = imsi.unwrap_or_else(|| format!("ue {mac}"));
-            // A UE attaching again replaces its bearer and keeps its TEID
-            // (so does one the topology provisions); another UE's bearer
-            // on the address the PGW gave goes.
-            if let Some(other) = self.bearers.by_ue_ip(ue_ip).map(|b| b.imsi.clone()) {
-                if other != imsi {
-                    self.bearers.remove(&other);
-                }
+        let nas = erab.nas.as_deref();
+        let ue_ip = nas.and_then(pdn_address);
+        let imsi = imsi.unwrap_or_else(|| format!("ue {mac}"));
+        // A UE attaching again keeps its TEID (so does one the topology
+        // provisions).
+        self.unbound.retain(|(m, b)| *m != mac && b.imsi != imsi);
+        let (bearers, unbound) = (&self.bearers, &self.unbound);
+        let teid = match bearers.by_imsi(&imsi) {
+            Some(b) => b.enb_teid.0,
+            None => self.teids.take(|t| {
+                bearers.by_teid(Teid(t)).is_some() || unbound.iter().any(|(_, b)| b.enb_teid.0 == t)
+            }),
+        };
+        let b = Bearer {
+            imsi,
+            ue_ip: ue_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            enb_teid: Teid(teid),
+            sgw_s1u_teid: Teid(erab.teid),
+            sgw_s5_teid: Teid(0),
+            pgw_teid: Teid(0),
+        };
+        let made = match ue_ip {
+            Some(_) => self.install(b),
+            None if nas.is_some_and(ciphered) => {
+                self.bearers.remove(&b.imsi);
+                self.unbound.push((mac, b));
+                true
             }
-            let bearers = &self.bearers;
-            let teid = match bearers.by_imsi(&imsi) {
-                Some(b) => b.enb_teid.0,
-                None => self.teids.take(|t| bearers.by_teid(Teid(t)).is_some()),
-            };
-            let b = Bearer {
-                imsi,
-                ue_ip,
-                enb_teid: Teid(teid),
-                sgw_s1u_teid: Teid(erab.teid),
-                sgw_s5_teid: Teid(0),
-                pgw_teid: Teid(0),
-            };
-            self.bearers.put(b).ok().map(|()| (self.s1u_addr, teid))
-        });
+            None => false,
+        }
+        .then_some((self.s1u_addr, teid));
         if let Some(nas) = erab.nas.as_ref().filter(|_| made.is_some()) {
             out.build(RADIO, |f| {
                 ethernet::emit_header(f, mac, self.radio_mac, EtherType::from(ETHERTYPE_NAS));
@@ -276,7 +289,18 @@ impl Enb {
         &mut self.bearers
     }
 
-    /// Uplink: an IPv4 packet from the UE goes into its bearer's S1-U tunnel.
+    /// A bearer in the table; another UE's bearer on its address goes.
+    fn install(&mut self, b: Bearer) -> bool {
+        if let Some(other) = self.bearers.by_ue_ip(b.ue_ip).map(|o| o.imsi.clone()) {
+            if other != b.imsi {
+                self.bearers.remove(&other);
+            }
+        }
+        self.bearers.put(b).is_ok()
+    }
+
+    /// Uplink: an IPv4 packet from the UE goes into its bearer's S1-U
+    /// tunnel; the first from a UE whose E-RAB waits binds its address.
     fn uplink(&mut self, cx: &mut Ctx, frame: &[u8], out: &mut Outbox) {
         if frame.len() > usize::from(self.radio_mtu) + ethernet::HEADER_LEN {
             return out.drop_frame(RADIO, DropReason::Oversize);
@@ -285,6 +309,15 @@ impl Enb {
             Ok(ip) => ip,
             Err(_) => return out.drop_frame(RADIO, DropReason::Malformed),
         };
+        if self.bearers.by_ue_ip(ip.src()).is_none() && !ip.src().is_unspecified() {
+            let src = d11_wire::MacAddr::from_slice(&frame[6..12]);
+            if let Some(i) = self.unbound.iter().position(|(m, _)| Some(*m) == src) {
+                let (_, mut b) = self.unbound.swap_remove(i);
+                b.ue_ip = ip.src();
+                tracing::info!(imsi = %b.imsi, ue_ip = %b.ue_ip, "E-RAB bound by the UE's first packet");
+                self.install(b);
+            }
+        }
         let Some(b) = self.bearers.by_ue_ip(ip.src()) else {
             return out.drop_frame(RADIO, DropReason::NoBearer);
         };
@@ -306,6 +339,10 @@ impl Enb {
     fn downlink(&mut self, cx: &mut Ctx, g: GPdu<'_>, out: &mut Outbox) {
         let GPdu { peer, teid, tpdu } = g;
         let Some(b) = self.bearers.by_teid(teid) else {
+            if self.unbound.iter().any(|(_, b)| b.enb_teid == teid) {
+                // Before the UE's first packet named its address.
+                return out.drop_frame(S1U, DropReason::NoBearer);
+            }
             let me = self.s1u_addr;
             return self
                 .gtpu
@@ -318,6 +355,12 @@ impl Enb {
             Err(r) => out.drop_frame(S1U, r),
         }
     }
+}
+
+/// Whether a NAS PDU is ciphered (security header type 2 or 4) [TS 24.301
+/// § 9.3.1].
+fn ciphered(nas: &[u8]) -> bool {
+    matches!(d11_wire::nas::Pdu::parse(nas), Ok(d11_wire::nas::Pdu::Protected { header, .. }) if d11_wire::nas::sec::ciphers(header))
 }
 
 /// The PDN address of the Activate Default EPS Bearer Context Request in

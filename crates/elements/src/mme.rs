@@ -1733,14 +1733,6 @@ fn refusal(p: &DiameterPacket<&[u8]>) -> Result<(), u8> {
     })
 }
 
-/// Whether a security header type ciphers the message [TS 24.301 § 9.3.1].
-fn ciphers(header: u8) -> bool {
-    matches!(
-        header,
-        sec::INTEGRITY_CIPHERED | sec::INTEGRITY_CIPHERED_NEW_CONTEXT
-    )
-}
-
 /// A downlink message in a security protected PDU with the next downlink
 /// NAS COUNT [TS 24.301 § 4.4.3, § 4.4.5, § 9.1]: ciphered when the
 /// header type says so and the context has EEA2 (EEA0 leaves it readable).
@@ -1751,7 +1743,9 @@ fn protect(ue: &mut UeCtx, header: u8, msg: &[u8]) -> Vec<u8> {
     let count = s.dl_count;
     s.dl_count = s.dl_count.wrapping_add(1) & 0xff_ffff;
     let mut body = msg.to_vec();
-    let mac = s.keys.seal(count, Direction::Downlink, ciphers(header), &mut body);
+    let mac = s
+        .keys
+        .seal(count, Direction::Downlink, sec::ciphers(header), &mut body);
     let mut out = Vec::with_capacity(msg.len() + 6);
     emit_protected(&mut out, header, mac, count as u8, &body);
     out
@@ -1774,10 +1768,13 @@ fn unprotect(
         count += 0x100;
     }
     let mut plain = message.to_vec();
-    if !s
-        .keys
-        .open(count, Direction::Uplink, ciphers(header), mac, &mut plain)
-    {
+    if !s.keys.open(
+        count,
+        Direction::Uplink,
+        sec::ciphers(header),
+        mac,
+        &mut plain,
+    ) {
         return None;
     }
     s.ul_count = count + 1;

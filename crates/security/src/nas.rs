@@ -77,7 +77,11 @@ impl NasKeys {
     pub fn derive(kasme: &[u8; 32], eea: u8) -> Option<NasKeys> {
         let enc = match eea {
             0 => None,
-            2 => Some(crate::kdf::nas_key(kasme, crate::kdf::NasKey::Encryption, 2)),
+            2 => Some(crate::kdf::nas_key(
+                kasme,
+                crate::kdf::NasKey::Encryption,
+                2,
+            )),
             _ => return None,
         };
         Some(NasKeys {

@@ -437,11 +437,17 @@ fn phone(
         let frames = lab.host("ue").take_frames();
         for f in frames.into_iter().filter(|f| f[12..14] == [0x88, 0xb5]) {
             let nas = &f[14..];
-            let inner = match d11_wire::nas::Pdu::parse(nas).expect("NAS") {
-                d11_wire::nas::Pdu::Plain(m) => m,
-                d11_wire::nas::Pdu::Protected { message, .. } => message,
+            let (inner, ciphered) = match d11_wire::nas::Pdu::parse(nas).expect("NAS") {
+                d11_wire::nas::Pdu::Plain(m) => (m, false),
+                d11_wire::nas::Pdu::Protected {
+                    header, message, ..
+                } => (message, d11_wire::nas::sec::ciphers(header)),
             };
-            seen.push(d11_wire::nas::EmmMessage::parse(inner).expect("EMM"));
+            // Under EEA2 only the baseband reads a ciphered message.
+            match d11_wire::nas::EmmMessage::parse(inner) {
+                Ok(m) => seen.push(m),
+                Err(e) => assert!(ciphered, "EMM: {e}"),
+            }
             if let Some(reply) = bb.on_nas(nas).expect("the network's NAS checks") {
                 radio_nas(lab, &reply);
             }
@@ -555,6 +561,96 @@ fn the_phone_authenticates_secures_nas_with_eia2_and_the_hss_takes_its_location(
             ],
             "attach, AIR/AIA, authentication, security mode (EIA2, EEA0: readable), ULR/ULA, \
              Initial Context Setup with the Attach Accept and its response, Attach Complete"
+        );
+    }
+}
+
+/// `netns/double11.toml` with the mme's `config.nas_ciphering = "eea2"`.
+fn with_eea2() -> String {
+    let text = TOPOLOGY.replace(
+        "config.hss = \"172.16.5.2\"",
+        "config.hss = \"172.16.5.2\"\nconfig.nas_ciphering = \"eea2\"",
+    );
+    assert_ne!(text, TOPOLOGY);
+    text
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn with_nas_ciphering_eea2_the_attach_completes_and_its_nas_is_ciphered_on_the_wire() {
+    use d11_apps::baseband::UeState;
+    use d11_wire::nas::EmmMessage;
+    // The same attach under EEA0 first: its Attach Accept, plain in the
+    // capture, is what EEA2 must hide.
+    let mut bb0 = baseband("001010000000001");
+    let (mut lab0, _, seen0) = attach(TOPOLOGY, 15, &mut bb0);
+    assert_eq!(bb0.state(), UeState::Attached);
+    let accept = seen0
+        .iter()
+        .find(|m| matches!(m, EmmMessage::AttachAccept { .. }))
+        .expect("an Attach Accept")
+        .to_vec();
+    assert!(
+        contains(lab0.sim.pcapng(), &accept),
+        "EEA0 leaves it readable"
+    );
+
+    let text = with_eea2();
+    let mut bb = baseband("001010000000001");
+    let (mut lab, _, seen) = attach(&text, 15, &mut bb);
+    // The test reads the plain Security Mode Command; the Attach Accept
+    // after it is ciphered, read by the baseband alone.
+    assert_eq!(
+        types(&seen),
+        ["authentication request", "security mode command"]
+    );
+    let EmmMessage::SecurityModeCommand { eea, eia, .. } = &seen[1] else {
+        unreachable!()
+    };
+    assert_eq!((*eea, *eia), (2, 2), "128-EEA2, 128-EIA2");
+    assert_eq!(bb.state(), UeState::Attached, "the baseband deciphered it");
+    assert_eq!(bb.address(), bb0.address(), "the same Attach Accept");
+    let (_, mme) = reports(&lab);
+    assert_eq!(mme.ues[0].emm, d11_elements::mme::EmmState::Registered);
+    assert_eq!(
+        mme.counters.nas_dropped, 0,
+        "Security Mode Complete and Attach Complete deciphered"
+    );
+    assert!(
+        !contains(lab.sim.pcapng(), &accept),
+        "the plain Attach Accept is nowhere in the capture"
+    );
+    // The eNodeB could not read the UE's address in the ciphered Attach
+    // Accept: the phone's first packet binds its E-RAB, and the ping
+    // crosses the tunnel.
+    assert_eq!(ping_gateway(&mut lab, 1), [1], "the user plane under EEA2");
+    if common::tshark_agrees(&mut lab.sim, "attach-eea2.pcapng") {
+        let nas = tshark(
+            &mut lab,
+            "attach-eea2.pcapng",
+            "nas-eps",
+            &[
+                "ip.src",
+                "nas_eps.security_header_type",
+                "nas_eps.nas_msg_emm_type",
+            ],
+        )
+        .expect("tshark ran");
+        assert_eq!(
+            nas,
+            [
+                "172.16.3.1\t0\t0x41",
+                "172.16.3.2\t0\t0x52",
+                "172.16.3.1\t0\t0x53",
+                "172.16.3.2\t3,0\t0x5d",
+                "172.16.3.1\t4\t",
+                "172.16.3.2\t2\t",
+                "172.16.3.1\t2\t",
+            ],
+            "after Security Mode Command tshark sees ciphered NAS it cannot read"
         );
     }
 }

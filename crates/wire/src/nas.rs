@@ -30,6 +30,12 @@ pub mod sec {
     pub const INTEGRITY_CIPHERED: u8 = 2;
     pub const INTEGRITY_NEW_CONTEXT: u8 = 3;
     pub const INTEGRITY_CIPHERED_NEW_CONTEXT: u8 = 4;
+
+    /// Whether a security header type ciphers the message (2 and 4)
+    /// [TS 24.301 § 9.3.1].
+    pub fn ciphers(header: u8) -> bool {
+        matches!(header, INTEGRITY_CIPHERED | INTEGRITY_CIPHERED_NEW_CONTEXT)
+    }
 }
 
 /// EMM message types [TS 24.301 § 9.8, Table 9.8.1].
