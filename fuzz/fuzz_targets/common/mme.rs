@@ -1,7 +1,7 @@
 //! The mme both chapter-3 targets fuzz: ports s1mme 172.16.3.2, s6a
 //! 172.16.5.1 and s11 172.16.4.1, an hss, an sgw and a pgw configured.
 use d11_core::{L3Port, L3};
-use d11_elements::mme::{Mme, MmeSettings, Plmn};
+use d11_elements::mme::{Mme, MmeSettings, NasCiphering, Plmn};
 use d11_wire::MacAddr;
 
 pub const S1MME_MAC: MacAddr = MacAddr([2, 0, 0, 0, 3, 2]);
@@ -22,6 +22,7 @@ pub fn mme() -> Mme {
         pgw: Some("172.16.2.2".parse().unwrap()),
         origin_host: "mme.epc.lab".into(),
         realm: "epc.lab".into(),
+        nas_ciphering: NasCiphering::Eea0,
     };
     Mme::new(l3, settings)
 }
