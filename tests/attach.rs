@@ -221,6 +221,66 @@ fn d11_up_returns_with_the_phone_attached_and_its_address_from_the_pgw() {
     assert!(!teids.contains(&old), "{teids:?}");
 }
 
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn with_nas_ciphering_eea2_the_phone_attaches_and_its_nas_is_ciphered_on_s1_mme() {
+    let _s = serial();
+    require_root();
+    let dir = Scratch::new("eea2");
+    let text = std::fs::read_to_string(topology("double11.toml")).expect("double11.toml");
+    let eea2 = text.replace(
+        "config.hss = \"172.16.5.2\"",
+        "config.hss = \"172.16.5.2\"\nconfig.nas_ciphering = \"eea2\"",
+    );
+    assert_ne!(eea2, text);
+    let topo = dir.path("double11-eea2.toml");
+    std::fs::write(&topo, eea2).expect("topology copy");
+    let file = dir.path("eea2.pcapng");
+    let lab = Lab::up_file_capturing(&topo, "eea2", &file);
+
+    let mme = show(&lab, &["mme"]);
+    assert_eq!(mme["ues"][0]["emm"], "registered", "{mme}");
+    let phone = show(&lab, &["ue"]);
+    assert_eq!(phone["state"], "attached", "{phone}");
+    assert_eq!(phone["address"], "10.45.0.2");
+    // The enb binds the bearer to the phone's first packet (it cannot
+    // read the ciphered Attach Accept): the ping crosses the tunnels.
+    lab.sh("ue", &["ping", "-c", "1", "-W", "2", "10.45.0.1"]);
+
+    let crc = ["-o", "sctp.checksum:CRC-32C"];
+    let smc = tshark_with(
+        &file,
+        &crc,
+        "nas_eps.nas_msg_emm_type == 0x5d",
+        &["nas_eps.emm.toc"],
+    );
+    assert!(
+        smc.iter().any(|r| r[0] == "2"),
+        "a Security Mode Command naming 128-EEA2: {smc:?}"
+    );
+    let ciphered = tshark_with(
+        &file,
+        &crc,
+        "nas_eps.ciphered_msg",
+        &["nas_eps.security_header_type"],
+    );
+    assert!(
+        ciphered.len() >= 3,
+        "SMC Complete, Attach Accept, Attach Complete: {ciphered:?}"
+    );
+    assert!(
+        tshark_with(
+            &file,
+            &crc,
+            "nas_eps.nas_msg_emm_type == 0x42",
+            &["frame.number"]
+        )
+        .is_empty(),
+        "no Attach Accept tshark can read"
+    );
+    assert_eq!(bad_frames(&file), Vec::<Vec<String>>::new());
+}
+
 /// Python in the enb's namespace: one G-PDU (TEID `teid`, an ICMP echo
 /// from the phone inside) from the enb's S1-U address to the sgw's, on
 /// the s1u wire.

@@ -72,11 +72,14 @@ impl Lab {
     /// elements start until `d11 up` returns (`d11 up --capture`).
     pub fn up_capturing(topology_file: &str, tag: &str, capture: &Path) -> Lab {
         let name = format!("t-{tag}-{}", std::process::id() % 100_000);
-        Lab::up_with(
-            &name,
-            &topology(topology_file),
-            &["--capture", &capture.to_string_lossy()],
-        )
+        Lab::up_file_capturing(&topology(topology_file), tag, capture)
+    }
+
+    /// [`Lab::up_capturing`] from a topology file anywhere (a test's edited
+    /// copy).
+    pub fn up_file_capturing(file: &Path, tag: &str, capture: &Path) -> Lab {
+        let name = format!("t-{tag}-{}", std::process::id() % 100_000);
+        Lab::up_with(&name, file, &["--capture", &capture.to_string_lossy()])
     }
 
     /// Lab `name` from the topology file at `file` (an old lab of that name
