@@ -265,9 +265,12 @@ fn with_nas_ciphering_eea2_the_phone_attaches_and_its_nas_is_ciphered_on_s1_mme(
         "nas_eps.ciphered_msg",
         &["nas_eps.security_header_type"],
     );
+    // Security Mode Complete (4) and the Attach Accept (2); the capture
+    // ends when `d11 up` sees the phone attached, maybe before its Attach
+    // Complete.
     assert!(
-        ciphered.len() >= 3,
-        "SMC Complete, Attach Accept, Attach Complete: {ciphered:?}"
+        ciphered.len() >= 2 && ciphered.iter().any(|r| r[0] == "4"),
+        "SMC Complete and the Attach Accept: {ciphered:?}"
     );
     assert!(
         tshark_with(
