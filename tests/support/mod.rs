@@ -71,7 +71,6 @@ impl Lab {
     /// [`Lab::up`] recording every wire into `capture` from before the
     /// elements start until `d11 up` returns (`d11 up --capture`).
     pub fn up_capturing(topology_file: &str, tag: &str, capture: &Path) -> Lab {
-        let name = format!("t-{tag}-{}", std::process::id() % 100_000);
         Lab::up_file_capturing(&topology(topology_file), tag, capture)
     }
 
