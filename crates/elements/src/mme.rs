@@ -757,18 +757,10 @@ impl Mme {
         ue.emm = EmmState::Detaching;
         ue.switch_off = detach_type & 0x08 != 0;
         let sgw = ue.bearer.take().map(|b| b.sgw);
-        let (Some(sgw), Some(s11)) = (sgw, self.s11.as_mut()) else {
-            return self.detach_accept(cx, mme_ue_id);
-        };
-        let to = RequestTo {
-            peer: sgw.addr,
-            msg_type: v2::msg::DELETE_SESSION_REQUEST,
-            teid: Some(sgw.teid),
-        };
-        let seq = s11.request(&mut self.l3, cx, out, to, |m| {
-            m.ie(ie_type::EBI, 0, &[DEFAULT_EBI]);
-        });
-        self.pending_s11.insert(seq, mme_ue_id);
+        match sgw {
+            Some(sgw) if self.s11.is_some() => self.delete_session(cx, out, sgw, mme_ue_id),
+            _ => self.detach_accept(cx, mme_ue_id),
+        }
     }
 
     /// Network-initiated detach, "re-attach required" [TS 24.301
@@ -789,7 +781,15 @@ impl Mme {
         ue.emm = EmmState::NetworkDetaching;
         let sgw = ue.bearer.take().map(|b| b.sgw);
         self.send_network_detach(cx, mme_ue_id, 0);
-        let (Some(sgw), Some(s11), true) = (sgw, self.s11.as_mut(), delete) else {
+        if let (Some(sgw), true) = (sgw, delete) {
+            self.delete_session(cx, out, sgw, mme_ue_id);
+        }
+    }
+
+    /// Delete Session Request on S11 for the UE's session at `sgw`
+    /// [TS 29.274 § 7.2.9.1], its answer matched to the UE by sequence.
+    fn delete_session(&mut self, cx: &mut Ctx, out: &mut Outbox, sgw: Fteid, mme_ue_id: u32) {
+        let Some(s11) = self.s11.as_mut() else {
             return;
         };
         let to = RequestTo {
