@@ -243,10 +243,12 @@ fn with_nas_ciphering_eea2_the_phone_attaches_and_its_nas_is_ciphered_on_s1_mme(
     let phone = show(&lab, &["ue"]);
     assert_eq!(phone["state"], "attached", "{phone}");
     assert_eq!(phone["address"], "10.45.0.2");
-    // No ping here: the enb binds an EEA2 bearer to the first packet from
-    // the MAC the phone's NAS came from, and in this lab the eNodeB's UE
-    // context holds 02:fc:00:00:00:01, not eth0's MAC (PROGRESS-attach.md:
-    // open). The sim test pings under EEA2.
+    // The enb cannot read the ciphered Attach Accept: it binds the bearer
+    // to the first packet from the MAC the phone's NAS came from. The pgw
+    // answers through the TEIDs the attach made.
+    lab.sh("ue", &["ping", "-c", "1", "-W", "2", "10.45.0.1"]);
+    let enb = show(&lab, &["enb"]);
+    assert_eq!(enb["bearers"][0]["ue_ip"], "10.45.0.2", "{enb}");
 
     // Wireshark's EEA0 heuristic (`nas-eps.null_decipher`, on by default)
     // would now and then read ciphered bytes as a plain message: off.

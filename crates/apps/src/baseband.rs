@@ -550,14 +550,8 @@ impl crate::app::App for BasebandApp {
             use std::sync::{Arc, Mutex};
             let bb = Baseband::new(&s.usim, HOME_PLMN)
                 .ok_or_else(|| anyhow::anyhow!("config.usim: not a USIM"))?;
-            let mac_text = std::fs::read_to_string(format!("/sys/class/net/{}/address", s.port))?;
-            let mac: Vec<u8> = mac_text
-                .trim()
-                .split(':')
-                .filter_map(|h| u8::from_str_radix(h, 16).ok())
-                .collect();
-            anyhow::ensure!(mac.len() == 6, "{}: no MAC address", s.port);
             let sock = d11_io::PacketSocket::open(&s.port)?;
+            let mac = sock.mac()?;
             let report = Arc::new(Mutex::new(BasebandReport {
                 imsi: bb.imsi().to_string(),
                 state: bb.state(),

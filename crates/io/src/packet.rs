@@ -142,6 +142,34 @@ impl PacketSocket {
         &self.ifname
     }
 
+    /// The interface's hardware address as the socket's own namespace sees
+    /// it (`getsockname` on the bound socket: `packet_getname` copies the
+    /// device's `dev_addr`). Not `/sys/class/net`: that sysfs shows the
+    /// namespace that mounted it, the host's, to a process that only did
+    /// `setns`.
+    pub fn mac(&self) -> io::Result<[u8; 6]> {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sll` is a live sockaddr_ll and `len` holds its size.
+        cvt(unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        })?;
+        if sll.sll_halen != 6 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not an Ethernet address", self.ifname),
+            ));
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&sll.sll_addr[..6]);
+        Ok(mac)
+    }
+
     /// Receives one frame into `buf`; `None` when nothing is waiting.
     pub fn recv_frame(&self, buf: &mut [u8]) -> io::Result<Option<RecvMeta>> {
         let mut iov = libc::iovec {

@@ -1,6 +1,6 @@
 //! AF_PACKET on a veth end facing a kernel peer: partial checksums from tx
 //! offload completed, oversized frames reported at their true length, VLAN
-//! tags put back.
+//! tags put back, the port's MAC read in its own namespace.
 
 mod common;
 
@@ -120,6 +120,18 @@ fn partial_checksums_from_a_kernel_peer_with_tx_offload_are_completed() {
     println!("same with tx offload off: {m:?}");
     assert!(!m.checksum_completed);
     assert!(l4_checksum_ok(&buf[..m.len]));
+}
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn the_port_mac_is_the_one_of_its_namespace_not_the_hosts() {
+    require_root();
+    // e0 in its namespace; the host may have an interface of that name too
+    // (its eth0 is what /sys/class/net would show after a bare setns).
+    let (_k, _e, s) = kernel_peer("mc");
+    let mac = s.mac().unwrap();
+    let text: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(text.join(":"), E0_MAC);
 }
 
 #[test]
