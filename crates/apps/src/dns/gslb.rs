@@ -15,7 +15,7 @@
 
 use super::httpdns::HttpDnsSettings;
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
-use super::{accept_tcp, serve_tcp, serve_udp, PORT};
+use super::{accept_tcp, serve_tcp, serve_udp, UdpServerSocket, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
 use crate::https::{Front, FrontReport};
 use d11_core::settings::ConfigError;
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tracing::info;
 
 /// One region the GSLB answers for.
@@ -519,7 +519,7 @@ impl crate::app::App for GslbApp {
             };
             let gslb = Arc::new(Mutex::new(s.gslb(v4).map_err(|e| anyhow::anyhow!("{e}"))?));
             let at = SocketAddr::new(addr, s.port);
-            let udp = UdpSocket::bind(at).await?;
+            let udp = UdpServerSocket::bind(at)?;
             let tcp = crate::listen(at, 1024)?;
             // HTTPDNS, from the same table and health.
             let httpdns = match &s.httpdns {

@@ -17,7 +17,7 @@
 use super::resolver::{Answer, Cache, CacheRow, CacheStats, Hint, Hop, Lookup, Next};
 use super::wire_cache::{plain, WireCache};
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
-use super::{accept_tcp, serve_tcp, PORT};
+use super::{accept_tcp, serve_tcp, UdpServerSocket, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
 use d11_core::settings::ConfigError;
 use d11_wire::Ipv4Cidr;
@@ -517,7 +517,7 @@ impl Resolver {
     /// Answers datagrams on `sock` forever: from the cache in this loop
     /// (a batch at a time, [`super::serve_udp`]), each resolution in its
     /// own task.
-    pub async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>) -> std::io::Result<()> {
+    pub async fn serve_udp(self: Arc<Self>, sock: Arc<UdpServerSocket>) -> std::io::Result<()> {
         super::serve_udp(&sock, |query, peer| {
             match self.start(query, peer.ip(), Transport::Udp) {
                 Start::Reply(out) => out,
@@ -616,7 +616,7 @@ impl crate::app::App for ResolverApp {
             let addr: IpAddr = env.address("dns-resolver needs an address")?;
             let resolver = Arc::new(Resolver::new(&s, addr).map_err(|e| anyhow::anyhow!("{e}"))?);
             let at = SocketAddr::new(addr, s.port);
-            let udp = Arc::new(UdpSocket::bind(at).await?);
+            let udp = Arc::new(UdpServerSocket::bind(at)?);
             let tcp = crate::listen(at, 1024)?;
             let report = {
                 let r = resolver.clone();
@@ -699,7 +699,7 @@ timeout_ms = 60000
             )],
         );
         let r = Arc::new(r);
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let sock = Arc::new(UdpServerSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap());
         let at = sock.local_addr().unwrap();
         tokio::spawn(r.clone().serve_udp(sock));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -747,7 +747,7 @@ timeout_ms = 60000
     async fn a_flood_of_one_name_is_one_resolution_that_every_query_waits_for() {
         let (r, silent) = behind_a_silent_root().await;
         let r = Arc::new(r);
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let sock = Arc::new(UdpServerSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap());
         let at = sock.local_addr().unwrap();
         tokio::spawn(r.clone().serve_udp(sock));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -26,8 +26,9 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tracing::info;
 use wire_cache::WireCache;
@@ -212,23 +213,81 @@ impl AuthServer {
     }
 }
 
+/// `sock` registered with the runtime for `interest` alone. tokio deprecates
+/// this constructor for types whose descriptor could change while it is
+/// registered; an owned std socket's cannot, and the replacement is
+/// `unsafe`, which stays in d11_io.
+#[allow(deprecated)]
+fn register(
+    sock: std::net::UdpSocket,
+    interest: Interest,
+) -> std::io::Result<AsyncFd<std::net::UdpSocket>> {
+    AsyncFd::with_interest(sock, interest)
+}
+
+/// A server's UDP socket, registered with the runtime for reading alone,
+/// as nsd registers its own: with writability too (what tokio's
+/// `UdpSocket` registers), every answer the client reads frees room in the
+/// send buffer, and that edge woke the loop for nothing.
+pub struct UdpServerSocket {
+    fd: AsyncFd<std::net::UdpSocket>,
+}
+
+impl UdpServerSocket {
+    pub fn bind(at: SocketAddr) -> std::io::Result<UdpServerSocket> {
+        let s = std::net::UdpSocket::bind(at)?;
+        s.set_nonblocking(true)?;
+        Ok(UdpServerSocket {
+            fd: register(s, Interest::READABLE)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.fd.get_ref().local_addr()
+    }
+
+    /// Sends one datagram to `peer`, waiting for room when the send buffer
+    /// is full.
+    pub async fn send_to(&self, datagram: &[u8], peer: SocketAddr) -> std::io::Result<usize> {
+        loop {
+            match self.fd.get_ref().send_to(datagram, peer) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.room().await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Waits until the send buffer has room: a copy of the descriptor is
+    /// registered for writability for as long as that takes (rarely: the
+    /// buffer is full only under a flood).
+    async fn room(&self) -> std::io::Result<()> {
+        let copy = register(self.fd.get_ref().try_clone()?, Interest::WRITABLE)?;
+        copy.writable().await?.retain_ready();
+        Ok(())
+    }
+}
+
 /// Answers datagrams on `sock` forever with `answer` (a datagram it
 /// gives no answer gets none), a batch at a time: one recvmmsg reads the
 /// queries waiting, one sendmmsg sends their answers ([`d11_io::udp`]), as
-/// nsd and unbound do under load. Answers wait for room when the send
-/// buffer is full; one the kernel refuses (no route back) is skipped.
+/// nsd and unbound do under load. A batch shorter than [`UDP_BATCH`] emptied
+/// the socket: the loop then waits for the next datagram without asking
+/// the kernel again. Answers wait for room when the send buffer is full;
+/// one the kernel refuses (no route back) is skipped.
 pub async fn serve_udp(
-    sock: &UdpSocket,
+    sock: &UdpServerSocket,
     mut answer: impl FnMut(&[u8], SocketAddr) -> Option<Vec<u8>>,
 ) -> std::io::Result<()> {
     let mut batch = UdpBatch::new(UDP_BATCH, 65535);
     let mut replies = UdpReplies::default();
     loop {
-        sock.readable().await?;
-        match sock.try_io(Interest::READABLE, || batch.recv(sock.as_fd())) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        let mut ready = sock.fd.readable().await?;
+        match ready.try_io(|s| batch.recv(s.get_ref().as_fd())) {
+            Ok(Ok(n)) if n < UDP_BATCH => ready.clear_ready(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            // Nothing waiting: the readiness is cleared, wait again.
+            Err(_) => continue,
         }
         for (query, peer) in batch.datagrams() {
             if let Some(peer) = peer {
@@ -238,11 +297,10 @@ pub async fn serve_udp(
             }
         }
         while !replies.is_empty() {
-            sock.writable().await?;
-            match sock.try_io(Interest::WRITABLE, || replies.send(sock.as_fd())) {
-                // A datagram with no route back is the client's loss.
+            // A datagram with no route back is the client's loss.
+            match replies.send(sock.fd.get_ref().as_fd()) {
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.room().await?,
                 Err(e) => return Err(e),
             }
         }
@@ -328,7 +386,7 @@ impl crate::app::App for AuthApp {
             let authority = s.authority().map_err(|e| anyhow::anyhow!("{e}"))?;
             let server = Arc::new(AuthServer::new(authority));
             let at = SocketAddr::new(addr, s.port);
-            let udp = UdpSocket::bind(at).await?;
+            let udp = UdpServerSocket::bind(at)?;
             let tcp = crate::listen(at, 1024)?;
             let report = {
                 let server = server.clone();
