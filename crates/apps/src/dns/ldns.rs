@@ -17,7 +17,7 @@
 use super::resolver::{Answer, Cache, CacheRow, CacheStats, Hint, Hop, Lookup, Next};
 use super::wire_cache::{plain, WireCache};
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
-use super::{accept_tcp, serve_tcp, UdpServerSocket, PORT};
+use super::{accept_tcp, register, serve_tcp, UdpServerSocket, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
 use d11_core::settings::ConfigError;
 use d11_wire::Ipv4Cidr;
@@ -30,8 +30,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info};
 
@@ -473,13 +473,19 @@ impl Resolver {
             } else {
                 bump(&self.counters.upstream_udp);
                 // A fresh port for each query [RFC 5452 § 9.2]; `connect`
-                // takes only the server's datagrams.
-                let sock = UdpSocket::bind(SocketAddr::new(self.local, 0)).await.ok()?;
-                sock.connect(to).await.ok()?;
-                sock.send(&bytes).await.ok()?;
+                // takes only the server's datagrams. The query goes out at
+                // once (a fresh socket's send buffer is empty), and the
+                // socket is registered for its answer alone: no round
+                // through the runtime before the send, and no wakeup when
+                // the query leaves the send buffer.
+                let sock = std::net::UdpSocket::bind(SocketAddr::new(self.local, 0)).ok()?;
+                sock.connect(to).ok()?;
+                sock.set_nonblocking(true).ok()?;
+                sock.send(&bytes).ok()?;
+                let sock = register(sock, Interest::READABLE).ok()?;
                 let mut buf = vec![0u8; 65535];
                 loop {
-                    let n = sock.recv(&mut buf).await.ok()?;
+                    let n = (sock.async_io(Interest::READABLE, |s| s.recv(&mut buf)).await).ok()?;
                     if n >= 2 && buf[..2] == id.to_be_bytes() {
                         return Some(buf[..n].to_vec());
                     }
@@ -653,6 +659,7 @@ impl crate::app::App for ResolverApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record};
 
