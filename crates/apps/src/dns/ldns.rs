@@ -485,7 +485,8 @@ impl Resolver {
                 let sock = register(sock, Interest::READABLE).ok()?;
                 let mut buf = vec![0u8; 65535];
                 loop {
-                    let n = (sock.async_io(Interest::READABLE, |s| s.recv(&mut buf)).await).ok()?;
+                    let got = sock.async_io(Interest::READABLE, |s| s.recv(&mut buf));
+                    let n = got.await.ok()?;
                     if n >= 2 && buf[..2] == id.to_be_bytes() {
                         return Some(buf[..n].to_vec());
                     }
@@ -659,9 +660,9 @@ impl crate::app::App for ResolverApp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::UdpSocket;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record};
+    use tokio::net::UdpSocket;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
