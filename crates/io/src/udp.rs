@@ -5,12 +5,28 @@
 //!
 //! The calls are non-blocking (`MSG_DONTWAIT`) and report an empty socket
 //! as [`io::ErrorKind::WouldBlock`], so an async caller wraps them in its
-//! runtime's readiness (tokio's `UdpSocket::try_io`). IPv4 and IPv6 peers.
+//! runtime's readiness ([`register`]). IPv4 and IPv6 peers.
 
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// `sock` (non-blocking) registered with the current tokio runtime for
+/// `interest` alone: a server that only waits to read is not woken each
+/// time its send buffer drains, as it is through tokio's `UdpSocket`,
+/// which registers both. Must be called inside a runtime.
+pub fn register(
+    sock: std::net::UdpSocket,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: the AsyncFd owns `sock`, whose descriptor stays open and the
+    // same until the AsyncFd drops it, and whose `as_raw_fd` always returns
+    // that descriptor.
+    unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(|e| e.into_parts().1)
+}
 
 /// Room for a batch of received datagrams and their senders, reused from
 /// call to call (no allocation per datagram).

@@ -17,7 +17,7 @@
 use super::resolver::{Answer, Cache, CacheRow, CacheStats, Hint, Hop, Lookup, Next};
 use super::wire_cache::{plain, WireCache};
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
-use super::{accept_tcp, register, serve_tcp, UdpServerSocket, PORT};
+use super::{accept_tcp, serve_tcp, UdpServerSocket, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
 use d11_core::settings::ConfigError;
 use d11_wire::Ipv4Cidr;
@@ -482,7 +482,7 @@ impl Resolver {
                 sock.connect(to).ok()?;
                 sock.set_nonblocking(true).ok()?;
                 sock.send(&bytes).ok()?;
-                let sock = register(sock, Interest::READABLE).ok()?;
+                let sock = d11_io::udp::register(sock, Interest::READABLE).ok()?;
                 let mut buf = vec![0u8; 65535];
                 loop {
                     let got = sock.async_io(Interest::READABLE, |s| s.recv(&mut buf));

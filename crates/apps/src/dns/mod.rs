@@ -213,18 +213,6 @@ impl AuthServer {
     }
 }
 
-/// `sock` registered with the runtime for `interest` alone. tokio deprecates
-/// this constructor for types whose descriptor could change while it is
-/// registered; an owned std socket's cannot, and the replacement is
-/// `unsafe`, which stays in d11_io.
-#[allow(deprecated)]
-fn register(
-    sock: std::net::UdpSocket,
-    interest: Interest,
-) -> std::io::Result<AsyncFd<std::net::UdpSocket>> {
-    AsyncFd::with_interest(sock, interest)
-}
-
 /// A server's UDP socket, registered with the runtime for reading alone,
 /// as nsd registers its own: with writability too (what tokio's
 /// `UdpSocket` registers), every answer the client reads frees room in the
@@ -238,7 +226,7 @@ impl UdpServerSocket {
         let s = std::net::UdpSocket::bind(at)?;
         s.set_nonblocking(true)?;
         Ok(UdpServerSocket {
-            fd: register(s, Interest::READABLE)?,
+            fd: d11_io::udp::register(s, Interest::READABLE)?,
         })
     }
 
@@ -261,7 +249,7 @@ impl UdpServerSocket {
     /// registered for writability for as long as that takes (rarely: the
     /// buffer is full only under a flood).
     async fn room(&self) -> std::io::Result<()> {
-        let copy = register(self.fd.get_ref().try_clone()?, Interest::WRITABLE)?;
+        let copy = d11_io::udp::register(self.fd.get_ref().try_clone()?, Interest::WRITABLE)?;
         copy.writable().await?.retain_ready();
         Ok(())
     }
