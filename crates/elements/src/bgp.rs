@@ -6,7 +6,9 @@
 //! their jitter), § 6.8 for connection collisions, § 9 for what an UPDATE
 //! does to the Adj-RIB-In, § 9.1 for the decision process (degree of
 //! preference, then the tie-breaks of § 9.1.2.2) and § 9.2 for the
-//! Adj-RIB-Out. Then RFC 8212 (no route is accepted from or sent to an
+//! Adj-RIB-Out (kept as BIRD keeps it without `export table`: what a
+//! neighbour holds is the export policy applied to the Loc-RIB, so only a
+//! prefix waiting to be sent remembers what was sent before). Then RFC 8212 (no route is accepted from or sent to an
 //! external peer without a policy that says so), RFC 7606 (a malformed
 //! attribute withdraws the UPDATE's routes or is dropped; the session stays),
 //! RFC 6793 (4-octet AS numbers, AS4_PATH towards and from 2-octet speakers)
@@ -25,6 +27,7 @@
 //! families other than IPv4 unicast.
 
 use d11_core::hash::FastMap;
+use std::collections::hash_map::Entry;
 use d11_core::l3::tcp::TcpSocket;
 use d11_core::l3::{RouteSource, TcpHandle, TcpState, L3};
 use d11_core::settings::ConfigError;
@@ -56,7 +59,7 @@ const OPEN_HOLD: Duration = Duration::from_secs(240);
 /// Each BGP socket's send and receive buffer.
 const SOCKET_BUFFER: usize = 64 * 1024;
 /// UPDATEs are built while fewer bytes than this wait in front of the
-/// socket's own buffer; the rest waits in the Adj-RIB-Out's dirty list.
+/// socket's own buffer; the rest waits in the neighbour's dirty list.
 const TX_HIGH_WATER: usize = 16 * 1024;
 /// How long a closing connection may take to send its NOTIFICATION and FIN
 /// before it is reset.
@@ -451,11 +454,12 @@ struct Peer {
     /// policy (or a loop) refused it.
     adj_in: FastMap<Ipv4Cidr, Option<Route>>,
     accepted: usize,
-    /// What was last sent for each prefix [RFC 4271 § 9.2].
-    adj_out: FastMap<Ipv4Cidr, Arc<PathAttrs>>,
-    /// Prefixes whose Adj-RIB-Out entry may be stale.
+    /// Prefixes in its Adj-RIB-Out: announced and not withdrawn since.
+    advertised: usize,
+    /// Prefixes whose Adj-RIB-Out entry may be stale, in order …
     dirty: Vec<Ipv4Cidr>,
-    dirty_set: FastSet<Ipv4Cidr>,
+    /// … and what the neighbour was sent for each.
+    pending: FastMap<Ipv4Cidr, Pending>,
     counters: PeerCounters,
     last_sent: Option<NotificationRepr>,
     last_received: Option<NotificationRepr>,
@@ -470,9 +474,22 @@ impl Peer {
             .position(|c| c.state == ConnState::Established && !c.dead)
     }
 
-    fn mark(&mut self, p: Ipv4Cidr) {
-        if self.session.is_some() && self.dirty_set.insert(p) {
-            self.dirty.push(p);
+    /// `p`'s Loc-RIB entry is about to change from `was`: the neighbour's
+    /// Adj-RIB-Out entry is looked at again. A prefix already waiting keeps
+    /// what was sent before it first changed.
+    fn mark(&mut self, p: Ipv4Cidr, was: Option<&Best>, resend: bool) {
+        if self.session.is_none() {
+            return;
+        }
+        match self.pending.entry(p) {
+            Entry::Occupied(mut e) => e.get_mut().resend |= resend,
+            Entry::Vacant(e) => {
+                e.insert(Pending {
+                    was: was.cloned(),
+                    resend,
+                });
+                self.dirty.push(p);
+            }
         }
     }
 
@@ -480,7 +497,7 @@ impl Peer {
     /// them took (a few megabytes with 100,000 routes).
     fn clear_dirty(&mut self) {
         self.dirty = Vec::new();
-        self.dirty_set = FastSet::default();
+        self.pending = FastMap::default();
     }
 
     fn state(&self) -> FsmState {
@@ -527,6 +544,18 @@ impl Source {
 struct Best {
     from: Source,
     attrs: Arc<PathAttrs>,
+}
+
+/// A prefix waiting to be sent to a neighbour.
+#[derive(Debug)]
+struct Pending {
+    /// The Loc-RIB entry when the prefix was last sent (or found unchanged):
+    /// the export policy over it is what the neighbour holds, so an
+    /// unchanged route is not sent again and a withdrawn one only if it
+    /// was announced [RFC 4271 § 9.1.3].
+    was: Option<Best>,
+    /// Sent even if unchanged (ROUTE-REFRESH).
+    resend: bool,
 }
 
 /// A socket being closed: what is left to send, then FIN; reset at the deadline.
@@ -625,9 +654,9 @@ impl Speaker {
                     started: false,
                     adj_in: FastMap::default(),
                     accepted: 0,
-                    adj_out: FastMap::default(),
+                    advertised: 0,
                     dirty: Vec::new(),
-                    dirty_set: FastSet::default(),
+                    pending: FastMap::default(),
                     counters: PeerCounters::default(),
                     last_sent: None,
                     last_received: None,
@@ -1121,8 +1150,9 @@ impl Speaker {
         peer.counters.established += 1;
         peer.last_error = None;
         // The whole Loc-RIB goes out once [RFC 4271 § 9.2].
+        peer.advertised = 0;
         for p in prefixes {
-            peer.mark(p);
+            peer.mark(p, None, false);
         }
     }
 
@@ -1132,12 +1162,10 @@ impl Speaker {
             // "the BGP speaker MUST ignore such a message" [RFC 2918 § 4].
             return;
         }
-        let prefixes: Vec<Ipv4Cidr> = self.loc_rib.keys().copied().collect();
         let peer = &mut self.peers[pi];
         peer.counters.refreshes += 1;
-        peer.adj_out.clear();
-        for p in prefixes {
-            peer.mark(p);
+        for (p, b) in &self.loc_rib {
+            peer.mark(*p, Some(b), true);
         }
     }
 
@@ -1283,6 +1311,9 @@ impl Speaker {
                 l3.remove_learned(p, RouteSource::Bgp);
             }
         }
+        for peer in &mut self.peers {
+            peer.mark(p, old, false);
+        }
         match new {
             Some(b) => {
                 self.loc_rib.insert(p, b);
@@ -1292,9 +1323,6 @@ impl Speaker {
             }
         }
         self.rib_changes += 1;
-        for peer in &mut self.peers {
-            peer.mark(p);
-        }
     }
 
     /// The neighbour packets on `r` go to: its NEXT_HOP resolved, `None`
@@ -1385,16 +1413,17 @@ impl Speaker {
         })
     }
 
-    /// What the Loc-RIB's route to `p` looks like when sent to neighbour
-    /// `pi`, or `None` if it is not sent [RFC 4271 § 9.1.3, § 9.2, § 5.1;
-    /// RFC 8212 by the export policy's default].
+    /// What the Loc-RIB entry `best` for `p` looks like when sent to
+    /// neighbour `pi`, or `None` if it is not sent [RFC 4271 § 9.1.3, § 9.2,
+    /// § 5.1; RFC 8212 by the export policy's default].
     fn export_attrs(
         &self,
         pi: usize,
         p: &Ipv4Cidr,
+        best: Option<&Best>,
         cache: &mut FastMap<usize, Arc<PathAttrs>>,
     ) -> Option<Arc<PathAttrs>> {
-        let best = self.loc_rib.get(p)?;
+        let best = best?;
         let peer = &self.peers[pi];
         if let Some(src) = best.from.peer() {
             // Not back to where it came from; internal routes not to
@@ -1453,38 +1482,43 @@ impl Speaker {
         let mut cache: FastMap<usize, Arc<PathAttrs>> = FastMap::default();
         while self.peers[pi].conns[ci].tx.len() < TX_HIGH_WATER && !self.peers[pi].dirty.is_empty()
         {
-            let batch: Vec<Ipv4Cidr> = {
+            let batch: Vec<(Ipv4Cidr, Pending)> = {
                 let peer = &mut self.peers[pi];
                 let n = peer.dirty.len().saturating_sub(512);
                 let b = peer.dirty.split_off(n);
-                for p in &b {
-                    peer.dirty_set.remove(p);
-                }
-                b
+                b.into_iter()
+                    .filter_map(|p| Some((p, peer.pending.remove(&p)?)))
+                    .collect()
             };
-            let wants: Vec<(Ipv4Cidr, Option<Arc<PathAttrs>>)> = batch
-                .iter()
-                .map(|p| (*p, self.export_attrs(pi, p, &mut cache)))
-                .collect();
+            // What the neighbour holds (the export of the Loc-RIB entry it
+            // was last sent), and what it should.
+            let wants: Vec<(Ipv4Cidr, Option<Arc<PathAttrs>>, Option<Arc<PathAttrs>>, bool)> =
+                batch
+                    .iter()
+                    .map(|(p, w)| {
+                        let held = self.export_attrs(pi, p, w.was.as_ref(), &mut cache);
+                        let want = self.export_attrs(pi, p, self.loc_rib.get(p), &mut cache);
+                        (*p, held, want, w.resend)
+                    })
+                    .collect();
             let peer = &mut self.peers[pi];
             let mut withdrawn: Vec<Ipv4Cidr> = Vec::new();
             let mut groups: Vec<(Arc<PathAttrs>, Vec<Ipv4Cidr>)> = Vec::new();
-            for (p, want) in wants {
-                match want {
-                    None => {
-                        if peer.adj_out.remove(&p).is_some() {
-                            withdrawn.push(p);
-                        }
+            for (p, held, want, resend) in wants {
+                match (held, want) {
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        peer.advertised = peer.advertised.saturating_sub(1);
+                        withdrawn.push(p);
                     }
-                    Some(a) => {
-                        if peer
-                            .adj_out
-                            .get(&p)
-                            .is_some_and(|old| Arc::ptr_eq(old, &a) || **old == *a)
-                        {
-                            continue;
+                    (held, Some(a)) => {
+                        match held {
+                            Some(old) if !resend && (Arc::ptr_eq(&old, &a) || *old == *a) => {
+                                continue
+                            }
+                            Some(_) => {}
+                            None => peer.advertised += 1,
                         }
-                        peer.adj_out.insert(p, a.clone());
                         match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &a)) {
                             Some((_, v)) => v.push(p),
                             None => groups.push((a, vec![p])),
@@ -1631,7 +1665,7 @@ impl Speaker {
         if was_session {
             tracing::info!(neighbor = %peer.n.address, why, "BGP session down");
             peer.session = None;
-            peer.adj_out.clear();
+            peer.advertised = 0;
             peer.clear_dirty();
             let learned: Vec<Ipv4Cidr> = peer
                 .adj_in
@@ -1716,7 +1750,7 @@ impl Speaker {
                         route_refresh: s.map(|s| s.route_refresh),
                         received: p.adj_in.len(),
                         accepted: p.accepted,
-                        advertised: p.adj_out.len(),
+                        advertised: p.advertised,
                         import: p.n.import.to_string(),
                         export: p.n.export.to_string(),
                         last_notification_sent: p.last_sent.as_ref().map(|n| n.to_string()),
