@@ -74,7 +74,7 @@ pub enum RouteSource {
 }
 
 /// Where the FIB sends a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NextHop {
     pub port: PortId,
     /// `None` for a connected subnet: the destination itself is the neighbour.
