@@ -82,6 +82,10 @@ pub struct Chain {
     /// (0 in a bench.json written before it was measured.)
     #[serde(default)]
     pub mid_anon_kib_after: u64,
+    /// The pages of its program file and libraries in `mid_rss_kib_after`
+    /// (RssFile). (0 in a bench.json written before it was measured.)
+    #[serde(default)]
+    pub mid_file_kib_after: u64,
     /// mid's CPU per frame at the fixed rate with 10 routes and with all
     /// (our router only: BIRD's mid forwards in its kernel).
     pub cpu_ns_per_frame_10_routes: Option<f64>,
@@ -143,6 +147,13 @@ impl BgpBench {
                 value: o.map(|c| c.mid_anon_kib_after as f64),
                 baseline: "BIRD as mid",
                 base: b.map(|c| c.mid_anon_kib_after as f64),
+                goal: None,
+            },
+            Figure {
+                figure: format!("mid's file pages (RssFile) with {n} routes, KiB"),
+                value: o.map(|c| c.mid_file_kib_after as f64),
+                baseline: "BIRD as mid",
+                base: b.map(|c| c.mid_file_kib_after as f64),
                 goal: None,
             },
             Figure {
@@ -478,6 +489,7 @@ fn chain(
     let propagation_s = t0.elapsed().as_secs_f64();
     let rss_after = status_kib(mid_pid, "VmRSS")?;
     let anon_after = status_kib(mid_pid, "RssAnon")?;
+    let file_after = status_kib(mid_pid, "RssFile")?;
     let cpu_all = cpu_per_frame()?;
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
@@ -486,6 +498,7 @@ fn chain(
         mid_rss_kib_before: rss_before,
         mid_rss_kib_after: rss_after,
         mid_anon_kib_after: anon_after,
+        mid_file_kib_after: file_after,
         cpu_ns_per_frame_10_routes: cpu10,
         cpu_ns_per_frame_all_routes: cpu_all,
     })
@@ -701,6 +714,7 @@ mod tests {
             mid_rss_kib_before: 10_000,
             mid_rss_kib_after: rss,
             mid_anon_kib_after: rss / 2,
+            mid_file_kib_after: rss / 2,
             cpu_ns_per_frame_10_routes: Some(1000.0),
             cpu_ns_per_frame_all_routes: Some(1100.0),
         };
@@ -719,7 +733,7 @@ mod tests {
         let f = b.figures();
         assert_eq!((f[0].value, f[0].base), (Some(2.0), Some(4.0)));
         assert_eq!((f[2].value, f[2].base), (Some(10_000.0), Some(15_000.0)));
-        assert_eq!(f[3].value, Some(10_000.0 * 1024.0 / 1000.0));
+        assert_eq!(f[4].value, Some(10_000.0 * 1024.0 / 1000.0));
         let last = f.last().unwrap();
         assert_eq!(last.goal, Goal::value_at_most(10.0));
         let json = serde_json::to_string(&b).unwrap();
