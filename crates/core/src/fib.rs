@@ -3,12 +3,13 @@
 //! DIR-24-8 (Gupta, Lin and McKeown, "Routing Lookups in Hardware at Memory
 //! Access Speeds", INFOCOM 1998; DPDK's `rte_lpm`), cut to what memory
 //! allows. A table of 2^24 entries, indexed by an address's top 24 bits,
-//! answers the prefixes of /16 to /24 in one read; its entry also says which
-//! lengths from /25 to /32 have a prefix inside that /24, and those are
-//! probed first, each in its length's hash map, the longest first. Prefixes
-//! shorter than /16 stay out of the table (a /8 would write 65,536 entries, a
-//! default route all of them): they are probed in their maps, longest first,
-//! when the table has nothing.
+//! answers the prefixes of /16 to /24 in one read. A /24 that holds longer
+//! prefixes points instead to a group of 2^d two-octet entries, d its
+//! longest prefix's length less 24 (2 for a /26, 256 for a /32; DPDK's
+//! groups are always 256 four-octet ones): a second read. Prefixes shorter
+//! than /16 stay out of the table (a /8 would write 65,536 entries, a
+//! default route all of them): they are probed in per-length hash maps,
+//! longest first, when the table has nothing.
 //!
 //! Memory: the table is one zeroed allocation of 64 MiB that the kernel
 //! backs only where it is written, a 4 KiB page per 1,024 /24s holding a
@@ -27,17 +28,26 @@ use std::net::Ipv4Addr;
 
 /// The shortest prefix length the table answers.
 const TABLE_MIN: u8 = 16;
-/// A table entry: bits 31–24, which of the lengths /25 to /32 have a prefix
-/// inside the entry's /24 (bit k: /25+k); bits 23–20, the length of the
-/// longest /16 to /24 covering it less 15 (0: none); bits 19–0, that
-/// prefix's value (an index into [`Values`]) or [`IN_MAP`].
+/// A table entry. Without [`GROUP`]: bits 23–20, the length of the longest
+/// /16 to /24 covering the entry's /24 less 15 (0: none); bits 19–0, that
+/// prefix's value (an index into [`Values`]) or [`IN_MAP`]. With it: bits
+/// 30–28, the group's depth less one; bits 23–0, its index among the groups
+/// of that depth, whose first two entries hold what the entry would.
 type Entry = u32;
-const LONGER: u32 = 0xff00_0000;
+const GROUP: u32 = 0x8000_0000;
 const LEN_SHIFT: u32 = 20;
 const VALUE: u32 = 0x000f_ffff;
 /// The value is not in the entry (more distinct values than its bits
 /// hold): the prefix's map has it.
 const IN_MAP: u32 = VALUE;
+/// A group's entry: bits 15–12, the length of the longest prefix covering
+/// it less 24 (0: none longer than /24); bits 11–0, its value or
+/// [`SUB_IN_MAP`].
+type Sub = u16;
+const SUB_VALUE: u16 = 0x0fff;
+const SUB_IN_MAP: u16 = SUB_VALUE;
+/// Group entries before the sub-entries: the /24's own entry, low half first.
+const HEADER: usize = 2;
 
 /// The length of the /16 to /24 an entry holds, 0 if none.
 fn entry_len(e: Entry) -> u8 {
@@ -47,9 +57,27 @@ fn entry_len(e: Entry) -> u8 {
     }
 }
 
-/// The low 24 bits of an entry for a /16 to /24 whose value is `value`.
+/// An entry for a /16 to /24 whose value is `value`.
 fn entry(len: u8, value: u32) -> Entry {
     (u32::from(len + 1 - TABLE_MIN) << LEN_SHIFT) | value.min(IN_MAP)
+}
+
+/// The length of the prefix a group's entry holds, 0 if none.
+fn sub_len(s: Sub) -> u8 {
+    match s >> 12 {
+        0 => 0,
+        l => l as u8 + 24,
+    }
+}
+
+/// A group's entry for a /25 to /32 whose value is `value`.
+fn sub(len: u8, value: u32) -> Sub {
+    (u16::from(len - 24) << 12) | value.min(u32::from(SUB_IN_MAP)) as u16
+}
+
+/// The span of a group of depth `d`: its header and 2^d entries.
+fn stride(d: u8) -> usize {
+    HEADER + (1 << d)
 }
 
 fn cidr(net: u32, len: u8) -> Option<Ipv4Cidr> {
@@ -115,6 +143,103 @@ impl<T> Values<T> {
     }
 }
 
+/// The DIR-24-8 part: the table and the groups of the /24s that hold
+/// longer prefixes.
+struct Table {
+    entries: Box<[Entry]>,
+    /// Groups of depth `k + 1` at `groups[k]`, each [`stride`] long …
+    groups: [Vec<Sub>; 8],
+    /// … and the indices of those free.
+    free: [Vec<u32>; 8],
+}
+
+/// A group entry's depth and where its group starts.
+fn group_at(e: Entry) -> (u8, usize) {
+    let d = ((e >> 28) & 7) as u8 + 1;
+    (d, (e & 0x00ff_ffff) as usize * stride(d))
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            // Zeroed pages the kernel maps only when written.
+            entries: vec![0; 1 << 24].into_boxed_slice(),
+            groups: Default::default(),
+            free: Default::default(),
+        }
+    }
+
+    /// The /16 to /24 entry of the `i`th /24 (its group's header if it has one).
+    fn own(&self, i: usize) -> Entry {
+        let e = self.entries[i];
+        if e & GROUP == 0 {
+            return e;
+        }
+        let (d, at) = group_at(e);
+        let g = &self.groups[usize::from(d - 1)];
+        u32::from(g[at]) | (u32::from(g[at + 1]) << 16)
+    }
+
+    fn set_own(&mut self, i: usize, own: Entry) {
+        let e = self.entries[i];
+        if e & GROUP == 0 {
+            self.entries[i] = own;
+            return;
+        }
+        let (d, at) = group_at(e);
+        let g = &mut self.groups[usize::from(d - 1)];
+        g[at] = own as u16;
+        g[at + 1] = (own >> 16) as u16;
+    }
+
+    /// The `i`th /24's group, made or deepened to depth `d` at least (each
+    /// entry of a shallower one copied over the addresses it spans): its
+    /// depth and start.
+    fn deepen(&mut self, i: usize, d: u8) -> (u8, usize) {
+        let e = self.entries[i];
+        let old = (e & GROUP != 0).then(|| group_at(e));
+        if let Some((od, at)) = old.filter(|(od, _)| *od >= d) {
+            return (od, at);
+        }
+        let own = self.own(i);
+        let subs: Vec<Sub> = match old {
+            Some((od, at)) => {
+                let g = &self.groups[usize::from(od - 1)];
+                let from = &g[at + HEADER..at + stride(od)];
+                (0..1usize << d).map(|j| from[j >> (d - od)]).collect()
+            }
+            None => vec![0; 1 << d],
+        };
+        if let Some((od, at)) = old {
+            self.free[usize::from(od - 1)].push((at / stride(od)) as u32);
+        }
+        let k = usize::from(d - 1);
+        let g = &mut self.groups[k];
+        let idx = self.free[k].pop().unwrap_or_else(|| {
+            g.resize(g.len() + stride(d), 0);
+            (g.len() / stride(d) - 1) as u32
+        });
+        let at = idx as usize * stride(d);
+        g[at] = own as u16;
+        g[at + 1] = (own >> 16) as u16;
+        g[at + HEADER..at + stride(d)].copy_from_slice(&subs);
+        self.entries[i] = GROUP | (u32::from(d - 1) << 28) | idx;
+        (d, at)
+    }
+
+    fn subs_mut(&mut self, d: u8, at: usize) -> &mut [Sub] {
+        &mut self.groups[usize::from(d - 1)][at + HEADER..at + stride(d)]
+    }
+
+    /// The `i`th /24 holds no longer prefix: its group goes.
+    fn ungroup(&mut self, i: usize) {
+        let own = self.own(i);
+        let (d, at) = group_at(self.entries[i]);
+        self.free[usize::from(d - 1)].push((at / stride(d)) as u32);
+        self.entries[i] = own;
+    }
+}
+
 /// Longest-prefix-match table from prefixes to `T` (a next hop, an action…).
 pub struct Fib<T> {
     /// Every route, by prefix length: network address → index into `values`.
@@ -122,9 +247,8 @@ pub struct Fib<T> {
     /// Bit `l` set: `maps[l]` is not empty.
     lengths: u64,
     values: Values<T>,
-    /// By the top 24 bits of an address; made with the first prefix of
-    /// [`TABLE_MIN`] or longer.
-    table: Option<Box<[Entry]>>,
+    /// Made with the first prefix of [`TABLE_MIN`] or longer.
+    table: Option<Table>,
 }
 
 impl<T> Default for Fib<T> {
@@ -161,20 +285,24 @@ impl<T: Clone + Eq + Hash> Fib<T> {
         let old = self.maps[usize::from(len)].insert(net, v);
         self.lengths |= 1 << len;
         if len >= TABLE_MIN {
-            // Zeroed pages the kernel maps only when written.
-            let table = self
-                .table
-                .get_or_insert_with(|| vec![0; 1 << 24].into_boxed_slice());
-            let first = (net >> 8) as usize;
+            let table = self.table.get_or_insert_with(Table::new);
+            let i = (net >> 8) as usize;
             if len <= 24 {
                 let new = entry(len, v);
-                for e in &mut table[first..first + (1 << (24 - len))] {
-                    if entry_len(*e) <= len {
-                        *e = (*e & LONGER) | new;
+                for i in i..i + (1 << (24 - len)) {
+                    if entry_len(table.own(i)) <= len {
+                        table.set_own(i, new);
                     }
                 }
             } else {
-                table[first] |= 1 << (24 + len - 25);
+                let (d, at) = table.deepen(i, len - 24);
+                let first = ((net & 0xff) >> (8 - d)) as usize;
+                let new = sub(len, v);
+                for s in &mut table.subs_mut(d, at)[first..first + (1 << (d + 24 - len))] {
+                    if sub_len(*s) <= len {
+                        *s = new;
+                    }
+                }
             }
         }
         old.and_then(|i| self.values.release(i))
@@ -193,29 +321,35 @@ impl<T: Clone + Eq + Hash> Fib<T> {
         if maps[usize::from(len)].is_empty() {
             *lengths &= !(1 << len);
         }
+        // Where it was the longest, the longest of its covers that the
+        // same part holds takes over (a shorter one is found as before).
+        let cover = |from: u8| {
+            (from..len).rev().find_map(|l| {
+                let i = maps[usize::from(l)].get(&(net & prefix_mask(l)))?;
+                Some((l, *i))
+            })
+        };
         if let (Some(table), true) = (table, len >= TABLE_MIN) {
-            let first = (net >> 8) as usize;
+            let i = (net >> 8) as usize;
             if len <= 24 {
-                // Where it was the longest, its longest cover from the table's
-                // lengths takes over (a shorter one is probed in its map).
-                let cover = (TABLE_MIN..len)
-                    .rev()
-                    .find_map(|l| {
-                        let i = maps[usize::from(l)].get(&(net & prefix_mask(l)))?;
-                        Some(entry(l, *i))
-                    })
-                    .unwrap_or(0);
-                for e in &mut table[first..first + (1 << (24 - len))] {
-                    if entry_len(*e) == len {
-                        *e = (*e & LONGER) | cover;
+                let new = cover(TABLE_MIN).map_or(0, |(l, v)| entry(l, v));
+                for i in i..i + (1 << (24 - len)) {
+                    if entry_len(table.own(i)) == len {
+                        table.set_own(i, new);
                     }
                 }
-            } else {
-                // The last of its length inside the /24: no need to probe.
-                let step = 1u32 << (32 - len);
-                let base = net & prefix_mask(24);
-                if (0..1u32 << (len - 24)).all(|k| !maps[usize::from(len)].contains_key(&(base + k * step))) {
-                    table[first] &= !(1 << (24 + len - 25));
+            } else if table.entries[i] & GROUP != 0 {
+                let (d, at) = group_at(table.entries[i]);
+                let new = cover(25).map_or(0, |(l, v)| sub(l, v));
+                let first = ((net & 0xff) >> (8 - d)) as usize;
+                let subs = table.subs_mut(d, at);
+                for s in &mut subs[first..first + (1 << (d + 24 - len))] {
+                    if sub_len(*s) == len {
+                        *s = new;
+                    }
+                }
+                if subs.iter().all(|s| *s == 0) {
+                    table.ungroup(i);
                 }
             }
         }
@@ -243,15 +377,21 @@ impl<T> Fib<T> {
     #[inline]
     pub fn lookup(&self, ip: Ipv4Addr) -> Option<(Ipv4Cidr, &T)> {
         let a = u32::from(ip);
-        if let Some(table) = &self.table {
-            let e = table[(a >> 8) as usize];
-            let mut longer = e >> 24;
-            while longer != 0 {
-                let k = 31 - longer.leading_zeros();
-                if let Some(r) = self.probe(a, 25 + k as u8) {
-                    return Some(r);
+        if let Some(t) = &self.table {
+            let mut e = t.entries[(a >> 8) as usize];
+            if e & GROUP != 0 {
+                let (d, at) = group_at(e);
+                let g = &t.groups[usize::from(d - 1)];
+                let s = *g.get(at + HEADER + ((a & 0xff) >> (8 - d)) as usize)?;
+                let len = sub_len(s);
+                if len != 0 {
+                    if s & SUB_VALUE == SUB_IN_MAP {
+                        return self.probe(a, len);
+                    }
+                    let v = self.values.get(u32::from(s & SUB_VALUE))?;
+                    return Some((cidr(a & prefix_mask(len), len)?, v));
                 }
-                longer &= !(1 << k);
+                e = u32::from(*g.get(at)?) | (u32::from(*g.get(at + 1)?) << 16);
             }
             let len = entry_len(e);
             if len != 0 {
@@ -361,6 +501,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn more_distinct_values_than_a_group_entry_holds_are_read_from_the_maps() {
+        let mut f = Fib::new();
+        let n = u32::from(SUB_IN_MAP) + 2;
+        for i in 0..n {
+            f.insert(cidr(0x0a00_0000 + (i << 8), 25).unwrap(), i);
+        }
+        for i in [0, u32::from(SUB_IN_MAP) - 1, u32::from(SUB_IN_MAP) + 1] {
+            let (p, v) = f.lookup(Ipv4Addr::from(0x0a00_0001 + (i << 8))).unwrap();
+            assert_eq!((p, *v), (cidr(0x0a00_0000 + (i << 8), 25).unwrap(), i));
+            assert!(f.lookup(Ipv4Addr::from(0x0a00_0081 + (i << 8))).is_none());
+        }
+    }
+
     /// What a FIB answers, by brute force: the longest of the prefixes that
     /// cover the address.
     fn brute(routes: &std::collections::BTreeMap<(u8, u32), u8>, a: u32) -> Option<(Ipv4Cidr, u8)> {
@@ -404,7 +558,11 @@ mod tests {
                 }
                 prop_assert_eq!(f.len(), model.len());
             }
-            for x in probes {
+            // Random addresses, and both ends of every prefix that was in.
+            let ends = inserted
+                .iter()
+                .flat_map(|p| [u32::from(p.addr()), u32::from(p.broadcast())]);
+            for x in probes.into_iter().chain(ends) {
                 for a in [x, x & !0xff, x ^ 0x0100_0000] {
                     let got = f.lookup(Ipv4Addr::from(a)).map(|(p, v)| (p, *v));
                     prop_assert_eq!(got, brute(&model, a));
