@@ -212,6 +212,9 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
+    if let Some((lab, node)) = supervised_run(std::env::args_os().skip(1)) {
+        return exit(run::run(&lab, &node).map(|_| ExitCode::SUCCESS));
+    }
     let cli = Cli::parse();
     // A server (an app of the lab, the servers a bench runs in-process)
     // keeps Rust's ignored SIGPIPE: rustls writes TLS records with writev,
@@ -265,6 +268,27 @@ fn main() -> ExitCode {
         }
         Cmd::Run { lab, node } => run::run(&lab.name, &node).map(|_| ExitCode::SUCCESS),
     };
+    exit(res)
+}
+
+/// The supervisor's `d11 run --name LAB --node NODE`, one per element and
+/// app, read without building the whole command tree: clap's tree runs code
+/// of every subcommand, whose pages of the program file each element
+/// process would then hold (docs/bgp.md § Figures).
+fn supervised_run(args: impl Iterator<Item = std::ffi::OsString>) -> Option<(String, String)> {
+    let args: Vec<String> = args.map(|a| a.into_string().ok()).collect::<Option<_>>()?;
+    match args.as_slice() {
+        [run, name, lab, node_flag, node]
+            if run == "run" && name == "--name" && node_flag == "--node" =>
+        {
+            Some((lab.clone(), node.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The exit code, the error printed first if there is one.
+fn exit(res: Result<ExitCode>) -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
@@ -311,6 +335,28 @@ fn bench(cmd: BenchCmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_supervisors_run_skips_the_command_tree() {
+        let argv = |s: &str| {
+            s.split(' ')
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            supervised_run(argv("run --name lab1 --node mid").into_iter()),
+            Some(("lab1".into(), "mid".into()))
+        );
+        for other in [
+            "run --node mid --name lab1",
+            "run --node mid",
+            "status --name lab1 --node x",
+        ] {
+            assert_eq!(supervised_run(argv(other).into_iter()), None, "{other}");
+        }
+        let p = Cli::try_parse_from(argv("d11 run --name lab1 --node mid")).unwrap();
+        assert!(matches!(p.cmd, Cmd::Run { lab, node } if lab.name == "lab1" && node == "mid"));
+    }
 
     #[test]
     fn each_bench_command_of_the_report_parses_as_the_bench_expects() {
