@@ -398,7 +398,10 @@ impl<T> Fib<T> {
                 if e & VALUE == IN_MAP {
                     return self.probe(a, len);
                 }
-                return Some((cidr(a & prefix_mask(len), len)?, self.values.get(e & VALUE)?));
+                return Some((
+                    cidr(a & prefix_mask(len), len)?,
+                    self.values.get(e & VALUE)?,
+                ));
             }
         }
         let mut shorter = self.lengths & ((1 << TABLE_MIN) - 1);

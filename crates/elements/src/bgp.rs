@@ -27,7 +27,6 @@
 //! families other than IPv4 unicast.
 
 use d11_core::hash::FastMap;
-use std::collections::hash_map::Entry;
 use d11_core::l3::tcp::TcpSocket;
 use d11_core::l3::{RouteSource, TcpHandle, TcpState, L3};
 use d11_core::settings::ConfigError;
@@ -38,6 +37,7 @@ use d11_wire::bgp::{
 };
 use d11_wire::Ipv4Cidr;
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::BuildHasherDefault;
@@ -1491,33 +1491,33 @@ impl Speaker {
                     .collect()
             };
             // What the neighbour holds (the export of the Loc-RIB entry it
-            // was last sent), and what it should.
-            let wants: Vec<(Ipv4Cidr, Option<Arc<PathAttrs>>, Option<Arc<PathAttrs>>, bool)> =
-                batch
-                    .iter()
-                    .map(|(p, w)| {
-                        let held = self.export_attrs(pi, p, w.was.as_ref(), &mut cache);
-                        let want = self.export_attrs(pi, p, self.loc_rib.get(p), &mut cache);
-                        (*p, held, want, w.resend)
-                    })
-                    .collect();
+            // was last sent) against what it should: the prefixes to
+            // withdraw (`None`) or announce, and whether it holds them.
+            let sends: Vec<(Ipv4Cidr, Option<Arc<PathAttrs>>, bool)> = batch
+                .iter()
+                .filter_map(|(p, w)| {
+                    let held = self.export_attrs(pi, p, w.was.as_ref(), &mut cache);
+                    let want = self.export_attrs(pi, p, self.loc_rib.get(p), &mut cache);
+                    let unchanged = match (&held, &want) {
+                        (None, None) => true,
+                        (Some(old), Some(a)) => !w.resend && old == a,
+                        _ => false,
+                    };
+                    (!unchanged).then(|| (*p, want, held.is_some()))
+                })
+                .collect();
             let peer = &mut self.peers[pi];
             let mut withdrawn: Vec<Ipv4Cidr> = Vec::new();
             let mut groups: Vec<(Arc<PathAttrs>, Vec<Ipv4Cidr>)> = Vec::new();
-            for (p, held, want, resend) in wants {
-                match (held, want) {
-                    (None, None) => {}
-                    (Some(_), None) => {
+            for (p, want, held) in sends {
+                match want {
+                    None => {
                         peer.advertised = peer.advertised.saturating_sub(1);
                         withdrawn.push(p);
                     }
-                    (held, Some(a)) => {
-                        match held {
-                            Some(old) if !resend && (Arc::ptr_eq(&old, &a) || *old == *a) => {
-                                continue
-                            }
-                            Some(_) => {}
-                            None => peer.advertised += 1,
+                    Some(a) => {
+                        if !held {
+                            peer.advertised += 1;
                         }
                         match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &a)) {
                             Some((_, v)) => v.push(p),
