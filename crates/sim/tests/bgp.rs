@@ -587,6 +587,42 @@ fn routes_from_a_neighbour_are_installed_and_withdrawn() {
 }
 
 #[test]
+fn the_adj_rib_out_is_sent_again_on_refresh_and_never_withdraws_what_it_did_not_announce() {
+    let (mut lab, h) = established();
+    let updates = |got: Vec<Message>| -> Vec<UpdateRepr> {
+        got.into_iter()
+            .filter_map(|m| match m {
+                Message::Update(u) => Some(u),
+                _ => None,
+            })
+            .collect()
+    };
+    // The peer's own route is not sent back to it [RFC 4271 § 9.2], so its
+    // withdrawal withdraws nothing from it.
+    lab.host("peer").tcp_send(
+        h,
+        &bytes(&Message::Update(announce("198.18.0.0/15", &[64999]))),
+    );
+    assert_eq!(updates(answers(&mut lab, h)), []);
+    let w = UpdateRepr {
+        withdrawn: vec!["198.18.0.0/15".parse().unwrap()],
+        ..UpdateRepr::default()
+    };
+    lab.host("peer").tcp_send(h, &bytes(&Message::Update(w)));
+    assert_eq!(updates(answers(&mut lab, h)), []);
+    // ROUTE-REFRESH: what it holds, again [RFC 2918 § 4].
+    lab.host("peer").tcp_send(
+        h,
+        &bytes(&Message::RouteRefresh(bgp::RouteRefreshRepr::IPV4_UNICAST)),
+    );
+    let got = updates(answers(&mut lab, h));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].nlri, ["10.8.0.0/24".parse().unwrap()]);
+    assert!(got[0].withdrawn.is_empty());
+    assert_eq!(neighbor(&lab).advertised, 1);
+}
+
+#[test]
 fn malformed_attributes_withdraw_the_routes_and_keep_the_session() {
     let (mut lab, h) = established();
     lab.host("peer").tcp_send(
