@@ -245,23 +245,19 @@ impl Baseband {
                     }
                 }
                 let s = self.sec.as_mut().ok_or(BasebandError::Integrity)?;
-                let mut count = (s.dl_count & !0xff) | u32::from(sn);
-                if count < s.dl_count {
-                    count += 0x100;
-                }
                 // The MAC over what came, then deciphered when the header
                 // type ciphers [§ 4.4.5].
-                let mut plain = message.to_vec();
-                if !s.keys.open(
-                    count,
-                    Direction::Downlink,
-                    sec::ciphers(header),
-                    mac,
-                    &mut plain,
-                ) {
-                    return Err(BasebandError::Integrity);
-                }
-                s.dl_count = count + 1;
+                let plain = s
+                    .keys
+                    .open_next(
+                        &mut s.dl_count,
+                        sn,
+                        Direction::Downlink,
+                        sec::ciphers(header),
+                        mac,
+                        message,
+                    )
+                    .ok_or(BasebandError::Integrity)?;
                 self.protected(EmmMessage::parse(&plain)?)
             }
         }

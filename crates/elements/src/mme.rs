@@ -1763,21 +1763,14 @@ fn unprotect(
     message: &[u8],
 ) -> Option<EmmMessage> {
     let s = ue.sec.as_mut()?;
-    let mut count = (s.ul_count & !0xff) | u32::from(sn);
-    if count < s.ul_count {
-        count += 0x100;
-    }
-    let mut plain = message.to_vec();
-    if !s.keys.open(
-        count,
+    let plain = s.keys.open_next(
+        &mut s.ul_count,
+        sn,
         Direction::Uplink,
         sec::ciphers(header),
         mac,
-        &mut plain,
-    ) {
-        return None;
-    }
-    s.ul_count = count + 1;
+        message,
+    )?;
     EmmMessage::parse(&plain).ok()
 }
 

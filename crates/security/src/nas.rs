@@ -129,6 +129,32 @@ impl NasKeys {
         }
         true
     }
+
+    /// [`NasKeys::open`] for a message whose header carries `sn`, the low
+    /// octet of its NAS COUNT: the COUNT is estimated from `next`, the
+    /// receiver's next expected one (its overflow counter, plus one when
+    /// `sn` wrapped below it), and `next` moves past it once the MAC holds
+    /// [TS 24.301 § 4.4.3.1]. The deciphered message, or None.
+    pub fn open_next(
+        &self,
+        next: &mut u32,
+        sn: u8,
+        dir: Direction,
+        ciphered: bool,
+        mac: [u8; 4],
+        message: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mut count = (*next & !0xff) | u32::from(sn);
+        if count < *next {
+            count += 0x100;
+        }
+        let mut plain = message.to_vec();
+        if !self.open(count, dir, ciphered, mac, &mut plain) {
+            return None;
+        }
+        *next = count + 1;
+        Some(plain)
+    }
 }
 
 #[cfg(test)]
@@ -255,5 +281,31 @@ mod tests {
         assert!(keys.open(7, Direction::Downlink, true, mac, &mut m));
         assert_eq!(NasKeys::derive(&kasme, 1), None);
         assert_eq!(NasKeys::derive(&kasme, 3), None);
+    }
+
+    #[test]
+    fn open_next_estimates_the_count_across_the_sequence_number_wrap() {
+        let keys = NasKeys {
+            int: h(KNASINT_EIA2),
+            enc: None,
+        };
+        let mut msg = *b"\x07\x43";
+        // The sender is at COUNT 0x100 (SN 0); the receiver expects 0xff.
+        let mac = keys.seal(0x100, Direction::Uplink, false, &mut msg);
+        let mut next = 0xff;
+        let wrong = [mac[0] ^ 1, mac[1], mac[2], mac[3]];
+        assert_eq!(
+            keys.open_next(&mut next, 0, Direction::Uplink, false, wrong, &msg),
+            None
+        );
+        assert_eq!(next, 0xff);
+        let plain = keys.open_next(&mut next, 0, Direction::Uplink, false, mac, &msg);
+        assert_eq!(plain.as_deref(), Some(&msg[..]));
+        assert_eq!(next, 0x101);
+        // The same message again is a COUNT already used: 0x200 now.
+        assert_eq!(
+            keys.open_next(&mut next, 0, Direction::Uplink, false, mac, &msg),
+            None
+        );
     }
 }
