@@ -98,10 +98,43 @@ fn down_leaves_nothing_and_is_safe_to_repeat() {
             .all(|n| n["state"] == "running"),
         "{st}"
     );
+    // Each element runs the element program, which the search for
+    // leftovers must see (or `assert_gone` would prove nothing).
+    let procs = lab_processes(&name);
+    assert_eq!(
+        procs
+            .iter()
+            .filter(|p| p.contains("/d11-element --name"))
+            .count(),
+        5,
+        "{procs:?}"
+    );
     drop(lab);
     assert_gone(&name);
     let again = d11(&["down", "--name", &name]);
     assert!(again.status.success(), "second down: {}", text(&again));
+}
+
+#[test]
+#[cfg_attr(not(d11_root), ignore = "needs root: network namespaces")]
+fn without_the_element_program_up_names_the_missing_file_and_builds_nothing() {
+    let _s = serial();
+    require_root();
+    let dir = Scratch::new("lone");
+    let lone = dir.path("d11");
+    std::fs::copy(d11_bin(), &lone).unwrap();
+    let name = format!("t-lone-{}", std::process::id() % 100_000);
+    let o = Command::new(&lone)
+        .args(["up", "-t", &topology("carrier.toml").to_string_lossy()])
+        .args(["--name", &name])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    let missing = dir.path("d11-element");
+    assert!(err.contains(&*missing.to_string_lossy()), "{err}");
+    assert_gone(&name);
 }
 
 #[test]

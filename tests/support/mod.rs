@@ -197,10 +197,10 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// `d11 run` processes of lab `name` still alive.
+/// The processes of lab `name` still alive: its supervisor, `d11-element`s and `d11 run`s.
 pub fn lab_processes(name: &str) -> Vec<String> {
     let o = Command::new("pgrep")
-        .args(["-a", "-f", &format!("--name {name} ")])
+        .args(["-a", "-f", "--", &format!("--name {name} ")])
         .output()
         .expect("pgrep runs");
     String::from_utf8_lossy(&o.stdout)

@@ -42,6 +42,9 @@ pub fn up(topology: &Path, lab: &str, owner: Option<u32>, capture: Option<&Path>
     let mut topo = Topology::load(topology)?;
     check(&topo)?;
     need_root("d11 up")?;
+    if !topo.elements().is_empty() {
+        d11_cli::element::program()?;
+    }
     let sas = crate::vpn_keys::make_keys(&mut topo)?;
     // Named by pid and start time now, while it surely runs (it is usually
     // our parent), so a pid reused later is never mistaken for it.
@@ -278,30 +281,42 @@ fn supervised(topo: &Topology) -> Vec<String> {
         .collect()
 }
 
-/// The supervisor process: one `d11 run` per element and app, restarted
-/// when it dies. If the lab's owner dies, it takes the whole lab down.
+/// The supervisor process: one `d11-element` per element and one `d11 run`
+/// per app, restarted when it dies. If the lab's owner dies, it takes the
+/// whole lab down.
 pub fn supervise(lab: &str, owner: Option<Owner>) -> Result<()> {
-    crate::run::init_tracing();
+    d11_cli::init_tracing();
     let dir = RunDir::new(lab);
     let topo = dir.topology().context("reading the lab's topology")?;
-    let exe: OsString = std::env::current_exe()
+    let d11: OsString = std::env::current_exe()
         .context("finding the d11 binary")?
         .into();
-    let children = supervised(&topo)
-        .into_iter()
-        .map(|node| ChildSpec {
-            argv: vec![
-                exe.clone(),
-                "run".into(),
+    let child = |node: String, program: &[&OsString]| ChildSpec {
+        log: dir.log_file(&node),
+        argv: program
+            .iter()
+            .map(|&a| a.clone())
+            .chain([
                 "--name".into(),
                 lab.into(),
                 "--node".into(),
                 node.clone().into(),
-            ],
-            log: dir.log_file(&node),
-            node,
-        })
-        .collect();
+            ])
+            .collect(),
+        node,
+    };
+    let mut children = Vec::new();
+    let elements = topo.elements();
+    if !elements.is_empty() {
+        let program: OsString = d11_cli::element::program()?.into();
+        children.extend(elements.into_iter().map(|e| child(e.name, &[&program])));
+    }
+    let run = OsString::from("run");
+    children.extend(
+        topo.apps()
+            .into_iter()
+            .map(|a| child(a.name, &[&d11, &run])),
+    );
     match Supervisor::new(dir, children).owned_by(owner).run()? {
         Stopped::Signal => {}
         Stopped::OwnerGone => {

@@ -1,7 +1,8 @@
-//! `d11`: the one binary of the double11 lab.
+//! `d11`: the double11 lab's command.
 //!
 //! User commands (`up`, `down`, `status`, `exec`, `capture`, `impair`, `order`, `trace`, `tcpview`, `demo`, `bench`) and the
-//! two the lab runs itself (`supervise`, `run`). This crate holds no
+//! two the lab runs itself (`supervise`, and `run` for the apps; the
+//! elements run the package's other program, `d11-element`). This crate holds no
 //! protocol logic: topology and namespaces are `d11-lab`'s, frames are the
 //! elements', I/O is `d11-io`'s, the benches are `d11-bench`'s.
 
@@ -171,7 +172,7 @@ enum Cmd {
         #[arg(long)]
         owner: Option<d11_lab::Owner>,
     },
-    /// Run one element of a lab in its namespace (started by the supervisor).
+    /// Run one app (or element) of a lab in its namespace (the supervisor starts it for the apps).
     #[command(hide = true)]
     Run {
         #[command(flatten)]
@@ -271,20 +272,15 @@ fn main() -> ExitCode {
     exit(res)
 }
 
-/// The supervisor's `d11 run --name LAB --node NODE`, one per element and
-/// app, read without building the whole command tree: clap's tree runs code
-/// of every subcommand, whose pages of the program file each element
-/// process would then hold (docs/bgp.md § Figures).
-fn supervised_run(args: impl Iterator<Item = std::ffi::OsString>) -> Option<(String, String)> {
-    let args: Vec<String> = args.map(|a| a.into_string().ok()).collect::<Option<_>>()?;
-    match args.as_slice() {
-        [run, name, lab, node_flag, node]
-            if run == "run" && name == "--name" && node_flag == "--node" =>
-        {
-            Some((lab.clone(), node.clone()))
-        }
-        _ => None,
+/// The supervisor's `d11 run --name LAB --node NODE`, one per app, read
+/// without building the whole command tree: clap's tree runs code of every
+/// subcommand, whose pages of the program file each process would then hold
+/// (docs/bgp.md § Figures).
+fn supervised_run(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<(String, String)> {
+    if args.next()? != "run" {
+        return None;
     }
+    d11_cli::element::args(args)
 }
 
 /// The exit code, the error printed first if there is one.
@@ -292,18 +288,7 @@ fn exit(res: Result<ExitCode>) -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            // One line: the error and its causes, outermost first; a cause
-            // the message above already quotes is not repeated.
-            let mut msg = String::new();
-            for cause in e.chain().map(|c| c.to_string()) {
-                if !msg.contains(&cause) {
-                    if !msg.is_empty() {
-                        msg.push_str(": ");
-                    }
-                    msg.push_str(&cause);
-                }
-            }
-            eprintln!("d11: {msg}");
+            eprintln!("d11: {}", d11_cli::one_line(&e));
             ExitCode::FAILURE
         }
     }
