@@ -1,11 +1,12 @@
 //! The double11 lab: the topology model and its rules, the builder that turns
 //! a topology into namespaces and wires, the teardown that removes them, and
-//! the supervisor that keeps one process per element running.
+//! the supervisor that keeps one process per element and app running.
 //!
 //! ```text
 //! Topology::load ─► build(lab) ─► d11 supervise: Supervisor::run ─► teardown(lab)
-//!   (validates)      namespaces,     one `d11 run` per element,        stop, kill,
-//!                    wires, routes   restarted with backoff            delete, rm
+//!   (validates)      namespaces,     one `d11-element` per element,    stop, kill,
+//!                    wires, routes   one `d11 run` per app,            delete, rm
+//!                                    restarted with backoff
 //! ```
 //!
 //! Namespaces are `LAB-NODE` ([`netns_name`]); runtime state lives in
