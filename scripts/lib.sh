@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 # Debian packages the lab and its tests use (only when root; nothing else is touched).
-D11_PACKAGES=(iproute2 ethtool tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps curl openssl ca-certificates bird2 gobgpd bind9-dnsutils nsd unbound dnsperf nginx wrk)
+D11_PACKAGES=(iproute2 ethtool nftables tcpdump tshark iperf3 iputils-ping iputils-tracepath traceroute python3-scapy procps curl openssl ca-certificates bird2 gobgpd bind9-dnsutils nsd unbound dnsperf nginx wrk)
 # Daemons the interop tests and benches run inside lab namespaces (or on loopback);
 # their packages' services must never start on the host.
 D11_HOST_SERVICES_OFF=(bird.service gobgpd.service nsd.service unbound.service nginx.service)

@@ -1,5 +1,6 @@
-//! Running `ip` and `ethtool`: one process per batch of `ip` commands, and a
-//! failure that says which step failed and what the tool printed, in one line.
+//! Running `ip`, `ethtool` and `nft`: one process per batch of `ip` commands
+//! or per ruleset, and a failure that says which step failed and what the
+//! tool printed, in one line.
 
 use std::fmt;
 use std::io::Write;
@@ -24,6 +25,7 @@ impl fmt::Display for StepFailed {
 fn package_of(program: &str) -> &str {
     match program {
         "ip" => "iproute2",
+        "nft" => "nftables",
         other => other,
     }
 }
@@ -58,13 +60,43 @@ fn one_line(stderr: &[u8]) -> String {
     }
 }
 
-/// Runs `program args…`; a non-zero exit is a [`StepFailed`] for `step`.
-pub(crate) fn run(program: &str, args: &[&str], step: &str) -> Result<Output, StepFailed> {
-    let out = Command::new(program)
+/// Runs `program args…` with `input` on its stdin (nothing if `None`) and
+/// waits for it; only a failure to start it is an error here.
+fn output(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    step: &str,
+) -> Result<Output, StepFailed> {
+    let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| spawn_failed(program, step, e))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A write error means the tool exited early; its stderr says why.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| spawn_failed(program, step, e))
+}
+
+/// Runs `program args…` with `input` on its stdin (nothing if `None`); a
+/// non-zero exit is a [`StepFailed`] for `step`.
+pub(crate) fn run(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    step: &str,
+) -> Result<Output, StepFailed> {
+    let out = output(program, args, input, step)?;
     if out.status.success() {
         Ok(out)
     } else {
@@ -98,27 +130,14 @@ impl IpBatch {
         if self.lines.is_empty() {
             return Ok(());
         }
-        let first = &self.lines[0].1;
-        let mut child = Command::new("ip")
-            .args(options)
-            .args(["-b", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_failed("ip", first, e))?;
         let mut input = String::new();
         for (line, _) in &self.lines {
             input.push_str(line);
             input.push('\n');
         }
-        if let Some(mut stdin) = child.stdin.take() {
-            // A write error means ip exited early; its stderr says why.
-            let _ = stdin.write_all(input.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| spawn_failed("ip", first, e))?;
+        let mut args = options.to_vec();
+        args.extend(["-b", "-"]);
+        let out = output("ip", &args, Some(&input), &self.lines[0].1)?;
         if out.status.success() {
             return Ok(());
         }
@@ -145,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_missing_tool_says_what_to_install() {
-        let e = run("d11-no-such-tool", &[], "checking").unwrap_err();
+        let e = run("d11-no-such-tool", &[], None, "checking").unwrap_err();
         assert_eq!(e.step, "checking");
         assert!(e.detail.contains("not installed"), "{e}");
     }

@@ -116,6 +116,7 @@ fn lo_alias(ns: &str) -> Option<String> {
     let out = cmd::run(
         "ip",
         &["-n", ns, "-j", "link", "show", "dev", "lo"],
+        None,
         "reading lo",
     )
     .ok()?;
