@@ -7,7 +7,10 @@
 //! per round so that a busy port cannot starve the others (epoll is
 //! level-triggered: what is left is reported again). An AF_PACKET port is
 //! read [`BATCH`] frames per recvmmsg(2); a TAP, which has no batched read,
-//! one read(2) a frame. Every frame goes through [`Element::on_frame`]; what
+//! one read(2) a frame. The clock is read once per receive call, so every
+//! frame of a recvmmsg batch reaches the element (and the rx impairment)
+//! at the same instant, the one at which all of them had arrived. Every
+//! frame goes through [`Element::on_frame`]; what
 //! the element answers to a whole burst is then sent at once, one
 //! sendmmsg(2) per AF_PACKET port (a TAP still takes a write(2) a frame),
 //! counted, and the outbox cleared, keeping its buffers. A transmit error
@@ -251,9 +254,12 @@ impl Datapath {
                 Ok(n) => n,
                 Err(e) => return self.receive_error(i, e, epoll),
             };
+            // One instant for the batch: every frame of it had arrived when
+            // recvmmsg returned.
+            let now = self.now();
             for j in 0..n {
                 let (frame, meta) = batch.frame(j);
-                self.take(element, i, frame, meta.len);
+                self.take(element, i, frame, meta.len, now);
             }
             if n < BATCH {
                 return;
@@ -269,7 +275,8 @@ impl Datapath {
                 Err(e) => return self.receive_error(i, e, epoll),
             };
             let frame = &mut buf[..n.min(RX_BUF)];
-            self.take(element, i, frame, n);
+            let now = self.now();
+            self.take(element, i, frame, n, now);
         }
     }
 
@@ -286,9 +293,17 @@ impl Datapath {
     }
 
     /// One received frame (`len` bytes on the wire, `frame` what fitted
-    /// the buffer): counted, judged by the port's rx impairment, handed to
-    /// the element. What it answers waits in the outbox for [`Self::flush`].
-    fn take<E: Element>(&mut self, element: &mut E, i: usize, frame: &mut [u8], len: usize) {
+    /// the buffer), taken from the port at `now`: counted, judged by the
+    /// port's rx impairment, handed to the element. What it answers waits
+    /// in the outbox for [`Self::flush`].
+    fn take<E: Element>(
+        &mut self,
+        element: &mut E,
+        i: usize,
+        frame: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) {
         let id = PortId(i as u16);
         self.counters.rx(id, len);
         if len > frame.len() {
@@ -298,7 +313,6 @@ impl Datapath {
             }
             return;
         }
-        let now = self.now();
         if !self.impair.rx(i) {
             return element.on_frame(self.cx.at(now), id, frame, &mut self.outbox);
         }
