@@ -167,6 +167,8 @@ mod tests {
         let e = run("d11-no-such-tool", &[], None, "checking").unwrap_err();
         assert_eq!(e.step, "checking");
         assert!(e.detail.contains("not installed"), "{e}");
+        assert_eq!(package_of("nft"), "nftables");
+        assert_eq!(package_of("ethtool"), "ethtool");
     }
 
     #[test]
