@@ -750,6 +750,16 @@ fn forward_rows(r: &ForwardReport) -> Vec<Row> {
         .ratio_from(r.ratios.router_vs_null_cpu_per_frame)
         .goal(Goal::ratio_at_most(r.goals.router_vs_null_cpu_per_frame)),
     );
+    rows.push(
+        Row::new(
+            "element CPU per frame at saturation (64 B flood), ns",
+            v.router.cpu_ns_per_frame_flood,
+            "null elements",
+            v.null.cpu_ns_per_frame_flood,
+        )
+        .ratio_from(r.ratios.router_vs_null_cpu_per_frame_flood)
+        .goal(Goal::value_at_most(r.goals.cpu_ns_per_frame_flood)),
+    );
     rows.push(Row::new(
         "router alone (no I/O), ns/frame",
         r.element_core.router_ns_per_frame,
