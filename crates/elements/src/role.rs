@@ -5,7 +5,7 @@
 //! must know without building it ([`RoleInfo`]: which ports carry
 //! addresses, whether it bridges or routes), its settings type (the node's
 //! `config` table) and its constructor. [`registry`](crate::registry) lists
-//! the roles, one line each; the lab's validation, `d11 run`, `d11 trace`
+//! the roles, one line each; the lab's validation, `d11-element`, `d11 trace`
 //! and the simulator ask it. Adding a role is a file and a line there
 //! (`docs/adding-a-role.md`).
 

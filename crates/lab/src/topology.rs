@@ -391,7 +391,7 @@ pub struct ElementPort {
     pub impair_rx: Option<Impairment>,
 }
 
-/// An element node, resolved for `d11 run --node NAME`.
+/// An element node, resolved for `d11-element --node NAME`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ElementSpec {
     pub name: String,
@@ -727,7 +727,7 @@ impl Topology {
         Ok(())
     }
 
-    /// Builds the element `name` (for `d11 run` and the simulator).
+    /// Builds the element `name` (for `d11-element` and the simulator).
     pub fn build_element(
         &self,
         name: &str,
