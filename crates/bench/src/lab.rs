@@ -249,20 +249,28 @@ pub struct Throughput {
     pub udp64_sent_pps: Option<f64>,
     pub udp64_received_pps: Option<f64>,
     pub udp64_loss: Option<f64>,
+    /// The elements' CPU per frame they received during that UDP flood
+    /// (saturation, where each wakeup carries a batch), ns; `None` in a lab
+    /// without elements.
+    pub cpu_ns_per_frame_flood: Option<f64>,
 }
 
 impl Throughput {
-    /// An iperf3 TCP run, then 64-byte UDP at full speed (`-b 0`), `seconds` each.
+    /// An iperf3 TCP run, then 64-byte UDP at full speed (`-b 0`), `seconds`
+    /// each, the elements' CPU and frames read around the UDP run.
     pub fn measure(lab: &LabGuard, ends: &Ends, seconds: u32) -> Result<Throughput> {
         let secs = seconds.to_string();
         let tcp = iperf(lab, ends, &["-t", &secs])?.tcp_mbit_s()?;
+        let before = element_work(&lab.name)?;
         // 18 bytes of UDP payload: 14 Ethernet + 20 IP + 8 UDP + 18 = 60 bytes, 64 with the FCS.
         let udp = iperf(lab, ends, &["-u", "-b", "0", "-l", "18", "-t", &secs])?.udp(seconds);
+        let after = element_work(&lab.name)?;
         Ok(Throughput {
             tcp_mbit_s: Some(tcp),
             udp64_sent_pps: Some(udp.sent_pps()),
             udp64_received_pps: Some(udp.received_pps()),
             udp64_loss: Some(udp.loss()),
+            cpu_ns_per_frame_flood: NodeLoad::chain(&NodeLoad::between(&before, &after), &[]),
         })
     }
 

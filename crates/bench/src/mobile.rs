@@ -231,6 +231,7 @@ fn summarise(rounds: &[Round]) -> MobileReport {
                 udp64_sent_pps: med(&|r| r.rate.udp64_sent_pps),
                 udp64_received_pps: med(&|r| r.rate.udp64_received_pps),
                 udp64_loss: med(&|r| r.rate.udp64_loss),
+                cpu_ns_per_frame_flood: med(&|r| r.rate.cpu_ns_per_frame_flood),
             },
             fixed_load_loss: med(&|r| r.fixed_load_loss),
             fixed_load: fixed,

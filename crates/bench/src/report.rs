@@ -753,9 +753,9 @@ fn forward_rows(r: &ForwardReport) -> Vec<Row> {
     rows.push(
         Row::new(
             "element CPU per frame at saturation (64 B flood), ns",
-            v.router.cpu_ns_per_frame_flood,
+            v.router.rate.cpu_ns_per_frame_flood,
             "null elements",
-            v.null.cpu_ns_per_frame_flood,
+            v.null.rate.cpu_ns_per_frame_flood,
         )
         .ratio_from(r.ratios.router_vs_null_cpu_per_frame_flood)
         .goal(Goal::value_at_most(r.goals.cpu_ns_per_frame_flood)),
