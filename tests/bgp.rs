@@ -363,7 +363,7 @@ fn bird_and_gobgp_learn_the_cloud_prefix_announce_their_own_and_survive_flaps() 
     // with AS_TRANS and its 4-octet AS in the capability), UPDATEs,
     // KEEPALIVEs, ROUTE-REFRESHes and the NOTIFICATIONs of the flaps.
     drop(capture);
-    let broken = broken_frames_per_wire(&cap);
+    let broken = broken_frames_whole_and_per_wire(&cap);
     assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
     let types: std::collections::BTreeSet<String> = tshark_fields(&cap, "bgp", &["bgp.type"])
         .into_iter()

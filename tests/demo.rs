@@ -97,11 +97,22 @@ fn the_demo_tells_each_chapter_from_the_run_and_takes_its_lab_down() {
     assert!(file.exists(), "the capture stays after the lab is down");
     let start = dir.path("demo-bgp.pcapng");
     assert!(start.exists(), "so does the capture of the lab's start");
-    let broken = broken_frames_per_wire(&start);
+    let broken = broken_frames_whole_and_per_wire(&start);
     assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
-    let dns = dir.path("demo-dns.pcapng");
-    let broken = broken_frames_per_wire(&dns);
-    assert!(broken.is_empty(), "tshark finds broken frames: {broken:?}");
+    // The order's capture and region north's as well, the files a reader
+    // opens first.
+    for f in [
+        dir.path("demo-dns.pcapng"),
+        file,
+        dir.path("demo-vpn.pcapng"),
+    ] {
+        let broken = broken_frames_whole_and_per_wire(&f);
+        assert!(
+            broken.is_empty(),
+            "{}: tshark finds broken frames: {broken:?}",
+            f.display()
+        );
+    }
 }
 
 #[test]

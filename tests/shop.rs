@@ -557,7 +557,7 @@ fn every_wire_captured_while_phones_order_decodes_without_a_broken_frame() {
         tshark_fields(&cap, "mysql", &["frame.number"]).is_empty(),
         "read as MySQL"
     );
-    let broken = broken_frames_per_wire(&cap);
+    let broken = broken_frames_whole_and_per_wire(&cap);
     assert!(
         broken.is_empty(),
         "{} broken frames: {:?}",

@@ -234,15 +234,14 @@ pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<Stri
 }
 
 /// Frames tshark calls malformed or marks with an error, as
-/// `[number, wire, info, expert message]`, with TCP reassembly off: one
-/// TCP connection seen on several wires of one pcapng looks to Wireshark's
-/// reassembly like overlapping retransmissions ("New fragment overlaps old
-/// data"), as Wireshark 4.0 keeps no conversation per interface. Every
-/// frame is still dissected whole, so a broken one is still reported.
+/// `[number, wire, info, expert message]`, with tshark's defaults (TCP
+/// reassembly on), as a user opens the file: `d11 capture` writes a
+/// packet's copies on several wires together, so Wireshark reads the later
+/// ones as plain retransmissions (see `d11_io::capture`).
 pub fn bad_frames(file: &Path) -> Vec<Vec<String>> {
     tshark_with(
         file,
-        &["-o", "tcp.desegment_tcp_streams:FALSE"],
+        &[],
         "_ws.malformed || _ws.expert.severity >= error",
         &[
             "frame.number",
@@ -278,13 +277,10 @@ pub fn broken_frames(file: &Path) -> Vec<Vec<String>> {
     )
 }
 
-/// [`broken_frames`] of each wire of a lab capture, each wire written to
-/// a file of its own first (`FILE.wires/N.pcapng`): one TCP connection
-/// seen on several wires of one file is, to Wireshark 4.0's reassembly,
-/// one stream whose segments all came twice ("New fragment overlaps old
-/// data"), which is the merge, not the frames. Frame numbers are the
-/// wire's own.
-pub fn broken_frames_per_wire(file: &Path) -> Vec<Vec<String>> {
+/// [`broken_frames`] of a lab capture as one file, then of each wire
+/// written to a file of its own (`FILE.wires/N.pcapng`, frame numbers the
+/// wire's own), as a user reads one wire.
+pub fn broken_frames_whole_and_per_wire(file: &Path) -> Vec<Vec<String>> {
     let wires: std::collections::BTreeSet<String> =
         tshark_with(file, &[], "", &["frame.interface_name"])
             .into_iter()
@@ -292,7 +288,7 @@ pub fn broken_frames_per_wire(file: &Path) -> Vec<Vec<String>> {
             .collect();
     let dir = file.with_extension("wires");
     std::fs::create_dir_all(&dir).expect("a directory for the wires");
-    let mut broken = Vec::new();
+    let mut broken = broken_frames(file);
     for (i, wire) in wires.iter().enumerate() {
         let one = dir.join(format!("{i}.pcapng"));
         let o = Command::new("tshark")

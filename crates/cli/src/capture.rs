@@ -46,14 +46,6 @@ pub fn capture(lab: &str, file: &Path, seconds: Option<f64>, cmd: &[String]) -> 
             ""
         }
     );
-    // Wireshark 4.0 keeps no TCP conversation per interface: a connection
-    // that crosses several wires (the phone's, and inside GTP-U on S1-U
-    // and S5) reads as one stream whose copies overlap out of order.
-    eprintln!(
-        "a TCP connection crossing several wires is one stream to Wireshark: read one wire \
-         (-Y 'frame.interface_name == \"ue:eth0\"') or add -o tcp.reassemble_out_of_order:TRUE, \
-         or its copies read as reassembly errors"
-    );
     Ok(match rec.status {
         Some(s) if !s.success() => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
         _ => ExitCode::SUCCESS,

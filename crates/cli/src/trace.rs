@@ -164,10 +164,11 @@ pub(crate) fn order_while_capturing(
     Ok((rec, placed))
 }
 
-/// Every frame of a pcapng file, named by its wire.
+/// Every frame of a pcapng file, named by its wire, in time order (`d11
+/// capture` writes a packet's copies together: see `d11_io::capture`).
 pub(crate) fn read_capture(file: &std::path::Path) -> Result<Vec<Frame>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(d11_core::pcapng::read_frames(&bytes)
+    let mut frames: Vec<Frame> = d11_core::pcapng::read_frames(&bytes)
         .with_context(|| format!("reading {}", file.display()))?
         .into_iter()
         .map(|(wire, ts, data)| Frame {
@@ -175,7 +176,9 @@ pub(crate) fn read_capture(file: &std::path::Path) -> Result<Vec<Frame>> {
             ts_ns: ts.as_nanos() as u64,
             data,
         })
-        .collect())
+        .collect();
+    frames.sort_by_key(|f| f.ts_ns);
+    Ok(frames)
 }
 
 /// The per-hop table: one row per hop, a line under it per failed check.
