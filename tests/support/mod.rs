@@ -278,9 +278,17 @@ pub fn broken_frames(file: &Path) -> Vec<Vec<String>> {
 }
 
 /// [`broken_frames`] of a lab capture as one file, then of each wire
-/// written to a file of its own (`FILE.wires/N.pcapng`, frame numbers the
-/// wire's own), as a user reads one wire.
+/// alone ([`broken_frames_per_wire`]).
 pub fn broken_frames_whole_and_per_wire(file: &Path) -> Vec<Vec<String>> {
+    let mut broken = broken_frames(file);
+    broken.extend(broken_frames_per_wire(file));
+    broken
+}
+
+/// [`broken_frames`] of each wire of a lab capture, each written to a file
+/// of its own first (`FILE.wires/N.pcapng`), as a user reads one wire.
+/// Frame numbers are the wire's own.
+pub fn broken_frames_per_wire(file: &Path) -> Vec<Vec<String>> {
     let wires: std::collections::BTreeSet<String> =
         tshark_with(file, &[], "", &["frame.interface_name"])
             .into_iter()
@@ -288,7 +296,7 @@ pub fn broken_frames_whole_and_per_wire(file: &Path) -> Vec<Vec<String>> {
             .collect();
     let dir = file.with_extension("wires");
     std::fs::create_dir_all(&dir).expect("a directory for the wires");
-    let mut broken = broken_frames(file);
+    let mut broken = Vec::new();
     for (i, wire) in wires.iter().enumerate() {
         let one = dir.join(format!("{i}.pcapng"));
         let o = Command::new("tshark")

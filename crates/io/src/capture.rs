@@ -27,7 +27,8 @@ use crate::packet::PacketSocket;
 use crate::sys::{cvt, Epoll};
 use crate::IoError;
 use d11_core::pcapng::{PcapError, PcapngWriter};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,17 +147,23 @@ struct Round {
     buf: Vec<u8>,
     /// Read this round, not yet keyed: (time, interface, frame).
     fresh: Vec<(Duration, u32, Vec<u8>)>,
-    held: Vec<Held>,
+    /// Earliest packet first, each packet's copies in time order.
+    held: BinaryHeap<Reverse<Held>>,
+    /// Frames held so far: keeps frames of one instant in reading order.
+    count: u64,
     /// Buffers of frames already written, for the next frames.
     spare: Vec<Vec<u8>>,
     journeys: Journeys,
     newest: Duration,
 }
 
+/// A frame waiting to be written, ordered by its fields in this order.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Held {
     /// When the frame's packet first appeared on any wire.
     start: Duration,
     ts: Duration,
+    seq: u64,
     id: u32,
     frame: Vec<u8>,
 }
@@ -194,26 +201,31 @@ impl Round {
         for (ts, id, frame) in self.fresh.drain(..) {
             let start = self.journeys.start(journey::key(&frame), ts);
             self.newest = self.newest.max(ts);
-            self.held.push(Held {
+            self.count += 1;
+            self.held.push(Reverse(Held {
                 start,
                 ts,
+                seq: self.count,
                 id,
                 frame,
-            });
+            }));
         }
-        self.held.sort_by_key(|h| (h.start, h.ts));
-        let due = if all {
-            self.held.len()
+        let until = if all {
+            Duration::MAX
         } else {
-            let until = self.newest.saturating_sub(HOLD);
-            self.held.partition_point(|h| h.start <= until)
+            self.newest.saturating_sub(HOLD)
         };
-        for h in self.held.drain(..due) {
+        let mut written = 0;
+        while self.held.peek().is_some_and(|Reverse(h)| h.start <= until) {
+            let Some(Reverse(h)) = self.held.pop() else {
+                break;
+            };
             w.write(h.id, h.ts, &h.frame)?;
             self.spare.push(h.frame);
+            written += 1;
         }
         self.spare.truncate(BURST);
-        Ok(due as u64)
+        Ok(written)
     }
 }
 
