@@ -518,8 +518,10 @@ impl Peer {
     }
 }
 
-/// Where the Loc-RIB's route came from. Eight octets, so that a Loc-RIB
-/// entry is sixteen: with 100,000 routes every octet counts (docs/bgp.md).
+/// A Loc-RIB entry: where the best route to a prefix came from [RFC 4271 §
+/// 9.1.2]. Its attributes are those of the Adj-RIB-In entry it came from
+/// (or [`Speaker::originated`]): eight octets, so that with its prefix an
+/// entry is fourteen; with 100,000 routes every octet counts (docs/bgp.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// Originated by this router (`originate`).
@@ -539,7 +541,8 @@ impl Source {
     }
 }
 
-/// A Loc-RIB entry: the best route to a prefix [RFC 4271 § 9.1.2].
+/// A best route with its attributes: what the decision process chooses,
+/// and what a neighbour was last sent of a prefix waiting to be sent again.
 #[derive(Debug, Clone)]
 struct Best {
     from: Source,
@@ -574,7 +577,9 @@ pub struct Speaker {
     peers: Vec<Peer>,
     /// One socket in LISTEN per local address that faces a neighbour.
     listeners: Vec<(Ipv4Addr, Option<TcpHandle>)>,
-    loc_rib: FastMap<Ipv4Cidr, Best>,
+    loc_rib: FastMap<Ipv4Cidr, Source>,
+    /// The attributes of the routes the router originates.
+    originated: Arc<PathAttrs>,
     /// Path attributes shared by the routes that carry the same ones.
     interned: FastSet<Arc<PathAttrs>>,
     interned_since_sweep: usize,
@@ -630,16 +635,11 @@ impl Speaker {
             as_path: Some(bgp::AsPath::default()),
             ..PathAttrs::default()
         });
-        let mut loc_rib = FastMap::default();
-        for p in &settings.originate {
-            loc_rib.insert(
-                *p,
-                Best {
-                    from: Source::Local,
-                    attrs: originated.clone(),
-                },
-            );
-        }
+        let loc_rib = settings
+            .originate
+            .iter()
+            .map(|p| (*p, Source::Local))
+            .collect();
         Ok(Speaker {
             local_as: settings.local_as,
             router_id,
@@ -665,6 +665,7 @@ impl Speaker {
                 .collect(),
             listeners,
             loc_rib,
+            originated,
             interned: FastSet::default(),
             interned_since_sweep: 0,
             resolved: FastMap::default(),
@@ -1162,10 +1163,13 @@ impl Speaker {
             // "the BGP speaker MUST ignore such a message" [RFC 2918 § 4].
             return;
         }
-        let peer = &mut self.peers[pi];
-        peer.counters.refreshes += 1;
-        for (p, b) in &self.loc_rib {
-            peer.mark(*p, Some(b), true);
+        self.peers[pi].counters.refreshes += 1;
+        for (p, from) in &self.loc_rib {
+            let was = self.attrs(p, *from).map(|attrs| Best {
+                from: *from,
+                attrs: attrs.clone(),
+            });
+            self.peers[pi].mark(*p, was.as_ref(), true);
         }
     }
 
@@ -1215,16 +1219,15 @@ impl Speaker {
         if withdraw_all {
             self.peers[pi].counters.treat_as_withdraw += 1;
         }
-        let mut changed: Vec<Ipv4Cidr> = Vec::new();
+        // Each prefix whose accepted route changed, with the one it had.
+        let mut changed: Vec<(Ipv4Cidr, Option<Arc<PathAttrs>>)> = Vec::new();
         {
             let nlri = if withdraw_all { &u.nlri[..] } else { &[] };
             let peer = &mut self.peers[pi];
             for p in u.withdrawn.iter().chain(nlri) {
-                if let Some(old) = peer.adj_in.remove(p) {
-                    if old.is_some() {
-                        peer.accepted -= 1;
-                        changed.push(*p);
-                    }
+                if let Some(Some(old)) = peer.adj_in.remove(p) {
+                    peer.accepted -= 1;
+                    changed.push((*p, Some(old.attrs)));
                 }
             }
         }
@@ -1254,20 +1257,21 @@ impl Speaker {
                 let route = (!looped && n.import.allows(p)).then(|| Route {
                     attrs: attrs.clone(),
                 });
-                let was = peer.adj_in.insert(*p, route.clone());
-                let was_accepted = matches!(was, Some(Some(_)));
-                match (was_accepted, route.is_some()) {
-                    (false, true) => peer.accepted += 1,
-                    (true, false) => peer.accepted -= 1,
+                let new = route.as_ref().map(|r| r.attrs.clone());
+                let was = peer.adj_in.insert(*p, route).flatten().map(|r| r.attrs);
+                match (&was, &new) {
+                    (None, Some(_)) => peer.accepted += 1,
+                    (Some(_), None) => peer.accepted -= 1,
+                    // The same route again changes nothing.
+                    (Some(a), Some(b)) if Arc::ptr_eq(a, b) => continue,
+                    (None, None) => continue,
                     _ => {}
                 }
-                if was_accepted || route.is_some() {
-                    changed.push(*p);
-                }
+                changed.push((*p, was));
             }
         }
-        for p in changed {
-            self.decide(l3, p);
+        for (p, was) in changed {
+            self.decide(l3, p, was.map(|a| (pi, a)));
         }
     }
 
@@ -1286,20 +1290,36 @@ impl Speaker {
         a
     }
 
-    /// The decision process for one prefix [RFC 4271 § 9.1.2]: the best
-    /// route goes into the Loc-RIB and the FIB, and every neighbour's
+    /// The decision process for one prefix [RFC 4271 § 9.1.2] after a
+    /// neighbour's Adj-RIB-In entry for it changed (`replaced`: that
+    /// neighbour and the accepted route it replaced, if it had one): the
+    /// best route goes into the Loc-RIB and the FIB, and every neighbour's
     /// Adj-RIB-Out is looked at again.
-    fn decide(&mut self, l3: &mut L3, p: Ipv4Cidr) {
+    fn decide(&mut self, l3: &mut L3, p: Ipv4Cidr, replaced: Option<(usize, Arc<PathAttrs>)>) {
         let new = self.select(p);
-        let old = self.loc_rib.get(&p);
+        let old = self.loc_rib.get(&p).copied();
+        // The Loc-RIB entry's route is the one replaced: its attributes are gone.
+        let old_replaced = replaced
+            .as_ref()
+            .filter(|(i, _)| old.and_then(Source::peer) == Some(*i));
         let same = match (old, &new) {
             (None, None) => true,
-            (Some(a), Some(b)) => a.from == b.from && Arc::ptr_eq(&a.attrs, &b.attrs),
+            (Some(a), Some(b)) => a == b.from && old_replaced.is_none(),
             _ => false,
         };
         if same {
             return;
         }
+        let old = old.and_then(|from| {
+            let attrs = match old_replaced {
+                Some((_, a)) => a,
+                None => self.attrs(&p, from)?,
+            };
+            Some(Best {
+                from,
+                attrs: attrs.clone(),
+            })
+        });
         match &new {
             Some(Best {
                 from: Source::Peer { via, .. },
@@ -1312,17 +1332,35 @@ impl Speaker {
             }
         }
         for peer in &mut self.peers {
-            peer.mark(p, old, false);
+            peer.mark(p, old.as_ref(), false);
         }
         match new {
             Some(b) => {
-                self.loc_rib.insert(p, b);
+                self.loc_rib.insert(p, b.from);
             }
             None => {
                 self.loc_rib.remove(&p);
             }
         }
         self.rib_changes += 1;
+    }
+
+    /// The attributes of the route to `p` from `from`: the Adj-RIB-In
+    /// entry's, or the originated ones.
+    fn attrs(&self, p: &Ipv4Cidr, from: Source) -> Option<&Arc<PathAttrs>> {
+        match from.peer() {
+            None => Some(&self.originated),
+            Some(i) => self.peers[i].adj_in.get(p)?.as_ref().map(|r| &r.attrs),
+        }
+    }
+
+    /// The Loc-RIB entry for `p` with its attributes.
+    fn best_route(&self, p: &Ipv4Cidr) -> Option<Best> {
+        let from = *self.loc_rib.get(p)?;
+        Some(Best {
+            from,
+            attrs: self.attrs(p, from)?.clone(),
+        })
     }
 
     /// The neighbour packets on `r` go to: its NEXT_HOP resolved, `None`
@@ -1343,10 +1381,8 @@ impl Speaker {
     fn select(&self, p: Ipv4Cidr) -> Option<Best> {
         if self.originate.contains(&p) {
             return self
-                .loc_rib
-                .get(&p)
-                .filter(|b| b.from == Source::Local)
-                .cloned();
+                .best_route(&p)
+                .filter(|b| b.from == Source::Local);
         }
         let mut c: Vec<(usize, &Route)> = self
             .peers
@@ -1497,7 +1533,8 @@ impl Speaker {
                 .iter()
                 .filter_map(|(p, w)| {
                     let held = self.export_attrs(pi, p, w.was.as_ref(), &mut cache);
-                    let want = self.export_attrs(pi, p, self.loc_rib.get(p), &mut cache);
+                    let want =
+                        self.export_attrs(pi, p, self.best_route(p).as_ref(), &mut cache);
                     let unchanged = match (&held, &want) {
                         (None, None) => true,
                         (Some(old), Some(a)) => !w.resend && old == a,
@@ -1667,14 +1704,12 @@ impl Speaker {
             peer.session = None;
             peer.advertised = 0;
             peer.clear_dirty();
-            let learned: Vec<Ipv4Cidr> = peer
-                .adj_in
-                .drain()
-                .filter_map(|(p, r)| r.map(|_| p))
-                .collect();
+            let learned = std::mem::take(&mut peer.adj_in);
             peer.accepted = 0;
-            for p in learned {
-                self.decide(l3, p);
+            for (p, r) in learned {
+                if let Some(r) = r {
+                    self.decide(l3, p, Some((pi, r.attrs)));
+                }
             }
         }
     }
@@ -1798,10 +1833,10 @@ impl Speaker {
         let mut total = 0;
         for p in prefixes {
             let best = self.loc_rib.get(&p);
-            if let Some(b) = best.filter(|b| b.from == Source::Local) {
+            if best == Some(&Source::Local) {
                 total += 1;
                 if rows.len() < limit {
-                    rows.push(row(p, &b.attrs, None, "local".into(), true, true));
+                    rows.push(row(p, &self.originated, None, "local".into(), true, true));
                 }
             }
             for (i, peer) in self.peers.iter().enumerate() {
@@ -1810,7 +1845,7 @@ impl Speaker {
                     if rows.len() >= limit {
                         continue;
                     }
-                    let is_best = best.is_some_and(|b| b.from.peer() == Some(i));
+                    let is_best = best.is_some_and(|b| b.peer() == Some(i));
                     rows.push(row(
                         p,
                         &r.attrs,
@@ -1827,7 +1862,7 @@ impl Speaker {
 
     /// The best route to exactly `p` as a row, for `d11 trace`.
     pub fn best(&self, p: Ipv4Cidr) -> Option<RibRow> {
-        let b = self.loc_rib.get(&p)?;
+        let b = self.best_route(&p)?;
         let from = match b.from.peer() {
             None => "local".to_string(),
             Some(i) => self.peers[i].n.address.to_string(),
@@ -1988,9 +2023,9 @@ mod tests {
     }
 
     #[test]
-    fn a_loc_rib_entry_stays_sixteen_octets() {
+    fn a_loc_rib_entry_stays_fourteen_octets() {
         // docs/bgp.md's memory figure counts on it.
-        assert_eq!(std::mem::size_of::<Best>(), 16);
+        assert_eq!(std::mem::size_of::<(Ipv4Cidr, Source)>(), 14);
         assert_eq!(std::mem::size_of::<Option<Route>>(), 8);
     }
 
