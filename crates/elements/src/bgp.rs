@@ -1380,9 +1380,7 @@ impl Speaker {
     /// or behind a static route, so the IGP cost of step (e) is the same.)
     fn select(&self, p: Ipv4Cidr) -> Option<Best> {
         if self.originate.contains(&p) {
-            return self
-                .best_route(&p)
-                .filter(|b| b.from == Source::Local);
+            return self.best_route(&p).filter(|b| b.from == Source::Local);
         }
         let mut c: Vec<(usize, &Route)> = self
             .peers
@@ -1533,8 +1531,7 @@ impl Speaker {
                 .iter()
                 .filter_map(|(p, w)| {
                     let held = self.export_attrs(pi, p, w.was.as_ref(), &mut cache);
-                    let want =
-                        self.export_attrs(pi, p, self.best_route(p).as_ref(), &mut cache);
+                    let want = self.export_attrs(pi, p, self.best_route(p).as_ref(), &mut cache);
                     let unchanged = match (&held, &want) {
                         (None, None) => true,
                         (Some(old), Some(a)) => !w.resend && old == a,
@@ -2160,19 +2157,16 @@ mod tests {
         assert!(Speaker::new(&s, &l3(), &["198.51.100.128/25".parse().unwrap()]).is_ok());
     }
 
-    /// A speaker with three external neighbours in session, each having
-    /// sent `routes[i]` for 198.18.0.0/15 (`None`: nothing).
-    fn contest(routes: [Option<PathAttrs>; 3]) -> Option<usize> {
+    /// A speaker with three external neighbours in session.
+    fn three_in_session() -> Speaker {
         let mut s = speaker(
             r#"bgp = { local_as = 64500, neighbors = [
-                 { address = "192.0.2.2", remote_as = 64510, import = "all" },
-                 { address = "192.0.2.6", remote_as = 64520, import = "all" },
+                 { address = "192.0.2.2", remote_as = 64510, import = "all", export = "all" },
+                 { address = "192.0.2.6", remote_as = 64520, import = "all", export = "all" },
                  { address = "203.0.113.9", remote_as = 64510, import = "all" } ] }"#,
         )
         .unwrap();
-        let p: Ipv4Cidr = "198.18.0.0/15".parse().unwrap();
-        for (i, r) in routes.into_iter().enumerate() {
-            let peer = &mut s.peers[i];
+        for (i, peer) in s.peers.iter_mut().enumerate() {
             peer.session = Some(Session {
                 four_octet: true,
                 route_refresh: true,
@@ -2182,6 +2176,16 @@ mod tests {
                 since: Instant::ZERO,
                 capabilities: vec![],
             });
+        }
+        s
+    }
+
+    /// [`three_in_session`], each neighbour having sent `routes[i]` for
+    /// 198.18.0.0/15 (`None`: nothing): the one chosen.
+    fn contest(routes: [Option<PathAttrs>; 3]) -> Option<usize> {
+        let mut s = three_in_session();
+        let p: Ipv4Cidr = "198.18.0.0/15".parse().unwrap();
+        for (i, r) in routes.into_iter().enumerate() {
             if let Some(a) = r {
                 let nh = a.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
                 s.resolved.insert(nh, Some(nh));
@@ -2202,6 +2206,64 @@ mod tests {
             med,
             ..PathAttrs::default()
         })
+    }
+
+    /// What the Loc-RIB holds for `p` and what each neighbour waits to be
+    /// sent (the AS_PATH it was last sent, empty if nothing), after `u`
+    /// from neighbour 0; the pending lists are emptied as if sent.
+    fn after(s: &mut Speaker, l3: &mut L3, u: UpdateRepr) -> (Option<String>, Vec<Option<String>>) {
+        let p: Ipv4Cidr = "198.18.0.0/15".parse().unwrap();
+        s.on_update(l3, 0, u);
+        let path = |b: &Best| b.attrs.path().to_string();
+        let waiting = s
+            .peers
+            .iter_mut()
+            .map(|peer| {
+                let was = peer.pending.get(&p).map(|w| w.was.as_ref().map(path));
+                peer.clear_dirty();
+                was.map(|w| w.unwrap_or_default())
+            })
+            .collect();
+        (s.best_route(&p).map(|b| path(&b)), waiting)
+    }
+
+    #[test]
+    fn a_route_replaced_by_its_neighbour_is_a_change_and_the_same_route_again_none() {
+        let mut s = three_in_session();
+        let mut l3 = l3();
+        let update = |path: &[u32]| UpdateRepr {
+            attrs: PathAttrs {
+                next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
+                ..route(path, 100, None, Origin::Igp).unwrap()
+            },
+            nlri: vec!["198.18.0.0/15".parse().unwrap()],
+            ..UpdateRepr::default()
+        };
+        let none = || Some(String::new());
+        // New: every neighbour looks at it, having been sent nothing.
+        assert_eq!(
+            after(&mut s, &mut l3, update(&[64510])),
+            (Some("64510".into()), vec![none(), none(), none()])
+        );
+        // Replaced: the Loc-RIB entry is the new route; what the neighbours
+        // were sent is the route replaced.
+        let was = || Some("64510".to_string());
+        assert_eq!(
+            after(&mut s, &mut l3, update(&[64510, 1])),
+            (Some("64510 1".into()), vec![was(), was(), was()])
+        );
+        // The same again: no change.
+        assert_eq!(
+            after(&mut s, &mut l3, update(&[64510, 1])),
+            (Some("64510 1".into()), vec![None, None, None])
+        );
+        // Withdrawn.
+        let was = || Some("64510 1".to_string());
+        let w = UpdateRepr {
+            withdrawn: vec!["198.18.0.0/15".parse().unwrap()],
+            ..UpdateRepr::default()
+        };
+        assert_eq!(after(&mut s, &mut l3, w), (None, vec![was(), was(), was()]));
     }
 
     #[test]
