@@ -519,25 +519,22 @@ impl Peer {
 }
 
 /// A Loc-RIB entry: where the best route to a prefix came from [RFC 4271 §
-/// 9.1.2]. Its attributes are those of the Adj-RIB-In entry it came from
-/// (or [`Speaker::originated`]): eight octets, so that with its prefix an
-/// entry is fourteen; with 100,000 routes every octet counts (docs/bgp.md).
+/// 9.1.2], the index of the neighbour in `peers` or [`Source::LOCAL`]. Its
+/// attributes are those of the Adj-RIB-In entry it came from (or
+/// [`Speaker::originated`]), its next hop theirs resolved: two octets, so
+/// that with its prefix an entry is eight; with 100,000 routes every octet
+/// counts (docs/bgp.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// Originated by this router (`originate`).
-    Local,
-    /// Learned from `peers[peer]` (at most 65,535, checked in the
-    /// settings); packets go to `via`, its NEXT_HOP resolved.
-    Peer { peer: u16, via: Ipv4Addr },
-}
+struct Source(u16);
 
 impl Source {
+    /// Originated by this router (`originate`). No neighbour has this
+    /// index: there are at most 65,535, checked in the settings.
+    const LOCAL: Source = Source(u16::MAX);
+
     /// The index of the neighbour it came from.
     fn peer(self) -> Option<usize> {
-        match self {
-            Source::Local => None,
-            Source::Peer { peer, .. } => Some(usize::from(peer)),
-        }
+        (self != Source::LOCAL).then_some(usize::from(self.0))
     }
 }
 
@@ -638,7 +635,7 @@ impl Speaker {
         let loc_rib = settings
             .originate
             .iter()
-            .map(|p| (*p, Source::Local))
+            .map(|p| (*p, Source::LOCAL))
             .collect();
         Ok(Speaker {
             local_as: settings.local_as,
@@ -1320,17 +1317,14 @@ impl Speaker {
                 attrs: attrs.clone(),
             })
         });
-        match &new {
-            Some(Best {
-                from: Source::Peer { via, .. },
-                ..
-            }) => {
-                l3.install_learned(p, *via, RouteSource::Bgp);
-            }
-            _ => {
-                l3.remove_learned(p, RouteSource::Bgp);
-            }
-        }
+        let via = new
+            .as_ref()
+            .filter(|b| b.from != Source::LOCAL)
+            .and_then(|b| self.via(&b.attrs));
+        match via {
+            Some(via) => l3.install_learned(p, via, RouteSource::Bgp),
+            None => l3.remove_learned(p, RouteSource::Bgp),
+        };
         for peer in &mut self.peers {
             peer.mark(p, old.as_ref(), false);
         }
@@ -1363,11 +1357,11 @@ impl Speaker {
         })
     }
 
-    /// The neighbour packets on `r` go to: its NEXT_HOP resolved, `None`
-    /// when it does not resolve (the route is then not eligible [RFC 4271
-    /// § 9.1.2.1]).
-    fn via(&self, r: &Route) -> Option<Ipv4Addr> {
-        let nh = r.attrs.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    /// The neighbour packets on a route with attributes `a` go to: its
+    /// NEXT_HOP resolved, `None` when it does not resolve (the route is then
+    /// not eligible [RFC 4271 § 9.1.2.1]).
+    fn via(&self, a: &PathAttrs) -> Option<Ipv4Addr> {
+        let nh = a.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
         self.resolved.get(&nh).copied().flatten()
     }
 
@@ -1380,14 +1374,16 @@ impl Speaker {
     /// or behind a static route, so the IGP cost of step (e) is the same.)
     fn select(&self, p: Ipv4Cidr) -> Option<Best> {
         if self.originate.contains(&p) {
-            return self.best_route(&p).filter(|b| b.from == Source::Local);
+            return self.best_route(&p).filter(|b| b.from == Source::LOCAL);
         }
         let mut c: Vec<(usize, &Route)> = self
             .peers
             .iter()
             .enumerate()
             .filter_map(|(i, peer)| match peer.adj_in.get(&p) {
-                Some(Some(r)) if self.via(r).is_some() && peer.session.is_some() => Some((i, r)),
+                Some(Some(r)) if self.via(&r.attrs).is_some() && peer.session.is_some() => {
+                    Some((i, r))
+                }
                 _ => None,
             })
             .collect();
@@ -1439,10 +1435,7 @@ impl Speaker {
         });
         let (i, r) = c[0];
         Some(Best {
-            from: Source::Peer {
-                peer: i as u16,
-                via: self.via(r)?,
-            },
+            from: Source(i as u16),
             attrs: r.attrs.clone(),
         })
     }
@@ -1475,7 +1468,7 @@ impl Speaker {
         }
         let four = peer.session.as_ref().is_some_and(|s| s.four_octet);
         let mut a = (*best.attrs).clone();
-        let local = best.from == Source::Local;
+        let local = best.from == Source::LOCAL;
         if peer.n.internal {
             // § 5.1.3: the NEXT_HOP is kept within the AS unless told.
             if local || peer.n.next_hop_self {
@@ -1830,7 +1823,7 @@ impl Speaker {
         let mut total = 0;
         for p in prefixes {
             let best = self.loc_rib.get(&p);
-            if best == Some(&Source::Local) {
+            if best == Some(&Source::LOCAL) {
                 total += 1;
                 if rows.len() < limit {
                     rows.push(row(p, &self.originated, None, "local".into(), true, true));
@@ -1849,7 +1842,7 @@ impl Speaker {
                         r.attrs.next_hop,
                         peer.n.address.to_string(),
                         is_best,
-                        self.via(r).is_some(),
+                        self.via(&r.attrs).is_some(),
                     ));
                 }
             }
@@ -2020,9 +2013,9 @@ mod tests {
     }
 
     #[test]
-    fn a_loc_rib_entry_stays_fourteen_octets() {
+    fn a_loc_rib_entry_stays_eight_octets() {
         // docs/bgp.md's memory figure counts on it.
-        assert_eq!(std::mem::size_of::<(Ipv4Cidr, Source)>(), 14);
+        assert_eq!(std::mem::size_of::<(Ipv4Cidr, Source)>(), 8);
         assert_eq!(std::mem::size_of::<Option<Route>>(), 8);
     }
 
