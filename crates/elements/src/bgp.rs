@@ -549,7 +549,7 @@ struct Best {
 /// A prefix waiting to be sent to a neighbour.
 #[derive(Debug)]
 struct Pending {
-    /// The Loc-RIB entry when the prefix was last sent (or found unchanged):
+    /// The best route when the prefix was last sent (or found unchanged):
     /// the export policy over it is what the neighbour holds, so an
     /// unchanged route is not sent again and a withdrawn one only if it
     /// was announced [RFC 4271 § 9.1.3].
