@@ -175,7 +175,13 @@ fn the_phone_gets_the_cover_through_the_nearest_edge_a_miss_then_a_hit() {
             into_vm.iter().any(|w| w[0] == "vm-origin:eth0"),
             "{into_vm:?}"
         );
-        assert_eq!(bad_frames(&cap), Vec::<Vec<String>>::new());
+        // Wire by wire: the origin's answer is many segments through vgw,
+        // hosta and vm-origin under the same addresses; a segment that ends
+        // a TLS record, sent after the parent's ACK of everything before it
+        // has crossed those three wires, reads to Wireshark 4.0 as a fast
+        // retransmission in the whole file (docs/order.md, "Reading the
+        // capture").
+        assert_eq!(broken_frames_per_wire(&cap), Vec::<Vec<String>>::new());
 
         // The phone's wire alone (the same connection on later wires would
         // look like retransmissions to Wireshark's reassembly), decrypted

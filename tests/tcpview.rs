@@ -71,16 +71,28 @@ fn the_phones_connection_opens_carries_the_order_and_closes_on_the_radio_wire() 
     }
 
     // tshark's own decode of the radio wire: relative seq, ack, length and
-    // scaled window of every segment, in order.
+    // scaled window of every segment, in time order (the file is written
+    // packet by packet: on one wire an ACK may follow the segment it
+    // crossed).
     let capture = v["capture"].as_str().unwrap();
-    let tshark = tshark_fields(
+    let mut tshark = tshark_fields(
         std::path::Path::new(capture),
         &format!(
             "frame.interface_name == \"ue:eth0\" && tcp.port == {}",
             view["client"].as_str().unwrap().rsplit(':').next().unwrap()
         ),
-        &["tcp.seq", "tcp.ack", "tcp.len", "tcp.window_size"],
+        &[
+            "frame.time_epoch",
+            "tcp.seq",
+            "tcp.ack",
+            "tcp.len",
+            "tcp.window_size",
+        ],
     );
+    tshark.sort_by(|a, b| a[0].cmp(&b[0]));
+    for r in &mut tshark {
+        r.remove(0);
+    }
     let ours: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
