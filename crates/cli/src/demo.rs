@@ -964,7 +964,8 @@ fn capture_hint(trace: &TraceJson) -> String {
     let cap = trace.capture.display();
     let secrets = trace.secrets_in_capture;
     format!(
-        "{cap}: every wire of the lab during the traced order, one pcapng interface per wire (node:port){}.\n\
+        "{cap}: every wire of the lab during the traced order, one pcapng interface per wire (node:port){}, \
+         packet by packet: each packet's copies on the wires it crossed, hop by hop.\n\
          Open it in Wireshark (wireshark {cap}) and filter `http`: the POST and the 201 show decrypted with no setup{}.\n",
         if secrets { ", with the order's TLS secrets in a Decryption Secrets Block" } else { "" },
         if secrets { "" } else { " once you give Wireshark the key log (this capture has no secrets block)" }
