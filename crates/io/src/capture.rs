@@ -18,7 +18,9 @@
 //! acknowledgement before it, as a *fast* retransmission, which unlike a
 //! plain one it feeds to reassembly again: "New fragment overlaps old data"
 //! on a segment that completed a TLS record. Written packet by packet, each
-//! copy after the first reads as a plain retransmission. Times are the
+//! copy after the first reads as a plain retransmission, except where the
+//! ACK before a segment had crossed all of three or more wires before the
+//! segment left (docs/order.md, "Reading the capture"). Times are the
 //! kernel's: on one wire, a packet may be written before another that
 //! crossed that wire a moment earlier (`reordercap` sorts a file by time).
 
