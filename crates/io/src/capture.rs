@@ -353,13 +353,7 @@ pub fn stop_on_signals() -> Result<&'static AtomicBool, IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use d11_wire::hex;
 
     // One TCP segment as four wires carry it, then the next segment and an
     // ARP request, from scapy 2.5.0 (/usr/bin/python3):
