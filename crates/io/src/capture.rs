@@ -122,13 +122,24 @@ impl Capture {
                         .map(|(t, _)| t as usize),
                 );
             }
-            for &i in &ready {
-                round.read(&self.points[i].1, ids[i]);
-            }
-            stats.frames += round.write(w, stop)?;
+            // The oldest frame a socket left unread (it had more than a
+            // burst): nothing after it may be written yet.
+            let mut behind = ready
+                .iter()
+                .filter_map(|&i| round.read(&self.points[i].1, ids[i]))
+                .min();
             if stop {
+                // Drain every socket of what it held when asked to stop.
+                let asked = now();
+                while behind.is_some_and(|t| t < asked) {
+                    behind = (0..self.points.len())
+                        .filter_map(|i| round.read(&self.points[i].1, ids[i]))
+                        .min();
+                }
+                stats.frames += round.write(w, None)?;
                 break;
             }
+            stats.frames += round.write(w, Some(behind.unwrap_or(Duration::MAX)))?;
         }
         w.get_mut().flush().map_err(PcapError::IoError)?;
         for (label, s) in &self.points {
@@ -171,33 +182,39 @@ struct Held {
 }
 
 impl Round {
-    fn read(&mut self, s: &PacketSocket, id: u32) {
+    /// Reads at most a burst of frames from `s`; the time of the last one
+    /// if more may wait, `None` once the socket is drained.
+    fn read(&mut self, s: &PacketSocket, id: u32) -> Option<Duration> {
         self.buf.resize(SNAPLEN, 0);
+        let mut last = None;
         for _ in 0..BURST {
             match s.recv_frame(&mut self.buf) {
                 Ok(Some(m)) => {
-                    let ts = m.timestamp.unwrap_or_else(|| {
-                        SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default()
-                    });
+                    let ts = m.timestamp.unwrap_or_else(now);
                     let mut frame = self.spare.pop().unwrap_or_default();
                     frame.clear();
                     frame.extend_from_slice(&self.buf[..m.len.min(SNAPLEN)]);
                     self.fresh.push((ts, id, frame));
+                    last = Some(ts);
                 }
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!(ifname = s.ifname(), error = %e, "capture receive");
-                    return;
+                    return None;
                 }
             }
         }
+        last
     }
 
-    /// Writes the frames whose packet is old enough (all of them if
-    /// `all`), packet by packet; returns how many.
-    fn write<W: Write>(&mut self, w: &mut PcapngWriter<W>, all: bool) -> Result<u64, IoError> {
+    /// Writes the frames whose packet is old enough, packet by packet;
+    /// returns how many. `read_to`: every frame up to this time has been
+    /// read (`None`: all there will be, so write them all).
+    fn write<W: Write>(
+        &mut self,
+        w: &mut PcapngWriter<W>,
+        read_to: Option<Duration>,
+    ) -> Result<u64, IoError> {
         // In time order, so a packet's first sighting is its earliest copy.
         self.fresh.sort_by_key(|(ts, _, _)| *ts);
         for (ts, id, frame) in self.fresh.drain(..) {
@@ -212,10 +229,9 @@ impl Round {
                 frame,
             }));
         }
-        let until = if all {
-            Duration::MAX
-        } else {
-            self.newest.saturating_sub(HOLD)
+        let until = match read_to {
+            None => Duration::MAX,
+            Some(t) => self.newest.min(t).saturating_sub(HOLD),
         };
         let mut written = 0;
         while self.held.peek().is_some_and(|Reverse(h)| h.start <= until) {
@@ -229,6 +245,13 @@ impl Round {
         self.spare.truncate(BURST);
         Ok(written)
     }
+}
+
+/// The wall clock since the Unix epoch, as the kernel stamps frames.
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Each packet's first sighting, remembered for [`REMEMBER`].
@@ -397,7 +420,11 @@ mod tests {
 
     /// Feeds `frames` as one round, writes what is due, returns it as
     /// (interface, time in ms) in file order.
-    fn round(r: &mut Round, frames: &[(u64, u32, &str)], all: bool) -> Vec<(String, u64)> {
+    fn round(
+        r: &mut Round,
+        frames: &[(u64, u32, &str)],
+        read_to: Option<u64>,
+    ) -> Vec<(String, u64)> {
         let mut w = PcapngWriter::new(Vec::new()).unwrap();
         for i in 0..3 {
             w.add_interface(&format!("w{i}")).unwrap();
@@ -405,7 +432,7 @@ mod tests {
         for &(t, id, f) in frames {
             r.fresh.push((ms(t), id, hex(f)));
         }
-        let n = r.write(&mut w, all).unwrap();
+        let n = r.write(&mut w, read_to.map(ms)).unwrap();
         let out: Vec<_> = d11_core::pcapng::read_frames(w.get_mut())
             .unwrap()
             .into_iter()
@@ -426,15 +453,18 @@ mod tests {
             (1000, 0, UE),
             (1003, 1, S1U),
         ];
+        let all_read = Some(u64::MAX);
         // Nothing is written before the hold has passed …
-        assert_eq!(round(&mut r, &frames, false), vec![]);
-        // … then a late ARP moves the clock on past it.
-        let written = round(&mut r, &[(1400, 0, ARP)], false);
+        assert_eq!(round(&mut r, &frames, all_read), vec![]);
+        // … nor while a socket still holds frames from before it …
+        assert_eq!(round(&mut r, &[(1400, 0, ARP)], Some(1100)), vec![]);
+        // … then, all read, the late ARP has moved the clock on past it.
+        let written = round(&mut r, &[], all_read);
         let w = |i: u32, t: u64| (format!("w{i}"), t);
         assert_eq!(
             written,
             vec![w(0, 1000), w(1, 1003), w(2, 1004), w(0, 1002)]
         );
-        assert_eq!(round(&mut r, &[], true), vec![w(0, 1400)]);
+        assert_eq!(round(&mut r, &[], None), vec![w(0, 1400)]);
     }
 }
