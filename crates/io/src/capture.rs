@@ -154,7 +154,9 @@ impl Capture {
 
 /// Frames read and not yet written: each round's frames join the ones
 /// held for [`HOLD`], and those whose packet first appeared before the
-/// newest frame's time less [`HOLD`] are written, packet by packet.
+/// newest frame's time less [`HOLD`] are written, packet by packet — or
+/// before the last frame read from a socket left with more than a burst,
+/// if that is earlier: its next frames are older than the newest.
 #[derive(Default)]
 struct Round {
     buf: Vec<u8>,
