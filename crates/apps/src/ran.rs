@@ -235,6 +235,16 @@ impl Exchange {
         &self.reply
     }
 
+    /// The TLS handshake is over.
+    pub fn handshake_done(&self) -> bool {
+        !self.tls.is_handshaking()
+    }
+
+    /// The request went to TLS (it is written once the handshake is over).
+    pub fn request_written(&self) -> bool {
+        self.request.is_none()
+    }
+
     /// Sends TLS close_notify (with the next `write_tls`).
     pub fn close(&mut self) {
         self.tls.send_close_notify();
@@ -458,6 +468,37 @@ struct Conn {
     exchange: Option<Exchange>,
     started: SmolInstant,
     key: String,
+    /// Bytes written into the connection and read from it.
+    sent: u64,
+    received: u64,
+    /// When bytes last came in.
+    last_received: Option<SmolInstant>,
+}
+
+/// Where an order that timed out stood when the phone gave up: enough to
+/// tell a path that lost the connection (bytes left unacknowledged) from a
+/// server that went quiet (all acknowledged, no reply).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    pub phone: usize,
+    /// The phone's address and port (`ue:port`), as the pgw's NAT row has them.
+    pub src: String,
+    /// The pgw's public `addr:port` for it (`d11 load` looks it up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<String>,
+    pub idempotency_key: String,
+    /// smoltcp's state of the connection ("ESTABLISHED", "SYN-SENT", …).
+    pub tcp_state: String,
+    /// Bytes the phone wrote, and of them not acknowledged by the server.
+    pub sent: u64,
+    pub unacked: usize,
+    pub received: u64,
+    /// Milliseconds from the order's start to the last bytes received.
+    pub last_received_ms: Option<f64>,
+    pub tls_handshake_done: bool,
+    pub request_written: bool,
+    /// Reply bytes decrypted (head and body so far).
+    pub reply_bytes: usize,
 }
 
 /// One finished order.
@@ -469,6 +510,9 @@ pub struct OrderRecord {
     pub status: u16,
     pub ms: f64,
     pub idempotency_key: String,
+    /// A timed-out order: where it stood.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall: Option<Stall>,
 }
 
 /// How one phone's attach ended.
@@ -653,6 +697,7 @@ impl Ran {
                     status: 0,
                     ms: 0.0,
                     idempotency_key: String::new(),
+                    stall: None,
                 });
             }
             ue.orders_left = 0;
@@ -1020,6 +1065,9 @@ fn drive(
             exchange,
             started: now,
             key,
+            sent: 0,
+            received: 0,
+            last_received: None,
         });
         return true;
     };
@@ -1043,9 +1091,17 @@ fn drive(
                 if n == 0 {
                     break;
                 }
+                conn.received += n as u64;
+                conn.last_received = Some(now);
                 moved = true;
             }
-            if s.may_send() && ex.write_tls(&mut SocketWriter(s)) > 0 {
+            let n = if s.may_send() {
+                ex.write_tls(&mut SocketWriter(s))
+            } else {
+                0
+            };
+            if n > 0 {
+                conn.sent += n as u64;
                 moved = true;
             }
             if !s.may_recv() && s.state() != tcp::State::SynSent && !s.can_recv() {
@@ -1066,6 +1122,25 @@ fn drive(
         return moved;
     };
     let ms = (now - conn.started).total_micros() as f64 / 1e3;
+    let stall = (outcome == Outcome::Timeout).then(|| Stall {
+        phone: i,
+        src: format!("{ip}:{}", s.local_endpoint().map_or(0, |e| e.port)),
+        nat: None,
+        idempotency_key: conn.key.clone(),
+        tcp_state: s.state().to_string(),
+        sent: conn.sent,
+        unacked: s.send_queue(),
+        received: conn.received,
+        last_received_ms: conn
+            .last_received
+            .map(|t| (t - conn.started).total_micros() as f64 / 1e3),
+        tls_handshake_done: conn.exchange.as_ref().is_some_and(Exchange::handshake_done),
+        request_written: conn
+            .exchange
+            .as_ref()
+            .is_some_and(Exchange::request_written),
+        reply_bytes: conn.exchange.as_ref().map_or(0, |e| e.reply().len()),
+    });
     if let Some(ex) = conn.exchange.as_mut() {
         if outcome != Outcome::TlsError && outcome != Outcome::Timeout {
             ex.close();
@@ -1083,6 +1158,7 @@ fn drive(
         status,
         ms,
         idempotency_key: std::mem::take(&mut conn.key),
+        stall,
     });
     ue.closing.push(conn.socket);
     ue.conn = None;
@@ -1106,7 +1182,13 @@ pub struct RanReport {
     /// The phones' attaches.
     #[serde(default)]
     pub attach: AttachReport,
+    /// Where the orders that timed out stood (the first [`STALLS_SHOWN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalls: Vec<Stall>,
 }
+
+/// Timed-out orders the report details.
+pub const STALLS_SHOWN: usize = 10;
 
 /// The phones' attaches: how they ended, how fast.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1166,6 +1248,12 @@ impl Ran {
         }
         RanReport {
             attach,
+            stalls: self
+                .done
+                .iter()
+                .filter_map(|r| r.stall.clone())
+                .take(STALLS_SHOWN)
+                .collect(),
             phones: self.cfg.phones,
             orders: self.done.len(),
             ok,
@@ -1333,6 +1421,26 @@ mod tests {
         assert_eq!(replies[0][22..28], phone_mac(1));
         assert_eq!(replies[0][28..32], [10, 45, 0, 4]);
         assert_eq!(replies[0][0..6], [2, 0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn an_order_that_times_out_says_where_it_stood() {
+        let mut r = ran(1);
+        attached(&mut r, 1);
+        let mut out = Vec::new();
+        // The SYN waits for the gateway's MAC, which never comes.
+        r.poll(SmolInstant::from_millis(1), &mut out);
+        r.poll(SmolInstant::from_millis(5_002), &mut out);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(r.done[0].outcome, Outcome::Timeout);
+        let s = r.done[0].stall.clone().expect("a timed-out order's stall");
+        assert_eq!(s.phone, 0);
+        let port: u16 = s.src.strip_prefix("10.45.0.3:").unwrap().parse().unwrap();
+        assert!((40_000..=60_000).contains(&port), "{}", s.src);
+        assert_eq!(s.tcp_state, "SYN-SENT");
+        assert_eq!((s.sent, s.unacked, s.received), (0, 0, 0));
+        assert!(!s.tls_handshake_done && !s.request_written);
+        assert_eq!(r.report(5.0).stalls, vec![s]);
     }
 
     #[test]

@@ -208,6 +208,7 @@ mod tests {
             seconds: 1.0,
             orders_per_s,
             attach: Default::default(),
+            stalls: Vec::new(),
         }
     }
 

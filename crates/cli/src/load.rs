@@ -139,16 +139,20 @@ fn element_usage(lab: &str) -> Vec<Usage> {
     rows
 }
 
-/// Entries in the pgw's NAT table and how many of the phones' addresses they hold.
-fn nat_entries(lab: &str, phones: &HashSet<Ipv4Addr>) -> Option<(usize, usize)> {
+/// The rows of the pgw's NAT table.
+fn nat_rows(lab: &str) -> Option<Vec<d11_core::nat::NatEntryView>> {
     let exe = std::env::current_exe().ok()?;
     let out = std::process::Command::new(exe)
         .args(["show", "--name", lab, "pgw", "nat", "--json"])
         .output()
         .ok()?;
-    let rows: Vec<d11_core::nat::NatEntryView> = serde_json::from_slice(&out.stdout).ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Entries in the pgw's NAT table and how many of the phones' addresses they hold.
+fn nat_entries(rows: &[d11_core::nat::NatEntryView], phones: &HashSet<Ipv4Addr>) -> (usize, usize) {
     let mut ues = HashSet::new();
-    for r in &rows {
+    for r in rows {
         let ip = r
             .src
             .split(':')
@@ -158,7 +162,25 @@ fn nat_entries(lab: &str, phones: &HashSet<Ipv4Addr>) -> Option<(usize, usize)> 
             ues.insert(ip);
         }
     }
-    Some((rows.len(), ues.len()))
+    (rows.len(), ues.len())
+}
+
+/// Each timed-out order's public `addr:port` at the pgw, from its NAT row.
+fn nat_of_stalls(
+    rows: &[d11_core::nat::NatEntryView],
+    report: &mut RanReport,
+    records: &mut [d11_apps::ran::OrderRecord],
+) {
+    let stalls = report
+        .stalls
+        .iter_mut()
+        .chain(records.iter_mut().filter_map(|r| r.stall.as_mut()));
+    for s in stalls {
+        s.nat = rows
+            .iter()
+            .find(|r| r.proto == "tcp" && r.src == s.src)
+            .map(|r| r.reply_dst.clone());
+    }
 }
 
 fn print_usage(before: &[Usage], after: &[Usage], attached: usize) {
@@ -249,7 +271,7 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
     eprintln!("seed {seed}");
     let before = element_usage(lab);
     let tx_before = tx_dropped(lab);
-    let (report, records, attaches, mut radio) = {
+    let (mut report, mut records, attaches, mut radio) = {
         let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, "ue"))?;
         let radio = d11_io::PacketSocket::open("eth0").context("opening ue's eth0 (the radio)")?;
         run(&radio, cfg)?
@@ -257,7 +279,11 @@ pub fn load(args: &LoadArgs) -> Result<ExitCode> {
     let after = element_usage(lab);
     radio.tx_queue_drops = tx_dropped(lab).saturating_sub(tx_before);
     let addrs: HashSet<Ipv4Addr> = attaches.iter().filter_map(|a| a.ue).collect();
-    let nat = nat_entries(lab, &addrs);
+    let rows = nat_rows(lab);
+    let nat = rows.as_ref().map(|rows| nat_entries(rows, &addrs));
+    if let Some(rows) = &rows {
+        nat_of_stalls(rows, &mut report, &mut records);
+    }
     if args.json {
         let mem = |rows: &[Usage]| {
             rows.iter()
@@ -339,6 +365,22 @@ fn print_report(r: &RanReport, args: &LoadArgs) {
         "retransmitted TCP segments sent by the phones: {}",
         r.retransmissions
     );
+    for s in &r.stalls {
+        println!(
+            "  timed out: phone {} {} (pgw {}) {}, {} B sent ({} unacknowledged), {} B received (last at {}), TLS {}, request {}, {} B of reply",
+            s.phone,
+            s.src,
+            s.nat.as_deref().unwrap_or("-"),
+            s.tcp_state,
+            s.sent,
+            s.unacked,
+            s.received,
+            s.last_received_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
+            if s.tls_handshake_done { "done" } else { "handshaking" },
+            if s.request_written { "written" } else { "not written" },
+            s.reply_bytes
+        );
+    }
 }
 
 /// Linux's "no buffer space": the radio's queue is full, as with WouldBlock.
