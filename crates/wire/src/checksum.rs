@@ -7,8 +7,11 @@
 
 use std::net::Ipv4Addr;
 
-/// The one's-complement sum of `data` as 16-bit big-endian words, not yet
-/// folded or inverted. An odd final byte is padded with zero [RFC 1071 § 4.1].
+/// The one's-complement sum of `data` as 16-bit big-endian words, folded to
+/// 16 bits but not inverted. An odd final byte is padded with zero [RFC 1071
+/// § 4.1]. Folded, so partial sums (a pseudo-header's, a segment's) add up
+/// in a `u32` without overflow: a sum left at 32 bits could be 0xffffffff,
+/// and the carry lost past it made the checksum one off [RFC 1071 § 2 (B)].
 pub fn sum(data: &[u8]) -> u32 {
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(8);
@@ -23,9 +26,8 @@ pub fn sum(data: &[u8]) -> u32 {
     if let [b] = rest.remainder() {
         acc += u64::from(*b) << 8;
     }
-    // fold 64 → 32 bits; the caller folds to 16
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u32
 }
@@ -105,6 +107,25 @@ mod tests {
     }
 
     proptest! {
+        /// The sum of 16-bit words, folded, whatever the data (all ones
+        /// included) and the partial sum (a pseudo-header's) added to it.
+        #[test]
+        fn partial_sums_add_up_to_the_sum_of_sixteen_bit_words(
+            data in proptest::collection::vec(prop_oneof![Just(0xffu8), any::<u8>()], 0..64),
+            partial in 0u32..=0x4_00fa,
+        ) {
+            let words: u64 = data
+                .chunks(2)
+                .map(|c| u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0)))
+                .sum();
+            let mut reference = words + u64::from(partial);
+            while reference >> 16 != 0 {
+                reference = (reference & 0xffff) + (reference >> 16);
+            }
+            prop_assert!(sum(&data) <= 0xffff);
+            prop_assert_eq!(u64::from(fold(partial + sum(&data))), reference);
+        }
+
         #[test]
         fn incremental_update_matches_recompute(mut data in proptest::collection::vec(any::<u8>(), 16..64), w in 0usize..4, new in any::<u16>(), new32 in any::<u32>()) {
             // checksum field at bytes 10..12; the word we change at 2*w (< 10) and an address at 12..16

@@ -214,6 +214,14 @@ mod tests {
     // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(UDP(sport=2152,
     //   dport=2152, chksum=0)/Raw(b"hello")).hex())'
     const NO_SUM: &str = "08680868000d000068656c6c6f";
+    // /usr/bin/python3 -c 'from scapy.all import *; print(bytes(IP(src="172.16.4.1",
+    //   dst="172.16.4.2", id=1)/UDP(sport=2123, dport=2123)
+    //   /Raw(bytes.fromhex("fffffffff7a4f7b4"))).hex())'
+    // IPv4 (20) | 084b 084b 0010 9fba | payload: its 32-bit words and the
+    // header's add up to 0xffffffff, the pseudo-header's sum on top of it
+    // past what a u32 holds.
+    const NEAR_U32_LIMIT: &str =
+        "450000240001000040111aa5ac100401ac100402084b084b00109fbafffffffff7a4f7b4";
 
     fn a(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -255,6 +263,26 @@ mod tests {
             u.verify_checksum(a("1.2.3.4"), a("5.6.7.8")),
             "zero: none sent"
         );
+    }
+
+    /// An S11 Modify Bearer Request with such a sum left with a checksum
+    /// one off, and so did its two retransmissions (the same bytes): the
+    /// sgw dropped all three, and the phone never had a downlink.
+    #[test]
+    fn a_datagram_whose_sum_nears_the_u32_limit_gets_scapys_checksum() {
+        let b = hex(NEAR_U32_LIMIT);
+        let (src, dst) = (a("172.16.4.1"), a("172.16.4.2"));
+        let mut out = vec![];
+        UdpRepr {
+            src_port: 2123,
+            dst_port: 2123,
+            payload_len: 8,
+        }
+        .emit_with_checksum(&mut out, src, dst, &b[28..]);
+        assert_eq!(out, b[20..]);
+        assert!(UdpPacket::new_checked(&out[..])
+            .unwrap()
+            .verify_checksum(src, dst));
     }
 
     #[test]
