@@ -362,7 +362,8 @@ pub struct MmeCounters {
     pub context_setups: u64,
     pub context_setup_failures: u64,
     /// Modify Bearer answered "Request accepted" (the eNodeB's S1-U TEID
-    /// on the SGW), and otherwise.
+    /// on the SGW), and otherwise: refused or unanswered, the UE then
+    /// detached with "re-attach required".
     pub bearers_modified: u64,
     pub modify_failures: u64,
     pub attach_completes: u64,
@@ -592,12 +593,12 @@ impl Mme {
                     }
                 }
                 Incoming::Response { seq, msg } => match self.pending_s11.remove(&seq) {
-                    Some(ue) => self.s11_response(cx, ue, Some(&msg)),
+                    Some(ue) => self.s11_response(cx, out, ue, Some(&msg)),
                     None => self.counters.s11_unhandled += 1,
                 },
                 Incoming::Timeout { seq, .. } => {
                     if let Some(ue) = self.pending_s11.remove(&seq) {
-                        self.s11_response(cx, ue, None);
+                        self.s11_response(cx, out, ue, None);
                     }
                 }
                 Incoming::Request { .. } => self.counters.s11_unhandled += 1,
@@ -659,7 +660,7 @@ impl Mme {
     }
 
     /// An answer on S11 for the UE (None: unanswered N3 times).
-    fn s11_response(&mut self, cx: &mut Ctx, mme_ue_id: u32, msg: Option<&[u8]>) {
+    fn s11_response(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32, msg: Option<&[u8]>) {
         let Some(ue) = self.ues.get_mut(&mme_ue_id) else {
             return;
         };
@@ -736,13 +737,26 @@ impl Mme {
                     }
                     _ => {
                         tracing::info!(imsi = %ue.imsi, cause = c, "Modify Bearer refused");
-                        self.counters.modify_failures += 1;
+                        self.modify_failed(cx, out, mme_ue_id);
                     }
                 }
             }
-            (_, None) => self.counters.modify_failures += 1,
+            (_, None) => {
+                tracing::info!(imsi = %ue.imsi, "Modify Bearer unanswered");
+                self.modify_failed(cx, out, mme_ue_id);
+            }
             _ => self.counters.s11_unhandled += 1,
         }
+    }
+
+    /// Modify Bearer refused or unanswered [TS 23.401 § 5.3.2.1, steps
+    /// 23–24]: the SGW does not know the eNodeB's end of the tunnel, so the
+    /// UE has no downlink. Left registered it would wait forever; it is
+    /// detached with "re-attach required" and attaches again, with a new
+    /// session (the old one deleted at the SGW if it still answers).
+    fn modify_failed(&mut self, cx: &mut Ctx, out: &mut Outbox, mme_ue_id: u32) {
+        self.counters.modify_failures += 1;
+        self.network_detach(cx, out, mme_ue_id, true);
     }
 
     /// UE-initiated detach [TS 24.301 § 5.5.2.2; TS 23.401 § 5.3.8.2.1]:

@@ -1395,6 +1395,79 @@ fn the_sgw_restarted_the_phones_tunnel_is_refused_and_it_attaches_again() {
 /// network's Detach Request gets it again every 6 s, four times, each
 /// under a new NAS COUNT; on the fifth expiry the mme aborts the detach,
 /// releases the UE's S1 context and, on Release Complete, drops it.
+/// The Modify Bearer Request lost every time it is sent (s11 cut just
+/// after the sgw answered Create Session): without it the sgw never learns
+/// the enb's end of the tunnel, so the phone has no downlink. After N3
+/// tries the mme detaches it with "re-attach required" [TS 24.301 §
+/// 5.5.2.3] and the phone, attached again with s11 back, is reached.
+#[test]
+fn a_modify_bearer_lost_on_s11_detaches_the_phone_and_it_attaches_again() {
+    use d11_apps::baseband::UeState;
+    let s11 = "mme:s11--sgw:s11";
+    let slow = |loss| LinkParams {
+        delay: Duration::from_millis(50),
+        loss,
+    };
+    let mut lab = lab(TOPOLOGY, 29, 0.0);
+    let link = lab.link(s11);
+    lab.sim.set_link_params(link, slow(0.0));
+    let mut hss = HssPlay::new(&mut lab, TOPOLOGY);
+    hss.run(&mut lab, Duration::from_secs(1));
+    let mut bb = baseband("001010000000001");
+    let req = bb.attach_request();
+    radio_nas(&mut lab, &req);
+    // The sgw holds the session once Create Session reached it; its
+    // answer is then 50 ms on the way, and the cut comes before the
+    // Modify Bearer that follows it.
+    let start = lab.now();
+    while gateways(&lab).0.sessions.is_empty() {
+        assert!(lab.now() < start + Duration::from_secs(5), "no session");
+        phone(&mut lab, &mut hss, &mut bb, Duration::from_millis(20));
+    }
+    lab.sim.set_link_params(link, slow(1.0));
+    let mut seen = vec![];
+    while reports(&lab).1.counters.network_detaches == 0 {
+        assert!(lab.now() < start + Duration::from_secs(20), "no detach");
+        seen.extend(phone(
+            &mut lab,
+            &mut hss,
+            &mut bb,
+            Duration::from_millis(100),
+        ));
+    }
+    let c = reports(&lab).1.counters;
+    assert_eq!(
+        (c.sessions_created, c.bearers_modified, c.modify_failures),
+        (1, 0, 1),
+        "{c:?}"
+    );
+    assert!(ping_gateway(&mut lab, 1).is_empty(), "no downlink");
+    lab.sim.set_link_params(
+        link,
+        LinkParams {
+            delay: Duration::from_micros(100),
+            loss: 0.0,
+        },
+    );
+    seen.extend(phone_reattaching(
+        &mut lab,
+        &mut hss,
+        &mut bb,
+        Duration::from_secs(3),
+    ));
+    assert!(
+        seen.iter().any(|m| matches!(
+            m,
+            d11_wire::nas::EmmMessage::NetworkDetachRequest { detach_type: 1, .. }
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(bb.state(), UeState::Attached, "{seen:?}");
+    let c = reports(&lab).1.counters;
+    assert_eq!((c.attach_completes, c.bearers_modified), (2, 1), "{c:?}");
+    assert_eq!(ping_gateway(&mut lab, 2), [2]);
+}
+
 #[test]
 fn a_network_detach_unanswered_is_sent_again_every_6_s_four_times_then_the_context_goes() {
     let mut bb = baseband("001010000000001");
