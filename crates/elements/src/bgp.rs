@@ -26,7 +26,7 @@
 //! changes, as BIRD does by default), graceful restart, and address
 //! families other than IPv4 unicast.
 
-use d11_core::hash::FastMap;
+use d11_core::hash::{FastBuild, FastMap};
 use d11_core::l3::tcp::TcpSocket;
 use d11_core::l3::{RouteSource, TcpHandle, TcpState, L3};
 use d11_core::settings::ConfigError;
@@ -37,11 +37,12 @@ use d11_wire::bgp::{
 };
 use d11_wire::Ipv4Cidr;
 use serde::{Deserialize, Serialize};
+use hashbrown::HashTable;
 use std::collections::hash_map::Entry;
-use std::collections::HashSet;
 use std::fmt;
-use std::hash::BuildHasherDefault;
+use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +68,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// The first connection attempt waits up to this long (jitter, so that two
 /// routers starting together do not always collide).
 const FIRST_CONNECT_JITTER: Duration = Duration::from_millis(500);
-
-type FastSet<T> = HashSet<T, BuildHasherDefault<d11_core::hash::FastHasher>>;
 
 /// The `bgp` table of a router's `config` (docs/topology.md).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -417,11 +416,111 @@ struct Session {
     capabilities: Vec<String>,
 }
 
-/// A route of an Adj-RIB-In that passed the import policy. Where its
-/// packets go is [`Speaker::via`]: its NEXT_HOP, resolved once per address.
-#[derive(Debug, Clone)]
-struct Route {
+/// A set of path attributes in [`Interned`]: what an Adj-RIB-In entry
+/// holds of a route that passed the import policy. Where its packets go is
+/// [`Speaker::via`]: its NEXT_HOP, resolved once per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AttrId(NonZeroU32);
+
+impl AttrId {
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
+/// The path attributes the Adj-RIBs-In hold, each set once, with the count
+/// of the routes that hold it: an Adj-RIB-In entry is four octets (twelve
+/// with its prefix, where a reference would make it sixteen: docs/bgp.md's
+/// memory figure), and a set goes with the last route that holds it.
+#[derive(Debug, Default)]
+struct Interned {
+    /// By [`AttrId::index`]; `None` when free (its index is in `free`).
+    slots: Vec<Option<Held>>,
+    free: Vec<usize>,
+    /// The ids, found by their attributes' hash.
+    index: HashTable<AttrId>,
+}
+
+#[derive(Debug)]
+struct Held {
     attrs: Arc<PathAttrs>,
+    holders: usize,
+}
+
+fn attrs_hash(a: &PathAttrs) -> u64 {
+    FastBuild::default().hash_one(a)
+}
+
+impl Interned {
+    /// The id of `attrs`, added if new, with one more holder: the caller,
+    /// who hands it to a route or gives it back with [`Interned::release`].
+    fn hold(&mut self, attrs: PathAttrs) -> AttrId {
+        let Interned {
+            slots,
+            free,
+            index,
+        } = self;
+        let h = attrs_hash(&attrs);
+        let same = |id: &AttrId| {
+            slots[id.index()]
+                .as_ref()
+                .is_some_and(|s| *s.attrs == attrs)
+        };
+        if let Some(id) = index.find(h, same).copied() {
+            self.share(id);
+            return id;
+        }
+        let i = free.pop().unwrap_or(slots.len());
+        // Each set takes over a hundred bytes: memory runs out long before
+        // 2^32 of them.
+        let id = AttrId(
+            u32::try_from(i + 1)
+                .ok()
+                .and_then(NonZeroU32::new)
+                .expect("fewer than 2^32 attribute sets"),
+        );
+        let held = Some(Held {
+            attrs: Arc::new(attrs),
+            holders: 1,
+        });
+        match slots.get_mut(i) {
+            Some(s) => *s = held,
+            None => slots.push(held),
+        }
+        index.insert_unique(h, id, |id| {
+            slots[id.index()]
+                .as_ref()
+                .map_or(0, |s| attrs_hash(&s.attrs))
+        });
+        id
+    }
+
+    /// One more holder of `id`.
+    fn share(&mut self, id: AttrId) {
+        if let Some(Some(s)) = self.slots.get_mut(id.index()) {
+            s.holders += 1;
+        }
+    }
+
+    /// One holder fewer of `id`; the last one frees the set.
+    fn release(&mut self, id: AttrId) {
+        let i = id.index();
+        let Some(Some(s)) = self.slots.get_mut(i) else {
+            return;
+        };
+        s.holders -= 1;
+        if s.holders == 0 {
+            if let Ok(e) = self.index.find_entry(attrs_hash(&s.attrs), |x| *x == id) {
+                e.remove();
+            }
+            self.slots[i] = None;
+            self.free.push(i);
+        }
+    }
+
+    fn get(&self, id: AttrId) -> Option<&Arc<PathAttrs>> {
+        Some(&self.slots.get(id.index())?.as_ref()?.attrs)
+    }
 }
 
 /// Counters of one neighbour.
@@ -450,9 +549,10 @@ struct Peer {
     /// When the next connection attempt is due (while no connection is open).
     retry_at: Option<Instant>,
     started: bool,
-    /// Every prefix received and not withdrawn: `None` when the import
-    /// policy (or a loop) refused it.
-    adj_in: FastMap<Ipv4Cidr, Option<Route>>,
+    /// Every prefix received and not withdrawn, with its attributes in
+    /// [`Speaker::interned`]: `None` when the import policy (or a loop)
+    /// refused it.
+    adj_in: FastMap<Ipv4Cidr, Option<AttrId>>,
     accepted: usize,
     /// Prefixes in its Adj-RIB-Out: announced and not withdrawn since.
     advertised: usize,
@@ -577,9 +677,9 @@ pub struct Speaker {
     loc_rib: FastMap<Ipv4Cidr, Source>,
     /// The attributes of the routes the router originates.
     originated: Arc<PathAttrs>,
-    /// Path attributes shared by the routes that carry the same ones.
-    interned: FastSet<Arc<PathAttrs>>,
-    interned_since_sweep: usize,
+    /// The attributes of the Adj-RIBs-In's routes, shared by the routes
+    /// that carry the same ones.
+    interned: Interned,
     /// Next hops already resolved (connected and static routes do not change).
     resolved: FastMap<Ipv4Addr, Option<Ipv4Addr>>,
     closing: Vec<Closing>,
@@ -663,8 +763,7 @@ impl Speaker {
             listeners,
             loc_rib,
             originated,
-            interned: FastSet::default(),
-            interned_since_sweep: 0,
+            interned: Interned::default(),
             resolved: FastMap::default(),
             closing: Vec::new(),
             started: false,
@@ -1230,7 +1329,8 @@ impl Speaker {
             for p in u.withdrawn.iter().chain(nlri) {
                 if let Some(Some(old)) = peer.adj_in.remove(p) {
                     peer.accepted -= 1;
-                    changed.push((*p, Some(old.attrs)));
+                    changed.push((*p, self.interned.get(old).cloned()));
+                    self.interned.release(old);
                 }
             }
         }
@@ -1251,46 +1351,41 @@ impl Speaker {
             self.resolved
                 .entry(nh)
                 .or_insert_with(|| l3.resolve_next_hop(nh));
-            let attrs = self.intern(attrs);
+            // Held while the routes take it: freed here if none does.
+            let id = self.interned.hold(attrs);
             let peer = &mut self.peers[pi];
             if looped {
                 peer.counters.as_path_loops += u.nlri.len() as u64;
             }
             for p in &u.nlri {
-                let route = (!looped && n.import.allows(p)).then(|| Route {
-                    attrs: attrs.clone(),
-                });
-                let new = route.as_ref().map(|r| r.attrs.clone());
-                let was = peer.adj_in.insert(*p, route).flatten().map(|r| r.attrs);
-                match (&was, &new) {
+                let new = (!looped && n.import.allows(p)).then_some(id);
+                if new.is_some() {
+                    self.interned.share(id);
+                }
+                let was = peer.adj_in.insert(*p, new).flatten();
+                match (was, new) {
                     (None, Some(_)) => peer.accepted += 1,
                     (Some(_), None) => peer.accepted -= 1,
                     // The same route again changes nothing.
-                    (Some(a), Some(b)) if Arc::ptr_eq(a, b) => continue,
+                    (Some(a), Some(b)) if a == b => {
+                        self.interned.release(a);
+                        continue;
+                    }
                     (None, None) => continue,
                     _ => {}
                 }
-                changed.push((*p, was));
+                let old = was.and_then(|a| {
+                    let attrs = self.interned.get(a).cloned();
+                    self.interned.release(a);
+                    attrs
+                });
+                changed.push((*p, old));
             }
+            self.interned.release(id);
         }
         for (p, was) in changed {
             self.decide(l3, p, was.map(|a| (pi, a)));
         }
-    }
-
-    /// The shared copy of `attrs`.
-    fn intern(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
-        if let Some(a) = self.interned.get(&attrs) {
-            return a.clone();
-        }
-        let a = Arc::new(attrs);
-        self.interned.insert(a.clone());
-        self.interned_since_sweep += 1;
-        if self.interned_since_sweep > 4096 && self.interned_since_sweep > self.interned.len() / 2 {
-            self.interned.retain(|a| Arc::strong_count(a) > 1);
-            self.interned_since_sweep = 0;
-        }
-        a
     }
 
     /// The decision process for one prefix [RFC 4271 § 9.1.2] after a
@@ -1355,7 +1450,7 @@ impl Speaker {
     fn attrs(&self, p: &Ipv4Cidr, from: Source) -> Option<&Arc<PathAttrs>> {
         match from.peer() {
             None => Some(&self.originated),
-            Some(i) => self.peers[i].adj_in.get(p)?.as_ref().map(|r| &r.attrs),
+            Some(i) => self.interned.get((*self.peers[i].adj_in.get(p)?)?),
         }
     }
 
@@ -1387,48 +1482,45 @@ impl Speaker {
         if self.originate.contains(&p) {
             return self.best_route(&p).filter(|b| b.from == Source::LOCAL);
         }
-        let mut c: Vec<(usize, &Route)> = self
+        let mut c: Vec<(usize, &Arc<PathAttrs>)> = self
             .peers
             .iter()
             .enumerate()
-            .filter_map(|(i, peer)| match peer.adj_in.get(&p) {
-                Some(Some(r)) if self.via(&r.attrs).is_some() && peer.session.is_some() => {
-                    Some((i, r))
-                }
-                _ => None,
+            .filter_map(|(i, peer)| {
+                let a = self.interned.get((*peer.adj_in.get(&p)?)?)?;
+                (self.via(a).is_some() && peer.session.is_some()).then_some((i, a))
             })
             .collect();
         if c.is_empty() {
             return None;
         }
-        let keep_best = |c: &mut Vec<(usize, &Route)>, key: &dyn Fn(&(usize, &Route)) -> u64| {
+        let keep_best = |c: &mut Vec<(usize, &Arc<PathAttrs>)>, key: &dyn Fn(&(usize, &Arc<PathAttrs>)) -> u64| {
             let best = c.iter().map(key).min().unwrap_or(0);
             c.retain(|r| key(r) == best);
         };
         keep_best(&mut c, &|(_, r)| {
-            u64::from(u32::MAX - r.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF))
+            u64::from(u32::MAX - r.local_pref.unwrap_or(DEFAULT_LOCAL_PREF))
         });
         keep_best(&mut c, &|(_, r)| {
-            r.attrs.as_path.as_ref().map_or(0, |p| p.len()) as u64
+            r.as_path.as_ref().map_or(0, |p| p.len()) as u64
         });
         keep_best(&mut c, &|(_, r)| {
-            r.attrs.origin.unwrap_or(Origin::Incomplete) as u64
+            r.origin.unwrap_or(Origin::Incomplete) as u64
         });
         // MED: a route is out if another from the same neighbouring AS has a
         // lower one (a missing MED is the lowest, 0) [§ 9.1.2.2 (c)].
-        let neighbor_as = |(i, r): &(usize, &Route)| {
-            r.attrs
-                .as_path
+        let neighbor_as = |(i, r): &(usize, &Arc<PathAttrs>)| {
+            r.as_path
                 .as_ref()
                 .and_then(|p| p.first_as())
                 .unwrap_or(self.peers[*i].n.remote_as)
         };
         let meds: Vec<(u32, u32)> = c
             .iter()
-            .map(|r| (neighbor_as(r), r.1.attrs.med.unwrap_or(0)))
+            .map(|r| (neighbor_as(r), r.1.med.unwrap_or(0)))
             .collect();
         c.retain(|r| {
-            let (asn, med) = (neighbor_as(r), r.1.attrs.med.unwrap_or(0));
+            let (asn, med) = (neighbor_as(r), r.1.med.unwrap_or(0));
             !meds.iter().any(|(a, m)| *a == asn && *m < med)
         });
         if c.iter().any(|(i, _)| !self.peers[*i].n.internal) {
@@ -1444,10 +1536,10 @@ impl Speaker {
         keep_best(&mut c, &|(i, _)| {
             u64::from(u32::from(self.peers[*i].n.address))
         });
-        let (i, r) = c[0];
+        let (i, attrs) = c[0];
         Some(Best {
             from: Source(i as u16),
-            attrs: r.attrs.clone(),
+            attrs: attrs.clone(),
         })
     }
 
@@ -1714,9 +1806,11 @@ impl Speaker {
             peer.clear_dirty();
             let learned = std::mem::take(&mut peer.adj_in);
             peer.accepted = 0;
-            for (p, r) in learned {
-                if let Some(r) = r {
-                    self.decide(l3, p, Some((pi, r.attrs)));
+            for (p, id) in learned {
+                if let Some(id) = id {
+                    let attrs = self.interned.get(id).cloned();
+                    self.interned.release(id);
+                    self.decide(l3, p, attrs.map(|a| (pi, a)));
                 }
             }
         }
@@ -1848,7 +1942,8 @@ impl Speaker {
                 }
             }
             for (i, peer) in self.peers.iter().enumerate() {
-                if let Some(Some(r)) = peer.adj_in.get(&p) {
+                let attrs = peer.adj_in.get(&p).copied().flatten();
+                if let Some(a) = attrs.and_then(|id| self.interned.get(id)) {
                     total += 1;
                     if rows.len() >= limit {
                         continue;
@@ -1856,11 +1951,11 @@ impl Speaker {
                     let is_best = best.is_some_and(|b| b.peer() == Some(i));
                     rows.push(row(
                         p,
-                        &r.attrs,
-                        r.attrs.next_hop,
+                        a,
+                        a.next_hop,
                         peer.n.address.to_string(),
                         is_best,
-                        self.via(&r.attrs).is_some(),
+                        self.via(a).is_some(),
                     ));
                 }
             }
@@ -2031,10 +2126,11 @@ mod tests {
     }
 
     #[test]
-    fn a_loc_rib_entry_stays_eight_octets() {
+    fn a_loc_rib_entry_stays_eight_octets_and_an_adj_rib_in_one_twelve() {
         // docs/bgp.md's memory figure counts on it.
         assert_eq!(std::mem::size_of::<(Ipv4Cidr, Source)>(), 8);
-        assert_eq!(std::mem::size_of::<Option<Route>>(), 8);
+        // And an Adj-RIB-In entry twelve.
+        assert_eq!(std::mem::size_of::<(Ipv4Cidr, Option<AttrId>)>(), 12);
     }
 
     #[test]
@@ -2200,9 +2296,8 @@ mod tests {
             if let Some(a) = r {
                 let nh = a.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED);
                 s.resolved.insert(nh, Some(nh));
-                s.peers[i]
-                    .adj_in
-                    .insert(p, Some(Route { attrs: Arc::new(a) }));
+                let id = s.interned.hold(a);
+                s.peers[i].adj_in.insert(p, Some(id));
             }
         }
         s.select(p)?.from.peer()
@@ -2280,6 +2375,49 @@ mod tests {
             after(&mut s, &mut l3, w),
             (None, vec![None, Some("64510 1".into()), None])
         );
+    }
+
+    #[test]
+    fn an_attribute_set_is_freed_with_the_last_route_that_holds_it() {
+        let mut s = three_in_session();
+        let mut l3 = l3();
+        let (p, q): (Ipv4Cidr, Ipv4Cidr) = (
+            "198.18.0.0/15".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
+        );
+        let update = |path: &[u32], nlri: Vec<Ipv4Cidr>| UpdateRepr {
+            attrs: route(path, 100, None, Origin::Igp).unwrap(),
+            nlri,
+            ..UpdateRepr::default()
+        };
+        let sets = |s: &Speaker| s.interned.index.len();
+        s.on_update(&mut l3, 0, update(&[64510], vec![p, q]));
+        assert_eq!(sets(&s), 1, "both routes hold one set");
+        let first = Arc::downgrade(s.attrs(&p, Source(0)).unwrap());
+        // The same again: nothing changes, nothing is added.
+        s.on_update(&mut l3, 0, update(&[64510], vec![p, q]));
+        assert_eq!(sets(&s), 1);
+        assert_eq!(s.interned.slots[0].as_ref().unwrap().holders, 2);
+        // p moves to another set: the first is still q's.
+        s.on_update(&mut l3, 0, update(&[64510, 1], vec![p]));
+        assert_eq!(sets(&s), 2);
+        assert!(first.upgrade().is_some());
+        // q withdrawn: the first set has no route left.
+        let w = UpdateRepr {
+            withdrawn: vec![q],
+            ..UpdateRepr::default()
+        };
+        s.on_update(&mut l3, 0, w);
+        assert_eq!(sets(&s), 1);
+        assert!(first.upgrade().is_none(), "freed");
+        // A refused route (a loop through our AS) holds no set.
+        s.on_update(&mut l3, 0, update(&[64510, 64500], vec![q]));
+        assert_eq!(sets(&s), 1, "a looped route holds no set");
+        assert_eq!(s.peers[0].adj_in.get(&q), Some(&None));
+        // Its slot is taken again by the next new set.
+        s.on_update(&mut l3, 0, update(&[64510, 2], vec![q]));
+        assert_eq!((sets(&s), s.interned.slots.len()), (2, 2));
+        assert_eq!(s.best_route(&q).unwrap().attrs.path().to_string(), "64510 2");
     }
 
     #[test]
