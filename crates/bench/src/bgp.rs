@@ -15,10 +15,20 @@
 //! - **The data plane with the table**: mid's CPU per frame (from
 //!   /proc/PID/schedstat over the frames iperf3 sent, at its fixed
 //!   20,000 frames/s of 64-byte UDP from east to 10.0.0.1 in west) with the
-//!   ten routes west announces first, then with all of them. And the router
-//!   alone (`on_frame` in a loop, no I/O) through a FIB of 10 and of 100,000
-//!   routes, its destinations spread over 4,096 of the announced prefixes,
-//!   against a `null` element's.
+//!   ten routes west announces first and with all of them, in pairs of
+//!   one-second runs: 10 routes, all, then west withdraws the rest
+//!   (`birdc disable big`) and announces them again, 10, all, … —
+//!   `--seconds` pairs, as many frames per side as one run of `--seconds`
+//!   each. The figure is the pair whose ratio (all ÷ 10) is the median
+//!   (the lower of the two middle ones for an even count), with the range
+//!   of the ratios: one run of each, one after the other, moved between
+//!   0.75× and 1.30× with whatever else the shared machine ran meanwhile,
+//!   where pairs side by side see the same load and a burst moves one pair
+//!   only. (mid's memory is read after the first announcement, before
+//!   the pairs stir its heap.) And
+//!   the router alone (`on_frame` in a loop, no I/O) through a FIB of 10
+//!   and of 100,000 routes, its destinations spread over 4,096 of the
+//!   announced prefixes, against a `null` element's.
 //! - **Convergence** (`netns/double11.toml`): the c1–c2 wire cut (100 %
 //!   loss) and `d11 order` tried back to back (`--retries 0`, 1 s each,
 //!   `--no-httpdns`: the HTTPDNS service sits behind the same cut, and its
@@ -45,7 +55,8 @@ pub struct BgpArgs {
     /// Routes west announces through mid.
     #[arg(long, default_value_t = 100_000)]
     pub prefixes: u32,
-    /// Seconds of each fixed-rate iperf3 run.
+    /// Seconds of fixed-rate iperf3 with 10 routes and with all: as many
+    /// pairs of one-second runs.
     #[arg(long, default_value_t = 5)]
     pub seconds: u32,
     /// Skip the double11 failover (the longest part: a whole lab).
@@ -89,10 +100,28 @@ pub struct Chain {
     /// (RssFile). (0 in a bench.json written before it was measured.)
     #[serde(default)]
     pub mid_file_kib_after: u64,
-    /// mid's CPU per frame at the fixed rate with 10 routes and with all
-    /// (our router only: BIRD's mid forwards in its kernel).
+    /// mid's CPU per frame at the fixed rate with 10 routes and with all,
+    /// of the pair in `cpu_pairs` whose ratio is the median (our router
+    /// only: BIRD's mid forwards in its kernel).
     pub cpu_ns_per_frame_10_routes: Option<f64>,
     pub cpu_ns_per_frame_all_routes: Option<f64>,
+    /// Each pair of runs, in order. (Empty in a bench.json written before
+    /// the pairs: one run of each then.)
+    #[serde(default)]
+    pub cpu_pairs: Vec<CpuPair>,
+}
+
+/// mid's CPU per frame, ns, in two runs side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuPair {
+    pub routes_10_ns: f64,
+    pub routes_all_ns: f64,
+}
+
+impl CpuPair {
+    fn ratio(&self) -> f64 {
+        self.routes_all_ns / self.routes_10_ns
+    }
 }
 
 impl Chain {
@@ -100,6 +129,24 @@ impl Chain {
         (self.mid_rss_kib_after as f64 - self.mid_rss_kib_before as f64) * 1024.0
             / f64::from(routes.max(1))
     }
+
+    /// The lowest and the highest ratio of the pairs.
+    fn cpu_ratio_range(&self) -> Option<(f64, f64)> {
+        let r = self.cpu_pairs.iter().map(CpuPair::ratio);
+        Some((r.clone().reduce(f64::min)?, r.reduce(f64::max)?))
+    }
+}
+
+/// The pair whose ratio is the median: the lower of the two middle ones
+/// for an even count.
+fn median_pair(pairs: &[CpuPair]) -> Option<CpuPair> {
+    let mut v: Vec<CpuPair> = pairs
+        .iter()
+        .filter(|p| p.ratio().is_finite())
+        .copied()
+        .collect();
+    v.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    v.get(v.len().checked_sub(1)? / 2).copied()
 }
 
 /// The router alone, no I/O: ns per frame.
@@ -167,7 +214,14 @@ impl BgpBench {
                 goal: None,
             },
             Figure {
-                figure: format!("mid's CPU per frame at 20k frames/s with {n} routes, ns"),
+                figure: format!(
+                    "mid's CPU per frame at 20k frames/s with {n} routes, ns{}",
+                    match o.and_then(|c| Some((c.cpu_pairs.len(), c.cpu_ratio_range()?))) {
+                        Some((k, (lo, hi))) =>
+                            format!(" (the median of {k} pairs; ratios {lo:.2}–{hi:.2}×)"),
+                        None => String::new(),
+                    }
+                ),
                 value: o.and_then(|c| c.cpu_ns_per_frame_all_routes),
                 baseline: "10 routes",
                 base: o.and_then(|c| c.cpu_ns_per_frame_10_routes),
@@ -428,22 +482,22 @@ fn chain(
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or(0))
     };
-    let wait_for = |want: usize, limit: Duration| -> Result<Duration> {
+    // Until east holds `want` routes (at least, or at most when
+    // withdrawing).
+    let wait_for = |want: usize, withdrawing: bool, limit: Duration| -> Result<()> {
         let t0 = Instant::now();
         loop {
-            if routes_in_east()? >= want {
-                return Ok(t0.elapsed());
+            let n = routes_in_east()?;
+            if (n >= want && !withdrawing) || (n <= want && withdrawing) {
+                return Ok(());
             }
             if t0.elapsed() > limit {
-                bail!(
-                    "east holds {} of {want} routes after {limit:?}",
-                    routes_in_east()?
-                );
+                bail!("east holds {n} routes, not {want}, after {limit:?}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    wait_for(10, Duration::from_secs(60)).context("the sessions coming up")?;
+    wait_for(10, false, Duration::from_secs(60)).context("the sessions coming up")?;
     let mid_pid = if bird_mid {
         std::fs::read_to_string(dir.join("mid.pid"))?
             .trim()
@@ -461,15 +515,7 @@ fn chain(
         server: "west",
         server_ip: TARGET,
     };
-    let fixed = [
-        "-u",
-        "-b",
-        lab::FIXED_RATE_BITS,
-        "-l",
-        "18",
-        "-t",
-        &seconds.to_string(),
-    ];
+    let fixed = ["-u", "-b", lab::FIXED_RATE_BITS, "-l", "18", "-t", "1"];
     // mid's CPU (schedstat) over the frames iperf3 sent through it: its
     // control socket's status carries the whole RIB and FIB, too slow to
     // ask for with 100k routes (docs/bgp.md).
@@ -477,23 +523,57 @@ fn chain(
         if bird_mid {
             return Ok(None);
         }
+        // Each run starts once mid is done with the last burst of UPDATEs
+        // (east holding them says mid sent them, not that it is idle): a
+        // tenth of a second at under 2 % of a CPU, or 5 s gone.
+        for _ in 0..50 {
+            let before = cpu_ns(mid_pid)?;
+            std::thread::sleep(Duration::from_millis(100));
+            if cpu_ns(mid_pid)?.saturating_sub(before) < 2_000_000 {
+                break;
+            }
+        }
         let before = cpu_ns(mid_pid)?;
-        let udp = lab::iperf(&lab, &ends, &fixed)?.udp(seconds);
+        let udp = lab::iperf(&lab, &ends, &fixed)?.udp(1);
         let cpu = cpu_ns(mid_pid)?.saturating_sub(before);
         let frames = udp.packets;
         Ok((frames > 0.0).then(|| cpu as f64 / frames))
     };
+    // West announces the rest of the table, or withdraws it: the time
+    // until east holds what west does.
+    let big = |on: bool| -> Result<Duration> {
+        let t0 = Instant::now();
+        let verb = if on { "enable" } else { "disable" };
+        run("west", &["birdc", "-s", &ctl("west"), verb, "big"])?;
+        let want = if on { table.len() } else { 10 };
+        wait_for(want, !on, Duration::from_secs(600))?;
+        Ok(t0.elapsed())
+    };
     lab.warm_up("east", TARGET)?;
     let cpu10 = cpu_per_frame()?;
     let rss_before = status_kib(mid_pid, "VmRSS")?;
-    let t0 = Instant::now();
-    run("west", &["birdc", "-s", &ctl("west"), "enable", "big"])?;
-    wait_for(table.len(), Duration::from_secs(600))?;
-    let propagation_s = t0.elapsed().as_secs_f64();
+    let propagation_s = big(true)?.as_secs_f64();
     let rss_after = status_kib(mid_pid, "VmRSS")?;
     let anon_after = status_kib(mid_pid, "RssAnon")?;
     let file_after = status_kib(mid_pid, "RssFile")?;
-    let cpu_all = cpu_per_frame()?;
+    let mut cpu_pairs = Vec::new();
+    if let (Some(routes_10_ns), Some(routes_all_ns)) = (cpu10, cpu_per_frame()?) {
+        cpu_pairs.push(CpuPair {
+            routes_10_ns,
+            routes_all_ns,
+        });
+        while cpu_pairs.len() < seconds as usize {
+            big(false)?;
+            let routes_10_ns = cpu_per_frame()?.context("no frame with 10 routes")?;
+            big(true)?;
+            let routes_all_ns = cpu_per_frame()?.context("no frame with all the routes")?;
+            cpu_pairs.push(CpuPair {
+                routes_10_ns,
+                routes_all_ns,
+            });
+        }
+    }
+    let median = median_pair(&cpu_pairs);
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Chain {
@@ -502,8 +582,9 @@ fn chain(
         mid_rss_kib_after: rss_after,
         mid_anon_kib_after: anon_after,
         mid_file_kib_after: file_after,
-        cpu_ns_per_frame_10_routes: cpu10,
-        cpu_ns_per_frame_all_routes: cpu_all,
+        cpu_ns_per_frame_10_routes: median.map(|p| p.routes_10_ns),
+        cpu_ns_per_frame_all_routes: median.map(|p| p.routes_all_ns),
+        cpu_pairs,
     })
 }
 
@@ -712,6 +793,20 @@ mod tests {
     }
 
     #[test]
+    fn the_median_pair_is_the_one_with_the_middle_ratio() {
+        let pairs: Vec<CpuPair> = [(100.0, 150.0), (200.0, 180.0), (100.0, 110.0), (50.0, 0.0)]
+            .map(|(routes_10_ns, routes_all_ns)| CpuPair {
+                routes_10_ns,
+                routes_all_ns,
+            })
+            .to_vec();
+        // Ratios 1.5, 0.9, 1.1, 0: the lower middle of four is 0.9.
+        assert_eq!(median_pair(&pairs), Some(pairs[1]));
+        assert_eq!(median_pair(&pairs[..3]), Some(pairs[2]));
+        assert_eq!(median_pair(&[]), None);
+    }
+
+    #[test]
     fn figures_name_their_baselines_and_goals() {
         let chain = |s, rss| Chain {
             propagation_s: s,
@@ -721,6 +816,12 @@ mod tests {
             mid_file_kib_after: rss / 2,
             cpu_ns_per_frame_10_routes: Some(1000.0),
             cpu_ns_per_frame_all_routes: Some(1100.0),
+            cpu_pairs: [(1000.0, 1100.0), (900.0, 1350.0), (1000.0, 900.0)]
+                .map(|(routes_10_ns, routes_all_ns)| CpuPair {
+                    routes_10_ns,
+                    routes_all_ns,
+                })
+                .to_vec(),
         };
         let b = BgpBench {
             prefixes: 1000,
@@ -738,6 +839,11 @@ mod tests {
         assert_eq!((f[0].value, f[0].base), (Some(2.0), Some(4.0)));
         assert_eq!((f[2].value, f[2].base), (Some(10_000.0), Some(15_000.0)));
         assert_eq!(f[4].value, Some(10_000.0 * 1024.0 / 1000.0));
+        assert_eq!(
+            f[5].figure,
+            "mid's CPU per frame at 20k frames/s with 1000 routes, ns \
+             (the median of 3 pairs; ratios 0.90–1.50×)"
+        );
         let last = f.last().unwrap();
         assert_eq!(last.goal, Goal::value_at_most(10.0));
         let json = serde_json::to_string(&b).unwrap();

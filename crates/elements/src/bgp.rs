@@ -36,8 +36,8 @@ use d11_wire::bgp::{
     RouteRefreshRepr, UpdateRepr,
 };
 use d11_wire::Ipv4Cidr;
-use serde::{Deserialize, Serialize};
 use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -451,21 +451,17 @@ fn attrs_hash(a: &PathAttrs) -> u64 {
     FastBuild::default().hash_one(a)
 }
 
+fn held(slots: &[Option<Held>], id: AttrId) -> Option<&Held> {
+    slots.get(id.index())?.as_ref()
+}
+
 impl Interned {
     /// The id of `attrs`, added if new, with one more holder: the caller,
     /// who hands it to a route or gives it back with [`Interned::release`].
     fn hold(&mut self, attrs: PathAttrs) -> AttrId {
-        let Interned {
-            slots,
-            free,
-            index,
-        } = self;
+        let Interned { slots, free, index } = self;
         let h = attrs_hash(&attrs);
-        let same = |id: &AttrId| {
-            slots[id.index()]
-                .as_ref()
-                .is_some_and(|s| *s.attrs == attrs)
-        };
+        let same = |id: &AttrId| held(slots, *id).is_some_and(|s| *s.attrs == attrs);
         if let Some(id) = index.find(h, same).copied() {
             self.share(id);
             return id;
@@ -479,18 +475,16 @@ impl Interned {
                 .and_then(NonZeroU32::new)
                 .expect("fewer than 2^32 attribute sets"),
         );
-        let held = Some(Held {
+        let slot = Some(Held {
             attrs: Arc::new(attrs),
             holders: 1,
         });
         match slots.get_mut(i) {
-            Some(s) => *s = held,
-            None => slots.push(held),
+            Some(s) => *s = slot,
+            None => slots.push(slot),
         }
         index.insert_unique(h, id, |id| {
-            slots[id.index()]
-                .as_ref()
-                .map_or(0, |s| attrs_hash(&s.attrs))
+            held(slots, *id).map_or(0, |s| attrs_hash(&s.attrs))
         });
         id
     }
@@ -519,7 +513,7 @@ impl Interned {
     }
 
     fn get(&self, id: AttrId) -> Option<&Arc<PathAttrs>> {
-        Some(&self.slots.get(id.index())?.as_ref()?.attrs)
+        held(&self.slots, id).map(|s| &s.attrs)
     }
 }
 
@@ -1482,7 +1476,8 @@ impl Speaker {
         if self.originate.contains(&p) {
             return self.best_route(&p).filter(|b| b.from == Source::LOCAL);
         }
-        let mut c: Vec<(usize, &Arc<PathAttrs>)> = self
+        type Candidate<'a> = (usize, &'a Arc<PathAttrs>);
+        let mut c: Vec<Candidate> = self
             .peers
             .iter()
             .enumerate()
@@ -1494,7 +1489,7 @@ impl Speaker {
         if c.is_empty() {
             return None;
         }
-        let keep_best = |c: &mut Vec<(usize, &Arc<PathAttrs>)>, key: &dyn Fn(&(usize, &Arc<PathAttrs>)) -> u64| {
+        let keep_best = |c: &mut Vec<Candidate>, key: &dyn Fn(&Candidate) -> u64| {
             let best = c.iter().map(key).min().unwrap_or(0);
             c.retain(|r| key(r) == best);
         };
@@ -1509,7 +1504,7 @@ impl Speaker {
         });
         // MED: a route is out if another from the same neighbouring AS has a
         // lower one (a missing MED is the lowest, 0) [§ 9.1.2.2 (c)].
-        let neighbor_as = |(i, r): &(usize, &Arc<PathAttrs>)| {
+        let neighbor_as = |(i, r): &Candidate| {
             r.as_path
                 .as_ref()
                 .and_then(|p| p.first_as())
@@ -2417,7 +2412,10 @@ mod tests {
         // Its slot is taken again by the next new set.
         s.on_update(&mut l3, 0, update(&[64510, 2], vec![q]));
         assert_eq!((sets(&s), s.interned.slots.len()), (2, 2));
-        assert_eq!(s.best_route(&q).unwrap().attrs.path().to_string(), "64510 2");
+        assert_eq!(
+            s.best_route(&q).unwrap().attrs.path().to_string(),
+            "64510 2"
+        );
     }
 
     #[test]
