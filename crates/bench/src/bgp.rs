@@ -15,20 +15,20 @@
 //! - **The data plane with the table**: mid's CPU per frame (from
 //!   /proc/PID/schedstat over the frames iperf3 sent, at its fixed
 //!   20,000 frames/s of 64-byte UDP from east to 10.0.0.1 in west) with the
-//!   ten routes west announces first and with all of them, in pairs of
-//!   one-second runs: 10 routes, all, then west withdraws the rest
-//!   (`birdc disable big`) and announces them again, 10, all, … —
-//!   `--seconds` pairs, as many frames per side as one run of `--seconds`
-//!   each. The figure is the pair whose ratio (all ÷ 10) is the median
-//!   (the lower of the two middle ones for an even count), with the range
-//!   of the ratios: one run of each, one after the other, moved between
-//!   0.75× and 1.30× with whatever else the shared machine ran meanwhile,
-//!   where pairs side by side see the same load and a burst moves one pair
-//!   only. (mid's memory is read after the first announcement, before
-//!   the pairs stir its heap.) And
-//!   the router alone (`on_frame` in a loop, no I/O) through a FIB of 10
-//!   and of 100,000 routes, its destinations spread over 4,096 of the
-//!   announced prefixes, against a `null` element's.
+//!   ten routes west announces first and with all of them. One run of
+//!   each, one after the other, moved between 0.75× and 1.99× with what
+//!   else the shared machine ran meanwhile (docs/bgp.md), so the runs last
+//!   one second and come in pairs: 10 routes, all, then west withdraws the
+//!   rest (`birdc disable big`) and announces it again, 10, all, … —
+//!   `--seconds` pairs, as many frames a side as one run of `--seconds`.
+//!   Pairs side by side see the same load, and a burst moves one pair. Each
+//!   run starts once mid is done with the last burst of UPDATEs. The figure
+//!   is the pair whose ratio (all ÷ 10) is the median, the lower of the two
+//!   middle ones for an even count, with the range of the ratios. mid's
+//!   memory is read after the first announcement, before the pairs stir
+//!   its heap. And the router alone (`on_frame` in a loop, no I/O) through
+//!   a FIB of 10 and of 100,000 routes, its destinations spread over 4,096
+//!   of the announced prefixes, against a `null` element's.
 //! - **Convergence** (`netns/double11.toml`): the c1–c2 wire cut (100 %
 //!   loss) and `d11 order` tried back to back (`--retries 0`, 1 s each,
 //!   `--no-httpdns`: the HTTPDNS service sits behind the same cut, and its
