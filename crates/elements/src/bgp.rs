@@ -512,6 +512,14 @@ impl Interned {
         }
     }
 
+    /// [`Interned::release`], keeping a reference to the attributes
+    /// (what the decision process compares the route with).
+    fn take(&mut self, id: AttrId) -> Option<Arc<PathAttrs>> {
+        let attrs = self.get(id).cloned();
+        self.release(id);
+        attrs
+    }
+
     fn get(&self, id: AttrId) -> Option<&Arc<PathAttrs>> {
         held(&self.slots, id).map(|s| &s.attrs)
     }
@@ -1323,8 +1331,7 @@ impl Speaker {
             for p in u.withdrawn.iter().chain(nlri) {
                 if let Some(Some(old)) = peer.adj_in.remove(p) {
                     peer.accepted -= 1;
-                    changed.push((*p, self.interned.get(old).cloned()));
-                    self.interned.release(old);
+                    changed.push((*p, self.interned.take(old)));
                 }
             }
         }
@@ -1368,12 +1375,7 @@ impl Speaker {
                     (None, None) => continue,
                     _ => {}
                 }
-                let old = was.and_then(|a| {
-                    let attrs = self.interned.get(a).cloned();
-                    self.interned.release(a);
-                    attrs
-                });
-                changed.push((*p, old));
+                changed.push((*p, was.and_then(|a| self.interned.take(a))));
             }
             self.interned.release(id);
         }
@@ -1803,8 +1805,7 @@ impl Speaker {
             peer.accepted = 0;
             for (p, id) in learned {
                 if let Some(id) = id {
-                    let attrs = self.interned.get(id).cloned();
-                    self.interned.release(id);
+                    let attrs = self.interned.take(id);
                     self.decide(l3, p, attrs.map(|a| (pi, a)));
                 }
             }
