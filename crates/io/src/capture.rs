@@ -41,6 +41,11 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a frame waits for the other copies of its packet: longer than
 /// a packet takes to cross the lab, even queued behind a burst.
 const HOLD: Duration = Duration::from_millis(250);
+/// How far a socket's queue may lag its frames' times: a frame stamped on
+/// one CPU can join the queue after one stamped a moment later on the
+/// other, so frames are taken as all read only up to this long before the
+/// read.
+const SETTLE: Duration = Duration::from_millis(10);
 /// How long a packet's first sighting is remembered.
 const REMEMBER: Duration = Duration::from_secs(2);
 /// Frames read from one socket before the others get their turn.
@@ -124,6 +129,7 @@ impl Capture {
             }
             // The oldest frame a socket left unread (it had more than a
             // burst): nothing after it may be written yet.
+            let read_at = now();
             let mut behind = ready
                 .iter()
                 .filter_map(|&i| round.read(&self.points[i].1, ids[i]))
@@ -139,7 +145,10 @@ impl Capture {
                 stats.frames += round.write(w, None)?;
                 break;
             }
-            stats.frames += round.write(w, Some(behind.unwrap_or(Duration::MAX)))?;
+            let read_to = read_at
+                .saturating_sub(SETTLE)
+                .min(behind.unwrap_or(Duration::MAX));
+            stats.frames += round.write(w, Some(read_to))?;
         }
         w.get_mut().flush().map_err(PcapError::IoError)?;
         for (label, s) in &self.points {
@@ -211,15 +220,19 @@ impl Round {
 
     /// Writes the frames whose packet is old enough, packet by packet;
     /// returns how many. `read_to`: every frame up to this time has been
-    /// read (`None`: all there will be, so write them all).
+    /// read (`None`: all there will be, so write them all); later ones wait.
     fn write<W: Write>(
         &mut self,
         w: &mut PcapngWriter<W>,
         read_to: Option<Duration>,
     ) -> Result<u64, IoError> {
-        // In time order, so a packet's first sighting is its earliest copy.
+        // In time order, so a packet's first sighting is its earliest copy,
+        // and only up to `read_to`: a copy after it may still come before
+        // one already read (another socket's, or this one's from the other CPU).
         self.fresh.sort_by_key(|(ts, _, _)| *ts);
-        for (ts, id, frame) in self.fresh.drain(..) {
+        let upto = read_to.unwrap_or(Duration::MAX);
+        let ready = self.fresh.partition_point(|(ts, _, _)| *ts <= upto);
+        for (ts, id, frame) in self.fresh.drain(..ready) {
             let start = self.journeys.start(journey::key(&frame), ts);
             self.newest = self.newest.max(ts);
             self.count += 1;
@@ -468,5 +481,20 @@ mod tests {
             vec![w(0, 1000), w(1, 1003), w(2, 1004), w(0, 1002)]
         );
         assert_eq!(round(&mut r, &[], None), vec![w(0, 1400)]);
+    }
+
+    #[test]
+    fn a_packet_is_placed_by_its_first_copy_even_when_that_copy_is_read_last() {
+        let mut r = Round::default();
+        // The segment's copy on w0 (1001) is read a round after the next
+        // segment's (1002) and after its own later copies on w1 and w2.
+        let first = [(1002, 0, NEXT), (1005, 1, S1U), (1006, 2, VXLAN)];
+        assert_eq!(round(&mut r, &first, Some(1000)), vec![]);
+        assert_eq!(round(&mut r, &[(1001, 0, UE)], Some(u64::MAX)), vec![]);
+        let w = |i: u32, t: u64| (format!("w{i}"), t);
+        assert_eq!(
+            round(&mut r, &[], None),
+            vec![w(0, 1001), w(1, 1005), w(2, 1006), w(0, 1002)]
+        );
     }
 }
