@@ -371,7 +371,13 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
+    /// Removes the directory, unless `D11_KEEP_SCRATCH` is set: then it
+    /// stays for a look at what a failed test left (captures, keys, logs).
     fn drop(&mut self) {
+        if std::env::var_os("D11_KEEP_SCRATCH").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
