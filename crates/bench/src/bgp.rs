@@ -26,9 +26,12 @@
 //!   is the pair whose ratio (all ÷ 10) is the median, the lower of the two
 //!   middle ones for an even count, with the range of the ratios. mid's
 //!   memory is read after the first announcement, before the pairs stir
-//!   its heap. And the router alone (`on_frame` in a loop, no I/O) through
-//!   a FIB of 10 and of 100,000 routes, its destinations spread over 4,096
-//!   of the announced prefixes, against a `null` element's.
+//!   its heap. The goal (≤ 1.2×) is on this figure: the data
+//!   plane's CPU per frame, as everywhere in the lab. And, to show what
+//!   the lookup alone costs, without a goal: the router alone (`on_frame`
+//!   in a loop, no I/O) through a FIB of 10 and of 100,000 routes, its
+//!   destinations spread over 4,096 of the announced prefixes, against a
+//!   `null` element's.
 //! - **Convergence** (`netns/double11.toml`): the c1–c2 wire cut (100 %
 //!   loss) and `d11 order` tried back to back (`--retries 0`, 1 s each,
 //!   `--no-httpdns`: the HTTPDNS service sits behind the same cut, and its
@@ -228,13 +231,16 @@ impl BgpBench {
                 goal: ratio(FIB_GOAL),
             },
         ];
+        // The lookup's own cost, without the I/O every frame pays: what
+        // the table's cache misses add. The goal is on the data
+        // plane's CPU per frame, the row above, as everywhere in the lab.
         if let Some(c) = &self.core {
             rows.push(Figure {
                 figure: format!("router alone (no I/O) with {n} routes, ns/frame"),
                 value: Some(c.router_all_routes_ns),
                 baseline: "10 routes",
                 base: Some(c.router_10_routes_ns),
-                goal: ratio(FIB_GOAL),
+                goal: None,
             });
             rows.push(Figure {
                 figure: format!("router alone (no I/O) with {n} routes, ns/frame"),
