@@ -322,13 +322,17 @@ pub fn tshark_with(
     filter: &str,
     fields: &[&str],
 ) -> Vec<Vec<String>> {
-    // iperf3's payload is arbitrary bytes that Thrift's heuristic dissector
-    // sometimes claims and then calls malformed: not a frame of ours.
+    // iperf3's payload is arbitrary bytes that a heuristic dissector
+    // (Thrift's, or one that finds Q.931 information elements in it)
+    // sometimes claims and then calls malformed: not a frame of ours. Its
+    // port is decoded as plain data, before any heuristic is tried.
     let mut args = vec![
         "-r".to_string(),
         file.to_string_lossy().into_owned(),
         "--disable-protocol".into(),
         "thrift".into(),
+        "-d".into(),
+        "tcp.port==5201,data".into(),
     ];
     args.extend(options.iter().map(|o| o.to_string()));
     args.extend(["-T", "fields", "-E", "separator=|"].map(String::from));
