@@ -127,8 +127,8 @@ impl Capture {
                         .map(|(t, _)| t as usize),
                 );
             }
-            // The oldest frame a socket left unread (it had more than a
-            // burst): nothing after it may be written yet.
+            // The last frame read from a socket left with more than a
+            // burst: frames after it wait for that socket's next ones.
             let read_at = now();
             let mut behind = ready
                 .iter()
@@ -161,11 +161,10 @@ impl Capture {
     }
 }
 
-/// Frames read and not yet written: each round's frames join the ones
-/// held for [`HOLD`], and those whose packet first appeared before the
-/// newest frame's time less [`HOLD`] are written, packet by packet — or
-/// before the last frame read from a socket left with more than a burst,
-/// if that is earlier: its next frames are older than the newest.
+/// Frames read and not yet written: each round's frames, once every socket
+/// has been read past them, join the ones held for [`HOLD`], and those
+/// whose packet first appeared before the newest frame's time less
+/// [`HOLD`] are written, packet by packet.
 #[derive(Default)]
 struct Round {
     buf: Vec<u8>,
@@ -246,7 +245,7 @@ impl Round {
         }
         let until = match read_to {
             None => Duration::MAX,
-            Some(t) => self.newest.min(t).saturating_sub(HOLD),
+            Some(_) => self.newest.saturating_sub(HOLD),
         };
         let mut written = 0;
         while self.held.peek().is_some_and(|Reverse(h)| h.start <= until) {
