@@ -662,11 +662,8 @@ fn the_gslb_answers_the_nearest_region_and_fails_over_to_north_when_east_is_down
 
         // East's load balancer gone from its network: the GSLB's checks
         // find every east VIP down, and once the resolver's copy has
-        // expired (TTL 20 s) the phone gets north's VIPs. (A north VIP
-        // whose check failed once on a loaded machine, a SYN lost and not
-        // retried within the 2 s check, is left out of the answers until
-        // its next check passes and the copy expires again: wait for all
-        // three.)
+        // expired (TTL 20 s) the phone gets north's VIPs, all three: a
+        // north VIP is left out only after two failed checks in a row.
         lab.sh("vm-lb", &["ip", "link", "set", "eth0", "down"]);
         let north = ["198.19.24.24", "198.19.24.25", "198.19.24.26"];
         let mut seen = Vec::new();

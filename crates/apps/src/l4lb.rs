@@ -3,7 +3,7 @@
 //! copies bytes both ways, so TLS passes through untouched.
 //!
 //! The choice of a backend (`balance.rs`) and a backend's health
-//! (`health.rs`) are plain state machines; this file is the tokio around them:
+//! (`crate::health`) are plain state machines; this file is the tokio around them:
 //! the accept loop, one task per session, one health-check task per backend.
 //!
 //! - Sessions go to UP backends only (round robin or least connections);
@@ -22,7 +22,6 @@
 //!   session then ends (`cD`/`sD`).
 
 mod balance;
-mod health;
 mod tcplog;
 
 use std::future::Future;
@@ -40,12 +39,12 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
+pub use crate::health::{HealthConfig, InitState};
 pub use balance::Balance;
-pub use health::{HealthConfig, InitState};
 pub use tcplog::Termination;
 
+use crate::health::{Health, Transition};
 use balance::{Balancer, Candidate};
-use health::{Health, Transition};
 use tcplog::TcpLog;
 
 /// Bytes one direction of a session holds at most before the other side

@@ -14,6 +14,7 @@ pub mod control;
 pub mod controller;
 pub mod db;
 pub mod dns;
+pub mod health;
 pub mod hss;
 pub mod https;
 pub mod l4lb;

@@ -10,13 +10,17 @@
 //! 2308 § 3 for the negative answers. [`Gslb`] is the answer logic
 //! without sockets or a clock; the health of each VIP comes in from the
 //! shell ([`Gslb::set_health`]), which checks it by a TCP connect to port
-//! 443 through the VIP every `check_interval_ms`. When none of the nearest
-//! region's VIPs is up, the next region that has one answers (failover).
+//! 443 through the VIP every `check_interval_ms`, and counts the results
+//! as HAProxy does ([`crate::health`]): `fall` failures in a row take a VIP
+//! out of the answers, `rise` passes bring it back, so one SYN lost on a
+//! busy network does not. When none of the nearest region's VIPs is up,
+//! the next region that has one answers (failover).
 
 use super::httpdns::HttpDnsSettings;
 use super::zone::{admit, fit, Admitted, Outcome, Transport};
 use super::{accept_tcp, serve_tcp, serve_udp, UdpServerSocket, PORT};
 use crate::app::{AppEnv, Running, Shutdown};
+use crate::health::{Health, InitState, Transition};
 use crate::https::{Front, FrontReport};
 use d11_core::settings::ConfigError;
 use d11_wire::Ipv4Cidr;
@@ -58,8 +62,15 @@ pub struct GslbSettings {
     /// The TTL of its answers: short, so a failover reaches clients soon.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// Time between two checks of every VIP, and a check's timeout.
     #[serde(default = "default_interval")]
     pub check_interval_ms: u64,
+    /// Consecutive passed checks that bring a DOWN VIP back (HAProxy's `rise`).
+    #[serde(default = "default_rise_fall")]
+    pub rise: u32,
+    /// Consecutive failed checks that take an UP VIP out (HAProxy's `fall`).
+    #[serde(default = "default_rise_fall")]
+    pub fall: u32,
     /// The first region is the default for askers no region lists.
     pub regions: Vec<RegionConfig>,
     /// Serve HTTPDNS too ([`super::httpdns`]; the topology's `[pki]` names
@@ -76,6 +87,9 @@ fn default_ttl() -> u32 {
 }
 fn default_interval() -> u64 {
     2000
+}
+fn default_rise_fall() -> u32 {
+    2
 }
 
 /// A region's health and what it has answered, for `d11 show GSLB`.
@@ -118,7 +132,7 @@ pub struct GslbReport {
 #[derive(Debug, Clone)]
 struct Vip {
     addr: Ipv4Addr,
-    up: bool,
+    health: Health,
     checks: u64,
     failures: u64,
 }
@@ -188,6 +202,11 @@ impl GslbSettings {
         if self.regions.is_empty() {
             return Err(ConfigError::new("regions", "at least one region"));
         }
+        for (key, n) in [("rise", self.rise), ("fall", self.fall)] {
+            if n == 0 {
+                return Err(ConfigError::new(key, "at least 1"));
+            }
+        }
         if let Some(i) = self.regions.iter().position(|r| r.vips.is_empty()) {
             return Err(ConfigError::new(
                 format!("regions[{i}].vips"),
@@ -211,7 +230,9 @@ impl GslbSettings {
                         .iter()
                         .map(|&addr| Vip {
                             addr,
-                            up: true,
+                            // Up until `fall` checks fail: the balancers
+                            // start with the lab, maybe after the GSLB.
+                            health: Health::new(self.rise, self.fall, InitState::FullyUp),
                             checks: 0,
                             failures: 0,
                         })
@@ -240,18 +261,17 @@ impl Gslb {
             .collect()
     }
 
-    /// A health check's result for `vip`.
-    pub fn set_health(&mut self, vip: Ipv4Addr, up: bool) {
+    /// A health check's result for `vip`, counted towards `rise` or `fall`.
+    pub fn set_health(&mut self, vip: Ipv4Addr, passed: bool) {
         for v in self.regions.iter_mut().flat_map(|r| r.vips.iter_mut()) {
             if v.addr == vip {
                 v.checks += 1;
-                if !up {
+                if !passed {
                     v.failures += 1;
                 }
-                if v.up != up {
-                    info!(%vip, up, "VIP health changed");
+                if let Some(t) = v.health.on_check(passed) {
+                    info!(%vip, up = t == Transition::Up, "VIP health changed");
                 }
-                v.up = up;
             }
         }
     }
@@ -296,7 +316,7 @@ impl Gslb {
         let n = self.regions.len();
         let at = (0..n)
             .map(|k| (near + k) % n)
-            .find(|&i| self.regions[i].vips.iter().any(|v| v.up))
+            .find(|&i| self.regions[i].vips.iter().any(|v| v.health.is_up()))
             .unwrap_or(near);
         let region = &mut self.regions[at];
         region.answers += 1;
@@ -304,7 +324,7 @@ impl Gslb {
             region.failovers_in += 1;
         }
         let up: Vec<Ipv4Addr> = (region.vips.iter())
-            .filter(|v| v.up)
+            .filter(|v| v.health.is_up())
             .map(|v| v.addr)
             .collect();
         Pick {
@@ -449,7 +469,7 @@ impl Gslb {
                         .iter()
                         .map(|v| VipRow {
                             vip: v.addr,
-                            up: v.up,
+                            up: v.health.is_up(),
                             checks: v.checks,
                             failures: v.failures,
                         })
@@ -683,29 +703,52 @@ regions = [
         assert_eq!(g.report().ecs_queries, 1);
     }
 
+    /// `n` checks of `vip` with the same result.
+    fn checks(g: &mut Gslb, vip: [u8; 4], passed: bool, n: usize) {
+        for _ in 0..n {
+            g.set_health(Ipv4Addr::from(vip), passed);
+        }
+    }
+
     #[test]
     fn a_region_with_every_vip_down_fails_over_and_one_down_vip_is_left_out() {
         let mut g = gslb();
-        g.set_health(Ipv4Addr::new(203, 0, 113, 25), false);
-        assert_eq!(
-            vips(&ask(&mut g, &hex(WWW), "198.18.2.2")),
-            ["203.0.113.24", "203.0.113.26"]
-        );
-        g.set_health(Ipv4Addr::new(203, 0, 113, 24), false);
-        g.set_health(Ipv4Addr::new(203, 0, 113, 26), false);
-        assert_eq!(
-            vips(&ask(&mut g, &hex(WWW), "198.18.2.2"))[0],
-            "198.19.24.24"
-        );
+        let east = |g: &mut Gslb| vips(&ask(g, &hex(WWW), "198.18.2.2"));
+        // One failed check (a SYN lost) leaves the VIP in; `fall` (2) in a
+        // row take it out.
+        checks(&mut g, [203, 0, 113, 25], false, 1);
+        assert_eq!(east(&mut g).len(), 3);
+        checks(&mut g, [203, 0, 113, 25], false, 1);
+        assert_eq!(east(&mut g), ["203.0.113.24", "203.0.113.26"]);
+        checks(&mut g, [203, 0, 113, 24], false, 2);
+        checks(&mut g, [203, 0, 113, 26], false, 2);
+        assert_eq!(east(&mut g)[0], "198.19.24.24");
         let r = g.report();
         assert_eq!((r.regions[1].answers, r.regions[1].failovers_in), (1, 1));
         assert!(!r.regions[0].vips[0].up);
-        // Back up: east again.
-        g.set_health(Ipv4Addr::new(203, 0, 113, 24), true);
         assert_eq!(
-            vips(&ask(&mut g, &hex(WWW), "198.18.2.2")),
-            ["203.0.113.24"]
+            (r.regions[0].vips[0].checks, r.regions[0].vips[0].failures),
+            (2, 2)
         );
+        // Back up after `rise` (2) passes: east again.
+        checks(&mut g, [203, 0, 113, 24], true, 1);
+        assert_eq!(east(&mut g)[0], "198.19.24.24");
+        checks(&mut g, [203, 0, 113, 24], true, 1);
+        assert_eq!(east(&mut g), ["203.0.113.24"]);
+    }
+
+    #[test]
+    fn rise_or_fall_of_zero_is_refused_naming_the_key() {
+        let base = r#"zone = "z."
+ns = "ns1"
+names = ["www"]
+regions = [ { name = "east", vips = ["203.0.113.24"] } ]
+"#;
+        for key in ["rise", "fall"] {
+            let s: GslbSettings = toml::from_str(&format!("{key} = 0\n{base}")).unwrap();
+            let e = s.gslb(Ipv4Addr::new(198, 18, 1, 18)).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -238,8 +238,9 @@ regions = [
         assert_eq!(r.addrs[0], Ipv4Addr::new(203, 0, 113, 24));
         assert_eq!(r.ttl, Some(20));
 
-        // East down: north answers (failover), as the GSLB's DNS does.
-        for v in [24, 25, 26] {
+        // East down (`fall`, 2, failed checks in a row): north answers
+        // (failover), as the GSLB's DNS does.
+        for v in [24, 25, 26, 24, 25, 26] {
             gslb.lock()
                 .unwrap()
                 .set_health(Ipv4Addr::new(203, 0, 113, v), false);

@@ -1,6 +1,8 @@
-//! A backend's health, without I/O: HAProxy's check counter. A server is
-//! UP after `rise` consecutive passed checks and DOWN after `fall` failed
-//! ones; in between, each result moves the counter one step.
+//! A server's health, without I/O: HAProxy's check counter, shared by the
+//! l4lb's backends and the GSLB's VIPs. A server is UP after `rise`
+//! consecutive passed checks and DOWN after `fall` failed ones; in between,
+//! each result moves the counter one step, so one lost check on a busy
+//! network does not take a healthy server out.
 //!
 //! Like HAProxy's default `init-state up`, a server starts UP but at the
 //! bottom of the UP range: the first failed check takes it DOWN, while a
