@@ -24,7 +24,7 @@
 //! Kernel documentation: Documentation/networking/packet_mmap.rst (the
 //! status bits) and `net/packet/af_packet.c` (`packet_rcv`).
 
-use crate::sys::{cvt, setsockopt};
+use crate::sys::{cvt, set_buffer, setsockopt};
 use crate::IoError;
 use d11_wire::checksum;
 use std::ffi::CString;
@@ -106,10 +106,7 @@ impl PacketSocket {
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &one)
             .map_err(err("PACKET_AUXDATA"))?;
         let rcvbuf = if capture { CAPTURE_RCVBUF } else { RCVBUF };
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)
-                .map_err(err("SO_RCVBUF"))?;
-        }
+        set_buffer(raw, true, rcvbuf).map_err(err("SO_RCVBUF"))?;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

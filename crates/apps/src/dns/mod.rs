@@ -42,6 +42,10 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_CLIENTS: usize = 256;
 /// Datagrams read (and answered) per recvmmsg.
 const UDP_BATCH: usize = 32;
+/// A UDP server socket's receive and send buffers, as nsd sizes its own
+/// (1 MiB, which the kernel doubles): a burst of thousands of queries
+/// waits to be read rather than being dropped by the kernel.
+const UDP_BUFFERS: usize = 1 << 20;
 
 /// One zone of the node's config: its origin and its master file's text.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -225,6 +229,7 @@ impl UdpServerSocket {
     pub fn bind(at: SocketAddr) -> std::io::Result<UdpServerSocket> {
         let s = std::net::UdpSocket::bind(at)?;
         s.set_nonblocking(true)?;
+        d11_io::udp::size_buffers(&s, UDP_BUFFERS)?;
         Ok(UdpServerSocket {
             fd: d11_io::udp::register(s, Interest::READABLE)?,
         })
