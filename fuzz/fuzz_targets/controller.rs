@@ -36,6 +36,6 @@ fn controller() -> &'static Arc<Controller> {
 fuzz_target!(|data: &[u8]| {
     let ctl = controller();
     let reply = runtime().block_on(ctl.serve_plaintext(data));
-    http::check_responses(&reply, |code| code == 503);
+    http::check_responses(data, &reply, |code| code == 503);
     let _ = serde_json::from_slice::<ControllerConfig>(data);
 });

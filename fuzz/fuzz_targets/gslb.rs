@@ -64,5 +64,5 @@ fuzz_target!(|data: &[u8]| {
     let s = service();
     let router = httpdns::router(s.gslb.clone(), &s.front);
     let reply = s.rt.block_on(s.front.serve_plaintext(router, data));
-    http::check_responses(&reply, |_| false);
+    http::check_responses(data, &reply, |_| false);
 });
