@@ -464,3 +464,19 @@ mod tests {
         assert!(!a.is_unspecified());
     }
 }
+
+/// The client side of a bench's connections (`netns`): `tcp_tw_reuse` and
+/// the ephemeral ports 1024-65535, so connections in TIME_WAIT do not run
+/// the ports out at thousands of connections a second.
+pub fn tune_client_side(netns: &str) -> Result<()> {
+    let _netns = d11_io::NetnsGuard::enter(netns)?;
+    // /proc/sys/net shows the namespace of the thread that opens it.
+    for (key, value) in [
+        ("net/ipv4/tcp_tw_reuse", "1"),
+        ("net/ipv4/ip_local_port_range", "1024 65535"),
+    ] {
+        let p = std::path::Path::new("/proc/sys").join(key);
+        std::fs::write(&p, value).with_context(|| format!("{netns}: writing {}", p.display()))?;
+    }
+    Ok(())
+}

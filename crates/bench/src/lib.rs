@@ -22,6 +22,7 @@
 //! | [`bgp`] | `bgp` | 100k prefixes through our router vs. BIRD, the FIB at 100k routes, convergence vs. the hold time |
 //! | [`vpn`] | `vpn` | iperf3 through the VPN vs. the vgw's routing without ESP, ESP alone, the gateway's CPU per frame vs. a null element |
 //! | [`dns`] | `dns` | our resolver vs. unbound (warm q/s, a cold walk), our authoritative server vs. nsd |
+//! | [`lb`] | `lb` | the l4lb vs. haproxy `mode tcp` alone, same client and backend on one namespace's loopback: connections/s and CPU per connection at 1, 8, 32, 1,000 |
 //! | [`cdn`] | `cdn` | wrk on our warm edge vs. nginx `proxy_cache`; a miss through edge → parent → origin vs. through nginx caches, no root |
 //! | [`cores`] | `core` | each element's `on_frame` alone vs. a null element, no root |
 //! | [`report`] | `report` | all of them, one report |
@@ -36,7 +37,9 @@ pub mod cloud;
 pub mod cores;
 pub mod dns;
 pub mod forward;
+pub mod haproxy;
 pub mod lab;
+pub mod lb;
 pub mod mobile;
 pub mod order;
 pub mod phones;

@@ -39,6 +39,7 @@
 //! ports 1024-65535, in its own namespace, so connections in TIME_WAIT do
 //! not run the ports out at thousands of orders a second.
 
+use crate::haproxy::{self, Haproxy};
 use crate::lab::{self, write_topology, LabGuard, Scratch};
 use crate::{cell, finite, median, proc_ticks, TICKS_PER_S};
 use anyhow::{bail, Context, Result};
@@ -50,7 +51,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Options of `d11 bench order`.
@@ -283,7 +283,7 @@ pub fn order(args: &OrderBenchArgs) -> Result<()> {
     let mut skipped = vec![];
     let mut haproxy = None;
     if variants.contains(&Variant::Haproxy) {
-        match find_or_install_haproxy() {
+        match haproxy::find_or_install() {
             Ok(p) => haproxy = Some(p),
             Err(why) => {
                 eprintln!("bench: the haproxy variant is skipped: {why}");
@@ -392,153 +392,19 @@ fn without_order_service(mut topo: Topology) -> Topology {
     topo
 }
 
-/// `name` in the PATH or an sbin directory.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// haproxy's path; if it is missing, Debian's package installed now (the
-/// bench runs as root). The package's own service must not run on the
-/// machine: it is kept from starting during the install (`policy-rc.d`
-/// answering 101, unless one is already in place) and disabled after it
-/// (`systemctl disable --now` and `mask` under systemd, `update-rc.d
-/// disable` and `service stop` otherwise). The bench starts its own haproxy
-/// in vm-lb only.
-fn find_or_install_haproxy() -> Result<PathBuf, String> {
-    if let Some(p) = find_program("haproxy") {
-        return Ok(p);
-    }
-    eprintln!("bench: haproxy is not installed: installing Debian's package (its service kept stopped and disabled)");
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let ours = !policy.exists();
-    if ours {
-        use std::os::unix::fs::PermissionsExt;
-        let text = "#!/bin/sh\n# d11 bench order: no service starts while haproxy is installed\nexit 101\n";
-        std::fs::write(policy, text)
-            .and_then(|()| std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755)))
-            .map_err(|e| format!("writing {}: {e}", policy.display()))?;
-    }
-    let apt = |args: &[&str]| {
-        std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .output()
-    };
-    let install = ["install", "-y", "--no-install-recommends", "haproxy"];
-    let mut out = apt(&install);
-    if !out.as_ref().is_ok_and(|o| o.status.success()) {
-        // A fresh machine has no package lists yet.
-        let _ = apt(&["update"]);
-        out = apt(&install);
-    }
-    if ours {
-        let _ = std::fs::remove_file(policy);
-    }
-    let quiet = |program: &str, args: &[&str]| {
-        let _ = std::process::Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    };
-    if Path::new("/run/systemd/system").exists() {
-        quiet("systemctl", &["disable", "--now", "haproxy.service"]);
-        quiet("systemctl", &["mask", "haproxy.service"]);
-    } else {
-        quiet("update-rc.d", &["haproxy", "disable"]);
-        quiet("service", &["haproxy", "stop"]);
-    }
-    match (find_program("haproxy"), out) {
-        (Some(p), _) => Ok(p),
-        (None, Ok(o)) => Err(format!(
-            "apt-get install haproxy failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        (None, Err(e)) => Err(format!("cannot run apt-get: {e}")),
-    }
-}
-
-/// HAProxy's configuration for vm-lb: what the l4lb does with its defaults
-/// (d11_apps::l4lb::L4lbConfig) — `mode tcp`, round robin over both
-/// controllers with health checks (inter 2s rise 2 fall 3), connect timeout
-/// 2 s, idle timeouts 30 s, 2 retries on another server, maxconn 4096 — and
-/// a tcplog line per connection on stdout, as the l4lb logs one.
-fn haproxy_config() -> String {
-    let servers: String = CONTROLLERS
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            format!(
-                "    server ctl{} {addr} check inter 2s rise 2 fall 3\n",
-                i + 1
-            )
-        })
-        .collect();
-    format!(
-        "# d11 bench order: Debian's haproxy in place of the l4lb in {LB_NODE}.
-global
-    maxconn 4096
-    log stdout format raw local0 info
-
-defaults
-    mode tcp
-    log global
-    option tcplog
-    option redispatch
-    retries 2
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-
-frontend www
-    bind {LB_LISTEN}
-    default_backend ctl
-
-backend ctl
-    balance roundrobin
-{servers}"
-    )
-}
-
-/// haproxy running in vm-lb, killed and reaped when dropped (`d11 down`
-/// would kill it too: it is a process of the lab's namespace).
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// haproxy in vm-lb, configured for double11's two controllers.
 fn start_haproxy(lab: &LabGuard, program: &Path, dir: &RunDir) -> Result<Haproxy> {
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, haproxy_config()).with_context(|| format!("writing {}", cfg.display()))?;
     let log = dir.logs_dir().join(format!("{LB_NODE}-haproxy.log"));
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let (program, cfg) = (program.to_string_lossy(), cfg.to_string_lossy());
-    // -db: in the foreground, so the child is haproxy itself (`ip netns
-    // exec` execs it) and its log goes to the file.
-    let child = lab
-        .exec(LB_NODE, &[&program, "-db", "-f", &cfg])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .context("starting haproxy in vm-lb")?;
-    let mut h = Haproxy(child);
-    std::thread::sleep(Duration::from_millis(300));
-    if let Some(status) = h.0.try_wait()? {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        bail!("haproxy exited ({status}): {}", text.trim());
-    }
-    Ok(h)
+    Haproxy::start(lab.exec(LB_NODE, &[]), program, &cfg, &log)
+}
+
+/// [`haproxy::config`] from vm-lb's address to both controllers, with
+/// haproxy's own default of threads.
+fn haproxy_config() -> String {
+    let servers: Vec<SocketAddr> = CONTROLLERS.iter().filter_map(|a| a.parse().ok()).collect();
+    haproxy::config("d11 bench order", LB_LISTEN, &servers, None)
 }
 
 fn run_lab(
@@ -554,7 +420,7 @@ fn run_lab(
     let topo = dir.topology().context("reading the lab's topology")?;
     for node in ["ue", LB_NODE] {
         if topo.node(node).is_some() {
-            tune_client_side(&lab.name, node)?;
+            lab::tune_client_side(&d11_lab::netns_name(&lab.name, node))?;
         }
     }
     let lb = match (v, haproxy) {
@@ -604,20 +470,6 @@ fn run_lab(
     }
     drop(lb);
     Ok(runs)
-}
-
-/// TIME_WAIT reuse and every ephemeral port in `node`'s own namespace.
-fn tune_client_side(lab: &str, node: &str) -> Result<()> {
-    let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, node))?;
-    // /proc/sys/net shows the namespace of the thread that opens it.
-    for (key, value) in [
-        ("net/ipv4/tcp_tw_reuse", "1"),
-        ("net/ipv4/ip_local_port_range", "1024 65535"),
-    ] {
-        let p = Path::new("/proc/sys").join(key);
-        std::fs::write(&p, value).with_context(|| format!("{node}: writing {}", p.display()))?;
-    }
-    Ok(())
 }
 
 /// The story's order to the shop's name as the phone resolves it (its hosts file, then its resolver).
@@ -729,7 +581,7 @@ impl Snapshot {
             procs.push((
                 format!("{LB_NODE} (haproxy)"),
                 Part::LoadBalancer,
-                proc_ticks(h.0.id()).unwrap_or(0),
+                proc_ticks(h.pid()).unwrap_or(0),
             ));
         }
         let (busy, softirq) = machine_ticks().context("reading /proc/stat")?;

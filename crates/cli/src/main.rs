@@ -202,6 +202,8 @@ enum BenchCmd {
     Bgp(d11_bench::bgp::BgpArgs),
     /// The CDN: wrk on our warm edge vs. nginx proxy_cache (requests/s, p99), a miss through edge, parent and origin vs. the same through nginx caches; loopback, no root.
     Cdn(d11_bench::cdn::CdnArgs),
+    /// The l4lb vs. haproxy alone on one namespace's loopback: connections/s and CPU per connection at 1, 8, 32, 1,000 concurrent, and a bulk connection.
+    Lb(d11_bench::lb::LbArgs),
     /// The elements' own logic alone, no driver and no root: ns per frame of each role beside a null element, as the other benches report it.
     Core(d11_bench::cores::CoreArgs),
     /// The IPsec VPN between the regions: iperf3 through it vs. routing without ESP, ESP alone, the gateway's CPU vs. null
@@ -310,6 +312,7 @@ fn bench(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Attach(a) => attach::attach(&a),
         BenchCmd::Bgp(a) => bgp::bgp(&a),
         BenchCmd::Cdn(a) => cdn::cdn(&a),
+        BenchCmd::Lb(a) => lb::lb(&a),
         BenchCmd::Core(a) => cores::core(&a),
         BenchCmd::Vpn(a) => vpn::vpn(&a),
         BenchCmd::Dns(a) => dns::dns(&a),
