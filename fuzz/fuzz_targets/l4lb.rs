@@ -10,7 +10,7 @@
 //! JSON config (the topology's `config` table): parsed, validated, and if
 //! valid a balancer built and its status read.
 #![no_main]
-use d11_apps::l4lb::{relay, Idle, L4lb, L4lbConfig, Termination};
+use d11_apps::l4lb::{relay, Buffers, Idle, L4lb, L4lbConfig, Termination};
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -102,12 +102,14 @@ fn script(data: &[u8]) {
     let (server_lb, server_outside) = tokio::io::duplex(cap);
     let meters = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
     let idle = Idle { client: Duration::from_secs(3600), server: Duration::from_secs(3600) };
+    let buffers = Buffers::default();
     block_on(async {
         let relayed = relay(
             tokio::io::split(client_lb),
             tokio::io::split(server_lb),
             idle,
             [&meters[0], &meters[1], &meters[2]],
+            &buffers,
             std::future::pending::<()>(),
         );
         let drive = async {

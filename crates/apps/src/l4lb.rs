@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, timeout, timeout_at, MissedTickBehavior};
+use tokio::time::{sleep, timeout, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 pub use crate::health::{HealthConfig, InitState};
@@ -49,7 +49,7 @@ use tcplog::TcpLog;
 
 /// Bytes one direction of a session holds at most before the other side
 /// has taken them.
-const BUFFER: usize = 16 * 1024;
+pub const BUFFER: usize = 16 * 1024;
 
 /// The load balancer's configuration (one frontend, one backend).
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +235,7 @@ pub struct L4lb {
     /// Bytes per backend: client → server, server → client.
     bytes: Vec<[AtomicU64; 2]>,
     counters: Counters,
+    buffers: Buffers,
 }
 
 /// What the balancer decides on, under one lock.
@@ -315,6 +316,7 @@ impl L4lb {
             listening: OnceLock::new(),
             nodelay_inherited: OnceLock::new(),
             counters: Counters::default(),
+            buffers: Buffers::default(),
         })
     }
 
@@ -546,6 +548,7 @@ impl L4lb {
             server.split(),
             idle,
             [up, down, &to_client],
+            &self.buffers,
             killed.changed(),
         )
         .await;
@@ -725,56 +728,87 @@ pub struct Idle {
 /// other direction goes on), one side fails or idles out, or `killed`
 /// resolves; answers how it ended.
 /// `meters` count the bytes written client → server, server → client, and
-/// again server → client. Over any streams: the sessions run it on TCP, the
-/// fuzz target (`fuzz/fuzz_targets/l4lb.rs`) on in-memory pipes.
+/// again server → client. A direction holds a buffer from `buffers` only
+/// while bytes it read wait to be written ([`ReadSide`]), as HAProxy
+/// holds its buffers: a thousand idle sessions hold none, and the few
+/// buffers in use stay in the cache. Over any streams: the sessions run it
+/// on TCP, the fuzz target (`fuzz/fuzz_targets/l4lb.rs`) on in-memory
+/// pipes.
+///
+/// One timer watches both sides: a side times out when no byte moved
+/// either way for its timeout while the session waits on it (to read from
+/// it, or to write to it); when both do, the shorter timeout ends it, the
+/// client's on a tie. No timer is armed per read or per write.
 pub async fn relay<CR, CW, SR, SW>(
     (mut cr, mut cw): (CR, CW),
     (mut sr, mut sw): (SR, SW),
     idle: Idle,
     meters: [&AtomicU64; 3],
+    buffers: &Buffers,
     killed: impl Future,
 ) -> Termination
 where
-    CR: AsyncRead + Unpin,
+    CR: ReadSide + Unpin,
     CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
+    SR: ReadSide + Unpin,
     SW: AsyncWrite + Unpin,
 {
     let activity = Activity::new();
     let [up_bytes, down_bytes, to_client] = meters;
     let (up_meters, down_meters) = ([up_bytes], [down_bytes, to_client]);
-    let (up_eof, down_eof) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (up_state, down_state) = (Direction::default(), Direction::default());
     let up = pump(
         &mut cr,
         &mut sw,
-        [idle.client, idle.server],
+        buffers,
         &activity,
         &up_meters,
-        [&up_eof, &down_eof],
+        [&up_state, &down_state],
     );
     let down = pump(
         &mut sr,
         &mut cw,
-        [idle.server, idle.client],
+        buffers,
         &activity,
         &down_meters,
-        [&down_eof, &up_eof],
+        [&down_state, &up_state],
     );
-    tokio::pin!(up, down, killed);
+    let idle_timer = tokio::time::sleep_until(activity.deadline(idle.client.min(idle.server)));
+    tokio::pin!(up, down, killed, idle_timer);
     let (mut up_done, mut down_done) = (false, false);
     loop {
         tokio::select! {
             r = &mut up, if !up_done => match r {
                 Ok(()) => up_done = true,
-                Err(Fault::Read(timeout)) => return side(Side::Client, timeout),
-                Err(Fault::Write(timeout)) => return side(Side::Server, timeout),
+                Err(Fault::Read) => return Termination::ClientAbort,
+                Err(Fault::Write) => return Termination::ServerAbort,
             },
             r = &mut down, if !down_done => match r {
                 Ok(()) => down_done = true,
-                Err(Fault::Read(timeout)) => return side(Side::Server, timeout),
-                Err(Fault::Write(timeout)) => return side(Side::Client, timeout),
+                Err(Fault::Read) => return Termination::ServerAbort,
+                Err(Fault::Write) => return Termination::ClientAbort,
             },
             _ = &mut killed => return Termination::Killed,
+            _ = &mut idle_timer => {
+                // Who the session waits on: the client when reading from it
+                // (up) or writing to it (down), the server the other way.
+                let writing = |d: &Direction| d.writing.load(Ordering::Relaxed);
+                let on_client = (!up_done && !writing(&up_state)) || (!down_done && writing(&down_state));
+                let on_server = (!down_done && !writing(&down_state)) || (!up_done && writing(&up_state));
+                let quiet = activity.quiet();
+                if on_client && quiet >= idle.client {
+                    return Termination::ClientTimeout;
+                }
+                if on_server && quiet >= idle.server {
+                    return Termination::ServerTimeout;
+                }
+                let next = match (on_client, on_server) {
+                    (true, false) => idle.client,
+                    (false, true) => idle.server,
+                    _ => idle.client.min(idle.server),
+                };
+                idle_timer.as_mut().reset(activity.deadline(next));
+            }
         }
         if up_done && down_done {
             return Termination::Normal;
@@ -801,85 +835,146 @@ impl Activity {
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long no byte has moved.
+    fn quiet(&self) -> Duration {
+        self.last().elapsed()
+    }
+
     /// When a side idle for `idle` times out.
     fn deadline(&self, idle: Duration) -> tokio::time::Instant {
-        let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        tokio::time::Instant::from_std(last + idle)
+        tokio::time::Instant::from_std(self.last() + idle)
     }
+}
+
+/// What one direction of a session is doing, for the relay's idle timer:
+/// writing (else reading), and whether it has read its end of stream.
+#[derive(Default)]
+struct Direction {
+    writing: AtomicBool,
+    eof: AtomicBool,
 }
 
 /// Why one direction of a session stopped: on its read side or its write
-/// side, by a timeout (`true`) or an error.
+/// side.
 enum Fault {
-    Read(bool),
-    Write(bool),
-}
-
-enum Side {
-    Client,
-    Server,
-}
-
-fn side(side: Side, timeout: bool) -> Termination {
-    match (side, timeout) {
-        (Side::Client, true) => Termination::ClientTimeout,
-        (Side::Client, false) => Termination::ClientAbort,
-        (Side::Server, true) => Termination::ServerTimeout,
-        (Side::Server, false) => Termination::ServerAbort,
-    }
+    Read,
+    Write,
 }
 
 /// Copies one direction until end of stream, then half-closes the writer
-/// unless the other direction has ended already (`done`: this direction's
-/// flag and the other's): the session closes both sockets next, and a close
+/// unless the other direction has ended already (`state`: this direction's
+/// and the other's): the session closes both sockets next, and a close
 /// sends the FIN anyway, so the `shutdown(2)` would be a wasted system
 /// call. Neither socket holds unread bytes by then (each read its end of
-/// stream), so the close is a FIN, never a reset. `idle` is the reader's
-/// and the writer's side timeout; `meters` count the bytes written. The
-/// buffer is filled in its spare capacity (`read_buf`): never zeroed.
+/// stream), so the close is a FIN, never a reset. `meters` count the bytes
+/// written.
 async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
-    idle: [Duration; 2],
+    buffers: &Buffers,
     activity: &Activity,
     meters: &[&AtomicU64],
-    done: [&AtomicBool; 2],
+    state: [&Direction; 2],
 ) -> Result<(), Fault>
 where
-    R: AsyncRead + Unpin,
+    R: ReadSide + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = Vec::with_capacity(BUFFER);
     loop {
-        buf.clear();
-        let n = loop {
-            match timeout_at(activity.deadline(idle[0]), reader.read_buf(&mut buf)).await {
-                Ok(Ok(n)) => break n,
-                Ok(Err(_)) => return Err(Fault::Read(false)),
-                Err(_) if activity.deadline(idle[0]) > tokio::time::Instant::now() => {}
-                Err(_) => return Err(Fault::Read(true)),
-            }
-        };
+        let buf = reader.read_pooled(buffers).await.map_err(|_| Fault::Read)?;
+        let n = buf.len();
         if n == 0 {
-            done[0].store(true, Ordering::Relaxed);
-            if done[1].load(Ordering::Relaxed) {
+            buffers.give(buf);
+            state[0].eof.store(true, Ordering::Relaxed);
+            if state[1].eof.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            return match timeout(idle[1], writer.shutdown()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Fault::Write(false)),
-                Err(_) => Err(Fault::Write(true)),
-            };
+            state[0].writing.store(true, Ordering::Relaxed);
+            return writer.shutdown().await.map_err(|_| Fault::Write);
         }
         activity.touch();
-        match timeout(idle[1], writer.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Fault::Write(false)),
-            Err(_) => return Err(Fault::Write(true)),
-        }
+        state[0].writing.store(true, Ordering::Relaxed);
+        let written = writer.write_all(&buf).await;
+        buffers.give(buf);
+        written.map_err(|_| Fault::Write)?;
+        state[0].writing.store(false, Ordering::Relaxed);
         activity.touch();
         for m in meters {
             m.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stream's read side as the relay reads it: into a buffer taken from
+/// the pool once there is something to read, so a direction waiting for
+/// bytes holds none.
+pub trait ReadSide {
+    /// What arrived, in a buffer from `buffers` (empty: the end of stream).
+    fn read_pooled(&mut self, buffers: &Buffers) -> impl Future<Output = io::Result<Vec<u8>>>;
+}
+
+impl ReadSide for tokio::net::tcp::ReadHalf<'_> {
+    /// Waits for readiness, then reads without waiting; a readiness that
+    /// was stale gives the buffer back and waits again.
+    async fn read_pooled(&mut self, buffers: &Buffers) -> io::Result<Vec<u8>> {
+        loop {
+            self.readable().await?;
+            let mut buf = buffers.take();
+            match self.try_read_buf(&mut buf) {
+                Ok(_) => return Ok(buf),
+                Err(e) => {
+                    buffers.give(buf);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Streams without a readiness of their own (the fuzz target's in-memory
+/// pipes) hold their buffer while they wait.
+impl<T: AsyncRead> ReadSide for tokio::io::ReadHalf<T> {
+    async fn read_pooled(&mut self, buffers: &Buffers) -> io::Result<Vec<u8>> {
+        let mut buf = buffers.take();
+        match self.read_buf(&mut buf).await {
+            Ok(_) => Ok(buf),
+            Err(e) => {
+                buffers.give(buf);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The relays' buffers, each of [`BUFFER`] bytes, taken while bytes wait
+/// to be written and given back: the heap is not asked for one per read,
+/// and at most [`SPARE_BUFFERS`] (4 MiB) wait here, as HAProxy keeps its
+/// buffer pool.
+#[derive(Default)]
+pub struct Buffers(Mutex<Vec<Vec<u8>>>);
+
+/// Buffers kept for the next sessions at most.
+const SPARE_BUFFERS: usize = 256;
+
+impl Buffers {
+    /// An empty buffer of [`BUFFER`] bytes' capacity.
+    pub fn take(&self) -> Vec<u8> {
+        let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(BUFFER))
+    }
+
+    /// Keeps `buf` for another read, emptied, unless enough are kept.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_BUFFERS && buf.capacity() == BUFFER {
+            buf.clear();
+            spare.push(buf);
         }
     }
 }

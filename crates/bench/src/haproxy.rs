@@ -3,11 +3,11 @@
 //! package's own service kept stopped, configured to do what the `l4lb`
 //! does with its defaults, and killed with the bench.
 
-use anyhow::{bail, Context, Result};
+use crate::lab::Daemon;
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 /// `name` in the PATH or an sbin directory.
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -125,43 +125,10 @@ backend ctl
     )
 }
 
-/// haproxy running, killed and reaped when dropped.
-pub struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Haproxy {
-    /// Runs `program` in the foreground (`-db`) with the configuration
-    /// `cfg`, through `prefix` (the command that enters its namespace and
-    /// then execs it, so the child is haproxy itself), its log to `log`.
-    pub fn start(mut prefix: Command, program: &Path, cfg: &Path, log: &Path) -> Result<Haproxy> {
-        let out =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = prefix
-            .arg(program)
-            .args(["-db", "-f"])
-            .arg(cfg)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .context("starting haproxy")?;
-        let mut h = Haproxy(child);
-        std::thread::sleep(Duration::from_millis(300));
-        if let Some(status) = h.0.try_wait()? {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("haproxy exited ({status}): {}", text.trim());
-        }
-        Ok(h)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
+/// Runs `program` in the foreground (`-db`) with the configuration `cfg`,
+/// through `prefix` (the command that enters its namespace and then execs
+/// it, so the child is haproxy itself), its log to `log`.
+pub fn start(mut prefix: Command, program: &Path, cfg: &Path, log: &Path) -> Result<Daemon> {
+    prefix.arg(program).args(["-db", "-f"]).arg(cfg);
+    Daemon::start(prefix, log).context("starting haproxy")
 }

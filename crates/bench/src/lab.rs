@@ -480,3 +480,41 @@ pub fn tune_client_side(netns: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// A server a bench runs in a process of its own, killed and reaped when
+/// dropped.
+pub struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    /// Spawns `cmd`, its stdout and stderr to `log`; an error if it has
+    /// exited 300 ms later, with what it logged.
+    pub fn start(mut cmd: Command, log: &Path) -> Result<Daemon> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("running {:?}", cmd.get_program()))?;
+        let mut d = Daemon(child);
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(status) = d.0.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{:?} exited ({status}): {}", cmd.get_program(), text.trim());
+        }
+        Ok(d)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}

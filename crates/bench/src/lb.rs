@@ -10,11 +10,15 @@
 //!   over) on one thread of this process, one event loop; a connection
 //!   sends its request, gets its reply and is closed by the server, as an
 //!   HTTP/1.0 server closes;
-//! - the balancers: the `l4lb` on a thread of this process with a runtime
-//!   of one event loop, as `d11 run` gives it (`L4lbApp::WORKERS`), its
-//!   tcplog lines written to a file; haproxy in its own process, `nbthread`
-//!   1 (`--haproxy-threads`), configured as `d11 bench order` configures it
-//!   ([`crate::haproxy::config`]), its tcplog lines to a file;
+//! - the balancers, each a process of its own: the `l4lb` (this binary
+//!   again, `d11 bench lb --serve-l4lb`) on a runtime of one event loop,
+//!   as `d11 run` gives it (`L4lbApp::WORKERS`), its tcplog lines on
+//!   stderr to a file; haproxy with `nbthread` 1 (`--haproxy-threads`),
+//!   configured as `d11 bench order` configures it
+//!   ([`crate::haproxy::config`]), its tcplog lines to a file. A
+//!   balancer in the bench's own process would share its file table with
+//!   the client and the backend (every socket, accept and close taking
+//!   the same lock) and pay for it;
 //! - the client: a thread with one event loop, `N` tasks, each opening a
 //!   new connection to the balancer, writing a request of `--request`
 //!   bytes, reading the `--reply` bytes to the end of stream and closing:
@@ -24,14 +28,16 @@
 //! Each point is `--rounds` pairs of `--seconds`-long runs, the l4lb's and
 //! haproxy's alternating (which goes first alternates too); a bulk point
 //! moves `--bulk-mib` over one long-lived connection through each. The CPU
-//! of the balancer, the client and the backend is read per thread
-//! (`/proc/…/task/…/schedstat`, nanoseconds) around every run, so the
+//! of the balancer (every thread of its process), the client and the
+//! backend (their threads) is read (`/proc/…/task/…/schedstat`,
+//! nanoseconds) around every run, so the
 //! balancer's CPU per connection and per MiB is its own: on loopback the
 //! kernel's TCP work of a send is done by the sender, so it counts too.
 //! With two CPUs the balancer has one and the client and the backend share
 //! the other; the table says how busy each was.
 
-use crate::haproxy::{self, Haproxy};
+use crate::haproxy;
+use crate::lab::Daemon;
 use crate::{cell, finite, median, Figure, Goal, RoundRatio};
 use anyhow::{bail, Context, Result};
 use d11_apps::l4lb::{L4lb, L4lbConfig};
@@ -83,6 +89,10 @@ pub struct LbArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Only run the bench's l4lb, in this process until killed (the bench
+    /// starts it so, inside its namespace).
+    #[arg(long, hide = true)]
+    pub serve_l4lb: bool,
 }
 
 /// One run through one balancer.
@@ -156,6 +166,9 @@ enum Balancer {
 }
 
 pub fn lb(args: &LbArgs) -> Result<()> {
+    if args.serve_l4lb {
+        return serve_l4lb();
+    }
     crate::need_root("d11 bench lb")?;
     let program = haproxy::find_or_install().map_err(|why| anyhow::anyhow!("{why}"))?;
     let scratch = crate::lab::Scratch::new("lb")?;
@@ -165,6 +178,31 @@ pub fn lb(args: &LbArgs) -> Result<()> {
     print!("{}", table(&r));
     crate::print_figures(&r.figures());
     crate::write_json(args.json.as_deref(), &r)
+}
+
+/// The bench's l4lb: its defaults, listening on [`L4LB`], balancing over
+/// [`BACKENDS`], on a runtime of one event loop with its log on stderr at
+/// INFO, as `d11 run` gives it (`L4lbApp::WORKERS`, `init_tracing`).
+fn serve_l4lb() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = L4lbConfig {
+        listen: L4LB.parse()?,
+        ..serde_json::from_value(serde_json::json!({ "backends": BACKENDS }))?
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let lb = L4lb::new("bench", config);
+        let listener = lb.bind()?;
+        lb.serve(listener, std::future::pending()).await?;
+        Ok(())
+    })
 }
 
 /// A namespace of the bench's own, its loopback up, removed when dropped.
@@ -281,32 +319,12 @@ fn run(args: &LbArgs, netns: &Netns, program: &Path, dir: &Path) -> Result<LbBen
         spawn_loop(&netns.0, "lb-backend", stopped.clone(), move |stop| {
             serve_backend(listen, stop)
         })?;
-    let log = std::fs::File::create(dir.join("l4lb.log"))?;
-    let config = L4lbConfig {
-        listen: L4LB.parse()?,
-        ..serde_json::from_value(serde_json::json!({ "backends": BACKENDS }))?
-    };
-    let (l4lb_tid, l4lb) = spawn_loop(
-        &netns.0,
-        "lb-l4lb",
-        stopped.clone(),
-        move |mut stop| async move {
-            // The app's log as `d11 run` writes it: INFO, no colours, a line per session.
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(std::sync::Mutex::new(log))
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .finish();
-            let _log = tracing::subscriber::set_default(subscriber);
-            let lb = L4lb::new("bench", config);
-            let listener = lb.bind()?;
-            lb.serve(listener, async move {
-                let _ = stop.changed().await;
-            })
-            .await?;
-            Ok(())
-        },
-    )?;
+    // The l4lb as `d11 run` runs it: a process of its own in the namespace.
+    let mut l4lb = Command::new("ip");
+    l4lb.args(["netns", "exec", &netns.0])
+        .arg(crate::lab::d11_exe()?)
+        .args(["bench", "lb", "--serve-l4lb"]);
+    let l4lb = Daemon::start(l4lb, &dir.join("l4lb.log")).context("starting the l4lb")?;
     let cfg = dir.join("haproxy.cfg");
     let text = haproxy::config(
         "d11 bench lb",
@@ -317,9 +335,9 @@ fn run(args: &LbArgs, netns: &Netns, program: &Path, dir: &Path) -> Result<LbBen
     std::fs::write(&cfg, text)?;
     let mut prefix = Command::new("ip");
     prefix.args(["netns", "exec", &netns.0]);
-    let ha = Haproxy::start(prefix, program, &cfg, &dir.join("haproxy.log"))?;
+    let ha = haproxy::start(prefix, program, &cfg, &dir.join("haproxy.log"))?;
     let cpu = |b: Balancer| match b {
-        Balancer::L4lb => thread_ns(l4lb_tid),
+        Balancer::L4lb => process_ns(l4lb.pid()),
         Balancer::Haproxy => process_ns(ha.pid()),
     };
     let backend_ns = || thread_ns(backend_tid);
@@ -411,12 +429,11 @@ fn run(args: &LbArgs, netns: &Netns, program: &Path, dir: &Path) -> Result<LbBen
             r.points.push(p);
         }
     }
-    drop(ha);
+    drop((ha, l4lb));
     let _ = stop.send(());
-    for t in [l4lb, backend] {
-        t.join()
-            .map_err(|_| anyhow::anyhow!("a bench thread panicked"))??;
-    }
+    backend
+        .join()
+        .map_err(|_| anyhow::anyhow!("the backend panicked"))??;
     Ok(r)
 }
 

@@ -39,8 +39,8 @@
 //! ports 1024-65535, in its own namespace, so connections in TIME_WAIT do
 //! not run the ports out at thousands of orders a second.
 
-use crate::haproxy::{self, Haproxy};
-use crate::lab::{self, write_topology, LabGuard, Scratch};
+use crate::haproxy;
+use crate::lab::{self, write_topology, Daemon, LabGuard, Scratch};
 use crate::{cell, finite, median, proc_ticks, TICKS_PER_S};
 use anyhow::{bail, Context, Result};
 use d11_apps::controller::ControllerReport;
@@ -393,11 +393,11 @@ fn without_order_service(mut topo: Topology) -> Topology {
 }
 
 /// haproxy in vm-lb, configured for double11's two controllers.
-fn start_haproxy(lab: &LabGuard, program: &Path, dir: &RunDir) -> Result<Haproxy> {
+fn start_haproxy(lab: &LabGuard, program: &Path, dir: &RunDir) -> Result<Daemon> {
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, haproxy_config()).with_context(|| format!("writing {}", cfg.display()))?;
     let log = dir.logs_dir().join(format!("{LB_NODE}-haproxy.log"));
-    Haproxy::start(lab.exec(LB_NODE, &[]), program, &cfg, &log)
+    haproxy::start(lab.exec(LB_NODE, &[]), program, &cfg, &log)
 }
 
 /// [`haproxy::config`] from vm-lb's address to both controllers, with
@@ -540,7 +540,7 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(dir: &RunDir, haproxy: Option<&Haproxy>) -> Result<Snapshot> {
+    fn take(dir: &RunDir, haproxy: Option<&Daemon>) -> Result<Snapshot> {
         let mut procs = vec![(
             "phone".to_string(),
             Part::Phone,
