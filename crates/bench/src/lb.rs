@@ -40,7 +40,8 @@ use crate::haproxy;
 use crate::lab::Daemon;
 use crate::{cell, finite, median, Figure, Goal, RoundRatio};
 use anyhow::{bail, Context, Result};
-use d11_apps::l4lb::{L4lb, L4lbConfig};
+use d11_apps::app::App;
+use d11_apps::l4lb::{L4lb, L4lbApp, L4lbConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -181,8 +182,8 @@ pub fn lb(args: &LbArgs) -> Result<()> {
 }
 
 /// The bench's l4lb: its defaults, listening on [`L4LB`], balancing over
-/// [`BACKENDS`], on a runtime of one event loop with its log on stderr at
-/// INFO, as `d11 run` gives it (`L4lbApp::WORKERS`, `init_tracing`).
+/// [`BACKENDS`], on the runtime `d11 run` gives it (one event loop) with
+/// its log on stderr at INFO, as `init_tracing` writes it.
 fn serve_l4lb() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -194,9 +195,10 @@ fn serve_l4lb() -> Result<()> {
         listen: L4LB.parse()?,
         ..serde_json::from_value(serde_json::json!({ "backends": BACKENDS }))?
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = d11_apps::app::registry()
+        .get(L4lbApp::NAME)
+        .context("no l4lb app")?
+        .runtime()?;
     rt.block_on(async {
         let lb = L4lb::new("bench", config);
         let listener = lb.bind()?;

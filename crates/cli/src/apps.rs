@@ -73,17 +73,7 @@ pub fn run(lab: &str, spec: &AppSpec) -> Result<()> {
     let _netns = d11_io::NetnsGuard::enter(&d11_lab::netns_name(lab, &spec.name))?;
     // The l4lb runs on one thread (one event loop), the apps doing CPU work
     // (TLS, SQLite) on two.
-    let rt = match entry.workers {
-        0 | 1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    }
-    .enable_all()
-    .build()
-    .context("starting the tokio runtime")?;
+    let rt = entry.runtime().context("starting the tokio runtime")?;
     rt.block_on(async {
         let shutdown = Box::pin(async {
             use tokio::signal::unix::{signal, SignalKind};
