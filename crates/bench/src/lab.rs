@@ -410,6 +410,60 @@ pub fn largest_mib(rss: &BTreeMap<String, Option<u64>>) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The client side of a bench's connections (`netns`): `tcp_tw_reuse` and
+/// the ephemeral ports 1024-65535, so connections in TIME_WAIT do not run
+/// the ports out at thousands of connections a second.
+pub fn tune_client_side(netns: &str) -> Result<()> {
+    let _netns = d11_io::NetnsGuard::enter(netns)?;
+    // /proc/sys/net shows the namespace of the thread that opens it.
+    for (key, value) in [
+        ("net/ipv4/tcp_tw_reuse", "1"),
+        ("net/ipv4/ip_local_port_range", "1024 65535"),
+    ] {
+        let p = std::path::Path::new("/proc/sys").join(key);
+        std::fs::write(&p, value).with_context(|| format!("{netns}: writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// A server a bench runs in a process of its own, killed and reaped when
+/// dropped.
+pub struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    /// Spawns `cmd`, its stdout and stderr to `log`; an error if it has
+    /// exited 300 ms later, with what it logged.
+    pub fn start(mut cmd: Command, log: &Path) -> Result<Daemon> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("running {:?}", cmd.get_program()))?;
+        let mut d = Daemon(child);
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(status) = d.0.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{:?} exited ({status}): {}", cmd.get_program(), text.trim());
+        }
+        Ok(d)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,59 +516,5 @@ mod tests {
         ));
         let a: std::net::Ipv4Addr = server_address(t).unwrap().parse().unwrap();
         assert!(!a.is_unspecified());
-    }
-}
-
-/// The client side of a bench's connections (`netns`): `tcp_tw_reuse` and
-/// the ephemeral ports 1024-65535, so connections in TIME_WAIT do not run
-/// the ports out at thousands of connections a second.
-pub fn tune_client_side(netns: &str) -> Result<()> {
-    let _netns = d11_io::NetnsGuard::enter(netns)?;
-    // /proc/sys/net shows the namespace of the thread that opens it.
-    for (key, value) in [
-        ("net/ipv4/tcp_tw_reuse", "1"),
-        ("net/ipv4/ip_local_port_range", "1024 65535"),
-    ] {
-        let p = std::path::Path::new("/proc/sys").join(key);
-        std::fs::write(&p, value).with_context(|| format!("{netns}: writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
-/// A server a bench runs in a process of its own, killed and reaped when
-/// dropped.
-pub struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Daemon {
-    /// Spawns `cmd`, its stdout and stderr to `log`; an error if it has
-    /// exited 300 ms later, with what it logged.
-    pub fn start(mut cmd: Command, log: &Path) -> Result<Daemon> {
-        let out =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("running {:?}", cmd.get_program()))?;
-        let mut d = Daemon(child);
-        std::thread::sleep(Duration::from_millis(300));
-        if let Some(status) = d.0.try_wait()? {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{:?} exited ({status}): {}", cmd.get_program(), text.trim());
-        }
-        Ok(d)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.0.id()
     }
 }

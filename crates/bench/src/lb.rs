@@ -11,14 +11,14 @@
 //!   sends its request, gets its reply and is closed by the server, as an
 //!   HTTP/1.0 server closes;
 //! - the balancers, each a process of its own: the `l4lb` (this binary
-//!   again, `d11 bench lb --serve-l4lb`) on a runtime of one event loop,
-//!   as `d11 run` gives it (`L4lbApp::WORKERS`), its tcplog lines on
+//!   again, `d11 bench lb --serve-l4lb`) on the runtime `d11 run` builds
+//!   for it (`AppEntry::runtime`: one event loop), its tcplog lines on
 //!   stderr to a file; haproxy with `nbthread` 1 (`--haproxy-threads`),
 //!   configured as `d11 bench order` configures it
-//!   ([`crate::haproxy::config`]), its tcplog lines to a file. A
-//!   balancer in the bench's own process would share its file table with
-//!   the client and the backend (every socket, accept and close taking
-//!   the same lock) and pay for it;
+//!   ([`crate::haproxy::config`]), its tcplog lines to a file. A balancer
+//!   in the bench's own process would share its file table with the
+//!   client and the backend (every socket, accept and close taking the
+//!   same lock);
 //! - the client: a thread with one event loop, `N` tasks, each opening a
 //!   new connection to the balancer, writing a request of `--request`
 //!   bytes, reading the `--reply` bytes to the end of stream and closing:
@@ -30,11 +30,16 @@
 //! moves `--bulk-mib` over one long-lived connection through each. The CPU
 //! of the balancer (every thread of its process), the client and the
 //! backend (their threads) is read (`/proc/…/task/…/schedstat`,
-//! nanoseconds) around every run, so the
-//! balancer's CPU per connection and per MiB is its own: on loopback the
-//! kernel's TCP work of a send is done by the sender, so it counts too.
-//! With two CPUs the balancer has one and the client and the backend share
-//! the other; the table says how busy each was.
+//! nanoseconds) around every run, so the balancer's CPU per connection
+//! and per MiB is its own: on loopback the kernel's TCP work of a send is
+//! done by the sender, so it counts too.
+//!
+//! With two CPUs or more the balancer is kept on CPU 1 and the client and
+//! the backend on CPU 0 (`taskset`): every wakeup between the balancer and
+//! the others then crosses CPUs, for both balancers alike. Unpinned, where
+//! the scheduler placed the three decided a run (one connection at a time
+//! cost either balancer 35 or 85 µs from one run to the next); the table
+//! says how busy each was.
 
 use crate::haproxy;
 use crate::lab::Daemon;
@@ -129,6 +134,9 @@ impl Run {
         self.balancer_cpu_s * 1e3 / (self.bytes as f64 / f64::from(1 << 20))
     }
 }
+
+/// A figure of a run: a rate or a cost.
+type Metric = fn(&Run) -> f64;
 
 /// One point: the runs of both balancers and each round's ratios.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -279,6 +287,23 @@ where
     Ok((tid, handle))
 }
 
+/// Keeps task `pid` (with `all`, every thread of process `pid`) on the
+/// CPUs `cpus` (`taskset -p`).
+fn pin(pid: u32, cpus: &str, all: bool) -> Result<()> {
+    let mut cmd = Command::new("taskset");
+    if all {
+        cmd.arg("-a");
+    }
+    let out = cmd
+        .args(["-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .context("running taskset")?;
+    if !out.status.success() {
+        bail!("taskset: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 /// This thread's id (`/proc/thread-self` is `/proc/PID/task/TID`).
 fn thread_id() -> u32 {
     std::fs::read_link("/proc/thread-self")
@@ -315,6 +340,11 @@ fn run(args: &LbArgs, netns: &Netns, program: &Path, dir: &Path) -> Result<LbBen
         .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
+    // The client's and the backend's threads start from this one.
+    let pinned = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if pinned {
+        pin(std::process::id(), "0", false)?;
+    }
     let (stop, stopped) = watch::channel(());
     let listen = backends.clone();
     let (backend_tid, backend) =
@@ -338,6 +368,10 @@ fn run(args: &LbArgs, netns: &Netns, program: &Path, dir: &Path) -> Result<LbBen
     let mut prefix = Command::new("ip");
     prefix.args(["netns", "exec", &netns.0]);
     let ha = haproxy::start(prefix, program, &cfg, &dir.join("haproxy.log"))?;
+    if pinned {
+        pin(l4lb.pid(), "1", true)?;
+        pin(ha.pid(), "1", true)?;
+    }
     let cpu = |b: Balancer| match b {
         Balancer::L4lb => process_ns(l4lb.pid()),
         Balancer::Haproxy => process_ns(ha.pid()),
@@ -409,12 +443,12 @@ fn run(args: &LbArgs, netns: &Netns, program: &Path, dir: &Path) -> Result<LbBen
                 }
             }
         }
-        let (rate, cost): (fn(&Run) -> f64, fn(&Run) -> f64) = if bulk {
+        let (rate, cost): (Metric, Metric) = if bulk {
             (Run::mib_per_s, Run::ms_per_mib)
         } else {
             (Run::per_s, Run::us_per_connection)
         };
-        let each = |f: fn(&Run) -> f64| {
+        let each = |f: Metric| {
             RoundRatio::of(
                 p.l4lb
                     .iter()
@@ -605,7 +639,7 @@ fn version(program: &Path) -> Option<String> {
 impl LbBench {
     /// The figures: each point's medians, the l4lb beside haproxy.
     pub fn figures(&self) -> Vec<Figure> {
-        let med = |runs: &[Run], f: fn(&Run) -> f64| finite(median(runs.iter().map(f).collect()));
+        let med = |runs: &[Run], f: Metric| finite(median(runs.iter().map(f).collect()));
         let shape = format!(
             "new connection, {} B request, {} B reply, close",
             self.request, self.reply
@@ -648,7 +682,7 @@ impl LbBench {
 }
 
 /// min / median / max of `f` over `runs`.
-fn spread(runs: &[Run], f: fn(&Run) -> f64, decimals: usize) -> String {
+fn spread(runs: &[Run], f: Metric, decimals: usize) -> String {
     let mut v: Vec<f64> = runs.iter().map(f).filter(|x| x.is_finite()).collect();
     v.sort_by(|a, b| a.total_cmp(b));
     let (lo, hi) = (v.first().copied(), v.last().copied());
@@ -671,7 +705,7 @@ fn table(r: &LbBench) -> String {
         r.reply
     );
     s += "clients  balancer  conn/s (or MiB/s)            CPU µs/conn (or ms/MiB)  balancer %  client %  backend %  errors\n";
-    let share = |runs: &[Run], f: fn(&Run) -> f64| {
+    let share = |runs: &[Run], f: Metric| {
         cell(
             finite(median(
                 runs.iter().map(|r| 100.0 * f(r) / r.seconds).collect(),
@@ -679,7 +713,7 @@ fn table(r: &LbBench) -> String {
             0,
         )
     };
-    let mut rows = |label: String, p: &Point, rate: fn(&Run) -> f64, cost: fn(&Run) -> f64| {
+    let mut rows = |label: String, p: &Point, rate: Metric, cost: Metric| {
         for (name, runs) in [("l4lb", &p.l4lb), ("haproxy", &p.haproxy)] {
             s += &format!(
                 "{label:<8} {name:<9} {:<28} {:<24} {:>10} {:>9} {:>10} {:>7}\n",

@@ -109,10 +109,12 @@ impl Variant {
 
 /// Issue 18's goals (orders/s): the full path with the controllers alone
 /// ≥ 0.5× direct to a controller, the shop's RPC backend ≥ 0.7× the
-/// controllers alone on the same path, the l4lb ≥ 1.0× haproxy.
+/// controllers alone on the same path. Its goal for the l4lb (≥ 1.0×
+/// haproxy) is on `d11 bench lb`, which measures the balancer: here its
+/// share of an order's CPU is small, and the ratio of orders/s moves with
+/// the rest of the lab.
 const GOAL_LOCAL_VS_DIRECT: f64 = 0.5;
 const GOAL_BACKEND_VS_LOCAL: f64 = 0.7;
-const GOAL_L4LB_VS_HAPROXY: f64 = 1.0;
 
 /// Orders ending in this first stretch of each run are not counted.
 const WARMUP: Duration = Duration::from_secs(1);
@@ -226,7 +228,6 @@ pub struct Ratios {
 pub struct Goals {
     pub local_vs_direct_orders_per_s: f64,
     pub backend_vs_local_orders_per_s: f64,
-    pub l4lb_vs_haproxy_orders_per_s: f64,
 }
 
 impl Default for Goals {
@@ -234,7 +235,6 @@ impl Default for Goals {
         Goals {
             local_vs_direct_orders_per_s: GOAL_LOCAL_VS_DIRECT,
             backend_vs_local_orders_per_s: GOAL_BACKEND_VS_LOCAL,
-            l4lb_vs_haproxy_orders_per_s: GOAL_L4LB_VS_HAPROXY,
         }
     }
 }
@@ -873,7 +873,7 @@ fn print_report(r: &OrderReport, variants: &[Variant]) {
         ),
         (
             &q.l4lb_vs_haproxy_orders_per_s,
-            Some(GOAL_L4LB_VS_HAPROXY),
+            None,
             "orders/s, l4lb / haproxy (same full path)",
         ),
         (&q.l4lb_vs_haproxy_p50, None, "p50 latency, l4lb / haproxy"),
