@@ -20,13 +20,13 @@
 //! (/proc/PID/stat, every process of it) and gives the CPU per answered
 //! query, which the client's speed does not change.
 
-use crate::lab::LabGuard;
+use crate::lab::{Daemon, LabGuard};
 use crate::{finite, median, proc_ticks, write_json, Figure, Goal, TICKS_PER_S};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Options of `d11 bench dns`.
@@ -127,13 +127,8 @@ const ROOT_HINTS: &str =
     ".              518400 IN NS a.root.lab.\na.root.lab.    518400 IN A  198.18.0.2\n";
 
 /// A peer daemon in a node of the lab, killed when dropped.
-pub struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+pub struct Peer {
+    _daemon: Daemon,
 }
 
 impl Peer {
@@ -148,7 +143,9 @@ impl Peer {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", argv[0]))?;
-        let peer = Peer(child);
+        let peer = Peer {
+            _daemon: Daemon::from(child),
+        };
         let [addr, port, name, rtype] = ready;
         for _ in 0..50 {
             let o = Command::new(exe)

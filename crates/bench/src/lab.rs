@@ -437,6 +437,12 @@ impl Drop for Daemon {
     }
 }
 
+impl From<Child> for Daemon {
+    fn from(child: Child) -> Daemon {
+        Daemon(child)
+    }
+}
+
 impl Daemon {
     /// Spawns `cmd`, its stdout and stderr to `log`; an error if it has
     /// exited 300 ms later, with what it logged.
