@@ -180,6 +180,9 @@ macro_rules! shop_apps {
             const NAME: &'static str = $name;
             const SUMMARY: &'static str = concat!($($doc),*);
             type Settings = $settings;
+            /// One event loop: on the lab's few shared CPUs a second worker
+            /// added cross-thread wakeups, not throughput (docs/db.md).
+            const WORKERS: usize = 1;
             fn listens(s: &$settings) -> Option<u16> {
                 ShopApp::$variant(s.clone()).listens()
             }

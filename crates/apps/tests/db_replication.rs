@@ -174,7 +174,7 @@ fn dump(db: &Db) -> Result<Dump, DbError> {
 }
 
 async fn assert_same_rows(p: &Primary, s: &Standby) {
-    let (a, b) = (p.read(dump).await.unwrap(), s.read(dump).await.unwrap());
+    let (a, b) = (p.read(dump).unwrap(), s.read(dump).unwrap());
     assert_eq!(a.0, b.0, "stock");
     assert_eq!(a.1, b.1, "stock_moves");
     assert_eq!(a.2, b.2, "orders");
@@ -183,7 +183,7 @@ async fn assert_same_rows(p: &Primary, s: &Standby) {
 }
 
 async fn caught_up(p: &Primary, s: &Standby) {
-    let head = p.read(|db| db.head()).await.unwrap();
+    let head = p.read(|db| db.head()).unwrap();
     eventually("the standby to catch up", || async {
         s.applied() == head && p.acked() == head
     })
@@ -201,7 +201,7 @@ async fn the_standby_holds_the_same_rows_after_500_operations() {
         .all(|r| matches!(r, Replicated::Async | Replicated::NoChange)));
     caught_up(&p.it, &s.it).await;
     assert_same_rows(&p.it, &s.it).await;
-    let orders = p.it.read(|db| db.orders()).await.unwrap();
+    let orders = p.it.read(|db| db.orders()).unwrap();
     assert_eq!(
         orders.len(),
         96,
@@ -269,11 +269,7 @@ async fn a_sync_write_without_a_standby_times_out_and_says_so() {
     // Committed on the primary all the same.
     assert_eq!(w.seq, Some(1));
     assert_eq!(
-        p.it.read(|db| db.stock_get("book"))
-            .await
-            .unwrap()
-            .unwrap()
-            .stock,
+        p.it.read(|db| db.stock_get("book")).unwrap().unwrap().stock,
         50
     );
     let status = p.it.status();
@@ -288,7 +284,7 @@ async fn an_async_standby_lags_then_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let (p, addr) = primary(dir.path(), config(ReplicationMode::Async)).await;
     day(&p.it, 0..500).await;
-    let head = p.it.read(|db| db.head()).await.unwrap();
+    let head = p.it.read(|db| db.head()).unwrap();
     let status = p.it.status();
     assert_eq!(status.seq, head, "{status:?}");
     assert_eq!(status.lag_changes, head, "nobody has anything yet");
@@ -340,7 +336,7 @@ async fn a_killed_standby_resumes_from_its_seq_without_duplicates() {
     writer.await.unwrap();
     caught_up(&p.it, &second.it).await;
     assert_same_rows(&p.it, &second.it).await;
-    let head = p.it.read(|db| db.head()).await.unwrap();
+    let head = p.it.read(|db| db.head()).unwrap();
     assert!(
         at_kill < head,
         "killed before the end ({at_kill} of {head})"
@@ -348,7 +344,6 @@ async fn a_killed_standby_resumes_from_its_seq_without_duplicates() {
     let seqs: Vec<u64> = second
         .it
         .read(|db| db.changes_after(0, 100_000))
-        .await
         .unwrap()
         .iter()
         .map(|c| c.seq)

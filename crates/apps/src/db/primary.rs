@@ -209,15 +209,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a blocking database call off the runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
-) -> Result<T, DbError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
-}
-
 /// Raises a watched mark to `seq` (never lowers it).
 fn raise(mark: &watch::Sender<u64>, seq: u64) {
     mark.send_if_modified(|m| {
@@ -268,25 +259,27 @@ impl Primary {
         &self.config
     }
 
-    /// Runs `f` (one or more [`Db`] operations) off the runtime and, in
-    /// `sync` mode, waits for a standby's ack of what it committed.
+    /// Runs `f` (one or more [`Db`] operations) and, in `sync` mode, waits
+    /// for a standby's ack of what it committed.
+    ///
+    /// SQLite runs on the caller's thread, in the app's one event loop: a
+    /// write is tens of µs (WAL, `synchronous=NORMAL`: no fsync but at a
+    /// checkpoint), and writes are serialised anyway, so a handoff to a
+    /// blocking pool cost more than it spared (docs/db.md).
     ///
     /// ```ignore
     /// let w = primary.write(move |db| db.stock_take(&order, "book", 1, Some(v))).await?;
     /// ```
-    pub async fn write<T, F>(&self, f: F) -> Result<Written<T>, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Db) -> Result<T, DbError> + Send + 'static,
-    {
-        let db = self.db.clone();
-        let (value, seq) = blocking(move || {
-            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+    pub async fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, DbError>,
+    ) -> Result<Written<T>, DbError> {
+        let (value, seq) = {
+            let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
             db.take_last_seq();
             let value = f(&mut db)?;
-            Ok((value, db.take_last_seq()))
-        })
-        .await?;
+            (value, db.take_last_seq())
+        };
         self.lock().writes += 1;
         let replication = match (seq, self.config.mode) {
             (None, _) => Replicated::NoChange,
@@ -300,14 +293,9 @@ impl Primary {
         })
     }
 
-    /// Runs a read off the runtime.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
-    {
-        let db = self.db.clone();
-        blocking(move || f(&db.lock().unwrap_or_else(|e| e.into_inner()))).await
+    /// Runs a read (on the caller's thread, as [`Self::write`]).
+    pub fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T, DbError>) -> Result<T, DbError> {
+        f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     async fn wait_ack(&self, seq: u64) -> Replicated {
@@ -417,13 +405,9 @@ impl Primary {
                 got: hello.kind(),
             });
         };
-        let path = self.path.clone();
-        let (reader, head) = blocking(move || {
-            let db = Db::open(&path)?;
-            let head = db.head()?;
-            Ok((Arc::new(Mutex::new(db)), head))
-        })
-        .await?;
+        let db = Db::open(&self.path)?;
+        let head = db.head()?;
+        let reader = Arc::new(Mutex::new(db));
         if after > head {
             return Err(ReplError::AheadOfPrimary { after, head });
         }
@@ -439,7 +423,7 @@ impl Primary {
                 unacked: VecDeque::new(),
             },
         );
-        self.ack(after, &reader).await?;
+        self.ack(after, &reader)?;
         let sent = Arc::new(AtomicU64::new(after));
         let mut acks = AbortOnDrop(tokio::spawn(self.clone().read_acks(
             id,
@@ -454,13 +438,11 @@ impl Primary {
         let poll = Duration::from_millis(self.config.poll_ms);
         loop {
             let from = sent.load(Ordering::Acquire);
-            let (r, batch) = (reader.clone(), self.config.batch.max(1));
-            let (head, changes) = blocking(move || {
-                let db = r.lock().unwrap_or_else(|e| e.into_inner());
-                let changes = db.changes_within(from, batch, MAX_FRAME / 2)?;
-                Ok((db.head()?, changes))
-            })
-            .await?;
+            let (head, changes) = {
+                let db = reader.lock().unwrap_or_else(|e| e.into_inner());
+                let changes = db.changes_within(from, self.config.batch.max(1), MAX_FRAME / 2)?;
+                (db.head()?, changes)
+            };
             raise(&self.head, head);
             let msg = if let Some(last) = changes.last() {
                 let last = last.seq;
@@ -507,18 +489,14 @@ impl Primary {
     /// Raises the acked mark (never lowers it) and finds the oldest change
     /// still unacknowledged: `seq + 1`, if committed (else the commit hook
     /// sets it when it is; the lookup holds the lock so neither is lost).
-    async fn ack(&self, seq: u64, reader: &Arc<Mutex<Db>>) -> Result<(), DbError> {
+    fn ack(&self, seq: u64, reader: &Mutex<Db>) -> Result<(), DbError> {
         raise(&self.acked, seq);
-        let (behind, reader) = (self.behind.clone(), reader.clone());
-        blocking(move || {
-            let mut b = behind.lock().unwrap_or_else(|e| e.into_inner());
-            if b.is_some_and(|(s, _)| s <= seq) {
-                let db = reader.lock().unwrap_or_else(|e| e.into_inner());
-                *b = db.change_at_ms(seq + 1)?.map(|at| (seq + 1, at));
-            }
-            Ok(())
-        })
-        .await
+        let mut b = self.behind.lock().unwrap_or_else(|e| e.into_inner());
+        if b.is_some_and(|(s, _)| s <= seq) {
+            let db = reader.lock().unwrap_or_else(|e| e.into_inner());
+            *b = db.change_at_ms(seq + 1)?.map(|at| (seq + 1, at));
+        }
+        Ok(())
     }
 
     /// Reads the standby's acks until it closes or breaks the protocol.
@@ -551,7 +529,7 @@ impl Primary {
                     v.unacked.pop_front();
                 }
             }
-            self.ack(seq, &reader).await?;
+            self.ack(seq, &reader)?;
         }
     }
 

@@ -150,16 +150,10 @@ impl Standby {
         self.applied.subscribe()
     }
 
-    /// Runs a read on the standby's file off the runtime (the views).
-    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
-    {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db.lock().unwrap_or_else(|e| e.into_inner())))
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?
+    /// Runs a read on the standby's file (on the caller's thread, as
+    /// [`super::Primary::read`]).
+    pub fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T, DbError>) -> Result<T, DbError> {
+        f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -276,20 +270,16 @@ impl Standby {
     /// Applies a batch, each change in its own transaction; answers the
     /// last seq applied.
     async fn apply(&self, changes: Vec<Change>) -> Result<u64, ReplError> {
-        let db = self.db.clone();
-        let applied = self.applied.clone();
-        let (outcomes, head) = tokio::task::spawn_blocking(move || {
-            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+        let (outcomes, head) = {
+            let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
             let mut outcomes = Vec::with_capacity(changes.len());
             for c in &changes {
                 let outcome = db.apply(c)?;
-                applied.send_replace(c.seq);
+                self.applied.send_replace(c.seq);
                 outcomes.push((outcome, c.at_ms));
             }
-            Ok::<_, DbError>((outcomes, db.head()?))
-        })
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))??;
+            (outcomes, db.head()?)
+        };
         let now = now_ms();
         let mut c = self.lock();
         for (outcome, at_ms) in outcomes {

@@ -3,8 +3,9 @@
 //! that also appends one row to `changes` (the binlog the standby reads),
 //! so a change is in the log exactly when its rows are committed.
 //!
-//! Calls block; an async caller runs them through [`super::Primary`] or
-//! `spawn_blocking`.
+//! Calls block for as long as SQLite takes (tens of µs); the `db` app makes
+//! them on its event loop, through [`super::Primary`] and
+//! [`super::Standby`].
 
 use std::path::Path;
 use std::sync::Arc;

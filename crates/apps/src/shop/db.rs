@@ -322,10 +322,7 @@ pub fn services(primary: Arc<Primary>) -> Services {
         let p = p.clone();
         async move {
             let sku = c.str_arg(0)?.to_owned();
-            let st = p
-                .read(move |db| db.stock_get(&sku))
-                .await
-                .map_err(db_fault)?;
+            let st = p.read(move |db| db.stock_get(&sku)).map_err(db_fault)?;
             Ok(st.map_or(Value::Null, |st| {
                 Value::from(json!({"stock": st.stock, "version": st.version}))
             }))
