@@ -474,3 +474,15 @@ fn apply_copies_changes_once_and_refuses_gaps() {
     assert_eq!(standby.coupons().unwrap(), primary.coupons().unwrap());
     assert_eq!(standby.changes_after(0, 100).unwrap(), changes);
 }
+
+#[test]
+fn the_log_is_read_without_preparing_its_statement_again() {
+    let (_dir, mut db) = db();
+    db.seed_stock("book", 10).unwrap();
+    for i in 0..5 {
+        db.order_create(&order(&format!("o{i}"), None)).unwrap();
+        assert_eq!(db.changes_within(i, 2, usize::MAX).unwrap().len(), 2);
+    }
+    let st = db.conn.prepare_cached(CHANGES_AFTER).unwrap();
+    assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
+}
