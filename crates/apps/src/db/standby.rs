@@ -254,7 +254,7 @@ impl Standby {
                     *progressed = true;
                     self.lock().head = head;
                     last = check_batch(last, &changes)?;
-                    applied = self.apply(changes).await?;
+                    applied = self.apply(changes)?;
                 }
                 other => {
                     return Err(ReplError::Unexpected {
@@ -267,22 +267,17 @@ impl Standby {
         }
     }
 
-    /// Applies a batch, each change in its own transaction; answers the
-    /// last seq applied.
-    async fn apply(&self, changes: Vec<Change>) -> Result<u64, ReplError> {
+    /// Applies a batch in one transaction; answers the last seq applied.
+    fn apply(&self, changes: Vec<Change>) -> Result<u64, ReplError> {
         let (outcomes, head) = {
             let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-            let mut outcomes = Vec::with_capacity(changes.len());
-            for c in &changes {
-                let outcome = db.apply(c)?;
-                self.applied.send_replace(c.seq);
-                outcomes.push((outcome, c.at_ms));
-            }
+            let outcomes = db.apply(&changes)?;
             (outcomes, db.head()?)
         };
+        self.applied.send_replace(head);
         let now = now_ms();
         let mut c = self.lock();
-        for (outcome, at_ms) in outcomes {
+        for (outcome, at_ms) in outcomes.into_iter().zip(changes.iter().map(|c| c.at_ms)) {
             match outcome {
                 Applied::Applied => {
                     c.applied_changes += 1;

@@ -920,69 +920,81 @@ impl Db {
         Ok(out)
     }
 
-    /// Applies a change from the primary in one transaction with its row in
-    /// `changes` (same seq), so the standby's log is the primary's and a
-    /// change applied twice (after a reconnect) is a [`Applied::Duplicate`].
-    /// A seq beyond the next one is [`DbError::OutOfOrder`]. A file that
-    /// applies changes must not take writes of its own.
-    pub fn apply(&mut self, change: &Change) -> Result<Applied, DbError> {
+    /// Applies a batch of changes from the primary, in order, in one
+    /// transaction, each with its row in `changes` (same seq), so the
+    /// standby's log is the primary's and a change applied twice (after a
+    /// reconnect) is a [`Applied::Duplicate`]. A seq beyond the next one is
+    /// [`DbError::OutOfOrder`]. An error applies none of the batch (the
+    /// standby then follows again from its head). One commit a batch, not
+    /// one a change: a sync write's ack waits for it. A file that applies
+    /// changes must not take writes of its own.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<Vec<Applied>, DbError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let head: Option<i64> = tx
             .prepare_cached("SELECT max(seq) FROM changes")?
             .query_row([], |r| r.get(0))?;
-        let head = head.unwrap_or(0) as u64;
-        if change.seq <= head {
-            return Ok(Applied::Duplicate);
+        let mut head = head.unwrap_or(0) as u64;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            outcomes.push(apply_one(&tx, head, change)?);
+            head = head.max(change.seq);
         }
-        if change.seq != head + 1 {
-            return Err(DbError::OutOfOrder {
-                expected: head + 1,
-                got: change.seq,
-            });
-        }
-        for row in &change.rows {
-            match row {
-                RowImage::Stock(s) => {
-                    tx.prepare_cached(
-                        "INSERT INTO stock (sku, stock, version) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (sku) DO UPDATE SET stock = excluded.stock, version = excluded.version",
-                    )?
-                    .execute(params![s.sku, s.stock, s.version])?;
-                }
-                RowImage::StockMove(m) => put_move(&tx, m)?,
-                RowImage::Order(o) => {
-                    tx.prepare_cached(
-                        "INSERT INTO orders (order_id, idempotency_key, sku, coupon, price, body, state, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                         ON CONFLICT (order_id) DO UPDATE SET idempotency_key = excluded.idempotency_key,
-                         sku = excluded.sku, coupon = excluded.coupon, price = excluded.price,
-                         body = excluded.body, state = excluded.state, created_at = excluded.created_at",
-                    )?
-                    .execute(params![o.order_id, o.idempotency_key, o.sku, o.coupon, o.price, o.body, o.state.as_str(), o.created_at])?;
-                }
-                RowImage::Coupon(c) => {
-                    tx.prepare_cached(
-                        "INSERT INTO coupons (code, state, order_id) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (code) DO UPDATE SET state = excluded.state, order_id = excluded.order_id",
-                    )?
-                    .execute(params![c.code, c.state.as_str(), c.order_id])?;
-                }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// One change of [`Db::apply`]'s batch, `head` the last seq in the log.
+fn apply_one(tx: &Transaction, head: u64, change: &Change) -> Result<Applied, DbError> {
+    if change.seq <= head {
+        return Ok(Applied::Duplicate);
+    }
+    if change.seq != head + 1 {
+        return Err(DbError::OutOfOrder {
+            expected: head + 1,
+            got: change.seq,
+        });
+    }
+    for row in &change.rows {
+        match row {
+            RowImage::Stock(s) => {
+                tx.prepare_cached(
+                    "INSERT INTO stock (sku, stock, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sku) DO UPDATE SET stock = excluded.stock, version = excluded.version",
+                )?
+                .execute(params![s.sku, s.stock, s.version])?;
+            }
+            RowImage::StockMove(m) => put_move(tx, m)?,
+            RowImage::Order(o) => {
+                tx.prepare_cached(
+                    "INSERT INTO orders (order_id, idempotency_key, sku, coupon, price, body, state, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (order_id) DO UPDATE SET idempotency_key = excluded.idempotency_key,
+                     sku = excluded.sku, coupon = excluded.coupon, price = excluded.price,
+                     body = excluded.body, state = excluded.state, created_at = excluded.created_at",
+                )?
+                .execute(params![o.order_id, o.idempotency_key, o.sku, o.coupon, o.price, o.body, o.state.as_str(), o.created_at])?;
+            }
+            RowImage::Coupon(c) => {
+                tx.prepare_cached(
+                    "INSERT INTO coupons (code, state, order_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (code) DO UPDATE SET state = excluded.state, order_id = excluded.order_id",
+                )?
+                .execute(params![c.code, c.state.as_str(), c.order_id])?;
             }
         }
-        let args =
-            serde_json::to_string(&change.rows).map_err(|e| DbError::Encode(e.to_string()))?;
-        tx.prepare_cached("INSERT INTO changes (seq, op, args, at_ms) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![
-                change.seq as i64,
-                change.op,
-                args,
-                change.at_ms as i64
-            ])?;
-        tx.commit()?;
-        Ok(Applied::Applied)
     }
+    let args = serde_json::to_string(&change.rows).map_err(|e| DbError::Encode(e.to_string()))?;
+    tx.prepare_cached("INSERT INTO changes (seq, op, args, at_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![
+            change.seq as i64,
+            change.op,
+            args,
+            change.at_ms as i64
+        ])?;
+    Ok(Applied::Applied)
 }
 
 enum Step {

@@ -455,16 +455,31 @@ fn apply_copies_changes_once_and_refuses_gaps() {
     primary.stock_take("o1", "book", 1, None).unwrap();
     let changes = primary.changes_after(0, 100).unwrap();
     assert!(matches!(
-        standby.apply(&changes[1]),
+        standby.apply(&changes[1..]),
         Err(DbError::OutOfOrder {
             expected: 1,
             got: 2
         })
     ));
-    for c in &changes {
-        assert_eq!(standby.apply(c).unwrap(), Applied::Applied);
-    }
-    assert_eq!(standby.apply(&changes[0]).unwrap(), Applied::Duplicate);
+    // An error applies none of its batch.
+    assert!(matches!(
+        standby.apply(&[changes[0].clone(), changes[2].clone()]),
+        Err(DbError::OutOfOrder {
+            expected: 2,
+            got: 3
+        })
+    ));
+    assert_eq!(standby.head().unwrap(), 0);
+    assert_eq!(standby.apply(&changes[..1]).unwrap(), [Applied::Applied]);
+    assert_eq!(
+        standby.apply(&changes).unwrap(),
+        [
+            vec![Applied::Duplicate],
+            vec![Applied::Applied; changes.len() - 1]
+        ]
+        .concat()
+    );
+    assert_eq!(standby.apply(&changes[..1]).unwrap(), [Applied::Duplicate]);
     assert_eq!(standby.orders().unwrap(), primary.orders().unwrap());
     assert_eq!(standby.stock_all().unwrap(), primary.stock_all().unwrap());
     assert_eq!(
