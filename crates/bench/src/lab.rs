@@ -427,7 +427,8 @@ pub fn tune_client_side(netns: &str) -> Result<()> {
 }
 
 /// A server a bench runs in a process of its own, killed and reaped when
-/// dropped.
+/// dropped, and killed by the kernel if the bench dies first (even by
+/// SIGKILL: [`d11_lab::prepare_child`]).
 pub struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -450,6 +451,7 @@ impl Daemon {
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
+        d11_lab::prepare_child(&mut cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)

@@ -234,7 +234,26 @@ impl Netns {
             }
             Ok(())
         };
-        ip(&["netns", "add", name])?;
+        if let Err(e) = ip(&["netns", "add", name]) {
+            // Left by a bench killed before it could delete it (its
+            // balancers died with it): taken back if nothing runs in it.
+            let pids = Command::new("ip").args(["netns", "pids", name]).output();
+            match pids {
+                Ok(o) if o.status.success() && o.stdout.trim_ascii().is_empty() => {
+                    eprintln!("bench lb: namespace {name} left by an earlier run: deleting it");
+                    ip(&["netns", "del", name])?;
+                    ip(&["netns", "add", name])?;
+                }
+                Ok(o) if o.status.success() => bail!(
+                    "{e}: processes {} run in it (another `d11 bench lb`?); pick another --netns",
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => return Err(e),
+            }
+        }
         let ns = Netns(name.to_string());
         ip(&["-n", name, "link", "set", "lo", "up"])?;
         crate::lab::tune_client_side(name)?;

@@ -34,6 +34,7 @@ pub use supervisor::{
     stop_supervisor, supervisor_pid, ChildSpec, ChildState, ChildStatus, Owner, Stopped,
     Supervisor, SupervisorError, SupervisorState, OWNER_POLL,
 };
+pub use sys::prepare_child;
 pub use teardown::{list_labs, teardown, teardown_all, TeardownError, TeardownReport};
 pub use topology::{
     default_mac, AppSpec, CapturePoint, ElementPort, ElementSpec, HostEntry, HttpDns, Node,

@@ -61,7 +61,7 @@ pub(crate) fn wait(pid: i32) -> io::Result<i32> {
 /// reads from its signalfd), and SIGKILL when the thread that spawned it dies.
 /// If the parent is already gone when the child gets there, the child fails to
 /// start instead of lingering.
-pub(crate) fn prepare_child(cmd: &mut Command) {
+pub fn prepare_child(cmd: &mut Command) {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     cmd.process_group(0);
