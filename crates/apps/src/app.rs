@@ -101,9 +101,6 @@ pub trait App: 'static {
     /// Worker threads of its tokio runtime; 1 is a current-thread runtime,
     /// one event loop.
     const WORKERS: usize = 2;
-    /// Tasks its scheduler runs between two looks for I/O and timers when
-    /// tasks are ready (tokio's `event_interval`, 61 by default).
-    const EVENT_INTERVAL: u32 = 61;
     /// The port it listens on, for the other apps' [`AppEnv::peers`].
     fn listens(_settings: &Self::Settings) -> Option<u16> {
         None
@@ -123,7 +120,6 @@ pub struct AppEntry {
     pub name: &'static str,
     pub summary: &'static str,
     workers: usize,
-    event_interval: u32,
     check: fn(&AppEnv, &toml::Table) -> Result<(), ConfigError>,
     listens: fn(&toml::Table) -> Option<u16>,
     run: fn(AppEnv, &toml::Table, UnixListener, Shutdown) -> Result<Running, ConfigError>,
@@ -145,7 +141,6 @@ impl AppEntry {
             name: A::NAME,
             summary: A::SUMMARY,
             workers: A::WORKERS,
-            event_interval: A::EVENT_INTERVAL,
             check: |env, config| A::check(env, &parse::<A>(config)?),
             listens: |config| parse::<A>(config).ok().and_then(|s| A::listens(&s)),
             run: |env, config, ctl, shutdown| Ok(A::run(env, parse::<A>(config)?, ctl, shutdown)),
@@ -153,7 +148,7 @@ impl AppEntry {
     }
 
     /// The runtime it runs on: one event loop for [`App::WORKERS`] 0 or 1,
-    /// else that many worker threads; [`App::EVENT_INTERVAL`].
+    /// else that many worker threads.
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let mut b = match self.workers {
             0 | 1 => tokio::runtime::Builder::new_current_thread(),
@@ -163,7 +158,7 @@ impl AppEntry {
                 b
             }
         };
-        b.event_interval(self.event_interval).enable_all().build()
+        b.enable_all().build()
     }
 
     /// Parses the settings and checks them against the lab.

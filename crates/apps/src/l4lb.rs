@@ -2,16 +2,20 @@
 //! client's TCP connection, opens a new one to a backend controller and
 //! copies bytes both ways, so TLS passes through untouched.
 //!
-//! The choice of a backend (`balance.rs`) and a backend's health
-//! (`crate::health`) are plain state machines; this file is the tokio around them:
-//! the accept loop, one task per session, one health-check task per backend.
+//! The choice of a backend (`balance.rs`), a backend's health
+//! (`crate::health`) and a session's two-way copy (`relay.rs`) are plain
+//! state machines. The sessions run on an event loop of the balancer's own
+//! (`event_loop.rs`: one thread, edge-triggered `epoll`, the sessions in a
+//! slab, their timers on a wheel, `wheel.rs`), as HAProxy runs them; the
+//! health checks (one task per backend) and the control socket stay on
+//! tokio, and this file holds what the two share.
 //!
 //! - Sessions go to UP backends only (round robin or least connections);
 //!   a failed connect is retried on another backend (HAProxy's `retries`
 //!   with `option redispatch`); with none left the client is closed.
 //! - Backends start UP, one failed check away from DOWN (HAProxy's default
 //!   `init-state up`); a DOWN backend gets no new sessions, its live ones go on.
-//! - At `maxconn` live sessions the listener is not polled (HAProxy's
+//! - At `maxconn` live sessions the listener is not accepted from (HAProxy's
 //!   `maxconn`): new connections wait in the kernel's backlog, listened
 //!   with `maxconn` as HAProxy's `backlog` defaults to, until a session
 //!   ends; each such pause is counted in `maxconn_pauses`.
@@ -20,36 +24,36 @@
 //!   half-close (`shutdown(Write)`) and the other direction goes on.
 //! - A side is idle when no byte moved either way for its timeout; the
 //!   session then ends (`cD`/`sD`).
+//! - After shutdown it stops accepting and gives live sessions
+//!   `shutdown_grace_ms`, then kills them (`KD`).
 
 mod balance;
+mod event_loop;
+mod relay;
 mod tcplog;
+mod wheel;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, timeout, MissedTickBehavior};
-use tracing::{debug, error, info, warn};
+use tokio::time::{timeout, MissedTickBehavior};
+use tracing::{error, info, warn};
 
 pub use crate::health::{HealthConfig, InitState};
 pub use balance::Balance;
+pub use relay::{Buffers, Pumped, Ready, Relay, Socket, BUFFER, CLIENT, SERVER};
 pub use tcplog::Termination;
 
 use crate::health::{Health, Transition};
 use balance::{Balancer, Candidate};
-use tcplog::TcpLog;
-
-/// Bytes one direction of a session holds at most before the other side
-/// has taken them.
-pub const BUFFER: usize = 16 * 1024;
+use event_loop::Sessions;
 
 /// The load balancer's configuration (one frontend, one backend).
 #[derive(Debug, Clone, Deserialize)]
@@ -235,7 +239,6 @@ pub struct L4lb {
     /// Bytes per backend: client → server, server → client.
     bytes: Vec<[AtomicU64; 2]>,
     counters: Counters,
-    buffers: Buffers,
 }
 
 /// What the balancer decides on, under one lock.
@@ -275,15 +278,6 @@ struct Counters {
     server_timeouts: AtomicU64,
 }
 
-/// A live session: counted in `active` until dropped.
-struct Admission(Arc<L4lb>);
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0.counters.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl L4lb {
     pub fn new(name: &str, config: L4lbConfig) -> Arc<L4lb> {
         let now = Instant::now();
@@ -316,7 +310,6 @@ impl L4lb {
             listening: OnceLock::new(),
             nodelay_inherited: OnceLock::new(),
             counters: Counters::default(),
-            buffers: Buffers::default(),
         })
     }
 
@@ -356,160 +349,13 @@ impl L4lb {
         for i in 0..self.config.backends.len() {
             checks.spawn(self.clone().check_loop(i));
         }
-        let (kill, killed) = watch::channel(());
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
-        let mut paused = false;
-        loop {
-            // A session's end (`join_next`) is what lowers `active`.
-            let full = self.counters.active.load(Ordering::Relaxed) >= self.config.maxconn;
-            if full && !paused {
-                self.counters.maxconn_pauses.fetch_add(1, Ordering::Relaxed);
-                debug!(
-                    maxconn = self.config.maxconn,
-                    "maxconn reached: accepting paused"
-                );
-            }
-            paused = full;
-            tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept(), if !full => match accepted {
-                    Ok((client, peer)) => {
-                        let admission = self.admit();
-                        sessions.spawn(self.clone().session(admission, client, peer, killed.clone()));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
+        // Killed when dropped, as `serve` returns or is dropped.
+        let mut sessions = Sessions::spawn(self.clone(), listener.into_std()?)?;
+        tokio::select! {
+            _ = shutdown => sessions.stop(),
+            ended = sessions.finished() => return ended,
         }
-        drop(listener);
-        info!(live = sessions.len(), "l4lb stopped accepting");
-        let grace = sleep(Duration::from_millis(self.config.shutdown_grace_ms));
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                _ = &mut grace => break,
-                next = sessions.join_next() => if next.is_none() { break },
-            }
-        }
-        kill.send_replace(());
-        while sessions.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    /// Counts an accepted connection, live until the admission is dropped.
-    fn admit(self: &Arc<Self>) -> Admission {
-        let c = &self.counters;
-        c.accepted.fetch_add(1, Ordering::Relaxed);
-        c.active.fetch_add(1, Ordering::Relaxed);
-        Admission(self.clone())
-    }
-
-    async fn session(
-        self: Arc<Self>,
-        admission: Admission,
-        client: TcpStream,
-        peer: SocketAddr,
-        killed: watch::Receiver<()>,
-    ) {
-        let accept_date = time::OffsetDateTime::now_utc();
-        let start = Instant::now();
-        // Looked at once: a listener from `bind` hands every connection over
-        // with Nagle off already.
-        if !*self
-            .nodelay_inherited
-            .get_or_init(|| client.nodelay().unwrap_or(false))
-        {
-            let _ = client.set_nodelay(true);
-        }
-        let (connected, retries) = self.connect().await;
-        let connect = connected.is_ok().then(|| start.elapsed());
-        let server = connected.as_ref().ok().map(|&(i, _)| i);
-        let (termination, bytes_read) = match connected {
-            Ok((i, stream)) => self.proxy(i, client, stream, killed).await,
-            Err(failure) => {
-                self.counters.no_backend.fetch_add(1, Ordering::Relaxed);
-                (failure, 0)
-            }
-        };
-        let timeouts = match termination {
-            Termination::ClientTimeout => Some(&self.counters.client_timeouts),
-            Termination::ServerTimeout => Some(&self.counters.server_timeouts),
-            _ => None,
-        };
-        if let Some(t) = timeouts {
-            t.fetch_add(1, Ordering::Relaxed);
-        }
-        let (beconn, srv_conn) = {
-            let pool = self.pool();
-            let beconn = pool.servers.iter().map(|s| s.active).sum();
-            (beconn, server.map_or(0, |i| pool.servers[i].active))
-        };
-        let feconn = self.counters.active.load(Ordering::Relaxed);
-        info!(
-            "{}",
-            TcpLog {
-                client: peer,
-                accept_date,
-                frontend: &self.name,
-                backend: &self.config.backend_name,
-                server: server.map(|i| self.config.backends[i]),
-                connect,
-                total: start.elapsed(),
-                bytes_read,
-                termination,
-                actconn: feconn,
-                feconn,
-                beconn,
-                srv_conn,
-                retries,
-            }
-        );
-        if let Some(i) = server {
-            self.pool().servers[i].active -= 1;
-        }
-        drop(admission);
-    }
-
-    /// Connects to an UP backend, retrying on others; answers the server
-    /// (counted as active until the caller releases it) or how the session
-    /// ends, and the number of retries.
-    async fn connect(&self) -> (Result<(usize, TcpStream), Termination>, u32) {
-        let timeout_d = Duration::from_millis(self.config.connect_timeout_ms);
-        let mut tried = Vec::new();
-        let mut failure = Termination::ServerRefused;
-        while tried.len() <= self.config.retries as usize {
-            let Some(i) = self.choose(&tried) else { break };
-            tried.push(i);
-            let addr = self.config.backends[i];
-            let error = match timeout(timeout_d, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.pool().servers[i].total += 1;
-                    return (Ok((i, stream)), tried.len() as u32 - 1);
-                }
-                Ok(Err(e)) => {
-                    failure = Termination::ServerRefused;
-                    e.to_string()
-                }
-                Err(_) => {
-                    failure = Termination::ConnectTimeout;
-                    "connect timeout".into()
-                }
-            };
-            debug!(server = %addr, %error, "connection to backend failed");
-            self.counters
-                .connect_failures
-                .fetch_add(1, Ordering::Relaxed);
-            let mut pool = self.pool();
-            pool.servers[i].connect_failures += 1;
-            pool.servers[i].active -= 1;
-        }
-        (Err(failure), tried.len().saturating_sub(1) as u32)
+        sessions.finished().await
     }
 
     /// Picks a server not in `tried` and counts the session on it.
@@ -526,33 +372,6 @@ impl L4lb {
         let i = pool.balancer.choose(&candidates, tried)?;
         pool.servers[i].active += 1;
         Some(i)
-    }
-
-    /// Relays backend `i`'s session until it ends; answers how it ended
-    /// and the bytes sent to the client.
-    async fn proxy(
-        &self,
-        i: usize,
-        mut client: TcpStream,
-        mut server: TcpStream,
-        mut killed: watch::Receiver<()>,
-    ) -> (Termination, u64) {
-        let idle = Idle {
-            client: Duration::from_millis(self.config.client_timeout_ms),
-            server: Duration::from_millis(self.config.server_timeout_ms),
-        };
-        let [up, down] = &self.bytes[i];
-        let to_client = AtomicU64::new(0);
-        let termination = relay(
-            client.split(),
-            server.split(),
-            idle,
-            [up, down, &to_client],
-            &self.buffers,
-            killed.changed(),
-        )
-        .await;
-        (termination, to_client.load(Ordering::Relaxed))
     }
 
     /// Checks backend `i` every interval, forever.
@@ -715,270 +534,6 @@ impl L4lb {
     }
 }
 
-/// A session's idle timeouts, each side's.
-#[derive(Debug, Clone, Copy)]
-pub struct Idle {
-    pub client: Duration,
-    pub server: Duration,
-}
-
-/// A session's relay: copies bytes both ways between the client's and the
-/// server's connection (each given as its read and write halves) until both
-/// sides have closed (an end of stream passed on as a half-close while the
-/// other direction goes on), one side fails or idles out, or `killed`
-/// resolves; answers how it ended.
-/// `meters` count the bytes written client → server, server → client, and
-/// again server → client. A direction holds a buffer from `buffers` only
-/// while bytes it read wait to be written ([`ReadSide`]), as HAProxy
-/// holds its buffers: a thousand idle sessions hold none, and the few
-/// buffers in use stay in the cache. Over any streams: the sessions run it
-/// on TCP, the fuzz target (`fuzz/fuzz_targets/l4lb.rs`) on in-memory
-/// pipes.
-///
-/// One timer watches both sides: a side times out when no byte moved
-/// either way for its timeout while the session waits on it (to read from
-/// it, or to write to it); when both do, the shorter timeout ends it, the
-/// client's on a tie. No timer is armed per read or per write.
-pub async fn relay<CR, CW, SR, SW>(
-    (mut cr, mut cw): (CR, CW),
-    (mut sr, mut sw): (SR, SW),
-    idle: Idle,
-    meters: [&AtomicU64; 3],
-    buffers: &Buffers,
-    killed: impl Future,
-) -> Termination
-where
-    CR: ReadSide + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: ReadSide + Unpin,
-    SW: AsyncWrite + Unpin,
-{
-    let activity = Activity::new();
-    let [up_bytes, down_bytes, to_client] = meters;
-    let (up_meters, down_meters) = ([up_bytes], [down_bytes, to_client]);
-    let (up_state, down_state) = (Direction::default(), Direction::default());
-    let up = pump(
-        &mut cr,
-        &mut sw,
-        buffers,
-        &activity,
-        &up_meters,
-        [&up_state, &down_state],
-    );
-    let down = pump(
-        &mut sr,
-        &mut cw,
-        buffers,
-        &activity,
-        &down_meters,
-        [&down_state, &up_state],
-    );
-    let idle_timer = tokio::time::sleep_until(activity.deadline(idle.client.min(idle.server)));
-    tokio::pin!(up, down, killed, idle_timer);
-    let (mut up_done, mut down_done) = (false, false);
-    loop {
-        tokio::select! {
-            r = &mut up, if !up_done => match r {
-                Ok(()) => up_done = true,
-                Err(Fault::Read) => return Termination::ClientAbort,
-                Err(Fault::Write) => return Termination::ServerAbort,
-            },
-            r = &mut down, if !down_done => match r {
-                Ok(()) => down_done = true,
-                Err(Fault::Read) => return Termination::ServerAbort,
-                Err(Fault::Write) => return Termination::ClientAbort,
-            },
-            _ = &mut killed => return Termination::Killed,
-            _ = &mut idle_timer => {
-                // Who the session waits on: the client when reading from it
-                // (up) or writing to it (down), the server the other way.
-                let writing = |d: &Direction| d.writing.load(Ordering::Relaxed);
-                let on_client = (!up_done && !writing(&up_state)) || (!down_done && writing(&down_state));
-                let on_server = (!down_done && !writing(&down_state)) || (!up_done && writing(&up_state));
-                let quiet = activity.quiet();
-                if on_client && quiet >= idle.client {
-                    return Termination::ClientTimeout;
-                }
-                if on_server && quiet >= idle.server {
-                    return Termination::ServerTimeout;
-                }
-                let next = match (on_client, on_server) {
-                    (true, false) => idle.client,
-                    (false, true) => idle.server,
-                    _ => idle.client.min(idle.server),
-                };
-                idle_timer.as_mut().reset(activity.deadline(next));
-            }
-        }
-        if up_done && down_done {
-            return Termination::Normal;
-        }
-    }
-}
-
-/// When a byte last moved either way in a session.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// How long no byte has moved.
-    fn quiet(&self) -> Duration {
-        self.last().elapsed()
-    }
-
-    /// When a side idle for `idle` times out.
-    fn deadline(&self, idle: Duration) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.last() + idle)
-    }
-}
-
-/// What one direction of a session is doing, for the relay's idle timer:
-/// writing (else reading), and whether it has read its end of stream.
-#[derive(Default)]
-struct Direction {
-    writing: AtomicBool,
-    eof: AtomicBool,
-}
-
-/// Why one direction of a session stopped: on its read side or its write
-/// side.
-enum Fault {
-    Read,
-    Write,
-}
-
-/// Copies one direction until end of stream, then half-closes the writer
-/// unless the other direction has ended already (`state`: this direction's
-/// and the other's): the session closes both sockets next, and a close
-/// sends the FIN anyway, so the `shutdown(2)` would be a wasted system
-/// call. Neither socket holds unread bytes by then (each read its end of
-/// stream), so the close is a FIN, never a reset. `meters` count the bytes
-/// written.
-async fn pump<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    buffers: &Buffers,
-    activity: &Activity,
-    meters: &[&AtomicU64],
-    state: [&Direction; 2],
-) -> Result<(), Fault>
-where
-    R: ReadSide + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        let buf = reader.read_pooled(buffers).await.map_err(|_| Fault::Read)?;
-        let n = buf.len();
-        if n == 0 {
-            buffers.give(buf);
-            state[0].eof.store(true, Ordering::Relaxed);
-            if state[1].eof.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            state[0].writing.store(true, Ordering::Relaxed);
-            return writer.shutdown().await.map_err(|_| Fault::Write);
-        }
-        activity.touch();
-        state[0].writing.store(true, Ordering::Relaxed);
-        let written = writer.write_all(&buf).await;
-        buffers.give(buf);
-        written.map_err(|_| Fault::Write)?;
-        state[0].writing.store(false, Ordering::Relaxed);
-        activity.touch();
-        for m in meters {
-            m.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A stream's read side as the relay reads it: into a buffer taken from
-/// the pool once there is something to read, so a direction waiting for
-/// bytes holds none.
-pub trait ReadSide {
-    /// What arrived, in a buffer from `buffers` (empty: the end of stream).
-    fn read_pooled(&mut self, buffers: &Buffers) -> impl Future<Output = io::Result<Vec<u8>>>;
-}
-
-impl ReadSide for tokio::net::tcp::ReadHalf<'_> {
-    /// Waits for readiness, then reads without waiting; a readiness that
-    /// was stale gives the buffer back and waits again.
-    async fn read_pooled(&mut self, buffers: &Buffers) -> io::Result<Vec<u8>> {
-        loop {
-            self.readable().await?;
-            let mut buf = buffers.take();
-            match self.try_read_buf(&mut buf) {
-                Ok(_) => return Ok(buf),
-                Err(e) => {
-                    buffers.give(buf);
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Streams without a readiness of their own (the fuzz target's in-memory
-/// pipes) hold their buffer while they wait.
-impl<T: AsyncRead> ReadSide for tokio::io::ReadHalf<T> {
-    async fn read_pooled(&mut self, buffers: &Buffers) -> io::Result<Vec<u8>> {
-        let mut buf = buffers.take();
-        match self.read_buf(&mut buf).await {
-            Ok(_) => Ok(buf),
-            Err(e) => {
-                buffers.give(buf);
-                Err(e)
-            }
-        }
-    }
-}
-
-/// The relays' buffers, each of [`BUFFER`] bytes, taken while bytes wait
-/// to be written and given back: the heap is not asked for one per read,
-/// and at most [`SPARE_BUFFERS`] (4 MiB) wait here, as HAProxy keeps its
-/// buffer pool.
-#[derive(Default)]
-pub struct Buffers(Mutex<Vec<Vec<u8>>>);
-
-/// Buffers kept for the next sessions at most.
-const SPARE_BUFFERS: usize = 256;
-
-impl Buffers {
-    /// An empty buffer of [`BUFFER`] bytes' capacity.
-    pub fn take(&self) -> Vec<u8> {
-        let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        spare.unwrap_or_else(|| Vec::with_capacity(BUFFER))
-    }
-
-    /// Keeps `buf` for another read, emptied, unless enough are kept.
-    pub fn give(&self, mut buf: Vec<u8>) {
-        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.len() < SPARE_BUFFERS && buf.capacity() == BUFFER {
-            buf.clear();
-            spare.push(buf);
-        }
-    }
-}
-
 /// An I/O error's OS message without the errno suffix, as HAProxy logs it.
 fn os_message(e: &io::Error) -> String {
     let s = e.to_string();
@@ -999,11 +554,6 @@ impl crate::app::App for L4lbApp {
     // worker only adds the futex wakeups and context switches of handing
     // sessions between threads (measured in docs/order.md).
     const WORKERS: usize = 1;
-    // Its tasks are short (a few system calls each), so the loop runs
-    // every ready one before it looks for I/O again rather than stopping
-    // every 61: with 1,000 sessions at once, looking that often cost a
-    // third more CPU per connection (`d11 bench lb`, docs/bench.md).
-    const EVENT_INTERVAL: u32 = 4096;
     fn run(
         env: crate::app::AppEnv,
         c: L4lbConfig,
