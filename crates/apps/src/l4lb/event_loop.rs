@@ -415,15 +415,19 @@ impl Loop<'_> {
         let (Some(stream), Some(i)) = (&session.stream, session.server) else {
             return;
         };
-        if !session.relay.ready[SERVER].writable() {
+        // Writable and no error: connected, with no `SO_ERROR` to ask
+        // (HAProxy does not ask either).
+        let ready = session.relay.ready[SERVER];
+        if !ready.writable() {
             return;
         }
-        match stream.take_error() {
-            Ok(None) => {}
-            Ok(Some(e)) | Err(e) => {
-                self.connect_failed(slot, Termination::ServerRefused, &e);
-                return self.connect(slot);
-            }
+        if ready.failed() {
+            let e = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => e,
+                Ok(None) => io::ErrorKind::ConnectionRefused.into(),
+            };
+            self.connect_failed(slot, Termination::ServerRefused, &e);
+            return self.connect(slot);
         }
         let _ = stream.set_nodelay(true);
         self.lb.pool().servers[i].total += 1;

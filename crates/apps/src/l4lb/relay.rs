@@ -36,11 +36,22 @@ pub const SERVER: usize = 1;
 /// (`WouldBlock` when they would), and a half-close.
 pub trait Socket: Read + Write {
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// A write followed at once by more bytes or the end of stream: TCP
+    /// holds it to send with them (`MSG_MORE`, send(2)), so a reply and
+    /// its FIN leave in one segment, as HAProxy sends them.
+    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
 }
 
 impl Socket for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&*self).send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
     }
 }
 
@@ -79,6 +90,11 @@ impl Ready {
 
     pub fn writable(&self) -> bool {
         self.write
+    }
+
+    /// The write side was closed or failed (a connect refused).
+    pub fn failed(&self) -> bool {
+        self.write_closed
     }
 
     fn read_drained(&mut self) {
@@ -176,7 +192,15 @@ impl Relay {
                 if !self.ready[w].write {
                     return Ok(());
                 }
-                match sockets[w].write(&buf[pipe.sent..pipe.len]) {
+                // The reader's end of stream has come: what is left
+                // follows this write at once, bytes or the half-close.
+                let bytes = &buf[pipe.sent..pipe.len];
+                let written = if self.ready[r].read_closed {
+                    sockets[w].write_more(bytes)
+                } else {
+                    sockets[w].write(bytes)
+                };
+                match written {
                     Ok(0) => return Err(w),
                     Ok(n) => {
                         pipe.sent += n;
