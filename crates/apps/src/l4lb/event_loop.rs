@@ -144,7 +144,11 @@ fn token(slot: usize, generation: u32, side: usize) -> Token {
 
 fn untoken(t: Token) -> (usize, u32, usize) {
     let t = t.0 as u64;
-    (((t & 0xffff_ffff) >> 1) as usize, (t >> 32) as u32, (t & 1) as usize)
+    (
+        ((t & 0xffff_ffff) >> 1) as usize,
+        (t >> 32) as u32,
+        (t & 1) as usize,
+    )
 }
 
 struct Loop<'a> {
@@ -214,8 +218,8 @@ impl Loop<'_> {
                     t => l.on_event(t, e),
                 }
             }
-            l.accept();
             l.expire();
+            l.accept();
             if l.control_says() {
                 return Ok(());
             }
@@ -396,7 +400,7 @@ impl Loop<'_> {
         session.relay.ready[side].on_event(
             e.is_readable(),
             e.is_writable(),
-            e.is_read_closed(),
+            e.is_read_closed() || e.is_error(),
             e.is_write_closed() || e.is_error(),
         );
         match session.connected {
@@ -500,12 +504,13 @@ impl Loop<'_> {
         self.due = due;
     }
 
-    /// Ends a session: counts it, logs its tcplog line, closes both
-    /// sockets (which takes them out of the epoll set) and frees its slot.
+    /// Ends a session: closes both sockets (which takes them out of the
+    /// epoll set), counts it, logs its tcplog line and frees its slot.
     fn end(&mut self, slot: usize, termination: Termination) {
         let Some(mut session) = self.slots[slot].session.take() else {
             return;
         };
+        drop((session.client, session.stream.take()));
         self.wheel.disarm(slot);
         session.relay.release(&mut self.buffers);
         let c = &self.lb.counters;
@@ -583,7 +588,9 @@ mod tests {
 
     #[test]
     fn a_token_gives_back_its_slot_generation_and_side() {
-        for (slot, generation, side) in [(0, 1, CLIENT), (7, u32::MAX, SERVER), (1 << 30, 3, CLIENT)] {
+        for (slot, generation, side) in
+            [(0, 1, CLIENT), (7, u32::MAX, SERVER), (1 << 30, 3, CLIENT)]
+        {
             let t = token(slot, generation, side);
             assert!(t != LISTENER && t != WAKER);
             assert_eq!(untoken(t), (slot, generation, side));

@@ -385,8 +385,16 @@ mod tests {
         let mut buffers = Buffers::default();
         let p = relay.pump([&mut client, &mut server], &mut buffers);
         assert_eq!(p.written, [100, 0]);
-        assert_eq!(client.incoming.len(), 2 * BUFFER, "one buffer read, no more");
-        assert_eq!(relay.waits_on(), [false, true], "waits to write to the server");
+        assert_eq!(
+            client.incoming.len(),
+            2 * BUFFER,
+            "one buffer read, no more"
+        );
+        assert_eq!(
+            relay.waits_on(),
+            [false, true],
+            "waits to write to the server"
+        );
         relay.ready[SERVER].on_event(false, true, false, false);
         server.room = usize::MAX;
         let p = relay.pump([&mut client, &mut server], &mut buffers);

@@ -69,10 +69,7 @@ impl Wheel {
     /// Stops `slot`'s timer, if armed.
     pub fn disarm(&mut self, slot: usize) {
         let Some(&Link {
-            bucket,
-            prev,
-            next,
-            ..
+            bucket, prev, next, ..
         }) = self.links.get(slot)
         else {
             return;
@@ -172,6 +169,10 @@ mod tests {
         w.arm(2, 1000);
         assert_eq!(expired(&mut w, 500), [0, 1]);
         w.arm(3, 2);
-        assert_eq!(expired(&mut w, 504), [3], "a past deadline fires at the next tick");
+        assert_eq!(
+            expired(&mut w, 504),
+            [3],
+            "a past deadline fires at the next tick"
+        );
     }
 }
