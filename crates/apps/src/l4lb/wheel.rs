@@ -30,6 +30,10 @@ pub struct Wheel {
     /// The last tick whose bucket was expired.
     current: u64,
     armed: usize,
+    /// No timer fires before this tick ends (a bound: a timer disarmed
+    /// since may have set it), so an idle loop sleeps until then instead
+    /// of waking every tick.
+    next: Option<u64>,
 }
 
 impl Wheel {
@@ -41,6 +45,7 @@ impl Wheel {
             links: Vec::new(),
             current: now / tick_ms,
             armed: 0,
+            next: None,
         }
     }
 
@@ -64,6 +69,7 @@ impl Wheel {
         }
         self.heads[bucket as usize] = slot as u32;
         self.armed += 1;
+        self.next = Some(self.next.map_or(tick, |n| n.min(tick)));
     }
 
     /// Stops `slot`'s timer, if armed.
@@ -86,6 +92,9 @@ impl Wheel {
         }
         self.links[slot] = UNARMED;
         self.armed -= 1;
+        if self.armed == 0 {
+            self.next = None;
+        }
     }
 
     /// Disarms every timer due by `now` and adds its slot to `due`.
@@ -107,12 +116,26 @@ impl Wheel {
             }
         }
         self.current = self.current.max(target);
+        if self.next.is_some_and(|n| n <= self.current) {
+            self.next = self.first_armed();
+        }
+    }
+
+    /// The first tick after the current one whose bucket holds a timer (of
+    /// this turn or a later one).
+    fn first_armed(&self) -> Option<u64> {
+        let n = self.heads.len() as u64;
+        (self.armed > 0)
+            .then(|| {
+                (self.current + 1..=self.current + n).find(|t| self.heads[(t % n) as usize] != NIL)
+            })
+            .flatten()
     }
 
     /// When [`Wheel::expire`] next has something to look at: the end of
-    /// the next tick, if a timer is armed.
+    /// the first tick that may hold a timer due, if one is armed.
     pub fn next_tick(&self) -> Option<u64> {
-        (self.armed > 0).then(|| (self.current + 1) * self.tick_ms)
+        self.next.map(|t| t * self.tick_ms)
     }
 }
 
@@ -137,6 +160,26 @@ mod tests {
         assert_eq!(expired(&mut w, 9), Vec::<usize>::new());
         assert_eq!(expired(&mut w, 12), [3]);
         assert_eq!(expired(&mut w, 100), Vec::<usize>::new());
+        assert_eq!(w.next_tick(), None);
+    }
+
+    #[test]
+    fn an_idle_wheel_sleeps_until_its_first_timer_not_every_tick() {
+        let mut w = Wheel::new(4, 8, 0);
+        w.arm(0, 20);
+        assert_eq!(w.next_tick(), Some(20));
+        w.arm(1, 100);
+        assert_eq!(expired(&mut w, 20), [0]);
+        // Tick 25's bucket, looked at once a turn (8 ticks) before it.
+        assert_eq!(w.next_tick(), Some(36));
+        assert_eq!(expired(&mut w, 36), Vec::<usize>::new());
+        assert_eq!(w.next_tick(), Some(68));
+        assert_eq!(expired(&mut w, 68), Vec::<usize>::new());
+        assert_eq!(w.next_tick(), Some(100));
+        assert_eq!(expired(&mut w, 100), [1]);
+        assert_eq!(w.next_tick(), None);
+        w.arm(2, 8);
+        w.disarm(2);
         assert_eq!(w.next_tick(), None);
     }
 
