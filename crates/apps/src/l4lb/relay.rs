@@ -159,10 +159,8 @@ pub struct Relay {
 impl Relay {
     /// Moves what can move between `sockets` (client, server) without
     /// waiting; buffers come from and go back to `buffers`.
-    pub fn pump<S: Socket>(&mut self, sockets: [&mut S; 2], buffers: &mut Buffers) -> Pumped {
+    pub fn pump<S: Socket>(&mut self, mut sockets: [&mut S; 2], buffers: &mut Buffers) -> Pumped {
         let mut pumped = Pumped::default();
-        let [client, server] = sockets;
-        let mut sockets = [client, server];
         for d in [CLIENT, SERVER] {
             if let Err(side) = self.pump_one(d, &mut sockets, buffers, &mut pumped) {
                 pumped.end = Some(abort(side));
